@@ -1,0 +1,2 @@
+//! Collectives for the Rust Gloo (being built).
+#![forbid(unsafe_code)]

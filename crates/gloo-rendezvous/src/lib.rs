@@ -1,0 +1,2 @@
+//! Rendezvous for the Rust Gloo (being built).
+#![forbid(unsafe_code)]

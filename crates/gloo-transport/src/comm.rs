@@ -1,0 +1,172 @@
+//! The communicator trait that collectives program against.
+
+use std::time::Instant;
+
+use crate::{Error, Op, Rank, Result, Slot};
+
+/// How long [`Communicator::progress`] keeps going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Until every operation in the batch is complete.
+    All,
+    /// Until at least one operation that was incomplete on entry is complete.
+    Any,
+}
+
+/// A connected group of ranks that exchanges byte messages (Gloo's "context").
+///
+/// # Model
+///
+/// Operations ([`Op`]) borrow the caller's buffers and are driven by the caller's own thread:
+/// [`progress`](Communicator::progress) posts the operations it has not seen, moves bytes
+/// between sockets (or whatever the transport uses) and those buffers, and returns when the
+/// batch is complete ([`Wait::All`]), when one more operation is ([`Wait::Any`]), or at the
+/// deadline. Sends and receives on the same `(peer, slot)` match first-in, first-out.
+/// Several threads may call into one communicator at once, each with its own batches on
+/// distinct slots.
+///
+/// # Memory safety of borrowed buffers
+///
+/// A transport never keeps a pointer to an [`Op`]'s buffer beyond the call that was given the
+/// `Op`: it reads a send buffer and writes a receive buffer only inside `progress`, through the
+/// `&`/`&mut` borrow that call holds. A message that arrives while nobody is inside such a call
+/// waits in the kernel's socket buffer or in a bounded, transport-owned eager buffer, and is
+/// copied into the receive buffer by a later call. What a transport remembers of a posted
+/// operation between calls is an id, never an address.
+///
+/// That is why leaking a [`Batch`] with `mem::forget`, or dropping ops mid-way without
+/// [`cancel`](Communicator::cancel), cannot cause a use-after-free: the worst it does is leave a
+/// posted receive that swallows one message (or a posted send that never goes), which costs a
+/// wasted message and, at most, a [`Timeout`](Error::Timeout) for whoever waits on that stream.
+/// This is the difference from C++ Gloo's register-now-wait-later buffers, which in Rust would
+/// be unsound for the reason the "leakpocalypse" made plain.
+///
+/// # Errors
+///
+/// A fatal error (a lost peer, a protocol violation, an abort) poisons the communicator: every
+/// later call fails fast with it. [`Error::Timeout`] is not fatal by itself: the operations
+/// that timed out are still posted and a later call may complete them, or
+/// [`cancel`](Communicator::cancel) withdraws them.
+///
+/// The trait is object-safe; collectives take `&dyn Communicator`.
+pub trait Communicator: Send + Sync {
+    /// This process's rank.
+    fn rank(&self) -> Rank;
+
+    /// The number of ranks in the group.
+    fn size(&self) -> u32;
+
+    /// Post the operations not posted yet and drive them until `wait` is satisfied or
+    /// `deadline` passes.
+    ///
+    /// Completed operations are marked done ([`Op::completed`] tells the peer and byte count).
+    /// An operation's peer must be a rank of the group other than this one, or the call fails
+    /// with [`Error::InvalidArgument`] before anything is posted.
+    fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()>;
+
+    /// Withdraw every incomplete operation in `ops`.
+    ///
+    /// An operation that no byte of a message has moved for is simply forgotten. One that is
+    /// part-way through a message cannot be taken back without corrupting the stream: the
+    /// connection to that peer is closed and later operations with it fail with
+    /// [`Error::Cancelled`].
+    fn cancel(&self, ops: &mut [Op<'_>]);
+
+    /// Fail every current and future operation on this communicator, here and on every peer
+    /// (which receive [`Error::Aborted`] naming this rank). Callable from any thread.
+    fn abort(&self, reason: &str);
+
+    /// The fatal error this communicator has seen, if any.
+    fn poisoned(&self) -> Option<Error>;
+
+    /// Run `ops` to completion, cancelling whatever is left if it fails.
+    fn run(&self, ops: &mut [Op<'_>], deadline: Instant) -> Result<()> {
+        let r = self.progress(ops, Wait::All, deadline);
+        if r.is_err() {
+            self.cancel(ops);
+        }
+        r
+    }
+
+    /// Send `buf` to `to` on `slot`.
+    fn send(&self, to: Rank, slot: Slot, buf: &[u8], deadline: Instant) -> Result<()> {
+        self.run(&mut [Op::send(to, slot, buf)], deadline)
+    }
+
+    /// Receive one message from `from` on `slot` into `buf`; returns its length.
+    fn recv(&self, from: Rank, slot: Slot, buf: &mut [u8], deadline: Instant) -> Result<usize> {
+        let mut ops = [Op::recv(from, slot, buf)];
+        self.run(&mut ops, deadline)?;
+        Ok(ops[0].completed().map_or(0, |(_, n)| n))
+    }
+
+    /// Receive one message on `slot` from whichever rank in `from` sends first; returns that
+    /// rank and the message's length.
+    fn recv_any(
+        &self,
+        from: &[Rank],
+        slot: Slot,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(Rank, usize)> {
+        let mut ops = [Op::recv_any(from, slot, buf)];
+        self.run(&mut ops, deadline)?;
+        ops[0].completed().ok_or_else(|| Error::invalid("recv_any completed without a source"))
+    }
+}
+
+/// A batch of operations that is cancelled when dropped, for pipelined algorithms that wait
+/// for one operation at a time.
+///
+/// ```
+/// # use gloo_transport::{Batch, Communicator, Op, Rank, Slot, Result};
+/// # use std::time::Instant;
+/// fn exchange(comm: &dyn Communicator, peer: Rank, out: &[u8], inb: &mut [u8],
+///             deadline: Instant) -> Result<()> {
+///     let mut ops = [Op::send(peer, Slot::new(1, 0), out), Op::recv(peer, Slot::new(1, 0), inb)];
+///     let mut batch = Batch::new(comm, &mut ops);
+///     while !batch.is_done() {
+///         batch.wait_any(deadline)?;
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct Batch<'c, 'o, 'b> {
+    comm: &'c dyn Communicator,
+    ops: &'o mut [Op<'b>],
+}
+
+impl<'c, 'o, 'b> Batch<'c, 'o, 'b> {
+    /// Wrap `ops`; nothing is posted until the first wait.
+    pub fn new(comm: &'c dyn Communicator, ops: &'o mut [Op<'b>]) -> Self {
+        Batch { comm, ops }
+    }
+
+    /// Drive until at least one more operation completes.
+    pub fn wait_any(&mut self, deadline: Instant) -> Result<()> {
+        self.comm.progress(self.ops, Wait::Any, deadline)
+    }
+
+    /// Drive until every operation completes.
+    pub fn wait_all(&mut self, deadline: Instant) -> Result<()> {
+        self.comm.progress(self.ops, Wait::All, deadline)
+    }
+
+    /// Whether every operation completed.
+    pub fn is_done(&self) -> bool {
+        self.ops.iter().all(Op::is_done)
+    }
+
+    /// The operations, to look at which completed.
+    pub fn ops(&self) -> &[Op<'b>] {
+        self.ops
+    }
+}
+
+impl Drop for Batch<'_, '_, '_> {
+    fn drop(&mut self) {
+        if !self.is_done() {
+            self.comm.cancel(self.ops);
+        }
+    }
+}

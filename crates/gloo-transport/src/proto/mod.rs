@@ -1,0 +1,1 @@
+//! The sans-io wire protocol.

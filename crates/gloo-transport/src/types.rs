@@ -1,0 +1,98 @@
+//! The small value types every layer shares.
+
+use std::fmt;
+
+/// A process's index in its group, `0..size`.
+///
+/// A newtype rather than a `u32` alias so that a rank can never be confused with a count,
+/// a slot or a byte length.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Rank(pub u32);
+
+impl Rank {
+    /// The rank as an index into per-rank tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for Rank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rank {}", self.0)
+    }
+}
+
+impl fmt::Display for Rank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<u32> for Rank {
+    fn from(r: u32) -> Self {
+        Rank(r)
+    }
+}
+
+/// Names one message stream between two ranks.
+///
+/// Sends and receives on the same `(peer, slot)` pair match first-in, first-out. Collectives
+/// derive their slots from a tag and a step ([`Slot::new`]) so that concurrent collectives
+/// with distinct tags never see each other's messages.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    /// A slot for step `step` of the operation tagged `tag`: the tag in the high 32 bits,
+    /// the step in the low 32.
+    pub const fn new(tag: u32, step: u32) -> Slot {
+        Slot(((tag as u64) << 32) | step as u64)
+    }
+
+    /// The tag half of a slot made by [`Slot::new`].
+    pub const fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The step half of a slot made by [`Slot::new`].
+    pub const fn step(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "slot {}:{}", self.tag(), self.step())
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// An opaque description of the operation a message belongs to, compared by the receiver.
+///
+/// The transport does not interpret it: a collective layer encodes what it needs (kind,
+/// element type, count, root, sequence number) and decodes it again for an error message.
+/// When a receive that carries a fingerprint matches a message whose fingerprint differs, the
+/// receive fails with [`Error::Mismatch`](crate::Error::Mismatch) instead of delivering data
+/// into a buffer laid out for another operation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Fingerprint(pub [u8; Fingerprint::LEN]);
+
+impl Fingerprint {
+    /// The size of a fingerprint on the wire.
+    pub const LEN: usize = 32;
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fingerprint(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
