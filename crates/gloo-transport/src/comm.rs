@@ -170,3 +170,22 @@ impl Drop for Batch<'_, '_, '_> {
         }
     }
 }
+
+/// The first half of a transport's connection set-up, in the shape the store-based bootstrap
+/// of `gloo-rendezvous` needs: bind, publish [`address_bytes`](Listener::address_bytes)
+/// through a store, collect everybody's, then [`connect_all`](Listener::connect_all).
+///
+/// Address bytes are opaque to everybody but the transport that made them; a transport must
+/// treat the bytes it is given as untrusted (a store can hold anything) and fail with an error
+/// naming the rank whose address does not parse.
+pub trait Listener: Send {
+    /// The communicator this transport builds.
+    type Comm: Communicator + 'static;
+
+    /// This rank's address, to publish for the others.
+    fn address_bytes(&self) -> Vec<u8>;
+
+    /// Connect to every other rank, given every rank's address bytes indexed by rank (this
+    /// rank's own entry is ignored), and return the connected group.
+    fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>;
+}

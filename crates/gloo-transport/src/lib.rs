@@ -52,7 +52,7 @@ pub mod proto;
 pub mod tcp;
 mod types;
 
-pub use comm::{Batch, Communicator, Wait};
+pub use comm::{Batch, Communicator, Listener, Wait};
 pub use error::{Error, Pending, Result};
 pub use op::{Op, OpKind, OpState};
 pub use types::{Fingerprint, Rank, Slot};
