@@ -79,12 +79,34 @@ impl fmt::Display for Slot {
 /// When a receive that carries a fingerprint matches a message whose fingerprint differs, the
 /// receive fails with [`Error::Mismatch`](crate::Error::Mismatch) instead of delivering data
 /// into a buffer laid out for another operation.
+///
+/// Layout: bytes `0..8` are the **epoch** (little-endian `u64`, the collective layer's call
+/// counter for the tag), bytes `8..32` the description of the call. Every transport applies
+/// three rules, so that ranks that disagree get `Mismatch` rather than a hang:
+///
+/// 1. A receive with fingerprint `F` that matches (FIFO on `(peer, slot)`) a message whose
+///    fingerprint is not `F` fails with `Mismatch`; the message is consumed.
+/// 2. While a receive with `F` from peer `P` on slot `S` is pending, an unmatched message from
+///    `P` on another slot with the same [tag](Slot::tag) whose fingerprint has the same epoch
+///    as `F` but differs from `F` fails the receive with `Mismatch` at once. (Messages of one
+///    call on one tag travel in order per pair, so a different description at the same epoch
+///    can only mean the two ranks called different collectives.)
+/// 3. At the deadline, a pending receive with `F` from `P` fails with `Mismatch` instead of
+///    `Timeout` when any unmatched message from `P` (any slot) carries a fingerprint with the
+///    same epoch as `F` but differing from it (this catches ranks that used different tags).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Fingerprint(pub [u8; Fingerprint::LEN]);
 
 impl Fingerprint {
     /// The size of a fingerprint on the wire.
     pub const LEN: usize = 32;
+
+    /// The epoch: the first eight bytes as a little-endian `u64`.
+    pub fn epoch(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(b)
+    }
 }
 
 impl fmt::Debug for Fingerprint {
