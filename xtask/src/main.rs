@@ -1,2 +1,96 @@
-//! Developer commands (being built).
-fn main() {}
+//! `cargo xtask`: the Rust Gloo's developer commands (see the library's documentation).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use xtask::matrix::{self, Context, Options};
+use xtask::rows::{BENCHES, ROWS};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test-matrix [--list] [--only <glob>]... [--ci]
+      Run every test-matrix row (xtask/src/rows.rs) in turn and print a pass/fail matrix.
+      --list         print the rows and the exact command each runs; run nothing
+      --only <glob>  run only rows whose name matches (`*` matches anything); repeatable
+      --ci           a skipped row (something not installed) is a failure; also on when the
+                     environment has CI or GLOO_CI set (to anything but 0 or false)
+  bench [--list] <name> [-- <args>...]
+      Run one benchmark in release (xtask/src/rows.rs, BENCHES), passing <args> to it.
+  help
+      Print this.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.split_first() {
+        Some((cmd, rest)) if cmd == "test-matrix" => test_matrix(rest),
+        Some((cmd, rest)) if cmd == "bench" => bench(rest),
+        Some((cmd, _)) if cmd == "help" || cmd == "--help" || cmd == "-h" => {
+            print!("{USAGE}");
+            0
+        }
+        Some((cmd, _)) => usage_error(&format!("unknown command {cmd:?}")),
+        None => usage_error("no command given"),
+    };
+    ExitCode::from(code)
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("error: {message}\n\n{USAGE}");
+    2
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+fn test_matrix(args: &[String]) -> u8 {
+    let mut opts = Options { ci: env_flag("CI") || env_flag("GLOO_CI"), ..Options::default() };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => opts.list = true,
+            "--ci" => opts.ci = true,
+            "--only" => match args.next() {
+                Some(glob) => opts.only.push(glob.clone()),
+                None => return usage_error("--only needs a glob, e.g. --only 'transport/*'"),
+            },
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return 0;
+            }
+            other => match other.strip_prefix("--only=") {
+                Some(glob) => opts.only.push(glob.to_string()),
+                None => return usage_error(&format!("test-matrix: unknown argument {other:?}")),
+            },
+        }
+    }
+    clamp(matrix::test_matrix(ROWS, &opts, &Context::from_env()))
+}
+
+fn bench(args: &[String]) -> u8 {
+    let (ours, extra) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    match ours {
+        [] => {
+            eprint!("{}", xtask::bench::list(BENCHES));
+            usage_error("bench: name a benchmark")
+        }
+        [flag] if flag == "--list" => {
+            print!("{}", xtask::bench::list(BENCHES));
+            0
+        }
+        [name] if !name.starts_with('-') => {
+            clamp(xtask::bench::bench(BENCHES, name, extra, &Context::from_env()))
+        }
+        _ => usage_error(&format!("bench: unexpected arguments {ours:?}")),
+    }
+}
+
+/// Exit codes are 0..=255; anything outside (a signal's negative code) reads as failure.
+fn clamp(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}

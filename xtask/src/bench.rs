@@ -1,0 +1,80 @@
+//! `cargo xtask bench <name>`: run one benchmark of [`crate::rows::BENCHES`] in release.
+//!
+//! Benchmarks are never part of the test matrix: they measure speed, which tests never assert.
+
+use crate::matrix::Context;
+use crate::row::Bench;
+use std::fmt::Write as _;
+use std::process::Command;
+
+/// The benchmarks, one per line, for `bench --list` and for an unknown name.
+pub fn list(benches: &[Bench]) -> String {
+    if benches.is_empty() {
+        return "no benchmarks are registered yet (add one to BENCHES in xtask/src/rows.rs)\n"
+            .to_string();
+    }
+    let width = benches.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for bench in benches {
+        let _ = writeln!(out, "{:width$}  {}", bench.name, bench.about);
+    }
+    out
+}
+
+/// Run the benchmark called `name` with the user's `extra` arguments; returns the exit code.
+pub fn bench(benches: &[Bench], name: &str, extra: &[String], ctx: &Context) -> i32 {
+    let Some(bench) = benches.iter().find(|b| b.name == name) else {
+        eprintln!("error: no benchmark named {name:?}; the benchmarks are:");
+        eprint!("{}", list(benches));
+        return 2;
+    };
+    let args = bench.cargo_args(extra);
+    eprintln!("==> cargo {}", args.join(" "));
+    match Command::new(&ctx.cargo).args(&args).current_dir(&ctx.root).status() {
+        Ok(status) => status.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!("error: could not start {}: {e}", ctx.cargo);
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::BenchTarget;
+
+    const SAMPLE: Bench = Bench {
+        name: "transport",
+        about: "ping-pong and streams beside plain sockets",
+        package: "gloo-transport",
+        target: BenchTarget::Example("transport_bench"),
+        args: &["--quick"],
+    };
+
+    #[test]
+    fn runs_the_target_in_release_with_fixed_then_user_arguments() {
+        assert_eq!(
+            SAMPLE.cargo_args(&["--size".to_string(), "64M".to_string()]).join(" "),
+            "run --release -p gloo-transport --example transport_bench -- --quick --size 64M"
+        );
+        let bin = Bench { target: BenchTarget::Bin("gloo-bench"), args: &[], ..SAMPLE };
+        assert_eq!(
+            bin.cargo_args(&[]).join(" "),
+            "run --release -p gloo-transport --bin gloo-bench --"
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_a_usage_error() {
+        let ctx = Context {
+            root: std::env::temp_dir(),
+            target_dir: std::env::temp_dir(),
+            cargo: "/nonexistent/cargo".to_string(),
+            rustflags: None,
+        };
+        assert_eq!(bench(&[SAMPLE], "kernels", &[], &ctx), 2);
+        assert!(list(&[SAMPLE]).contains("transport"));
+        assert!(list(&[]).contains("no benchmarks"));
+    }
+}

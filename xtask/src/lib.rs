@@ -1,0 +1,20 @@
+//! Developer commands for the Rust Gloo, run as `cargo xtask <command>` from anywhere in the
+//! workspace (the alias lives in `.cargo/config.toml`).
+//!
+//! What it does:
+//! - `test-matrix` runs every row of the test table ([`rows::ROWS`]: package × transport ×
+//!   feature set, plus the lints) one after the other, streams their output, and prints a
+//!   pass/fail/skip matrix with durations. `--list`, `--only <glob>`, `--ci`.
+//! - `bench <name>` runs one benchmark of [`rows::BENCHES`] in release.
+//!
+//! What it does not do: install anything (`.ci/run` installs what CI needs), run rows in
+//! parallel (the machine has two cores and cargo uses both), or depend on any crate beyond the
+//! standard library (it must build in seconds on a fresh machine, before anything else).
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod glob;
+pub mod matrix;
+pub mod row;
+pub mod rows;
+pub mod run;
