@@ -1,0 +1,535 @@
+//! The connection handshake: `Hello` both ways, then HMAC-SHA256 `Auth` both ways.
+
+use ring::hmac;
+use ring::rand::SecureRandom;
+
+use super::frame::{AUTH_LEN, FrameReader, HEADER_LEN, HELLO_LEN, Header, Opcode, Step};
+use crate::{Error, Rank, Result};
+
+/// The length of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// `Hello` flag bit: the sender authenticates with a token.
+pub const HELLO_TOKEN: u32 = 1;
+
+/// The SHA-256 of a job id, as carried in `Hello`.
+pub fn job_hash(job: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, job.as_bytes());
+    let mut h = [0u8; 32];
+    h.copy_from_slice(d.as_ref());
+    h
+}
+
+/// A fresh nonce from the operating system's generator.
+pub fn fresh_nonce() -> Result<[u8; NONCE_LEN]> {
+    let mut n = [0u8; NONCE_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut n)
+        .map_err(|_| Error::Config { detail: "the system random generator failed".into() })?;
+    Ok(n)
+}
+
+/// The contents of a `Hello` frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// [`job_hash`] of the job id.
+    pub job: [u8; 32],
+    /// The sender's rank.
+    pub from: Rank,
+    /// The rank the sender believes it is talking to.
+    pub to: Rank,
+    /// The group size.
+    pub size: u32,
+    /// Flag bits ([`HELLO_TOKEN`]).
+    pub flags: u32,
+    /// Fresh per connection.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl Hello {
+    /// The whole frame (header and payload): `HEADER_LEN + HELLO_LEN` bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN + HELLO_LEN as usize] {
+        let mut b = [0u8; HEADER_LEN + HELLO_LEN as usize];
+        b[..HEADER_LEN].copy_from_slice(&Header::new(Opcode::Hello, 0, HELLO_LEN, 0).encode());
+        let p = &mut b[HEADER_LEN..];
+        p[0..32].copy_from_slice(&self.job);
+        p[32..36].copy_from_slice(&self.from.0.to_le_bytes());
+        p[36..40].copy_from_slice(&self.to.0.to_le_bytes());
+        p[40..44].copy_from_slice(&self.size.to_le_bytes());
+        p[44..48].copy_from_slice(&self.flags.to_le_bytes());
+        p[48..80].copy_from_slice(&self.nonce);
+        b
+    }
+
+    /// Decode a `Hello` payload.
+    pub fn decode(p: &[u8; HELLO_LEN as usize]) -> Hello {
+        let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        let mut job = [0u8; 32];
+        job.copy_from_slice(&p[0..32]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&p[48..80]);
+        Hello {
+            job,
+            from: Rank(u32_at(32)),
+            to: Rank(u32_at(36)),
+            size: u32_at(40),
+            flags: u32_at(44),
+            nonce,
+        }
+    }
+}
+
+/// What both ends of a connection must agree on.
+#[derive(Clone)]
+pub struct HandshakeConfig {
+    /// [`job_hash`] of the job id.
+    pub job: [u8; 32],
+    /// This rank.
+    pub me: Rank,
+    /// The group size.
+    pub size: u32,
+    /// The shared token, or `None` for insecure mode.
+    pub token: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HandshakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never print it.
+        f.debug_struct("HandshakeConfig")
+            .field("me", &self.me)
+            .field("size", &self.size)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The MAC one side sends: HMAC-SHA256 over `label || connector Hello || acceptor Hello`
+/// (both whole frames, header included).
+pub fn transcript_mac(token: &[u8], label: &[u8], conn_hello: &[u8], acc_hello: &[u8]) -> [u8; 32] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(label);
+    ctx.update(conn_hello);
+    ctx.update(acc_hello);
+    let tag = ctx.sign();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+fn verify_mac(token: &[u8], label: &[u8], conn_hello: &[u8], acc_hello: &[u8], mac: &[u8]) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token);
+    let mut msg = Vec::with_capacity(label.len() + conn_hello.len() + acc_hello.len());
+    msg.extend_from_slice(label);
+    msg.extend_from_slice(conn_hello);
+    msg.extend_from_slice(acc_hello);
+    // `hmac::verify` compares in constant time.
+    hmac::verify(&key, &msg, mac).is_ok()
+}
+
+/// MAC label of the acceptor's `Auth`.
+pub const LABEL_ACCEPTOR: &[u8] = b"acceptor";
+/// MAC label of the connector's `Auth`.
+pub const LABEL_CONNECTOR: &[u8] = b"connector";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Connector,
+    Acceptor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the peer's `Hello` frame.
+    Hello,
+    /// Waiting for the peer's `Auth` frame.
+    Auth,
+    Done,
+}
+
+/// One side of the handshake as a sans-io state machine.
+///
+/// Write [`output`](Handshake::output) to the peer (then [`consumed_output`]
+/// (Handshake::consumed_output)), [`feed`](Handshake::feed) what arrives, until
+/// [`peer`](Handshake::done) returns the authenticated rank. `feed` stops at the end of the
+/// handshake, so bytes after it are left for the data phase.
+#[derive(Debug)]
+pub struct Handshake {
+    cfg: HandshakeConfig,
+    role: Role,
+    state: State,
+    reader: FrameReader,
+    in_frame: Option<(Opcode, [u8; HELLO_LEN as usize], usize)>,
+    conn_hello: Vec<u8>,
+    acc_hello: Vec<u8>,
+    my_nonce: [u8; NONCE_LEN],
+    out: Vec<u8>,
+    peer: Option<Rank>,
+    expect: Option<Rank>,
+}
+
+impl Handshake {
+    fn my_flags(cfg: &HandshakeConfig) -> u32 {
+        if cfg.token.is_some() { HELLO_TOKEN } else { 0 }
+    }
+
+    /// The connecting side, which dials `to` and speaks first.
+    pub fn connector(cfg: HandshakeConfig, to: Rank, nonce: [u8; NONCE_LEN]) -> Handshake {
+        let hello = Hello {
+            job: cfg.job,
+            from: cfg.me,
+            to,
+            size: cfg.size,
+            flags: Self::my_flags(&cfg),
+            nonce,
+        }
+        .encode();
+        Handshake {
+            role: Role::Connector,
+            state: State::Hello,
+            reader: FrameReader::new(Some(to)),
+            in_frame: None,
+            conn_hello: hello.to_vec(),
+            acc_hello: Vec::new(),
+            my_nonce: nonce,
+            out: hello.to_vec(),
+            peer: None,
+            expect: Some(to),
+            cfg,
+        }
+    }
+
+    /// The accepting side, which waits for the connector's `Hello`.
+    pub fn acceptor(cfg: HandshakeConfig, nonce: [u8; NONCE_LEN]) -> Handshake {
+        Handshake {
+            role: Role::Acceptor,
+            state: State::Hello,
+            reader: FrameReader::new(None),
+            in_frame: None,
+            conn_hello: Vec::new(),
+            acc_hello: Vec::new(),
+            my_nonce: nonce,
+            out: Vec::new(),
+            peer: None,
+            expect: None,
+            cfg,
+        }
+    }
+
+    /// Bytes to send to the peer now.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Record that `n` bytes of [`output`](Handshake::output) were sent.
+    pub fn consumed_output(&mut self, n: usize) {
+        self.out.drain(..n.min(self.out.len()));
+    }
+
+    /// The peer's authenticated rank once the handshake is complete (this side's part is
+    /// complete when, in addition, [`output`](Handshake::output) is empty).
+    pub fn done(&self) -> Option<Rank> {
+        (self.state == State::Done).then_some(self.peer).flatten()
+    }
+
+    /// The rank the peer claims, once its `Hello` arrived (for error messages).
+    pub fn claimed(&self) -> Option<Rank> {
+        self.peer.or(self.expect)
+    }
+
+    /// Feed bytes from the peer; returns how many were used. Stops after the last handshake
+    /// frame, leaving later bytes to the caller.
+    pub fn feed(&mut self, input: &[u8]) -> Result<usize> {
+        let mut used = 0;
+        while self.state != State::Done && used < input.len() {
+            let (n, step) = self.reader.feed(&input[used..])?;
+            used += n;
+            match step {
+                Step::NeedMore => {}
+                Step::Header(h, _) => {
+                    let want = match self.state {
+                        State::Hello => Opcode::Hello,
+                        _ => Opcode::Auth,
+                    };
+                    if h.opcode != want {
+                        return Err(Error::Protocol {
+                            peer: self.claimed(),
+                            detail: format!(
+                                "expected {want:?} during the handshake, got {:?}",
+                                h.opcode
+                            ),
+                        });
+                    }
+                    self.in_frame = Some((h.opcode, [0; HELLO_LEN as usize], 0));
+                }
+                Step::Payload(p) => {
+                    let Some((op, buf, have)) = self.in_frame.as_mut() else {
+                        return Err(Error::Protocol {
+                            peer: self.claimed(),
+                            detail: "payload outside a handshake frame".into(),
+                        });
+                    };
+                    // The header check bounded payloads to HELLO_LEN or AUTH_LEN bytes.
+                    buf[*have..*have + p.len()].copy_from_slice(p);
+                    *have += p.len();
+                    let op = *op;
+                    if self.reader.payload_left() == 0 {
+                        let (_, buf, have) = self.in_frame.take().expect("set above");
+                        self.on_frame(op, &buf[..have])?;
+                    }
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    fn on_frame(&mut self, op: Opcode, payload: &[u8]) -> Result<()> {
+        match op {
+            Opcode::Hello => {
+                let mut p = [0u8; HELLO_LEN as usize];
+                p.copy_from_slice(payload);
+                let hello = Hello::decode(&p);
+                self.check_hello(&hello)?;
+                let mut frame = Header::new(Opcode::Hello, 0, HELLO_LEN, 0).encode().to_vec();
+                frame.extend_from_slice(payload);
+                self.peer = Some(hello.from);
+                self.reader.set_peer(hello.from);
+                match self.role {
+                    Role::Acceptor => {
+                        self.conn_hello = frame;
+                        let mine = Hello {
+                            job: self.cfg.job,
+                            from: self.cfg.me,
+                            to: hello.from,
+                            size: self.cfg.size,
+                            flags: Self::my_flags(&self.cfg),
+                            nonce: self.my_nonce,
+                        }
+                        .encode();
+                        self.acc_hello = mine.to_vec();
+                        self.out.extend_from_slice(&mine);
+                        match &self.cfg.token {
+                            Some(t) => {
+                                let mac = transcript_mac(
+                                    t,
+                                    LABEL_ACCEPTOR,
+                                    &self.conn_hello,
+                                    &self.acc_hello,
+                                );
+                                self.push_auth(&mac);
+                                self.state = State::Auth;
+                            }
+                            None => self.state = State::Done,
+                        }
+                    }
+                    Role::Connector => {
+                        self.acc_hello = frame;
+                        self.state =
+                            if self.cfg.token.is_some() { State::Auth } else { State::Done };
+                    }
+                }
+            }
+            Opcode::Auth => {
+                let token = self.cfg.token.clone().unwrap_or_default();
+                let label = match self.role {
+                    Role::Connector => LABEL_ACCEPTOR,
+                    Role::Acceptor => LABEL_CONNECTOR,
+                };
+                if !verify_mac(&token, label, &self.conn_hello, &self.acc_hello, payload) {
+                    return Err(Error::Auth {
+                        peer: self.peer,
+                        detail: "the handshake MAC does not verify (wrong GLOO_AUTH_TOKEN, or a \
+                                 replayed handshake)"
+                            .into(),
+                    });
+                }
+                if self.role == Role::Connector {
+                    let mac =
+                        transcript_mac(&token, LABEL_CONNECTOR, &self.conn_hello, &self.acc_hello);
+                    self.push_auth(&mac);
+                }
+                self.state = State::Done;
+            }
+            _ => unreachable!("only Hello and Auth frames reach on_frame"),
+        }
+        Ok(())
+    }
+
+    fn push_auth(&mut self, mac: &[u8; 32]) {
+        self.out.extend_from_slice(&Header::new(Opcode::Auth, 0, AUTH_LEN, 0).encode());
+        self.out.extend_from_slice(mac);
+    }
+
+    fn check_hello(&self, h: &Hello) -> Result<()> {
+        let claimed = Some(h.from);
+        let refuse = |detail: String| Err(Error::Protocol { peer: claimed, detail });
+        if h.job != self.cfg.job {
+            return refuse("the peer belongs to another job (job id differs)".into());
+        }
+        if h.size != self.cfg.size {
+            return refuse(format!("the peer's group size is {}, ours {}", h.size, self.cfg.size));
+        }
+        if h.from.0 >= self.cfg.size {
+            return refuse(format!("rank {} out of range for size {}", h.from, self.cfg.size));
+        }
+        if h.from == self.cfg.me {
+            return refuse(format!("the peer claims our own rank {}", h.from));
+        }
+        if h.to != self.cfg.me {
+            return refuse(format!(
+                "the peer meant to reach rank {}, this is {}",
+                h.to, self.cfg.me
+            ));
+        }
+        if let Some(e) = self.expect
+            && e != h.from
+        {
+            return refuse(format!("dialled rank {e} but rank {} answered", h.from));
+        }
+        // Which side connects is derived from the ranks: the higher rank dials the lower.
+        let ok_direction = match self.role {
+            Role::Acceptor => h.from > self.cfg.me,
+            Role::Connector => h.from < self.cfg.me,
+        };
+        if !ok_direction {
+            return refuse(format!(
+                "rank {} connected in the wrong direction (higher ranks dial lower ones)",
+                h.from
+            ));
+        }
+        let theirs = h.flags & HELLO_TOKEN != 0;
+        let ours = self.cfg.token.is_some();
+        if theirs != ours {
+            return Err(Error::Auth {
+                peer: claimed,
+                detail: format!(
+                    "security modes differ: this rank {} a token, the peer {}",
+                    if ours { "requires" } else { "has no" },
+                    if theirs { "uses one" } else { "has none" }
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(me: u32, token: Option<&[u8]>) -> HandshakeConfig {
+        HandshakeConfig {
+            job: job_hash("job"),
+            me: Rank(me),
+            size: 4,
+            token: token.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// Runs both sides to completion, feeding byte by byte to exercise partial input.
+    fn run(mut c: Handshake, mut a: Handshake) -> (Result<Rank>, Result<Rank>) {
+        for _ in 0..10_000 {
+            let out = c.output().to_vec();
+            c.consumed_output(out.len());
+            for b in out {
+                if let Err(e) = a.feed(&[b]) {
+                    return (Ok(Rank(99)), Err(e));
+                }
+            }
+            let out = a.output().to_vec();
+            a.consumed_output(out.len());
+            for b in out {
+                if let Err(e) = c.feed(&[b]) {
+                    return (Err(e), Ok(Rank(99)));
+                }
+            }
+            if let (Some(x), Some(y)) = (c.done(), a.done())
+                && c.output().is_empty()
+                && a.output().is_empty()
+            {
+                return (Ok(x), Ok(y));
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn token_handshake_succeeds_and_names_ranks() {
+        let c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        let (x, y) = run(c, a);
+        assert_eq!(x.unwrap(), Rank(1));
+        assert_eq!(y.unwrap(), Rank(3));
+    }
+
+    #[test]
+    fn insecure_handshake_succeeds() {
+        let c = Handshake::connector(cfg(2, None), Rank(0), [1; 32]);
+        let a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let (x, y) = run(c, a);
+        assert_eq!((x.unwrap(), y.unwrap()), (Rank(0), Rank(2)));
+    }
+
+    #[test]
+    fn wrong_token_fails_auth() {
+        let c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let a = Handshake::acceptor(cfg(1, Some(b"u")), [2; 32]);
+        let (x, _) = run(c, a);
+        assert!(matches!(x, Err(Error::Auth { peer: Some(Rank(1)), .. })), "{x:?}");
+    }
+
+    #[test]
+    fn acceptor_refuses_bad_hellos() {
+        let cases: Vec<(HandshakeConfig, Rank)> = vec![
+            (HandshakeConfig { job: job_hash("other"), ..cfg(3, Some(b"t")) }, Rank(1)),
+            (HandshakeConfig { size: 5, ..cfg(3, Some(b"t")) }, Rank(1)),
+            (cfg(1, Some(b"t")), Rank(1)), // claims the acceptor's own rank
+            (cfg(0, Some(b"t")), Rank(1)), // lower rank dialling a higher one
+            (cfg(3, None), Rank(1)),       // security mode differs
+            (cfg(3, Some(b"t")), Rank(2)), // meant for another rank
+        ];
+        for (c, to) in cases {
+            let c = Handshake::connector(c, to, [1; 32]);
+            let a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+            let (_, y) = run(c, a);
+            assert!(y.is_err(), "acceptor accepted {y:?}");
+        }
+        let mut bad = cfg(9, Some(b"t"));
+        bad.size = 4;
+        let c = Handshake::connector(bad, Rank(1), [1; 32]);
+        let a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        assert!(run(c, a).1.is_err(), "rank out of range accepted");
+    }
+
+    #[test]
+    fn replayed_connector_auth_fails() {
+        // Record a complete connector transcript against one acceptor nonce...
+        let mut c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let mut a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        let hello = c.output().to_vec();
+        c.consumed_output(hello.len());
+        a.feed(&hello).unwrap();
+        let reply = a.output().to_vec();
+        c.feed(&reply).unwrap();
+        let auth = c.output().to_vec();
+        // ...and replay it to an acceptor that chose a fresh nonce.
+        let mut a2 = Handshake::acceptor(cfg(1, Some(b"t")), [7; 32]);
+        let mut replay = hello.clone();
+        replay.extend_from_slice(&auth);
+        let e = a2.feed(&replay).unwrap_err();
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(3)), .. }), "{e:?}");
+    }
+
+    #[test]
+    fn feed_stops_at_the_end_of_the_handshake() {
+        let mut c = Handshake::connector(cfg(2, None), Rank(0), [1; 32]);
+        let mut a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let mut bytes = c.output().to_vec();
+        bytes.extend_from_slice(b"after");
+        let used = a.feed(&bytes).unwrap();
+        assert_eq!(&bytes[used..], b"after");
+        assert_eq!(a.done(), Some(Rank(2)));
+        let reply = a.output().to_vec();
+        assert_eq!(c.feed(&reply).unwrap(), reply.len());
+        assert_eq!(c.done(), Some(Rank(0)));
+    }
+}

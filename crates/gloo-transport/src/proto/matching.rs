@@ -1,0 +1,347 @@
+//! Matching of arriving messages against posted receives, FIFO per `(peer, slot)`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::frame::MAX_UNEXPECTED_RTS;
+use crate::{Error, Fingerprint, Rank, Result, Slot};
+
+/// The id a transport gives a posted receive.
+pub type RecvId = u64;
+
+/// What arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Body {
+    /// A whole small message, held in a credit-bounded buffer.
+    Eager(Vec<u8>),
+    /// A request to send `len` bytes, answered with `Cts` for transfer `xfer`.
+    Rts {
+        /// The message's length.
+        len: u64,
+        /// The sender's transfer id.
+        xfer: u64,
+    },
+}
+
+impl Body {
+    /// The message's length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Eager(v) => v.len() as u64,
+            Body::Rts { len, .. } => *len,
+        }
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A message (or announcement of one) from a peer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The sender.
+    pub peer: Rank,
+    /// The stream.
+    pub slot: Slot,
+    /// The fingerprint the sender attached.
+    pub fp: Option<Fingerprint>,
+    /// The contents.
+    pub body: Body,
+    seq: u64,
+}
+
+impl Message {
+    /// A message; the matcher orders arrivals itself.
+    pub fn new(peer: Rank, slot: Slot, fp: Option<Fingerprint>, body: Body) -> Message {
+        Message { peer, slot, fp, body, seq: 0 }
+    }
+}
+
+/// What the matcher decided about a posted receive.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `recv` takes `msg`.
+    Matched {
+        /// The receive.
+        recv: RecvId,
+        /// The message it takes.
+        msg: Message,
+    },
+    /// `recv` fails. When `consumed` is set, the failing receive took that message off its
+    /// stream (rule 1, or a message longer than the buffer): the transport discards it
+    /// (returning eager credit, or accepting the transfer into nowhere so the sender finishes).
+    Failed {
+        /// The receive.
+        recv: RecvId,
+        /// Why.
+        error: Error,
+        /// The message it consumed, if any.
+        consumed: Option<Message>,
+    },
+}
+
+#[derive(Debug)]
+struct Posted {
+    from: Vec<Rank>,
+    slot: Slot,
+    cap: u64,
+    fp: Option<Fingerprint>,
+}
+
+#[derive(Debug, Default)]
+struct SlotQueue {
+    unexpected: VecDeque<Message>,
+    posted: VecDeque<RecvId>,
+}
+
+/// The matching state of one communicator: per `(peer, slot)`, a FIFO of unexpected messages
+/// and a FIFO of posted receives, never both non-empty.
+///
+/// Receives match in post order; a receive from any of several peers sits in each of their
+/// queues and takes the earliest arrival. Fingerprints are checked by the three rules on
+/// [`Fingerprint`].
+#[derive(Debug, Default)]
+pub struct Matcher {
+    queues: BTreeMap<(Rank, Slot), SlotQueue>,
+    posted: HashMap<RecvId, Posted>,
+    rts_held: HashMap<Rank, usize>,
+    seq: u64,
+}
+
+fn mismatch(
+    peer: Rank,
+    slot: Slot,
+    ours: Option<Fingerprint>,
+    theirs: Option<Fingerprint>,
+) -> Error {
+    Error::Mismatch { peer, slot, ours, theirs }
+}
+
+impl Matcher {
+    /// An empty matcher.
+    pub fn new() -> Matcher {
+        Matcher::default()
+    }
+
+    /// Whether `recv` is posted and unmatched.
+    pub fn is_posted(&self, recv: RecvId) -> bool {
+        self.posted.contains_key(&recv)
+    }
+
+    /// Unexpected messages held (for tests and diagnostics).
+    pub fn unexpected_len(&self) -> usize {
+        self.queues.values().map(|q| q.unexpected.len()).sum()
+    }
+
+    /// Post a receive of up to `cap` bytes on `slot` from any of `from`. Returns its outcome
+    /// at once when a held message matches it (or a held message proves a mismatch, rule 2).
+    pub fn post(
+        &mut self,
+        recv: RecvId,
+        from: &[Rank],
+        slot: Slot,
+        cap: u64,
+        fp: Option<Fingerprint>,
+    ) -> Option<Outcome> {
+        // The earliest held message among the candidate peers wins.
+        let best = from
+            .iter()
+            .filter_map(|p| {
+                self.queues.get(&(*p, slot)).and_then(|q| q.unexpected.front()).map(|m| (m.seq, *p))
+            })
+            .min();
+        if let Some((_, peer)) = best {
+            let q = self.queues.get_mut(&(peer, slot)).expect("found above");
+            let msg = q.unexpected.pop_front().expect("found above");
+            if q.unexpected.is_empty() && q.posted.is_empty() {
+                self.queues.remove(&(peer, slot));
+            }
+            if matches!(msg.body, Body::Rts { .. }) {
+                self.note_rts_taken(peer);
+            }
+            return Some(Self::judge(recv, cap, fp, msg));
+        }
+        if let Some(f) = fp {
+            for p in from {
+                if let Some(theirs) = self.rule2_conflict(*p, slot, &f) {
+                    return Some(Outcome::Failed {
+                        recv,
+                        error: mismatch(*p, slot, fp, Some(theirs)),
+                        consumed: None,
+                    });
+                }
+            }
+        }
+        for p in from {
+            self.queues.entry((*p, slot)).or_default().posted.push_back(recv);
+        }
+        self.posted.insert(recv, Posted { from: from.to_vec(), slot, cap, fp });
+        None
+    }
+
+    fn note_rts_taken(&mut self, peer: Rank) {
+        if let Some(n) = self.rts_held.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// A held message from `peer` on another slot of `slot`'s tag whose fingerprint has the
+    /// same epoch as `f` but differs (rule 2).
+    fn rule2_conflict(&self, peer: Rank, slot: Slot, f: &Fingerprint) -> Option<Fingerprint> {
+        let lo = (peer, Slot::new(slot.tag(), 0));
+        let hi = (peer, Slot::new(slot.tag(), u32::MAX));
+        self.queues
+            .range(lo..=hi)
+            .filter(|((_, s), _)| *s != slot)
+            .flat_map(|(_, q)| q.unexpected.iter())
+            .filter_map(|m| m.fp)
+            .find(|t| t.epoch() == f.epoch() && t != f)
+    }
+
+    fn judge(recv: RecvId, cap: u64, fp: Option<Fingerprint>, msg: Message) -> Outcome {
+        if let Some(f) = fp
+            && msg.fp != Some(f)
+        {
+            return Outcome::Failed {
+                recv,
+                error: mismatch(msg.peer, msg.slot, fp, msg.fp),
+                consumed: Some(msg),
+            };
+        }
+        if msg.body.len() > cap {
+            return Outcome::Failed {
+                recv,
+                error: Error::MessageTooLong {
+                    peer: msg.peer,
+                    slot: msg.slot,
+                    len: msg.body.len(),
+                    capacity: cap,
+                },
+                consumed: Some(msg),
+            };
+        }
+        Outcome::Matched { recv, msg }
+    }
+
+    fn unpost(&mut self, recv: RecvId) -> Option<Posted> {
+        let p = self.posted.remove(&recv)?;
+        for peer in &p.from {
+            if let Some(q) = self.queues.get_mut(&(*peer, p.slot)) {
+                q.posted.retain(|r| *r != recv);
+                if q.unexpected.is_empty() && q.posted.is_empty() {
+                    self.queues.remove(&(*peer, p.slot));
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// A message arrived. Returns what happened to posted receives: the one it matched, or
+    /// those it proves mismatched by rule 2 (the message is then held).
+    ///
+    /// Fails with a protocol error when the peer holds too many unmatched requests-to-send.
+    pub fn arrive(&mut self, mut msg: Message) -> Result<Vec<Outcome>> {
+        self.seq += 1;
+        msg.seq = self.seq;
+        let key = (msg.peer, msg.slot);
+        if let Some(&recv) = self.queues.get(&key).and_then(|q| q.posted.front()) {
+            let p = self.unpost(recv).expect("a queued receive is posted");
+            return Ok(vec![Self::judge(recv, p.cap, p.fp, msg)]);
+        }
+        if matches!(msg.body, Body::Rts { .. }) {
+            let n = self.rts_held.entry(msg.peer).or_default();
+            if *n >= MAX_UNEXPECTED_RTS {
+                return Err(Error::protocol(
+                    msg.peer,
+                    format!("more than {MAX_UNEXPECTED_RTS} unmatched requests to send"),
+                ));
+            }
+            *n += 1;
+        }
+        let mut out = Vec::new();
+        if let Some(theirs) = msg.fp {
+            let failing: Vec<(RecvId, Slot, Option<Fingerprint>)> = self
+                .posted
+                .iter()
+                .filter(|(_, p)| {
+                    p.from.contains(&msg.peer)
+                        && p.slot != msg.slot
+                        && p.slot.tag() == msg.slot.tag()
+                        && p.fp.is_some_and(|f| f.epoch() == theirs.epoch() && f != theirs)
+                })
+                .map(|(r, p)| (*r, p.slot, p.fp))
+                .collect();
+            for (recv, slot, ours) in failing {
+                self.unpost(recv);
+                out.push(Outcome::Failed {
+                    recv,
+                    error: mismatch(msg.peer, slot, ours, Some(theirs)),
+                    consumed: None,
+                });
+            }
+        }
+        self.queues.entry(key).or_default().unexpected.push_back(msg);
+        Ok(out)
+    }
+
+    /// Withdraw an unmatched receive; returns whether it was posted.
+    pub fn cancel(&mut self, recv: RecvId) -> bool {
+        self.unpost(recv).is_some()
+    }
+
+    /// Put back a message that a receive took but gave up before delivering a byte (it was
+    /// cancelled). It goes back to the front of its stream, or to the next posted receive.
+    pub fn requeue_front(&mut self, msg: Message) -> Option<Outcome> {
+        let key = (msg.peer, msg.slot);
+        if let Some(&recv) = self.queues.get(&key).and_then(|q| q.posted.front()) {
+            let p = self.unpost(recv).expect("a queued receive is posted");
+            return Some(Self::judge(recv, p.cap, p.fp, msg));
+        }
+        if matches!(msg.body, Body::Rts { .. }) {
+            *self.rts_held.entry(msg.peer).or_default() += 1;
+        }
+        self.queues.entry(key).or_default().unexpected.push_front(msg);
+        None
+    }
+
+    /// Rule 3, for a receive that reached its deadline: the mismatch to report instead of a
+    /// timeout, if any held message from a candidate peer has the receive's epoch but
+    /// another fingerprint.
+    pub fn deadline_mismatch(&self, recv: RecvId) -> Option<Error> {
+        let p = self.posted.get(&recv)?;
+        let f = p.fp?;
+        for peer in &p.from {
+            let hit = self
+                .queues
+                .range((*peer, Slot(0))..=(*peer, Slot(u64::MAX)))
+                .flat_map(|(_, q)| q.unexpected.iter())
+                .filter_map(|m| m.fp)
+                .find(|t| t.epoch() == f.epoch() && *t != f);
+            if let Some(theirs) = hit {
+                return Some(mismatch(*peer, p.slot, Some(f), Some(theirs)));
+            }
+        }
+        None
+    }
+
+    /// Forget everything from `peer` (its connection is gone): returns the held eager bytes
+    /// (for credit accounting) and the receives that named it, which are withdrawn.
+    pub fn drop_peer(&mut self, peer: Rank) -> Vec<RecvId> {
+        let keys: Vec<_> =
+            self.queues.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
+        let mut recvs = Vec::new();
+        for k in keys {
+            if let Some(q) = self.queues.remove(&k) {
+                recvs.extend(q.posted);
+            }
+        }
+        self.rts_held.remove(&peer);
+        recvs.sort_unstable();
+        recvs.dedup();
+        for r in &recvs {
+            self.unpost(*r);
+        }
+        recvs
+    }
+}
