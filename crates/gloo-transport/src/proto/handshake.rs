@@ -148,9 +148,9 @@ enum State {
 
 /// One side of the handshake as a sans-io state machine.
 ///
-/// Write [`output`](Handshake::output) to the peer (then [`consumed_output`]
-/// (Handshake::consumed_output)), [`feed`](Handshake::feed) what arrives, until
-/// [`peer`](Handshake::done) returns the authenticated rank. `feed` stops at the end of the
+/// Write [`output`](Handshake::output) to the peer (then call
+/// [`consumed_output`](Handshake::consumed_output)), [`feed`](Handshake::feed) what arrives,
+/// until [`done`](Handshake::done) returns the authenticated rank. `feed` stops at the end of the
 /// handshake, so bytes after it are left for the data phase.
 #[derive(Debug)]
 pub struct Handshake {
