@@ -1,0 +1,589 @@
+//! The TCP store client.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::proto::{
+    CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, Frame, MAGIC, MAX_FRAME, NONCE_LEN, Reader,
+    SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, nonce, proof, verify_proof,
+};
+use crate::error::{Error, Result};
+use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
+
+/// How long after its deadline a waiting call keeps listening for the server's own timeout
+/// answer (which lists the keys still missing) before it gives up on the connection.
+const WAIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The shortest time budget for a call whose deadline already passed: one quick attempt.
+const MIN_BUDGET: Duration = Duration::from_millis(100);
+
+/// A client of a [`TcpStoreServer`](super::TcpStoreServer).
+///
+/// Thread-safe: concurrent calls each use their own connection from a small pool (so one
+/// thread's long wait never blocks another thread's write). A call that finds its connection
+/// lost reconnects, with back-off, until its deadline; calls whose effect is not idempotent
+/// (`add`, `compare_set`, `append`) are re-sent only if they were never handed to the old
+/// connection, so a counter is never incremented twice.
+#[derive(Debug)]
+pub struct TcpStore {
+    endpoint: String,
+    token: Option<Vec<u8>>,
+    pool: Mutex<Vec<Conn>>,
+    next_id: AtomicU32,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+}
+
+/// Whether a request may be sent again after its connection failed mid-call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Always,
+    OnlyIfUnsent,
+}
+
+/// How a round trip failed.
+#[derive(Debug)]
+enum Fail {
+    /// The connection failed; `sent`: the request may have reached the server.
+    Conn { sent: bool, err: io::Error },
+    /// No answer by the reply deadline.
+    NoAnswer,
+    /// The server sent something that is not a valid answer.
+    Protocol(Error),
+}
+
+impl TcpStore {
+    /// Connect to the store at `endpoint` (`host:port`; resolved again on every reconnect),
+    /// authenticating with `token` if given. Retries until `deadline` while the server is not
+    /// up yet (ranks usually start before or with the rank that hosts the store).
+    pub fn connect(
+        endpoint: impl Into<String>,
+        token: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<Self> {
+        let store = TcpStore {
+            endpoint: endpoint.into(),
+            token: token.map(<[u8]>::to_vec),
+            pool: Mutex::new(Vec::new()),
+            next_id: AtomicU32::new(1),
+        };
+        let conn = store.open(deadline)?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    /// The endpoint this client connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn put_back(&self, conn: Conn) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+    }
+
+    fn take(&self) -> Option<Conn> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Open and authenticate a new connection, retrying until the deadline.
+    fn open(&self, deadline: Instant) -> Result<Conn> {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(200));
+        loop {
+            let why = match self.open_once(deadline) {
+                Ok(c) => return Ok(c),
+                Err(OpenError::Fatal(e)) => return Err(e),
+                Err(OpenError::Retry(why)) => why,
+            };
+            if !backoff.sleep(deadline) {
+                return Err(Error::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    detail: why,
+                    waited: start.elapsed(),
+                });
+            }
+        }
+    }
+
+    fn open_once(&self, deadline: Instant) -> std::result::Result<Conn, OpenError> {
+        let addrs: Vec<SocketAddr> = self
+            .endpoint
+            .to_socket_addrs()
+            .map_err(|e| OpenError::Retry(format!("resolving {}: {e}", self.endpoint)))?
+            .collect();
+        let mut last = format!("{} resolved to no address", self.endpoint);
+        for addr in addrs {
+            let budget = budget(deadline).min(Duration::from_secs(5));
+            match TcpStream::connect_timeout(&addr, budget) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let mut conn = Conn { stream };
+                    return match self.handshake(&mut conn, deadline) {
+                        Ok(()) => Ok(conn),
+                        Err(HandshakeError::Io(e)) => {
+                            Err(OpenError::Retry(format!("handshake with {addr}: {e}")))
+                        }
+                        Err(HandshakeError::Fatal(e)) => Err(OpenError::Fatal(e)),
+                    };
+                }
+                Err(e) => last = format!("connecting to {addr}: {e}"),
+            }
+        }
+        Err(OpenError::Retry(last))
+    }
+
+    fn handshake(
+        &self,
+        conn: &mut Conn,
+        deadline: Instant,
+    ) -> std::result::Result<(), HandshakeError> {
+        let client_nonce = nonce().map_err(HandshakeError::Fatal)?;
+        let mut f = Frame::request(Cmd::Hello, 0);
+        f.raw(MAGIC).u16(VERSION).raw(&client_nonce);
+        let frame = f.finish().map_err(HandshakeError::Fatal)?;
+        let reply = deadline.max(Instant::now() + MIN_BUDGET);
+        let (status, body) = conn.roundtrip(&frame, 0, reply).map_err(HandshakeError::from)?;
+        let mut r = Reader::new(&body, "hello answer");
+        if status != ST_OK {
+            return Err(HandshakeError::Fatal(remote_error(status, &body, &self.endpoint)));
+        }
+        let parsed = (|| {
+            let version = r.u16()?;
+            let auth = r.u8()?;
+            let server_nonce: [u8; NONCE_LEN] = r.array()?;
+            r.end()?;
+            Ok::<_, Error>((version, auth, server_nonce))
+        })();
+        let (version, auth, server_nonce) = parsed.map_err(HandshakeError::Fatal)?;
+        if version != VERSION {
+            return Err(HandshakeError::Fatal(Error::Protocol {
+                detail: format!(
+                    "store at {} speaks version {version}, not {VERSION}",
+                    self.endpoint
+                ),
+            }));
+        }
+        match (auth, &self.token) {
+            (0, None) => Ok(()),
+            (0, Some(_)) => Err(HandshakeError::Fatal(Error::Auth {
+                detail: format!(
+                    "the store at {} does not ask for the job token, so it cannot be told from \
+                     an impostor; start it with the token",
+                    self.endpoint
+                ),
+            })),
+            (_, None) => Err(HandshakeError::Fatal(Error::Auth {
+                detail: format!(
+                    "the store at {} requires the job token; set GLOO_AUTH_TOKEN",
+                    self.endpoint
+                ),
+            })),
+            (_, Some(token)) => {
+                let mut f = Frame::request(Cmd::Auth, 0);
+                f.raw(proof(token, CLIENT_LABEL, &server_nonce, &client_nonce).as_ref());
+                let frame = f.finish().map_err(HandshakeError::Fatal)?;
+                let (status, body) =
+                    conn.roundtrip(&frame, 0, reply).map_err(HandshakeError::from)?;
+                if status != ST_OK {
+                    return Err(HandshakeError::Fatal(remote_error(status, &body, &self.endpoint)));
+                }
+                if !verify_proof(token, SERVER_LABEL, &server_nonce, &client_nonce, &body) {
+                    return Err(HandshakeError::Fatal(Error::Auth {
+                        detail: format!(
+                            "the store at {} failed to prove it holds the job token",
+                            self.endpoint
+                        ),
+                    }));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Send one request and return the successful answer's payload.
+    fn call(
+        &self,
+        frame: &[u8],
+        req_id: u32,
+        retry: Retry,
+        wait_keys: Option<&[&[u8]]>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>> {
+        let start = Instant::now();
+        let reply_deadline = match wait_keys {
+            Some(_) => deadline + WAIT_GRACE,
+            None => deadline.max(start + MIN_BUDGET),
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200));
+        loop {
+            let mut conn = match self.take() {
+                Some(c) => {
+                    if retry == Retry::OnlyIfUnsent && !c.alive() {
+                        continue;
+                    }
+                    c
+                }
+                None => self.open(deadline)?,
+            };
+            let failure = match conn.roundtrip(frame, req_id, reply_deadline) {
+                Ok((ST_OK, body)) => {
+                    self.put_back(conn);
+                    return Ok(body);
+                }
+                Ok((ST_TIMEOUT, body)) => {
+                    self.put_back(conn);
+                    return Err(timeout_from(&body, start));
+                }
+                Ok((status, body)) => {
+                    self.put_back(conn);
+                    return Err(remote_error(status, &body, &self.endpoint));
+                }
+                Err(f) => f,
+            };
+            // The connection is dropped here: it failed or holds an unanswered request.
+            drop(conn);
+            match failure {
+                Fail::NoAnswer => {
+                    return Err(match wait_keys {
+                        Some(keys) => Error::Timeout {
+                            keys: keys.iter().map(|k| k.to_vec()).collect(),
+                            waited: start.elapsed(),
+                        },
+                        None => Error::Unreachable {
+                            endpoint: self.endpoint.clone(),
+                            detail: "no answer before the deadline".into(),
+                            waited: start.elapsed(),
+                        },
+                    });
+                }
+                Fail::Protocol(e) => return Err(e),
+                Fail::Conn { sent, err } => {
+                    if sent && retry == Retry::OnlyIfUnsent {
+                        return Err(Error::Io {
+                            key: None,
+                            kind: err.kind(),
+                            detail: format!(
+                                "connection to the store at {} lost after the request was sent; \
+                                 whether it took effect is unknown: {err}",
+                                self.endpoint
+                            ),
+                        });
+                    }
+                    tracing::debug!(endpoint = %self.endpoint, error = %err, "store connection lost; reconnecting");
+                    if !backoff.sleep(deadline) {
+                        return Err(Error::Unreachable {
+                            endpoint: self.endpoint.clone(),
+                            detail: format!("connection lost: {err}"),
+                            waited: start.elapsed(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn waiting(&self, cmd: Cmd, keys: &[&[u8]], deadline: Instant) -> Result<Vec<u8>> {
+        for k in keys {
+            check_key(k)?;
+        }
+        let id = self.id();
+        let mut f = Frame::request(cmd, id);
+        // Milliseconds rounded up, so the server never answers "timeout" before the deadline.
+        let ms = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+        f.u64(u64::try_from(ms).unwrap_or(u64::MAX)).u32(keys.len() as u32);
+        for k in keys {
+            f.bytes(k);
+        }
+        let frame = f.finish()?;
+        self.call(&frame, id, Retry::Always, Some(keys), deadline)
+    }
+}
+
+enum OpenError {
+    Retry(String),
+    Fatal(Error),
+}
+
+enum HandshakeError {
+    Io(String),
+    Fatal(Error),
+}
+
+impl From<Fail> for HandshakeError {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Conn { err, .. } => HandshakeError::Io(err.to_string()),
+            Fail::NoAnswer => HandshakeError::Io("no answer to the hello".into()),
+            // A server that answers the hello with garbage is not a store (or a broken one):
+            // retrying cannot help.
+            Fail::Protocol(e) => HandshakeError::Fatal(e),
+        }
+    }
+}
+
+fn budget(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(MIN_BUDGET)
+}
+
+impl Conn {
+    /// Whether a pooled connection still looks open (no EOF or error pending), checked
+    /// without blocking before a non-idempotent request is sent on it.
+    fn alive(&self) -> bool {
+        let mut b = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let ok = match self.stream.peek(&mut b) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            // Either EOF, an error, or unsolicited bytes (never valid): not usable.
+            _ => false,
+        };
+        ok && self.stream.set_nonblocking(false).is_ok()
+    }
+
+    /// Write a request and read the answer with the same id.
+    fn roundtrip(
+        &mut self,
+        frame: &[u8],
+        req_id: u32,
+        deadline: Instant,
+    ) -> std::result::Result<(u8, Vec<u8>), Fail> {
+        self.stream
+            .set_write_timeout(Some(budget(deadline)))
+            .map_err(|err| Fail::Conn { sent: false, err })?;
+        if let Err(err) = self.stream.write_all(frame) {
+            let fail = if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+            {
+                Fail::NoAnswer
+            } else {
+                Fail::Conn { sent: true, err }
+            };
+            return Err(fail);
+        }
+        loop {
+            let mut len = [0u8; 4];
+            self.read_full(&mut len, deadline)?;
+            let len = u32::from_le_bytes(len) as usize;
+            if !(5..=MAX_FRAME).contains(&len) {
+                return Err(Fail::Protocol(Error::Protocol {
+                    detail: format!("store answer of {len} bytes is outside the valid range"),
+                }));
+            }
+            let mut head = [0u8; 5];
+            self.read_full(&mut head, deadline)?;
+            let mut body = Vec::new();
+            let rest = len - 5;
+            // Grows with the bytes that actually arrive, never by the announced length alone.
+            while body.len() < rest {
+                let mut chunk = [0u8; 64 << 10];
+                let want = (rest - body.len()).min(chunk.len());
+                self.read_full(&mut chunk[..want], deadline)?;
+                body.extend_from_slice(&chunk[..want]);
+            }
+            let id = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+            if id == req_id {
+                return Ok((head[0], body));
+            }
+            // An answer to an earlier request abandoned on this connection: skip it.
+        }
+    }
+
+    fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> std::result::Result<(), Fail> {
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Fail::NoAnswer);
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|err| Fail::Conn { sent: true, err })?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Fail::Conn {
+                        sent: true,
+                        err: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the store closed the connection",
+                        ),
+                    });
+                }
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Fail::Conn { sent: true, err }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error an `ST_ERROR` (or unexpected status) answer stands for.
+fn remote_error(status: u8, body: &[u8], endpoint: &str) -> Error {
+    if status != ST_ERROR {
+        return Error::Protocol {
+            detail: format!("store at {endpoint} answered with status {status}"),
+        };
+    }
+    let mut r = Reader::new(body, "error answer");
+    let parsed = (|| Ok::<_, Error>((r.u8()?, r.bytes()?, r.bytes()?)))();
+    match parsed {
+        Ok((kind, key, msg)) => {
+            let msg = String::from_utf8_lossy(msg).into_owned();
+            match kind {
+                ERR_INVALID => Error::InvalidArgument {
+                    key: (!key.is_empty()).then(|| key.to_vec()),
+                    what: msg,
+                },
+                ERR_AUTH => Error::Auth { detail: format!("store at {endpoint}: {msg}") },
+                _ => Error::Protocol { detail: format!("store at {endpoint}: {msg}") },
+            }
+        }
+        Err(e) => e,
+    }
+}
+
+fn timeout_from(body: &[u8], start: Instant) -> Error {
+    let mut r = Reader::new(body, "timeout answer");
+    let parsed = (|| {
+        let n = r.count(4)?;
+        let mut keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            keys.push(r.bytes()?.to_vec());
+        }
+        r.end()?;
+        Ok::<_, Error>(keys)
+    })();
+    match parsed {
+        Ok(keys) => Error::Timeout { keys, waited: start.elapsed() },
+        Err(e) => e,
+    }
+}
+
+impl Store for TcpStore {
+    fn set(&self, key: &[u8], value: &[u8], deadline: Instant) -> Result<()> {
+        check_value(key, value.len())?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::Set, id);
+        f.bytes(key).bytes(value);
+        self.call(&f.finish()?, id, Retry::Always, None, deadline).map(drop)
+    }
+
+    fn try_get(&self, key: &[u8], deadline: Instant) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::TryGet, id);
+        f.bytes(key);
+        let body = self.call(&f.finish()?, id, Retry::Always, None, deadline)?;
+        let mut r = Reader::new(&body, "try_get answer");
+        let v = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
+        r.end()?;
+        Ok(v)
+    }
+
+    fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
+        let body = self.waiting(Cmd::Wait, keys, deadline)?;
+        Reader::new(&body, "wait answer").end()
+    }
+
+    fn add(&self, key: &[u8], delta: i64, deadline: Instant) -> Result<i64> {
+        check_key(key)?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::Add, id);
+        f.bytes(key).i64(delta);
+        let body = self.call(&f.finish()?, id, Retry::OnlyIfUnsent, None, deadline)?;
+        let mut r = Reader::new(&body, "add answer");
+        let v = r.i64()?;
+        r.end()?;
+        Ok(v)
+    }
+
+    fn compare_set(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+        deadline: Instant,
+    ) -> Result<CompareSet> {
+        check_value(key, new.len())?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::CompareSet, id);
+        f.bytes(key);
+        match expected {
+            Some(e) => f.u8(1).bytes(e),
+            None => f.u8(0),
+        };
+        f.bytes(new);
+        let body = self.call(&f.finish()?, id, Retry::OnlyIfUnsent, None, deadline)?;
+        let mut r = Reader::new(&body, "compare_set answer");
+        let outcome = if r.u8()? == 1 {
+            CompareSet::Swapped
+        } else {
+            let current = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
+            CompareSet::Mismatch { current }
+        };
+        r.end()?;
+        Ok(outcome)
+    }
+
+    fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
+        let body = self.waiting(Cmd::Get, keys, deadline)?;
+        let mut r = Reader::new(&body, "get answer");
+        let n = r.count(4)?;
+        if n != keys.len() {
+            return Err(Error::Protocol {
+                detail: format!("asked for {} values, the store sent {n}", keys.len()),
+            });
+        }
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            values.push(r.bytes()?.to_vec());
+        }
+        r.end()?;
+        Ok(values)
+    }
+
+    fn multi_set(&self, pairs: &[(&[u8], &[u8])], deadline: Instant) -> Result<()> {
+        for (k, v) in pairs {
+            check_value(k, v.len())?;
+        }
+        let id = self.id();
+        let mut f = Frame::request(Cmd::MultiSet, id);
+        f.u32(pairs.len() as u32);
+        for (k, v) in pairs {
+            f.bytes(k).bytes(v);
+        }
+        self.call(&f.finish()?, id, Retry::Always, None, deadline).map(drop)
+    }
+
+    fn append(&self, key: &[u8], value: &[u8], deadline: Instant) -> Result<()> {
+        check_value(key, value.len())?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::Append, id);
+        f.bytes(key).bytes(value);
+        self.call(&f.finish()?, id, Retry::OnlyIfUnsent, None, deadline).map(drop)
+    }
+
+    fn delete(&self, key: &[u8], deadline: Instant) -> Result<bool> {
+        check_key(key)?;
+        let id = self.id();
+        let mut f = Frame::request(Cmd::Delete, id);
+        f.bytes(key);
+        let body = self.call(&f.finish()?, id, Retry::Always, None, deadline)?;
+        let mut r = Reader::new(&body, "delete answer");
+        let existed = r.u8()? == 1;
+        r.end()?;
+        Ok(existed)
+    }
+}

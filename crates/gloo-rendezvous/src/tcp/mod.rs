@@ -1,0 +1,15 @@
+//! [`TcpStore`]: a store served over TCP by [`TcpStoreServer`] (one mio event loop, embeddable
+//! in a rank or run standalone as the `gloo-store` binary).
+//!
+//! Waits are pushed: the server parks a waiting request and answers it the moment its keys
+//! are set (or its deadline passes), so no client polls. With a job token, every client proves
+//! it holds the token (HMAC-SHA256 over a server nonce and a client nonce) and the server
+//! proves it back. Every length a peer sends is checked against a fixed limit before anything
+//! is allocated.
+
+mod client;
+pub(crate) mod proto;
+mod server;
+
+pub use client::TcpStore;
+pub use server::{ServerConfig, TcpStoreServer};
