@@ -48,6 +48,7 @@ mod error;
 pub mod loopback;
 mod op;
 pub mod proto;
+mod sync;
 #[cfg(feature = "tcp")]
 pub mod tcp;
 mod types;
