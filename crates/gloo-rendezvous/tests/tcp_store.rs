@@ -1,0 +1,267 @@
+//! TcpStore: bad input from clients, authentication, reconnection, and many clients.
+//!
+//! Every misbehaving client below must be dropped while a well-behaved client, using the
+//! server at the same time, keeps being served.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use gloo_rendezvous::tcp::ServerConfig;
+use gloo_rendezvous::{Error, Store, TcpStore, TcpStoreServer};
+use gloo_testing::deadline;
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A server with short timeouts, so stalled clients are dropped quickly.
+fn server(token: Option<&[u8]>) -> TcpStoreServer {
+    gloo_testing::init_tracing();
+    let mut cfg = ServerConfig::with_token(token);
+    cfg.handshake_timeout = Duration::from_millis(500);
+    cfg.read_timeout = Duration::from_millis(500);
+    TcpStoreServer::bind_with(loopback(), cfg).unwrap()
+}
+
+fn client(server: &TcpStoreServer, token: Option<&[u8]>) -> TcpStore {
+    TcpStore::connect(server.local_addr().to_string(), token, deadline(10)).unwrap()
+}
+
+/// A well-behaved client's round of operations: the server still serves.
+fn still_served(good: &TcpStore, round: u32) {
+    let key = format!("good/{round}");
+    good.set(key.as_bytes(), b"ok", deadline(10)).unwrap();
+    assert_eq!(good.get(key.as_bytes(), deadline(10)).unwrap(), b"ok");
+    assert_eq!(good.add(b"good/counter", 1, deadline(10)).unwrap(), i64::from(round) + 1);
+}
+
+/// Wait (bounded) until the server closes `s`: a read returns EOF or a reset.
+fn assert_dropped(mut s: TcpStream, what: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let end = deadline(10);
+    loop {
+        assert!(Instant::now() < end, "{what}: the server did not drop the client");
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {} // An error answer before the close is fine.
+        }
+    }
+}
+
+fn frame(cmd: u8, req_id: u32, args: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&((5 + args.len()) as u32).to_le_bytes());
+    f.push(cmd);
+    f.extend_from_slice(&req_id.to_le_bytes());
+    f.extend_from_slice(args);
+    f
+}
+
+/// A raw connection that completed the (unauthenticated) hello.
+fn raw_after_hello(server: &TcpStoreServer) -> TcpStream {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    let mut args = b"GLOOSTORE".to_vec();
+    args.extend_from_slice(&1u16.to_le_bytes());
+    args.extend_from_slice(&[7u8; 32]);
+    s.write_all(&frame(0x01, 0, &args)).unwrap();
+    let mut answer = [0u8; 4 + 5 + 2 + 1 + 32];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[4], 0, "hello accepted");
+    s
+}
+
+#[test]
+fn oversized_length_drops_the_client() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    // Before the handshake: anything over a few hundred bytes.
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    s.write_all(&(1u32 << 30).to_le_bytes()).unwrap();
+    assert_dropped(s, "oversized pre-handshake length");
+    // After the handshake: over the 64 MiB frame limit (nothing is allocated for it).
+    let mut s = raw_after_hello(&srv);
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    s.write_all(&[0x10; 64]).unwrap();
+    still_served(&good, 0);
+    assert_dropped(s, "oversized length");
+    still_served(&good, 1);
+}
+
+#[test]
+fn unknown_command_drops_the_client() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    let mut s = raw_after_hello(&srv);
+    s.write_all(&frame(0xee, 1, b"whatever")).unwrap();
+    assert_dropped(s, "unknown command");
+    // A known command with a malformed body is dropped too.
+    let mut s = raw_after_hello(&srv);
+    s.write_all(&frame(0x10, 1, &[0xff, 0xff, 0xff, 0xff, 1])).unwrap();
+    assert_dropped(s, "malformed set");
+    still_served(&good, 0);
+}
+
+#[test]
+fn garbage_bytes_drop_the_client() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    for seed in 0..5u64 {
+        let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let garbage: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        // The server may close before everything is written.
+        let _ = s.write_all(&garbage);
+        assert_dropped(s, "garbage");
+        still_served(&good, seed as u32);
+    }
+}
+
+#[test]
+fn half_a_request_then_a_stall_drops_the_client() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    let mut s = raw_after_hello(&srv);
+    let full = frame(0x10, 1, &[3, 0, 0, 0, b'k', b'e', b'y', 1, 0, 0, 0, b'v']);
+    s.write_all(&full[..full.len() / 2]).unwrap();
+    still_served(&good, 0);
+    assert_dropped(s, "half a request");
+    assert_eq!(good.try_get(b"key", deadline(5)).unwrap(), None);
+    still_served(&good, 1);
+}
+
+#[test]
+fn two_hundred_idle_connections_are_dropped_and_others_served() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    let idle: Vec<TcpStream> =
+        (0..200).map(|_| TcpStream::connect(srv.local_addr()).unwrap()).collect();
+    for round in 0..5 {
+        still_served(&good, round);
+    }
+    for s in idle {
+        assert_dropped(s, "idle connection");
+    }
+    still_served(&good, 5);
+}
+
+#[test]
+fn clients_without_the_token_are_refused() {
+    let srv = server(Some(b"the-job-token"));
+    let good = client(&srv, Some(b"the-job-token"));
+    let addr = srv.local_addr().to_string();
+
+    let err = TcpStore::connect(addr.clone(), None, deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    let err = TcpStore::connect(addr.clone(), Some(b"wrong-token"), deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+
+    // A raw client that skips authentication and sends a command is dropped unserved.
+    let mut s = raw_after_hello(&srv);
+    let set = frame(0x10, 1, &[1, 0, 0, 0, b'x', 1, 0, 0, 0, b'y']);
+    s.write_all(&set).unwrap();
+    assert_dropped(s, "unauthenticated command");
+    assert_eq!(good.try_get(b"x", deadline(5)).unwrap(), None);
+    still_served(&good, 0);
+}
+
+#[test]
+fn a_client_with_a_token_refuses_a_server_without_one() {
+    let srv = server(None);
+    let err =
+        TcpStore::connect(srv.local_addr().to_string(), Some(b"tok"), deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+}
+
+#[test]
+fn routable_address_without_token_is_refused() {
+    let err = TcpStoreServer::bind("0.0.0.0:0".parse().unwrap(), None).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("GLOO_AUTH_TOKEN"), "{err}");
+}
+
+#[test]
+fn a_client_reconnects_after_the_server_restarts() {
+    let srv = server(None);
+    let addr = srv.local_addr();
+    let c = client(&srv, None);
+    c.set(b"before", b"1", deadline(5)).unwrap();
+    drop(srv);
+    // While the server is down, a get keeps trying; a new server comes up on the same
+    // address and a second client sets the key.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| c.get(b"after", deadline(20)));
+        std::thread::sleep(Duration::from_millis(300));
+        let srv2 = TcpStoreServer::bind(addr, None).unwrap();
+        let other = client(&srv2, None);
+        other.set(b"after", b"2", deadline(5)).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), b"2");
+        c.set(b"again", b"3", deadline(5)).unwrap();
+        assert_eq!(other.get(b"again", deadline(5)).unwrap(), b"3");
+    });
+}
+
+#[test]
+fn a_store_that_dies_gives_a_clear_error_by_the_deadline() {
+    let srv = server(None);
+    let c = client(&srv, None);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| c.get(b"never", Instant::now() + Duration::from_secs(2)));
+        std::thread::sleep(Duration::from_millis(200));
+        drop(srv);
+        let err = waiter.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    });
+    // An add on a dead store is never retried into a double increment: it fails.
+    let err = c.add(b"n", 1, Instant::now() + Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. } | Error::Io { .. }), "{err}");
+}
+
+#[test]
+fn a_thousand_clients_on_one_server() {
+    let srv = server(Some(b"tok"));
+    let addr = srv.local_addr().to_string();
+    let clients: Vec<TcpStore> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let addr = addr.clone();
+                s.spawn(move || {
+                    (0..125)
+                        .map(|i| {
+                            let c = TcpStore::connect(addr.clone(), Some(b"tok"), deadline(60))
+                                .unwrap();
+                            c.set(
+                                format!("client/{}", t * 125 + i).as_bytes(),
+                                b"here",
+                                deadline(60),
+                            )
+                            .unwrap();
+                            c
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(clients.len(), 1000);
+    let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("client/{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    // Every connection is still open and served: each client counts once.
+    for c in &clients {
+        c.add(b"count", 1, deadline(30)).unwrap();
+    }
+    let values = clients[999].multi_get(&refs, deadline(30)).unwrap();
+    assert!(values.iter().all(|v| v == b"here"));
+    assert_eq!(clients[0].add(b"count", 0, deadline(5)).unwrap(), 1000);
+}
