@@ -1,7 +1,198 @@
-//! gloo-bench: the Rust Gloo's benchmark tool (arrives with its own issue).
+//! gloo-bench: the Rust Gloo's benchmark tool, and the yardstick for every speed claim the
+//! project makes.
+//!
+//! What it does: run with no arguments, it starts 2 ranks as processes on this machine over
+//! an embedded store, measures the machine's limits between them (plain-socket ping-pong and
+//! streams, memcpy), then sweeps one operation over a range of message sizes and prints, per
+//! size, min / p50 / p99 time, algbw and busbw (nccl-tests definitions) and busbw as a
+//! percentage of the measured limit, with every result checked. `--rank/--size/--store` run
+//! one rank of a multi-machine job instead; `transport` runs the point-to-point transport
+//! benchmark; `limits` only measures the limits.
+//!
+//! What it does not do: assert anything about speed (it reports; people and CI decide), or
+//! pick algorithms (the library does; `--algorithm` overrides it).
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("gloo-bench is not built yet: it arrives with its own issue (see README.md)");
-    std::process::exit(2);
+/// `eprintln!` that hands the whole line to the kernel in one write, so the lines of several
+/// ranks sharing the launcher's stderr never interleave mid-line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
+mod cli;
+mod ctl;
+mod error;
+mod launch;
+mod limits;
+mod net;
+mod p2p;
+mod rank;
+mod report;
+mod stats;
+mod store;
+mod sweep;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+
+use crate::cli::{Cli, Collective, Command, StoreUrl};
+use crate::report::Report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err((kind, msg)) = validate(&cli) {
+        // clap's usage errors exit with status 2, like the ones it finds itself.
+        Cli::command().error(kind, msg).exit();
+    }
+    let rank_mode = cli.launch.rank.is_some() || cli.launch.store == Some(StoreUrl::Env);
+    if rank_mode { run_rank(&cli) } else { run_launcher(&cli) }
+}
+
+/// Checks that clap cannot express (they need several flags at once).
+fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
+    let size = match (cli.launch.rank, cli.launch.size) {
+        (Some(r), Some(n)) => {
+            if r >= n {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    format!("--rank {r} must be below --size {n}"),
+                ));
+            }
+            n
+        }
+        _ => cli.launch.ranks,
+    };
+    let s = &cli.sweep;
+    match &cli.command {
+        None => {
+            if s.min_bytes > s.max_bytes {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "--min-bytes ({}) is larger than --max-bytes ({})",
+                        s.min_bytes, s.max_bytes
+                    ),
+                ));
+            }
+            if s.collective.rooted() && s.root >= size {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "--root {} is not a rank of a {size}-rank run (valid: 0..={})",
+                        s.root,
+                        size - 1
+                    ),
+                ));
+            }
+            if s.collective == Collective::Sendrecv && size < 2 {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    "--collective sendrecv needs --ranks 2 or more".into(),
+                ));
+            }
+            let valid = algorithms(s.collective);
+            if !valid.contains(&s.algorithm.as_str()) {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "invalid value '{}' for '--algorithm' with --collective {} [possible values: {}]",
+                        s.algorithm,
+                        s.collective.name(),
+                        valid.join(", ")
+                    ),
+                ));
+            }
+        }
+        Some(Command::Transport(t)) => {
+            if size < 2 {
+                return Err((
+                    ErrorKind::InvalidValue,
+                    "the transport benchmark needs --ranks 2 or more".into(),
+                ));
+            }
+            if t.stream_bytes == 0 {
+                return Err((ErrorKind::InvalidValue, "--stream-bytes must be above 0".into()));
+            }
+        }
+        Some(Command::Limits) => {}
+    }
+    Ok(())
+}
+
+/// The algorithms `--algorithm` accepts for `c`.
+fn algorithms(c: Collective) -> &'static [&'static str] {
+    match c {
+        Collective::Sendrecv => &["auto", "direct"],
+        _ => &["auto"],
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    say!("gloo-bench: error: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Whether every checked row passed.
+fn checks_pass(r: &Report) -> bool {
+    r.rows.iter().all(|row| !row.check.starts_with("FAIL"))
+}
+
+fn run_rank(cli: &Cli) -> ExitCode {
+    let (Some(rank), Some(size), Some(url)) = (cli.launch.rank, cli.launch.size, &cli.launch.store)
+    else {
+        return fail(error::Error::NotAvailable {
+            what: "--store env://".into(),
+            needs: "gloo-rendezvous's env:// start-up",
+        });
+    };
+    let outcome = match rank::run(cli, rank, size, url) {
+        Ok(o) => o,
+        Err(e) => return fail(format_args!("rank {rank}: {e}")),
+    };
+    let Some(report) = outcome.report else { return ExitCode::SUCCESS };
+    let written = match &cli.launch.child_report {
+        Some(path) => serde_json::to_vec(&report)
+            .map_err(|e| error::Error::Invalid(format!("encoding the report: {e}")))
+            .and_then(|b| {
+                std::fs::write(path, b)
+                    .map_err(|e| error::Error::io(format!("writing {}", path.display()), e))
+            }),
+        None => report.emit(cli.output.format, cli.output.json.as_deref()),
+    };
+    if let Err(e) = written {
+        return fail(e);
+    }
+    if checks_pass(&report) {
+        ExitCode::SUCCESS
+    } else {
+        fail("result checks failed (see the check column)")
+    }
+}
+
+fn run_launcher(cli: &Cli) -> ExitCode {
+    let launched = match launch::run(cli) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let mut ok = launched.failures.is_empty();
+    if let Some(report) = &launched.report {
+        if let Err(e) = report.emit(cli.output.format, cli.output.json.as_deref()) {
+            return fail(e);
+        }
+        if !checks_pass(report) {
+            say!("gloo-bench: error: result checks failed (see the check column)");
+            ok = false;
+        }
+    } else if ok {
+        return fail("rank 0 finished without writing its report");
+    }
+    if !launched.failures.is_empty() {
+        say!("gloo-bench: error: {}", launched.failures.join("; "));
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -1,0 +1,82 @@
+//! The tool's error type: every failure names what was being done and, where there is one,
+//! the rank or peer involved.
+
+use std::fmt;
+
+/// Why a run failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum Error {
+    /// A feature this build cannot offer yet because the crate that provides it has not landed.
+    NotAvailable {
+        /// What was asked for.
+        what: String,
+        /// What it needs.
+        needs: &'static str,
+    },
+    /// A transport operation failed.
+    Transport {
+        /// What this rank was doing.
+        doing: String,
+        /// The transport's error (it names the peer).
+        source: gloo_transport::Error,
+    },
+    /// A system call or file operation failed.
+    Io {
+        /// What was being done.
+        doing: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A peer (plain-socket limit measurement, store entry, report) sent something invalid.
+    Peer {
+        /// The peer.
+        rank: u32,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A deadline passed.
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// Seconds waited.
+        waited: f64,
+    },
+    /// The arguments cannot work together for this run (found after parsing, e.g. when the
+    /// world size is known).
+    Invalid(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `doing`.
+    pub(crate) fn io(doing: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { doing: doing.into(), source }
+    }
+
+    /// An [`Error::Transport`] for `doing`.
+    pub(crate) fn transport(doing: impl Into<String>, source: gloo_transport::Error) -> Error {
+        Error::Transport { doing: doing.into(), source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotAvailable { what, needs } => {
+                write!(f, "not available yet: {what} needs {needs}")
+            }
+            Error::Transport { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Io { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Peer { rank, detail } => write!(f, "rank {rank}: {detail}"),
+            Error::Timeout { what, waited } => {
+                write!(f, "timed out after {waited:.1} s waiting for {what}")
+            }
+            Error::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The tool's result type.
+pub(crate) type Result<T> = std::result::Result<T, Error>;

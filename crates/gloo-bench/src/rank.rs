@@ -1,0 +1,94 @@
+//! One rank of a run: meet the others through the store, measure the limits, connect the
+//! transport, run the chosen mode, and (rank 0) report.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, Command, StoreUrl};
+use crate::error::{Error, Result};
+use crate::limits::{self, LimitConfig, Limits};
+use crate::report::{self, Report};
+use crate::{net, p2p, store, sweep};
+
+/// What a rank ended with.
+pub(crate) struct Outcome {
+    /// The report (rank 0 only).
+    pub(crate) report: Option<Report>,
+}
+
+/// Runs this process as rank `rank` of `size`.
+pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs_f64(cli.launch.timeout);
+    if rank >= size {
+        return Err(Error::Invalid(format!("--rank {rank} is not below --size {size}")));
+    }
+    let sweep_args = &cli.sweep;
+    if cli.command.is_none() && sweep_args.collective.rooted() && sweep_args.root >= size {
+        return Err(Error::Invalid(format!(
+            "--root {} is not a rank of a {size}-rank run (0..{size})",
+            sweep_args.root
+        )));
+    }
+    let kv = store::open(url)?;
+    let host_port = match url {
+        StoreUrl::Tcp(hp) | StoreUrl::Redis(hp) => Some(hp.as_str()),
+        _ => None,
+    };
+    let message = match &cli.command {
+        Some(Command::Transport(t)) => t.stream_bytes,
+        _ => cli.sweep.max_bytes.clamp(1 << 20, 64 << 20),
+    };
+    let lim = if cli.launch.no_limits {
+        Limits::default()
+    } else {
+        if rank == 0 {
+            say!("gloo-bench: measuring the limits (plain sockets between ranks 0 and 1, memcpy)");
+        }
+        let cfg = LimitConfig { secs: cli.launch.limit_secs, message };
+        limits::measure(
+            rank,
+            size,
+            kv.as_ref(),
+            limits::local_ip_towards(host_port),
+            cfg,
+            deadline,
+        )?
+    };
+    let mut report = Report {
+        tool: format!("gloo-bench {}", env!("CARGO_PKG_VERSION")),
+        mode: String::new(),
+        host: report::host_name(),
+        cpus: report::cpu_count(),
+        transport: cli.launch.transport.name().into(),
+        ranks: size,
+        store: url.to_string(),
+        collective: None,
+        limits: lim,
+        rows: Vec::new(),
+        figures: Vec::new(),
+        notes: Vec::new(),
+    };
+    match &cli.command {
+        Some(Command::Limits) => report.mode = "limits".into(),
+        Some(Command::Transport(t)) => {
+            report.mode = "transport".into();
+            let comm = net::connect(cli.launch.transport, rank, size, kv.as_ref(), deadline)?;
+            report.figures = p2p::run(
+                comm.as_ref(),
+                t,
+                &report.limits,
+                cli.launch.limit_secs,
+                "default waiting",
+                deadline,
+            )?;
+        }
+        None => {
+            report.mode = "sweep".into();
+            let c = cli.sweep.collective;
+            report.collective = Some(c.name().into());
+            report.notes = sweep::notes(c, size);
+            let comm = net::connect(cli.launch.transport, rank, size, kv.as_ref(), deadline)?;
+            report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, deadline)?;
+        }
+    }
+    Ok(Outcome { report: (rank == 0).then_some(report) })
+}

@@ -1,0 +1,350 @@
+//! The sweep: one operation over a range of message sizes, timed on every rank, summarised on
+//! rank 0 (each iteration counts as long as its slowest rank), and checked.
+
+use std::time::{Duration, Instant};
+
+use gloo_transport::{Communicator, Op, Rank, Slot};
+
+use crate::cli::{Collective, SweepArgs};
+use crate::ctl;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::report::Row;
+use crate::stats::Latency;
+
+/// The slot of `sendrecv`'s data (a tag of its own, beside the control tag).
+const SENDRECV: Slot = Slot::new(0xFFFF_FF01, 0);
+
+/// The most timed iterations of one size when they are chosen by time.
+const MAX_ITERS: u64 = 100_000;
+/// The fewest timed iterations of one size when they are chosen by time.
+const MIN_ITERS: u64 = 5;
+
+/// One message size of one operation, ready to run.
+pub(crate) trait SizeBench {
+    /// The size reported in the `bytes` column.
+    fn bytes(&self) -> u64;
+    /// Elements in that buffer.
+    fn elements(&self) -> u64;
+    /// The algorithm that runs.
+    fn algorithm(&self) -> String;
+    /// One call of the operation.
+    fn run(&mut self, deadline: Instant) -> Result<()>;
+    /// Fill the inputs with this rank's deterministic values for the checked call.
+    fn prepare_check(&mut self);
+    /// After the checked call: compare the output with the locally computed expected value.
+    fn verify(&self) -> std::result::Result<(), String>;
+}
+
+/// The message sizes of a sweep: `min`, `min·f`, `min·f²`, … up to `max` (inclusive).
+pub(crate) fn sizes(min: u64, max: u64, factor: u64) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut s = min.max(1);
+    while s <= max {
+        v.push(s);
+        match s.checked_mul(factor) {
+            Some(n) => s = n,
+            None => break,
+        }
+    }
+    v
+}
+
+/// nccl-tests' bus-bandwidth factor of an operation over `n` ranks; `None` where no data moves.
+pub(crate) fn bus_factor(c: Collective, n: u32) -> Option<f64> {
+    let n = f64::from(n);
+    match c {
+        Collective::Allreduce => Some(2.0 * (n - 1.0) / n),
+        Collective::Allgather
+        | Collective::ReduceScatter
+        | Collective::Alltoall
+        | Collective::Gather
+        | Collective::Scatter => Some((n - 1.0) / n),
+        Collective::Broadcast | Collective::Reduce | Collective::Sendrecv => Some(1.0),
+        Collective::Barrier => None,
+    }
+}
+
+/// The measured limit busbw is compared with: the full-duplex stream for operations where
+/// every rank sends and receives at once, the one-way stream for rooted ones.
+pub(crate) fn limit_for(c: Collective, l: &Limits) -> Option<(&'static str, f64)> {
+    match c {
+        Collective::Allreduce
+        | Collective::Allgather
+        | Collective::ReduceScatter
+        | Collective::Alltoall
+        | Collective::Sendrecv => l.stream_duplex_gbps.map(|g| ("duplex", g)),
+        Collective::Broadcast | Collective::Reduce | Collective::Gather | Collective::Scatter => {
+            l.stream_oneway_gbps.map(|g| ("oneway", g))
+        }
+        Collective::Barrier => None,
+    }
+}
+
+/// The definitions printed under the header for operation `c`.
+pub(crate) fn notes(c: Collective, n: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    let factor = match bus_factor(c, n) {
+        Some(f) => format!("{f:.3}"),
+        None => "-".into(),
+    };
+    v.push(match c {
+        Collective::Allreduce => format!("bytes = each rank's buffer; busbw = algbw x 2(n-1)/n = algbw x {factor} (nccl-tests)"),
+        Collective::Allgather => format!("bytes = the gathered output (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (nccl-tests)"),
+        Collective::ReduceScatter => format!("bytes = each rank's input (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (nccl-tests)"),
+        Collective::Alltoall => format!("bytes = each rank's input (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (nccl-tests)"),
+        Collective::Gather | Collective::Scatter => format!("bytes = the root's buffer (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (the root's link carries n-1 of the n blocks)"),
+        Collective::Broadcast | Collective::Reduce => "bytes = the buffer; busbw = algbw (nccl-tests)".to_string(),
+        Collective::Sendrecv => "sendrecv: every rank sends `bytes` to rank+1 and receives `bytes` from rank-1 at once (a ring shift, as nccl-tests' sendrecv); busbw = algbw = bytes / p50, per direction".to_string(),
+        Collective::Barrier => "barrier: no data, so no algbw or busbw; x_rtt compares its p50 with the plain ping-pong round trip".to_string(),
+    });
+    v.push("algbw = bytes / p50 time; each time is the slowest rank's; pct_limit = busbw / the plain-socket limit named in `limit`; x_rtt = p50 / plain blocking ping-pong p50".to_string());
+    v
+}
+
+/// Runs the sweep on every rank; rank 0 returns the rows.
+pub(crate) fn run(
+    comm: &dyn Communicator,
+    args: &SweepArgs,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Vec<Row>> {
+    let n = comm.size();
+    let mut rows = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let sizes = if args.collective == Collective::Barrier {
+        vec![0]
+    } else {
+        sizes(args.min_bytes, args.max_bytes, args.step_factor)
+    };
+    for bytes in sizes {
+        let mut bench = make(comm, args, bytes)?;
+        if !seen.insert(bench.bytes()) {
+            // Rounding to whole elements (and blocks) made this size equal to an earlier one.
+            continue;
+        }
+        ctl::barrier(comm, deadline)?;
+        let warmup = if args.iters.is_none() { args.warmup.max(1) } else { args.warmup };
+        let mut last = Duration::ZERO;
+        for _ in 0..warmup {
+            let t0 = Instant::now();
+            bench.run(deadline)?;
+            last = t0.elapsed();
+        }
+        let iters = match args.iters {
+            Some(i) => i,
+            None => {
+                let want = (args.time_per_size / last.as_secs_f64().max(1e-7)) as u64;
+                ctl::bcast_u64(comm, want.clamp(MIN_ITERS, MAX_ITERS), deadline)?
+            }
+        };
+        let mut samples = Vec::with_capacity(iters as usize);
+        for _ in 0..iters {
+            let t0 = Instant::now();
+            bench.run(deadline)?;
+            samples.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        let status = if args.checking() {
+            bench.prepare_check();
+            bench.run(deadline)?;
+            match bench.verify() {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("FAIL: {e}"),
+            }
+        } else {
+            "off".to_string()
+        };
+        let all = ctl::gather_f64s(comm, &samples, deadline)?;
+        let statuses = ctl::gather_status(comm, &status, deadline)?;
+        let (Some(all), Some(statuses)) = (all, statuses) else { continue };
+        let mut slowest: Vec<f64> =
+            (0..samples.len()).map(|i| all.iter().map(|s| s[i]).fold(0.0, f64::max)).collect();
+        let lat = Latency::from_samples(&mut slowest);
+        let check = summarise(&statuses);
+        let algbw = bus_factor(args.collective, n)
+            .map(|_| bench.bytes() as f64 / (lat.p50 * 1e-6) / 1e9)
+            .filter(|v| v.is_finite());
+        let busbw = algbw.zip(bus_factor(args.collective, n)).map(|(a, f)| a * f);
+        let limit = limit_for(args.collective, limits);
+        let row = Row {
+            bytes: bench.bytes(),
+            elements: bench.elements(),
+            dtype: if args.collective == Collective::Barrier {
+                "-".into()
+            } else {
+                args.dtype.name().into()
+            },
+            op: if args.collective.reduces() { args.op.name().into() } else { "-".into() },
+            algorithm: bench.algorithm(),
+            iters,
+            min_us: lat.min,
+            p50_us: lat.p50,
+            p99_us: lat.p99,
+            algbw_gbps: algbw,
+            busbw_gbps: busbw,
+            limit: limit.map(|(name, _)| name.to_string()),
+            limit_pct: busbw.zip(limit).map(|(b, (_, l))| 100.0 * b / l).filter(|v| v.is_finite()),
+            x_rtt: limits.pingpong_blocking_us.map(|p| lat.p50 / p.p50).filter(|v| v.is_finite()),
+            check,
+        };
+        say!(
+            "gloo-bench: {} {} B: {} iterations, p50 {:.1} us, check {}",
+            args.collective.name(),
+            row.bytes,
+            row.iters,
+            row.p50_us,
+            row.check
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `ok` when every rank's check passed, else the first failures with their ranks.
+fn summarise(statuses: &[String]) -> String {
+    let bad: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.as_str() != "ok" && s.as_str() != "off")
+        .map(|(r, s)| format!("rank {r}: {}", s.trim_start_matches("FAIL: ")))
+        .collect();
+    if bad.is_empty() {
+        statuses.first().cloned().unwrap_or_else(|| "off".into())
+    } else {
+        format!("FAIL: {}", bad.into_iter().take(3).collect::<Vec<_>>().join("; "))
+    }
+}
+
+/// The bench of one size of the chosen operation.
+fn make<'c>(
+    comm: &'c dyn Communicator,
+    args: &SweepArgs,
+    bytes: u64,
+) -> Result<Box<dyn SizeBench + 'c>> {
+    match args.collective {
+        Collective::Sendrecv => {
+            if comm.size() < 2 {
+                return Err(Error::Invalid("--collective sendrecv needs at least 2 ranks".into()));
+            }
+            let esize = args.dtype.size();
+            let elements = (bytes / esize).max(1);
+            Ok(Box::new(SendRecv::new(comm, elements * esize, elements)))
+        }
+        other => Err(Error::NotAvailable {
+            what: format!("--collective {}", other.name()),
+            needs: "gloo-algorithms (the collectives)",
+        }),
+    }
+}
+
+/// Every rank sends to rank+1 and receives from rank-1 at once.
+struct SendRecv<'c> {
+    comm: &'c dyn Communicator,
+    to: Rank,
+    from: Rank,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+    elements: u64,
+}
+
+impl<'c> SendRecv<'c> {
+    fn new(comm: &'c dyn Communicator, bytes: u64, elements: u64) -> SendRecv<'c> {
+        let (r, n) = (comm.rank().0, comm.size());
+        // Sizes were bounded by the command line (16 GiB), so they fit a usize on 64-bit hosts.
+        let len = usize::try_from(bytes).expect("message sizes are bounded by the command line");
+        SendRecv {
+            comm,
+            to: Rank((r + 1) % n),
+            from: Rank((r + n - 1) % n),
+            out: vec![1u8; len],
+            inb: vec![0u8; len],
+            elements,
+        }
+    }
+}
+
+/// The byte rank `r` sends at offset `i` in a checked call.
+fn pattern(r: u32, i: usize) -> u8 {
+    (i as u32).wrapping_mul(31).wrapping_add(r.wrapping_mul(7)).wrapping_add(1) as u8
+}
+
+impl SizeBench for SendRecv<'_> {
+    fn bytes(&self) -> u64 {
+        self.out.len() as u64
+    }
+
+    fn elements(&self) -> u64 {
+        self.elements
+    }
+
+    fn algorithm(&self) -> String {
+        "direct".into()
+    }
+
+    fn run(&mut self, deadline: Instant) -> Result<()> {
+        let mut ops =
+            [Op::send(self.to, SENDRECV, &self.out), Op::recv(self.from, SENDRECV, &mut self.inb)];
+        self.comm
+            .run(&mut ops, deadline)
+            .map_err(|e| Error::transport(format!("sendrecv of {} bytes", self.out.len()), e))?;
+        match ops[1].completed() {
+            Some((_, n)) if n == self.out.len() => Ok(()),
+            got => Err(Error::Peer {
+                rank: self.from.0,
+                detail: format!(
+                    "sent {got:?} where a {}-byte message was expected",
+                    self.out.len()
+                ),
+            }),
+        }
+    }
+
+    fn prepare_check(&mut self) {
+        let r = self.comm.rank().0;
+        for (i, b) in self.out.iter_mut().enumerate() {
+            *b = pattern(r, i);
+        }
+        self.inb.fill(0xEE);
+    }
+
+    fn verify(&self) -> std::result::Result<(), String> {
+        let from = self.from.0;
+        match self.inb.iter().enumerate().find(|&(i, &b)| b != pattern(from, i)) {
+            None => Ok(()),
+            Some((i, &b)) => Err(format!(
+                "byte {i} from rank {from} is {b:#04x}, expected {:#04x}",
+                pattern(from, i)
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_step_by_the_factor_and_include_the_maximum() {
+        assert_eq!(sizes(4, 64, 2), vec![4, 8, 16, 32, 64]);
+        assert_eq!(sizes(4, 100, 4), vec![4, 16, 64]);
+        assert_eq!(sizes(8, 4, 2), Vec::<u64>::new());
+        assert_eq!(sizes(0, 2, 2), vec![1, 2]);
+        assert_eq!(sizes(4, 64 << 20, 2).len(), 25);
+    }
+
+    #[test]
+    fn bus_factors_are_nccl_tests_ones() {
+        assert_eq!(bus_factor(Collective::Allreduce, 2), Some(1.0));
+        assert_eq!(bus_factor(Collective::Allreduce, 4), Some(1.5));
+        assert_eq!(bus_factor(Collective::Allgather, 4), Some(0.75));
+        assert_eq!(bus_factor(Collective::Broadcast, 8), Some(1.0));
+        assert_eq!(bus_factor(Collective::Barrier, 8), None);
+    }
+
+    #[test]
+    fn a_failed_check_names_the_rank() {
+        let s = summarise(&["ok".into(), "FAIL: byte 3".into()]);
+        assert_eq!(s, "FAIL: rank 1: byte 3");
+        assert_eq!(summarise(&["ok".into(), "ok".into()]), "ok");
+    }
+}
