@@ -29,6 +29,7 @@
 //!         target: Example("transport_bench"), args: &[] },
 //! ```
 
+use crate::row::Target::{Lib, Test};
 use crate::row::{Bench, Need, Row};
 
 /// A Redis server on PATH (the rendezvous crate's tests start their own on a free port).
@@ -62,6 +63,11 @@ pub const ROWS: &[Row] = &[
     Row::cargo("lint/doc", &["doc", "--workspace", "--no-deps"]).env(&[("RUSTDOCFLAGS", "-Dwarnings")]),
     // xtask checks its own tables (unique names, existing packages, ...).
     Row::test("xtask/self", "xtask").lib(),
+    // gloo-transport: unit tests (the sans-io protocol), then the protocol's proptests.
+    Row::test("transport/unit", "gloo-transport").lib(),
+    Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
+    // gloo-rendezvous: every store through the store conformance suite.
+    Row::test("rendezvous/stores", "gloo-rendezvous").targets(&[Lib, Test("conformance")]),
 ];
 
 /// Every benchmark `cargo xtask bench <name>` can run, in release.
