@@ -330,3 +330,40 @@ fn duplex(
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transport_benchmark_runs_over_the_loopback_transport() {
+        use gloo_transport::loopback::{LoopbackConfig, group};
+        let args = TransportArgs { stream_bytes: 64 << 10, memory_bytes: 1 << 20 };
+        let limits = Limits {
+            pingpong_blocking_us: Some(Latency { n: 1, min: 1.0, p50: 1.0, p99: 1.0, mean: 1.0 }),
+            stream_oneway_gbps: Some(1.0),
+            stream_duplex_gbps: Some(1.0),
+            stream_message_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let deadline = gloo_testing::deadline(60);
+        let out = gloo_testing::run_ranks(group(3, LoopbackConfig::havoc(3)), |c| {
+            run(&c, &args, &limits, 0.05, "loopback", deadline)
+        });
+        let mut out = out.into_iter();
+        let figures = out.next().unwrap().unwrap();
+        for other in out {
+            assert!(other.unwrap().is_empty(), "only rank 0 reports");
+        }
+        let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(figures.len(), 5, "{names:?}");
+        for want in ["rank 0 (sender)", "rank 1 (receiver)", "ping-pong", "one-way", "full-duplex"]
+        {
+            assert!(names.iter().any(|n| n.contains(want)), "{want} missing from {names:?}");
+        }
+        for f in &figures {
+            assert!(f.value.is_finite() && f.value >= 0.0, "{f:?}");
+            assert!(f.ratio.is_some(), "{f:?}");
+        }
+    }
+}

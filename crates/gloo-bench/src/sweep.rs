@@ -341,6 +341,48 @@ mod tests {
         assert_eq!(bus_factor(Collective::Barrier, 8), None);
     }
 
+    fn args(extra: &[&str]) -> SweepArgs {
+        use clap::Parser;
+        let mut v = vec!["gloo-bench"];
+        v.extend_from_slice(extra);
+        crate::cli::Cli::try_parse_from(v).unwrap().sweep
+    }
+
+    #[test]
+    fn sendrecv_sweeps_and_checks_over_the_loopback_transport() {
+        use gloo_transport::loopback::{LoopbackConfig, group};
+        for n in [2, 3] {
+            let a = args(&[
+                "--collective",
+                "sendrecv",
+                "--min-bytes",
+                "1",
+                "--max-bytes",
+                "64K",
+                "--step-factor",
+                "16",
+                "--iters",
+                "3",
+                "--warmup",
+                "1",
+            ]);
+            let comms = group(n, LoopbackConfig::havoc(7));
+            let deadline = gloo_testing::deadline(60);
+            let out = gloo_testing::run_ranks(comms, |c| run(&c, &a, &Limits::default(), deadline));
+            let rows = out.into_iter().next().unwrap().unwrap();
+            assert_eq!(
+                rows.iter().map(|r| r.bytes).collect::<Vec<_>>(),
+                vec![4, 16, 256, 4096, 65536]
+            );
+            for r in &rows {
+                assert_eq!(r.check, "ok", "{r:?}");
+                assert_eq!(r.iters, 3);
+                assert!(r.min_us <= r.p50_us && r.p50_us <= r.p99_us);
+                assert!(r.busbw_gbps.is_some());
+            }
+        }
+    }
+
     #[test]
     fn a_failed_check_names_the_rank() {
         let s = summarise(&["ok".into(), "FAIL: byte 3".into()]);
