@@ -606,9 +606,11 @@ impl LoopbackComm {
                 if g.in_limbo(&from, slot) {
                     return Ok(Drive::Idle);
                 }
-                let Some(err) = g.unusable[first.index()].clone() else {
+                let Some(lost) = g.unusable[first.index()].clone() else {
                     return Ok(Drive::Idle);
                 };
+                // A fingerprint conflict explains the failure better than the lost peer.
+                let err = g.recvs.get(&id).and_then(|e| g.epoch_conflict(e)).unwrap_or(lost);
                 g.recvs.remove(&id);
                 g.unwait(slot, id);
                 op.set_state(OpState::Cancelled);
@@ -788,7 +790,10 @@ impl LoopbackComm {
             if let Some(e) = &g.poison {
                 return Err(e.clone());
             }
-            let changed = g.round();
+            if g.round() {
+                // A message that became visible may complete another thread's receive.
+                me.cv.notify_all();
+            }
             let mut partial = false;
             for op in ops.iter_mut() {
                 let OpState::Posted(id) = op.state() else { continue };
@@ -804,10 +809,6 @@ impl LoopbackComm {
             };
             if satisfied {
                 return Ok(());
-            }
-            if changed {
-                // A message that became visible may complete another thread's receive.
-                me.cv.notify_all();
             }
             if !g.acks.is_empty() {
                 drop(g);
