@@ -14,6 +14,8 @@ mod error;
 mod file;
 mod hash;
 mod prefix;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod store;
 pub mod tcp;
 
@@ -21,5 +23,7 @@ pub use error::{Error, Result};
 pub use file::FileStore;
 pub use hash::HashStore;
 pub use prefix::PrefixStore;
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{CompareSet, MAX_KEY_LEN, MAX_VALUE_LEN, Store};
 pub use tcp::{TcpStore, TcpStoreServer};

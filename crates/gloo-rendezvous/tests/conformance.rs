@@ -327,3 +327,18 @@ fn tcp_fixture(token: Option<&[u8]>) -> Tcp {
 
 conformance!(tcp_store, tcp_fixture(None));
 conformance!(tcp_store_with_token, tcp_fixture(Some(b"job-token")));
+
+#[cfg(feature = "redis")]
+struct Redis(gloo_testing::redis::RedisServer);
+#[cfg(feature = "redis")]
+impl Fixture for Redis {
+    fn client(&self) -> Box<dyn Store> {
+        let opts = gloo_rendezvous::RedisOptions::with_prefix("conformance");
+        Box::new(gloo_rendezvous::RedisStore::connect(&self.0.url(), opts, deadline(10)).unwrap())
+    }
+}
+
+#[cfg(feature = "redis")]
+conformance!(redis_store, Redis(gloo_testing::redis::RedisServer::start(None)));
+#[cfg(feature = "redis")]
+conformance!(redis_store_with_password, Redis(gloo_testing::redis::RedisServer::start(Some("pw"))));

@@ -7,6 +7,8 @@
 //! library needs at run time.
 #![forbid(unsafe_code)]
 
+pub mod redis;
+
 pub mod conformance;
 
 use std::any::Any;

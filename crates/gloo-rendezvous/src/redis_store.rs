@@ -1,0 +1,431 @@
+//! [`RedisStore`]: a store in a Redis server (feature `redis`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection, RedisError, Value};
+
+use crate::error::{Error, Result};
+use crate::store::{Backoff, CompareSet, MAX_VALUE_LEN, Store, check_key, check_value};
+
+/// Polling back-off cap for waits (see [`RedisStore`] for why waits poll).
+const POLL_CAP: Duration = Duration::from_millis(20);
+
+/// The shortest time budget for a call whose deadline already passed: one quick attempt.
+const MIN_BUDGET: Duration = Duration::from_millis(100);
+
+/// Set `KEYS[1]` to `ARGV[3]` if it holds `ARGV[2]` (`ARGV[1]` = "1") or is absent
+/// (`ARGV[1]` = "0"); `ARGV[4]` is the expiry in milliseconds ("0": none). Returns `{1}` when
+/// swapped, `{0}` when absent, `{0, current}` otherwise. Runs atomically in the server.
+const CAS_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local ok
+if ARGV[1] == '1' then ok = (cur == ARGV[2]) else ok = (cur == false) end
+if ok then
+  if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  else redis.call('SET', KEYS[1], ARGV[3]) end
+  return {1}
+end
+if cur == false then return {0} end
+return {0, cur}
+";
+
+/// Append `ARGV[1]` to `KEYS[1]` unless the result would exceed `ARGV[2]` bytes (then return
+/// -1), refreshing the expiry `ARGV[3]` ms ("0": none). Atomic in the server.
+const APPEND_SCRIPT: &str = r"
+local n = redis.call('STRLEN', KEYS[1])
+if n + string.len(ARGV[1]) > tonumber(ARGV[2]) then return -1 end
+local len = redis.call('APPEND', KEYS[1], ARGV[1])
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return len
+";
+
+/// Settings of a [`RedisStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Prepended (with a `/`) to every key, so jobs can share one Redis.
+    pub prefix: Vec<u8>,
+    /// Expiry set on every key written, so a job that crashes leaves nothing behind for
+    /// long. `None`: keys never expire. Default: 24 hours.
+    pub ttl: Option<Duration>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions { prefix: Vec::new(), ttl: Some(Duration::from_secs(24 * 3600)) }
+    }
+}
+
+impl RedisOptions {
+    /// The defaults with keys scoped under `prefix`.
+    pub fn with_prefix(prefix: impl AsRef<[u8]>) -> Self {
+        RedisOptions { prefix: prefix.as_ref().to_vec(), ..Self::default() }
+    }
+}
+
+/// A store in a Redis server, through the `redis` crate's synchronous API.
+///
+/// The URL is `redis://[:password@]host:port/db` (AUTH is sent when a password is given) or,
+/// with the `redis-tls` feature, `rediss://...` for TLS. Every key written gets the
+/// configured expiry. Concurrent calls use separate pooled connections; a call that loses its
+/// connection reconnects until its deadline (non-idempotent calls only if they were not sent).
+///
+/// Waits (`get`, `wait`, `multi_get`) poll with a short back-off (1 ms doubling to 20 ms)
+/// rather than blocking in the server: `BLPOP` wakes one waiter per pushed element, so a
+/// writer would have to know how many ranks wait on a key, and keyspace notifications need
+/// `notify-keyspace-events` set in the server's configuration (often not allowed on managed
+/// Redis) plus a dedicated subscriber connection per client. Polling needs nothing from the
+/// server, and one `MGET` per back-off step from each rank is little load for Redis.
+pub struct RedisStore {
+    client: Client,
+    endpoint: String,
+    opts: RedisOptions,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.opts.prefix.escape_ascii().to_string())
+            .field("ttl", &self.opts.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a failed call may be sent again on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Always,
+    OnlyIfUnsent,
+}
+
+impl RedisStore {
+    /// Connect to the Redis at `url` (retrying until `deadline` while it is not up yet).
+    pub fn connect(url: &str, opts: RedisOptions, deadline: Instant) -> Result<Self> {
+        let client = Client::open(url)
+            .map_err(|e| Error::Config { detail: format!("Redis URL {}: {e}", redact(url)) })?;
+        let store =
+            RedisStore { client, endpoint: redact(url), opts, pool: Mutex::new(Vec::new()) };
+        let conn = store.open(deadline)?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    fn scoped(&self, key: &[u8]) -> Vec<u8> {
+        if self.opts.prefix.is_empty() {
+            return key.to_vec();
+        }
+        let mut k = Vec::with_capacity(self.opts.prefix.len() + 1 + key.len());
+        k.extend_from_slice(&self.opts.prefix);
+        k.push(b'/');
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.opts.ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
+    }
+
+    fn put_back(&self, conn: Connection) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+    }
+
+    fn take(&self) -> Option<Connection> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn open(&self, deadline: Instant) -> Result<Connection> {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(200));
+        loop {
+            let budget = deadline.saturating_duration_since(Instant::now()).max(MIN_BUDGET);
+            let err =
+                match self.client.get_connection_with_timeout(budget.min(Duration::from_secs(5))) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => e,
+                };
+            if !transient(&err) {
+                return Err(self.fatal(&err));
+            }
+            if !backoff.sleep(deadline) {
+                return Err(Error::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    detail: err.to_string(),
+                    waited: start.elapsed(),
+                });
+            }
+        }
+    }
+
+    fn fatal(&self, e: &RedisError) -> Error {
+        let text = e.to_string();
+        if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("uthentication") {
+            Error::Auth { detail: format!("Redis at {}: {text}", self.endpoint) }
+        } else {
+            Error::Protocol { detail: format!("Redis at {}: {text}", self.endpoint) }
+        }
+    }
+
+    /// Run `f` on a connection, reconnecting on connection failures until the deadline.
+    fn with_conn<T>(
+        &self,
+        retry: Retry,
+        deadline: Instant,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(200));
+        loop {
+            let mut conn = match self.take() {
+                Some(c) => c,
+                None => self.open(deadline)?,
+            };
+            let budget = deadline.saturating_duration_since(Instant::now()).max(MIN_BUDGET);
+            let _ = conn.set_read_timeout(Some(budget));
+            let _ = conn.set_write_timeout(Some(budget));
+            let err = match f(&mut conn) {
+                Ok(v) => {
+                    self.put_back(conn);
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            if !transient(&err) {
+                // A server-side error (wrong type, script error): the connection is fine.
+                self.put_back(conn);
+                return Err(self.fatal(&err));
+            }
+            drop(conn);
+            if retry == Retry::OnlyIfUnsent {
+                return Err(Error::Io {
+                    key: None,
+                    kind: std::io::ErrorKind::ConnectionAborted,
+                    detail: format!(
+                        "connection to Redis at {} failed during a non-idempotent call; \
+                         whether it took effect is unknown: {err}",
+                        self.endpoint
+                    ),
+                });
+            }
+            if !backoff.sleep(deadline) {
+                return Err(Error::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    detail: err.to_string(),
+                    waited: start.elapsed(),
+                });
+            }
+        }
+    }
+
+    /// Poll `MGET` until every key exists; `None` entries are missing keys.
+    fn poll(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
+        for k in keys {
+            check_key(k)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scoped: Vec<Vec<u8>> = keys.iter().map(|k| self.scoped(k)).collect();
+        let start = Instant::now();
+        let mut backoff = Backoff::new(POLL_CAP);
+        loop {
+            let values: Vec<Option<Vec<u8>>> = self.with_conn(Retry::Always, deadline, |c| {
+                let mut cmd = redis::cmd("MGET");
+                for k in &scoped {
+                    cmd.arg(k.as_slice());
+                }
+                cmd.query(c)
+            })?;
+            if values.len() != keys.len() {
+                return Err(Error::Protocol {
+                    detail: format!("MGET of {} keys returned {} values", keys.len(), values.len()),
+                });
+            }
+            if values.iter().all(Option::is_some) {
+                return Ok(values.into_iter().map(Option::unwrap_or_default).collect());
+            }
+            if !backoff.sleep(deadline) {
+                let missing = keys
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| k.to_vec())
+                    .collect();
+                return Err(Error::Timeout { keys: missing, waited: start.elapsed() });
+            }
+        }
+    }
+}
+
+/// Whether an error is about the connection (retry elsewhere) rather than the command.
+fn transient(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store for RedisStore {
+    fn set(&self, key: &[u8], value: &[u8], deadline: Instant) -> Result<()> {
+        check_value(key, value.len())?;
+        let k = self.scoped(key);
+        let ttl = self.ttl_ms();
+        self.with_conn(Retry::Always, deadline, |c| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(k.as_slice()).arg(value);
+            if ttl > 0 {
+                cmd.arg("PX").arg(ttl);
+            }
+            cmd.query::<()>(c)
+        })
+    }
+
+    fn try_get(&self, key: &[u8], deadline: Instant) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let k = self.scoped(key);
+        self.with_conn(Retry::Always, deadline, |c| redis::cmd("GET").arg(k.as_slice()).query(c))
+    }
+
+    fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
+        self.poll(keys, deadline).map(drop)
+    }
+
+    fn add(&self, key: &[u8], delta: i64, deadline: Instant) -> Result<i64> {
+        check_key(key)?;
+        let k = self.scoped(key);
+        let ttl = self.ttl_ms();
+        let r = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+            let mut p = redis::pipe();
+            p.atomic().cmd("INCRBY").arg(k.as_slice()).arg(delta);
+            if ttl > 0 {
+                p.cmd("PEXPIRE").arg(k.as_slice()).arg(ttl).ignore();
+            }
+            p.query::<(i64,)>(c)
+        });
+        match r {
+            Ok((v,)) => Ok(v),
+            Err(Error::Protocol { detail }) => Err(Error::InvalidArgument {
+                key: Some(key.to_vec()),
+                what: format!(
+                    "add on a key that is not a decimal i64 counter, or an overflow: {detail}"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn compare_set(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+        deadline: Instant,
+    ) -> Result<CompareSet> {
+        check_value(key, new.len())?;
+        let k = self.scoped(key);
+        let ttl = self.ttl_ms();
+        let reply: Vec<Value> = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+            redis::cmd("EVAL")
+                .arg(CAS_SCRIPT)
+                .arg(1)
+                .arg(k.as_slice())
+                .arg(if expected.is_some() { "1" } else { "0" })
+                .arg(expected.unwrap_or(b""))
+                .arg(new)
+                .arg(ttl)
+                .query(c)
+        })?;
+        let bad = || Error::Protocol {
+            detail: format!("unexpected compare_set script answer {reply:?}"),
+        };
+        match reply.as_slice() {
+            [Value::Int(1)] => Ok(CompareSet::Swapped),
+            [Value::Int(0)] => Ok(CompareSet::Mismatch { current: None }),
+            [Value::Int(0), Value::BulkString(cur)] => {
+                Ok(CompareSet::Mismatch { current: Some(cur.clone()) })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
+        self.poll(keys, deadline)
+    }
+
+    fn multi_set(&self, pairs: &[(&[u8], &[u8])], deadline: Instant) -> Result<()> {
+        for (k, v) in pairs {
+            check_value(k, v.len())?;
+        }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.ttl_ms();
+        let scoped: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| self.scoped(k)).collect();
+        self.with_conn(Retry::Always, deadline, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            for (k, (_, v)) in scoped.iter().zip(pairs) {
+                let cmd = p.cmd("SET").arg(k.as_slice()).arg(*v);
+                if ttl > 0 {
+                    cmd.arg("PX").arg(ttl);
+                }
+                cmd.ignore();
+            }
+            p.query::<()>(c)
+        })
+    }
+
+    fn append(&self, key: &[u8], value: &[u8], deadline: Instant) -> Result<()> {
+        check_value(key, value.len())?;
+        let k = self.scoped(key);
+        let ttl = self.ttl_ms();
+        let len: i64 = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+            redis::cmd("EVAL")
+                .arg(APPEND_SCRIPT)
+                .arg(1)
+                .arg(k.as_slice())
+                .arg(value)
+                .arg(MAX_VALUE_LEN)
+                .arg(ttl)
+                .query(c)
+        })?;
+        if len < 0 {
+            return Err(Error::InvalidArgument {
+                key: Some(key.to_vec()),
+                what: format!(
+                    "append would grow the value past the limit of {MAX_VALUE_LEN} bytes"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8], deadline: Instant) -> Result<bool> {
+        check_key(key)?;
+        let k = self.scoped(key);
+        let n: i64 = self
+            .with_conn(Retry::Always, deadline, |c| redis::cmd("DEL").arg(k.as_slice()).query(c))?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            super::redact("redis://:secret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(super::redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+}
