@@ -325,15 +325,18 @@ impl Matcher {
         None
     }
 
-    /// Forget everything from `peer` (its connection is gone): returns the held eager bytes
-    /// (for credit accounting) and the receives that named it, which are withdrawn.
+    /// `peer`'s connection is gone: forget its requests to send (their data can no longer
+    /// come), keep its eager messages (they are here and still deliverable), and withdraw the
+    /// receives that named it, returning them so the transport can fail them or post them
+    /// again for their other candidate peers.
     pub fn drop_peer(&mut self, peer: Rank) -> Vec<RecvId> {
         let keys: Vec<_> =
             self.queues.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
         let mut recvs = Vec::new();
         for k in keys {
-            if let Some(q) = self.queues.remove(&k) {
-                recvs.extend(q.posted);
+            if let Some(q) = self.queues.get_mut(&k) {
+                recvs.extend(q.posted.iter().copied());
+                q.unexpected.retain(|m| matches!(m.body, Body::Eager(_)));
             }
         }
         self.rts_held.remove(&peer);
@@ -342,6 +345,7 @@ impl Matcher {
         for r in &recvs {
             self.unpost(*r);
         }
+        self.queues.retain(|_, q| !(q.unexpected.is_empty() && q.posted.is_empty()));
         recvs
     }
 }

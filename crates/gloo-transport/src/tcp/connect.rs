@@ -1,0 +1,459 @@
+//! Binding, publishing the address, and connecting the full mesh with handshakes.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Token, Waker};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::comm::{TcpComm, new_poll};
+use super::config::{TcpConfig, decode_addr, encode_addr};
+use super::driver::{Driver, Peer, WAKE};
+use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
+use crate::{Error, Listener, Rank, Result};
+
+/// Socket buffer size asked for on every connection (the kernel may grant less).
+const SOCKET_BUF: usize = 4 << 20;
+const LISTEN: Token = Token(usize::MAX - 1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A bound listening socket, the first half of connecting a group.
+///
+/// Bind, publish [`address_bytes`](TcpListener::address_bytes) (through a store, or any other
+/// way), collect every rank's, then [`connect_all`](TcpListener::connect_all). The listener
+/// lives only until the group is connected.
+#[derive(Debug)]
+pub struct TcpListener {
+    cfg: TcpConfig,
+    token: Option<Vec<u8>>,
+    addr: SocketAddr,
+    listener: mio::net::TcpListener,
+}
+
+fn tune(s: &Socket) -> io::Result<()> {
+    s.set_tcp_nodelay(true)?;
+    // Larger buffers keep a stream going across the gaps between our syscalls; failure to get
+    // them is not fatal.
+    let _ = s.set_send_buffer_size(SOCKET_BUF);
+    let _ = s.set_recv_buffer_size(SOCKET_BUF);
+    s.set_nonblocking(true)
+}
+
+impl TcpListener {
+    /// Bind the address `cfg` chooses (never the wildcard) and start listening.
+    pub fn bind(cfg: TcpConfig) -> Result<TcpListener> {
+        let (want, token) = cfg.resolve()?;
+        let io_err = |doing: &str, e: &io::Error| Error::io(None, &format!("{doing} {want}"), e);
+        let sock = Socket::new(Domain::for_address(want), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| io_err("creating a socket for", &e))?;
+        if want.is_ipv6() {
+            sock.set_only_v6(true).map_err(|e| io_err("setting IPV6_V6ONLY on", &e))?;
+        }
+        // Accepted sockets inherit the buffer sizes set before listen.
+        let _ = sock.set_recv_buffer_size(SOCKET_BUF);
+        sock.bind(&SockAddr::from(want)).map_err(|e| io_err("binding", &e))?;
+        sock.listen(1024).map_err(|e| io_err("listening on", &e))?;
+        sock.set_nonblocking(true).map_err(|e| io_err("configuring", &e))?;
+        let std_listener: std::net::TcpListener = sock.into();
+        let addr = std_listener.local_addr().map_err(|e| io_err("reading the address of", &e))?;
+        tracing::debug!(rank = %cfg.rank, %addr, secure = token.is_some(), "listening");
+        Ok(TcpListener {
+            cfg,
+            token,
+            addr,
+            listener: mio::net::TcpListener::from_std(std_listener),
+        })
+    }
+
+    /// The address actually bound (with the port the system chose).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This rank's address in a versioned, self-describing encoding, to publish for the
+    /// others: `"GTCP"`, version 1, family (4 or 6), port (u16 LE), IP octets, and for IPv6
+    /// flow info and scope id (u32 LE each).
+    pub fn address_bytes(&self) -> Vec<u8> {
+        encode_addr(&self.addr)
+    }
+
+    /// Connect to every other rank: dial the lower ranks (retrying with exponential back-off
+    /// until `deadline`), accept the higher ones, and authenticate each connection. Handshakes
+    /// run concurrently and each is bounded, so a connection that never says hello delays
+    /// nobody. `addrs` holds every rank's address bytes, indexed by rank (this rank's own
+    /// entry is ignored).
+    pub fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
+        Setup::new(self, addrs)?.run(deadline)
+    }
+}
+
+impl Listener for TcpListener {
+    type Comm = TcpComm;
+
+    fn address_bytes(&self) -> Vec<u8> {
+        TcpListener::address_bytes(self)
+    }
+
+    fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
+        TcpListener::connect_all(self, addrs, deadline)
+    }
+}
+
+struct Conn {
+    stream: mio::net::TcpStream,
+    hs: Handshake,
+    /// Bytes read past the end of the handshake, for the data phase.
+    leftover: Vec<u8>,
+    until: Instant,
+    /// For a connection we dial: the rank, and whether TCP is established yet.
+    dialled: Option<(Rank, bool)>,
+}
+
+enum Dial {
+    Wait { at: Instant, backoff: Duration },
+    InFlight,
+    Connected,
+}
+
+struct Setup {
+    l: TcpListener,
+    addrs: Vec<Option<SocketAddr>>,
+    hs: HandshakeConfig,
+    dials: HashMap<Rank, Dial>,
+    conns: HashMap<usize, Conn>,
+    next_token: usize,
+    done: Vec<Option<(mio::net::TcpStream, Vec<u8>)>>,
+    last_err: HashMap<Rank, String>,
+    hs_timeout: Duration,
+}
+
+impl Setup {
+    fn new(l: TcpListener, addrs: &[Vec<u8>]) -> Result<Setup> {
+        let (me, size) = (l.cfg.rank, l.cfg.size);
+        if addrs.len() != size as usize {
+            return Err(Error::invalid(format!(
+                "connect_all needs {size} addresses, one per rank; got {}",
+                addrs.len()
+            )));
+        }
+        let mut parsed = Vec::with_capacity(addrs.len());
+        for (r, a) in addrs.iter().enumerate() {
+            let r = Rank(r as u32);
+            parsed.push(if r == me { None } else { Some(decode_addr(r, a)?) });
+        }
+        let now = Instant::now();
+        let dials =
+            (0..me.0).map(|r| (Rank(r), Dial::Wait { at: now, backoff: FIRST_BACKOFF })).collect();
+        let hs = HandshakeConfig { job: job_hash(&l.cfg.job), me, size, token: l.token.clone() };
+        let hs_timeout = l.cfg.peer_timeout.max(Duration::from_secs(1));
+        Ok(Setup {
+            hs,
+            addrs: parsed,
+            dials,
+            conns: HashMap::new(),
+            next_token: 0,
+            done: (0..size).map(|_| None).collect(),
+            last_err: HashMap::new(),
+            hs_timeout,
+            l,
+        })
+    }
+
+    fn me(&self) -> Rank {
+        self.l.cfg.rank
+    }
+
+    fn missing(&self) -> Vec<Rank> {
+        (0..self.done.len())
+            .filter(|r| *r != self.me().index() && self.done[*r].is_none())
+            .map(|r| Rank(r as u32))
+            .collect()
+    }
+
+    fn run(mut self, deadline: Instant) -> Result<TcpComm> {
+        let start = Instant::now();
+        let (mut poll, mut events) = new_poll()?;
+        poll.registry()
+            .register(&mut self.l.listener, LISTEN, Interest::READABLE)
+            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+        loop {
+            let now = Instant::now();
+            if self.missing().is_empty() {
+                break;
+            }
+            if now >= deadline {
+                return Err(self.timeout(now - start));
+            }
+            self.start_dials(&poll, now, deadline)?;
+            self.accept(&poll, now);
+            let tokens: Vec<usize> = self.conns.keys().copied().collect();
+            for t in tokens {
+                self.drive(t, now)?;
+            }
+            if self.missing().is_empty() {
+                break;
+            }
+            let mut wake = deadline;
+            for d in self.dials.values() {
+                if let Dial::Wait { at, .. } = d {
+                    wake = wake.min(*at);
+                }
+            }
+            for c in self.conns.values() {
+                wake = wake.min(c.until);
+            }
+            let sleep =
+                wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            if let Err(e) = poll.poll(&mut events, Some(sleep.min(Duration::from_millis(200))))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(Error::io(None, "polling during connection set-up", &e));
+            }
+        }
+        self.finish(poll, start)
+    }
+
+    fn timeout(&self, waited: Duration) -> Error {
+        let missing = self.missing();
+        let why: Vec<String> = missing
+            .iter()
+            .map(|r| match self.last_err.get(r) {
+                Some(e) => format!("rank {r} ({e})"),
+                None => format!("rank {r}"),
+            })
+            .collect();
+        Error::Io {
+            peer: missing.first().copied(),
+            kind: io::ErrorKind::TimedOut,
+            detail: format!(
+                "rank {} could not connect to {} within {waited:.1?}",
+                self.me(),
+                why.join(", ")
+            ),
+        }
+    }
+
+    fn start_dials(&mut self, poll: &mio::Poll, now: Instant, deadline: Instant) -> Result<()> {
+        let due: Vec<Rank> = self
+            .dials
+            .iter()
+            .filter(|(_, d)| matches!(d, Dial::Wait { at, .. } if *at <= now))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in due {
+            let addr = self.addrs[r.index()].expect("every other rank has an address");
+            let backoff = match self.dials.get(&r) {
+                Some(Dial::Wait { backoff, .. }) => *backoff,
+                _ => FIRST_BACKOFF,
+            };
+            let started = (|| -> io::Result<mio::net::TcpStream> {
+                let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                tune(&s)?;
+                match s.connect(&SockAddr::from(addr)) {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EINPROGRESS)
+                            || e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(mio::net::TcpStream::from_std(s.into()))
+            })();
+            match started {
+                Ok(mut stream) => {
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    poll.registry()
+                        .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                        .map_err(|e| Error::io(Some(r), "registering a connection", &e))?;
+                    let hs = Handshake::connector(self.hs.clone(), r, fresh_nonce()?);
+                    let until = (now + self.hs_timeout).min(deadline);
+                    self.conns.insert(
+                        t,
+                        Conn { stream, hs, leftover: Vec::new(), until, dialled: Some((r, false)) },
+                    );
+                    self.dials.insert(r, Dial::InFlight);
+                }
+                Err(e) => self.retry(r, backoff, format!("connecting to {addr}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn retry(&mut self, r: Rank, backoff: Duration, why: String) {
+        tracing::debug!(rank = %self.me(), peer = %r, %why, "retrying");
+        self.last_err.insert(r, why);
+        let at = Instant::now() + backoff;
+        self.dials.insert(r, Dial::Wait { at, backoff: (backoff * 2).min(MAX_BACKOFF) });
+    }
+
+    fn accept(&mut self, poll: &mio::Poll, now: Instant) {
+        loop {
+            match self.l.listener.accept() {
+                Ok((mut stream, from)) => {
+                    let _ = stream.set_nodelay(true);
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if poll.registry().register(&mut stream, Token(t), interest).is_err() {
+                        continue;
+                    }
+                    let nonce = match fresh_nonce() {
+                        Ok(n) => n,
+                        Err(_) => continue,
+                    };
+                    tracing::trace!(rank = %self.me(), %from, "accepted");
+                    let hs = Handshake::acceptor(self.hs.clone(), nonce);
+                    let until = now + self.hs_timeout;
+                    self.conns
+                        .insert(t, Conn { stream, hs, leftover: Vec::new(), until, dialled: None });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Resource exhaustion (EMFILE...) is transient: try again next round.
+                    tracing::warn!(rank = %self.me(), error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Advance one connection's handshake. Errors that no retry can fix (a dialled peer that
+    /// fails authentication) end `connect_all`; others drop the connection.
+    fn drive(&mut self, t: usize, now: Instant) -> Result<()> {
+        let Some(c) = self.conns.get_mut(&t) else { return Ok(()) };
+        let outcome = step(c, now);
+        let dialled = c.dialled.map(|(r, _)| r);
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(rank)) => {
+                let c = self.conns.remove(&t).expect("present above");
+                let duplicate = self.done[rank.index()].is_some();
+                let wrong = match dialled {
+                    Some(r) => r != rank,
+                    None => rank <= self.me(),
+                };
+                if duplicate || wrong {
+                    tracing::warn!(rank = %self.me(), peer = %rank, "refusing a duplicate connection");
+                    return Ok(());
+                }
+                if let Some(r) = dialled {
+                    self.dials.insert(r, Dial::Connected);
+                }
+                tracing::debug!(rank = %self.me(), peer = %rank, "connected");
+                self.done[rank.index()] = Some((c.stream, c.leftover));
+                Ok(())
+            }
+            Err(e) => {
+                let c = self.conns.remove(&t).expect("present above");
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                let claimed = c.hs.claimed();
+                match dialled {
+                    Some(r) => {
+                        if matches!(e, Error::Auth { .. }) {
+                            return Err(e);
+                        }
+                        let backoff = FIRST_BACKOFF;
+                        self.retry(r, backoff, e.to_string());
+                    }
+                    None => {
+                        tracing::warn!(rank = %self.me(), error = %e, "rejected a connection");
+                        if let Some(r) = claimed {
+                            self.last_err.insert(r, e.to_string());
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self, poll: mio::Poll, start: Instant) -> Result<TcpComm> {
+        let _ = poll.registry().deregister(&mut self.l.listener);
+        for (_, mut c) in self.conns.drain() {
+            let _ = poll.registry().deregister(&mut c.stream);
+        }
+        let me = self.me();
+        let mut peers = Vec::with_capacity(self.done.len());
+        for (r, slot) in self.done.into_iter().enumerate() {
+            match slot {
+                None => peers.push(None),
+                Some((mut stream, leftover)) => {
+                    poll.registry()
+                        .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
+                        .map_err(|e| Error::io(Some(Rank(r as u32)), "registering", &e))?;
+                    peers.push(Some(Peer::new(Rank(r as u32), Box::new(stream), &leftover)));
+                }
+            }
+        }
+        let waker = Waker::new(poll.registry(), WAKE)
+            .map_err(|e| Error::io(None, "creating a waker", &e))?;
+        tracing::debug!(rank = %me, took = ?start.elapsed(), "group connected");
+        let d = Driver::new(me, poll, peers)
+            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
+        TcpComm::start(d, waker, self.l.cfg.size, self.l.cfg.busy_poll, self.l.cfg.peer_timeout)
+    }
+}
+
+/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side.
+fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
+    let peer = c.hs.claimed();
+    let lost = |e: &io::Error| Error::io(peer, "handshake", e);
+    if now >= c.until {
+        return Err(Error::Protocol {
+            peer,
+            detail: "the handshake did not finish in time".into(),
+        });
+    }
+    if let Some((_, established)) = &mut c.dialled
+        && !*established
+    {
+        if let Some(e) = c.stream.take_error().map_err(|e| lost(&e))? {
+            return Err(lost(&e));
+        }
+        match c.stream.peer_addr() {
+            Ok(_) => *established = true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+            Err(e) => return Err(lost(&e)),
+        }
+    }
+    while !c.hs.output().is_empty() {
+        match c.stream.write(c.hs.output()) {
+            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
+            Ok(n) => c.hs.consumed_output(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(&e)),
+        }
+    }
+    let mut buf = [0u8; 512];
+    while c.hs.done().is_none() {
+        match c.stream.read(&mut buf) {
+            Ok(0) => {
+                let detail = "the connection closed during the handshake".to_string();
+                return Err(Error::Protocol { peer, detail });
+            }
+            Ok(n) => {
+                let used = c.hs.feed(&buf[..n])?;
+                c.leftover.extend_from_slice(&buf[used..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(&e)),
+        }
+    }
+    // Our last frame may have been produced by the read above.
+    while !c.hs.output().is_empty() {
+        match c.stream.write(c.hs.output()) {
+            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
+            Ok(n) => c.hs.consumed_output(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(&e)),
+        }
+    }
+    Ok(c.hs.done().filter(|_| c.hs.output().is_empty()))
+}

@@ -1,0 +1,972 @@
+//! The connected state of one communicator: sockets, protocol state, posted operations.
+//!
+//! Everything here runs under the communicator's mutex, with non-blocking I/O only. A caller
+//! of `progress` hands in its own operations (`Mine`): only those buffers are read or written,
+//! and only during that call. Data for a receive posted by another thread "parks" the
+//! socket's read side until its owner comes to read the payload straight into its buffer.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Registry, Token};
+
+use super::stream::ByteStream;
+use crate::proto::{
+    Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome,
+    PeerProto, Step, encode_with_fp,
+};
+use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
+
+/// The token of the waker that interrupts a sleeping poller.
+pub(crate) const WAKE: Token = Token(usize::MAX);
+/// Staging buffer for headers and small payloads, per peer.
+const RBUF: usize = 64 * 1024;
+/// Payloads at least this long are read straight into the destination, past the staging.
+const DIRECT_MIN: u64 = 4096;
+/// The largest single read or write syscall.
+const MAX_IO: u64 = 1 << 30;
+
+enum Rx {
+    /// Between frames, or inside a header.
+    Idle,
+    /// Collecting an eager payload into an owned, credit-bounded buffer.
+    Eager { slot: Slot, fp: Option<Fingerprint>, buf: Vec<u8> },
+    /// Delivering `Data` payload of `xfer` at `offset` to `recv` (or discarding it).
+    Data { xfer: u64, recv: Option<u64>, offset: u64 },
+    /// Collecting an abort reason (at most 1 KiB).
+    Abort { buf: Vec<u8> },
+}
+
+/// A `Data` frame whose header or payload is part-way out of the socket, written from its
+/// owner's buffer.
+struct Active {
+    send: u64,
+    hdr: [u8; HEADER_LEN],
+    hdr_sent: usize,
+    pos: u64,
+    left: u64,
+}
+
+pub(crate) struct Peer {
+    rank: Rank,
+    stream: Option<Box<dyn ByteStream>>,
+    proto: PeerProto,
+    reader: FrameReader,
+    rbuf: Box<[u8]>,
+    rs: usize,
+    re: usize,
+    rx: Rx,
+    out: VecDeque<u8>,
+    active: Option<Active>,
+    /// Sends the peer cleared, in order, whose next `Data` frame is not yet started.
+    cleared: Vec<u64>,
+    readable: bool,
+    writable: bool,
+    said_goodbye: bool,
+    dead: Option<Error>,
+    pub(crate) last_heard: Instant,
+    pub(crate) last_sent: Instant,
+}
+
+impl Peer {
+    pub(crate) fn new(rank: Rank, stream: Box<dyn ByteStream>, leftover: &[u8]) -> Peer {
+        let mut rbuf = vec![0u8; RBUF.max(leftover.len())].into_boxed_slice();
+        rbuf[..leftover.len()].copy_from_slice(leftover);
+        let mut reader = FrameReader::new(Some(rank));
+        reader.set_peer(rank);
+        let now = Instant::now();
+        Peer {
+            rank,
+            stream: Some(stream),
+            proto: PeerProto::new(rank),
+            reader,
+            rbuf,
+            rs: 0,
+            re: leftover.len(),
+            rx: Rx::Idle,
+            out: VecDeque::new(),
+            active: None,
+            cleared: Vec::new(),
+            readable: true,
+            writable: true,
+            said_goodbye: false,
+            dead: None,
+            last_heard: now,
+            last_sent: now,
+        }
+    }
+
+    fn push(&mut self, h: Header, fp: Option<&Fingerprint>, payload: &[u8]) {
+        let mut b = [0u8; HEADER_LEN + Fingerprint::LEN];
+        let n = encode_with_fp(h, fp, &mut b);
+        self.out.extend(&b[..n]);
+        self.out.extend(payload);
+    }
+
+    /// Whether we are not reading this peer because a receive's owner must read its data.
+    fn read_stalled(&self) -> bool {
+        matches!(self.rx, Rx::Data { recv: Some(_), .. })
+    }
+}
+
+enum SendSt {
+    AwaitCts,
+    /// Cleared; `next` is the offset of the next `Data` frame to start.
+    Streaming {
+        xfer: u64,
+        next: u64,
+    },
+    Done,
+    Failed(Error),
+}
+
+enum RecvSt {
+    Posted,
+    Eager(Message),
+    Transfer { peer: Rank },
+    Done { peer: Rank, len: u64 },
+    Failed(Error),
+}
+
+enum Rec {
+    Send { to: Rank, slot: Slot, len: u64, st: SendSt },
+    Recv { from: Vec<Rank>, slot: Slot, cap: u64, fp: Option<Fingerprint>, len: u64, st: RecvSt },
+}
+
+/// The operations of the calling thread, whose buffers it may touch.
+pub(crate) struct Mine<'s, 'b> {
+    pub(crate) ops: &'s mut [Op<'b>],
+}
+
+impl Mine<'_, '_> {
+    fn find(&self, id: u64) -> Option<usize> {
+        self.ops.iter().position(|o| o.state() == OpState::Posted(id))
+    }
+}
+
+fn recv_buf<'x>(op: &'x mut Op<'_>) -> &'x mut [u8] {
+    match op.kind_mut() {
+        OpKind::Recv { buf, .. } | OpKind::RecvAny { buf, .. } => buf,
+        OpKind::Send { .. } => &mut [],
+    }
+}
+
+fn send_buf<'x>(op: &'x Op<'_>) -> &'x [u8] {
+    match op.kind() {
+        OpKind::Send { buf, .. } => buf,
+        _ => &[],
+    }
+}
+
+/// What reading a peer produced that needs state beyond the peer.
+enum RxEvent {
+    Arrived(Message),
+    Cleared {
+        send: u64,
+        xfer: u64,
+    },
+    DataDone {
+        recv: u64,
+    },
+    Aborted(String),
+    /// Nothing more to do on this peer now.
+    Stop,
+}
+
+pub(crate) struct Driver {
+    pub(crate) me: Rank,
+    pub(crate) poll: Option<(Poll, Events)>,
+    registry: Registry,
+    pub(crate) peers: Vec<Option<Peer>>,
+    matcher: Matcher,
+    recs: HashMap<u64, Rec>,
+    next_id: u64,
+    pub(crate) poison: Option<Error>,
+    pub(crate) aborted: Option<Error>,
+    pub(crate) in_progress: usize,
+}
+
+impl Driver {
+    pub(crate) fn new(me: Rank, poll: Poll, peers: Vec<Option<Peer>>) -> io::Result<Driver> {
+        let registry = poll.registry().try_clone()?;
+        Ok(Driver {
+            me,
+            poll: Some((poll, Events::with_capacity(256))),
+            registry,
+            peers,
+            matcher: Matcher::new(),
+            recs: HashMap::new(),
+            next_id: 1,
+            poison: None,
+            aborted: None,
+            in_progress: 0,
+        })
+    }
+
+    /// Reject operations that cannot work, before anything is posted.
+    pub(crate) fn validate(&self, ops: &[Op<'_>]) -> Result<()> {
+        let size = self.peers.len() as u32;
+        let check = |r: Rank| -> Result<()> {
+            if r.0 >= size {
+                Err(Error::invalid(format!("rank {r} is not in a group of size {size}")))
+            } else if r == self.me {
+                Err(Error::invalid(format!("rank {r} cannot send to or receive from itself")))
+            } else {
+                Ok(())
+            }
+        };
+        for op in ops {
+            match op.state() {
+                OpState::New => {}
+                OpState::Posted(id) if self.recs.contains_key(&id) => continue,
+                OpState::Posted(id) => {
+                    return Err(Error::invalid(format!(
+                        "operation {id} is not posted on this communicator (cancelled?)"
+                    )));
+                }
+                _ => continue,
+            }
+            match op.kind() {
+                OpKind::Send { to, .. } => check(*to)?,
+                OpKind::Recv { from, .. } => check(*from)?,
+                OpKind::RecvAny { from, .. } => {
+                    if from.is_empty() {
+                        return Err(Error::invalid("recv_any from an empty set of ranks"));
+                    }
+                    for r in from.iter() {
+                        check(*r)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Post a new operation.
+    pub(crate) fn post(&mut self, op: &mut Op<'_>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let fp = op.fingerprint();
+        match op.kind() {
+            OpKind::Send { to, slot, buf } => {
+                let (to, slot, len) = (*to, *slot, buf.len() as u64);
+                let peer = self.peers[to.index()].as_mut().expect("validated: a peer");
+                if let Some(e) = &peer.dead {
+                    let st = SendSt::Failed(e.clone());
+                    self.recs.insert(id, Rec::Send { to, slot, len, st });
+                } else if peer.proto.try_eager(len) {
+                    peer.push(Header::new(Opcode::Eager, slot.0, len, 0), fp.as_ref(), buf);
+                    op.set_state(OpState::Done { peer: to, len: buf.len() });
+                    return;
+                } else {
+                    let xfer = peer.proto.start_rts(id);
+                    peer.push(Header::new(Opcode::Rts, slot.0, len, xfer), fp.as_ref(), &[]);
+                    self.recs.insert(id, Rec::Send { to, slot, len, st: SendSt::AwaitCts });
+                }
+            }
+            OpKind::Recv { .. } | OpKind::RecvAny { .. } => {
+                let (from, slot, cap): (Vec<Rank>, Slot, u64) = match op.kind() {
+                    OpKind::Recv { from, slot, buf } => (vec![*from], *slot, buf.len() as u64),
+                    OpKind::RecvAny { from, slot, buf } => (from.to_vec(), *slot, buf.len() as u64),
+                    OpKind::Send { .. } => unreachable!("matched above"),
+                };
+                self.recs.insert(
+                    id,
+                    Rec::Recv { from: from.clone(), slot, cap, fp, len: 0, st: RecvSt::Posted },
+                );
+                // Messages a peer sent before it left are still delivered, so the matcher
+                // sees every candidate first.
+                if let Some(o) = self.matcher.post(id, &from, slot, cap, fp) {
+                    self.apply(o);
+                } else {
+                    self.narrow_to_live(id);
+                }
+            }
+        }
+        op.set_state(OpState::Posted(id));
+    }
+
+    /// A posted receive may only wait for live peers: drop the dead ones from its candidates
+    /// (posting it again), or fail it when none is left.
+    fn narrow_to_live(&mut self, id: u64) {
+        let Some(Rec::Recv { from, slot, cap, fp, st, .. }) = self.recs.get_mut(&id) else {
+            return;
+        };
+        let mut first_dead = None;
+        let live: Vec<Rank> = from
+            .iter()
+            .copied()
+            .filter(|r| match self.peers[r.index()].as_ref().and_then(|p| p.dead.as_ref()) {
+                Some(e) => {
+                    first_dead.get_or_insert_with(|| e.clone());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let Some(e) = first_dead else { return };
+        self.matcher.cancel(id);
+        if live.is_empty() {
+            *st = RecvSt::Failed(e);
+        } else {
+            // No held message matched at the first post, so this post cannot match either.
+            let _ = self.matcher.post(id, &live, *slot, *cap, *fp);
+        }
+    }
+
+    /// Act on a matching decision.
+    fn apply(&mut self, o: Outcome) {
+        match o {
+            Outcome::Matched { recv, msg } => {
+                let peer_rank = msg.peer;
+                if let Some(Rec::Recv { len, .. }) = self.recs.get_mut(&recv) {
+                    *len = msg.body.len();
+                }
+                let st = match msg.body {
+                    Body::Eager(_) => RecvSt::Eager(msg),
+                    Body::Rts { len, xfer } => {
+                        let Some(peer) = self.peers[peer_rank.index()].as_mut() else { return };
+                        if let Err(e) = peer.proto.clear(xfer, Some(recv), len) {
+                            self.fail_peer(peer_rank, e, true);
+                            return;
+                        }
+                        peer.push(Header::new(Opcode::Cts, msg.slot.0, 0, xfer), None, &[]);
+                        if len == 0 {
+                            RecvSt::Done { peer: peer_rank, len: 0 }
+                        } else {
+                            RecvSt::Transfer { peer: peer_rank }
+                        }
+                    }
+                };
+                if let Some(Rec::Recv { st: s, .. }) = self.recs.get_mut(&recv) {
+                    *s = st;
+                }
+            }
+            Outcome::Failed { recv, error, consumed } => {
+                if let Some(Rec::Recv { st, .. }) = self.recs.get_mut(&recv) {
+                    *st = RecvSt::Failed(error);
+                }
+                if let Some(m) = consumed {
+                    self.discard(m);
+                }
+            }
+        }
+    }
+
+    /// Drop a message nobody will receive, keeping the stream in step: return its eager
+    /// credit, or accept its transfer into nowhere so the sender completes.
+    fn discard(&mut self, m: Message) {
+        let Some(peer) = self.peers[m.peer.index()].as_mut() else { return };
+        match m.body {
+            Body::Eager(v) => {
+                if let Some(c) = peer.proto.eager_consumed(v.len() as u64) {
+                    peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
+                }
+            }
+            Body::Rts { len, xfer } => {
+                if peer.dead.is_none() {
+                    if let Err(e) = peer.proto.clear(xfer, None, len) {
+                        self.fail_peer(m.peer, e, true);
+                        return;
+                    }
+                    peer.push(Header::new(Opcode::Cts, m.slot.0, 0, xfer), None, &[]);
+                }
+            }
+        }
+    }
+
+    /// Complete what can be completed among the caller's operations; returns the first
+    /// failure.
+    pub(crate) fn reap(&mut self, ops: &mut [Op<'_>]) -> Option<Error> {
+        let mut first_err = None;
+        for op in ops.iter_mut() {
+            let OpState::Posted(id) = op.state() else { continue };
+            let Some(rec) = self.recs.get_mut(&id) else { continue };
+            match rec {
+                Rec::Send { to, len, st, .. } => match st {
+                    SendSt::Done => {
+                        op.set_state(OpState::Done { peer: *to, len: *len as usize });
+                        self.recs.remove(&id);
+                    }
+                    SendSt::Failed(e) => {
+                        first_err.get_or_insert_with(|| e.clone());
+                    }
+                    _ => {}
+                },
+                Rec::Recv { st, .. } => match st {
+                    RecvSt::Eager(_) => {
+                        let Some(Rec::Recv { st: RecvSt::Eager(m), .. }) = self.recs.remove(&id)
+                        else {
+                            unreachable!("checked above")
+                        };
+                        let Body::Eager(data) = m.body else { unreachable!("eager state") };
+                        // The matcher checked the length against this buffer.
+                        recv_buf(op)[..data.len()].copy_from_slice(&data);
+                        op.set_state(OpState::Done { peer: m.peer, len: data.len() });
+                        if let Some(peer) = self.peers[m.peer.index()].as_mut()
+                            && let Some(c) = peer.proto.eager_consumed(data.len() as u64)
+                        {
+                            peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
+                        }
+                    }
+                    RecvSt::Done { peer, len } => {
+                        op.set_state(OpState::Done { peer: *peer, len: *len as usize });
+                        self.recs.remove(&id);
+                    }
+                    RecvSt::Failed(e) => {
+                        first_err.get_or_insert_with(|| e.clone());
+                    }
+                    _ => {}
+                },
+            }
+        }
+        first_err
+    }
+
+    /// Move bytes on every peer; returns whether anything moved.
+    pub(crate) fn pump(&mut self, mine: &mut Mine<'_, '_>, force: bool) -> bool {
+        let mut moved = false;
+        for r in 0..self.peers.len() {
+            if self.peers[r].as_ref().is_none_or(|p| p.stream.is_none()) {
+                continue;
+            }
+            match self.pump_rx(r, mine, force) {
+                Ok(m) => moved |= m,
+                Err((e, poison)) => {
+                    self.fail_peer(Rank(r as u32), e, poison);
+                    moved = true;
+                    continue;
+                }
+            }
+            match self.pump_tx(r, mine, force) {
+                Ok(m) => moved |= m,
+                Err(e) => {
+                    self.fail_peer(Rank(r as u32), e, true);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    fn pump_rx(
+        &mut self,
+        r: usize,
+        mine: &mut Mine<'_, '_>,
+        force: bool,
+    ) -> std::result::Result<bool, (Error, bool)> {
+        let mut moved = false;
+        loop {
+            let ev = {
+                let peer = self.peers[r].as_mut().expect("checked by pump");
+                Self::rx_step(peer, mine, force, &mut moved)?
+            };
+            match ev {
+                RxEvent::Stop => return Ok(moved),
+                RxEvent::Arrived(m) => {
+                    let outs = self.matcher.arrive(m).map_err(|e| (e, true))?;
+                    for o in outs {
+                        self.apply(o);
+                    }
+                }
+                RxEvent::Cleared { send, xfer } => {
+                    let peer = self.peers[r].as_mut().expect("checked by pump");
+                    match self.recs.get_mut(&send) {
+                        Some(Rec::Send { len, st, .. }) => {
+                            if *len == 0 {
+                                *st = SendSt::Done;
+                            } else {
+                                *st = SendSt::Streaming { xfer, next: 0 };
+                                peer.cleared.push(send);
+                            }
+                        }
+                        _ => {
+                            return Err((
+                                Error::protocol(peer.rank, "clear-to-send for a withdrawn send"),
+                                true,
+                            ));
+                        }
+                    }
+                }
+                RxEvent::DataDone { recv } => {
+                    if let Some(Rec::Recv { st, len, .. }) = self.recs.get_mut(&recv) {
+                        *st = RecvSt::Done { peer: Rank(r as u32), len: *len };
+                    }
+                }
+                RxEvent::Aborted(reason) => {
+                    let e = Error::Aborted { by: Rank(r as u32), reason };
+                    self.aborted.get_or_insert_with(|| e.clone());
+                    self.poison.get_or_insert(e);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// One step of reading a peer: process staged bytes, or read more.
+    fn rx_step(
+        peer: &mut Peer,
+        mine: &mut Mine<'_, '_>,
+        force: bool,
+        moved: &mut bool,
+    ) -> std::result::Result<RxEvent, (Error, bool)> {
+        let proto_err = |e: Error| (e, true);
+        loop {
+            let staged = peer.re - peer.rs;
+            match &mut peer.rx {
+                Rx::Idle if staged > 0 => {
+                    let (n, step) =
+                        peer.reader.feed(&peer.rbuf[peer.rs..peer.re]).map_err(proto_err)?;
+                    peer.rs += n;
+                    *moved = true;
+                    let Step::Header(h, fp) = step else { continue };
+                    match peer.proto.on_header(&h, fp).map_err(proto_err)? {
+                        Incoming::Eager { slot, fp, len } => {
+                            if len == 0 {
+                                let m = Message::new(peer.rank, slot, fp, Body::Eager(Vec::new()));
+                                return Ok(RxEvent::Arrived(m));
+                            }
+                            // Bounded by EAGER_MAX and charged against the credit window.
+                            let buf = Vec::with_capacity(len as usize);
+                            peer.rx = Rx::Eager { slot, fp, buf };
+                        }
+                        Incoming::Rts { slot, fp, len, xfer } => {
+                            let m = Message::new(peer.rank, slot, fp, Body::Rts { len, xfer });
+                            return Ok(RxEvent::Arrived(m));
+                        }
+                        Incoming::Cts { send, xfer } => {
+                            return Ok(RxEvent::Cleared { send, xfer });
+                        }
+                        Incoming::Data { xfer, recv, offset, len } => {
+                            if len == 0 {
+                                if peer.proto.data_received(xfer, 0)
+                                    && let Some(recv) = recv
+                                {
+                                    return Ok(RxEvent::DataDone { recv });
+                                }
+                                continue;
+                            }
+                            peer.rx = Rx::Data { xfer, recv, offset };
+                        }
+                        Incoming::Credit | Incoming::Heartbeat => {}
+                        Incoming::Abort { len } => {
+                            if len == 0 {
+                                return Ok(RxEvent::Aborted(String::new()));
+                            }
+                            peer.rx = Rx::Abort { buf: Vec::with_capacity(len as usize) };
+                        }
+                        Incoming::Goodbye => peer.said_goodbye = true,
+                    }
+                }
+                Rx::Eager { buf, .. } | Rx::Abort { buf } if staged > 0 => {
+                    let (n, step) =
+                        peer.reader.feed(&peer.rbuf[peer.rs..peer.re]).map_err(proto_err)?;
+                    peer.rs += n;
+                    *moved = true;
+                    if let Step::Payload(p) = step {
+                        buf.extend_from_slice(p);
+                    }
+                    if peer.reader.payload_left() == 0 {
+                        match std::mem::replace(&mut peer.rx, Rx::Idle) {
+                            Rx::Eager { slot, fp, buf } => {
+                                let m = Message::new(peer.rank, slot, fp, Body::Eager(buf));
+                                return Ok(RxEvent::Arrived(m));
+                            }
+                            Rx::Abort { buf } => {
+                                let reason = String::from_utf8_lossy(&buf).into_owned();
+                                return Ok(RxEvent::Aborted(reason));
+                            }
+                            _ => unreachable!("matched above"),
+                        }
+                    }
+                }
+                Rx::Data { xfer, recv, offset } => {
+                    let (xfer, recv, offset) = (*xfer, *recv, *offset);
+                    let left = peer.reader.payload_left();
+                    let idx = match recv {
+                        Some(id) => match mine.find(id) {
+                            Some(i) => Some(i),
+                            // Another thread's buffer: park until its owner reads.
+                            None => return Ok(RxEvent::Stop),
+                        },
+                        None => None,
+                    };
+                    let n = if staged > 0 {
+                        let n = (staged as u64).min(left);
+                        if let Some(i) = idx {
+                            let dst = checked_range(recv_buf(&mut mine.ops[i]), offset, n)
+                                .ok_or_else(|| proto_err(out_of_buffer(peer.rank, xfer)))?;
+                            dst.copy_from_slice(&peer.rbuf[peer.rs..peer.rs + n as usize]);
+                        }
+                        peer.rs += n as usize;
+                        n
+                    } else {
+                        if !(peer.readable || force) {
+                            return Ok(RxEvent::Stop);
+                        }
+                        let Some(i) = idx.filter(|_| left >= DIRECT_MIN) else {
+                            // Small or discarded payload: go through the staging buffer.
+                            match Self::fill(peer)? {
+                                true => continue,
+                                false => return Ok(RxEvent::Stop),
+                            }
+                        };
+                        let want = left.min(MAX_IO);
+                        let dst = checked_range(recv_buf(&mut mine.ops[i]), offset, want)
+                            .ok_or_else(|| proto_err(out_of_buffer(peer.rank, xfer)))?;
+                        let stream = peer.stream.as_mut().expect("pumped peers have a stream");
+                        match stream.read(dst) {
+                            Ok(0) => return Err(eof(peer)),
+                            Ok(n) => {
+                                peer.last_heard = Instant::now();
+                                n as u64
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                peer.readable = false;
+                                return Ok(RxEvent::Stop);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(lost(peer.rank, &e)),
+                        }
+                    };
+                    *moved = true;
+                    peer.reader.consume_payload(n);
+                    let done = peer.proto.data_received(xfer, n);
+                    if peer.reader.payload_left() == 0 {
+                        peer.rx = Rx::Idle;
+                    } else {
+                        peer.rx = Rx::Data { xfer, recv, offset: offset + n };
+                    }
+                    if done && let Some(recv) = recv {
+                        return Ok(RxEvent::DataDone { recv });
+                    }
+                }
+                _ => {
+                    // Nothing staged: read more.
+                    if !(peer.readable || force) {
+                        return Ok(RxEvent::Stop);
+                    }
+                    if !Self::fill(peer)? {
+                        return Ok(RxEvent::Stop);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read into the (empty) staging buffer; returns whether bytes came.
+    fn fill(peer: &mut Peer) -> std::result::Result<bool, (Error, bool)> {
+        if peer.rs == peer.re {
+            peer.rs = 0;
+            peer.re = 0;
+        }
+        let stream = peer.stream.as_mut().expect("pumped peers have a stream");
+        loop {
+            match stream.read(&mut peer.rbuf[peer.re..]) {
+                Ok(0) => return Err(eof(peer)),
+                Ok(n) => {
+                    peer.re += n;
+                    peer.last_heard = Instant::now();
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    peer.readable = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(lost(peer.rank, &e)),
+            }
+        }
+    }
+
+    fn pump_tx(&mut self, r: usize, mine: &mut Mine<'_, '_>, force: bool) -> Result<bool> {
+        let peer = self.peers[r].as_mut().expect("checked by pump");
+        if !(peer.writable || force) {
+            return Ok(false);
+        }
+        let mut moved = false;
+        loop {
+            let stream = peer.stream.as_mut().expect("pumped peers have a stream");
+            let res = if let Some(a) = &mut peer.active {
+                let Some(i) = mine.find(a.send) else { break };
+                let buf = send_buf(&mine.ops[i]);
+                let payload = &buf[a.pos as usize..(a.pos + a.left.min(MAX_IO)) as usize];
+                let bufs = [IoSlice::new(&a.hdr[a.hdr_sent..]), IoSlice::new(payload)];
+                match stream.write_vectored(&bufs) {
+                    Ok(n) => {
+                        let h = HEADER_LEN - a.hdr_sent;
+                        if n <= h {
+                            a.hdr_sent += n;
+                        } else {
+                            a.hdr_sent = HEADER_LEN;
+                            a.pos += (n - h) as u64;
+                            a.left -= (n - h) as u64;
+                        }
+                        if a.hdr_sent == HEADER_LEN && a.left == 0 {
+                            let (send, end) = (a.send, a.pos);
+                            peer.active = None;
+                            if let Some(Rec::Send { len, st, .. }) = self.recs.get_mut(&send)
+                                && end == *len
+                            {
+                                *st = SendSt::Done;
+                            }
+                        }
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            } else if !peer.out.is_empty() {
+                let (x, y) = peer.out.as_slices();
+                match stream.write_vectored(&[IoSlice::new(x), IoSlice::new(y)]) {
+                    Ok(n) => {
+                        peer.out.drain(..n);
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            } else if let Some(k) = peer.cleared.iter().position(|s| mine.find(*s).is_some()) {
+                let send = peer.cleared[k];
+                let Some(Rec::Send { len, st: SendSt::Streaming { xfer, next }, .. }) =
+                    self.recs.get_mut(&send)
+                else {
+                    peer.cleared.remove(k);
+                    continue;
+                };
+                let chunk = (*len - *next).min(DATA_CHUNK);
+                let hdr = Header::new(Opcode::Data, *next, chunk, *xfer).encode();
+                peer.active = Some(Active { send, hdr, hdr_sent: 0, pos: *next, left: chunk });
+                *next += chunk;
+                if *next == *len {
+                    peer.cleared.remove(k);
+                }
+                continue;
+            } else {
+                break;
+            };
+            match res {
+                Ok(0) => {
+                    return Err(Error::PeerLost {
+                        peer: peer.rank,
+                        reason: "the connection accepts no more bytes".into(),
+                    });
+                }
+                Ok(_) => {
+                    moved = true;
+                    peer.last_sent = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    peer.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (e, _) = lost(peer.rank, &e);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Before the caller's borrow ends: copy the unsent rest of any `Data` frame it was
+    /// writing into the owned queue, in front of what was queued behind it.
+    pub(crate) fn release(&mut self, ops: &mut [Op<'_>]) {
+        let mine = Mine { ops };
+        for peer in self.peers.iter_mut().flatten() {
+            let Some(a) = &peer.active else { continue };
+            let Some(i) = mine.find(a.send) else { continue };
+            let buf = send_buf(&mine.ops[i]);
+            let mut rest = a.hdr[a.hdr_sent..].to_vec();
+            rest.extend_from_slice(&buf[a.pos as usize..(a.pos + a.left) as usize]);
+            for b in rest.into_iter().rev() {
+                peer.out.push_front(b);
+            }
+            let (send, end) = (a.send, a.pos + a.left);
+            peer.active = None;
+            if let Some(Rec::Send { len, st, .. }) = self.recs.get_mut(&send)
+                && end == *len
+            {
+                *st = SendSt::Done;
+            }
+        }
+        // Mark what that completed.
+        let _ = self.reap(mine.ops);
+    }
+
+    /// Close the connection to `rank`: fail every operation that depends on it.
+    pub(crate) fn fail_peer(&mut self, rank: Rank, e: Error, poison: bool) {
+        let Some(peer) = self.peers[rank.index()].as_mut() else { return };
+        if peer.dead.is_some() {
+            return;
+        }
+        tracing::debug!(rank = %self.me, peer = %rank, error = %e, "closing connection");
+        if let Some(mut s) = peer.stream.take() {
+            let _ = self.registry.deregister(s.source());
+        }
+        peer.dead = Some(e.clone());
+        peer.rx = Rx::Idle;
+        peer.out.clear();
+        peer.active = None;
+        peer.cleared.clear();
+        for recv in self.matcher.drop_peer(rank) {
+            // Withdrawn from the matcher: posted again for the other candidates, or failed.
+            if let Some(Rec::Recv { from, slot, cap, fp, .. }) = self.recs.get(&recv) {
+                let (from, slot, cap, fp) = (from.clone(), *slot, *cap, *fp);
+                match self.matcher.post(recv, &from, slot, cap, fp) {
+                    Some(o) => self.apply(o),
+                    None => self.narrow_to_live(recv),
+                }
+            }
+        }
+        for rec in self.recs.values_mut() {
+            match rec {
+                Rec::Send { to, st, .. }
+                    if *to == rank && matches!(st, SendSt::AwaitCts | SendSt::Streaming { .. }) =>
+                {
+                    *st = SendSt::Failed(e.clone());
+                }
+                Rec::Recv { st, .. } if matches!(&*st, RecvSt::Transfer { peer } if *peer == rank) =>
+                {
+                    *st = RecvSt::Failed(e.clone());
+                }
+                _ => {}
+            }
+        }
+        if poison {
+            self.poison.get_or_insert(e);
+        }
+    }
+
+    /// Withdraw the caller's incomplete operations.
+    pub(crate) fn cancel(&mut self, ops: &mut [Op<'_>]) {
+        for op in ops.iter_mut() {
+            let OpState::Posted(id) = op.state() else { continue };
+            op.set_state(OpState::Cancelled);
+            match self.recs.remove(&id) {
+                Some(Rec::Recv { st: RecvSt::Posted, .. }) => {
+                    self.matcher.cancel(id);
+                }
+                Some(Rec::Recv { st: RecvSt::Eager(m), .. }) => {
+                    // Nothing reached the buffer: the message goes back to its stream.
+                    if let Some(o) = self.matcher.requeue_front(m) {
+                        self.apply(o);
+                    }
+                }
+                Some(Rec::Recv { st: RecvSt::Transfer { peer }, slot, .. }) => {
+                    self.fail_peer(peer, Error::Cancelled { peer, slot }, false);
+                }
+                Some(Rec::Send {
+                    to,
+                    slot,
+                    st: SendSt::AwaitCts | SendSt::Streaming { .. },
+                    ..
+                }) => {
+                    self.fail_peer(to, Error::Cancelled { peer: to, slot }, false);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The error for a deadline that passed: a mismatch proven by rule 3, else a timeout
+    /// listing what is pending.
+    pub(crate) fn timeout_error(&self, ops: &[Op<'_>], waited: Duration) -> Error {
+        let mut pending = Vec::new();
+        for op in ops {
+            let OpState::Posted(id) = op.state() else { continue };
+            if let Some(e) = self.matcher.deadline_mismatch(id) {
+                return e;
+            }
+            if pending.len() < 8 {
+                pending.push(match self.recs.get(&id) {
+                    Some(Rec::Send { to, slot, .. }) => Pending::Send { to: *to, slot: *slot },
+                    Some(Rec::Recv { from, slot, .. }) => {
+                        Pending::Recv { from: from.clone(), slot: *slot }
+                    }
+                    None => continue,
+                });
+            }
+        }
+        Error::Timeout { rank: self.me, waited, pending }
+    }
+
+    /// Mark readiness from poll events.
+    pub(crate) fn note_events(&mut self, events: &Events) {
+        for ev in events.iter() {
+            if ev.token() == WAKE {
+                continue;
+            }
+            if let Some(Some(p)) = self.peers.get_mut(ev.token().0) {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    p.readable = true;
+                }
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                    p.writable = true;
+                }
+            }
+        }
+    }
+
+    /// Queue a frame with no payload for every live peer.
+    pub(crate) fn broadcast(&mut self, h: Header, payload: &[u8]) {
+        for p in self.peers.iter_mut().flatten() {
+            if p.dead.is_none() {
+                p.push(h, None, payload);
+            }
+        }
+    }
+
+    /// Heartbeats and liveness, from the background thread.
+    pub(crate) fn tick(&mut self, now: Instant, interval: Duration, timeout: Duration) -> bool {
+        let mut lost = Vec::new();
+        for p in self.peers.iter_mut().flatten() {
+            if p.dead.is_some() {
+                continue;
+            }
+            if now.duration_since(p.last_sent) >= interval && p.out.is_empty() {
+                p.push(Header::new(Opcode::Heartbeat, 0, 0, 0), None, &[]);
+            }
+            // Time during which we ourselves do not read this peer does not count.
+            if p.read_stalled() {
+                p.last_heard = now;
+            } else if now.duration_since(p.last_heard) > timeout {
+                lost.push((p.rank, now.duration_since(p.last_heard)));
+            }
+        }
+        let any = !lost.is_empty();
+        for (rank, silent) in lost {
+            let reason = format!("heard nothing (not even a heartbeat) for {silent:.1?}");
+            self.fail_peer(rank, Error::PeerLost { peer: rank, reason }, true);
+        }
+        any
+    }
+
+    /// Whether any live peer has queued bytes not yet written.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.peers.iter().flatten().any(|p| p.stream.is_some() && !p.out.is_empty())
+    }
+}
+
+fn checked_range(buf: &mut [u8], offset: u64, n: u64) -> Option<&mut [u8]> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(n).ok()?)?;
+    buf.get_mut(start..end)
+}
+
+fn out_of_buffer(peer: Rank, xfer: u64) -> Error {
+    Error::protocol(peer, format!("data for transfer {xfer} runs past the posted buffer"))
+}
+
+fn eof(peer: &Peer) -> (Error, bool) {
+    if peer.said_goodbye {
+        (Error::PeerLost { peer: peer.rank, reason: "closed its communicator".into() }, false)
+    } else {
+        let reason = "the connection closed without a goodbye (the process died?)".into();
+        (Error::PeerLost { peer: peer.rank, reason }, true)
+    }
+}
+
+fn lost(peer: Rank, e: &io::Error) -> (Error, bool) {
+    (Error::PeerLost { peer, reason: format!("connection error: {e}") }, true)
+}
