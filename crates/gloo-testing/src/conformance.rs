@@ -4,11 +4,15 @@
 //! process and expands [`conformance_tests!`](crate::conformance_tests) with it, which
 //! produces one `#[test]` per case (the rustls per-provider pattern):
 //!
-//! ```ignore
-//! fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
-//!     gloo_testing::conformance::boxed(my_transport::group(size))
+//! ```
+//! use gloo_transport::Communicator;
+//! use gloo_transport::loopback::{LoopbackConfig, group};
+//!
+//! fn factory(size: u32) -> Vec<Box<dyn Communicator>> {
+//!     gloo_testing::conformance::boxed(group(size, LoopbackConfig::default()))
 //! }
 //! gloo_testing::conformance_tests!(factory);
+//! # fn main() {}
 //! ```
 //!
 //! To run the suite several times in one file (for several configurations), expand the macro

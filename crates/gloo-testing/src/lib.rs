@@ -1,15 +1,16 @@
 //! Test helpers shared by the Rust Gloo's crates (never a dependency of a library).
 //!
-//! What it holds: the transport conformance suite that every transport passes, helpers that
-//! run one closure per rank on threads, and bounded deadlines for tests.
+//! What it holds: the transport conformance suite that every transport passes
+//! ([`conformance`]), helpers that run one closure per rank on threads ([`run_ranks`]) or one
+//! process per rank ([`procs`]), and bounded deadlines for tests.
 //!
 //! What it does not hold: assertions about timing (tests never assert timings), or anything a
 //! library needs at run time.
 #![forbid(unsafe_code)]
 
-pub mod redis;
-
 pub mod conformance;
+pub mod procs;
+pub mod redis;
 
 use std::any::Any;
 use std::time::{Duration, Instant};
