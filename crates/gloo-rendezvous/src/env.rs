@@ -1,0 +1,370 @@
+//! `env://` start-up: rank, world size and the store's address from the launcher's
+//! environment variables (torchrun, Slurm, Open MPI, PMI).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use gloo_transport::{Listener, Rank};
+
+use crate::error::{Error, Result};
+use crate::tcp::{TcpStore, TcpStoreServer};
+
+/// Which launcher's variables gave the rank and world size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Launcher {
+    /// `RANK` / `WORLD_SIZE` (torchrun, or set by hand).
+    Torchrun,
+    /// `OMPI_COMM_WORLD_RANK` / `OMPI_COMM_WORLD_SIZE` (Open MPI's mpirun).
+    OpenMpi,
+    /// `PMI_RANK` / `PMI_SIZE` (MPICH, Intel MPI, Slurm's PMI).
+    Pmi,
+    /// `SLURM_PROCID` / `SLURM_NTASKS` (srun).
+    Slurm,
+}
+
+impl Launcher {
+    fn vars(self) -> (&'static str, &'static str) {
+        match self {
+            Launcher::Torchrun => ("RANK", "WORLD_SIZE"),
+            Launcher::OpenMpi => ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+            Launcher::Pmi => ("PMI_RANK", "PMI_SIZE"),
+            Launcher::Slurm => ("SLURM_PROCID", "SLURM_NTASKS"),
+        }
+    }
+}
+
+/// What the environment says about this process's place in the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvConfig {
+    /// This process's rank.
+    pub rank: u32,
+    /// The number of ranks.
+    pub size: u32,
+    /// The rank within this host (`LOCAL_RANK`, `OMPI_COMM_WORLD_LOCAL_RANK`,
+    /// `SLURM_LOCALID`), if the launcher says.
+    pub local_rank: Option<u32>,
+    /// `MASTER_ADDR` and `MASTER_PORT`: where rank 0 hosts the store.
+    pub master: Option<(String, u16)>,
+    /// The job token (`GLOO_AUTH_TOKEN`), if set.
+    pub token: Option<Vec<u8>>,
+    /// Whose variables gave the rank and size.
+    pub launcher: Launcher,
+}
+
+impl EnvConfig {
+    /// The store's endpoint as `host:port` (IPv6 literals bracketed), if the master is set.
+    pub fn master_endpoint(&self) -> Option<String> {
+        self.master.as_ref().map(|(host, port)| {
+            if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
+        })
+    }
+}
+
+/// Read the start-up variables from a map (pure: tests pass their own; [`from_process_env`]
+/// passes the process's).
+///
+/// Rank and size come from the most specific launcher present, in this order: `RANK` /
+/// `WORLD_SIZE` (torchrun, which also runs under Slurm and mpirun and then legitimately
+/// differs from their variables), `OMPI_COMM_WORLD_*`, `PMI_*`, `SLURM_*`. Errors name the
+/// variables involved: one variable of a pair without the other, a value that is not a number,
+/// a rank not below the size, a size of 0, `MASTER_ADDR` without `MASTER_PORT` (or the
+/// reverse), a `LOCAL_RANK` not below `LOCAL_WORLD_SIZE`, and two launchers that describe the
+/// same world size with different ranks for this process.
+pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
+    let bad = |detail: String| Error::Config { detail };
+    let number = |name: &str| -> Result<Option<u32>> {
+        match vars.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .map(Some)
+                .map_err(|_| bad(format!("{name}={v:?} is not a non-negative integer"))),
+        }
+    };
+
+    let mut found: Vec<(Launcher, u32, u32)> = Vec::new();
+    for launcher in [Launcher::Torchrun, Launcher::OpenMpi, Launcher::Pmi, Launcher::Slurm] {
+        let (rank_var, size_var) = launcher.vars();
+        match (number(rank_var)?, number(size_var)?) {
+            (None, None) => {}
+            (Some(_), None) => return Err(bad(format!("{rank_var} is set but {size_var} is not"))),
+            (None, Some(_)) => return Err(bad(format!("{size_var} is set but {rank_var} is not"))),
+            (Some(rank), Some(size)) => {
+                if size == 0 {
+                    return Err(bad(format!("{size_var}=0: a job needs at least one rank")));
+                }
+                if rank >= size {
+                    return Err(bad(format!("{rank_var}={rank} is not below {size_var}={size}")));
+                }
+                found.push((launcher, rank, size));
+            }
+        }
+    }
+    let Some(&(launcher, rank, size)) = found.first() else {
+        return Err(bad(
+            "no rank in the environment: set RANK and WORLD_SIZE (torchrun), or run under \
+             srun (SLURM_PROCID, SLURM_NTASKS), mpirun (OMPI_COMM_WORLD_RANK, \
+             OMPI_COMM_WORLD_SIZE) or a PMI launcher (PMI_RANK, PMI_SIZE)"
+                .into(),
+        ));
+    };
+    // Launchers that describe the same world must agree on who this process is. (Different
+    // sizes mean nested launchers, e.g. torchrun under srun, where the inner one is right.)
+    for &(other, other_rank, other_size) in &found[1..] {
+        if launcher != Launcher::Torchrun && other_size == size && other_rank != rank {
+            let (a_rank, a_size) = launcher.vars();
+            let (b_rank, b_size) = other.vars();
+            return Err(bad(format!(
+                "contradictory ranks: {a_rank}={rank} but {b_rank}={other_rank} \
+                 ({a_size} and {b_size} are both {size})"
+            )));
+        }
+    }
+
+    let local_rank = match launcher {
+        Launcher::Torchrun => number("LOCAL_RANK")?,
+        Launcher::OpenMpi => number("OMPI_COMM_WORLD_LOCAL_RANK")?,
+        Launcher::Slurm => number("SLURM_LOCALID")?,
+        Launcher::Pmi => None,
+    };
+    if let (Some(lr), Some(lws)) = (local_rank, number("LOCAL_WORLD_SIZE")?)
+        && lr >= lws
+    {
+        return Err(bad(format!("LOCAL_RANK={lr} is not below LOCAL_WORLD_SIZE={lws}")));
+    }
+
+    let master = match (vars.get("MASTER_ADDR"), vars.get("MASTER_PORT")) {
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("MASTER_ADDR is set but MASTER_PORT is not".into())),
+        (None, Some(_)) => return Err(bad("MASTER_PORT is set but MASTER_ADDR is not".into())),
+        (Some(addr), Some(port)) => {
+            let addr = addr.trim();
+            if addr.is_empty() {
+                return Err(bad("MASTER_ADDR is empty".into()));
+            }
+            let port = port.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                bad(format!("MASTER_PORT={port:?} is not a port number (1-65535)"))
+            })?;
+            Some((addr.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+        }
+    };
+    let token =
+        vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
+    Ok(EnvConfig { rank, size, local_rank, master, token, launcher })
+}
+
+/// [`parse_env`] over this process's environment.
+pub fn from_process_env() -> Result<EnvConfig> {
+    parse_env(&std::env::vars().collect())
+}
+
+/// The store of an `env://` job: a client of the TCP store at `MASTER_ADDR:MASTER_PORT`, and
+/// on rank 0 the server itself (kept alive as long as this value lives).
+#[derive(Debug)]
+pub struct EnvStore {
+    /// The configuration it was made from.
+    pub config: EnvConfig,
+    /// The client (every rank, rank 0 included, talks to the store through it).
+    pub store: TcpStore,
+    server: Option<TcpStoreServer>,
+}
+
+impl EnvStore {
+    /// Rank 0 binds the store server at `MASTER_ADDR:MASTER_PORT` (with the job token if
+    /// `GLOO_AUTH_TOKEN` is set); every rank then connects to it, retrying until `deadline`.
+    pub fn start(config: EnvConfig, deadline: Instant) -> Result<EnvStore> {
+        let endpoint = config.master_endpoint().ok_or_else(|| Error::Config {
+            detail: "env:// start-up needs MASTER_ADDR and MASTER_PORT (where rank 0 hosts the \
+                     store)"
+                .into(),
+        })?;
+        let server = if config.rank == 0 {
+            let addr = resolve(&endpoint)?;
+            Some(TcpStoreServer::bind(addr, config.token.as_deref())?)
+        } else {
+            None
+        };
+        let store = TcpStore::connect(endpoint, config.token.as_deref(), deadline)?;
+        Ok(EnvStore { config, store, server })
+    }
+
+    /// Whether this process hosts the store server.
+    pub fn hosts_server(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
+fn resolve(endpoint: &str) -> Result<SocketAddr> {
+    endpoint
+        .to_socket_addrs()
+        .map_err(|e| Error::Config { detail: format!("MASTER_ADDR:MASTER_PORT {endpoint}: {e}") })?
+        .next()
+        .ok_or_else(|| Error::Config {
+            detail: format!("MASTER_ADDR:MASTER_PORT {endpoint} resolves to no address"),
+        })
+}
+
+/// A group started from the environment: its communicator and the store it met through.
+#[derive(Debug)]
+pub struct EnvGroup<C> {
+    /// The connected communicator.
+    pub comm: C,
+    /// The store (rank 0 keeps serving it while this value lives).
+    pub store: EnvStore,
+}
+
+/// `env://` start-up in one call: read the variables, start or reach the store, make this
+/// rank's listener with `make_listener`, and [`connect`](crate::connect) the group.
+pub fn connect_from_env<L: Listener>(
+    vars: &HashMap<String, String>,
+    make_listener: impl FnOnce(&EnvConfig) -> Result<L>,
+    deadline: Instant,
+) -> Result<EnvGroup<L::Comm>> {
+    let config = parse_env(vars)?;
+    let store = EnvStore::start(config, deadline)?;
+    let listener = make_listener(&store.config)?;
+    let comm = crate::bootstrap::connect(
+        &store.store,
+        listener,
+        Rank(store.config.rank),
+        store.config.size,
+        deadline,
+    )?;
+    Ok(EnvGroup { comm, store })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        parse_env(&vars(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn torchrun_variables() {
+        let c = parse_env(&vars(&[
+            ("RANK", "3"),
+            ("WORLD_SIZE", "8"),
+            ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29500"),
+            ("GLOO_AUTH_TOKEN", "t"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.size, c.local_rank), (3, 8, Some(1)));
+        assert_eq!(c.master, Some(("10.0.0.1".into(), 29500)));
+        assert_eq!(c.master_endpoint().unwrap(), "10.0.0.1:29500");
+        assert_eq!(c.token.as_deref(), Some(&b"t"[..]));
+        assert_eq!(c.launcher, Launcher::Torchrun);
+    }
+
+    #[test]
+    fn slurm_openmpi_and_pmi_variables() {
+        let c = parse_env(&vars(&[
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "6"),
+            ("SLURM_LOCALID", "1"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.size, c.local_rank, c.launcher), (5, 6, Some(1), Launcher::Slurm));
+        let c = parse_env(&vars(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")]))
+            .unwrap();
+        assert_eq!((c.rank, c.size, c.launcher), (0, 2, Launcher::OpenMpi));
+        let c = parse_env(&vars(&[("PMI_RANK", "1"), ("PMI_SIZE", "4")])).unwrap();
+        assert_eq!((c.rank, c.size, c.launcher), (1, 4, Launcher::Pmi));
+        assert_eq!(c.master, None);
+    }
+
+    #[test]
+    fn nested_launchers_take_the_inner_one() {
+        // torchrun under srun: one Slurm task per node, several workers per task.
+        let c = parse_env(&vars(&[
+            ("RANK", "5"),
+            ("WORLD_SIZE", "8"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.size, c.launcher), (5, 8, Launcher::Torchrun));
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        assert!(err(&[("RANK", "0")]).contains("RANK is set but WORLD_SIZE is not"));
+        assert!(err(&[("WORLD_SIZE", "2")]).contains("WORLD_SIZE is set but RANK is not"));
+        assert!(err(&[("SLURM_PROCID", "0")]).contains("SLURM_NTASKS"));
+        assert!(err(&[]).contains("RANK and WORLD_SIZE"));
+        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]);
+        assert!(e.contains("MASTER_PORT is not"), "{e}");
+        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "1")]);
+        assert!(e.contains("MASTER_ADDR is not"), "{e}");
+    }
+
+    #[test]
+    fn contradictory_or_malformed_variables_are_named() {
+        let e = err(&[("RANK", "2"), ("WORLD_SIZE", "2")]);
+        assert!(e.contains("RANK=2") && e.contains("WORLD_SIZE=2"), "{e}");
+        let e = err(&[("RANK", "x"), ("WORLD_SIZE", "2")]);
+        assert!(e.contains("RANK=\"x\""), "{e}");
+        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "0")]);
+        assert!(e.contains("WORLD_SIZE=0"), "{e}");
+        let e = err(&[
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("PMI_RANK", "2"),
+            ("PMI_SIZE", "4"),
+        ]);
+        assert!(e.contains("OMPI_COMM_WORLD_RANK=1") && e.contains("PMI_RANK=2"), "{e}");
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "2"),
+            ("LOCAL_WORLD_SIZE", "2"),
+        ]);
+        assert!(e.contains("LOCAL_RANK=2"), "{e}");
+        let e =
+            err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "0")]);
+        assert!(e.contains("MASTER_PORT"), "{e}");
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "99999"),
+        ]);
+        assert!(e.contains("MASTER_PORT"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_master_is_bracketed() {
+        let c = parse_env(&vars(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "::1"),
+            ("MASTER_PORT", "29500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.master_endpoint().unwrap(), "[::1]:29500");
+        let c = parse_env(&vars(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "[::1]"),
+            ("MASTER_PORT", "29500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.master_endpoint().unwrap(), "[::1]:29500");
+    }
+}
