@@ -1,0 +1,451 @@
+//! Rogue peers and leak counters for the transport's adversarial and fault tests.
+//!
+//! A [`Rogue`] is a raw [`TcpStream`] that speaks the wire protocol of
+//! [`gloo_transport::proto`] by hand: it can run a correct handshake (with the job's token, as
+//! an insider would), or send whatever malformed bytes a test wants, and it reads what the
+//! victim answers frame by frame. Every read is bounded by a deadline.
+//!
+//! [`thread_count`] and [`fd_count`] read `/proc/self`, so a test can check that a
+//! communicator's threads and sockets are gone after it is dropped. [`capture_logs`] keeps
+//! the warnings a transport logs, for tests whose only observable outcome is a logged
+//! rejection. [`connect_threads`] and [`exchange_with`] build and check a group over any
+//! [`Listener`].
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gloo_transport::proto::{
+    self, AUTH_LEN, FrameReader, HEADER_LEN, HELLO_LEN, Handshake, HandshakeConfig, Header, Hello,
+    Opcode, Step,
+};
+use gloo_transport::{Communicator, Fingerprint, Listener, Op, Rank, Slot};
+
+use crate::conformance::pattern;
+
+/// The largest payload [`Rogue::next_frame`] buffers; anything longer is an error, so a
+/// misbehaving victim cannot make a test allocate without bound.
+pub const MAX_FRAME_PAYLOAD: u64 = 64 << 20;
+
+/// One frame read from the victim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The decoded header.
+    pub header: Header,
+    /// The fingerprint that followed the header, if flagged.
+    pub fp: Option<Fingerprint>,
+    /// The payload (empty for `Rts` and control frames).
+    pub payload: Vec<u8>,
+}
+
+/// What the peer did to a connection a test watched for closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer closed or reset the connection.
+    Yes,
+    /// The connection was still open at the deadline.
+    StillOpen,
+}
+
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(io::Error::new(io::ErrorKind::TimedOut, "the rogue's deadline passed"))
+    } else {
+        Ok(left)
+    }
+}
+
+fn proto_err(e: gloo_transport::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The whole `Hello` frame (header and payload) with the given fields.
+pub fn hello_frame(
+    job: &str,
+    from: Rank,
+    to: Rank,
+    size: u32,
+    token: bool,
+    nonce: [u8; proto::NONCE_LEN],
+) -> Vec<u8> {
+    Hello {
+        job: proto::job_hash(job),
+        from,
+        to,
+        size,
+        flags: if token { proto::HELLO_TOKEN } else { 0 },
+        nonce,
+    }
+    .encode()
+    .to_vec()
+}
+
+/// The bytes of a header with no flags.
+pub fn header(opcode: Opcode, slot: u64, len: u64, arg: u64) -> [u8; HEADER_LEN] {
+    Header::new(opcode, slot, len, arg).encode()
+}
+
+/// An `Auth` frame carrying `mac`.
+pub fn auth_frame(mac: &[u8; 32]) -> Vec<u8> {
+    let mut v = header(Opcode::Auth, 0, AUTH_LEN, 0).to_vec();
+    v.extend_from_slice(mac);
+    v
+}
+
+/// An `Eager` frame carrying `payload` on `slot`.
+pub fn eager_frame(slot: u64, payload: &[u8]) -> Vec<u8> {
+    let mut v = header(Opcode::Eager, slot, payload.len() as u64, 0).to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The connector's frames (`Hello`, then `Auth` in token mode) of a complete, correct
+/// handshake between `from` (connector) and `to` (acceptor), run in memory with the real
+/// protocol code: what an eavesdropper would have recorded on the wire.
+pub fn recorded_handshake(
+    job: &str,
+    token: Option<&[u8]>,
+    from: Rank,
+    to: Rank,
+    size: u32,
+) -> (Vec<u8>, Vec<u8>) {
+    let cfg = |me| HandshakeConfig {
+        job: proto::job_hash(job),
+        me,
+        size,
+        token: token.map(<[u8]>::to_vec),
+    };
+    let nonce = || proto::fresh_nonce().expect("the system random generator works in tests");
+    let mut c = Handshake::connector(cfg(from), to, nonce());
+    let mut a = Handshake::acceptor(cfg(to), nonce());
+    let hello = c.output().to_vec();
+    c.consumed_output(hello.len());
+    a.feed(&hello).expect("the recorded handshake is correct");
+    let reply = a.output().to_vec();
+    a.consumed_output(reply.len());
+    c.feed(&reply).expect("the recorded handshake is correct");
+    let auth = c.output().to_vec();
+    c.consumed_output(auth.len());
+    a.feed(&auth).expect("the recorded handshake is correct");
+    assert_eq!(a.done(), Some(from), "the in-memory handshake did not complete");
+    (hello, auth)
+}
+
+/// A hand-driven connection to a victim's listener.
+#[derive(Debug)]
+pub struct Rogue {
+    stream: TcpStream,
+    reader: FrameReader,
+    /// Bytes read from the socket and not yet fed to `reader`.
+    pending: Vec<u8>,
+}
+
+impl Rogue {
+    /// Connect to `addr`, retrying refused connections until `deadline`.
+    pub fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<Rogue> {
+        loop {
+            match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(Rogue {
+                        stream,
+                        reader: FrameReader::new(None),
+                        pending: Vec::new(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The underlying stream (for shutting down one direction, or reading its address).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Send a header with no payload and no flags.
+    pub fn send_header(&mut self, opcode: Opcode, slot: u64, len: u64, arg: u64) -> io::Result<()> {
+        self.send(&header(opcode, slot, len, arg))
+    }
+
+    /// Run the connector's side of a correct handshake as `cfg.me` towards `to`, using the real
+    /// protocol code. Bytes the victim sends after its handshake frames are kept for
+    /// [`next_frame`](Rogue::next_frame).
+    pub fn handshake(
+        &mut self,
+        cfg: HandshakeConfig,
+        to: Rank,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let nonce = proto::fresh_nonce().map_err(proto_err)?;
+        let mut hs = Handshake::connector(cfg, to, nonce);
+        let mut buf = [0u8; 4096];
+        loop {
+            let out = hs.output().to_vec();
+            if !out.is_empty() {
+                self.stream.write_all(&out)?;
+                hs.consumed_output(out.len());
+            }
+            if hs.done().is_some() {
+                return Ok(());
+            }
+            self.stream.set_read_timeout(Some(remaining(deadline)?))?;
+            let n = self.stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the victim closed the connection during the handshake",
+                ));
+            }
+            let used = hs.feed(&buf[..n]).map_err(proto_err)?;
+            self.pending.extend_from_slice(&buf[used..n]);
+        }
+    }
+
+    /// Read the victim's `Hello` (and, in token mode, its `Auth`) as raw frames, returning
+    /// the `Hello` frame's bytes (header included) for building a transcript.
+    pub fn read_acceptor_hello(&mut self, token: bool, deadline: Instant) -> io::Result<Vec<u8>> {
+        let mut want = HEADER_LEN + HELLO_LEN as usize;
+        if token {
+            want += HEADER_LEN + AUTH_LEN as usize;
+        }
+        let mut got = vec![0u8; want];
+        self.stream.set_read_timeout(Some(remaining(deadline)?))?;
+        self.stream.read_exact(&mut got)?;
+        got.truncate(HEADER_LEN + HELLO_LEN as usize);
+        Ok(got)
+    }
+
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let mut buf = [0u8; 64 * 1024];
+        self.stream.set_read_timeout(Some(remaining(deadline)?))?;
+        let n = self.stream.read(&mut buf)?;
+        self.pending.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    /// The next frame from the victim, skipping `Heartbeat` and `Credit` frames, or an error
+    /// at the deadline, on a protocol violation by the victim, or at the end of the stream.
+    pub fn next_frame(&mut self, deadline: Instant) -> io::Result<Frame> {
+        loop {
+            let f = self.next_any_frame(deadline)?;
+            if !matches!(f.header.opcode, Opcode::Heartbeat | Opcode::Credit) {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// The next frame from the victim, whatever its kind.
+    pub fn next_any_frame(&mut self, deadline: Instant) -> io::Result<Frame> {
+        let mut current: Option<Frame> = None;
+        loop {
+            let mut used_total = 0;
+            while used_total < self.pending.len() {
+                let (used, step) =
+                    self.reader.feed(&self.pending[used_total..]).map_err(proto_err)?;
+                used_total += used;
+                match step {
+                    Step::NeedMore => {}
+                    Step::Header(header, fp) => {
+                        if header.payload_len() > MAX_FRAME_PAYLOAD {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("the victim sent a {}-byte payload", header.payload_len()),
+                            ));
+                        }
+                        let frame = Frame { header, fp, payload: Vec::new() };
+                        if header.payload_len() == 0 {
+                            self.pending.drain(..used_total);
+                            return Ok(frame);
+                        }
+                        current = Some(frame);
+                    }
+                    Step::Payload(p) => {
+                        let Some(f) = current.as_mut() else {
+                            return Err(io::Error::other("payload outside a frame"));
+                        };
+                        f.payload.extend_from_slice(p);
+                        if self.reader.payload_left() == 0 {
+                            self.pending.drain(..used_total);
+                            return Ok(current.take().expect("set when its header arrived"));
+                        }
+                    }
+                }
+            }
+            self.pending.clear();
+            if self.fill(deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the victim closed the connection",
+                ));
+            }
+        }
+    }
+
+    /// Read and discard until the victim closes (or resets) the connection, or `deadline`.
+    pub fn wait_closed(&mut self, deadline: Instant) -> Closed {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            let Ok(left) = remaining(deadline) else { return Closed::StillOpen };
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                return Closed::Yes;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Closed::Yes,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Closed::Yes,
+            }
+        }
+    }
+
+    /// Stop sending (half-close), keeping the read side open.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Write)
+    }
+}
+
+fn count_entries(dir: &str) -> usize {
+    // The directory handle read_dir opens is itself one entry of /proc/self/fd: it is counted
+    // every time, so counts stay comparable.
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or_else(|e| panic!("cannot read {dir}: {e}"))
+}
+
+/// The number of threads of this process (`/proc/self/task`).
+pub fn thread_count() -> usize {
+    count_entries("/proc/self/task")
+}
+
+/// The number of open file descriptors of this process (`/proc/self/fd`, plus the one used
+/// to list it).
+pub fn fd_count() -> usize {
+    count_entries("/proc/self/fd")
+}
+
+/// Poll until this process has at most `threads` threads and `fds` descriptors, or until
+/// `deadline`; returns the last counts seen, for the caller to assert on.
+pub fn wait_for_counts(threads: usize, fds: usize, deadline: Instant) -> (usize, usize) {
+    loop {
+        let now = (thread_count(), fd_count());
+        if (now.0 <= threads && now.1 <= fds) || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Install (once per process) a subscriber that keeps every warning and error logged, from
+/// any thread, for [`logs`] to return. Use it instead of
+/// [`init_tracing`](crate::init_tracing) in a test binary that asserts on logs.
+pub fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| CaptureWriter)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
+}
+
+/// Everything captured since the last [`clear_logs`], one event per line.
+pub fn logs() -> String {
+    let l = LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    String::from_utf8_lossy(&l).into_owned()
+}
+
+/// Forget what was captured so far.
+pub fn clear_logs() {
+    LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+}
+
+/// Whether one captured line contains every one of `needles`.
+pub fn logged(needles: &[&str]) -> bool {
+    logs().lines().any(|line| needles.iter().all(|n| line.contains(n)))
+}
+
+/// Start `connect_all` for every listener on its own thread (named `connect-<i>`).
+pub fn connect_threads<L>(
+    listeners: Vec<L>,
+    addrs: &[Vec<u8>],
+    deadline: Instant,
+) -> Vec<JoinHandle<gloo_transport::Result<L::Comm>>>
+where
+    L: Listener + 'static,
+{
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let addrs = addrs.to_vec();
+            std::thread::Builder::new()
+                .name(format!("connect-{i}"))
+                .spawn(move || l.connect_all(&addrs, deadline))
+                .expect("a test can spawn a thread")
+        })
+        .collect()
+}
+
+/// The contents [`exchange_with`] sends from `from` to `to`.
+pub fn message(from: Rank, to: Rank, len: usize) -> Vec<u8> {
+    pattern(len, u64::from(from.0) << 32 | u64::from(to.0))
+}
+
+/// Send a distinct `len`-byte message to every rank in `peers` and receive one from each, all
+/// at once on slot `Slot::new(tag, 0)`; panics if a received message is not the one its
+/// sender built with [`message`]. Every rank of the exchange calls this with the others.
+pub fn exchange_with(
+    comm: &dyn Communicator,
+    peers: &[Rank],
+    tag: u32,
+    len: usize,
+    deadline: Instant,
+) -> gloo_transport::Result<()> {
+    let me = comm.rank();
+    let slot = Slot::new(tag, 0);
+    let outs: Vec<Vec<u8>> = peers.iter().map(|p| message(me, *p, len)).collect();
+    let mut ins: Vec<Vec<u8>> = peers.iter().map(|_| vec![0u8; len]).collect();
+    {
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(peers.len() * 2);
+        for (p, out) in peers.iter().zip(&outs) {
+            ops.push(Op::send(*p, slot, out));
+        }
+        for (p, inb) in peers.iter().zip(ins.iter_mut()) {
+            ops.push(Op::recv(*p, slot, inb));
+        }
+        comm.run(&mut ops, deadline)?;
+    }
+    for (p, inb) in peers.iter().zip(&ins) {
+        assert!(*inb == message(*p, me, len), "rank {me} got a wrong message from rank {p}");
+    }
+    Ok(())
+}
