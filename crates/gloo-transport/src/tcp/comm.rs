@@ -214,7 +214,9 @@ impl Communicator for TcpComm {
                     d.note_events(&events);
                     d.poll = Some((poll, events));
                     // Other waiters may need what arrived, or the poller role.
-                    s.cv.notify_all();
+                    if d.in_progress > 1 {
+                        s.cv.notify_all();
+                    }
                     if let Err(e) = r
                         && e.kind() != std::io::ErrorKind::Interrupted
                     {

@@ -616,10 +616,14 @@ impl Driver {
                         let dst = checked_range(recv_buf(&mut mine.ops[i]), offset, want)
                             .ok_or_else(|| proto_err(out_of_buffer(peer.rank, xfer)))?;
                         let stream = peer.stream.as_mut().expect("pumped peers have a stream");
+                        let asked = dst.len();
                         match stream.read(dst) {
                             Ok(0) => return Err(eof(peer)),
                             Ok(n) => {
                                 peer.last_heard = Instant::now();
+                                if n < asked && stream.drains_on_short_io() {
+                                    peer.readable = false;
+                                }
                                 n as u64
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -663,9 +667,15 @@ impl Driver {
         }
         let stream = peer.stream.as_mut().expect("pumped peers have a stream");
         loop {
+            let asked = peer.rbuf.len() - peer.re;
             match stream.read(&mut peer.rbuf[peer.re..]) {
                 Ok(0) => return Err(eof(peer)),
                 Ok(n) => {
+                    // Edge-triggered readiness: a short read drained the socket, and the next
+                    // arrival raises a new event, so no read is needed just to see EAGAIN.
+                    if n < asked && stream.drains_on_short_io() {
+                        peer.readable = false;
+                    }
                     peer.re += n;
                     peer.last_heard = Instant::now();
                     return Ok(true);
@@ -693,6 +703,7 @@ impl Driver {
                 let buf = send_buf(&mine.ops[i]);
                 let payload = &buf[a.pos as usize..(a.pos + a.left.min(MAX_IO)) as usize];
                 let bufs = [IoSlice::new(&a.hdr[a.hdr_sent..]), IoSlice::new(payload)];
+                let asked = bufs[0].len() + bufs[1].len();
                 match stream.write_vectored(&bufs) {
                     Ok(n) => {
                         let h = HEADER_LEN - a.hdr_sent;
@@ -712,16 +723,17 @@ impl Driver {
                                 *st = SendSt::Done;
                             }
                         }
-                        Ok(n)
+                        Ok((n, asked))
                     }
                     Err(e) => Err(e),
                 }
             } else if !peer.out.is_empty() {
                 let (x, y) = peer.out.as_slices();
+                let asked = x.len() + y.len();
                 match stream.write_vectored(&[IoSlice::new(x), IoSlice::new(y)]) {
                     Ok(n) => {
                         peer.out.drain(..n);
-                        Ok(n)
+                        Ok((n, asked))
                     }
                     Err(e) => Err(e),
                 }
@@ -744,16 +756,22 @@ impl Driver {
             } else {
                 break;
             };
+            let drains = stream.drains_on_short_io();
             match res {
-                Ok(0) => {
+                Ok((0, _)) => {
                     return Err(Error::PeerLost {
                         peer: peer.rank,
                         reason: "the connection accepts no more bytes".into(),
                     });
                 }
-                Ok(_) => {
+                Ok((n, asked)) => {
                     moved = true;
                     peer.last_sent = Instant::now();
+                    if n < asked && drains {
+                        // The socket buffer is full; an event comes when it has room.
+                        peer.writable = false;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     peer.writable = false;

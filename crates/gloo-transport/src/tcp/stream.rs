@@ -16,6 +16,14 @@ pub trait ByteStream: Send {
 
     /// The mio source to register for readiness.
     fn source(&mut self) -> &mut dyn mio::event::Source;
+
+    /// Whether a read or write that moved fewer bytes than asked means the readiness was
+    /// used up (true of a plain socket under edge-triggered epoll: the next change raises a
+    /// new event). Then the driver skips the extra call that would only return
+    /// `WouldBlock`. A layer that buffers (TLS) returns `false`, the default.
+    fn drains_on_short_io(&self) -> bool {
+        false
+    }
 }
 
 impl ByteStream for mio::net::TcpStream {
@@ -29,5 +37,9 @@ impl ByteStream for mio::net::TcpStream {
 
     fn source(&mut self) -> &mut dyn mio::event::Source {
         self
+    }
+
+    fn drains_on_short_io(&self) -> bool {
+        true
     }
 }
