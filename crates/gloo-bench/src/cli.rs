@@ -78,6 +78,11 @@ pub(crate) struct LaunchArgs {
     /// The transport between ranks.
     #[arg(long, global = true, value_enum, default_value_t = TransportKind::Tcp)]
     pub(crate) transport: TransportKind,
+    /// How long a waiting call of the transport spins before it sleeps, in microseconds (0:
+    /// sleep at once). Default: the transport's own (tcp: 50).
+    #[arg(long, global = true, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub(crate) busy_poll_us: Option<u64>,
     /// Every rank gives up (and the launcher kills what is left) after this many seconds.
     #[arg(long, global = true, default_value_t = 300.0, value_name = "SECS",
           value_parser = parse_positive_secs)]
@@ -318,7 +323,7 @@ pub(crate) enum Format {
 pub(crate) enum StoreUrl {
     /// A TcpStore server at `host:port`.
     Tcp(String),
-    /// A redis-server at `host:port`.
+    /// A redis-server: what follows `redis://` (`[:password@]host:port[/db]`).
     Redis(String),
     /// A directory on a file system every rank sees.
     File(PathBuf),
@@ -330,7 +335,11 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::Tcp(a) => write!(f, "tcp://{a}"),
-            StoreUrl::Redis(a) => write!(f, "redis://{a}"),
+            // The password, if any, is never printed.
+            StoreUrl::Redis(a) => match a.rsplit_once('@') {
+                Some((_, host)) => write!(f, "redis://***@{host}"),
+                None => write!(f, "redis://{a}"),
+            },
             StoreUrl::File(p) => write!(f, "file://{}", p.display()),
             StoreUrl::Env => f.write_str("env://"),
         }
@@ -351,7 +360,10 @@ fn parse_store(s: &str) -> Result<StoreUrl, String> {
     if let Some(rest) = s.strip_prefix("tcp://") {
         Ok(StoreUrl::Tcp(host_port(rest)?))
     } else if let Some(rest) = s.strip_prefix("redis://") {
-        Ok(StoreUrl::Redis(host_port(rest)?))
+        let after_auth = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let server = after_auth.split_once('/').map_or(after_auth, |(h, _)| h);
+        host_port(server)?;
+        Ok(StoreUrl::Redis(rest.to_string()))
     } else if let Some(rest) = s.strip_prefix("file://") {
         if rest.starts_with('/') {
             Ok(StoreUrl::File(PathBuf::from(rest)))
@@ -425,6 +437,8 @@ mod tests {
         );
         assert_eq!(parse_store("file:///tmp/x"), Ok(StoreUrl::File("/tmp/x".into())));
         assert_eq!(parse_store("env://"), Ok(StoreUrl::Env));
+        let r = parse_store("redis://:secret@h:6379/2").unwrap();
+        assert_eq!(r.to_string(), "redis://***@h:6379/2");
         assert!(parse_store("tcp://nohost").unwrap_err().contains("host:port"));
         assert!(parse_store("http://x:1").unwrap_err().contains("redis://"));
         assert!(parse_store("file://relative").is_err());

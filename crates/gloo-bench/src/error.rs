@@ -21,6 +21,13 @@ pub(crate) enum Error {
         /// The transport's error (it names the peer).
         source: gloo_transport::Error,
     },
+    /// A store operation failed.
+    Store {
+        /// What was being done.
+        doing: String,
+        /// The store's error (it names the key or endpoint).
+        source: gloo_rendezvous::Error,
+    },
     /// A system call or file operation failed.
     Io {
         /// What was being done.
@@ -67,6 +74,7 @@ impl fmt::Display for Error {
             }
             Error::Transport { doing, source } => write!(f, "{doing}: {source}"),
             Error::Io { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Store { doing, source } => write!(f, "{doing}: {source}"),
             Error::Peer { rank, detail } => write!(f, "rank {rank}: {detail}"),
             Error::Timeout { what, waited } => {
                 write!(f, "timed out after {waited:.1} s waiting for {what}")

@@ -1,5 +1,6 @@
 //! The local launcher: with no `--rank`, the tool starts the ranks itself as child processes
-//! of its own binary, gives them a store in a fresh temporary directory, waits for them under
+//! of its own binary, serves them a TCP store on loopback (embedded, in this process), waits
+//! for them under
 //! a deadline (killing whatever is left when it passes, so the launcher never hangs) and reads
 //! rank 0's report.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{Cli, StoreUrl};
 use crate::error::{Error, Result};
 use crate::report::Report;
+use crate::store;
 
 /// How long the launcher lets the other ranks finish after one has failed (they fail by
 /// themselves within their own deadlines; this only bounds a rank that would not).
@@ -64,7 +66,14 @@ pub(crate) struct Launched {
 pub(crate) fn run(cli: &Cli) -> Result<Launched> {
     let n = cli.launch.ranks;
     let dir = TempDir::new()?;
-    let url = cli.launch.store.clone().unwrap_or_else(|| StoreUrl::File(dir.0.join("store")));
+    // The embedded store lives until the ranks are done (this function's end).
+    let (url, _server) = match &cli.launch.store {
+        Some(u) => (u.clone(), None),
+        None => {
+            let server = store::serve((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+            (StoreUrl::Tcp(server.local_addr().to_string()), Some(server))
+        }
+    };
     let report_path = dir.0.join("report.json");
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's path", e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

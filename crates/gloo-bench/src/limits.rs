@@ -89,7 +89,7 @@ pub(crate) fn measure(
             let listener = TcpListener::bind(SocketAddr::new(local_ip, 0))
                 .map_err(|e| Error::io(format!("binding a plain socket on {local_ip}"), e))?;
             let addr = listener.local_addr().map_err(|e| Error::io("reading its address", e))?;
-            kv.set(KEY, addr.to_string().as_bytes())?;
+            kv.set(KEY, addr.to_string().as_bytes(), deadline)?;
             server(&listener, deadline)?;
         }
         _ => {}
@@ -457,12 +457,15 @@ pub(crate) fn local_ip_towards(host_port: Option<&str>) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FileKv;
+    use crate::cli::StoreUrl;
 
     #[test]
     fn two_threads_measure_every_plain_limit() {
         let dir = std::env::temp_dir().join(format!("gloo-bench-limits-{}", std::process::id()));
-        let kv = FileKv::new(&dir).unwrap();
+        let mut kv =
+            crate::store::open(&StoreUrl::File(dir.clone()), 0, gloo_testing::deadline(10))
+                .unwrap();
+        kv.join(1, gloo_testing::deadline(10)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let cfg = LimitConfig { secs: 0.05, message: 1 << 20 };
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -1,26 +1,71 @@
 //! Connecting the transport under test: each rank publishes its listening address in the
 //! store, waits for everybody's and connects the full mesh.
 
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use gloo_transport::Communicator;
+use gloo_transport::tcp::{TcpConfig, TcpListener};
+use gloo_transport::{Communicator, Rank};
 
 use crate::cli::TransportKind;
 use crate::error::{Error, Result};
 use crate::store::Kv;
 
-/// A connected communicator of `size` ranks over `kind`.
+/// How to build the communicator.
+#[derive(Debug, Clone)]
+pub(crate) struct NetConfig {
+    /// The transport.
+    pub(crate) kind: TransportKind,
+    /// The job name every rank of this mesh shares (two meshes in one run need two names).
+    pub(crate) job: String,
+    /// The address to listen on (port 0); loopback for a local run.
+    pub(crate) ip: IpAddr,
+    /// The spin window before a waiting call sleeps; `None`: the transport's default.
+    pub(crate) busy_poll: Option<Duration>,
+}
+
+/// A connected communicator of `size` ranks.
 pub(crate) fn connect(
-    kind: TransportKind,
-    _rank: u32,
-    _size: u32,
-    _kv: &dyn Kv,
-    _deadline: Instant,
+    cfg: &NetConfig,
+    rank: u32,
+    size: u32,
+    kv: &dyn Kv,
+    deadline: Instant,
 ) -> Result<Box<dyn Communicator>> {
-    match kind {
-        TransportKind::Tcp => Err(Error::NotAvailable {
-            what: "the tcp transport".into(),
-            needs: "gloo-transport's tcp module (TcpListener::bind / connect_all)",
-        }),
+    match cfg.kind {
+        TransportKind::Tcp => {
+            let mut tcp = if cfg.ip.is_loopback() {
+                TcpConfig::loopback(&cfg.job, Rank(rank), size)
+            } else {
+                TcpConfig::new(&cfg.job, Rank(rank), size).bind_addr(SocketAddr::new(cfg.ip, 0))
+            };
+            if let Some(b) = cfg.busy_poll {
+                tcp = tcp.busy_poll(b);
+            }
+            let listener = TcpListener::bind(tcp)
+                .map_err(|e| Error::transport(format!("listening on {} for tcp", cfg.ip), e))?;
+            let addrs = exchange(kv, &cfg.job, rank, size, listener.address_bytes(), deadline)?;
+            let comm = listener
+                .connect_all(&addrs, deadline)
+                .map_err(|e| Error::transport("connecting the tcp mesh", e))?;
+            Ok(Box::new(comm))
+        }
     }
+}
+
+/// Publishes this rank's address and returns every rank's, in rank order.
+fn exchange(
+    kv: &dyn Kv,
+    job: &str,
+    rank: u32,
+    size: u32,
+    mine: Vec<u8>,
+    deadline: Instant,
+) -> Result<Vec<Vec<u8>>> {
+    kv.set(&format!("{job}/addr/{rank}"), &mine, deadline)?;
+    (0..size)
+        .map(|r| {
+            if r == rank { Ok(mine.clone()) } else { kv.get(&format!("{job}/addr/{r}"), deadline) }
+        })
+        .collect()
 }

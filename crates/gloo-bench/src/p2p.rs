@@ -23,15 +23,26 @@ const PAIR: Slot = Slot::new(0xFFFF_FF05, 0);
 
 const QUIT: u8 = b'Q';
 
-/// Runs the transport benchmark on every rank; rank 0 returns the figures.
+/// A communicator and the waiting strategy it was built with.
+pub(crate) struct Waiting<'a> {
+    /// The communicator.
+    pub(crate) comm: &'a dyn Communicator,
+    /// How it waits, for the output (`busy-poll 50 us`, `blocking`).
+    pub(crate) label: String,
+    /// Whether it spins before sleeping (then the plain busy-poll ping-pong is its peer).
+    pub(crate) spin: bool,
+}
+
+/// Runs the transport benchmark on every rank; rank 0 returns the figures. Ping-pong runs
+/// over every communicator of `waitings`; the streams and the memory test over the first.
 pub(crate) fn run(
-    comm: &dyn Communicator,
+    waitings: &[Waiting<'_>],
     args: &TransportArgs,
     limits: &Limits,
     secs: f64,
-    mode_name: &str,
     deadline: Instant,
 ) -> Result<Vec<Figure>> {
+    let comm = waitings[0].comm;
     if comm.size() < 2 {
         return Err(Error::Invalid("the transport benchmark needs at least 2 ranks".into()));
     }
@@ -43,28 +54,23 @@ pub(crate) fn run(
             progress(r, "memory: receiving one large message into a posted buffer");
             memory(comm, peer, args.memory_bytes, deadline, &mut figures)?;
         }
-        progress(r, &format!("ping-pong ({mode_name})"));
-        let lat = pingpong(comm, peer, secs, deadline)?;
-        if let Some(lat) = lat {
-            let plain = limits.pingpong_blocking_us.map(|p| p.p50);
+        for w in waitings {
+            progress(r, &format!("1-byte ping-pong ({})", w.label));
+            let Some(lat) = pingpong(w.comm, peer, secs, deadline)? else { continue };
+            let (plain, plain_name) = if w.spin {
+                (limits.pingpong_spin_us, "busy-poll")
+            } else {
+                (limits.pingpong_blocking_us, "blocking")
+            };
+            let plain = plain.map(|p| p.p50);
             figures.push(Figure {
-                name: format!("ping-pong 1 B RTT p50 ({mode_name}) vs plain blocking"),
+                name: format!("ping-pong 1 B RTT p50, {} (plain: {plain_name})", w.label),
                 value: lat.p50,
                 unit: "us".into(),
                 plain,
                 ratio: plain.map(|p| lat.p50 / p),
                 goal: "<= 1.3".into(),
             });
-            if let Some(spin) = limits.pingpong_spin_us {
-                figures.push(Figure {
-                    name: format!("ping-pong 1 B RTT p50 ({mode_name}) vs plain busy-poll"),
-                    value: lat.p50,
-                    unit: "us".into(),
-                    plain: Some(spin.p50),
-                    ratio: Some(lat.p50 / spin.p50),
-                    goal: "<= 1.3 (when busy-polling)".into(),
-                });
-            }
         }
         progress(r, &format!("one-way stream of {} messages", human_bytes(args.stream_bytes)));
         let oneway = oneway(comm, peer, args.stream_bytes, secs, deadline)?;
@@ -341,6 +347,7 @@ mod tests {
         let args = TransportArgs { stream_bytes: 64 << 10, memory_bytes: 1 << 20 };
         let limits = Limits {
             pingpong_blocking_us: Some(Latency { n: 1, min: 1.0, p50: 1.0, p99: 1.0, mean: 1.0 }),
+            pingpong_spin_us: Some(Latency { n: 1, min: 1.0, p50: 1.0, p99: 1.0, mean: 1.0 }),
             stream_oneway_gbps: Some(1.0),
             stream_duplex_gbps: Some(1.0),
             stream_message_bytes: 64 << 10,
@@ -348,7 +355,11 @@ mod tests {
         };
         let deadline = gloo_testing::deadline(60);
         let out = gloo_testing::run_ranks(group(3, LoopbackConfig::havoc(3)), |c| {
-            run(&c, &args, &limits, 0.05, "loopback", deadline)
+            let w = [
+                Waiting { comm: &c, label: "loopback".into(), spin: false },
+                Waiting { comm: &c, label: "loopback again".into(), spin: true },
+            ];
+            run(&w, &args, &limits, 0.05, deadline)
         });
         let mut out = out.into_iter();
         let figures = out.next().unwrap().unwrap();
@@ -356,7 +367,7 @@ mod tests {
             assert!(other.unwrap().is_empty(), "only rank 0 reports");
         }
         let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(figures.len(), 5, "{names:?}");
+        assert_eq!(figures.len(), 6, "{names:?}");
         for want in ["rank 0 (sender)", "rank 1 (receiver)", "ping-pong", "one-way", "full-duplex"]
         {
             assert!(names.iter().any(|n| n.contains(want)), "{want} missing from {names:?}");

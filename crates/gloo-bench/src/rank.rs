@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use crate::cli::{Cli, Command, StoreUrl};
 use crate::error::{Error, Result};
 use crate::limits::{self, LimitConfig, Limits};
+use crate::net::NetConfig;
+use crate::p2p::Waiting;
 use crate::report::{self, Report};
 use crate::{net, p2p, store, sweep};
 
@@ -28,7 +30,8 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
             sweep_args.root
         )));
     }
-    let kv = store::open(url)?;
+    let mut kv = store::open(url, rank, deadline)?;
+    kv.join(size, deadline)?;
     let host_port = match url {
         StoreUrl::Tcp(hp) | StoreUrl::Redis(hp) => Some(hp.as_str()),
         _ => None,
@@ -44,21 +47,26 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
             say!("gloo-bench: measuring the limits (plain sockets between ranks 0 and 1, memcpy)");
         }
         let cfg = LimitConfig { secs: cli.launch.limit_secs, message };
-        limits::measure(
-            rank,
-            size,
-            kv.as_ref(),
-            limits::local_ip_towards(host_port),
-            cfg,
-            deadline,
-        )?
+        limits::measure(rank, size, &kv, limits::local_ip_towards(host_port), cfg, deadline)?
     };
+    let ip = limits::local_ip_towards(host_port);
+    let busy_poll = cli.launch.busy_poll_us.map(Duration::from_micros);
+    let spin_window = busy_poll.unwrap_or(gloo_transport::tcp::DEFAULT_BUSY_POLL);
+    let waiting = |w: Duration| {
+        if w.is_zero() {
+            "blocking".to_string()
+        } else {
+            format!("busy-poll {} us, then sleep", w.as_micros())
+        }
+    };
+    let net = NetConfig { kind: cli.launch.transport, job: "gloo-bench".into(), ip, busy_poll };
     let mut report = Report {
         tool: format!("gloo-bench {}", env!("CARGO_PKG_VERSION")),
         mode: String::new(),
         host: report::host_name(),
         cpus: report::cpu_count(),
         transport: cli.launch.transport.name().into(),
+        waiting: waiting(spin_window),
         ranks: size,
         store: url.to_string(),
         collective: None,
@@ -71,23 +79,42 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
         Some(Command::Limits) => report.mode = "limits".into(),
         Some(Command::Transport(t)) => {
             report.mode = "transport".into();
-            let comm = net::connect(cli.launch.transport, rank, size, kv.as_ref(), deadline)?;
-            report.figures = p2p::run(
-                comm.as_ref(),
-                t,
-                &report.limits,
-                cli.launch.limit_secs,
-                "default waiting",
-                deadline,
-            )?;
+            let comm = net::connect(&net, rank, size, &kv, deadline)?;
+            let mut waitings = vec![Waiting {
+                comm: comm.as_ref(),
+                label: waiting(spin_window),
+                spin: !spin_window.is_zero(),
+            }];
+            // A second mesh that sleeps at once, so the ping-pong is compared with the plain
+            // socket under both waiting strategies in the same run.
+            let blocking_net = NetConfig {
+                job: "gloo-bench-blocking".into(),
+                busy_poll: Some(Duration::ZERO),
+                ..net
+            };
+            let blocking = if spin_window.is_zero() {
+                None
+            } else {
+                Some(net::connect(&blocking_net, rank, size, &kv, deadline)?)
+            };
+            if let Some(b) = &blocking {
+                waitings.push(Waiting {
+                    comm: b.as_ref(),
+                    label: waiting(Duration::ZERO),
+                    spin: false,
+                });
+            }
+            report.figures =
+                p2p::run(&waitings, t, &report.limits, cli.launch.limit_secs, deadline)?;
         }
         None => {
             report.mode = "sweep".into();
             let c = cli.sweep.collective;
+            let spin = !spin_window.is_zero();
             report.collective = Some(c.name().into());
-            report.notes = sweep::notes(c, size);
-            let comm = net::connect(cli.launch.transport, rank, size, kv.as_ref(), deadline)?;
-            report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, deadline)?;
+            report.notes = sweep::notes(c, size, spin);
+            let comm = net::connect(&net, rank, size, &kv, deadline)?;
+            report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, spin, deadline)?;
         }
     }
     Ok(Outcome { report: (rank == 0).then_some(report) })

@@ -22,6 +22,8 @@ pub(crate) struct Report {
     pub(crate) cpus: usize,
     /// The transport between ranks.
     pub(crate) transport: String,
+    /// How the transport waits (spin window, then sleep).
+    pub(crate) waiting: String,
     /// World size.
     pub(crate) ranks: u32,
     /// The store ranks met through.
@@ -113,8 +115,15 @@ impl Report {
         let l = &self.limits;
         let _ = writeln!(
             s,
-            "# {} {}: host {}, {} cpus, transport {}, {} ranks, store {}",
-            self.tool, self.mode, self.host, self.cpus, self.transport, self.ranks, self.store
+            "# {} {}: host {}, {} cpus, transport {} ({}), {} ranks, store {}",
+            self.tool,
+            self.mode,
+            self.host,
+            self.cpus,
+            self.transport,
+            self.waiting,
+            self.ranks,
+            self.store
         );
         let mut lim = Vec::new();
         if let Some(p) = &l.pingpong_blocking_us {
@@ -351,6 +360,7 @@ mod tests {
             host: "h".into(),
             cpus: 2,
             transport: "tcp".into(),
+            waiting: "busy-poll 50 us".into(),
             ranks: 2,
             store: "file".into(),
             collective: Some("sendrecv".into()),

@@ -1,37 +1,108 @@
-//! Where ranks meet: the key-value store the bench publishes its addresses in.
-//!
-//! The bench needs only two operations: publish a value under a key, and wait for a key.
+//! Where ranks meet: the `gloo-rendezvous` store a `--store` URL names, seen through the two
+//! operations the bench needs (publish a value, wait for a key).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use gloo_rendezvous::{FileStore, RedisOptions, RedisStore, Store, TcpStore, TcpStoreServer};
 
 use crate::cli::StoreUrl;
 use crate::error::{Error, Result};
 
-/// The largest value the bench accepts from a store, so a corrupt entry cannot make it
-/// allocate without bound.
-const MAX_VALUE: u64 = 1 << 20;
+/// Every key the bench writes starts with this, so a shared store can hold other jobs too.
+const PREFIX: &str = "gloo-bench/";
 
 /// The two store operations the bench needs.
 pub(crate) trait Kv: Send + Sync {
     /// Publish `value` under `key`.
-    fn set(&self, key: &str, value: &[u8]) -> Result<()>;
+    fn set(&self, key: &str, value: &[u8], deadline: Instant) -> Result<()>;
     /// Wait until `key` exists (or `deadline` passes) and return its value.
     fn get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>>;
 }
 
-/// Open the store a `--store` URL names.
-pub(crate) fn open(url: &StoreUrl) -> Result<Box<dyn Kv>> {
+/// A store client, and the server when this process hosts it.
+pub(crate) struct Opened {
+    store: Box<dyn Store>,
+    /// Kept alive for the whole run: dropping it stops the server.
+    _server: Option<TcpStoreServer>,
+    url: String,
+    /// `gloo-bench/<run>/`, set by [`Opened::join`].
+    prefix: String,
+}
+
+impl Opened {
+    /// Count this rank in and scope every later key to this run, so that a long-lived store
+    /// (a `gloo-store` server, a shared directory) that still holds an earlier run's
+    /// addresses is never read as this run's. The n-th group of `size` ranks to join is run n.
+    pub(crate) fn join(&mut self, size: u32, deadline: Instant) -> Result<()> {
+        let key = format!("{PREFIX}joined");
+        let n = self.store.add(key.as_bytes(), 1, deadline).map_err(|e| Error::Store {
+            doing: format!("counting this rank in at {key} in {}", self.url),
+            source: e,
+        })?;
+        let run = (n.max(1) - 1) / i64::from(size.max(1));
+        self.prefix = format!("{PREFIX}{run}/");
+        Ok(())
+    }
+}
+
+impl Kv for Opened {
+    fn set(&self, key: &str, value: &[u8], deadline: Instant) -> Result<()> {
+        let k = format!("{}{key}", self.prefix);
+        self.store.set(k.as_bytes(), value, deadline).map_err(|e| Error::Store {
+            doing: format!("publishing {k} in {}", self.url),
+            source: e,
+        })
+    }
+
+    fn get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>> {
+        let k = format!("{}{key}", self.prefix);
+        self.store.get(k.as_bytes(), deadline).map_err(|e| Error::Store {
+            doing: format!("waiting for {k} in {}", self.url),
+            source: e,
+        })
+    }
+}
+
+/// The job token, when `GLOO_AUTH_TOKEN` sets one (the TCP store and transport use it).
+pub(crate) fn token() -> Option<Vec<u8>> {
+    std::env::var_os("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.into_encoded_bytes())
+}
+
+/// Start a TCP store server on `addr` (port 0: a free one), for the local launcher.
+pub(crate) fn serve(addr: SocketAddr) -> Result<TcpStoreServer> {
+    TcpStoreServer::bind(addr, token().as_deref())
+        .map_err(|e| Error::Store { doing: format!("starting a TCP store on {addr}"), source: e })
+}
+
+/// Open the store a `--store` URL names. For `tcp://`, rank 0 hosts the server when the
+/// address is free on this machine, as torchrun's rank 0 does; otherwise (a `gloo-store`
+/// server, or the local launcher's, already listens there) every rank is a client.
+pub(crate) fn open(url: &StoreUrl, rank: u32, deadline: Instant) -> Result<Opened> {
+    let shown = url.to_string();
     match url {
-        StoreUrl::File(dir) => Ok(Box::new(FileKv::new(dir)?)),
-        StoreUrl::Tcp(_) => Err(Error::NotAvailable {
-            what: format!("--store {url}"),
-            needs: "gloo-rendezvous's TcpStore",
-        }),
-        StoreUrl::Redis(_) => Err(Error::NotAvailable {
-            what: format!("--store {url}"),
-            needs: "gloo-rendezvous's RedisStore",
-        }),
+        StoreUrl::File(dir) => {
+            let store = FileStore::new(dir.clone())
+                .map_err(|e| Error::Store { doing: format!("opening {shown}"), source: e })?;
+            Ok(Opened { store: Box::new(store), _server: None, url: shown, prefix: PREFIX.into() })
+        }
+        StoreUrl::Tcp(hp) => {
+            let server = if rank == 0 { host(hp) } else { None };
+            let store = TcpStore::connect(hp.clone(), token().as_deref(), deadline)
+                .map_err(|e| Error::Store { doing: format!("connecting to {shown}"), source: e })?;
+            Ok(Opened {
+                store: Box::new(store),
+                _server: server,
+                url: shown,
+                prefix: PREFIX.into(),
+            })
+        }
+        StoreUrl::Redis(rest) => {
+            let opts = RedisOptions::with_prefix("gloo-bench");
+            let store = RedisStore::connect(&format!("redis://{rest}"), opts, deadline)
+                .map_err(|e| Error::Store { doing: format!("connecting to {shown}"), source: e })?;
+            Ok(Opened { store: Box::new(store), _server: None, url: shown, prefix: PREFIX.into() })
+        }
         StoreUrl::Env => Err(Error::NotAvailable {
             what: "--store env://".to_string(),
             needs: "gloo-rendezvous's env:// start-up",
@@ -39,69 +110,19 @@ pub(crate) fn open(url: &StoreUrl) -> Result<Box<dyn Kv>> {
     }
 }
 
-/// A directory of files, one per key, each written to a temporary name and renamed into place
-/// so that a reader never sees a partly written value.
-pub(crate) struct FileKv {
-    dir: PathBuf,
-}
-
-impl FileKv {
-    /// Use (and create if needed) `dir`.
-    pub(crate) fn new(dir: &Path) -> Result<FileKv> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating the store directory {}", dir.display()), e))?;
-        Ok(FileKv { dir: dir.to_path_buf() })
-    }
-
-    fn path(&self, key: &str) -> Result<PathBuf> {
-        let ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            && !key.starts_with('.');
-        if ok {
-            Ok(self.dir.join(key))
-        } else {
-            Err(Error::Invalid(format!("store key '{key}' is not a plain file name")))
+/// Rank 0's attempt to host the TCP store at `hp`.
+fn host(hp: &str) -> Option<TcpStoreServer> {
+    let addr = hp.to_socket_addrs().ok()?.next()?;
+    match TcpStoreServer::bind(addr, token().as_deref()) {
+        Ok(s) => {
+            say!("gloo-bench: rank 0 hosts the TCP store at {}", s.local_addr());
+            Some(s)
         }
-    }
-}
-
-impl Kv for FileKv {
-    fn set(&self, key: &str, value: &[u8]) -> Result<()> {
-        let path = self.path(key)?;
-        let tmp = self.dir.join(format!(".tmp.{key}.{}", std::process::id()));
-        std::fs::write(&tmp, value)
-            .map_err(|e| Error::io(format!("writing store key {key} to {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::io(format!("publishing store key {key} at {}", path.display()), e))
-    }
-
-    fn get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>> {
-        let path = self.path(key)?;
-        let start = Instant::now();
-        loop {
-            match std::fs::metadata(&path) {
-                Ok(m) if m.len() > MAX_VALUE => {
-                    return Err(Error::Invalid(format!(
-                        "store key {key} holds {} bytes, more than the {MAX_VALUE} accepted",
-                        m.len()
-                    )));
-                }
-                Ok(_) => {
-                    return std::fs::read(&path)
-                        .map_err(|e| Error::io(format!("reading store key {key}"), e));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("looking for store key {key}"), e)),
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("store key {key} in {}", self.dir.display()),
-                    waited: start.elapsed().as_secs_f64(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        // Someone already serves there (the local launcher, or a gloo-store): use it.
+        Err(gloo_rendezvous::Error::Io { kind: std::io::ErrorKind::AddrInUse, .. }) => None,
+        Err(e) => {
+            say!("gloo-bench: rank 0 does not host the store at {addr} ({e}); connecting to it");
+            None
         }
     }
 }
@@ -109,17 +130,35 @@ impl Kv for FileKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn file_store_round_trips_and_times_out_naming_the_key() {
+    fn a_file_store_round_trips_and_a_missing_key_times_out_naming_it() {
         let dir = std::env::temp_dir().join(format!("gloo-bench-kv-test-{}", std::process::id()));
-        let kv = FileKv::new(&dir).unwrap();
-        kv.set("a.b-1", b"hello").unwrap();
-        let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(kv.get("a.b-1", soon).unwrap(), b"hello");
+        let mut kv = open(&StoreUrl::File(dir.clone()), 0, gloo_testing::deadline(10)).unwrap();
+        kv.join(1, gloo_testing::deadline(10)).unwrap();
+        kv.set("a.b-1", b"hello", gloo_testing::deadline(10)).unwrap();
+        assert_eq!(kv.get("a.b-1", gloo_testing::deadline(10)).unwrap(), b"hello");
         let err = kv.get("missing", Instant::now() + Duration::from_millis(20)).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
-        assert!(kv.set("../escape", b"x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rank_0_hosts_a_tcp_store_on_a_free_address_and_others_find_it() {
+        let server = serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = StoreUrl::Tcp(server.local_addr().to_string());
+        // The launcher's server holds the port, so rank 0 becomes a client too.
+        let mut a = open(&url, 0, gloo_testing::deadline(10)).unwrap();
+        let mut b = open(&url, 1, gloo_testing::deadline(10)).unwrap();
+        a.join(2, gloo_testing::deadline(10)).unwrap();
+        b.join(2, gloo_testing::deadline(10)).unwrap();
+        a.set("k", b"v", gloo_testing::deadline(10)).unwrap();
+        assert_eq!(b.get("k", gloo_testing::deadline(10)).unwrap(), b"v");
+        // A second run against the same store gets keys of its own.
+        let mut c = open(&url, 0, gloo_testing::deadline(10)).unwrap();
+        c.join(2, gloo_testing::deadline(10)).unwrap();
+        let err = c.get("k", Instant::now() + Duration::from_millis(50)).unwrap_err();
+        assert!(err.to_string().contains("gloo-bench/1/k"), "{err}");
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn limit_for(c: Collective, l: &Limits) -> Option<(&'static str, f64)
 }
 
 /// The definitions printed under the header for operation `c`.
-pub(crate) fn notes(c: Collective, n: u32) -> Vec<String> {
+pub(crate) fn notes(c: Collective, n: u32, spin: bool) -> Vec<String> {
     let mut v = Vec::new();
     let factor = match bus_factor(c, n) {
         Some(f) => format!("{f:.3}"),
@@ -98,7 +98,7 @@ pub(crate) fn notes(c: Collective, n: u32) -> Vec<String> {
         Collective::Sendrecv => "sendrecv: every rank sends `bytes` to rank+1 and receives `bytes` from rank-1 at once (a ring shift, as nccl-tests' sendrecv); busbw = algbw = bytes / p50, per direction".to_string(),
         Collective::Barrier => "barrier: no data, so no algbw or busbw; x_rtt compares its p50 with the plain ping-pong round trip".to_string(),
     });
-    v.push("algbw = bytes / p50 time; each time is the slowest rank's; pct_limit = busbw / the plain-socket limit named in `limit`; x_rtt = p50 / plain blocking ping-pong p50".to_string());
+    v.push(format!("algbw = bytes / p50 time; each time is the slowest rank's; pct_limit = busbw / the plain-socket limit named in `limit`; x_rtt = p50 / plain {} ping-pong p50 (the plain socket waiting as the transport does)", if spin { "busy-poll" } else { "blocking" }));
     v
 }
 
@@ -107,8 +107,10 @@ pub(crate) fn run(
     comm: &dyn Communicator,
     args: &SweepArgs,
     limits: &Limits,
+    spin: bool,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
+    let rtt = if spin { limits.pingpong_spin_us } else { limits.pingpong_blocking_us };
     let n = comm.size();
     let mut rows = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -124,17 +126,22 @@ pub(crate) fn run(
             continue;
         }
         ctl::barrier(comm, deadline)?;
-        let warmup = if args.iters.is_none() { args.warmup.max(1) } else { args.warmup };
-        let mut last = Duration::ZERO;
-        for _ in 0..warmup {
+        let warmup = if args.iters.is_none() { args.warmup.max(2) } else { args.warmup };
+        // The first call of a size pays for first-touch page faults and connection warm-up;
+        // the mean of the others estimates one call for --time-per-size.
+        let mut rest = Duration::ZERO;
+        for i in 0..warmup {
             let t0 = Instant::now();
             bench.run(deadline)?;
-            last = t0.elapsed();
+            if i > 0 {
+                rest += t0.elapsed();
+            }
         }
         let iters = match args.iters {
             Some(i) => i,
             None => {
-                let want = (args.time_per_size / last.as_secs_f64().max(1e-7)) as u64;
+                let per = rest.as_secs_f64() / (warmup - 1) as f64;
+                let want = (args.time_per_size / per.max(1e-7)) as u64;
                 ctl::bcast_u64(comm, want.clamp(MIN_ITERS, MAX_ITERS), deadline)?
             }
         };
@@ -184,7 +191,7 @@ pub(crate) fn run(
             busbw_gbps: busbw,
             limit: limit.map(|(name, _)| name.to_string()),
             limit_pct: busbw.zip(limit).map(|(b, (_, l))| 100.0 * b / l).filter(|v| v.is_finite()),
-            x_rtt: limits.pingpong_blocking_us.map(|p| lat.p50 / p.p50).filter(|v| v.is_finite()),
+            x_rtt: rtt.map(|p| lat.p50 / p.p50).filter(|v| v.is_finite()),
             check,
         };
         say!(
@@ -368,7 +375,8 @@ mod tests {
             ]);
             let comms = group(n, LoopbackConfig::havoc(7));
             let deadline = gloo_testing::deadline(60);
-            let out = gloo_testing::run_ranks(comms, |c| run(&c, &a, &Limits::default(), deadline));
+            let out =
+                gloo_testing::run_ranks(comms, |c| run(&c, &a, &Limits::default(), true, deadline));
             let rows = out.into_iter().next().unwrap().unwrap();
             assert_eq!(
                 rows.iter().map(|r| r.bytes).collect::<Vec<_>>(),

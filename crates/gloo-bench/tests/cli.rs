@@ -1,0 +1,244 @@
+//! The built `gloo-bench` binary, run as a user runs it: short sweeps with every result
+//! checked, the transport benchmark, and usage errors. Correctness only: no test looks at a
+//! timing. Every run is killed if it outlives its deadline.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished run printed.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args`, killing it (and failing the test) after `secs`.
+fn run(args: &[&str], secs: u64) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // Pipes are drained on threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = gloo_testing::deadline(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gloo-bench {args:?} did not finish within {secs} s and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { code: status.code(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+}
+
+const COLUMNS: &str = "bytes,elements,dtype,op,algorithm,iters,min_us,p50_us,p99_us,algbw_GBps,\
+                       busbw_GBps,limit,pct_limit,x_rtt,check";
+
+/// Asserts a CSV sweep has the full header, at least `min_rows` rows with every cell filled,
+/// and every check `ok`; returns the rows.
+fn assert_sweep_csv(r: &Run, min_rows: usize) -> Vec<Vec<String>> {
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some(COLUMNS), "stdout:\n{}", r.stdout);
+    let rows: Vec<Vec<String>> =
+        lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert!(rows.len() >= min_rows, "{} rows:\n{}", rows.len(), r.stdout);
+    for row in &rows {
+        assert_eq!(row.len(), 15, "{row:?}");
+        assert!(row.iter().all(|c| !c.is_empty()), "{row:?}");
+        assert_eq!(row[14], "ok", "{row:?}");
+    }
+    rows
+}
+
+#[test]
+fn sendrecv_sweeps_over_2_and_3_ranks_with_every_check_passing() {
+    for ranks in ["2", "3"] {
+        let r = run(
+            &[
+                "--ranks",
+                ranks,
+                "--collective",
+                "sendrecv",
+                "--min-bytes",
+                "4",
+                "--max-bytes",
+                "256K",
+                "--step-factor",
+                "16",
+                "--iters",
+                "3",
+                "--warmup",
+                "1",
+                "--limit-secs",
+                "0.05",
+                "--format",
+                "csv",
+            ],
+            120,
+        );
+        let rows = assert_sweep_csv(&r, 5);
+        let bytes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(bytes, ["4", "64", "1024", "16384", "262144"]);
+        // The limits were measured, so the columns that compare with them are filled.
+        assert!(rows.iter().all(|r| r[11] == "duplex" && r[12] != "-" && r[13] != "-"), "{rows:?}");
+    }
+}
+
+#[test]
+fn the_table_names_every_column_and_the_limits() {
+    let r = run(
+        &["--collective", "sendrecv", "--max-bytes", "64", "--iters", "2", "--limit-secs", "0.05"],
+        120,
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    for col in COLUMNS.split(',') {
+        assert!(r.stdout.contains(col), "{col} missing:\n{}", r.stdout);
+    }
+    for limit in ["ping-pong RTT", "busy-poll", "stream one-way", "full duplex", "memcpy"] {
+        assert!(r.stdout.contains(limit), "{limit} missing:\n{}", r.stdout);
+    }
+    assert!(r.stderr.contains("sendrecv 64 B"), "no progress on stderr:\n{}", r.stderr);
+}
+
+#[test]
+fn json_holds_the_rows_and_the_limits() {
+    let path = std::env::temp_dir().join(format!("gloo-bench-cli-{}.json", std::process::id()));
+    let p = path.to_str().unwrap();
+    let r = run(
+        &[
+            "--collective",
+            "sendrecv",
+            "--max-bytes",
+            "16",
+            "--iters",
+            "2",
+            "--limit-secs",
+            "0.05",
+            "--json",
+            p,
+        ],
+        120,
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let body = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    for field in [
+        "\"limits\"",
+        "\"pingpong_blocking_us\"",
+        "\"stream_duplex_gbps\"",
+        "\"memcpy_gbps\"",
+        "\"rows\"",
+        "\"busbw_gbps\"",
+        "\"p99_us\"",
+        "\"check\": \"ok\"",
+    ] {
+        assert!(body.contains(field), "{field} missing from\n{body}");
+    }
+}
+
+#[test]
+fn the_transport_benchmark_reports_every_figure() {
+    let r = run(
+        &[
+            "transport",
+            "--limit-secs",
+            "0.05",
+            "--stream-bytes",
+            "1M",
+            "--memory-bytes",
+            "32M",
+            "--format",
+            "csv",
+        ],
+        120,
+    );
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("measure,value,unit,plain,ratio,goal"));
+    let rows: Vec<&str> = lines.collect();
+    for want in ["sender", "receiver", "ping-pong", "blocking", "one-way", "full-duplex"] {
+        assert!(rows.iter().any(|r| r.contains(want)), "{want} missing:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn the_limits_subcommand_measures_every_limit() {
+    let r = run(&["limits", "--limit-secs", "0.05", "--format", "csv"], 120);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    for want in
+        ["pingpong_blocking_p50", "pingpong_spin_p50", "stream_oneway", "stream_duplex", "memcpy"]
+    {
+        assert!(r.stdout.contains(want), "{want} missing:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn wrong_flags_exit_2_naming_the_flag_and_the_choices() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--collective", "allreduse"], &["--collective", "allreduce", "sendrecv"]),
+        (&["--dtype", "f128"], &["--dtype", "bf16"]),
+        (&["--op", "xor"], &["--op", "average"]),
+        (&["--format", "xml"], &["--format", "csv"]),
+        (&["--transport", "carrier-pigeon"], &["--transport", "tcp"]),
+        (&["--min-bytes", "4X"], &["--min-bytes", "K, M or G"]),
+        (&["--algorithm", "nope"], &["--algorithm", "auto"]),
+        (&["--store", "http://x:1"], &["--store", "redis://"]),
+        (&["--ranks", "0"], &["--ranks"]),
+        (&["--min-bytes", "1M", "--max-bytes", "4"], &["--min-bytes", "--max-bytes"]),
+        (&["--collective", "broadcast", "--root", "2"], &["--root"]),
+        (&["--rank", "0"], &["--size", "--store"]),
+        (&["--no-such-flag"], &["--no-such-flag"]),
+    ];
+    for (args, names) in cases {
+        let r = run(args, 30);
+        assert_eq!(r.code, Some(2), "{args:?}: stderr:\n{}", r.stderr);
+        for n in *names {
+            assert!(r.stderr.contains(n), "{args:?}: {n} missing from:\n{}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_rank_whose_peer_never_comes_fails_within_its_deadline_naming_what_it_waited_for() {
+    let dir = std::env::temp_dir().join(format!("gloo-bench-cli-lonely-{}", std::process::id()));
+    let store = format!("file://{}", dir.display());
+    let r = run(
+        &[
+            "--rank",
+            "0",
+            "--size",
+            "2",
+            "--store",
+            &store,
+            "--timeout",
+            "1",
+            "--collective",
+            "sendrecv",
+        ],
+        30,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r.code, Some(1), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("rank 0:"), "{}", r.stderr);
+    assert!(r.stderr.contains("limits.addr"), "the missing key is not named:\n{}", r.stderr);
+}
