@@ -140,3 +140,186 @@ fn messages_larger_than_the_eager_credit_and_several_chunks() {
     // 9 MiB: more than the 4 MiB credit window and more than two 4 MiB data chunks.
     exchange(group(2), 9 << 20);
 }
+
+#[test]
+fn four_threads_large_messages_hand_over_sockets() {
+    // Several threads on one communicator, each exchanging messages large enough to go by
+    // rendezvous: whichever thread reads a Data header for another's receive must hand the
+    // socket over, and partly written frames must stay whole.
+    gloo_testing::run_ranks(group(2), |c| {
+        let c = &c;
+        let peer = Rank(1 - c.rank().0);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                s.spawn(move || {
+                    let until = deadline(120);
+                    let slot = Slot::new(100 + t, 0);
+                    for i in 0..6u64 {
+                        let len = (300 << 10) * (1 + (t as usize + i as usize) % 4) + 13;
+                        let out = pattern(len, (c.rank().0 as u64) << 32 | (t as u64) << 8 | i);
+                        let mut inb = vec![0u8; len];
+                        {
+                            let mut ops = [
+                                gloo_transport::Op::send(peer, slot, &out),
+                                gloo_transport::Op::recv(peer, slot, &mut inb),
+                            ];
+                            c.run(&mut ops, until).expect("exchange");
+                        }
+                        let want = pattern(len, (peer.0 as u64) << 32 | (t as u64) << 8 | i);
+                        assert!(inb == want, "thread {t} exchange {i}: content");
+                    }
+                });
+            }
+        });
+    });
+}
+
+/// Completes the handshake as `rank` against `addr` by hand, with the given token, and
+/// returns the raw socket (then silent: no heartbeats).
+fn raw_peer(
+    addr: &[u8],
+    job: &str,
+    rank: u32,
+    to: u32,
+    size: u32,
+    token: Option<&[u8]>,
+) -> std::net::TcpStream {
+    use gloo_transport::proto::{Handshake, HandshakeConfig, job_hash};
+    use std::io::{Read, Write};
+    // The address bytes are "GTCP", version, family 4, port (LE), IPv4 octets.
+    assert_eq!(&addr[..6], b"GTCP\x01\x04");
+    let port = u16::from_le_bytes([addr[6], addr[7]]);
+    let ip = std::net::Ipv4Addr::new(addr[8], addr[9], addr[10], addr[11]);
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let cfg = HandshakeConfig {
+        job: job_hash(job),
+        me: Rank(rank),
+        size,
+        token: token.map(<[u8]>::to_vec),
+    };
+    let mut hs = Handshake::connector(cfg, Rank(to), [5; 32]);
+    let mut buf = [0u8; 256];
+    while hs.done().is_none() {
+        let out = hs.output().to_vec();
+        s.write_all(&out).unwrap();
+        hs.consumed_output(out.len());
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "acceptor closed the connection");
+        hs.feed(&buf[..n]).unwrap();
+    }
+    let out = hs.output().to_vec();
+    s.write_all(&out).unwrap();
+    s
+}
+
+#[test]
+fn silent_peer_is_lost_after_the_peer_timeout() {
+    let cfg = TcpConfig::loopback("silent", Rank(0), 2)
+        .peer_timeout(std::time::Duration::from_millis(400));
+    let l = TcpListener::bind(cfg).unwrap();
+    let a0 = l.address_bytes();
+    let addrs = vec![a0.clone(), a0.clone()];
+    let until = deadline(20);
+    let t = std::thread::spawn(move || l.connect_all(&addrs, until));
+    // Rank 1 shakes hands and then says nothing at all, like a frozen process.
+    let _silent = raw_peer(&a0, "silent", 1, 0, 2, None);
+    let c = t.join().unwrap().expect("connect_all with the hand-made peer");
+    let mut b = [0u8; 8];
+    let e = c.recv(Rank(1), Slot::new(1, 0), &mut b, deadline(20)).unwrap_err();
+    assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
+    assert!(c.poisoned().is_some());
+}
+
+#[test]
+fn a_mute_connection_does_not_block_set_up() {
+    let size = 2;
+    let listeners: Vec<TcpListener> = (0..size)
+        .map(|r| TcpListener::bind(TcpConfig::loopback("mute", Rank(r), size)).unwrap())
+        .collect();
+    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    // Somebody connects to rank 0 first and never says hello.
+    let a = &addrs[0];
+    let port = u16::from_le_bytes([a[6], a[7]]);
+    let _mute = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let until = deadline(20);
+    let comms: Vec<TcpComm> = listeners
+        .into_iter()
+        .map(|l| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || l.connect_all(&addrs, until))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap().expect("connect_all despite the mute connection"))
+        .collect();
+    exchange(comms, 10);
+}
+
+#[test]
+fn impostor_with_wrong_token_is_refused_and_the_real_rank_joins() {
+    let size = 2;
+    let tok = |r: u32| {
+        TcpConfig::loopback("impostor", Rank(r), size).security(Security::Token(b"right".to_vec()))
+    };
+    let listeners: Vec<TcpListener> =
+        (0..size).map(|r| TcpListener::bind(tok(r)).unwrap()).collect();
+    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let until = deadline(20);
+    let mut it = listeners.into_iter();
+    let (l0, l1) = (it.next().unwrap(), it.next().unwrap());
+    let a = addrs.clone();
+    let t0 = std::thread::spawn(move || l0.connect_all(&a, until));
+    // The impostor claims rank 1 with the wrong token: the acceptor's MAC does not verify
+    // on its side either, so it gets an authentication error from its own handshake.
+    let addr0 = addrs[0].clone();
+    let imp = std::thread::spawn(move || {
+        std::panic::catch_unwind(|| raw_peer(&addr0, "impostor", 1, 0, 2, Some(b"wrong"))).is_err()
+    });
+    assert!(imp.join().unwrap(), "the impostor completed a handshake");
+    let a = addrs.clone();
+    let c1 = l1.connect_all(&a, until).expect("the real rank 1 connects");
+    let c0 = t0.join().unwrap().expect("rank 0 connects");
+    exchange(vec![c0, c1], 70_000);
+}
+
+#[test]
+fn cancel_mid_transfer_closes_only_that_connection() {
+    let mut comms = group(3);
+    let c2 = comms.pop().unwrap();
+    let c1 = comms.pop().unwrap();
+    let c0 = comms.pop().unwrap();
+    let big = 8 << 20;
+    // Rank 1 announces a large message, then sends a small one behind it on the same stream.
+    let t1 = std::thread::spawn(move || {
+        let out = vec![1u8; big];
+        let mut ops = [
+            gloo_transport::Op::send(Rank(0), Slot::new(1, 0), &out),
+            gloo_transport::Op::send(Rank(0), Slot::new(9, 0), b"behind"),
+        ];
+        let r = c1.run(&mut ops, deadline(20));
+        (c1, r)
+    });
+    // Once the small message is here, the announcement is too: the next receive matches it
+    // at once and clears the transfer, then gives up (its deadline has passed) part-way.
+    let mut small = [0u8; 6];
+    c0.recv(Rank(1), Slot::new(9, 0), &mut small, deadline(20)).unwrap();
+    let mut inb = vec![0u8; big];
+    let r = {
+        let mut ops = [gloo_transport::Op::recv(Rank(1), Slot::new(1, 0), &mut inb)];
+        c0.run(&mut ops, Instant::now())
+    };
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    // Later operations with rank 1 fail with Cancelled, and rank 1 loses its peer ...
+    let mut b = [0u8; 1];
+    let e = c0.recv(Rank(1), Slot::new(2, 0), &mut b, deadline(10)).unwrap_err();
+    assert!(matches!(e, Error::Cancelled { peer: Rank(1), .. }), "{e}");
+    let (_c1, r1) = t1.join().unwrap();
+    assert!(matches!(r1, Err(Error::PeerLost { peer: Rank(0), .. })), "{r1:?}");
+    // ... while rank 2 is unaffected.
+    let t2 = std::thread::spawn(move || c2.send(Rank(0), Slot::new(3, 0), b"fine", deadline(10)));
+    let mut b = [0u8; 4];
+    assert_eq!(c0.recv(Rank(2), Slot::new(3, 0), &mut b, deadline(10)).unwrap(), 4);
+    assert_eq!(&b, b"fine");
+    t2.join().unwrap().unwrap();
+}
