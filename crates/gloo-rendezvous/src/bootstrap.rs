@@ -156,6 +156,13 @@ fn collect(
                     return Err(Error::MissingRanks { ranks, waited: start.elapsed() });
                 }
             }
+            // The store is unreachable for now: keep trying until the whole deadline (the
+            // store may be restarting); past it, report the store, not the ranks.
+            Err(Error::Unreachable { endpoint, detail, .. }) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Unreachable { endpoint, detail, waited: start.elapsed() });
+                }
+            }
             Err(e) => return Err(e),
         }
     }

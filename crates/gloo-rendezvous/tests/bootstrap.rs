@@ -262,3 +262,228 @@ fn a_rank_outside_the_world_is_refused() {
     let e = connect(&store, l, Rank(2), 2, deadline(5)).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multi-process: the test binary re-executes itself as ranks, which meet through a real store
+// and connect over the TCP transport on loopback.
+
+mod multiprocess {
+    use super::*;
+    use gloo_testing::procs;
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+
+    const STORE_ENV: &str = "GLOO_TEST_STORE";
+    const TOKEN: &[u8] = b"multiprocess-test-token";
+
+    /// What the parent keeps alive while its children run.
+    #[allow(dead_code)] // The fields are held for their Drop only.
+    enum Guard {
+        Dir(tempfile::TempDir),
+        Tcp(TcpStoreServer),
+        #[cfg(feature = "redis")]
+        Redis(gloo_testing::redis::RedisServer),
+    }
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        File,
+        Tcp,
+        #[cfg(feature = "redis")]
+        Redis,
+    }
+
+    /// Start the store for a group; returns the environment telling children how to reach it.
+    fn start(kind: Kind) -> (Vec<(String, String)>, Guard) {
+        gloo_testing::init_tracing();
+        match kind {
+            Kind::File => {
+                let dir = tempfile::tempdir().unwrap();
+                let spec = format!("file:{}", dir.path().display());
+                (vec![(STORE_ENV.into(), spec)], Guard::Dir(dir))
+            }
+            Kind::Tcp => {
+                let server =
+                    TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(TOKEN)).unwrap();
+                let spec = format!("tcp:{}", server.local_addr());
+                (vec![(STORE_ENV.into(), spec)], Guard::Tcp(server))
+            }
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let server = gloo_testing::redis::RedisServer::start(Some("pw"));
+                let spec = format!("redis:{}", server.url());
+                (vec![(STORE_ENV.into(), spec)], Guard::Redis(server))
+            }
+        }
+    }
+
+    /// In a child: the store the parent set up.
+    fn child_store(deadline: Instant) -> gloo_rendezvous::Result<Box<dyn Store>> {
+        let spec = std::env::var(STORE_ENV).expect("the parent names the store");
+        if let Some(dir) = spec.strip_prefix("file:") {
+            return Ok(Box::new(FileStore::new(dir)?));
+        }
+        if let Some(addr) = spec.strip_prefix("tcp:") {
+            return Ok(Box::new(TcpStore::connect(addr, Some(TOKEN), deadline)?));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(url) = spec.strip_prefix("redis:") {
+            let opts = gloo_rendezvous::RedisOptions::with_prefix("mp-job");
+            return Ok(Box::new(gloo_rendezvous::RedisStore::connect(url, opts, deadline)?));
+        }
+        panic!("unknown store spec {spec:?}");
+    }
+
+    /// A child's rendezvous over TCP, then a message from every rank to every other.
+    fn child_rendezvous(rank: u32, size: u32) {
+        let d = deadline(90);
+        let store = child_store(d).unwrap();
+        let listener = TcpListener::bind(TcpConfig::loopback("mp-job", Rank(rank), size)).unwrap();
+        let comm = connect(&*store, listener, Rank(rank), size, d).unwrap();
+        all_to_all(&comm);
+    }
+
+    fn rendezvous(test_name: &str, kind: Kind, size: u32) {
+        if let Some((rank, size)) = procs::child_rank() {
+            child_rendezvous(rank, size);
+            return;
+        }
+        let (env, _guard) = start(kind);
+        let group = procs::spawn_self(test_name, size, &env);
+        for outcome in group.wait(deadline(180)) {
+            outcome.assert_success();
+        }
+    }
+
+    macro_rules! rendezvous_tests {
+        ($($name:ident: $kind:expr, $size:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                rendezvous(concat!("multiprocess::", stringify!($name)), $kind, $size);
+            }
+        )*};
+    }
+
+    rendezvous_tests! {
+        file_store_2: Kind::File, 2;
+        file_store_8: Kind::File, 8;
+        file_store_32: Kind::File, 32;
+        tcp_store_2: Kind::Tcp, 2;
+        tcp_store_8: Kind::Tcp, 8;
+        tcp_store_32: Kind::Tcp, 32;
+    }
+
+    #[cfg(feature = "redis")]
+    rendezvous_tests! {
+        redis_store_2: Kind::Redis, 2;
+        redis_store_8: Kind::Redis, 8;
+        redis_store_32: Kind::Redis, 32;
+    }
+
+    /// `env://` start-up as torchrun launches it: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+    /// MASTER_PORT (and the job token); rank 0 hosts the store.
+    #[test]
+    fn env_start_up_of_4_processes() {
+        if procs::child_rank().is_some() {
+            let vars = std::env::vars().collect();
+            let group = gloo_rendezvous::connect_from_env(
+                &vars,
+                |cfg| {
+                    TcpListener::bind(TcpConfig::loopback("env-job", Rank(cfg.rank), cfg.size))
+                        .map_err(gloo_rendezvous::Error::from)
+                },
+                deadline(60),
+            )
+            .unwrap();
+            assert_eq!(group.store.hosts_server(), group.comm.rank() == Rank(0));
+            all_to_all(&group.comm);
+            // Rank 0 keeps serving until every rank has said it is done with the store.
+            group.store.store.add(b"done", 1, deadline(30)).unwrap();
+            if group.comm.rank() == Rank(0) {
+                let end = deadline(30);
+                while group.store.store.add(b"done", 0, deadline(30)).unwrap() < 4 {
+                    assert!(Instant::now() < end, "ranks never finished");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let group =
+            procs::spawn_self_with("multiprocess::env_start_up_of_4_processes", 4, |rank| {
+                [
+                    ("RANK", rank.to_string()),
+                    ("WORLD_SIZE", "4".to_string()),
+                    ("LOCAL_RANK", rank.to_string()),
+                    ("LOCAL_WORLD_SIZE", "4".to_string()),
+                    ("MASTER_ADDR", "127.0.0.1".to_string()),
+                    ("MASTER_PORT", port.to_string()),
+                    ("GLOO_AUTH_TOKEN", "env-job-token".to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+            });
+        for outcome in group.wait(deadline(120)) {
+            outcome.assert_success();
+        }
+    }
+
+    /// The store dies while ranks wait for a rank that never comes: every rank returns a
+    /// clear error (the store is unreachable) within its deadline; none hangs.
+    fn store_killed(test_name: &str, kind: Kind) {
+        if let Some((rank, size)) = procs::child_rank() {
+            let d = Instant::now() + Duration::from_secs(8);
+            let store = child_store(d).unwrap();
+            let listener =
+                TcpListener::bind(TcpConfig::loopback("killed", Rank(rank), size + 1)).unwrap();
+            // A world one larger than the ranks started: the rendezvous cannot finish.
+            let err = connect(&*store, listener, Rank(rank), size + 1, d).unwrap_err();
+            println!("rank {rank}: {err}");
+            assert!(matches!(err, Error::Unreachable { .. }), "rank {rank}: {err}");
+            assert!(
+                Instant::now() < d + Duration::from_secs(4),
+                "rank {rank} overran its deadline"
+            );
+            return;
+        }
+        let (env, guard) = start(kind);
+        let size = 4;
+        let group = procs::spawn_self(test_name, size, &env);
+        // Kill the store once every rank has claimed its rank (is inside the rendezvous).
+        let probe: Box<dyn Store> = match &guard {
+            Guard::Tcp(s) => Box::new(
+                TcpStore::connect(s.local_addr().to_string(), Some(TOKEN), deadline(10)).unwrap(),
+            ),
+            #[cfg(feature = "redis")]
+            Guard::Redis(s) => Box::new(
+                gloo_rendezvous::RedisStore::connect(
+                    &s.url(),
+                    gloo_rendezvous::RedisOptions::with_prefix("mp-job"),
+                    deadline(10),
+                )
+                .unwrap(),
+            ),
+            Guard::Dir(_) => unreachable!("only network stores can be killed"),
+        };
+        let claims: Vec<Vec<u8>> =
+            (0..size).map(|r| format!("gloo/bootstrap/addr/{r}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = claims.iter().map(Vec::as_slice).collect();
+        probe.wait(&refs, deadline(60)).unwrap();
+        drop(probe);
+        drop(guard);
+        for outcome in group.wait(deadline(60)) {
+            outcome.assert_success();
+        }
+    }
+
+    #[test]
+    fn tcp_store_killed_mid_rendezvous() {
+        store_killed("multiprocess::tcp_store_killed_mid_rendezvous", Kind::Tcp);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_store_killed_mid_rendezvous() {
+        store_killed("multiprocess::redis_store_killed_mid_rendezvous", Kind::Redis);
+    }
+}
