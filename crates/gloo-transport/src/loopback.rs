@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering, lock, wait_until};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering, lock, wait_until, yield_now};
 use crate::{
     Communicator, Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot, Wait,
 };
@@ -823,7 +823,7 @@ impl LoopbackComm {
                 // Havoc's clock is this rank's rounds: keep them coming while something is
                 // held back, letting other threads in between.
                 drop(g);
-                std::thread::yield_now();
+                yield_now();
                 g = lock(&me.inbox);
                 continue;
             }

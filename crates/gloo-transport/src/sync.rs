@@ -45,3 +45,11 @@ pub(crate) fn wait_until<'a, T>(
 ) -> MutexGuard<'a, T> {
     cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Let other threads run (havoc's spinning rounds); loom's version lets the model switch.
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
