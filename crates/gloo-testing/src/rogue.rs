@@ -8,8 +8,8 @@
 //! [`thread_count`] and [`fd_count`] read `/proc/self`, so a test can check that a
 //! communicator's threads and sockets are gone after it is dropped. [`capture_logs`] keeps
 //! the warnings a transport logs, for tests whose only observable outcome is a logged
-//! rejection. [`connect_threads`] and [`exchange_with`] build and check a group over any
-//! [`Listener`].
+//! rejection. [`connect_threads`], [`board_connect`] and [`exchange_with`] build and check a
+//! group over any [`Listener`], in one process or across processes.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -24,6 +24,7 @@ use gloo_transport::proto::{
 use gloo_transport::{Communicator, Fingerprint, Listener, Op, Rank, Slot};
 
 use crate::conformance::pattern;
+use crate::procs::{Board, Outcome};
 
 /// The largest payload [`Rogue::next_frame`] buffers; anything longer is an error, so a
 /// misbehaving victim cannot make a test allocate without bound.
@@ -413,6 +414,36 @@ where
                 .expect("a test can spawn a thread")
         })
         .collect()
+}
+
+/// In a child process of [`spawn_self`](crate::procs::spawn_self): publish this rank's
+/// address on `board`, wait for every rank's, and connect the group.
+pub fn board_connect<L: Listener>(
+    listener: L,
+    board: &Board,
+    rank: u32,
+    size: u32,
+    deadline: Instant,
+) -> gloo_transport::Result<L::Comm> {
+    board
+        .put(rank, &listener.address_bytes())
+        .unwrap_or_else(|e| panic!("rank {rank} cannot publish its address: {e}"));
+    let addrs = board
+        .get_all(size, deadline)
+        .unwrap_or_else(|e| panic!("rank {rank} did not see every address: {e}"));
+    listener.connect_all(&addrs, deadline)
+}
+
+/// Panic unless the child succeeded having run exactly one test: a child whose test name
+/// matched nothing also exits with status 0, and must not pass for one that did the work.
+#[track_caller]
+pub fn assert_ran_one_test(o: &Outcome) {
+    o.assert_success();
+    assert!(
+        o.stdout.contains("test result: ok. 1 passed"),
+        "{}",
+        o.report("exited 0 without running exactly one test (a wrong test name?)")
+    );
 }
 
 /// The contents [`exchange_with`] sends from `from` to `to`.
