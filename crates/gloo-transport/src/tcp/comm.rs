@@ -203,7 +203,9 @@ impl Communicator for TcpComm {
                         break Err(Error::io(Some(s.me), "polling sockets", &e));
                     }
                     drop(d);
-                    std::hint::spin_loop();
+                    // Yield rather than spin: when ranks outnumber cores, the peer we wait for
+                    // may need this very core.
+                    std::thread::yield_now();
                     d = s.lock();
                 }
                 Some((mut poll, mut events)) => {
