@@ -532,6 +532,31 @@ pub fn abort_reaches_every_peer(factory: Factory) {
     });
 }
 
+/// A rank that drops its communicator is reported lost: what it sent before is still
+/// delivered, then a receive that only it could satisfy fails with `PeerLost` naming it
+/// (before the deadline; it must not hang).
+pub fn dropped_peer_is_lost(factory: Factory) {
+    let slot = Slot::new(20, 0);
+    let received = AtomicBool::new(false);
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        if c.rank() == Rank(0) {
+            c.send(Rank(1), slot, b"bye", dl).unwrap();
+            // Wait until rank 1 has the message, so that a transport that holds sends until
+            // the receiver takes them is not asked to deliver after the drop.
+            wait_for("rank 1 to receive", || received.load(Ordering::SeqCst), dl);
+            drop(c);
+        } else {
+            let mut b = [0u8; 3];
+            assert_eq!(c.recv(Rank(0), slot, &mut b, dl).unwrap(), 3);
+            assert_eq!(&b, b"bye");
+            received.store(true, Ordering::SeqCst);
+            let e = c.recv(Rank(0), slot, &mut b, dl).unwrap_err();
+            assert!(matches!(e, Error::PeerLost { peer: Rank(0), .. }), "{e}");
+        }
+    });
+}
+
 /// A pipelined consumer: a `Batch` of receives driven by `wait_any` completes at least one
 /// more operation per call and ends with every message in place.
 pub fn batch_wait_any_pipelining(factory: Factory) {
@@ -595,6 +620,7 @@ macro_rules! conformance_tests {
             cancel_then_stream_works,
             invalid_peer_is_rejected,
             abort_reaches_every_peer,
+            dropped_peer_is_lost,
             batch_wait_any_pipelining
         );
     };
