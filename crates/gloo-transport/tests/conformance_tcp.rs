@@ -323,3 +323,44 @@ fn cancel_mid_transfer_closes_only_that_connection() {
     assert_eq!(&b, b"fine");
     t2.join().unwrap().unwrap();
 }
+
+#[test]
+fn wait_any_returning_mid_frame_keeps_the_stream_whole() {
+    // Rank 0 streams 24 MiB while waiting for a small message; the small one completes its
+    // `Wait::Any` part-way through a data frame, whose rest must then go out from an owned
+    // copy, and a later call finishes the send. Repeated so the timing varies.
+    let len = 24 << 20;
+    gloo_testing::run_ranks(group(2), |c| {
+        let until = deadline(120);
+        for round in 0..3u64 {
+            let slot_big = Slot::new(1, round as u32);
+            let slot_small = Slot::new(2, round as u32);
+            if c.rank() == Rank(0) {
+                let out = pattern(len, round);
+                let mut small = [0u8; 3];
+                {
+                    let mut ops = [
+                        gloo_transport::Op::send(Rank(1), slot_big, &out),
+                        gloo_transport::Op::recv(Rank(1), slot_small, &mut small),
+                    ];
+                    c.progress(&mut ops, gloo_transport::Wait::Any, until).unwrap();
+                    assert!(ops.iter().any(|o| o.is_done()));
+                    // Touch nothing for a moment, then finish.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    c.progress(&mut ops, gloo_transport::Wait::All, until).unwrap();
+                }
+                assert_eq!(&small, b"hey");
+            } else {
+                let mut inb = vec![0u8; len];
+                {
+                    let mut ops = [
+                        gloo_transport::Op::recv(Rank(0), slot_big, &mut inb),
+                        gloo_transport::Op::send(Rank(0), slot_small, b"hey"),
+                    ];
+                    c.run(&mut ops, until).unwrap();
+                }
+                assert!(inb == pattern(len, round), "round {round}: content");
+            }
+        }
+    });
+}

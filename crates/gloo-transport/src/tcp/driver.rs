@@ -401,8 +401,15 @@ impl Driver {
                             unreachable!("checked above")
                         };
                         let Body::Eager(data) = m.body else { unreachable!("eager state") };
-                        // The matcher checked the length against this buffer.
-                        recv_buf(op)[..data.len()].copy_from_slice(&data);
+                        // The matcher checked the length against this buffer, unless the
+                        // caller swapped in a shorter one since.
+                        match recv_buf(op).get_mut(..data.len()) {
+                            Some(dst) => dst.copy_from_slice(&data),
+                            None => {
+                                first_err.get_or_insert_with(shrunk);
+                                continue;
+                            }
+                        }
                         op.set_state(OpState::Done { peer: m.peer, len: data.len() });
                         if let Some(peer) = self.peers[m.peer.index()].as_mut()
                             && let Some(c) = peer.proto.eager_consumed(data.len() as u64)
@@ -701,7 +708,10 @@ impl Driver {
             let res = if let Some(a) = &mut peer.active {
                 let Some(i) = mine.find(a.send) else { break };
                 let buf = send_buf(&mine.ops[i]);
-                let payload = &buf[a.pos as usize..(a.pos + a.left.min(MAX_IO)) as usize];
+                let Some(payload) = buf.get(a.pos as usize..(a.pos + a.left.min(MAX_IO)) as usize)
+                else {
+                    return Err(shrunk());
+                };
                 let bufs = [IoSlice::new(&a.hdr[a.hdr_sent..]), IoSlice::new(payload)];
                 let asked = bufs[0].len() + bufs[1].len();
                 match stream.write_vectored(&bufs) {
@@ -791,15 +801,22 @@ impl Driver {
     /// writing into the owned queue, in front of what was queued behind it.
     pub(crate) fn release(&mut self, ops: &mut [Op<'_>]) {
         let mine = Mine { ops };
+        let mut broken = Vec::new();
         for peer in self.peers.iter_mut().flatten() {
             let Some(a) = &peer.active else { continue };
             let Some(i) = mine.find(a.send) else { continue };
             let buf = send_buf(&mine.ops[i]);
-            let mut rest = a.hdr[a.hdr_sent..].to_vec();
-            rest.extend_from_slice(&buf[a.pos as usize..(a.pos + a.left) as usize]);
-            for b in rest.into_iter().rev() {
-                peer.out.push_front(b);
-            }
+            let Some(payload) = buf.get(a.pos as usize..(a.pos + a.left) as usize) else {
+                // The caller swapped the buffer for a shorter one mid-send: the frame cannot
+                // be completed, so the stream is beyond repair.
+                broken.push(peer.rank);
+                continue;
+            };
+            let mut rest = VecDeque::with_capacity(HEADER_LEN + payload.len() + peer.out.len());
+            rest.extend(&a.hdr[a.hdr_sent..]);
+            rest.extend(payload);
+            rest.append(&mut peer.out);
+            peer.out = rest;
             let (send, end) = (a.send, a.pos + a.left);
             peer.active = None;
             if let Some(Rec::Send { len, st, .. }) = self.recs.get_mut(&send)
@@ -807,6 +824,9 @@ impl Driver {
             {
                 *st = SendSt::Done;
             }
+        }
+        for rank in broken {
+            self.fail_peer(rank, shrunk(), true);
         }
         // Mark what that completed.
         let _ = self.reap(mine.ops);
@@ -970,6 +990,10 @@ fn checked_range(buf: &mut [u8], offset: u64, n: u64) -> Option<&mut [u8]> {
     let start = usize::try_from(offset).ok()?;
     let end = start.checked_add(usize::try_from(n).ok()?)?;
     buf.get_mut(start..end)
+}
+
+fn shrunk() -> Error {
+    Error::invalid("an operation's buffer was replaced by a shorter one while it was posted")
 }
 
 fn out_of_buffer(peer: Rank, xfer: u64) -> Error {
