@@ -364,3 +364,32 @@ fn wait_any_returning_mid_frame_keeps_the_stream_whole() {
         }
     });
 }
+
+#[test]
+fn eager_credit_exhaustion_falls_back_to_rendezvous_in_order() {
+    // 200 messages of 64 KiB (12.5 MiB) before the receiver posts anything: far beyond the
+    // 4 MiB eager credit, so later ones go by rendezvous, and FIFO order must hold across
+    // the switch (and back, once credit returns).
+    let (n, len) = (200usize, 64 << 10);
+    gloo_testing::run_ranks(group(2), |c| {
+        let until = deadline(120);
+        let slot = Slot::new(7, 0);
+        if c.rank() == Rank(0) {
+            let msgs: Vec<Vec<u8>> = (0..n).map(|i| pattern(len, i as u64)).collect();
+            let mut ops: Vec<_> =
+                msgs.iter().map(|m| gloo_transport::Op::send(Rank(1), slot, m)).collect();
+            c.run(&mut ops, until).unwrap();
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut bufs = vec![vec![0u8; len]; n];
+            {
+                let mut ops: Vec<_> =
+                    bufs.iter_mut().map(|b| gloo_transport::Op::recv(Rank(0), slot, b)).collect();
+                c.run(&mut ops, until).unwrap();
+            }
+            for (i, b) in bufs.iter().enumerate() {
+                assert!(*b == pattern(len, i as u64), "message {i} out of order or corrupt");
+            }
+        }
+    });
+}
