@@ -43,10 +43,20 @@ pub enum Wait {
 ///
 /// # Errors
 ///
-/// A fatal error (a lost peer, a protocol violation, an abort) poisons the communicator: every
-/// later call fails fast with it. [`Error::Timeout`] is not fatal by itself: the operations
-/// that timed out are still posted and a later call may complete them, or
-/// [`cancel`](Communicator::cancel) withdraws them.
+/// Errors come in three scopes:
+///
+/// - **The group.** A lost peer ([`Error::PeerLost`]: it died, froze or hung up) or an abort
+///   ([`Error::Aborted`], local or from a peer) poisons the communicator: every current and
+///   later call fails fast with it. A collective needs every rank, so a group with a rank gone
+///   cannot complete one, and each survivor learns it from its own connection to that rank.
+/// - **One peer.** A peer that breaks the protocol or fails authentication
+///   ([`Error::Protocol`], [`Error::Auth`]) has its connection closed; operations with that peer
+///   fail with the error, now and later, while every other pair keeps working. A rogue or buggy
+///   peer cannot take down its victims' other connections.
+/// - **One operation.** [`Error::MessageTooLong`], [`Error::Mismatch`] and
+///   [`Error::InvalidArgument`] fail the operation concerned. [`Error::Timeout`] is not fatal
+///   either: the operations that timed out are still posted and a later call may complete them,
+///   or [`cancel`](Communicator::cancel) withdraws them.
 ///
 /// The trait is object-safe; collectives take `&dyn Communicator`.
 pub trait Communicator: Send + Sync {
