@@ -129,6 +129,9 @@ pub struct Outcome {
     pub status: Option<ExitStatus>,
     /// Whether it was still running at the deadline of [`Group::wait`] and was killed then.
     pub hung: bool,
+    /// Whether the child's test harness ran exactly one test (it ran none when the name
+    /// given to [`spawn_self`] matches no test, which must not pass as a success).
+    pub ran_one_test: bool,
     /// What it wrote to stdout (the test harness's lines included).
     pub stdout: String,
     /// What it wrote to stderr.
@@ -136,9 +139,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether the child exited on its own with status 0.
+    /// Whether the child ran its test and exited on its own with status 0.
     pub fn success(&self) -> bool {
-        !self.hung && self.status.is_some_and(|s| s.success())
+        !self.hung && self.ran_one_test && self.status.is_some_and(|s| s.success())
     }
 
     /// The signal that ended the child, if one did.
@@ -156,10 +159,15 @@ impl Outcome {
     /// A description of how the child ended with its captured output, for failure messages.
     pub fn report(&self, what: &str) -> String {
         format!(
-            "rank {} {what} (status {:?}{}).\n--- stdout of rank {} ---\n{}\n--- stderr of rank {} ---\n{}",
+            "rank {} {what} (status {:?}{}{}).\n--- stdout of rank {} ---\n{}\n--- stderr of rank {} ---\n{}",
             self.rank,
             self.status,
             if self.hung { ", hung and killed at the deadline" } else { "" },
+            if self.ran_one_test {
+                ""
+            } else {
+                ", did not run exactly one test: check the test name"
+            },
             self.rank,
             self.stdout,
             self.rank,
@@ -247,11 +255,13 @@ impl Group {
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default()
             };
+            let stdout = text(p.out.take());
             outcomes.push(Outcome {
                 rank: rank as u32,
                 status,
                 hung,
-                stdout: text(p.out.take()),
+                ran_one_test: stdout.lines().any(|l| l.trim() == "running 1 test"),
+                stdout,
                 stderr: text(p.err.take()),
             });
         }

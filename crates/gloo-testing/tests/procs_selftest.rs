@@ -75,3 +75,13 @@ fn hung_stopped_and_killed_children() {
     assert!(outcomes[1].hung, "{}", outcomes[1].report("should have hung"));
     outcomes[2].assert_success();
 }
+
+#[test]
+fn a_test_name_that_matches_nothing_is_not_a_success() {
+    if procs::child_rank().is_some() {
+        panic!("no child should run this test: the parent names another");
+    }
+    let outcomes = procs::spawn_self("no_such_test_in_this_binary", 1, &[]).wait(deadline(60));
+    assert!(!outcomes[0].ran_one_test);
+    assert!(!outcomes[0].success(), "{}", outcomes[0].report("ran"));
+}

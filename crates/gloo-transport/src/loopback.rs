@@ -987,6 +987,12 @@ mod tests {
     const S: Slot = Slot::new(1, 0);
 
     #[test]
+    fn loopback_comm_is_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<LoopbackComm>();
+    }
+
+    #[test]
     fn ping_pong_plain_and_havoc() {
         for cfg in [LoopbackConfig::default(), LoopbackConfig::havoc(7)] {
             each(group(2, cfg), |c| {
