@@ -1,2 +1,63 @@
-//! Collectives for the Rust Gloo (being built).
+//! Collectives for the Rust Gloo: allreduce, reduce, broadcast, allgather(v), gather(v),
+//! scatter(v), reduce-scatter(v), alltoall(v), barrier and typed send/recv, over any
+//! [`Communicator`](gloo_transport::Communicator).
+//!
+//! What it does:
+//! - runs each collective with one of several algorithms ([`Algorithm`]): segmented ring,
+//!   halving-doubling (Rabenseifner) and bcube for any world size, recursive doubling,
+//!   binomial trees, scatter+allgather broadcast, Bruck, pairwise exchange and a
+//!   dissemination barrier, picked from one table ([`select::TABLE`]) by message size and
+//!   world size, overridable per call ([`Options::algorithm`]) and by environment
+//!   (`GLOO_ALGORITHM_ALLREDUCE=ring`, one variable per collective);
+//! - reduces `u8`–`u64`, `i8`–`i64`, `f16`, `bf16`, `f32` and `f64` ([`Element`]) with sum,
+//!   product, min, max, average or a closure ([`ReduceOp`]); every rank ends with
+//!   bitwise-identical results, floats included, whatever the algorithm;
+//! - fingerprints every message with the call it belongs to ([`CallInfo`]), so that ranks
+//!   that disagree get [`Error::Mismatch`] naming what differs, never corrupt output or a hang;
+//! - checks arguments before sending anything ([`Error::InvalidArgument`]).
+//!
+//! What it does not do: I/O of its own, find or connect peers (`gloo-rendezvous`), or name a
+//! concrete transport: it runs unchanged over loopback, TCP, TLS, shared memory or a
+//! transport of yours. Schedules move bytes; only the reduce kernels are generic.
+//!
+//! ```
+//! use gloo_algorithms::{Group, Options, ReduceOp};
+//! use gloo_transport::loopback::{LoopbackConfig, group};
+//!
+//! let results = gloo_testing::run_ranks(group(4, LoopbackConfig::default()), |comm| {
+//!     let g = Group::new(comm).unwrap();
+//!     let mut grads = vec![1.0f32; 1000];
+//!     g.allreduce(&mut grads, ReduceOp::Average, &Options::new()).unwrap();
+//!     grads[0]
+//! });
+//! assert_eq!(results, vec![1.0; 4]);
+//! ```
 #![forbid(unsafe_code)]
+
+mod ctx;
+mod element;
+mod error;
+mod fingerprint;
+mod group;
+mod options;
+mod reduce_op;
+mod schedules;
+pub mod select;
+
+pub use element::{DType, Element};
+pub use error::{Error, Result};
+pub use fingerprint::CallInfo;
+pub use group::{Group, block_ranges};
+pub use options::Options;
+pub use reduce_op::ReduceOp;
+pub use select::{Algorithm, Collective};
+
+#[doc(hidden)]
+pub use element::Builtin;
+
+/// The reduce kernel `dst[i] = dst[i] op src[i]` for a built-in op, exposed for the kernel
+/// benchmark (`examples/kernels.rs`).
+#[doc(hidden)]
+pub fn reduce_kernel<T: Element>(op: ReduceOp<'_, T>, dst: &mut [T], src: &[T]) {
+    op.apply(dst, src);
+}

@@ -1,0 +1,449 @@
+//! The context one collective call runs in: the communicator, its fingerprint and deadline,
+//! helpers that build fingerprinted operations, and the pipelined ring engine.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use gloo_transport::{Communicator, Fingerprint, Op, OpState, Rank, Slot, Wait};
+use smallvec::SmallVec;
+
+use crate::element::ByteFn;
+use crate::error::{Error, Result};
+use crate::fingerprint::CallInfo;
+use crate::select::Collective;
+
+/// The step of the slot that carries mismatch alarms (never received on purpose: the
+/// transport's fingerprint rule 2 turns their arrival into a `Mismatch` for a pending receive).
+pub(crate) const STEP_ALARM: u32 = u32::MAX;
+/// The step of the slot of the zero-byte check ring of rooted collectives.
+pub(crate) const STEP_CHECK: u32 = u32::MAX - 1;
+/// The step of the slot typed point-to-point messages use.
+pub(crate) const STEP_P2P: u32 = u32::MAX - 2;
+
+/// How long a rank that saw a mismatch spends telling its peers.
+const ALARM_GRACE: Duration = Duration::from_millis(500);
+
+/// A batch of operations; most rounds have a handful.
+pub(crate) type Ops<'b> = SmallVec<[Op<'b>; 8]>;
+
+/// One collective call in progress.
+pub(crate) struct Ctx<'a> {
+    pub(crate) comm: &'a dyn Communicator,
+    pub(crate) collective: Collective,
+    pub(crate) rank: usize,
+    pub(crate) size: usize,
+    pub(crate) tag: u32,
+    pub(crate) fp: Fingerprint,
+    pub(crate) deadline: Instant,
+    /// Whether the next `run` still has to add the zero-byte check ring (rooted collectives:
+    /// it guarantees every rank receives from a peer, so a disagreement is always seen).
+    check: Cell<bool>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        comm: &'a dyn Communicator,
+        collective: Collective,
+        tag: u32,
+        fp: Fingerprint,
+        deadline: Instant,
+        check: bool,
+    ) -> Ctx<'a> {
+        Ctx {
+            comm,
+            collective,
+            rank: comm.rank().index(),
+            size: comm.size() as usize,
+            tag,
+            fp,
+            deadline,
+            check: Cell::new(check),
+        }
+    }
+
+    pub(crate) fn slot(&self, step: u32) -> Slot {
+        Slot::new(self.tag, step)
+    }
+
+    /// A fingerprinted send of `buf` to `to` on step `step`.
+    pub(crate) fn send<'b>(&self, to: usize, step: u32, buf: &'b [u8]) -> Op<'b> {
+        Op::send(Rank(to as u32), self.slot(step), buf).with_fingerprint(self.fp)
+    }
+
+    /// A fingerprinted receive of exactly `buf.len()` bytes from `from` on step `step`.
+    pub(crate) fn recv<'b>(&self, from: usize, step: u32, buf: &'b mut [u8]) -> Op<'b> {
+        Op::recv(Rank(from as u32), self.slot(step), buf).with_fingerprint(self.fp)
+    }
+
+    /// Run a batch to completion (adding the check ring the first time, when asked for).
+    pub(crate) fn run(&self, mut ops: Ops<'_>) -> Result<()> {
+        if self.check.replace(false) && self.size > 1 {
+            let right = (self.rank + 1) % self.size;
+            let left = (self.rank + self.size - 1) % self.size;
+            ops.push(self.send(right, STEP_CHECK, &[]));
+            ops.push(self.recv(left, STEP_CHECK, Default::default()));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.comm.run(&mut ops, self.deadline) {
+            Ok(()) => self.verify(&ops),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Send `out` to `to` and receive `inb` from `from`, both on `step`.
+    pub(crate) fn sendrecv(
+        &self,
+        to: usize,
+        out: &[u8],
+        from: usize,
+        inb: &mut [u8],
+        step: u32,
+    ) -> Result<()> {
+        let mut ops = Ops::new();
+        ops.push(self.send(to, step, out));
+        ops.push(self.recv(from, step, inb));
+        self.run(ops)
+    }
+
+    /// Every completed receive must have filled its buffer exactly: all our receives are
+    /// sized from counts every rank agrees on, so a short message means the peer does not.
+    pub(crate) fn verify(&self, ops: &[Op<'_>]) -> Result<()> {
+        for op in ops {
+            if !op.is_send()
+                && let Some((peer, len)) = op.completed()
+                && len != op.buf_len()
+            {
+                return Err(Error::LengthMismatch {
+                    collective: self.collective,
+                    peer,
+                    slot: op.slot(),
+                    expected: op.buf_len(),
+                    received: len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Turn a transport error into ours; on a mismatch, first tell every peer (so that ranks
+    /// waiting on this one see the mismatch at once rather than at their deadline).
+    pub(crate) fn fail(&self, e: gloo_transport::Error) -> Error {
+        match e {
+            gloo_transport::Error::Mismatch { peer, slot, ours, theirs } => {
+                tracing::debug!(collective = %self.collective, %peer, %slot, "fingerprint mismatch");
+                self.alarm(theirs);
+                Error::Mismatch {
+                    collective: self.collective,
+                    peer,
+                    slot,
+                    ours: ours.unwrap_or(self.fp),
+                    theirs,
+                }
+            }
+            source => Error::Transport { collective: self.collective, source },
+        }
+    }
+
+    /// Send every peer a zero-byte message on the alarm slot whose fingerprint has our epoch
+    /// and the mismatching peer's description, marked as relayed (so it always differs from
+    /// every rank's own fingerprint). Best effort, bounded by a short grace period.
+    fn alarm(&self, theirs: Option<Fingerprint>) {
+        if self.collective == Collective::SendRecv || self.size < 2 {
+            return;
+        }
+        let mut info = CallInfo::decode(&theirs.unwrap_or_default());
+        info.epoch = self.fp.epoch();
+        info.relayed = true;
+        let fp = info.encode();
+        let mut ops: Vec<Op<'_>> = (0..self.size)
+            .filter(|&p| p != self.rank)
+            .map(|p| Op::send(Rank(p as u32), self.slot(STEP_ALARM), &[]).with_fingerprint(fp))
+            .collect();
+        let deadline = self.deadline.min(Instant::now() + ALARM_GRACE);
+        if let Err(e) = self.comm.run(&mut ops, deadline) {
+            tracing::debug!(error = %e, "could not relay a mismatch to every peer");
+        }
+    }
+}
+
+/// Split `count` elements into `parts` nearly equal contiguous ranges (the first
+/// `count % parts` get one more).
+pub(crate) fn partition(count: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.max(1);
+    let (q, r) = (count / parts, count % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for i in 0..parts {
+        let len = q + usize::from(i < r);
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
+/// Contiguous ranges of `counts[i] * size` bytes, in order.
+pub(crate) fn byte_ranges(counts: &[usize], size: usize) -> Vec<Range<usize>> {
+    let mut start = 0;
+    counts
+        .iter()
+        .map(|c| {
+            let r = start..start + c * size;
+            start = r.end;
+            r
+        })
+        .collect()
+}
+
+/// Scale an element range to bytes.
+pub(crate) fn bytes_of(r: &Range<usize>, size: usize) -> Range<usize> {
+    r.start * size..r.end * size
+}
+
+/// A zeroed scratch buffer of `len` bytes aligned for every element type (it is allocated as
+/// `u64`s), so that typed kernels can view its element-aligned pieces without copying.
+pub(crate) struct Scratch(Vec<u64>, usize);
+
+impl Scratch {
+    pub(crate) fn new(len: usize) -> Scratch {
+        Scratch(vec![0u64; len.div_ceil(8)], len)
+    }
+
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.0)[..self.1]
+    }
+}
+
+/// Cut disjoint `ranges` out of `buf`, returned in the order of `ranges`. Empty ranges give
+/// empty slices. The ranges of non-empty slices must not overlap (the schedules guarantee
+/// it); an overlap would be a bug in a schedule and panics.
+pub(crate) fn carve<'b>(buf: &'b mut [u8], ranges: &[Range<usize>]) -> SmallVec<[&'b mut [u8]; 4]> {
+    let mut order: SmallVec<[usize; 4]> =
+        (0..ranges.len()).filter(|&i| !ranges[i].is_empty()).collect();
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut out: SmallVec<[&'b mut [u8]; 4]> = ranges.iter().map(|_| Default::default()).collect();
+    let mut rest = buf;
+    let mut base = 0;
+    for i in order {
+        let r = &ranges[i];
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - base);
+        let (piece, tail) = tail.split_at_mut(r.len());
+        out[i] = piece;
+        rest = tail;
+        base = r.end;
+    }
+    out
+}
+
+/// What a pipelined ring pass does with what it receives.
+pub(crate) enum Land<'r> {
+    /// Reduce it into the buffer's block (through a scratch lane).
+    Reduce(&'r ByteFn<'r>),
+    /// Write it into the buffer's block directly.
+    Copy,
+}
+
+/// The state of one (step, segment) item of a ring pass.
+#[derive(Clone)]
+struct Item {
+    index: usize,
+    send: Range<usize>,
+    recv: Range<usize>,
+    send_state: Option<OpState>,
+    recv_state: Option<OpState>,
+    reduced: bool,
+}
+
+/// `steps` steps around the ring (send to `rank + 1`, receive from `rank - 1`), cut into
+/// segments of at most `seg_bytes` with two segments in flight.
+///
+/// At step `s` this rank sends block `base - s` and receives block `base - s - 1` (indices
+/// mod the world size, `blocks` are byte ranges of `buf`), reducing what it receives into
+/// its own copy or writing it over, per `land`. The send of segment `k` at step `s + 1`
+/// waits for segment `k` of step `s` to land, because it is the same bytes.
+///
+/// Operations are rebuilt for each wait from the saved op state: the transport remembers a
+/// posted operation by id only, so the borrows of the buffer last for one wait and the
+/// reductions run between waits while the next segment is already posted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ring_pass(
+    ctx: &Ctx<'_>,
+    buf: &mut [u8],
+    blocks: &[Range<usize>],
+    base: usize,
+    steps: usize,
+    land: Land<'_>,
+    seg_bytes: usize,
+    step_slot: u32,
+) -> Result<()> {
+    let n = ctx.size;
+    if n < 2 || steps == 0 {
+        return Ok(());
+    }
+    let right = (ctx.rank + 1) % n;
+    let left = (ctx.rank + n - 1) % n;
+    let seg = seg_bytes.max(1);
+    let nseg = blocks.iter().map(|b| b.len().div_ceil(seg)).max().unwrap_or(0).max(1);
+    let total = steps * nseg;
+    let piece = |b: usize, k: usize| -> Range<usize> {
+        let r = &blocks[b];
+        let start = (r.start + k * seg).min(r.end);
+        start..(start + seg).min(r.end)
+    };
+    let reducing = matches!(land, Land::Reduce(_));
+    let make = |i: usize| -> Item {
+        let (s, k) = (i / nseg, i % nseg);
+        let sb = (base + n - s % n) % n;
+        let rb = (base + 2 * n - s % n - 1) % n;
+        let send = piece(sb, k);
+        let recv = piece(rb, k);
+        Item {
+            index: i,
+            send_state: (!send.is_empty()).then_some(OpState::New),
+            recv_state: (!recv.is_empty()).then_some(OpState::New),
+            // Copies land in place: nothing to reduce.
+            reduced: recv.is_empty() || !reducing,
+            send,
+            recv,
+        }
+    };
+    let mut lanes = [
+        Scratch::new(if reducing { seg } else { 0 }),
+        Scratch::new(if reducing { seg } else { 0 }),
+    ];
+    let mut window: SmallVec<[Item; 2]> = SmallVec::new();
+    let mut next = 0;
+    let mut retired = 0;
+    let done = |s: &Option<OpState>| matches!(s, None | Some(OpState::Done { .. }));
+    while retired < total {
+        let waited;
+        while window.len() < 2 && next < total {
+            window.push(make(next));
+            next += 1;
+        }
+        // A send may go once the same bytes' previous step has landed.
+        let ready = |it: &Item| it.index < nseg || it.index - nseg < retired;
+        {
+            let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
+            let mut roles: SmallVec<[(usize, bool); 4]> = SmallVec::new();
+            for (w, it) in window.iter().enumerate() {
+                if !done(&it.send_state) && ready(it) {
+                    ranges.push(it.send.clone());
+                    roles.push((w, true));
+                }
+                if !done(&it.recv_state) && !reducing {
+                    ranges.push(it.recv.clone());
+                    roles.push((w, false));
+                }
+            }
+            let pieces = carve(buf, &ranges);
+            let mut ops = Ops::new();
+            let mut owners: SmallVec<[(usize, bool); 4]> = SmallVec::new();
+            for (p, &(w, is_send)) in pieces.into_iter().zip(&roles) {
+                let it = &window[w];
+                let mut op = if is_send {
+                    ctx.send(right, step_slot, p)
+                } else {
+                    ctx.recv(left, step_slot, p)
+                };
+                let st = if is_send { it.send_state } else { it.recv_state };
+                if let Some(st @ OpState::Posted(_)) = st {
+                    op.set_state(st);
+                }
+                ops.push(op);
+                owners.push((w, is_send));
+            }
+            if reducing {
+                let [l0, l1] = &mut lanes;
+                let (mut l0, mut l1) = (Some(l0.bytes()), Some(l1.bytes()));
+                for (w, it) in window.iter().enumerate() {
+                    if done(&it.recv_state) {
+                        continue;
+                    }
+                    let lane = if it.index % 2 == 0 { l0.take() } else { l1.take() };
+                    // Two consecutive items use the two lanes, so a lane is taken once.
+                    let lane = lane.expect("consecutive items alternate lanes");
+                    let mut op = ctx.recv(left, step_slot, &mut lane[..it.recv.len()]);
+                    if let Some(st @ OpState::Posted(_)) = it.recv_state {
+                        op.set_state(st);
+                    }
+                    ops.push(op);
+                    owners.push((w, false));
+                }
+            }
+            waited = !ops.is_empty();
+            if waited {
+                if let Err(e) = ctx.comm.progress(&mut ops, Wait::Any, ctx.deadline) {
+                    ctx.comm.cancel(&mut ops);
+                    return Err(ctx.fail(e));
+                }
+                if let Err(e) = ctx.verify(&ops) {
+                    ctx.comm.cancel(&mut ops);
+                    return Err(e);
+                }
+                for (op, &(w, is_send)) in ops.iter().zip(&owners) {
+                    let st = Some(op.state());
+                    if is_send {
+                        window[w].send_state = st;
+                    } else {
+                        window[w].recv_state = st;
+                    }
+                }
+            }
+        }
+        if let Land::Reduce(f) = land {
+            for it in window.iter_mut() {
+                if !it.reduced && done(&it.recv_state) {
+                    let lane = lanes[it.index % 2].bytes();
+                    f(&mut buf[it.recv.clone()], &lane[..it.recv.len()]);
+                    it.reduced = true;
+                }
+            }
+        }
+        let before = retired;
+        while let Some(first) = window.first() {
+            if done(&first.send_state) && done(&first.recv_state) && first.reduced {
+                window.remove(0);
+                retired += 1;
+            } else {
+                break;
+            }
+        }
+        if !waited && retired == before {
+            // Nothing to wait for and nothing retired would spin forever: a schedule bug.
+            return Err(Error::invalid(ctx.collective, "internal: the ring pipeline stalled"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_spreads_the_remainder_over_the_first_parts() {
+        assert_eq!(partition(7, 3), vec![0..3, 3..5, 5..7]);
+        assert_eq!(partition(2, 4), vec![0..1, 1..2, 2..2, 2..2]);
+        assert_eq!(partition(0, 2), vec![0..0, 0..0]);
+    }
+
+    #[test]
+    fn carve_returns_pieces_in_the_order_asked() {
+        let mut buf: Vec<u8> = (0..10).collect();
+        let pieces = carve(&mut buf, &[6..8, 0..2, 4..4, 2..3]);
+        assert_eq!(pieces[0], &[6, 7]);
+        assert_eq!(pieces[1], &[0, 1]);
+        assert!(pieces[2].is_empty());
+        assert_eq!(pieces[3], &[2]);
+    }
+
+    #[test]
+    fn scratch_is_aligned_for_every_element_type() {
+        let mut s = Scratch::new(13);
+        assert_eq!(s.bytes().len(), 13);
+        assert_eq!(s.bytes().as_ptr() as usize % 8, 0);
+    }
+}

@@ -1,0 +1,1111 @@
+//! [`Group`]: a communicator plus the per-tag call counters that make fingerprints, and every
+//! collective as a method.
+
+use std::collections::HashMap;
+use std::ops::{Deref, Range};
+use std::sync::Mutex;
+
+use gloo_transport::{Communicator, Rank};
+
+use crate::ctx::{Ctx, Ops, STEP_P2P, byte_ranges, bytes_of, partition};
+use crate::element::{DType, Element, divide_bytes};
+use crate::error::{Error, Result};
+use crate::fingerprint::{CallInfo, hash_counts};
+use crate::options::Options;
+use crate::reduce_op::ReduceOp;
+use crate::schedules as s;
+use crate::select::{Algorithm, Collective, EnvOverrides, choose};
+
+/// Bit 63 of a point-to-point epoch, so that it never equals a collective's call number.
+const P2P_EPOCH: u64 = 1 << 63;
+
+/// A communicator ready for collectives.
+///
+/// It keeps one call counter per tag: the counter goes into every message's fingerprint
+/// (see [`CallInfo`]), which is how ranks that call different collectives, counts, types,
+/// ops, roots or tags get [`Error::Mismatch`] instead of corrupt data or a hang. Every rank
+/// must therefore make the same sequence of calls on each tag. After a call fails, the
+/// ranks' counters for that tag may disagree: use another tag or a new group.
+///
+/// `Group` is `Sync`: several threads may run collectives at once, each with its own tag.
+/// It dereferences to the communicator.
+///
+/// ```
+/// use gloo_algorithms::{Group, Options, ReduceOp};
+/// use gloo_transport::loopback::{LoopbackConfig, group};
+///
+/// let comms = group(3, LoopbackConfig::default());
+/// let sums = gloo_testing::run_ranks(comms, |comm| {
+///     let g = Group::new(comm).unwrap();
+///     let mut v = vec![g.rank().0 as f32; 4];
+///     g.allreduce(&mut v, ReduceOp::Sum, &Options::new()).unwrap();
+///     v
+/// });
+/// assert!(sums.iter().all(|v| v == &vec![3.0f32; 4]));
+/// ```
+pub struct Group<C> {
+    comm: C,
+    epochs: Mutex<HashMap<u32, u64>>,
+    p2p: Mutex<HashMap<(u32, u32, bool), u64>>,
+    overrides: EnvOverrides,
+}
+
+impl<C> Deref for Group<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.comm
+    }
+}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for Group<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("comm", &self.comm)
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}
+
+/// What a call says about itself before it starts.
+struct Call {
+    collective: Collective,
+    algorithm: Algorithm,
+    dtype: Option<DType>,
+    op: u8,
+    root: Option<usize>,
+    count: usize,
+    param: u32,
+    check: bool,
+}
+
+fn check_root(c: Collective, root: Rank, n: usize) -> Result<usize> {
+    if root.index() >= n {
+        return Err(Error::invalid(c, format!("root: {root} is not a rank of this group of {n}")));
+    }
+    Ok(root.index())
+}
+
+fn check_counts(c: Collective, name: &str, counts: &[usize], n: usize) -> Result<usize> {
+    if counts.len() != n {
+        return Err(Error::invalid(
+            c,
+            format!(
+                "{name}: {} entries for a group of {n} ranks (one per rank is needed)",
+                counts.len()
+            ),
+        ));
+    }
+    counts
+        .iter()
+        .try_fold(0usize, |a, &b| a.checked_add(b))
+        .filter(|t| t.checked_mul(16).is_some())
+        .ok_or_else(|| {
+            Error::invalid(c, format!("{name}: the counts add up to more than memory can hold"))
+        })
+}
+
+fn check_len(c: Collective, name: &str, got: usize, want: usize, why: &str) -> Result<()> {
+    if got != want {
+        return Err(Error::invalid(c, format!("{name}: {got} elements, but {why} needs {want}")));
+    }
+    Ok(())
+}
+
+/// The ring segment in bytes: whole elements, at least one.
+fn segment(opts: &Options, es: usize) -> usize {
+    (opts.segment_bytes / es).max(1) * es
+}
+
+fn as_bytes<T: Element>(v: &[T]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+fn as_bytes_mut<T: Element>(v: &mut [T]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(v)
+}
+
+fn es<T>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+impl<C: Communicator> Group<C> {
+    /// Wrap a connected communicator, reading the `GLOO_ALGORITHM_<COLLECTIVE>` environment
+    /// variables (an unknown algorithm name there is an error listing the valid ones).
+    pub fn new(comm: C) -> Result<Group<C>> {
+        Ok(Group::with_overrides(comm, EnvOverrides::from_env()?))
+    }
+
+    /// Wrap a communicator with explicit algorithm overrides instead of the environment's.
+    pub fn with_overrides(comm: C, overrides: EnvOverrides) -> Group<C> {
+        Group {
+            comm,
+            epochs: Mutex::new(HashMap::new()),
+            p2p: Mutex::new(HashMap::new()),
+            overrides,
+        }
+    }
+
+    /// The communicator.
+    pub fn comm(&self) -> &C {
+        &self.comm
+    }
+
+    /// Unwrap the communicator.
+    pub fn into_inner(self) -> C {
+        self.comm
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> Rank {
+        self.comm.rank()
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> u32 {
+        self.comm.size()
+    }
+
+    fn n(&self) -> usize {
+        self.comm.size() as usize
+    }
+
+    /// The algorithm for a call: the option, else the environment, else the table.
+    fn algorithm(&self, c: Collective, bytes: usize, opts: &Options) -> Result<Algorithm> {
+        if opts.bcube_base < 2 {
+            return Err(Error::invalid(c, format!("bcube_base: {} (at least 2)", opts.bcube_base)));
+        }
+        if let Some(a) = opts.algorithm {
+            if !c.algorithms().contains(&a) {
+                return Err(Error::UnknownAlgorithm {
+                    collective: c,
+                    source: "Options::algorithm".to_string(),
+                    name: a.name().to_string(),
+                    valid: c.algorithm_names(),
+                });
+            }
+            return Ok(a);
+        }
+        if let Some(a) = self.overrides.algorithm(c) {
+            return Ok(a);
+        }
+        Ok(choose(c, self.comm.size(), bytes as u64))
+    }
+
+    /// Start a call: take the tag's next call number and build the context.
+    fn begin(&self, call: Call, opts: &Options) -> Ctx<'_> {
+        let epoch = {
+            // A poisoned lock only means another thread panicked mid-increment of a plain
+            // integer map; the map itself is still consistent.
+            let mut e = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = e.entry(opts.tag).or_insert(0);
+            let v = *slot;
+            *slot += 1;
+            v
+        };
+        let mut info = CallInfo::new(
+            call.collective,
+            call.dtype,
+            call.op,
+            call.algorithm,
+            call.root.map(|r| r as u32),
+            call.count as u64,
+            opts.tag,
+            call.param,
+        );
+        info.epoch = epoch;
+        tracing::trace!(rank = self.comm.rank().0, call = %info, "collective");
+        Ctx::new(
+            &self.comm,
+            call.collective,
+            opts.tag,
+            info.encode(),
+            opts.deadline_from_now(),
+            call.check,
+        )
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Allreduce
+    // -----------------------------------------------------------------------------------
+
+    /// Reduce `buf` across all ranks, in place: afterwards every rank holds the same
+    /// (bitwise-identical) result.
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options, ReduceOp};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    /// let out = gloo_testing::run_ranks(group(4, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let mut v = [g.rank().0 as i64, 1];
+    ///     g.allreduce(&mut v, ReduceOp::Max, &Options::new()).unwrap();
+    ///     v
+    /// });
+    /// assert_eq!(out, vec![[3, 1]; 4]);
+    /// ```
+    pub fn allreduce<T: Element>(
+        &self,
+        buf: &mut [T],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allreduce;
+        let n = self.n();
+        let bytes = std::mem::size_of_val(buf);
+        let algorithm = self.algorithm(c, bytes, opts)?;
+        let seg = segment(opts, es::<T>());
+        let param = match algorithm {
+            Algorithm::Ring => u32::try_from(seg).unwrap_or(u32::MAX),
+            Algorithm::Bcube => opts.bcube_base,
+            _ => 0,
+        };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: op.id(),
+            root: None,
+            count: buf.len(),
+            param,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        let b = as_bytes_mut(buf);
+        if n > 1 {
+            match algorithm {
+                Algorithm::Ring => s::allreduce_ring(&ctx, b, es::<T>(), &f, seg)?,
+                Algorithm::HalvingDoubling => {
+                    s::allreduce_halving_doubling(&ctx, b, es::<T>(), &f)?
+                }
+                Algorithm::Bcube => {
+                    s::allreduce_bcube(&ctx, b, es::<T>(), &f, opts.bcube_base as usize)?
+                }
+                _ => s::allreduce_recursive_doubling(&ctx, b, &f)?,
+            }
+        }
+        if let ReduceOp::Average = op {
+            divide_bytes::<T>(b, n as u32);
+        }
+        Ok(())
+    }
+
+    /// Reduce `input` across all ranks into `output` (same length), leaving `input` alone.
+    pub fn allreduce_into<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        check_len(
+            Collective::Allreduce,
+            "output",
+            output.len(),
+            input.len(),
+            "the input's length",
+        )?;
+        output.copy_from_slice(input);
+        self.allreduce(output, op, opts)
+    }
+
+    /// Reduce several buffers per rank: this rank's buffers are first reduced locally (in
+    /// order), then across ranks, and the result is written to every buffer.
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options, ReduceOp};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let (mut a, mut b) = ([1u32, 2], [10u32, 20]);
+    ///     g.allreduce_many(&mut [&mut a, &mut b], ReduceOp::Sum, &Options::new()).unwrap();
+    ///     (a, b)
+    /// });
+    /// assert_eq!(out, vec![([22, 44], [22, 44]); 2]);
+    /// ```
+    pub fn allreduce_many<T: Element>(
+        &self,
+        bufs: &mut [&mut [T]],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allreduce;
+        let Some((first, rest)) = bufs.split_first_mut() else {
+            return Err(Error::invalid(c, "bufs: at least one buffer is needed"));
+        };
+        for (i, b) in rest.iter().enumerate() {
+            check_len(c, &format!("bufs[{}]", i + 1), b.len(), first.len(), "bufs[0]'s length")?;
+        }
+        for b in rest.iter() {
+            op.apply(first, b);
+        }
+        self.allreduce(first, op, opts)?;
+        for b in rest.iter_mut() {
+            b.copy_from_slice(first);
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Rooted collectives
+    // -----------------------------------------------------------------------------------
+
+    /// Reduce `buf` across all ranks into `root`'s `buf`; other ranks' buffers are left as
+    /// they were.
+    pub fn reduce<T: Element>(
+        &self,
+        buf: &mut [T],
+        root: Rank,
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Reduce;
+        let n = self.n();
+        let root = check_root(c, root, n)?;
+        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: op.id(),
+            root: Some(root),
+            count: buf.len(),
+            param: 0,
+            check: true,
+        };
+        let ctx = self.begin(call, opts);
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        if n > 1 {
+            s::reduce_binomial(&ctx, as_bytes_mut(buf), root, &f)?;
+        }
+        if ctx.rank == root
+            && let ReduceOp::Average = op
+        {
+            divide_bytes::<T>(as_bytes_mut(buf), n as u32);
+        }
+        Ok(())
+    }
+
+    /// Reduce `input` across all ranks into `output` at `root` (`output` must be as long as
+    /// `input` there, and is ignored elsewhere: pass `&mut []`).
+    pub fn reduce_into<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        root: Rank,
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Reduce;
+        let r = check_root(c, root, self.n())?;
+        if self.rank().index() == r {
+            check_len(c, "output", output.len(), input.len(), "the input's length (at the root)")?;
+            output.copy_from_slice(input);
+            self.reduce(output, root, op, opts)
+        } else {
+            let mut copy = input.to_vec();
+            self.reduce(&mut copy, root, op, opts)
+        }
+    }
+
+    /// Send `root`'s `buf` to every rank's `buf`.
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options};
+    /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
+    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let mut v = if g.rank() == Rank(2) { [7u8, 8] } else { [0, 0] };
+    ///     g.broadcast(&mut v, Rank(2), &Options::new()).unwrap();
+    ///     v
+    /// });
+    /// assert_eq!(out, vec![[7, 8]; 3]);
+    /// ```
+    pub fn broadcast<T: Element>(&self, buf: &mut [T], root: Rank, opts: &Options) -> Result<()> {
+        let c = Collective::Broadcast;
+        let n = self.n();
+        let root = check_root(c, root, n)?;
+        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
+        let seg = segment(opts, es::<T>());
+        let param = if algorithm == Algorithm::ScatterAllgather {
+            u32::try_from(seg).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: Some(root),
+            count: buf.len(),
+            param,
+            check: true,
+        };
+        let ctx = self.begin(call, opts);
+        if n > 1 {
+            let b = as_bytes_mut(buf);
+            match algorithm {
+                Algorithm::ScatterAllgather => {
+                    s::broadcast_scatter_allgather(&ctx, b, es::<T>(), root, seg)?
+                }
+                _ => s::broadcast_binomial(&ctx, b, root)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Gather every rank's `input` (all the same length) into `root`'s `output`, in rank
+    /// order (`output` is `size × input.len()` at the root and ignored elsewhere).
+    pub fn gather<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        self.gather_impl(Collective::Gather, input, output, &vec![input.len(); n], root, opts)
+    }
+
+    /// Gather `counts[q]` elements from each rank `q` into `root`'s `output`, in rank order.
+    /// Every rank passes the same `counts`; `input.len()` must be `counts[rank]`.
+    pub fn gatherv<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        counts: &[usize],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        self.gather_impl(Collective::Gatherv, input, output, counts, root, opts)
+    }
+
+    fn gather_impl<T: Element>(
+        &self,
+        c: Collective,
+        input: &[T],
+        output: &mut [T],
+        counts: &[usize],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        let root = check_root(c, root, n)?;
+        let total = check_counts(c, "counts", counts, n)?;
+        let me = self.rank().index();
+        check_len(c, "input", input.len(), counts[me], "counts[rank]")?;
+        if me == root {
+            check_len(c, "output", output.len(), total, "the sum of the counts (at the root)")?;
+        }
+        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
+        let (count, param) =
+            if c == Collective::Gather { (input.len(), 0) } else { (total, hash_counts(counts)) };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: Some(root),
+            count,
+            param,
+            check: true,
+        };
+        let ctx = self.begin(call, opts);
+        let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
+        let out: &mut [u8] = if me == root { as_bytes_mut(output) } else { &mut [] };
+        s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)
+    }
+
+    /// Split `root`'s `input` (`size × output.len()` elements, read only at the root: pass
+    /// `&[]` elsewhere) into equal blocks and give block `q` to rank `q`'s `output`.
+    pub fn scatter<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        self.scatter_impl(Collective::Scatter, input, &vec![output.len(); n], output, root, opts)
+    }
+
+    /// Give `counts[q]` elements of `root`'s `input` (blocks in rank order) to rank `q`'s
+    /// `output`. Every rank passes the same `counts`.
+    pub fn scatterv<T: Element>(
+        &self,
+        input: &[T],
+        counts: &[usize],
+        output: &mut [T],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        self.scatter_impl(Collective::Scatterv, input, counts, output, root, opts)
+    }
+
+    fn scatter_impl<T: Element>(
+        &self,
+        c: Collective,
+        input: &[T],
+        counts: &[usize],
+        output: &mut [T],
+        root: Rank,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        let root = check_root(c, root, n)?;
+        let total = check_counts(c, "counts", counts, n)?;
+        let me = self.rank().index();
+        check_len(c, "output", output.len(), counts[me], "counts[rank]")?;
+        if me == root {
+            check_len(c, "input", input.len(), total, "size × output (at the root)")?;
+        }
+        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
+        let (count, param) =
+            if c == Collective::Scatter { (output.len(), 0) } else { (total, hash_counts(counts)) };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: Some(root),
+            count,
+            param,
+            check: true,
+        };
+        let ctx = self.begin(call, opts);
+        let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
+        let inp: &[u8] = if me == root { as_bytes(input) } else { &[] };
+        s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Allgather
+    // -----------------------------------------------------------------------------------
+
+    /// Gather every rank's `input` (all the same length) into every rank's `output`
+    /// (`size × input.len()`, rank order).
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let mut all = [0u16; 3];
+    ///     g.allgather(&[g.rank().0 as u16 * 10], &mut all, &Options::new()).unwrap();
+    ///     all
+    /// });
+    /// assert_eq!(out, vec![[0, 10, 20]; 3]);
+    /// ```
+    pub fn allgather<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allgather;
+        let n = self.n();
+        let want =
+            input.len().checked_mul(n).ok_or_else(|| Error::invalid(c, "input: too long"))?;
+        check_len(c, "output", output.len(), want, "size × input")?;
+        let me = self.rank().index();
+        let block = input.len();
+        output[me * block..(me + 1) * block].copy_from_slice(input);
+        self.allgather_run(output, block, opts)
+    }
+
+    /// Allgather in place: `buf` is `size × block` elements and this rank's block (at
+    /// `rank × block`) already holds its part.
+    pub fn allgather_in_place<T: Element>(&self, buf: &mut [T], opts: &Options) -> Result<()> {
+        let c = Collective::Allgather;
+        let n = self.n();
+        if !buf.len().is_multiple_of(n) {
+            return Err(Error::invalid(
+                c,
+                format!("buf: {} elements do not split into {n} equal blocks", buf.len()),
+            ));
+        }
+        self.allgather_run(buf, buf.len() / n, opts)
+    }
+
+    fn allgather_run<T: Element>(&self, buf: &mut [T], block: usize, opts: &Options) -> Result<()> {
+        let c = Collective::Allgather;
+        let n = self.n();
+        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
+        let seg = segment(opts, es::<T>());
+        let param =
+            if algorithm == Algorithm::Ring { u32::try_from(seg).unwrap_or(u32::MAX) } else { 0 };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: None,
+            count: block,
+            param,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        if n == 1 {
+            return Ok(());
+        }
+        let b = as_bytes_mut(buf);
+        let bb = block * es::<T>();
+        match algorithm {
+            Algorithm::Bruck => {
+                let me = ctx.rank;
+                let own = b[me * bb..(me + 1) * bb].to_vec();
+                s::allgather_bruck(&ctx, &own, b, bb)
+            }
+            _ => {
+                let blocks = byte_ranges(&vec![block; n], es::<T>());
+                s::allgather_ring(&ctx, b, &blocks, seg)
+            }
+        }
+    }
+
+    /// Gather `counts[q]` elements from each rank `q` into every rank's `output`, in rank
+    /// order. Every rank passes the same `counts`; `input.len()` must be `counts[rank]`.
+    pub fn allgatherv<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        counts: &[usize],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allgatherv;
+        let n = self.n();
+        let total = check_counts(c, "counts", counts, n)?;
+        let me = self.rank().index();
+        check_len(c, "input", input.len(), counts[me], "counts[rank]")?;
+        check_len(c, "output", output.len(), total, "the sum of the counts")?;
+        let off: usize = counts[..me].iter().sum();
+        output[off..off + input.len()].copy_from_slice(input);
+        self.allgatherv_in_place(output, counts, opts)
+    }
+
+    /// Allgatherv in place: `buf` holds the blocks in rank order and this rank's block is
+    /// already filled.
+    pub fn allgatherv_in_place<T: Element>(
+        &self,
+        buf: &mut [T],
+        counts: &[usize],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allgatherv;
+        let n = self.n();
+        let total = check_counts(c, "counts", counts, n)?;
+        check_len(c, "buf", buf.len(), total, "the sum of the counts")?;
+        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
+        let seg = segment(opts, es::<T>());
+        let param = hash_counts(counts) ^ u32::try_from(seg).unwrap_or(u32::MAX);
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: None,
+            count: total,
+            param,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        if n == 1 {
+            return Ok(());
+        }
+        let blocks = byte_ranges(counts, es::<T>());
+        s::allgather_ring(&ctx, as_bytes_mut(buf), &blocks, seg)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reduce-scatter
+    // -----------------------------------------------------------------------------------
+
+    /// Reduce `input` (`size × output.len()` elements) across ranks and give block `rank` of
+    /// the result to `output`. Bandwidth-optimal (ring).
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options, ReduceOp};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let mut mine = [0i32; 2];
+    ///     g.reduce_scatter(&[1, 2, 3, 4], &mut mine, ReduceOp::Sum, &Options::new()).unwrap();
+    ///     mine
+    /// });
+    /// assert_eq!(out, vec![[2, 4], [6, 8]]);
+    /// ```
+    pub fn reduce_scatter<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        self.reduce_scatter_impl(
+            Collective::ReduceScatter,
+            input,
+            output,
+            &vec![output.len(); n],
+            op,
+            opts,
+        )
+    }
+
+    /// Reduce `input` (the sum of `counts` elements) across ranks and give the `counts[rank]`
+    /// elements of block `rank` to `output`.
+    pub fn reduce_scatterv<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        self.reduce_scatter_impl(Collective::ReduceScatterv, input, output, counts, op, opts)
+    }
+
+    fn reduce_scatter_impl<T: Element>(
+        &self,
+        c: Collective,
+        input: &[T],
+        output: &mut [T],
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let n = self.n();
+        let total = check_counts(c, "counts", counts, n)?;
+        let me = self.rank().index();
+        check_len(c, "output", output.len(), counts[me], "counts[rank]")?;
+        check_len(c, "input", input.len(), total, "the sum of the counts (size × output)")?;
+        let mut work = input.to_vec();
+        let range = self.reduce_scatter_run(c, &mut work, counts, op, opts)?;
+        output.copy_from_slice(&work[range]);
+        Ok(())
+    }
+
+    /// Reduce-scatter in place over equal blocks (`buf.len()` divisible by the size); returns
+    /// the element range of `buf` that holds this rank's result (the rest is clobbered).
+    pub fn reduce_scatter_in_place<T: Element>(
+        &self,
+        buf: &mut [T],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<Range<usize>> {
+        let c = Collective::ReduceScatter;
+        let n = self.n();
+        if !buf.len().is_multiple_of(n) {
+            return Err(Error::invalid(
+                c,
+                format!("buf: {} elements do not split into {n} equal blocks", buf.len()),
+            ));
+        }
+        self.reduce_scatter_run(c, buf, &vec![buf.len() / n; n], op, opts)
+    }
+
+    /// Reduce-scatter in place with per-rank counts; returns the element range of `buf` that
+    /// holds this rank's result (the rest is clobbered).
+    pub fn reduce_scatterv_in_place<T: Element>(
+        &self,
+        buf: &mut [T],
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<Range<usize>> {
+        let c = Collective::ReduceScatterv;
+        let total = check_counts(c, "counts", counts, self.n())?;
+        check_len(c, "buf", buf.len(), total, "the sum of the counts")?;
+        self.reduce_scatter_run(c, buf, counts, op, opts)
+    }
+
+    fn reduce_scatter_run<T: Element>(
+        &self,
+        c: Collective,
+        buf: &mut [T],
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<Range<usize>> {
+        let n = self.n();
+        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
+        let seg = segment(opts, es::<T>());
+        let (count, param) = if c == Collective::ReduceScatter {
+            (counts[0], u32::try_from(seg).unwrap_or(u32::MAX))
+        } else {
+            (buf.len(), hash_counts(counts) ^ u32::try_from(seg).unwrap_or(u32::MAX))
+        };
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: op.id(),
+            root: None,
+            count,
+            param,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        let me = ctx.rank;
+        let start: usize = counts[..me].iter().sum();
+        let range = start..start + counts[me];
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        let b = as_bytes_mut(buf);
+        if n > 1 {
+            let blocks = byte_ranges(counts, es::<T>());
+            s::reduce_scatter_ring(&ctx, b, &blocks, &f, seg)?;
+        }
+        if let ReduceOp::Average = op {
+            divide_bytes::<T>(&mut b[bytes_of(&range, es::<T>())], n as u32);
+        }
+        Ok(range)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Alltoall
+    // -----------------------------------------------------------------------------------
+
+    /// Send block `q` of `input` to rank `q`, which stores it as block `rank` of its
+    /// `output` (both `size × block` elements).
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let r = g.rank().0 as u8;
+    ///     let mut got = [0u8; 2];
+    ///     g.alltoall(&[r * 10, r * 10 + 1], &mut got, &Options::new()).unwrap();
+    ///     got
+    /// });
+    /// assert_eq!(out, vec![[0, 10], [1, 11]]);
+    /// ```
+    pub fn alltoall<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Alltoall;
+        let n = self.n();
+        check_len(c, "output", output.len(), input.len(), "the input's length")?;
+        if !input.len().is_multiple_of(n) {
+            return Err(Error::invalid(
+                c,
+                format!("input: {} elements do not split into {n} equal blocks", input.len()),
+            ));
+        }
+        let block = input.len() / n;
+        let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: None,
+            count: block,
+            param: 0,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        let blocks = byte_ranges(&vec![block; n], es::<T>());
+        let fp = ctx.fp;
+        s::alltoall_pairwise(
+            &ctx,
+            as_bytes(input),
+            &blocks,
+            as_bytes_mut(output),
+            &blocks,
+            &|_, _| (fp, fp),
+        )
+    }
+
+    /// Send `send_counts[q]` elements (blocks of `input` in rank order) to each rank `q`, and
+    /// receive `recv_counts[q]` elements from each rank `q` into `output` (rank order).
+    /// Rank `a`'s `send_counts[b]` must equal rank `b`'s `recv_counts[a]`; a disagreement is
+    /// a [`Mismatch`](Error::Mismatch) naming both counts.
+    pub fn alltoallv<T: Element>(
+        &self,
+        input: &[T],
+        send_counts: &[usize],
+        output: &mut [T],
+        recv_counts: &[usize],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Alltoallv;
+        let n = self.n();
+        let st = check_counts(c, "send_counts", send_counts, n)?;
+        let rt = check_counts(c, "recv_counts", recv_counts, n)?;
+        check_len(c, "input", input.len(), st, "the sum of send_counts")?;
+        check_len(c, "output", output.len(), rt, "the sum of recv_counts")?;
+        let me = self.rank().index();
+        if send_counts[me] != recv_counts[me] {
+            return Err(Error::invalid(
+                c,
+                format!(
+                    "send_counts[{me}] = {} but recv_counts[{me}] = {} (this rank's block to itself)",
+                    send_counts[me], recv_counts[me]
+                ),
+            ));
+        }
+        let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: Some(T::DTYPE),
+            op: 0,
+            root: None,
+            count: 0,
+            param: 0,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        let info = CallInfo::decode(&ctx.fp);
+        let with_count = |k: usize| {
+            let mut i = info;
+            i.count = k as u64;
+            i.encode()
+        };
+        let fps =
+            |to: usize, from: usize| (with_count(send_counts[to]), with_count(recv_counts[from]));
+        s::alltoall_pairwise(
+            &ctx,
+            as_bytes(input),
+            &byte_ranges(send_counts, es::<T>()),
+            as_bytes_mut(output),
+            &byte_ranges(recv_counts, es::<T>()),
+            &fps,
+        )
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Barrier and point-to-point
+    // -----------------------------------------------------------------------------------
+
+    /// Return once every rank has entered the barrier.
+    pub fn barrier(&self, opts: &Options) -> Result<()> {
+        let c = Collective::Barrier;
+        let algorithm = self.algorithm(c, 0, opts)?;
+        let call = Call {
+            collective: c,
+            algorithm,
+            dtype: None,
+            op: 0,
+            root: None,
+            count: 0,
+            param: 0,
+            check: false,
+        };
+        let ctx = self.begin(call, opts);
+        s::barrier_dissemination(&ctx)
+    }
+
+    fn p2p_ctx(&self, peer: Rank, sending: bool, dtype: DType, opts: &Options) -> Result<Ctx<'_>> {
+        let c = Collective::SendRecv;
+        let n = self.n();
+        let what = if sending { "to" } else { "from" };
+        if peer.index() >= n {
+            return Err(Error::invalid(
+                c,
+                format!("{what}: {peer} is not a rank of this group of {n}"),
+            ));
+        }
+        if peer == self.rank() {
+            return Err(Error::invalid(c, format!("{what}: {peer} is this rank")));
+        }
+        if let Some(a) = opts.algorithm
+            && a != Algorithm::Direct
+        {
+            return Err(Error::UnknownAlgorithm {
+                collective: c,
+                source: "Options::algorithm".to_string(),
+                name: a.name().to_string(),
+                valid: c.algorithm_names(),
+            });
+        }
+        let epoch = {
+            // As in `begin`: the map stays consistent even if a holder panicked.
+            let mut m = self.p2p.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry((opts.tag, peer.0, sending)).or_insert(0);
+            let v = *e;
+            *e += 1;
+            v
+        };
+        let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, opts.tag, 0);
+        info.epoch = epoch | P2P_EPOCH;
+        Ok(Ctx::new(&self.comm, c, opts.tag, info.encode(), opts.deadline_from_now(), false))
+    }
+
+    /// Send `buf` to rank `to` (matched by the `n`-th [`recv`](Self::recv) from this rank on
+    /// the same tag there).
+    pub fn send<T: Element>(&self, to: Rank, buf: &[T], opts: &Options) -> Result<()> {
+        let ctx = self.p2p_ctx(to, true, T::DTYPE, opts)?;
+        let mut ops = Ops::new();
+        ops.push(ctx.send(to.index(), STEP_P2P, as_bytes(buf)));
+        ctx.run(ops)
+    }
+
+    /// Receive one message from rank `from` into `buf` (which may be longer than the message);
+    /// returns the number of elements received.
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options};
+    /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
+    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    ///     let g = Group::new(c).unwrap();
+    ///     let mut buf = [0f64; 4];
+    ///     if g.rank() == Rank(0) {
+    ///         g.send(Rank(1), &[1.5, 2.5], &Options::new()).unwrap();
+    ///         0
+    ///     } else {
+    ///         g.recv(Rank(0), &mut buf, &Options::new()).unwrap()
+    ///     }
+    /// });
+    /// assert_eq!(out, vec![0, 2]);
+    /// ```
+    pub fn recv<T: Element>(&self, from: Rank, buf: &mut [T], opts: &Options) -> Result<usize> {
+        let ctx = self.p2p_ctx(from, false, T::DTYPE, opts)?;
+        let mut ops = [ctx.recv(from.index(), STEP_P2P, as_bytes_mut(buf))];
+        if let Err(e) = ctx.comm.run(&mut ops, ctx.deadline) {
+            return Err(ctx.fail(e));
+        }
+        let len = ops[0].completed().map_or(0, |(_, len)| len);
+        if len % es::<T>() != 0 {
+            return Err(Error::LengthMismatch {
+                collective: Collective::SendRecv,
+                peer: from,
+                slot: ctx.slot(STEP_P2P),
+                expected: len.next_multiple_of(es::<T>()),
+                received: len,
+            });
+        }
+        Ok(len / es::<T>())
+    }
+}
+
+/// Elements of `count` split over `parts` as the ring and halving-doubling split them (for
+/// tests and tools that want to know which rank computes which block).
+pub fn block_ranges(count: usize, parts: usize) -> Vec<Range<usize>> {
+    partition(count, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_checked() {
+        let c = Collective::Gatherv;
+        assert!(check_counts(c, "counts", &[1, 2], 3).is_err());
+        assert_eq!(check_counts(c, "counts", &[1, 2, 3], 3).unwrap(), 6);
+        let e = check_counts(c, "counts", &[usize::MAX, 2], 2).unwrap_err();
+        assert!(e.to_string().contains("counts"), "{e}");
+    }
+
+    #[test]
+    fn segment_is_whole_elements() {
+        let o = Options::new().with_segment_bytes(10);
+        assert_eq!(segment(&o, 4), 8);
+        assert_eq!(segment(&o.clone().with_segment_bytes(0), 8), 8);
+    }
+}

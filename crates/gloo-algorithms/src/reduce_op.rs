@@ -1,0 +1,103 @@
+//! Reduction operators.
+
+use std::fmt;
+
+use crate::element::{Builtin, Element};
+
+/// How a reducing collective combines elements.
+///
+/// Built-in ops are associative and commutative. A [`Custom`](ReduceOp::Custom) closure
+/// computes `dst[i] = dst[i] op src[i]` over equal-length slices and must be associative and
+/// commutative too (the algorithms group and order operands differently); every rank must
+/// pass the same closure, which the fingerprint cannot check beyond "custom".
+///
+/// ```
+/// use gloo_algorithms::ReduceOp;
+/// let bitwise_or = |dst: &mut [u32], src: &[u32]| {
+///     dst.iter_mut().zip(src).for_each(|(d, s)| *d |= *s)
+/// };
+/// let op = ReduceOp::Custom(&bitwise_or);
+/// assert_eq!(op.name(), "custom");
+/// assert_eq!(ReduceOp::<u32>::Sum.name(), "sum");
+/// ```
+pub enum ReduceOp<'f, T> {
+    /// Sum (integers wrap).
+    Sum,
+    /// Product (integers wrap).
+    Product,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// Sum divided by the world size on every rank at the end (integers truncate).
+    Average,
+    /// A user closure, `dst = dst op src`.
+    Custom(&'f dyn Fn(&mut [T], &[T])),
+}
+
+impl<T> Clone for ReduceOp<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ReduceOp<'_, T> {}
+
+impl<T> fmt::Debug for ReduceOp<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl<T> ReduceOp<'_, T> {
+    /// The op's name (`"sum"`, `"custom"`, ...).
+    pub fn name(&self) -> &'static str {
+        op_name(self.id())
+    }
+
+    /// The wire id of the op, for fingerprints.
+    pub(crate) fn id(&self) -> u8 {
+        match self {
+            ReduceOp::Sum => 1,
+            ReduceOp::Product => 2,
+            ReduceOp::Min => 3,
+            ReduceOp::Max => 4,
+            ReduceOp::Average => 5,
+            ReduceOp::Custom(_) => 6,
+        }
+    }
+}
+
+/// The name of an op wire id (0 means "no op").
+pub(crate) fn op_name(id: u8) -> &'static str {
+    match id {
+        0 => "none",
+        1 => "sum",
+        2 => "product",
+        3 => "min",
+        4 => "max",
+        5 => "average",
+        6 => "custom",
+        _ => "unknown",
+    }
+}
+
+impl<T: Element> ReduceOp<'_, T> {
+    /// `dst = dst op src` over bytes holding whole `T`s.
+    pub(crate) fn apply_bytes(&self, dst: &mut [u8], src: &[u8]) {
+        match self {
+            ReduceOp::Sum | ReduceOp::Average => {
+                crate::element::reduce_bytes::<T>(Builtin::Sum, dst, src)
+            }
+            ReduceOp::Product => crate::element::reduce_bytes::<T>(Builtin::Product, dst, src),
+            ReduceOp::Min => crate::element::reduce_bytes::<T>(Builtin::Min, dst, src),
+            ReduceOp::Max => crate::element::reduce_bytes::<T>(Builtin::Max, dst, src),
+            ReduceOp::Custom(f) => crate::element::with_typed::<T>(dst, src, *f),
+        }
+    }
+
+    /// `dst = dst op src` over typed slices (the local part of a multi-buffer allreduce).
+    pub(crate) fn apply(&self, dst: &mut [T], src: &[T]) {
+        self.apply_bytes(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
+    }
+}

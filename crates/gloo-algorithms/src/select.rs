@@ -1,0 +1,370 @@
+//! Collectives, algorithms, and the one table that picks an algorithm for a call.
+
+use std::fmt;
+
+/// The collectives, as named in errors, fingerprints and environment variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Collective {
+    /// [`Group::allreduce`](crate::Group::allreduce) and its variants.
+    Allreduce = 1,
+    /// [`Group::reduce`](crate::Group::reduce).
+    Reduce = 2,
+    /// [`Group::broadcast`](crate::Group::broadcast).
+    Broadcast = 3,
+    /// [`Group::allgather`](crate::Group::allgather).
+    Allgather = 4,
+    /// [`Group::allgatherv`](crate::Group::allgatherv).
+    Allgatherv = 5,
+    /// [`Group::gather`](crate::Group::gather).
+    Gather = 6,
+    /// [`Group::gatherv`](crate::Group::gatherv).
+    Gatherv = 7,
+    /// [`Group::scatter`](crate::Group::scatter).
+    Scatter = 8,
+    /// [`Group::scatterv`](crate::Group::scatterv).
+    Scatterv = 9,
+    /// [`Group::reduce_scatter`](crate::Group::reduce_scatter).
+    ReduceScatter = 10,
+    /// [`Group::reduce_scatterv`](crate::Group::reduce_scatterv).
+    ReduceScatterv = 11,
+    /// [`Group::alltoall`](crate::Group::alltoall).
+    Alltoall = 12,
+    /// [`Group::alltoallv`](crate::Group::alltoallv).
+    Alltoallv = 13,
+    /// [`Group::barrier`](crate::Group::barrier).
+    Barrier = 14,
+    /// [`Group::send`](crate::Group::send) / [`Group::recv`](crate::Group::recv).
+    SendRecv = 15,
+}
+
+impl Collective {
+    /// Every collective, in wire-id order.
+    pub const ALL: [Collective; 15] = [
+        Collective::Allreduce,
+        Collective::Reduce,
+        Collective::Broadcast,
+        Collective::Allgather,
+        Collective::Allgatherv,
+        Collective::Gather,
+        Collective::Gatherv,
+        Collective::Scatter,
+        Collective::Scatterv,
+        Collective::ReduceScatter,
+        Collective::ReduceScatterv,
+        Collective::Alltoall,
+        Collective::Alltoallv,
+        Collective::Barrier,
+        Collective::SendRecv,
+    ];
+
+    /// The collective's name (`"allreduce"`, `"reduce_scatterv"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Collective::Allreduce => "allreduce",
+            Collective::Reduce => "reduce",
+            Collective::Broadcast => "broadcast",
+            Collective::Allgather => "allgather",
+            Collective::Allgatherv => "allgatherv",
+            Collective::Gather => "gather",
+            Collective::Gatherv => "gatherv",
+            Collective::Scatter => "scatter",
+            Collective::Scatterv => "scatterv",
+            Collective::ReduceScatter => "reduce_scatter",
+            Collective::ReduceScatterv => "reduce_scatterv",
+            Collective::Alltoall => "alltoall",
+            Collective::Alltoallv => "alltoallv",
+            Collective::Barrier => "barrier",
+            Collective::SendRecv => "send_recv",
+        }
+    }
+
+    /// The collective with this wire id.
+    pub fn from_id(id: u8) -> Option<Collective> {
+        Collective::ALL.into_iter().find(|c| *c as u8 == id)
+    }
+
+    /// The environment variable that overrides this collective's algorithm, e.g.
+    /// `GLOO_ALGORITHM_ALLREDUCE`.
+    pub fn env_var(self) -> String {
+        format!("GLOO_ALGORITHM_{}", self.name().to_ascii_uppercase())
+    }
+
+    /// The algorithms that implement this collective.
+    pub fn algorithms(self) -> &'static [Algorithm] {
+        use Algorithm::*;
+        match self {
+            Collective::Allreduce => &[Ring, HalvingDoubling, Bcube, RecursiveDoubling],
+            Collective::Broadcast => &[BinomialTree, ScatterAllgather],
+            Collective::Allgather => &[Ring, Bruck],
+            Collective::Allgatherv | Collective::ReduceScatter | Collective::ReduceScatterv => {
+                &[Ring]
+            }
+            Collective::Reduce
+            | Collective::Gather
+            | Collective::Gatherv
+            | Collective::Scatter
+            | Collective::Scatterv => &[BinomialTree],
+            Collective::Alltoall | Collective::Alltoallv => &[Pairwise],
+            Collective::Barrier => &[Dissemination],
+            Collective::SendRecv => &[Direct],
+        }
+    }
+
+    /// The names of [`algorithms`](Self::algorithms), for error messages.
+    pub fn algorithm_names(self) -> Vec<&'static str> {
+        self.algorithms().iter().map(|a| a.name()).collect()
+    }
+}
+
+impl fmt::Display for Collective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An algorithm (a schedule of messages) that implements one or more collectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Ring: reduce-scatter then allgather around the ring, each block cut into segments
+    /// ([`Options::segment_bytes`](crate::Options)) with two segments in flight.
+    /// Bandwidth-optimal; latency grows with the world size.
+    Ring = 1,
+    /// Rabenseifner: recursive-halving reduce-scatter then recursive-doubling allgather. A
+    /// world size that is not a power of two folds its extra ranks into their neighbours
+    /// first and unfolds them at the end.
+    HalvingDoubling = 2,
+    /// BCube: the ranks form a mixed-radix hypercube whose digits are at most
+    /// [`Options::bcube_base`](crate::Options); each step reduce-scatters within a group of
+    /// one digit, then the steps run backwards as allgathers.
+    Bcube = 3,
+    /// Recursive doubling: whole buffers exchanged with partners at distance 1, 2, 4, ...
+    /// (extra ranks folded as in halving-doubling). Fewest rounds; for small messages.
+    RecursiveDoubling = 4,
+    /// Binomial tree rooted at the call's root.
+    BinomialTree = 5,
+    /// Broadcast as a binomial scatter of blocks followed by a ring allgather (van de Geijn),
+    /// for large messages.
+    ScatterAllgather = 6,
+    /// Bruck's allgather: ⌈log2 n⌉ rounds, for small messages.
+    Bruck = 7,
+    /// Dissemination barrier: ⌈log2 n⌉ rounds of zero-byte messages.
+    Dissemination = 8,
+    /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
+    /// `rank - s`.
+    Pairwise = 9,
+    /// A single point-to-point message.
+    Direct = 10,
+}
+
+impl Algorithm {
+    /// Every algorithm, in wire-id order.
+    pub const ALL: [Algorithm; 10] = [
+        Algorithm::Ring,
+        Algorithm::HalvingDoubling,
+        Algorithm::Bcube,
+        Algorithm::RecursiveDoubling,
+        Algorithm::BinomialTree,
+        Algorithm::ScatterAllgather,
+        Algorithm::Bruck,
+        Algorithm::Dissemination,
+        Algorithm::Pairwise,
+        Algorithm::Direct,
+    ];
+
+    /// The name used in environment variables and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ring => "ring",
+            Algorithm::HalvingDoubling => "halving_doubling",
+            Algorithm::Bcube => "bcube",
+            Algorithm::RecursiveDoubling => "recursive_doubling",
+            Algorithm::BinomialTree => "binomial",
+            Algorithm::ScatterAllgather => "scatter_allgather",
+            Algorithm::Bruck => "bruck",
+            Algorithm::Dissemination => "dissemination",
+            Algorithm::Pairwise => "pairwise",
+            Algorithm::Direct => "direct",
+        }
+    }
+
+    /// The algorithm with this name.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The algorithm with this wire id.
+    pub fn from_id(id: u8) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| *a as u8 == id)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One row of the selection table: for `collective`, at `min_ranks` ranks or more and a
+/// message of fewer than `bytes_below` bytes, use `algorithm`. The first matching row wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The collective the row is for.
+    pub collective: Collective,
+    /// The row applies at this world size or above.
+    pub min_ranks: u32,
+    /// The row applies to messages shorter than this many bytes (the buffer for allreduce and
+    /// broadcast, the whole output for allgather).
+    pub bytes_below: u64,
+    /// What to run.
+    pub algorithm: Algorithm,
+}
+
+const fn rule(
+    collective: Collective,
+    min_ranks: u32,
+    bytes_below: u64,
+    algorithm: Algorithm,
+) -> Rule {
+    Rule { collective, min_ranks, bytes_below, algorithm }
+}
+
+const KIB: u64 = 1024;
+
+/// The table the automatic choice reads, first match wins; collectives with one algorithm
+/// have no row.
+///
+/// **Provenance: provisional.** The crossovers are the textbook ones (MPICH's defaults:
+/// recursive doubling below a few KiB, Rabenseifner in the middle, ring for large buffers;
+/// binomial broadcast below 256 KiB; Bruck for small allgathers), scaled down for this
+/// machine's ~10 µs loopback latency. They have **not yet been measured** with `gloo-bench`;
+/// the bench's per-algorithm sweeps (`--algorithm`) are what should replace them, and this
+/// comment should then name the run (machine, date, command) the numbers came from.
+pub const TABLE: &[Rule] = &[
+    rule(Collective::Allreduce, 1, 8 * KIB, Algorithm::RecursiveDoubling),
+    rule(Collective::Allreduce, 1, 512 * KIB, Algorithm::HalvingDoubling),
+    rule(Collective::Allreduce, 1, u64::MAX, Algorithm::Ring),
+    rule(Collective::Broadcast, 1, 256 * KIB, Algorithm::BinomialTree),
+    rule(Collective::Broadcast, 3, u64::MAX, Algorithm::ScatterAllgather),
+    rule(Collective::Broadcast, 1, u64::MAX, Algorithm::BinomialTree),
+    rule(Collective::Allgather, 1, 64 * KIB, Algorithm::Bruck),
+    rule(Collective::Allgather, 1, u64::MAX, Algorithm::Ring),
+];
+
+/// The table's choice for `collective` at `ranks` ranks and `bytes` bytes.
+///
+/// ```
+/// use gloo_algorithms::{Algorithm, Collective, select::choose};
+/// assert_eq!(choose(Collective::Allreduce, 4, 4), Algorithm::RecursiveDoubling);
+/// assert_eq!(choose(Collective::Allreduce, 4, 64 << 20), Algorithm::Ring);
+/// assert_eq!(choose(Collective::Barrier, 4, 0), Algorithm::Dissemination);
+/// ```
+pub fn choose(collective: Collective, ranks: u32, bytes: u64) -> Algorithm {
+    TABLE
+        .iter()
+        .find(|r| r.collective == collective && ranks >= r.min_ranks && bytes < r.bytes_below)
+        .map(|r| r.algorithm)
+        // Collectives without rows have exactly one algorithm.
+        .unwrap_or(collective.algorithms()[0])
+}
+
+/// Algorithm overrides read from the environment, one variable per collective.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvOverrides {
+    by_collective: Vec<(Collective, Algorithm)>,
+}
+
+impl EnvOverrides {
+    /// Read every `GLOO_ALGORITHM_<COLLECTIVE>` variable; an unknown or inapplicable name is
+    /// an error that lists the valid ones.
+    pub fn from_env() -> Result<EnvOverrides, crate::Error> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `lookup` (for tests and
+    /// for launchers that carry their own environment).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EnvOverrides, crate::Error> {
+        let mut by_collective = Vec::new();
+        for c in Collective::ALL {
+            let var = c.env_var();
+            let Some(value) = lookup(&var) else { continue };
+            let name = value.trim().to_ascii_lowercase();
+            match Algorithm::from_name(&name) {
+                Some(a) if c.algorithms().contains(&a) => by_collective.push((c, a)),
+                _ => {
+                    return Err(crate::Error::UnknownAlgorithm {
+                        collective: c,
+                        source: var,
+                        name: value,
+                        valid: c.algorithm_names(),
+                    });
+                }
+            }
+        }
+        Ok(EnvOverrides { by_collective })
+    }
+
+    /// The override for `collective`, if one was set.
+    pub fn algorithm(&self, collective: Collective) -> Option<Algorithm> {
+        self.by_collective.iter().find(|(c, _)| *c == collective).map(|(_, a)| *a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_collective_has_a_choice_at_every_size() {
+        for c in Collective::ALL {
+            for ranks in [1, 2, 3, 16] {
+                for bytes in [0, 1, 8191, 8192, 1 << 20, u64::MAX - 1] {
+                    assert!(c.algorithms().contains(&choose(c, ranks, bytes)), "{c} {bytes}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_uses_scatter_allgather_only_for_large_messages_on_three_ranks_or_more() {
+        assert_eq!(choose(Collective::Broadcast, 8, 1 << 20), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 2, 1 << 20), Algorithm::BinomialTree);
+        assert_eq!(choose(Collective::Broadcast, 8, 1024), Algorithm::BinomialTree);
+    }
+
+    #[test]
+    fn unknown_algorithm_in_the_environment_lists_the_valid_ones() {
+        let e = EnvOverrides::from_lookup(|k| {
+            (k == "GLOO_ALGORITHM_ALLREDUCE").then(|| "rign".to_string())
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("GLOO_ALGORITHM_ALLREDUCE"), "{text}");
+        assert!(text.contains("rign"), "{text}");
+        assert!(text.contains("ring, halving_doubling, bcube, recursive_doubling"), "{text}");
+    }
+
+    #[test]
+    fn an_algorithm_of_another_collective_in_the_environment_is_refused() {
+        let e = EnvOverrides::from_lookup(|k| {
+            (k == "GLOO_ALGORITHM_BARRIER").then(|| "ring".to_string())
+        });
+        assert!(matches!(e, Err(crate::Error::UnknownAlgorithm { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn environment_overrides_are_read_per_collective() {
+        let o = EnvOverrides::from_lookup(|k| match k {
+            "GLOO_ALGORITHM_ALLREDUCE" => Some("Bcube".to_string()),
+            "GLOO_ALGORITHM_ALLGATHER" => Some("bruck".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(o.algorithm(Collective::Allreduce), Some(Algorithm::Bcube));
+        assert_eq!(o.algorithm(Collective::Allgather), Some(Algorithm::Bruck));
+        assert_eq!(o.algorithm(Collective::Broadcast), None);
+    }
+}

@@ -1,0 +1,245 @@
+//! Helpers shared by this crate's integration tests: groups over loopback, element types
+//! with an exact or tolerant oracle, and deterministic data.
+#![allow(dead_code, unreachable_pub)]
+
+use gloo_algorithms::{Element, Group, ReduceOp, select::EnvOverrides};
+use gloo_transport::loopback::{LoopbackComm, LoopbackConfig, group};
+use half::{bf16, f16};
+
+/// The world sizes the issue asks for.
+pub const SIZES: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16];
+
+/// Element counts: 0, 1, primes, and counts not divisible by most world sizes.
+pub const COUNTS: &[usize] = &[0, 1, 2, 3, 5, 7, 11, 13, 17, 31, 37, 64, 101];
+
+/// Run `f` on every rank of an `n`-rank loopback group (havoc seeded with `seed`), each rank
+/// with a [`Group`] that ignores the environment (tests choose algorithms explicitly).
+pub fn on_ranks<R: Send>(
+    n: u32,
+    seed: u64,
+    f: impl Fn(Group<LoopbackComm>) -> R + Send + Sync,
+) -> Vec<R> {
+    let comms = group(n, LoopbackConfig::havoc(seed));
+    gloo_testing::run_ranks(comms, |c| f(Group::with_overrides(c, EnvOverrides::default())))
+}
+
+/// As [`on_ranks`] without havoc.
+pub fn on_ranks_plain<R: Send>(
+    n: u32,
+    f: impl Fn(Group<LoopbackComm>) -> R + Send + Sync,
+) -> Vec<R> {
+    let comms = group(n, LoopbackConfig::default());
+    gloo_testing::run_ranks(comms, |c| f(Group::with_overrides(c, EnvOverrides::default())))
+}
+
+/// A small deterministic generator (splitmix64), so every rank can derive every rank's data.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The built-in ops by index, for strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Sum,
+    Product,
+    Min,
+    Max,
+    Average,
+    Custom,
+}
+
+pub const OPS: [OpKind; 6] =
+    [OpKind::Sum, OpKind::Product, OpKind::Min, OpKind::Max, OpKind::Average, OpKind::Custom];
+
+/// An element type the tests know how to generate and check.
+pub trait TestElem: Element + std::fmt::Debug + PartialEq {
+    const FLOAT: bool;
+    /// Relative tolerance against the f64 oracle (floats only).
+    const TOL: f64;
+    fn from_i64(v: i64) -> Self;
+    fn to_f64(self) -> f64;
+    /// Integers only: the value as i128.
+    fn to_i128(self) -> i128;
+    /// Integers only: an i128 wrapped into the type.
+    fn wrap(v: i128) -> Self;
+    /// The custom op the tests use: addition written by hand.
+    fn custom_add(dst: &mut [Self], src: &[Self]);
+    /// Bitwise identity (floats compared by bits, so NaN == NaN and -0 != +0).
+    fn bits_eq(a: &[Self], b: &[Self]) -> bool {
+        bytemuck::cast_slice::<Self, u8>(a) == bytemuck::cast_slice::<Self, u8>(b)
+    }
+}
+
+macro_rules! int_test_elem {
+    ($t:ty) => {
+        impl TestElem for $t {
+            const FLOAT: bool = false;
+            const TOL: f64 = 0.0;
+            fn from_i64(v: i64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn to_i128(self) -> i128 {
+                self as i128
+            }
+            fn wrap(v: i128) -> Self {
+                v as $t
+            }
+            fn custom_add(dst: &mut [Self], src: &[Self]) {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.wrapping_add(*s));
+            }
+        }
+    };
+}
+int_test_elem!(u8);
+int_test_elem!(u16);
+int_test_elem!(u32);
+int_test_elem!(u64);
+int_test_elem!(i8);
+int_test_elem!(i16);
+int_test_elem!(i32);
+int_test_elem!(i64);
+
+macro_rules! float_test_elem {
+    ($t:ty, $tol:expr, $from:expr, $to:expr) => {
+        impl TestElem for $t {
+            const FLOAT: bool = true;
+            const TOL: f64 = $tol;
+            fn from_i64(v: i64) -> Self {
+                // Quarters: exact in every float type at the magnitudes the tests use.
+                ($from)(v as f64 / 4.0)
+            }
+            fn to_f64(self) -> f64 {
+                ($to)(self)
+            }
+            fn to_i128(self) -> i128 {
+                0
+            }
+            fn wrap(_: i128) -> Self {
+                ($from)(0.0)
+            }
+            fn custom_add(dst: &mut [Self], src: &[Self]) {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = ($from)(($to)(*d) + ($to)(*s)));
+            }
+        }
+    };
+}
+float_test_elem!(f32, 1e-5, |x: f64| x as f32, |x: f32| x as f64);
+float_test_elem!(f64, 1e-12, |x: f64| x, |x: f64| x);
+float_test_elem!(f16, 2e-2, f16::from_f64, |x: f16| x.to_f64());
+float_test_elem!(bf16, 2e-2, bf16::from_f64, |x: bf16| x.to_f64());
+
+/// Rank `rank`'s input of `count` elements for `seed`, suited to `op` (products stay in range).
+pub fn data<T: TestElem>(seed: u64, rank: u32, count: usize, op: OpKind) -> Vec<T> {
+    (0..count)
+        .map(|i| {
+            let r = mix(seed ^ mix(u64::from(rank) << 32 | i as u64));
+            let v = match op {
+                // Products of ±1, ±2 (as quarters for floats: ±4/4, ±8/4) stay small.
+                OpKind::Product => {
+                    let m = if T::FLOAT { [4, -4, 8, 2] } else { [1, -1, 2, 1] };
+                    m[(r % 4) as usize]
+                }
+                _ => (r % 33) as i64 - 16,
+            };
+            let v = if !T::FLOAT && T::wrap(-1).to_i128() > 0 { v.abs() } else { v };
+            T::from_i64(v)
+        })
+        .collect()
+}
+
+/// The op as the library sees it (the custom one is [`TestElem::custom_add`]).
+pub fn reduce_op<'f, T: TestElem>(
+    op: OpKind,
+    custom: &'f dyn Fn(&mut [T], &[T]),
+) -> ReduceOp<'f, T> {
+    match op {
+        OpKind::Sum => ReduceOp::Sum,
+        OpKind::Product => ReduceOp::Product,
+        OpKind::Min => ReduceOp::Min,
+        OpKind::Max => ReduceOp::Max,
+        OpKind::Average => ReduceOp::Average,
+        OpKind::Custom => ReduceOp::Custom(custom),
+    }
+}
+
+/// The sequential oracle: element-wise reduction of `inputs` (one per rank), as f64 for
+/// floats and as wrapped integers for integers.
+pub fn oracle<T: TestElem>(inputs: &[Vec<T>], op: OpKind) -> Vec<f64> {
+    let n = inputs.len();
+    let count = inputs.first().map_or(0, Vec::len);
+    (0..count)
+        .map(|i| {
+            let col = inputs.iter().map(|v| v[i]);
+            if T::FLOAT {
+                let xs: Vec<f64> = col.map(|x| x.to_f64()).collect();
+                match op {
+                    OpKind::Sum | OpKind::Custom => xs.iter().sum(),
+                    OpKind::Average => xs.iter().sum::<f64>() / n as f64,
+                    OpKind::Product => xs.iter().product(),
+                    OpKind::Min => xs.iter().copied().fold(f64::INFINITY, f64::min),
+                    OpKind::Max => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                }
+            } else {
+                let xs: Vec<i128> = col.map(|x| x.to_i128()).collect();
+                let wrapped_sum = T::wrap(xs.iter().sum::<i128>()).to_i128();
+                let v = match op {
+                    OpKind::Sum | OpKind::Custom => wrapped_sum,
+                    OpKind::Average => wrapped_sum / n as i128,
+                    OpKind::Product => xs.iter().fold(1i128, |a, &b| T::wrap(a * b).to_i128()),
+                    OpKind::Min => *xs.iter().min().unwrap_or(&0),
+                    OpKind::Max => *xs.iter().max().unwrap_or(&0),
+                };
+                v as f64
+            }
+        })
+        .collect()
+}
+
+/// Assert `got` matches the oracle: exactly for integers, within the type's tolerance for
+/// floats.
+pub fn assert_close<T: TestElem>(got: &[T], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let g = g.to_f64();
+        let ok = if T::FLOAT { (g - w).abs() <= T::TOL * w.abs().max(1.0) * 4.0 } else { g == *w };
+        assert!(ok, "{what}: element {i}: got {g}, oracle {w} ({})", std::any::type_name::<T>());
+    }
+}
+
+/// Assert every rank's result is bitwise identical.
+pub fn assert_identical<T: TestElem>(results: &[Vec<T>], what: &str) {
+    for (r, v) in results.iter().enumerate().skip(1) {
+        assert!(
+            T::bits_eq(v, &results[0]),
+            "{what}: rank {r} differs from rank 0: {v:?} vs {:?}",
+            results[0]
+        );
+    }
+}
+
+/// Dispatch a generic test function over a dtype index (0..12).
+#[macro_export]
+macro_rules! each_dtype {
+    ($idx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $idx % 12 {
+            0 => $f::<u8>($($arg),*),
+            1 => $f::<u16>($($arg),*),
+            2 => $f::<u32>($($arg),*),
+            3 => $f::<u64>($($arg),*),
+            4 => $f::<i8>($($arg),*),
+            5 => $f::<i16>($($arg),*),
+            6 => $f::<i32>($($arg),*),
+            7 => $f::<i64>($($arg),*),
+            8 => $f::<half::f16>($($arg),*),
+            9 => $f::<half::bf16>($($arg),*),
+            10 => $f::<f32>($($arg),*),
+            _ => $f::<f64>($($arg),*),
+        }
+    };
+}

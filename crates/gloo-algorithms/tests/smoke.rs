@@ -1,0 +1,54 @@
+//! Small fixed cases, one per collective, without havoc: the first thing to look at when
+//! the oracle properties fail.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gloo_algorithms::{Algorithm, Options, ReduceOp};
+use gloo_transport::Rank;
+
+fn o(a: Algorithm) -> Options {
+    Options::new().with_algorithm(a).with_timeout(Duration::from_secs(5)).with_segment_bytes(8)
+}
+
+#[test]
+fn allgather_ring_of_three() {
+    let out = on_ranks_plain(3, |g| {
+        let mut all = [0u32; 6];
+        let me = g.rank().0;
+        g.allgather(&[me, me + 10], &mut all, &o(Algorithm::Ring)).unwrap();
+        all
+    });
+    assert_eq!(out, vec![[0, 10, 1, 11, 2, 12]; 3]);
+}
+
+#[test]
+fn allreduce_each_algorithm_on_five() {
+    for a in [
+        Algorithm::Ring,
+        Algorithm::HalvingDoubling,
+        Algorithm::Bcube,
+        Algorithm::RecursiveDoubling,
+    ] {
+        let out = on_ranks_plain(5, |g| {
+            let mut v = [g.rank().0 as i32; 7];
+            g.allreduce(&mut v, ReduceOp::Sum, &o(a)).unwrap();
+            v
+        });
+        assert_eq!(out, vec![[10; 7]; 5], "{a}");
+    }
+}
+
+#[test]
+fn broadcast_each_algorithm_on_five() {
+    for a in [Algorithm::BinomialTree, Algorithm::ScatterAllgather] {
+        let out = on_ranks_plain(5, |g| {
+            let mut v = if g.rank() == Rank(3) { [1u8, 2, 3, 4, 5, 6, 7] } else { [0; 7] };
+            g.broadcast(&mut v, Rank(3), &o(a)).unwrap();
+            v
+        });
+        assert_eq!(out, vec![[1, 2, 3, 4, 5, 6, 7]; 5], "{a}");
+    }
+}
