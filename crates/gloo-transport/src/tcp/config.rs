@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream::StreamLayer;
 use crate::{Error, Rank, Result};
 
 /// The environment variable holding the job's shared secret.
@@ -66,6 +68,17 @@ pub struct TcpConfig {
     security: Option<Security>,
     pub(crate) peer_timeout: Duration,
     pub(crate) busy_poll: Duration,
+    pub(crate) layer: Option<Layer>,
+}
+
+/// A [`StreamLayer`] in a configuration.
+#[derive(Clone)]
+pub(crate) struct Layer(pub(crate) Arc<dyn StreamLayer>);
+
+impl fmt::Debug for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamLayer")
+    }
 }
 
 /// The default busy-poll window; see [`TcpConfig::busy_poll`].
@@ -86,6 +99,7 @@ impl TcpConfig {
             security: None,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             busy_poll: DEFAULT_BUSY_POLL,
+            layer: None,
         }
     }
 
@@ -141,6 +155,16 @@ impl TcpConfig {
         self
     }
 
+    /// Put `layer` (TLS) between every connection's socket and the protocol.
+    ///
+    /// A layer is trusted to authenticate peers, so with one set a routable address may be
+    /// bound without a token; the `Hello` exchange (job, ranks, size) still runs first, with
+    /// a token too if one is configured.
+    pub fn stream_layer(mut self, layer: Arc<dyn StreamLayer>) -> TcpConfig {
+        self.layer = Some(Layer(layer));
+        self
+    }
+
     /// The address this configuration binds, and the security mode, resolved.
     pub(crate) fn resolve(&self) -> Result<(SocketAddr, Option<Vec<u8>>)> {
         if self.size == 0 || self.rank.0 >= self.size {
@@ -173,7 +197,7 @@ impl TcpConfig {
             Some(Security::Insecure) => None,
             None => match std::env::var(TOKEN_ENV) {
                 Ok(t) if !t.is_empty() => Some(t.into_bytes()),
-                _ if addr.ip().is_loopback() => None,
+                _ if addr.ip().is_loopback() || self.layer.is_some() => None,
                 _ => return Err(insecure_refusal(addr)),
             },
         };

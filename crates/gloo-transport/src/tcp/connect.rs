@@ -382,10 +382,21 @@ impl Setup {
             match slot {
                 None => peers.push(None),
                 Some((mut stream, leftover)) => {
+                    let rank = Rank(r as u32);
                     poll.registry()
                         .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
-                        .map_err(|e| Error::io(Some(Rank(r as u32)), "registering", &e))?;
-                    peers.push(Some(Peer::new(Rank(r as u32), Box::new(stream), &leftover)));
+                        .map_err(|e| Error::io(Some(rank), "registering", &e))?;
+                    let peer = match &self.l.cfg.layer {
+                        Some(layer) => {
+                            let wrapped =
+                                layer.0.wrap(rank, rank < me, stream, leftover).map_err(|e| {
+                                    Error::io(Some(rank), "setting up the stream layer", &e)
+                                })?;
+                            Peer::new(rank, wrapped, &[])
+                        }
+                        None => Peer::new(rank, Box::new(stream), &leftover),
+                    };
+                    peers.push(Some(peer));
                 }
             }
         }

@@ -705,6 +705,17 @@ impl Driver {
         let mut moved = false;
         loop {
             let stream = peer.stream.as_mut().expect("pumped peers have a stream");
+            if stream.has_pending_output() {
+                match stream.flush_pending() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        peer.writable = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(lost(peer.rank, &e).0),
+                }
+            }
             let res = if let Some(a) = &mut peer.active {
                 let Some(i) = mine.find(a.send) else { break };
                 let buf = send_buf(&mine.ops[i]);
@@ -982,7 +993,10 @@ impl Driver {
 
     /// Whether any live peer has queued bytes not yet written.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.peers.iter().flatten().any(|p| p.stream.is_some() && !p.out.is_empty())
+        self.peers
+            .iter()
+            .flatten()
+            .any(|p| p.stream.as_ref().is_some_and(|s| !p.out.is_empty() || s.has_pending_output()))
     }
 }
 

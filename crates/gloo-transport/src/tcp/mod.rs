@@ -34,4 +34,4 @@ pub use config::{
     DEFAULT_BUSY_POLL, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, Security, TOKEN_ENV, TcpConfig,
 };
 pub use connect::TcpListener;
-pub use stream::ByteStream;
+pub use stream::{ByteStream, StreamLayer};

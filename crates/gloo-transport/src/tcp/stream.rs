@@ -2,6 +2,8 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
+use crate::Rank;
+
 /// A non-blocking, ordered, reliable byte stream registered with mio.
 ///
 /// The driver speaks the wire protocol over this and nothing else, so a TLS layer can sit
@@ -24,6 +26,39 @@ pub trait ByteStream: Send {
     fn drains_on_short_io(&self) -> bool {
         false
     }
+
+    /// Whether the stream holds output of its own not yet on the socket (TLS records).
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+
+    /// Push such output to the socket: `Ok` once all of it is written, `WouldBlock` when the
+    /// socket has no room for the rest.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A layer put between every connection's socket and the protocol once the connection's
+/// handshake succeeded: how `gloo-tls` adds TLS to this transport.
+///
+/// Set with [`TcpConfig::stream_layer`](super::TcpConfig::stream_layer). The layer receives
+/// the registered, non-blocking socket and returns the stream the protocol runs over; its own
+/// handshake (a TLS handshake) runs inside that stream's `read` and `write_vectored`, driven
+/// by the communicator like any other bytes. A layer that authenticates peers (checks a
+/// certificate bound to `peer`) fails the stream's I/O with an error when they do not verify;
+/// the communicator then reports the peer as lost, naming it.
+pub trait StreamLayer: Send + Sync + 'static {
+    /// Wrap the connection to `peer`. `dialled` is true on the side that connected (the
+    /// higher rank, a TLS client); `early` holds bytes already read from the socket after the
+    /// handshake, which belong to the layer.
+    fn wrap(
+        &self,
+        peer: Rank,
+        dialled: bool,
+        socket: mio::net::TcpStream,
+        early: Vec<u8>,
+    ) -> io::Result<Box<dyn ByteStream>>;
 }
 
 impl ByteStream for mio::net::TcpStream {
