@@ -18,3 +18,8 @@ pub mod matrix;
 pub mod row;
 pub mod rows;
 pub mod run;
+
+/// The README's code example, compiled and run as a doc test so that it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExample;

@@ -25,10 +25,11 @@
 //! Add one line to [`BENCHES`]; `cargo xtask bench <name> [-- args]` runs it in release:
 //!
 //! ```text
-//! Bench { name: "transport", about: "ping-pong and streams vs plain sockets", package: "gloo-transport",
-//!         target: Example("transport_bench"), args: &[] },
+//! Bench { name: "kernels", about: "reduce kernels beside memcpy", package: "gloo-algorithms",
+//!         target: Example("kernels"), args: &[] },
 //! ```
 
+use crate::row::BenchTarget::Bin;
 use crate::row::Target::{Lib, Test};
 use crate::row::{Bench, Need, Row};
 
@@ -63,16 +64,31 @@ pub const ROWS: &[Row] = &[
     Row::cargo("lint/doc", &["doc", "--workspace", "--no-deps"]).env(&[("RUSTDOCFLAGS", "-Dwarnings")]),
     // xtask checks its own tables (unique names, existing packages, ...).
     Row::test("xtask/self", "xtask").lib(),
-    // gloo-transport: unit tests (the sans-io protocol), then the protocol's proptests.
+    // Every crate's documentation examples (README's example mirrors gloo-transport's).
+    Row::cargo("doc/examples", &["test", "--workspace", "--no-fail-fast", "--doc"]),
+    // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
+    // loopback (plain and havoc) and over tcp, rogue peers.
     Row::test("transport/unit", "gloo-transport").lib(),
     Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
-    // gloo-rendezvous: every store through the store conformance suite.
-    Row::test("rendezvous/stores", "gloo-rendezvous").targets(&[Lib, Test("conformance")]),
+    Row::test("transport/loopback", "gloo-transport").targets(&[Test("conformance_loopback")]),
+    Row::test("transport/tcp", "gloo-transport").targets(&[Test("conformance_tcp")]),
+    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake")]),
+    // gloo-testing: its own helpers (multi-process ranks, ...).
+    Row::test("testing/self", "gloo-testing"),
+    // gloo-rendezvous: every store through the conformance suite, the bootstrap, and Redis.
+    Row::test("rendezvous/stores", "gloo-rendezvous").targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store")]),
+    Row::test("rendezvous/bootstrap", "gloo-rendezvous").targets(&[Test("bootstrap")]),
+    Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "cli"]).needs(&[REDIS]),
+    // gloo-bench: a short checked run of the tool and its usage errors (never timings).
+    Row::test("bench/smoke", "gloo-bench"),
 ];
 
 /// Every benchmark `cargo xtask bench <name>` can run, in release.
 #[rustfmt::skip]
 pub const BENCHES: &[Bench] = &[
+    Bench { name: "sweep", about: "the main job: gloo-bench with its arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", target: Bin("gloo-bench"), args: &[] },
+    Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", target: Bin("gloo-bench"), args: &["transport"] },
+    Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", target: Bin("gloo-bench"), args: &["limits"] },
 ];
 
 #[cfg(test)]
