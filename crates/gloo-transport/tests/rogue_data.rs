@@ -16,7 +16,10 @@ use gloo_testing::deadline;
 use gloo_testing::rogue::{
     Closed, Frame, Rogue, connect_threads, eager_frame, exchange_with, header,
 };
-use gloo_transport::proto::{EAGER_CREDIT, EAGER_MAX, HandshakeConfig, Opcode, job_hash};
+use gloo_transport::proto::{
+    ABORT_REASON_MAX, EAGER_CREDIT, EAGER_MAX, HandshakeConfig, MAX_UNEXPECTED_RTS, Opcode,
+    job_hash,
+};
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Rank, Slot};
 
@@ -231,6 +234,60 @@ fn rogue_eager_frame_over_the_eager_limit() {
         let _ = c.send(&[0xAB; 1000]);
     });
     assert_protocol_from_rogue(&r, "Eager frame with length");
+    g.assert_contained();
+}
+
+#[test]
+fn rogue_floods_unmatched_requests_to_send() {
+    let mut g = group("rts-flood", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        // Announcements for a slot nobody posted, each with a fresh transfer id: the victim
+        // holds a bounded number of them, then refuses the peer.
+        let mut batch = Vec::with_capacity(32 * 1024);
+        for xfer in 1..=(MAX_UNEXPECTED_RTS as u64 + 1024) {
+            batch.extend_from_slice(&header(Opcode::Rts, 99, 1 << 40, xfer));
+            if batch.len() >= 32 * 1024 {
+                if c.send(&batch).is_err() {
+                    return; // The victim closed the connection: it noticed.
+                }
+                batch.clear();
+            }
+        }
+        let _ = c.send(&batch);
+    });
+    assert_protocol_from_rogue(&r, "unmatched requests to send");
+    g.assert_contained();
+}
+
+#[test]
+fn rogue_reuses_a_transfer_id() {
+    let mut g = group("xfer-twice", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        c.send(&header(Opcode::Rts, 99, 1000, 5)).expect("send");
+        let _ = c.send(&header(Opcode::Rts, 99, 1000, 5));
+    });
+    assert_protocol_from_rogue(&r, "announced twice");
+    g.assert_contained();
+}
+
+#[test]
+fn rogue_returns_credit_it_never_had() {
+    let mut g = group("credit-forged", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        let _ = c.send(&header(Opcode::Credit, 0, 0, EAGER_CREDIT));
+    });
+    assert_protocol_from_rogue(&r, "never had");
+    g.assert_contained();
+}
+
+#[test]
+fn rogue_abort_reason_over_the_limit() {
+    let mut g = group("abort-long", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        let _ = c.send(&header(Opcode::Abort, 0, ABORT_REASON_MAX + 1, 0));
+        let _ = c.send(&[b'x'; 2000]);
+    });
+    assert_protocol_from_rogue(&r, "Abort frame with length");
     g.assert_contained();
 }
 

@@ -336,3 +336,68 @@ fn rogue_in_place_of_a_rank_is_named_when_connect_all_fails() {
     assert!(matches!(e, Error::Io { kind: std::io::ErrorKind::TimedOut, .. }), "{e:?}");
     assert!(e.to_string().contains("authentication failed"), "{e}");
 }
+
+#[test]
+fn rogue_claims_the_victims_own_rank() {
+    let _g = serial();
+    handshake_case("own-rank", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&hello_frame("own-rank", Rank(0), Rank(0), 3, true, nonce())).expect("send");
+        r
+    });
+    assert_rejected(&["protocol error from rank 0", "our own rank"]);
+}
+
+#[test]
+fn rogue_hello_meant_for_another_rank() {
+    let _g = serial();
+    handshake_case("other-rank", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&hello_frame("other-rank", Rank(2), Rank(1), 3, true, nonce())).expect("send");
+        r
+    });
+    assert_rejected(&["protocol error from rank 2", "meant to reach rank 1"]);
+}
+
+#[test]
+fn rogue_wrong_group_size() {
+    let _g = serial();
+    handshake_case("size", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&hello_frame("size", Rank(2), Rank(0), 4, true, nonce())).expect("send");
+        r
+    });
+    assert_rejected(&["protocol error from rank 2", "group size is 4"]);
+}
+
+/// A peer without a token knocking on a job that requires one: refused before any MAC.
+#[test]
+fn rogue_without_a_token() {
+    let _g = serial();
+    handshake_case("no-token", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&hello_frame("no-token", Rank(2), Rank(0), 3, false, nonce())).expect("send");
+        r
+    });
+    assert_rejected(&["authentication failed for rank 2", "security modes differ"]);
+}
+
+/// A well-formed frame of the wrong kind before the handshake (an `Auth` instead of `Hello`,
+/// and a data frame).
+#[test]
+fn rogue_frames_before_the_hello() {
+    let _g = serial();
+    handshake_case("auth-first", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&auth_frame(&[7; 32])).expect("send");
+        r
+    });
+    assert_rejected(&["protocol error from an unidentified peer", "expected Hello", "got Auth"]);
+    clear_logs();
+    handshake_case("eager-first", |addr, until| {
+        let mut r = Rogue::connect(addr, until).expect("connect");
+        r.send(&gloo_testing::rogue::eager_frame(1, b"data before hello")).expect("send");
+        r
+    });
+    assert_rejected(&["protocol error from an unidentified peer", "expected Hello", "got Eager"]);
+}
