@@ -103,16 +103,26 @@ pub fn eager_frame(slot: u64, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The connector's frames (`Hello`, then `Auth` in token mode) of a complete, correct
-/// handshake between `from` (connector) and `to` (acceptor), run in memory with the real
-/// protocol code: what an eavesdropper would have recorded on the wire.
+/// The frames of a complete, correct handshake, as an eavesdropper would have recorded them.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The connector's `Hello`.
+    pub connector_hello: Vec<u8>,
+    /// The acceptor's `Hello`, then its `Auth` in token mode.
+    pub acceptor_reply: Vec<u8>,
+    /// The connector's `Auth` (empty in insecure mode).
+    pub connector_auth: Vec<u8>,
+}
+
+/// A complete, correct handshake between `from` (connector) and `to` (acceptor), run in
+/// memory with the real protocol code and fresh nonces.
 pub fn recorded_handshake(
     job: &str,
     token: Option<&[u8]>,
     from: Rank,
     to: Rank,
     size: u32,
-) -> (Vec<u8>, Vec<u8>) {
+) -> Recorded {
     let cfg = |me| HandshakeConfig {
         job: proto::job_hash(job),
         me,
@@ -122,17 +132,18 @@ pub fn recorded_handshake(
     let nonce = || proto::fresh_nonce().expect("the system random generator works in tests");
     let mut c = Handshake::connector(cfg(from), to, nonce());
     let mut a = Handshake::acceptor(cfg(to), nonce());
-    let hello = c.output().to_vec();
-    c.consumed_output(hello.len());
-    a.feed(&hello).expect("the recorded handshake is correct");
-    let reply = a.output().to_vec();
-    a.consumed_output(reply.len());
-    c.feed(&reply).expect("the recorded handshake is correct");
-    let auth = c.output().to_vec();
-    c.consumed_output(auth.len());
-    a.feed(&auth).expect("the recorded handshake is correct");
+    let connector_hello = c.output().to_vec();
+    c.consumed_output(connector_hello.len());
+    a.feed(&connector_hello).expect("the recorded handshake is correct");
+    let acceptor_reply = a.output().to_vec();
+    a.consumed_output(acceptor_reply.len());
+    c.feed(&acceptor_reply).expect("the recorded handshake is correct");
+    let connector_auth = c.output().to_vec();
+    c.consumed_output(connector_auth.len());
+    a.feed(&connector_auth).expect("the recorded handshake is correct");
     assert_eq!(a.done(), Some(from), "the in-memory handshake did not complete");
-    (hello, auth)
+    assert_eq!(c.done(), Some(to), "the in-memory handshake did not complete");
+    Recorded { connector_hello, acceptor_reply, connector_auth }
 }
 
 /// A hand-driven connection to a victim's listener.
@@ -163,6 +174,21 @@ impl Rogue {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Wrap a connection accepted by a rogue listener (made blocking, with no delay).
+    pub fn from_stream(stream: TcpStream) -> io::Result<Rogue> {
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        Ok(Rogue { stream, reader: FrameReader::new(None), pending: Vec::new() })
+    }
+
+    /// Read exactly `n` bytes (an unparsed frame, say).
+    pub fn read_bytes(&mut self, n: usize, deadline: Instant) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; n];
+        self.stream.set_read_timeout(Some(remaining(deadline)?))?;
+        self.stream.read_exact(&mut out)?;
+        Ok(out)
     }
 
     /// The underlying stream (for shutting down one direction, or reading its address).

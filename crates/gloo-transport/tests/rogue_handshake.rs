@@ -187,11 +187,11 @@ fn rogue_replayed_handshake() {
     handshake_case("replay", |addr, until| {
         // The connector frames of a real, successful handshake from rank 2 to rank 0 with the
         // right token, recorded earlier; replayed against the victim's fresh nonce.
-        let (hello, auth) = recorded_handshake("replay", Some(TOKEN), Rank(2), Rank(0), 3);
+        let rec = recorded_handshake("replay", Some(TOKEN), Rank(2), Rank(0), 3);
         let mut r = Rogue::connect(addr, until).expect("connect");
-        r.send(&hello).expect("send hello");
+        r.send(&rec.connector_hello).expect("send hello");
         r.read_acceptor_hello(true, until).expect("the victim's hello and auth");
-        r.send(&auth).expect("send auth");
+        r.send(&rec.connector_auth).expect("send auth");
         r
     });
     assert_rejected(&["authentication failed for rank 2", "does not verify"]);
@@ -201,9 +201,9 @@ fn rogue_replayed_handshake() {
 fn rogue_replayed_handshake_sent_blind() {
     let _g = serial();
     handshake_case("replay-blind", |addr, until| {
-        let (mut bytes, auth) =
-            recorded_handshake("replay-blind", Some(TOKEN), Rank(2), Rank(0), 3);
-        bytes.extend_from_slice(&auth);
+        let rec = recorded_handshake("replay-blind", Some(TOKEN), Rank(2), Rank(0), 3);
+        let mut bytes = rec.connector_hello;
+        bytes.extend_from_slice(&rec.connector_auth);
         let mut r = Rogue::connect(addr, until).expect("connect");
         r.send(&bytes).expect("send");
         r
