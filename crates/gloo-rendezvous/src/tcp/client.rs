@@ -38,6 +38,11 @@ pub struct TcpStore {
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
+    /// Received bytes not yet consumed (`buf[pos..]`): one read usually brings a whole answer.
+    buf: Vec<u8>,
+    pos: usize,
+    /// The socket's current receive timeout, so it is set only when it changes.
+    read_timeout: Option<Duration>,
 }
 
 /// Whether a request may be sent again after its connection failed mid-call.
@@ -123,7 +128,10 @@ impl TcpStore {
             match TcpStream::connect_timeout(&addr, budget) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let mut conn = Conn { stream };
+                    // A backstop for small writes (which cannot block on a fresh
+                    // request-response connection); large ones set their own bound.
+                    let _ = stream.set_write_timeout(Some(self::budget(deadline)));
+                    let mut conn = Conn::new(stream);
                     return match self.handshake(&mut conn, deadline) {
                         Ok(()) => Ok(conn),
                         Err(HandshakeError::Io(e)) => {
@@ -336,6 +344,10 @@ fn budget(deadline: Instant) -> Duration {
 }
 
 impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn { stream, buf: Vec::new(), pos: 0, read_timeout: None }
+    }
+
     /// Whether a pooled connection still looks open (no EOF or error pending), checked
     /// without blocking before a non-idempotent request is sent on it.
     fn alive(&self) -> bool {
@@ -348,7 +360,7 @@ impl Conn {
             // Either EOF, an error, or unsolicited bytes (never valid): not usable.
             _ => false,
         };
-        ok && self.stream.set_nonblocking(false).is_ok()
+        ok && self.buf.len() == self.pos && self.stream.set_nonblocking(false).is_ok()
     }
 
     /// Write a request and read the answer with the same id.
@@ -358,9 +370,13 @@ impl Conn {
         req_id: u32,
         deadline: Instant,
     ) -> std::result::Result<(u8, Vec<u8>), Fail> {
-        self.stream
-            .set_write_timeout(Some(budget(deadline)))
-            .map_err(|err| Fail::Conn { sent: false, err })?;
+        // A request-response connection's send buffer is empty when a request starts, so
+        // only a large request can block in write: bound it by the deadline then.
+        if frame.len() > 64 << 10 {
+            self.stream
+                .set_write_timeout(Some(budget(deadline)))
+                .map_err(|err| Fail::Conn { sent: false, err })?;
+        }
         if let Err(err) = self.stream.write_all(frame) {
             let fail = if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
             {
@@ -371,44 +387,51 @@ impl Conn {
             return Err(fail);
         }
         loop {
-            let mut len = [0u8; 4];
-            self.read_full(&mut len, deadline)?;
-            let len = u32::from_le_bytes(len) as usize;
+            self.fill(4, deadline)?;
+            let b = &self.buf[self.pos..];
+            let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
             if !(5..=MAX_FRAME).contains(&len) {
                 return Err(Fail::Protocol(Error::Protocol {
                     detail: format!("store answer of {len} bytes is outside the valid range"),
                 }));
             }
-            let mut head = [0u8; 5];
-            self.read_full(&mut head, deadline)?;
-            let mut body = Vec::new();
-            let rest = len - 5;
-            // Grows with the bytes that actually arrive, never by the announced length alone.
-            while body.len() < rest {
-                let mut chunk = [0u8; 64 << 10];
-                let want = (rest - body.len()).min(chunk.len());
-                self.read_full(&mut chunk[..want], deadline)?;
-                body.extend_from_slice(&chunk[..want]);
+            self.fill(4 + len, deadline)?;
+            let frame = &self.buf[self.pos + 4..self.pos + 4 + len];
+            let status = frame[0];
+            let id = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]);
+            let body = frame[5..].to_vec();
+            self.pos += 4 + len;
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
             }
-            let id = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
             if id == req_id {
-                return Ok((head[0], body));
+                return Ok((status, body));
             }
             // An answer to an earlier request abandoned on this connection: skip it.
         }
     }
 
-    fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> std::result::Result<(), Fail> {
-        let mut got = 0;
-        while got < buf.len() {
+    /// Read until at least `want` unconsumed bytes are buffered. The buffer grows with the
+    /// bytes that actually arrive, never by an announced length alone.
+    fn fill(&mut self, want: usize, deadline: Instant) -> std::result::Result<(), Fail> {
+        let mut chunk = [0u8; 64 << 10];
+        while self.buf.len() - self.pos < want {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Fail::NoAnswer);
             }
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(|err| Fail::Conn { sent: true, err })?;
-            match self.stream.read(&mut buf[got..]) {
+            // Rounded down to 10 ms, so a far deadline does not cost a system call per read.
+            let t = Duration::from_millis(((left.as_millis() / 10) * 10) as u64)
+                .max(Duration::from_millis(1));
+            let t = if t > left { left } else { t };
+            if self.read_timeout != Some(t) {
+                self.stream
+                    .set_read_timeout(Some(t))
+                    .map_err(|err| Fail::Conn { sent: true, err })?;
+                self.read_timeout = Some(t);
+            }
+            match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     return Err(Fail::Conn {
                         sent: true,
@@ -418,7 +441,13 @@ impl Conn {
                         ),
                     });
                 }
-                Ok(n) => got += n,
+                Ok(n) => {
+                    if self.pos > 0 {
+                        self.buf.drain(..self.pos);
+                        self.pos = 0;
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
