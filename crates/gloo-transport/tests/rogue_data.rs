@@ -291,6 +291,56 @@ fn rogue_abort_reason_over_the_limit() {
     g.assert_contained();
 }
 
+#[test]
+fn rogue_flags_it_may_not_use() {
+    for (name, flags) in [("fp-on-credit", 1u8), ("unknown-flag", 0x80)] {
+        let mut g = group(name, Duration::from_secs(120));
+        let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+            let mut h = header(Opcode::Heartbeat, 0, 0, 0);
+            h[7] = flags;
+            let _ = c.send(&h);
+            let _ = c.send(&[0; 64]);
+        });
+        let detail = if flags == 1 { "fingerprint flag on Heartbeat" } else { "unknown flags" };
+        assert_protocol_from_rogue(&r, detail);
+        g.assert_contained();
+    }
+}
+
+/// An announcement of 2^64 - 1 bytes: refused as too long for the posted receive, and
+/// nothing is allocated for it (the victim would abort on such an allocation).
+#[test]
+fn rogue_announces_an_enormous_message() {
+    let mut g = group("enormous", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        c.send(&header(Opcode::Rts, 1, u64::MAX, 1)).expect("send");
+    });
+    match r {
+        Err(Error::MessageTooLong { peer: ROGUE, len: u64::MAX, capacity: 100, .. }) => {}
+        other => panic!("expected MessageTooLong from rank 3, got {other:?}"),
+    }
+}
+
+/// The violation arrives while nobody on the victim is inside a call: the communicator's
+/// background thread reads it, closes the connection, and the next receive from rank 3 fails
+/// with the same protocol error instead of waiting.
+#[test]
+fn rogue_violation_while_the_victim_is_idle() {
+    let mut g = group("idle-victim", Duration::from_secs(120));
+    let mut h = header(Opcode::Heartbeat, 0, 0, 0);
+    h[6] = 99;
+    g.rogue[0].send(&h).expect("send");
+    assert_eq!(
+        g.rogue[0].wait_closed(deadline(30)),
+        Closed::Yes,
+        "the idle victim did not notice the violation"
+    );
+    let mut buf = [0u8; 8];
+    let r = g.comms[0].recv(ROGUE, Slot(1), &mut buf, g.until);
+    assert_protocol_from_rogue(&r, "unknown opcode 99");
+    g.assert_contained();
+}
+
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even
 /// heartbeats, so rank 3 is lost after the victim's peer timeout.
 #[test]
