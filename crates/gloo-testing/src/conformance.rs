@@ -557,6 +557,69 @@ pub fn dropped_peer_is_lost(factory: Factory) {
     });
 }
 
+/// The plan of [`random_traffic`]: what `from` sends to `to`, in order, as (slot, length).
+fn traffic_plan(from: u32, to: u32) -> Vec<(Slot, usize)> {
+    const LENS: [usize; 6] = [0, 1, 100, 5000, 64 << 10, 70_000];
+    let mut x = u64::from(from) << 32 | u64::from(to) | 0x5555_0000_0000_0000;
+    (0..30)
+        .map(|_| {
+            // xorshift64: a fixed, seeded sequence both sides compute.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (Slot::new(21, (x % 3) as u32), LENS[((x >> 8) % LENS.len() as u64) as usize])
+        })
+        .collect()
+}
+
+/// Four ranks send each other 30 messages per pair on three slots with lengths from 0 to
+/// 70,000 bytes, all posted in one batch; receives, also posted in one batch, are driven
+/// with `wait_any`; every message lands in order in its `(peer, slot)` stream.
+pub fn random_traffic(factory: Factory) {
+    const SIZE: u32 = 4;
+    run_ranks(factory(SIZE), |c| {
+        let dl = deadline(LONG);
+        let me = c.rank().0;
+        let peers: Vec<u32> = (0..SIZE).filter(|&p| p != me).collect();
+        let seed = |from: u32, to: u32, i: usize| u64::from(from * 1000 + to) << 20 | i as u64;
+        let outs: Vec<(u32, Slot, Vec<u8>)> = peers
+            .iter()
+            .flat_map(|&to| {
+                traffic_plan(me, to)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, (slot, len))| (to, slot, pattern(len, seed(me, to, i))))
+            })
+            .collect();
+        let expect: Vec<(u32, Slot, usize, u64)> = peers
+            .iter()
+            .flat_map(|&from| {
+                traffic_plan(from, me)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, (slot, len))| (from, slot, len, seed(from, me, i)))
+            })
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = expect.iter().map(|_| vec![0u8; 70_000]).collect();
+        let mut ops: Vec<Op<'_>> = Vec::new();
+        // Interleave sends and receives so that neither waits for the other to be posted.
+        ops.extend(outs.iter().map(|(to, slot, m)| Op::send(Rank(*to), *slot, m)));
+        ops.extend(expect.iter().zip(bufs.iter_mut()).map(|(e, b)| Op::recv(Rank(e.0), e.1, b)));
+        let mut batch = Batch::new(&*c, &mut ops);
+        while !batch.is_done() {
+            batch.wait_any(dl).unwrap();
+        }
+        let lens: Vec<Option<(Rank, usize)>> =
+            batch.ops()[outs.len()..].iter().map(Op::completed).collect();
+        drop(batch);
+        drop(ops);
+        for (i, ((from, slot, len, seed), b)) in expect.iter().zip(&bufs).enumerate() {
+            assert_eq!(lens[i], Some((Rank(*from), *len)), "receive {i} from {from} on {slot}");
+            assert!(b[..*len] == pattern(*len, *seed)[..], "content of receive {i} from {from}");
+        }
+    });
+}
+
 /// A pipelined consumer: a `Batch` of receives driven by `wait_any` completes at least one
 /// more operation per call and ends with every message in place.
 pub fn batch_wait_any_pipelining(factory: Factory) {
@@ -621,6 +684,7 @@ macro_rules! conformance_tests {
             invalid_peer_is_rejected,
             abort_reaches_every_peer,
             dropped_peer_is_lost,
+            random_traffic,
             batch_wait_any_pipelining
         );
     };
