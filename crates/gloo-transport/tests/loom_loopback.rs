@@ -136,3 +136,26 @@ fn a_rendezvous_send_is_acknowledged_to_a_waiting_sender() {
     }
     assert!(RENDEZVOUS.load(Ordering::Relaxed), "no seed gave a rendezvous send");
 }
+
+#[test]
+fn a_cancelled_receive_racing_a_send_does_not_swallow_it() {
+    // The message may arrive before the first receive is posted, while it is posted (and be
+    // matched to it, then put back by the cancel), or after the cancel: in every case the
+    // second receive gets it.
+    model(|| {
+        let (c0, c1) = pair(LoopbackConfig::default());
+        let sender = thread::spawn(move || {
+            c0.send(Rank(1), SLOT, b"m", far()).unwrap();
+            c0
+        });
+        let mut b = [0u8; 1];
+        let mut ops = [Op::recv(Rank(0), SLOT, &mut b)];
+        // A deadline in the past: the receive is posted, driven once, and left pending.
+        if c1.progress(&mut ops, Wait::All, Instant::now()).is_err() {
+            c1.cancel(&mut ops);
+            assert_eq!(c1.recv(Rank(0), SLOT, &mut b, far()).unwrap(), 1);
+        }
+        assert_eq!(b, *b"m");
+        drop(sender.join().unwrap());
+    });
+}
