@@ -1226,6 +1226,68 @@ mod tests {
         each_thread_pair(&g, &mut ops);
     }
 
+    #[test]
+    fn cancel_mid_message_breaks_the_pair_on_both_sides() {
+        let g = group(3, LoopbackConfig::havoc(5));
+        let big = vec![1u8; 1 << 20];
+        // Posted with a past deadline: an eager send is done, a rendezvous one stays posted.
+        let mut send = [Op::send(Rank(1), S, &big)];
+        let _ = g[0].progress(&mut send, Wait::All, Instant::now());
+        let mut b = vec![0u8; 1 << 20];
+        let mut ops = [Op::recv(Rank(0), S, &mut b)];
+        // Drive with past deadlines until part of the message (but not all) has moved.
+        let mut partial = false;
+        for _ in 0..1000 {
+            let _ = g[1].progress(&mut ops, Wait::All, Instant::now());
+            let OpState::Posted(id) = ops[0].state() else { break };
+            let inbox = lock(&g[1].hub.nodes[1].inbox);
+            if let Some(RecvEntry { state: RecvState::Matched { pos, .. }, .. }) =
+                inbox.recvs.get(&id)
+                && *pos > 0
+            {
+                partial = true;
+                break;
+            }
+        }
+        assert!(partial, "havoc never left the copy part-way");
+        g[1].cancel(&mut ops);
+        let e = g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap_err();
+        assert_eq!(e, Error::Cancelled { peer: Rank(0), slot: S });
+        let e = g[0].send(Rank(1), S, b"x", soon(5)).unwrap_err();
+        assert_eq!(e, Error::Cancelled { peer: Rank(1), slot: S });
+        if !send[0].is_done() {
+            let e = g[0].progress(&mut send, Wait::All, soon(5)).unwrap_err();
+            assert_eq!(e, Error::Cancelled { peer: Rank(1), slot: S });
+        }
+        // Other pairs are unaffected.
+        let mut ok = [Op::send(Rank(1), S, b"ok")];
+        let _ = g[2].progress(&mut ok, Wait::All, Instant::now());
+        assert_eq!(g[1].recv(Rank(2), S, &mut b, soon(5)).unwrap(), 2);
+        g[2].progress(&mut ok, Wait::All, soon(5)).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_rendezvous_send_is_withdrawn() {
+        // Find a send that havoc makes rendezvous, cancel it, and check that the receiver
+        // sees only the next message.
+        let g = group(2, LoopbackConfig::havoc(2));
+        let mut withdrawn = 0;
+        for i in 0..16u8 {
+            let msg = [i];
+            let mut ops = [Op::send(Rank(1), S, &msg)];
+            if g[0].progress(&mut ops, Wait::All, Instant::now()).is_err() {
+                g[0].cancel(&mut ops);
+                assert_eq!(ops[0].state(), OpState::Cancelled);
+                withdrawn += 1;
+            } else {
+                let mut b = [0u8; 1];
+                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 1);
+                assert_eq!(b, [i], "message {i} (after {withdrawn} withdrawn)");
+            }
+        }
+        assert!(withdrawn > 0, "no send was rendezvous");
+    }
+
     fn each_thread_pair(g: &[LoopbackComm], ops: &mut [Op<'_>]) {
         std::thread::scope(|s| {
             s.spawn(|| {
