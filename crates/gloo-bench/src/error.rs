@@ -7,19 +7,19 @@ use std::fmt;
 #[derive(Debug)]
 #[non_exhaustive]
 pub(crate) enum Error {
-    /// A feature this build cannot offer yet because the crate that provides it has not landed.
-    NotAvailable {
-        /// What was asked for.
-        what: String,
-        /// What it needs.
-        needs: &'static str,
-    },
     /// A transport operation failed.
     Transport {
         /// What this rank was doing.
         doing: String,
         /// The transport's error (it names the peer).
         source: gloo_transport::Error,
+    },
+    /// A collective failed.
+    Collective {
+        /// What this rank was doing.
+        doing: String,
+        /// The library's error (it names the peer, the collective and what differed).
+        source: gloo_algorithms::Error,
     },
     /// A store operation failed.
     Store {
@@ -69,11 +69,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotAvailable { what, needs } => {
-                write!(f, "not available yet: {what} needs {needs}")
-            }
             Error::Transport { doing, source } => write!(f, "{doing}: {source}"),
             Error::Io { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Collective { doing, source } => write!(f, "{doing}: {source}"),
             Error::Store { doing, source } => write!(f, "{doing}: {source}"),
             Error::Peer { rank, detail } => write!(f, "rank {rank}: {detail}"),
             Error::Timeout { what, waited } => {

@@ -17,13 +17,15 @@
 /// ranks sharing the launcher's stderr never interleave mid-line.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
+        // One formatted argument and no literal pieces: std writes it with one write_all,
+        // and tests still capture it (a raw handle to stderr would bypass the capture).
         let line = format!("{}\n", format_args!($($arg)*));
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        eprint!("{line}");
     }};
 }
 
 mod cli;
+mod collectives;
 mod ctl;
 mod error;
 mod launch;
@@ -65,6 +67,8 @@ fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
             }
             n
         }
+        // Under env:// the size comes from the environment: rank::run checks it there.
+        _ if cli.launch.store == Some(StoreUrl::Env) => u32::MAX,
         _ => cli.launch.ranks,
     };
     let s = &cli.sweep;
@@ -95,7 +99,7 @@ fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
                     "--collective sendrecv needs --ranks 2 or more".into(),
                 ));
             }
-            let valid = algorithms(s.collective);
+            let valid = collectives::algorithm_choices(s.collective);
             if !valid.contains(&s.algorithm.as_str()) {
                 return Err((
                     ErrorKind::InvalidValue,
@@ -124,14 +128,6 @@ fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
     Ok(())
 }
 
-/// The algorithms `--algorithm` accepts for `c`.
-fn algorithms(c: Collective) -> &'static [&'static str] {
-    match c {
-        Collective::Sendrecv => &["auto", "direct"],
-        _ => &["auto"],
-    }
-}
-
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     say!("gloo-bench: error: {msg}");
     ExitCode::FAILURE
@@ -143,13 +139,28 @@ fn checks_pass(r: &Report) -> bool {
 }
 
 fn run_rank(cli: &Cli) -> ExitCode {
-    let (Some(rank), Some(size), Some(url)) = (cli.launch.rank, cli.launch.size, &cli.launch.store)
-    else {
-        return fail(error::Error::NotAvailable {
-            what: "--store env://".into(),
-            needs: "gloo-rendezvous's env:// start-up",
-        });
+    let url = cli.launch.store.clone().unwrap_or(StoreUrl::Env);
+    let (rank, size) = if url == StoreUrl::Env {
+        let env = match store::env_config() {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let given = (cli.launch.rank.unwrap_or(env.rank), cli.launch.size.unwrap_or(env.size));
+        if given != (env.rank, env.size) {
+            return fail(format_args!(
+                "--rank/--size say rank {} of {} but the environment says rank {} of {}",
+                given.0, given.1, env.rank, env.size
+            ));
+        }
+        (env.rank, env.size)
+    } else {
+        // clap made --rank require --size and --store.
+        match (cli.launch.rank, cli.launch.size) {
+            (Some(r), Some(n)) => (r, n),
+            _ => return fail("--rank needs --size and --store"),
+        }
     };
+    let url = &url;
     let outcome = match rank::run(cli, rank, size, url) {
         Ok(o) => o,
         Err(e) => return fail(format_args!("rank {rank}: {e}")),

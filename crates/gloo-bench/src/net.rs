@@ -1,5 +1,6 @@
-//! Connecting the transport under test: each rank publishes its listening address in the
-//! store, waits for everybody's and connects the full mesh.
+//! Connecting the transport under test through `gloo-rendezvous`'s bootstrap: each rank
+//! claims its rank, publishes its listening address in the store, waits for everybody's and
+//! connects the full mesh.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -44,28 +45,15 @@ pub(crate) fn connect(
             }
             let listener = TcpListener::bind(tcp)
                 .map_err(|e| Error::transport(format!("listening on {} for tcp", cfg.ip), e))?;
-            let addrs = exchange(kv, &cfg.job, rank, size, listener.address_bytes(), deadline)?;
-            let comm = listener
-                .connect_all(&addrs, deadline)
-                .map_err(|e| Error::transport("connecting the tcp mesh", e))?;
+            let store = kv.scoped(&cfg.job);
+
+            let comm =
+                gloo_rendezvous::connect(store.as_ref(), listener, Rank(rank), size, deadline)
+                    .map_err(|e| Error::Store {
+                        doing: "connecting the tcp mesh".into(),
+                        source: e,
+                    })?;
             Ok(Box::new(comm))
         }
     }
-}
-
-/// Publishes this rank's address and returns every rank's, in rank order.
-fn exchange(
-    kv: &dyn Kv,
-    job: &str,
-    rank: u32,
-    size: u32,
-    mine: Vec<u8>,
-    deadline: Instant,
-) -> Result<Vec<Vec<u8>>> {
-    kv.set(&format!("{job}/addr/{rank}"), &mine, deadline)?;
-    (0..size)
-        .map(|r| {
-            if r == rank { Ok(mine.clone()) } else { kv.get(&format!("{job}/addr/{r}"), deadline) }
-        })
-        .collect()
 }

@@ -32,10 +32,8 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
     }
     let mut kv = store::open(url, rank, deadline)?;
     kv.join(size, deadline)?;
-    let host_port = match url {
-        StoreUrl::Tcp(hp) | StoreUrl::Redis(hp) => Some(hp.as_str()),
-        _ => None,
-    };
+    let host_port = store::host_port(url);
+    let host_port = host_port.as_deref();
     let message = match &cli.command {
         Some(Command::Transport(t)) => t.stream_bytes,
         _ => cli.sweep.max_bytes.clamp(1 << 20, 64 << 20),

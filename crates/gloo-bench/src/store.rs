@@ -2,9 +2,13 @@
 //! operations the bench needs (publish a value, wait for a key).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Instant;
 
-use gloo_rendezvous::{FileStore, RedisOptions, RedisStore, Store, TcpStore, TcpStoreServer};
+use gloo_rendezvous::{
+    EnvConfig, EnvStore, FileStore, PrefixStore, RedisOptions, RedisStore, Store, TcpStore,
+    TcpStoreServer,
+};
 
 use crate::cli::StoreUrl;
 use crate::error::{Error, Result};
@@ -18,19 +22,33 @@ pub(crate) trait Kv: Send + Sync {
     fn set(&self, key: &str, value: &[u8], deadline: Instant) -> Result<()>;
     /// Wait until `key` exists (or `deadline` passes) and return its value.
     fn get(&self, key: &str, deadline: Instant) -> Result<Vec<u8>>;
+    /// The store itself, every key scoped under this run and then `sub`, for
+    /// `gloo_rendezvous::connect` (which wants a store fresh for the job).
+    fn scoped(&self, sub: &str) -> Box<dyn Store>;
 }
 
 /// A store client, and the server when this process hosts it.
 pub(crate) struct Opened {
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     /// Kept alive for the whole run: dropping it stops the server.
     _server: Option<TcpStoreServer>,
+    /// The `env://` store (on rank 0 it serves the others), kept alive for the whole run.
+    _env: Option<EnvStore>,
     url: String,
     /// `gloo-bench/<run>/`, set by [`Opened::join`].
     prefix: String,
 }
 
 impl Opened {
+    fn new(
+        store: impl Store + 'static,
+        server: Option<TcpStoreServer>,
+        env: Option<EnvStore>,
+        url: String,
+    ) -> Opened {
+        Opened { store: Arc::new(store), _server: server, _env: env, url, prefix: PREFIX.into() }
+    }
+
     /// Count this rank in and scope every later key to this run, so that a long-lived store
     /// (a `gloo-store` server, a shared directory) that still holds an earlier run's
     /// addresses is never read as this run's. The n-th group of `size` ranks to join is run n.
@@ -62,6 +80,10 @@ impl Kv for Opened {
             source: e,
         })
     }
+
+    fn scoped(&self, sub: &str) -> Box<dyn Store> {
+        Box::new(PrefixStore::new(self.store.clone(), format!("{}{sub}", self.prefix)))
+    }
 }
 
 /// The job token, when `GLOO_AUTH_TOKEN` sets one (the TCP store and transport use it).
@@ -84,30 +106,61 @@ pub(crate) fn open(url: &StoreUrl, rank: u32, deadline: Instant) -> Result<Opene
         StoreUrl::File(dir) => {
             let store = FileStore::new(dir.clone())
                 .map_err(|e| Error::Store { doing: format!("opening {shown}"), source: e })?;
-            Ok(Opened { store: Box::new(store), _server: None, url: shown, prefix: PREFIX.into() })
+            Ok(Opened::new(store, None, None, shown))
         }
         StoreUrl::Tcp(hp) => {
             let server = if rank == 0 { host(hp) } else { None };
             let store = TcpStore::connect(hp.clone(), token().as_deref(), deadline)
                 .map_err(|e| Error::Store { doing: format!("connecting to {shown}"), source: e })?;
-            Ok(Opened {
-                store: Box::new(store),
-                _server: server,
-                url: shown,
-                prefix: PREFIX.into(),
-            })
+            Ok(Opened::new(store, server, None, shown))
         }
         StoreUrl::Redis(rest) => {
             let opts = RedisOptions::with_prefix("gloo-bench");
             let store = RedisStore::connect(&format!("redis://{rest}"), opts, deadline)
                 .map_err(|e| Error::Store { doing: format!("connecting to {shown}"), source: e })?;
-            Ok(Opened { store: Box::new(store), _server: None, url: shown, prefix: PREFIX.into() })
+            Ok(Opened::new(store, None, None, shown))
         }
-        StoreUrl::Env => Err(Error::NotAvailable {
-            what: "--store env://".to_string(),
-            needs: "gloo-rendezvous's env:// start-up",
-        }),
+        StoreUrl::Env => {
+            let cfg = env_config()?;
+            let endpoint = cfg.master_endpoint().ok_or_else(|| {
+                Error::Invalid("--store env:// needs MASTER_ADDR and MASTER_PORT".into())
+            })?;
+            let token = cfg.token.clone();
+            // Rank 0 starts the server inside EnvStore; the bench talks to it through a
+            // client of its own, so that it can share the client (Arc) with the bootstrap.
+            let env = EnvStore::start(cfg, deadline).map_err(|e| Error::Store {
+                doing: format!("starting env:// at {endpoint}"),
+                source: e,
+            })?;
+            let store =
+                TcpStore::connect(endpoint.clone(), token.as_deref(), deadline).map_err(|e| {
+                    Error::Store { doing: format!("connecting to {endpoint}"), source: e }
+                })?;
+            Ok(Opened::new(store, None, Some(env), format!("env:// ({endpoint})")))
+        }
     }
+}
+
+/// The `host:port` of a networked store, so plain sockets and listeners bind the interface
+/// that reaches it; `None` for a file store.
+pub(crate) fn host_port(url: &StoreUrl) -> Option<String> {
+    match url {
+        StoreUrl::Tcp(hp) => Some(hp.clone()),
+        StoreUrl::Redis(rest) => {
+            let after_auth = rest.rsplit_once('@').map_or(rest.as_str(), |(_, h)| h);
+            Some(after_auth.split_once('/').map_or(after_auth, |(h, _)| h).to_string())
+        }
+        StoreUrl::Env => env_config().ok().and_then(|c| c.master_endpoint()),
+        StoreUrl::File(_) => None,
+    }
+}
+
+/// Rank, size and store from the launcher's variables (torchrun, Slurm, Open MPI, PMI).
+pub(crate) fn env_config() -> Result<EnvConfig> {
+    gloo_rendezvous::env::from_process_env().map_err(|e| Error::Store {
+        doing: "reading the env:// start-up variables".into(),
+        source: e,
+    })
 }
 
 /// Rank 0's attempt to host the TCP store at `hp`.

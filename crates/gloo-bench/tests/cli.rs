@@ -105,6 +105,150 @@ fn sendrecv_sweeps_over_2_and_3_ranks_with_every_check_passing() {
 }
 
 #[test]
+fn every_collective_sweeps_over_2_and_3_ranks_with_every_check_passing() {
+    let all = [
+        "allreduce",
+        "reduce",
+        "broadcast",
+        "allgather",
+        "reduce_scatter",
+        "alltoall",
+        "gather",
+        "scatter",
+        "barrier",
+    ];
+    for c in all {
+        for ranks in ["2", "3"] {
+            let root = if c == "broadcast" || c == "scatter" { "1" } else { "0" };
+            let r = run(
+                &[
+                    "--ranks",
+                    ranks,
+                    "--collective",
+                    c,
+                    "--root",
+                    root,
+                    "--min-bytes",
+                    "4",
+                    "--max-bytes",
+                    "64K",
+                    "--step-factor",
+                    "32",
+                    "--iters",
+                    "2",
+                    "--warmup",
+                    "1",
+                    "--no-limits",
+                    "--format",
+                    "csv",
+                ],
+                120,
+            );
+            let rows = assert_sweep_csv(&r, 1);
+            if c == "barrier" {
+                assert_eq!(rows.len(), 1, "{c}: {rows:?}");
+            } else {
+                assert!(rows.len() >= 3, "{c} with {ranks} ranks: {rows:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn allreduce_checks_every_dtype_and_every_op() {
+    let pairs = [
+        ("u8", "sum"),
+        ("u16", "product"),
+        ("u32", "min"),
+        ("u64", "max"),
+        ("i8", "average"),
+        ("i16", "sum"),
+        ("i32", "product"),
+        ("i64", "min"),
+        ("f16", "max"),
+        ("bf16", "average"),
+        ("f32", "product"),
+        ("f64", "average"),
+    ];
+    for (dtype, op) in pairs {
+        let r = run(
+            &[
+                "--ranks",
+                "3",
+                "--dtype",
+                dtype,
+                "--op",
+                op,
+                "--min-bytes",
+                "8",
+                "--max-bytes",
+                "256K",
+                "--step-factor",
+                "64",
+                "--iters",
+                "2",
+                "--warmup",
+                "1",
+                "--no-limits",
+                "--format",
+                "csv",
+            ],
+            120,
+        );
+        let rows = assert_sweep_csv(&r, 3);
+        assert!(rows.iter().all(|row| row[2] == dtype && row[3] == op), "{rows:?}");
+    }
+}
+
+#[test]
+fn env_start_up_runs_ranks_launched_like_torchrun() {
+    // A free port for rank 0's store: bind, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
+                .args(["--store", "env://", "--collective", "sendrecv", "--max-bytes", "1K"])
+                .args(["--iters", "2", "--no-limits", "--format", "csv", "--timeout", "60"])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = gloo_testing::deadline(90);
+    let mut outs = Vec::new();
+    for mut child in children {
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("an env:// rank did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        outs.push(child.wait_with_output().unwrap());
+    }
+    for (rank, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "rank {rank}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let r = Run {
+        code: outs[0].status.code(),
+        stdout: String::from_utf8_lossy(&outs[0].stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outs[0].stderr).into_owned(),
+    };
+    assert_sweep_csv(&r, 5);
+    assert!(outs[1].stdout.is_empty(), "only rank 0 prints the table");
+}
+
+#[test]
 fn the_table_names_every_column_and_the_limits() {
     let r = run(
         &["--collective", "sendrecv", "--max-bytes", "64", "--iters", "2", "--limit-secs", "0.05"],
