@@ -4,14 +4,51 @@
 //! - defines the [`Store`] trait (a small key-value store with waits, counters and
 //!   compare-and-set; every call takes a deadline) and ships its stores:
 //!   [`HashStore`] (in-process), [`PrefixStore`] (many jobs in one store), [`FileStore`]
-//!   (a shared file system), [`TcpStore`] (a client of [`TcpStoreServer`], one mio loop).
+//!   (a shared file system), [`TcpStore`] (a client of [`TcpStoreServer`], one mio loop),
+//!   and `RedisStore` (feature `redis`: keys in a Redis server);
 //! - connects a group: [`connect`] turns (store, transport listener, rank, size) into a
 //!   communicator, naming the ranks that never showed up; [`env`](mod@env) reads torchrun, Slurm,
 //!   Open MPI and PMI variables (`env://` start-up) with rank 0 hosting the TCP store.
 //!
 //! What it does not do: move collective data (that is `gloo-transport`), or run collectives
-//! (`gloo-algorithms`). The stores depend on no transport;
-//! only the bootstrap uses `gloo-transport`'s [`Listener`](gloo_transport::Listener) trait.
+//! (`gloo-algorithms`). The stores depend on no transport; only the bootstrap uses
+//! `gloo-transport`'s [`Listener`](gloo_transport::Listener) trait. There is no lazy
+//! (connect-on-first-use) mode yet: it needs a transport that can dial one peer at a time.
+//!
+//! Two ranks (threads here; processes in practice) meeting through a TCP store and
+//! connecting over TCP:
+//!
+//! ```
+//! use gloo_rendezvous::{TcpStore, TcpStoreServer, connect};
+//! use gloo_transport::tcp::{TcpConfig, TcpListener};
+//! use gloo_transport::{Communicator, Rank, Slot};
+//! use std::time::{Duration, Instant};
+//!
+//! let deadline = Instant::now() + Duration::from_secs(30);
+//! // Rank 0 (or a standalone `gloo-store`) serves the store; a job token authenticates ranks.
+//! let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"job-token")).unwrap();
+//! let addr = server.local_addr().to_string();
+//! let ranks: Vec<_> = (0..2u32)
+//!     .map(|r| {
+//!         let addr = addr.clone();
+//!         std::thread::spawn(move || {
+//!             let store = TcpStore::connect(addr, Some(b"job-token"), deadline).unwrap();
+//!             let listener = TcpListener::bind(TcpConfig::loopback("doc", Rank(r), 2)).unwrap();
+//!             let comm = connect(&store, listener, Rank(r), 2, deadline).unwrap();
+//!             let mut buf = [0u8; 2];
+//!             if r == 0 {
+//!                 comm.send(Rank(1), Slot::new(0, 0), b"hi", deadline).unwrap();
+//!             } else {
+//!                 comm.recv(Rank(0), Slot::new(0, 0), &mut buf, deadline).unwrap();
+//!                 assert_eq!(&buf, b"hi");
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! for r in ranks {
+//!     r.join().unwrap();
+//! }
+//! ```
 #![forbid(unsafe_code)]
 
 mod bootstrap;

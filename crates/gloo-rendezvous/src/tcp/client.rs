@@ -15,7 +15,7 @@ use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
 /// How long after its deadline a waiting call keeps listening for the server's own timeout
 /// answer (which lists the keys still missing) before it gives up on the connection.
-const WAIT_GRACE: Duration = Duration::from_secs(2);
+const WAIT_GRACE: Duration = Duration::from_millis(500);
 
 /// The shortest time budget for a call whose deadline already passed: one quick attempt.
 const MIN_BUDGET: Duration = Duration::from_millis(100);
