@@ -532,6 +532,34 @@ pub fn abort_reaches_every_peer(factory: Factory) {
     });
 }
 
+/// `abort` called from another thread wakes a thread of the same rank that is blocked in a
+/// receive, and reaches the peer.
+pub fn abort_from_another_thread(factory: Factory) {
+    let slot = Slot::new(22, 0);
+    let checked = AtomicBool::new(false);
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        let mut b = [0u8; 1];
+        if c.rank() == Rank(1) {
+            let c = &*c;
+            std::thread::scope(|s| {
+                let waiter = s.spawn(move || c.recv(Rank(0), slot, &mut [0u8; 1], dl));
+                // Most likely the waiter is blocked by now; if not, its call fails at entry,
+                // which is just as correct.
+                std::thread::sleep(Duration::from_millis(50));
+                c.abort("from another thread");
+                let e = waiter.join().unwrap().unwrap_err();
+                assert_eq!(e, Error::Aborted { by: Rank(1), reason: "from another thread".into() });
+            });
+            wait_for("rank 0 to see the abort", || checked.load(Ordering::SeqCst), dl);
+        } else {
+            let e = c.recv(Rank(1), slot, &mut b, dl).unwrap_err();
+            assert!(matches!(e, Error::Aborted { by: Rank(1), .. }), "{e}");
+            checked.store(true, Ordering::SeqCst);
+        }
+    });
+}
+
 /// A rank that drops its communicator is reported lost: what it sent before is still
 /// delivered, then a receive that only it could satisfy fails with `PeerLost` naming it
 /// (before the deadline; it must not hang).
@@ -683,6 +711,7 @@ macro_rules! conformance_tests {
             cancel_then_stream_works,
             invalid_peer_is_rejected,
             abort_reaches_every_peer,
+            abort_from_another_thread,
             dropped_peer_is_lost,
             random_traffic,
             batch_wait_any_pipelining
