@@ -585,11 +585,9 @@ impl LoopbackComm {
             )));
         };
         match &mut entry.state {
-            RecvState::Failed(_) => {
-                let Some(RecvEntry { state: RecvState::Failed(e), .. }) = g.recvs.remove(&id)
-                else {
-                    unreachable!("the entry was just seen failed under the same lock")
-                };
+            RecvState::Failed(e) => {
+                let e = e.clone();
+                g.recvs.remove(&id);
                 op.set_state(OpState::Cancelled);
                 Err(e)
             }
