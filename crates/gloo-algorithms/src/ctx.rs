@@ -16,10 +16,11 @@ use crate::select::Collective;
 /// The step of the slot that carries mismatch alarms (never received on purpose: the
 /// transport's fingerprint rule 2 turns their arrival into a `Mismatch` for a pending receive).
 pub(crate) const STEP_ALARM: u32 = u32::MAX;
-/// The step of the slot of the zero-byte check ring of rooted collectives.
-pub(crate) const STEP_CHECK: u32 = u32::MAX - 1;
 /// The step of the slot typed point-to-point messages use.
-pub(crate) const STEP_P2P: u32 = u32::MAX - 2;
+pub(crate) const STEP_P2P: u32 = u32::MAX - 1;
+/// The step of round 0 of the agreement check of rooted collectives (round `k` uses
+/// `STEP_CHECK - k`; there are at most 32 rounds).
+pub(crate) const STEP_CHECK: u32 = u32::MAX - 2;
 
 /// How long a rank that saw a mismatch spends telling its peers.
 const ALARM_GRACE: Duration = Duration::from_millis(500);
@@ -36,9 +37,16 @@ pub(crate) struct Ctx<'a> {
     pub(crate) tag: u32,
     pub(crate) fp: Fingerprint,
     pub(crate) deadline: Instant,
-    /// Whether the next `run` still has to add the zero-byte check ring (rooted collectives:
-    /// it guarantees every rank receives from a peer, so a disagreement is always seen).
-    check: Cell<bool>,
+    /// Every rank but this one.
+    peers: Vec<Rank>,
+    /// The state of the alarm watch (see [`Ctx::drive`]).
+    watch: Cell<OpState>,
+}
+
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        self.cancel_watch();
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -48,7 +56,6 @@ impl<'a> Ctx<'a> {
         tag: u32,
         fp: Fingerprint,
         deadline: Instant,
-        check: bool,
     ) -> Ctx<'a> {
         Ctx {
             comm,
@@ -58,7 +65,8 @@ impl<'a> Ctx<'a> {
             tag,
             fp,
             deadline,
-            check: Cell::new(check),
+            peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
+            watch: Cell::new(OpState::New),
         }
     }
 
@@ -76,21 +84,126 @@ impl<'a> Ctx<'a> {
         Op::recv(Rank(from as u32), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
-    /// Run a batch to completion (adding the check ring the first time, when asked for).
-    pub(crate) fn run(&self, mut ops: Ops<'_>) -> Result<()> {
-        if self.check.replace(false) && self.size > 1 {
-            let right = (self.rank + 1) % self.size;
-            let left = (self.rank + self.size - 1) % self.size;
-            ops.push(self.send(right, STEP_CHECK, &[]));
-            ops.push(self.recv(left, STEP_CHECK, Default::default()));
+    /// Make sure every rank is running this very call before any data moves: a dissemination
+    /// of the fingerprint in ⌈log2 n⌉ rounds of zero-byte messages. A rank sends round `k`
+    /// only after round `k - 1` matched, so a rank that finishes has (transitively) matched
+    /// every rank's fingerprint; one that sees a mismatch alarms everybody instead.
+    ///
+    /// Rooted collectives need it: a leaf of a tree hears only from its parent, so without
+    /// it a rank could finish although another rank disagrees about the root.
+    pub(crate) fn agree(&self) -> Result<()> {
+        let n = self.size;
+        let mut dist = 1;
+        let mut k = 0;
+        while dist < n {
+            let to = (self.rank + dist) % n;
+            let from = (self.rank + n - dist) % n;
+            self.sendrecv(to, &[], from, &mut [], STEP_CHECK - k)?;
+            dist *= 2;
+            k += 1;
         }
-        if ops.is_empty() {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Run a batch to completion.
+    pub(crate) fn run<'b>(&'b self, mut ops: Ops<'b>) -> Result<()> {
+        self.drive(&mut ops, true)
+    }
+
+    /// Drive `ops` until all of them (`all`) or at least one more is done, with the alarm
+    /// watch posted beside them.
+    ///
+    /// The watch is a zero-byte receive from any peer on the alarm slot, carrying our
+    /// fingerprint; an alarm (whose fingerprint always differs) fails it at once, so a rank
+    /// blocked on anything (even a send to a rank that gave up) learns of a mismatch
+    /// elsewhere immediately. It stays posted for the whole call and is withdrawn when the
+    /// context is dropped.
+    ///
+    /// On failure, peers are alarmed first (for a mismatch) and only then are our operations
+    /// cancelled, so that they see the mismatch rather than a broken pair.
+    pub(crate) fn drive<'b>(&'b self, ops: &mut Ops<'b>, all: bool) -> Result<()> {
+        let pending = |ops: &Ops<'b>, upto: usize| ops[..upto].iter().any(|op| !op.is_done());
+        let n_ops = ops.len();
+        if !pending(ops, n_ops) {
+            return self.verify(ops);
         }
-        match self.comm.run(&mut ops, self.deadline) {
-            Ok(()) => self.verify(&ops),
-            Err(e) => Err(self.fail(e)),
+        let mut watching = self.watch_on();
+        if watching {
+            let mut w = Op::recv_any(&self.peers, self.slot(STEP_ALARM), Default::default())
+                .with_fingerprint(self.fp);
+            if let st @ OpState::Posted(_) = self.watch.get() {
+                w.set_state(st);
+            }
+            ops.push(w);
         }
+        let res = loop {
+            if let Err(e) = self.comm.progress(ops, Wait::Any, self.deadline) {
+                let watch_failed = watching && !matches!(ops[n_ops].state(), OpState::Posted(_));
+                if watch_failed && !matches!(e, gloo_transport::Error::Mismatch { .. }) {
+                    // The watch alone failed, typically because every peer has finished
+                    // and left: go on without it; the data operations fail by themselves
+                    // if they still need a lost peer.
+                    ops.pop();
+                    watching = false;
+                    self.watch.set(OpState::Cancelled);
+                    if !pending(ops, n_ops) {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                break Err(e);
+            }
+            if watching && ops[n_ops].is_done() {
+                // Only an alarm can reach the watch, and alarms never carry our fingerprint.
+                break Err(gloo_transport::Error::Mismatch {
+                    peer: ops[n_ops].completed().map_or(Rank(0), |(p, _)| p),
+                    slot: self.slot(STEP_ALARM),
+                    ours: Some(self.fp),
+                    theirs: None,
+                });
+            }
+            if !all || !pending(ops, n_ops) {
+                break Ok(());
+            }
+        };
+        if watching {
+            // The watch was pushed last.
+            let w = ops.pop().expect("the watch was pushed");
+            self.watch.set(w.state());
+        }
+        match res {
+            Ok(()) => self.verify(ops),
+            Err(e) => {
+                let err = self.fail(e);
+                self.comm.cancel(ops);
+                self.cancel_watch();
+                Err(err)
+            }
+        }
+    }
+
+    /// Run without the alarm watch: for calls whose messages carry per-pair fingerprints
+    /// (alltoallv), which the watch's fingerprint would not match.
+    pub(crate) fn without_watch(&self) {
+        self.watch.set(OpState::Cancelled);
+    }
+
+    /// Whether this call keeps an alarm watch posted.
+    fn watch_on(&self) -> bool {
+        !self.peers.is_empty()
+            && self.collective != Collective::SendRecv
+            && matches!(self.watch.get(), OpState::New | OpState::Posted(_))
+    }
+
+    /// Withdraw the alarm watch, if posted.
+    fn cancel_watch(&self) {
+        if let st @ OpState::Posted(_) = self.watch.get() {
+            let mut w = [Op::recv_any(&self.peers, self.slot(STEP_ALARM), Default::default())
+                .with_fingerprint(self.fp)];
+            w[0].set_state(st);
+            self.comm.cancel(&mut w);
+        }
+        self.watch.set(OpState::Cancelled);
     }
 
     /// Send `out` to `to` and receive `inb` from `from`, both on `step`.
@@ -375,12 +488,11 @@ pub(crate) fn ring_pass(
             }
             waited = !ops.is_empty();
             if waited {
-                if let Err(e) = ctx.comm.progress(&mut ops, Wait::Any, ctx.deadline) {
-                    ctx.comm.cancel(&mut ops);
-                    return Err(ctx.fail(e));
-                }
-                if let Err(e) = ctx.verify(&ops) {
-                    ctx.comm.cancel(&mut ops);
+                if let Err(e) = ctx.drive(&mut ops, false) {
+                    if !matches!(e, Error::Transport { .. } | Error::Mismatch { .. }) {
+                        // A length error leaves our other operations posted.
+                        ctx.comm.cancel(&mut ops);
+                    }
                     return Err(e);
                 }
                 for (op, &(w, is_send)) in ops.iter().zip(&owners) {

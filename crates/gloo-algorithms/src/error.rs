@@ -38,7 +38,9 @@ pub enum Error {
         valid: Vec<&'static str>,
     },
     /// A peer is running a different call (another collective, count, type, op, root, tag or
-    /// call number) than this rank: nothing was written to the output.
+    /// call number) than this rank. The call returns this instead of a result computed from
+    /// the wrong data; the buffers' contents are unspecified (a rank may have combined data
+    /// from agreeing peers before the disagreement reached it).
     Mismatch {
         /// The collective this rank was running.
         collective: Collective,

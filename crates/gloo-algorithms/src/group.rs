@@ -192,7 +192,7 @@ impl<C: Communicator> Group<C> {
     }
 
     /// Start a call: take the tag's next call number and build the context.
-    fn begin(&self, call: Call, opts: &Options) -> Ctx<'_> {
+    fn begin(&self, call: Call, opts: &Options) -> Result<Ctx<'_>> {
         let epoch = {
             // A poisoned lock only means another thread panicked mid-increment of a plain
             // integer map; the map itself is still consistent.
@@ -214,14 +214,12 @@ impl<C: Communicator> Group<C> {
         );
         info.epoch = epoch;
         tracing::trace!(rank = self.comm.rank().0, call = %info, "collective");
-        Ctx::new(
-            &self.comm,
-            call.collective,
-            opts.tag,
-            info.encode(),
-            opts.deadline_from_now(),
-            call.check,
-        )
+        let deadline = opts.deadline_from_now();
+        let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline);
+        if call.check && ctx.size > 1 {
+            ctx.agree()?;
+        }
+        Ok(ctx)
     }
 
     // -----------------------------------------------------------------------------------
@@ -268,7 +266,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
         let b = as_bytes_mut(buf);
         if n > 1 {
@@ -372,7 +370,7 @@ impl<C: Communicator> Group<C> {
             param: 0,
             check: true,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
         if n > 1 {
             s::reduce_binomial(&ctx, as_bytes_mut(buf), root, &f)?;
@@ -441,7 +439,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: true,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         if n > 1 {
             let b = as_bytes_mut(buf);
             match algorithm {
@@ -510,7 +508,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: true,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
         let out: &mut [u8] = if me == root { as_bytes_mut(output) } else { &mut [] };
         s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)
@@ -572,7 +570,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: true,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
         let inp: &[u8] = if me == root { as_bytes(input) } else { &[] };
         s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)
@@ -644,7 +642,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         if n == 1 {
             return Ok(());
         }
@@ -708,7 +706,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         if n == 1 {
             return Ok(());
         }
@@ -741,15 +739,15 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<()> {
+        let c = Collective::ReduceScatter;
         let n = self.n();
-        self.reduce_scatter_impl(
-            Collective::ReduceScatter,
-            input,
-            output,
-            &vec![output.len(); n],
-            op,
-            opts,
-        )
+        if !input.len().is_multiple_of(n) {
+            return Err(Error::invalid(
+                c,
+                format!("input: {} elements do not split into {n} equal blocks", input.len()),
+            ));
+        }
+        self.reduce_scatter_impl(c, input, output, &vec![input.len() / n; n], op, opts)
     }
 
     /// Reduce `input` (the sum of `counts` elements) across ranks and give the `counts[rank]`
@@ -845,7 +843,7 @@ impl<C: Communicator> Group<C> {
             param,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let me = ctx.rank;
         let start: usize = counts[..me].iter().sum();
         let range = start..start + counts[me];
@@ -907,7 +905,7 @@ impl<C: Communicator> Group<C> {
             param: 0,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         let blocks = byte_ranges(&vec![block; n], es::<T>());
         let fp = ctx.fp;
         s::alltoall_pairwise(
@@ -959,7 +957,10 @@ impl<C: Communicator> Group<C> {
             param: 0,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
+        // Per-pair fingerprints carry each pair's count, so that a disagreement is a
+        // Mismatch naming both counts; every pair exchanges directly, so no watch is needed.
+        ctx.without_watch();
         let info = CallInfo::decode(&ctx.fp);
         let with_count = |k: usize| {
             let mut i = info;
@@ -996,7 +997,7 @@ impl<C: Communicator> Group<C> {
             param: 0,
             check: false,
         };
-        let ctx = self.begin(call, opts);
+        let ctx = self.begin(call, opts)?;
         s::barrier_dissemination(&ctx)
     }
 
@@ -1033,7 +1034,7 @@ impl<C: Communicator> Group<C> {
         };
         let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, opts.tag, 0);
         info.epoch = epoch | P2P_EPOCH;
-        Ok(Ctx::new(&self.comm, c, opts.tag, info.encode(), opts.deadline_from_now(), false))
+        Ok(Ctx::new(&self.comm, c, opts.tag, info.encode(), opts.deadline_from_now()))
     }
 
     /// Send `buf` to rank `to` (matched by the `n`-th [`recv`](Self::recv) from this rank on

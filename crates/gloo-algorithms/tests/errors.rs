@@ -1,0 +1,374 @@
+//! What bad input gets: every mismatch between ranks and every misuse, each its own test; a
+//! rank that never joins; a rank lost mid-collective.
+
+mod common;
+
+use std::sync::Barrier;
+use std::time::Duration;
+
+use common::*;
+use gloo_algorithms::{Algorithm, Collective, Error, Group, Options, ReduceOp};
+use gloo_transport::loopback::LoopbackComm;
+use gloo_transport::{Error as TError, Pending, Rank};
+
+/// Options with a deadline short enough for tests that expect to fail.
+fn short() -> Options {
+    Options::new().with_timeout(Duration::from_secs(5))
+}
+
+/// Run `f` on `n` ranks and assert every rank got `Mismatch`, and that at least one rank's
+/// message names `field` as what differs.
+fn assert_mismatch_everywhere(
+    n: u32,
+    field: &str,
+    f: impl Fn(&Group<LoopbackComm>) -> Result<(), Error> + Send + Sync,
+) {
+    let errors = on_ranks(n, 11, |g| {
+        let r = f(&g);
+        // Keep every communicator alive until all ranks are done, so that nobody sees a
+        // dropped peer instead of the mismatch.
+        g.barrier(&Options::new().with_tag(999).with_timeout(Duration::from_secs(20))).ok();
+        r
+    });
+    let mut named = false;
+    for (rank, e) in errors.iter().enumerate() {
+        match e {
+            Err(e @ Error::Mismatch { .. }) => {
+                let text = e.to_string();
+                if text.contains(field) {
+                    named = true;
+                }
+            }
+            other => panic!("rank {rank}: expected Mismatch, got {other:?}"),
+        }
+    }
+    assert!(named, "no rank's error names {field:?}: {errors:?}");
+}
+
+fn sum<T>() -> ReduceOp<'static, T> {
+    ReduceOp::Sum
+}
+
+#[test]
+fn allreduce_against_broadcast_is_a_mismatch() {
+    for n in [2, 3, 5] {
+        assert_mismatch_everywhere(n, "collective", |g| {
+            let mut v = [1f32; 8];
+            if g.rank() == Rank(0) {
+                g.allreduce(&mut v, sum(), &short())
+            } else {
+                g.broadcast(&mut v, Rank(0), &short())
+            }
+        });
+    }
+}
+
+#[test]
+fn different_counts_are_a_mismatch() {
+    for n in [2, 4] {
+        assert_mismatch_everywhere(n, "count", |g| {
+            let mut v = vec![1i32; if g.rank() == Rank(1) { 20 } else { 10 }];
+            g.allreduce(&mut v, sum(), &short().with_algorithm(Algorithm::Ring))
+        });
+    }
+}
+
+#[test]
+fn different_counts_that_change_the_algorithm_are_a_mismatch() {
+    // 4 B picks recursive doubling, 1 MiB picks ring: the fingerprint still catches it.
+    assert_mismatch_everywhere(3, "count", |g| {
+        let mut v = vec![1u8; if g.rank() == Rank(2) { 1 << 20 } else { 4 }];
+        g.allreduce(&mut v, sum(), &short())
+    });
+}
+
+#[test]
+fn different_dtypes_are_a_mismatch() {
+    assert_mismatch_everywhere(2, "dtype", |g| {
+        if g.rank() == Rank(0) {
+            g.allreduce(&mut [1f32; 6], sum(), &short())
+        } else {
+            g.allreduce(&mut [1i32; 6], sum(), &short())
+        }
+    });
+}
+
+#[test]
+fn different_ops_are_a_mismatch() {
+    assert_mismatch_everywhere(3, "op", |g| {
+        let op = if g.rank() == Rank(1) { ReduceOp::Max } else { ReduceOp::Sum };
+        g.allreduce(&mut [1f64; 5], op, &short())
+    });
+}
+
+#[test]
+fn different_broadcast_roots_are_a_mismatch() {
+    for n in [2, 4] {
+        assert_mismatch_everywhere(n, "root", |g| {
+            let root = if g.rank() == Rank(0) { Rank(0) } else { Rank(1) };
+            g.broadcast(&mut [7u16; 9], root, &short())
+        });
+    }
+}
+
+#[test]
+fn different_reduce_roots_are_a_mismatch() {
+    // Both would wait to receive: only the check ring gives this away before the deadline.
+    assert_mismatch_everywhere(2, "root", |g| {
+        let root = g.rank();
+        g.reduce(&mut [1u32; 3], root, sum(), &short())
+    });
+}
+
+#[test]
+fn different_tags_are_a_mismatch_by_the_deadline() {
+    assert_mismatch_everywhere(2, "tag", |g| {
+        let o = Options::new().with_tag(1 + g.rank().0).with_timeout(Duration::from_secs(1));
+        g.allreduce(&mut [1u64; 4], sum(), &o)
+    });
+}
+
+#[test]
+fn different_algorithms_are_a_mismatch() {
+    assert_mismatch_everywhere(4, "algorithm", |g| {
+        let a = if g.rank() == Rank(3) { Algorithm::Ring } else { Algorithm::RecursiveDoubling };
+        g.allreduce(&mut [1f32; 16], sum(), &short().with_algorithm(a))
+    });
+}
+
+#[test]
+fn gather_against_scatter_is_a_mismatch() {
+    assert_mismatch_everywhere(3, "collective", |g| {
+        let mut out = [0u8; 6];
+        if g.rank() == Rank(1) {
+            g.scatter(&[], &mut out[..2], Rank(0), &short())
+        } else {
+            let o: &mut [u8] = if g.rank() == Rank(0) { &mut out } else { &mut [] };
+            g.gather(&[1, 2], o, Rank(0), &short())
+        }
+    });
+}
+
+#[test]
+fn different_gatherv_counts_are_a_mismatch() {
+    assert_mismatch_everywhere(3, "counts", |g| {
+        let counts = if g.rank() == Rank(2) { [1, 2, 3] } else { [1, 2, 2] };
+        let me = g.rank().index();
+        let input = vec![5u8; counts[me]];
+        let mut out = vec![0u8; counts.iter().sum()];
+        g.gatherv(&input, &mut out, &counts, Rank(0), &short())
+    });
+}
+
+#[test]
+fn alltoallv_counts_that_disagree_are_a_mismatch() {
+    assert_mismatch_everywhere(2, "count", |g| {
+        // Rank 0 sends 2 to rank 1, which expects 3; rank 1 sends 2 to rank 0, which
+        // expects 1.
+        if g.rank() == Rank(0) {
+            g.alltoallv(&[1i8, 2, 3], &[1, 2], &mut [0; 2], &[1, 1], &short())
+        } else {
+            g.alltoallv(&[4i8, 5, 6], &[2, 1], &mut [0; 4], &[3, 1], &short())
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Misuse: InvalidArgument naming the argument, before anything is sent
+// ---------------------------------------------------------------------------------------
+
+/// Run `bad` on rank 0 only and expect `InvalidArgument` naming `arg`; then run a correct
+/// allreduce on every rank on the same tag, which succeeds only if `bad` sent nothing and
+/// took no call number.
+fn assert_invalid(
+    arg: &str,
+    bad: impl Fn(&Group<LoopbackComm>) -> Result<(), Error> + Send + Sync,
+) {
+    let out = on_ranks(3, 5, |g| {
+        if g.rank() == Rank(0) {
+            match bad(&g) {
+                Err(Error::InvalidArgument { what, .. }) => {
+                    assert!(what.starts_with(arg), "the error names {what:?}, not {arg:?}")
+                }
+                other => panic!("expected InvalidArgument for {arg}, got {other:?}"),
+            }
+        }
+        let mut v = [g.rank().0 as i32 + 1; 5];
+        g.allreduce(&mut v, sum(), &short()).unwrap();
+        v
+    });
+    assert_eq!(out, vec![[6; 5]; 3]);
+}
+
+#[test]
+fn root_out_of_range_is_refused() {
+    assert_invalid("root", |g| g.broadcast(&mut [0u8; 4], Rank(3), &short()));
+    assert_invalid("root", |g| g.reduce(&mut [0u8; 4], Rank(7), sum(), &short()));
+    assert_invalid("root", |g| g.gather(&[0u8; 4], &mut [0; 12], Rank(3), &short()));
+    assert_invalid("root", |g| g.scatter(&[0u8; 12], &mut [0; 4], Rank(9), &short()));
+}
+
+#[test]
+fn counts_of_the_wrong_length_are_refused() {
+    assert_invalid("counts", |g| g.gatherv(&[0u8; 1], &mut [0; 3], &[1, 2], Rank(0), &short()));
+    assert_invalid("counts", |g| g.allgatherv(&[0u8; 1], &mut [0; 3], &[1, 1, 1, 0], &short()));
+    assert_invalid("counts", |g| g.scatterv(&[0u8; 3], &[3], &mut [0; 3], Rank(0), &short()));
+    assert_invalid("counts", |g| {
+        g.reduce_scatterv(&[0u8; 3], &mut [0; 1], &[1, 2], sum(), &short())
+    });
+    assert_invalid("send_counts", |g| {
+        g.alltoallv(&[0u8; 3], &[1, 2], &mut [0; 3], &[1, 1, 1], &short())
+    });
+    assert_invalid("recv_counts", |g| {
+        g.alltoallv(&[0u8; 3], &[1, 1, 1], &mut [0; 3], &[1, 1, 1, 0], &short())
+    });
+}
+
+#[test]
+fn buffers_that_disagree_with_the_counts_are_refused() {
+    assert_invalid("input", |g| g.allgatherv(&[0u8; 2], &mut [0; 3], &[1, 1, 1], &short()));
+    assert_invalid("input", |g| g.gatherv(&[0u8; 2], &mut [0; 3], &[1, 1, 1], Rank(0), &short()));
+    assert_invalid("input", |g| {
+        g.alltoallv(&[0u8; 2], &[1, 1, 1], &mut [0; 3], &[1, 1, 1], &short())
+    });
+    assert_invalid("output", |g| g.scatterv(&[0u8; 3], &[1, 1, 1], &mut [0; 2], Rank(0), &short()));
+    assert_invalid("input", |g| {
+        g.reduce_scatterv(&[0u8; 4], &mut [0; 1], &[1, 1, 1], sum(), &short())
+    });
+    assert_invalid("input", |g| g.scatter(&[0u8; 5], &mut [0; 2], Rank(0), &short()));
+    assert_invalid("bufs[1]", |g| {
+        let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
+        g.allreduce_many(&mut [&mut a, &mut b], sum(), &short())
+    });
+    assert_invalid("input", |g| g.alltoall(&[0u8; 4], &mut [0; 4], &short()));
+}
+
+#[test]
+fn outputs_that_are_too_small_are_refused() {
+    assert_invalid("output", |g| g.allgather(&[0u8; 2], &mut [0; 5], &short()));
+    assert_invalid("output", |g| g.gather(&[0u8; 2], &mut [0; 5], Rank(0), &short()));
+    assert_invalid("output", |g| g.allgatherv(&[0u8; 1], &mut [0; 2], &[1, 1, 1], &short()));
+    assert_invalid("output", |g| g.allreduce_into(&[0u8; 3], &mut [0; 2], sum(), &short()));
+    assert_invalid("output", |g| g.reduce_into(&[0u8; 3], &mut [0; 2], Rank(0), sum(), &short()));
+    assert_invalid("output", |g| g.reduce_scatter(&[0u8; 6], &mut [0; 1], sum(), &short()));
+    assert_invalid("output", |g| g.alltoall(&[0u8; 3], &mut [0; 2], &short()));
+}
+
+#[test]
+fn send_to_self_or_out_of_range_is_refused() {
+    assert_invalid("to", |g| g.send(Rank(0), &[1u8], &short()));
+    assert_invalid("to", |g| g.send(Rank(3), &[1u8], &short()));
+    assert_invalid("from", |g| g.recv(Rank(5), &mut [0u8], &short()).map(|_| ()));
+}
+
+#[test]
+fn a_bcube_base_below_two_is_refused() {
+    assert_invalid("bcube_base", |g| {
+        g.allreduce(
+            &mut [0u8; 4],
+            sum(),
+            &short().with_bcube_base(1).with_algorithm(Algorithm::Bcube),
+        )
+    });
+}
+
+#[test]
+fn an_algorithm_of_another_collective_is_refused() {
+    let out = on_ranks(2, 1, |g| g.barrier(&short().with_algorithm(Algorithm::Ring)));
+    for e in out {
+        match e {
+            Err(Error::UnknownAlgorithm { collective: Collective::Barrier, valid, .. }) => {
+                assert_eq!(valid, vec!["dissemination"]);
+            }
+            other => panic!("expected UnknownAlgorithm, got {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Missing and lost ranks
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_rank_that_never_joins_is_named_in_a_timeout() {
+    let n = 4;
+    let done = Barrier::new(n as usize);
+    let out = on_ranks(n, 2, |g| {
+        let r = if g.rank() == Rank(3) {
+            None
+        } else {
+            let o = Options::new().with_timeout(Duration::from_millis(800));
+            Some(g.barrier(&o))
+        };
+        // The absent rank keeps its communicator until the others gave up.
+        done.wait();
+        r
+    });
+    let mut pending_peers = Vec::new();
+    for (rank, r) in out.iter().enumerate().take(3) {
+        match r {
+            Some(Err(Error::Transport { source: TError::Timeout { pending, .. }, .. })) => {
+                for p in pending {
+                    if let Pending::Recv { from, .. } = p {
+                        pending_peers.extend(from.iter().copied());
+                    }
+                }
+            }
+            other => panic!("rank {rank}: expected a Timeout, got {other:?}"),
+        }
+    }
+    assert!(pending_peers.contains(&Rank(3)), "nobody names rank 3: {pending_peers:?}");
+}
+
+#[test]
+fn a_timeout_names_the_missing_peer_in_its_message() {
+    let done = Barrier::new(2);
+    let out = on_ranks(2, 3, |g| {
+        let r = (g.rank() == Rank(0)).then(|| {
+            g.allreduce(
+                &mut [1f32; 4],
+                sum(),
+                &Options::new().with_timeout(Duration::from_millis(500)),
+            )
+        });
+        done.wait();
+        r
+    });
+    let e = out[0].clone().unwrap().unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert!(e.to_string().contains("from rank 1"), "{e}");
+}
+
+#[test]
+fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
+    // Three ranks on a ring: each survivor exchanges with the lost rank in the first step.
+    // (With more ranks, survivors that wait only on other survivors learn of the loss through
+    // the transport, which poisons the whole communicator when a peer is lost.)
+    let n = 3;
+    let survivors_done = Barrier::new(n as usize - 1);
+    let out = on_ranks(n, 4, |g| {
+        let o =
+            Options::new().with_timeout(Duration::from_secs(10)).with_algorithm(Algorithm::Ring);
+        let mut v = vec![1f32; 1000];
+        g.allreduce(&mut v, sum(), &o).unwrap();
+        if g.rank() == Rank(2) {
+            // Gone: the communicator is dropped while the others start the next allreduce.
+            drop(g);
+            return None;
+        }
+        let r = g.allreduce(&mut v, sum(), &o);
+        survivors_done.wait();
+        Some(r)
+    });
+    for (rank, r) in out.iter().enumerate() {
+        if rank == 2 {
+            continue;
+        }
+        match r {
+            Some(Err(Error::Transport {
+                source: TError::PeerLost { peer: Rank(2), .. }, ..
+            })) => {}
+            other => panic!("rank {rank}: expected PeerLost naming rank 2, got {other:?}"),
+        }
+    }
+}
