@@ -265,3 +265,42 @@ fn a_thousand_clients_on_one_server() {
     assert!(values.iter().all(|v| v == b"here"));
     assert_eq!(clients[0].add(b"count", 0, deadline(5)).unwrap(), 1000);
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Random frames (a valid length prefix around a random command byte and body) and
+        /// random raw bytes, after a valid hello or before it: the server answers or drops
+        /// the client, and never stops serving the others.
+        #[test]
+        fn random_requests_never_break_the_server(
+            after_hello in any::<bool>(),
+            framed in any::<bool>(),
+            cmd in prop_oneof![Just(0x10u8), Just(0x11), Just(0x13), Just(0x15), Just(0x16), any::<u8>()],
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let srv = shared_server();
+            let mut s = if after_hello {
+                raw_after_hello(srv)
+            } else {
+                TcpStream::connect(srv.local_addr()).unwrap()
+            };
+            let bytes = if framed { frame(cmd, 9, &body) } else { body };
+            // The server may close before everything is written.
+            let _ = s.write_all(&bytes);
+            drop(s);
+            let good = client(srv, None);
+            good.set(b"fuzz/alive", b"yes", deadline(10)).unwrap();
+            prop_assert_eq!(good.get(b"fuzz/alive", deadline(10)).unwrap(), b"yes".to_vec());
+        }
+    }
+
+    fn shared_server() -> &'static TcpStoreServer {
+        static SERVER: std::sync::OnceLock<TcpStoreServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| server(None))
+    }
+}
