@@ -536,7 +536,7 @@ pub fn abort_reaches_every_peer(factory: Factory) {
 /// receive, and reaches the peer.
 pub fn abort_from_another_thread(factory: Factory) {
     let slot = Slot::new(22, 0);
-    let checked = AtomicBool::new(false);
+    let (checked, done) = (AtomicBool::new(false), AtomicBool::new(false));
     run_ranks(factory(2), |c| {
         let dl = deadline(LONG);
         let mut b = [0u8; 1];
@@ -549,13 +549,17 @@ pub fn abort_from_another_thread(factory: Factory) {
                 std::thread::sleep(Duration::from_millis(50));
                 c.abort("from another thread");
                 let e = waiter.join().unwrap().unwrap_err();
+                done.store(true, Ordering::SeqCst);
                 assert_eq!(e, Error::Aborted { by: Rank(1), reason: "from another thread".into() });
             });
             wait_for("rank 0 to see the abort", || checked.load(Ordering::SeqCst), dl);
         } else {
             let e = c.recv(Rank(1), slot, &mut b, dl).unwrap_err();
-            assert!(matches!(e, Error::Aborted { by: Rank(1), .. }), "{e}");
             checked.store(true, Ordering::SeqCst);
+            assert!(matches!(e, Error::Aborted { by: Rank(1), .. }), "{e}");
+            // Stay alive until rank 1's waiter has returned, so that it cannot see this rank
+            // lost instead of its own abort.
+            wait_for("rank 1's waiter", || done.load(Ordering::SeqCst), dl);
         }
     });
 }

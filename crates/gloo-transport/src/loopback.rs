@@ -926,7 +926,11 @@ impl Communicator for LoopbackComm {
 
     fn abort(&self, reason: &str) {
         let err = Error::Aborted { by: self.rank, reason: reason.to_string() };
-        for node in &self.hub.nodes {
+        // This rank first, so that its own waiting threads fail with the abort before any
+        // peer can react to it (by dropping its communicator, say).
+        let me = self.rank.index();
+        let order = std::iter::once(me).chain((0..self.hub.nodes.len()).filter(|&i| i != me));
+        for node in order.map(|i| &self.hub.nodes[i]) {
             let mut g = lock(&node.inbox);
             if g.poison.is_none() {
                 g.poison = Some(err.clone());
