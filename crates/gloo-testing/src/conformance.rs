@@ -652,6 +652,71 @@ pub fn random_traffic(factory: Factory) {
     });
 }
 
+/// Three ranks each send 4 MiB to both others and receive 4 MiB from both, all in one batch
+/// per rank: a transport whose sends block while its peer's do too (both sides writing,
+/// neither reading) deadlocks here.
+pub fn simultaneous_large_exchange(factory: Factory) {
+    const LEN: usize = 4 << 20;
+    run_ranks(factory(3), |c| {
+        let me = c.rank().0;
+        let peers: Vec<u32> = (0..3).filter(|&p| p != me).collect();
+        let outs: Vec<Vec<u8>> =
+            peers.iter().map(|&p| pattern(LEN, u64::from(me * 10 + p))).collect();
+        let mut ins: Vec<Vec<u8>> = peers.iter().map(|_| vec![0u8; LEN]).collect();
+        let mut ops: Vec<Op<'_>> = Vec::new();
+        ops.extend(peers.iter().zip(&outs).map(|(&p, o)| Op::send(Rank(p), Slot::new(23, 0), o)));
+        ops.extend(
+            peers.iter().zip(ins.iter_mut()).map(|(&p, b)| Op::recv(Rank(p), Slot::new(23, 0), b)),
+        );
+        c.run(&mut ops, deadline(LONG)).unwrap();
+        drop(ops);
+        for (&p, b) in peers.iter().zip(&ins) {
+            assert!(*b == pattern(LEN, u64::from(p * 10 + me)), "content from {p} to {me}");
+        }
+    });
+}
+
+/// Two thousand small messages on distinct slots sent before the receiver posts anything:
+/// the transport must buffer or hold them (within its bounds) and deliver them all once the
+/// receives arrive, without deadlock.
+pub fn messages_before_receives(factory: Factory) {
+    const N: u32 = 2000;
+    let posted = AtomicBool::new(false);
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        if c.rank() == Rank(0) {
+            let msgs: Vec<Vec<u8>> =
+                (0..N).map(|i| pattern((i % 300) as usize, u64::from(i))).collect();
+            let mut ops: Vec<Op<'_>> = msgs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Op::send(Rank(1), Slot::new(24, i as u32), m))
+                .collect();
+            // Everything is posted before rank 1 posts a receive.
+            let _ = c.progress(&mut ops, Wait::All, Instant::now());
+            posted.store(true, Ordering::SeqCst);
+            c.run(&mut ops, dl).unwrap();
+        } else {
+            wait_for("rank 0 to post its sends", || posted.load(Ordering::SeqCst), dl);
+            let mut bufs = vec![[0u8; 300]; N as usize];
+            let mut ops: Vec<Op<'_>> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, b)| Op::recv(Rank(0), Slot::new(24, i as u32), b))
+                .collect();
+            c.run(&mut ops, dl).unwrap();
+            let lens: Vec<usize> =
+                ops.iter().map(|o| o.completed().map_or(999, |(_, n)| n)).collect();
+            drop(ops);
+            for (i, b) in bufs.iter().enumerate() {
+                let n = (i % 300) as usize;
+                assert_eq!(lens[i], n, "length of message {i}");
+                assert!(b[..n] == pattern(n, i as u64)[..], "content of message {i}");
+            }
+        }
+    });
+}
+
 /// A pipelined consumer: a `Batch` of receives driven by `wait_any` completes at least one
 /// more operation per call and ends with every message in place.
 pub fn batch_wait_any_pipelining(factory: Factory) {
@@ -718,6 +783,8 @@ macro_rules! conformance_tests {
             abort_from_another_thread,
             dropped_peer_is_lost,
             random_traffic,
+            simultaneous_large_exchange,
+            messages_before_receives,
             batch_wait_any_pipelining
         );
     };
