@@ -709,7 +709,7 @@ pub fn messages_before_receives(factory: Factory) {
                 ops.iter().map(|o| o.completed().map_or(999, |(_, n)| n)).collect();
             drop(ops);
             for (i, b) in bufs.iter().enumerate() {
-                let n = (i % 300) as usize;
+                let n = i % 300;
                 assert_eq!(lens[i], n, "length of message {i}");
                 assert!(b[..n] == pattern(n, i as u64)[..], "content of message {i}");
             }
