@@ -132,7 +132,8 @@ pub(crate) struct SweepArgs {
     /// Untimed iterations before the timed ones, per size.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub(crate) warmup: u64,
-    /// Seconds of timed iterations per size (at least 5 iterations), when --iters is not given.
+    /// Seconds of timed iterations per size (at least 5 iterations, at most 100,000), when
+    /// --iters is not given.
     #[arg(long, default_value_t = 0.2, value_name = "SECS", value_parser = parse_positive_secs)]
     pub(crate) time_per_size: f64,
     /// Verify one call per size against a locally computed expected value (the default).

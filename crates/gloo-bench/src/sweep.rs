@@ -1,7 +1,7 @@
 //! The sweep: one operation over a range of message sizes, timed on every rank, summarised on
 //! rank 0 (each iteration counts as long as its slowest rank), and checked.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gloo_algorithms::Group;
 use gloo_transport::{Communicator, Op, Rank, Slot};
@@ -132,31 +132,14 @@ pub(crate) fn run(
             continue;
         }
         ctl::barrier(comm, deadline)?;
-        let warmup = if args.iters.is_none() { args.warmup.max(2) } else { args.warmup };
-        // The first call of a size pays for first-touch page faults and connection warm-up;
-        // the fastest of the others estimates one call for --time-per-size (the fastest, not
-        // the mean, so that one call delayed by another process does not cut the sample).
-        let mut fastest = Duration::MAX;
-        for i in 0..warmup {
-            let t0 = Instant::now();
+        for _ in 0..args.warmup {
             bench.run(deadline)?;
-            if i > 0 {
-                fastest = fastest.min(t0.elapsed());
-            }
         }
-        let iters = match args.iters {
-            Some(i) => i,
-            None => {
-                let want = (args.time_per_size / fastest.as_secs_f64().max(1e-7)) as u64;
-                ctl::bcast_u64(comm, want.clamp(MIN_ITERS, MAX_ITERS), deadline)?
-            }
+        let samples = match args.iters {
+            Some(n) => timed(bench.as_mut(), n, deadline)?,
+            None => timed_for(comm, bench.as_mut(), args.time_per_size, deadline)?,
         };
-        let mut samples = Vec::with_capacity(iters as usize);
-        for _ in 0..iters {
-            let t0 = Instant::now();
-            bench.run(deadline)?;
-            samples.push(t0.elapsed().as_secs_f64() * 1e6);
-        }
+        let iters = samples.len() as u64;
         let status = if args.checking() {
             bench.prepare_check();
             bench.run(deadline)?;
@@ -211,6 +194,64 @@ pub(crate) fn run(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// `n` timed calls; each sample in µs.
+fn timed(bench: &mut dyn SizeBench, n: u64, deadline: Instant) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 20));
+    for _ in 0..n {
+        let t0 = Instant::now();
+        bench.run(deadline)?;
+        samples.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(samples)
+}
+
+/// Timed calls for about `secs` (at least [`MIN_ITERS`], at most [`MAX_ITERS`]), in rounds:
+/// before each round rank 0 tells every rank how many calls it holds (0: done), from the
+/// mean of what it measured so far, so all ranks make the same number of calls and one slow
+/// or fast early call cannot make the sample far too long or too short.
+fn timed_for(
+    comm: &dyn Communicator,
+    bench: &mut dyn SizeBench,
+    secs: f64,
+    deadline: Instant,
+) -> Result<Vec<f64>> {
+    let budget_us = secs * 1e6;
+    let mut samples: Vec<f64> = Vec::new();
+    loop {
+        let count = if comm.rank() == Rank(0) {
+            let spent: f64 = samples.iter().sum();
+            let have = samples.len() as u64;
+            let count = if have == 0 {
+                MIN_ITERS
+            } else if (spent >= budget_us && have >= MIN_ITERS) || have >= MAX_ITERS {
+                0
+            } else {
+                let mean = (spent / have as f64).max(0.01);
+                // Ask for at most what fills the budget, at least enough to reach MIN_ITERS,
+                // and at most double what was done so far so one round cannot run away.
+                let left = ((budget_us - spent).max(0.0) / mean).ceil() as u64;
+                left.max(MIN_ITERS.saturating_sub(have))
+                    .clamp(1, have.max(1) * 2)
+                    .min(MAX_ITERS - have)
+            };
+            ctl::bcast_u64(comm, count, deadline)?
+        } else {
+            let count = ctl::bcast_u64(comm, 0, deadline)?;
+            if count > MAX_ITERS - samples.len() as u64 {
+                return Err(Error::Peer {
+                    rank: 0,
+                    detail: format!("asked for {count} more calls"),
+                });
+            }
+            count
+        };
+        if count == 0 {
+            return Ok(samples);
+        }
+        samples.extend(timed(bench, count, deadline)?);
+    }
 }
 
 /// `ok` when every rank's check passed, else the first failures with their ranks.
@@ -482,6 +523,24 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn sizes_timed_by_budget_make_the_same_number_of_calls_on_every_rank() {
+        use gloo_transport::loopback::{LoopbackConfig, group};
+        let a = args(&["--max-bytes", "1K", "--step-factor", "16", "--time-per-size", "0.01"]);
+        let deadline = gloo_testing::deadline(60);
+        // A rank that made a different number of calls would leave the others waiting on a
+        // collective, or make the sample gather fail on its length: both are errors here.
+        let out = gloo_testing::run_ranks(group(3, LoopbackConfig::havoc(11)), |c| {
+            run(&c, &a, &Limits::default(), false, deadline)
+        });
+        let rows = out.into_iter().next().unwrap().unwrap();
+        assert_eq!(rows.len(), 3);
+        for r in &rows {
+            assert!((MIN_ITERS..=MAX_ITERS).contains(&r.iters), "{r:?}");
+            assert_eq!(r.check, "ok");
         }
     }
 
