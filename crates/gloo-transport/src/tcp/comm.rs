@@ -164,6 +164,7 @@ impl Communicator for TcpComm {
             }
         }
         d.in_progress += 1;
+        let active = d.mark_active(ops);
         let mut spin_until: Option<Instant> = None;
         let result = loop {
             let moved = d.pump(&mut Mine { ops }, false);
@@ -174,7 +175,8 @@ impl Communicator for TcpComm {
             if let Some(e) = failed {
                 break Err(e);
             }
-            if let Some(e) = &d.aborted {
+            // A lost peer or an abort fails every call, including those in flight.
+            if let Some(e) = &d.poison {
                 break Err(e.clone());
             }
             let satisfied = match wait {
@@ -232,6 +234,7 @@ impl Communicator for TcpComm {
                 }
             }
         };
+        d.unmark_active(&active);
         d.release(ops);
         d.in_progress -= 1;
         if d.in_progress > 0 {

@@ -5,7 +5,7 @@
 //! and only during that call. Data for a receive posted by another thread "parks" the
 //! socket's read side until its owner comes to read the payload straight into its buffer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
@@ -104,9 +104,10 @@ impl Peer {
         self.out.extend(payload);
     }
 
-    /// Whether we are not reading this peer because a receive's owner must read its data.
-    fn read_stalled(&self) -> bool {
-        matches!(self.rx, Rx::Data { recv: Some(_), .. })
+    /// Whether we are not reading this peer because the data in hand belongs to a receive
+    /// whose owner is not inside `progress` (so nobody may write its buffer now).
+    fn read_stalled(&self, active: &HashSet<u64>) -> bool {
+        matches!(self.rx, Rx::Data { recv: Some(id), .. } if !active.contains(&id))
     }
 }
 
@@ -185,6 +186,8 @@ pub(crate) struct Driver {
     pub(crate) poison: Option<Error>,
     pub(crate) aborted: Option<Error>,
     pub(crate) in_progress: usize,
+    /// Posted operations whose owners are inside `progress` right now.
+    active: HashSet<u64>,
 }
 
 impl Driver {
@@ -201,7 +204,29 @@ impl Driver {
             poison: None,
             aborted: None,
             in_progress: 0,
+            active: HashSet::new(),
         })
+    }
+
+    /// Record that the caller's posted operations are being driven; returns their ids for
+    /// [`unmark_active`](Driver::unmark_active).
+    pub(crate) fn mark_active(&mut self, ops: &[Op<'_>]) -> Vec<u64> {
+        let ids: Vec<u64> = ops
+            .iter()
+            .filter_map(|op| match op.state() {
+                OpState::Posted(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.active.extend(ids.iter().copied());
+        ids
+    }
+
+    /// The caller stops driving these operations.
+    pub(crate) fn unmark_active(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.active.remove(id);
+        }
     }
 
     /// Reject operations that cannot work, before anything is posted.
@@ -882,7 +907,9 @@ impl Driver {
                 _ => {}
             }
         }
-        if poison {
+        // A lost peer poisons the group; a peer that broke the protocol or failed to
+        // authenticate only loses its own connection (see the trait's error scopes).
+        if poison && matches!(e, Error::PeerLost { .. } | Error::Aborted { .. }) {
             self.poison.get_or_insert(e);
         }
     }
@@ -977,7 +1004,7 @@ impl Driver {
                 p.push(Header::new(Opcode::Heartbeat, 0, 0, 0), None, &[]);
             }
             // Time during which we ourselves do not read this peer does not count.
-            if p.read_stalled() {
+            if p.read_stalled(&self.active) {
                 p.last_heard = now;
             } else if now.duration_since(p.last_heard) > timeout {
                 lost.push((p.rank, now.duration_since(p.last_heard)));
