@@ -124,7 +124,13 @@ fn run(name: &str, fault: Fault) {
         group.kill(1);
     }
     let outcomes = group.wait(deadline(120));
-    first.unwrap_or_else(|e| panic!("rank 0 never received a whole message: {e}"));
+    if let Err(e) = first {
+        panic!(
+            "rank 0 never received a whole message: {e}\n{}\n{}",
+            outcomes[0].report("ended"),
+            outcomes[1].report("ended")
+        );
+    }
     assert_ran_one_test(&outcomes[0]);
     if fault == Fault::Kill {
         assert_eq!(outcomes[1].signal(), Some(SIGKILL), "{}", outcomes[1].report("was not killed"));

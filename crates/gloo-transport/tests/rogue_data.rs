@@ -365,6 +365,26 @@ fn rogue_truncated_payload_then_silence() {
     g.assert_contained();
 }
 
+/// Announced, cleared, then a `Data` frame with 10 of its 1000 bytes, then nothing: the same
+/// silence, in the middle of a transfer into the victim's posted buffer.
+#[test]
+#[ignore = "bug: silence in the middle of a Data frame is never detected (read_stalled resets \
+            last_heard while the receiver itself waits on that transfer): Timeout instead of \
+            PeerLost; see /work/helpers/bugs-for-tcp.md"]
+fn rogue_truncated_data_frame_then_silence() {
+    let mut g = group("truncated-data", Duration::from_secs(2));
+    // Well past the 2 s peer timeout; a Timeout at this deadline is the failure.
+    g.until = deadline(15);
+    let (r, _) = g.victim_recv(Slot(1), 1000, |c, until| {
+        rts_then_cts(c, Slot(1), 1000, 1, until);
+        c.send(&data(0, 1000, 1)).expect("send");
+        c.send(&[0xAB; 10]).expect("send");
+    });
+    assert!(matches!(r, Err(Error::PeerLost { peer: ROGUE, .. })), "{r:?}");
+    g.until = deadline(60);
+    g.assert_contained();
+}
+
 /// An eager message longer than the posted receive is the caller's mistake, not a protocol
 /// violation: `MessageTooLong` naming rank 3, and the next message on the stream arrives.
 #[test]
