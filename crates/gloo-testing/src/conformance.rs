@@ -378,7 +378,7 @@ fn send_conflict_then_ready(
     c: &dyn Communicator,
     slot: Slot,
     fp: Fingerprint,
-    checked: &AtomicBool,
+    keep: &KeepAlive,
     dl: Instant,
 ) {
     let mut ops =
@@ -386,8 +386,27 @@ fn send_conflict_then_ready(
     while !ops[1].is_done() {
         c.progress(&mut ops, Wait::Any, dl).unwrap();
     }
-    wait_for("rank 1 to check", || checked.load(Ordering::SeqCst), dl);
+    wait_for("rank 1 to check", || keep.checked.load(Ordering::SeqCst), dl);
     c.cancel(&mut ops);
+    keep.released.store(true, Ordering::SeqCst);
+}
+
+/// Two flags by which ranks 0 and 1 of the fingerprint cases keep each other alive, so that
+/// neither sees the other lost instead of what the case checks.
+#[derive(Default)]
+struct KeepAlive {
+    /// Rank 1 has its result.
+    checked: AtomicBool,
+    /// Rank 0 is done with the communicator.
+    released: AtomicBool,
+}
+
+impl KeepAlive {
+    /// Rank 1's side: report the check done and wait for rank 0.
+    fn checked_then_wait(&self, dl: Instant) {
+        self.checked.store(true, Ordering::SeqCst);
+        wait_for("rank 0 to finish", || self.released.load(Ordering::SeqCst), dl);
+    }
 }
 
 /// Fingerprint rule 2: a message on another slot of the same tag with the receive's epoch
@@ -395,17 +414,17 @@ fn send_conflict_then_ready(
 /// the deadline).
 pub fn fingerprint_rule_2(factory: Factory) {
     let (ours, theirs) = (fingerprint(7, 0xA), fingerprint(7, 0xB));
-    let checked = AtomicBool::new(false);
+    let keep = KeepAlive::default();
     run_ranks(factory(2), |c| {
         let dl = deadline(LONG);
         if c.rank() == Rank(0) {
-            send_conflict_then_ready(&*c, Slot::new(12, 1), theirs, &checked, dl);
+            send_conflict_then_ready(&*c, Slot::new(12, 1), theirs, &keep, dl);
         } else {
             let mut b = [0u8; 5];
             c.recv(Rank(0), READY, &mut b, dl).unwrap();
             let slot = Slot::new(12, 0);
             let e = c.run(&mut [Op::recv(Rank(0), slot, &mut b).with_fingerprint(ours)], dl);
-            checked.store(true, Ordering::SeqCst);
+            keep.checked_then_wait(dl);
             assert!(
                 matches!(e, Err(Error::Mismatch { peer: Rank(0), ours: Some(o), theirs: Some(t), .. })
                     if o == ours && t == theirs),
@@ -420,17 +439,17 @@ pub fn fingerprint_rule_2(factory: Factory) {
 /// on another tag.
 pub fn fingerprint_rule_3(factory: Factory) {
     let (ours, theirs) = (fingerprint(9, 0xA), fingerprint(9, 0xB));
-    let checked = AtomicBool::new(false);
+    let keep = KeepAlive::default();
     run_ranks(factory(2), |c| {
         let dl = deadline(LONG);
         if c.rank() == Rank(0) {
-            send_conflict_then_ready(&*c, Slot::new(14, 0), theirs, &checked, dl);
+            send_conflict_then_ready(&*c, Slot::new(14, 0), theirs, &keep, dl);
         } else {
             let mut b = [0u8; 5];
             c.recv(Rank(0), READY, &mut b, dl).unwrap();
             let slot = Slot::new(13, 0);
             let e = c.run(&mut [Op::recv(Rank(0), slot, &mut b).with_fingerprint(ours)], short());
-            checked.store(true, Ordering::SeqCst);
+            keep.checked_then_wait(dl);
             assert!(
                 matches!(e, Err(Error::Mismatch { peer: Rank(0), ours: Some(o), theirs: Some(t), .. })
                     if o == ours && t == theirs),

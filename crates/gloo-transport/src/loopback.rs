@@ -55,12 +55,23 @@ const MAX_PENDING_LISTED: usize = 16;
 pub struct LoopbackConfig {
     /// The seed of the havoc generator, or `None` for plain, immediate delivery.
     pub havoc: Option<u64>,
+    /// Sends longer than this many bytes complete only once the receiver has consumed the
+    /// message, as large sends do on a network transport (`None`, the default: every send
+    /// completes at once unless havoc picks it). `Some(0)` makes every non-empty send wait,
+    /// which turns an algorithm that relies on sends being buffered into a deterministic
+    /// timeout.
+    pub eager_limit: Option<usize>,
 }
 
 impl LoopbackConfig {
     /// A configuration with havoc seeded by `seed` (see the [module docs](self)).
     pub fn havoc(seed: u64) -> LoopbackConfig {
-        LoopbackConfig { havoc: Some(seed) }
+        LoopbackConfig { havoc: Some(seed), eager_limit: None }
+    }
+
+    /// This configuration with sends longer than `bytes` waiting for their receiver.
+    pub fn with_eager_limit(self, bytes: usize) -> LoopbackConfig {
+        LoopbackConfig { eager_limit: Some(bytes), ..self }
     }
 }
 
@@ -83,6 +94,7 @@ pub fn group(size: u32, cfg: LoopbackConfig) -> Vec<LoopbackComm> {
             .collect(),
         next_id: AtomicU64::new(1),
         havoc: cfg.havoc.is_some(),
+        eager_limit: cfg.eager_limit,
     });
     (0..size).map(|r| LoopbackComm { rank: Rank(r), size, hub: Arc::clone(&hub) }).collect()
 }
@@ -112,6 +124,7 @@ struct Hub {
     /// communicator is recognised as foreign rather than confused with another op.
     next_id: AtomicU64,
     havoc: bool,
+    eager_limit: Option<usize>,
 }
 
 /// One rank's mailbox and the condition variable its waiting threads sleep on.
@@ -557,7 +570,8 @@ impl LoopbackComm {
                 op.set_state(OpState::Cancelled);
                 return Err(e);
             }
-            let rendezvous = g.rng.as_mut().is_some_and(|r| r.below(2) == 0);
+            let rendezvous = self.hub.eager_limit.is_some_and(|limit| len > limit)
+                || g.rng.as_mut().is_some_and(|r| r.below(2) == 0);
             rendezvous.then(|| {
                 let id = self.next_id();
                 g.sends.insert(id, SendEntry { to, state: SendState::InFlight });
@@ -1288,6 +1302,25 @@ mod tests {
             }
         }
         assert!(withdrawn > 0, "no send was rendezvous");
+    }
+
+    #[test]
+    fn an_eager_limit_makes_large_sends_wait_for_their_receiver() {
+        let g = group(2, LoopbackConfig::default().with_eager_limit(4));
+        let mut small = [Op::send(Rank(1), S, b"1234")];
+        g[0].progress(&mut small, Wait::All, Instant::now()).unwrap();
+        let mut large = [Op::send(Rank(1), S, b"12345")];
+        let e = g[0].progress(&mut large, Wait::All, Instant::now()).unwrap_err();
+        assert!(
+            matches!(e, Error::Timeout { ref pending, .. }
+            if pending == &[Pending::Send { to: Rank(1), slot: S }]),
+            "{e}"
+        );
+        let mut b = [0u8; 5];
+        assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 4);
+        assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 5);
+        g[0].progress(&mut large, Wait::All, soon(5)).unwrap();
+        assert_eq!(large[0].completed(), Some((Rank(1), 5)));
     }
 
     fn each_thread_pair(g: &[LoopbackComm], ops: &mut [Op<'_>]) {

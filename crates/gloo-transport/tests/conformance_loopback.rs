@@ -1,5 +1,5 @@
-//! The transport conformance suite over the in-process transport, plain and with havoc
-//! under several seeds.
+//! The transport conformance suite over the in-process transport: plain, with every
+//! non-empty send waiting for its receiver, and with havoc under several seeds.
 
 use gloo_testing::conformance::boxed;
 use gloo_transport::Communicator;
@@ -7,6 +7,10 @@ use gloo_transport::loopback::{LoopbackConfig, group};
 
 fn plain(size: u32) -> Vec<Box<dyn Communicator>> {
     boxed(group(size, LoopbackConfig::default()))
+}
+
+fn rendezvous(size: u32) -> Vec<Box<dyn Communicator>> {
+    boxed(group(size, LoopbackConfig::default().with_eager_limit(0)))
 }
 
 fn havoc_1(size: u32) -> Vec<Box<dyn Communicator>> {
@@ -23,6 +27,10 @@ fn havoc_3(size: u32) -> Vec<Box<dyn Communicator>> {
 
 mod plain {
     gloo_testing::conformance_tests!(super::plain);
+}
+
+mod rendezvous {
+    gloo_testing::conformance_tests!(super::rendezvous);
 }
 
 mod havoc_1 {
