@@ -341,6 +341,22 @@ fn rogue_violation_while_the_victim_is_idle() {
     g.assert_contained();
 }
 
+/// An `Abort` is not a violation: the victim reports `Aborted` naming rank 3, with the
+/// (untrusted, not even UTF-8) reason made printable.
+#[test]
+fn rogue_abort_with_a_binary_reason() {
+    let mut g = group("abort-binary", Duration::from_secs(120));
+    let reason = [0xFF, 0xFE, b'o', b'o', b'p', b's', 0x00, 0xC3];
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        c.send(&header(Opcode::Abort, 0, reason.len() as u64, 0)).expect("send");
+        c.send(&reason).expect("send");
+    });
+    match r {
+        Err(Error::Aborted { by: ROGUE, reason }) => assert!(reason.contains("oops"), "{reason:?}"),
+        other => panic!("expected Aborted by rank 3, got {other:?}"),
+    }
+}
+
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even
 /// heartbeats, so rank 3 is lost after the victim's peer timeout.
 #[test]

@@ -401,3 +401,24 @@ fn rogue_frames_before_the_hello() {
     });
     assert_rejected(&["protocol error from an unidentified peer", "expected Hello", "got Eager"]);
 }
+
+/// The listener lives only until the group is connected: a late knock is refused by the
+/// kernel, not queued for a handshake nobody will run.
+#[test]
+fn rogue_connect_after_set_up_is_refused() {
+    let _g = serial();
+    let job = "late-knock";
+    let until = deadline(60);
+    let listeners: Vec<TcpListener> =
+        (0..2).map(|r| TcpListener::bind(cfg(job, r, 2)).expect("bind")).collect();
+    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let victim_addr = listeners[0].local_addr();
+    let comms: Vec<TcpComm> = connect_threads(listeners, &addrs, until)
+        .into_iter()
+        .map(|h| h.join().expect("connect thread").expect("connect_all"))
+        .collect();
+    let e = std::net::TcpStream::connect_timeout(&victim_addr, Duration::from_secs(10))
+        .expect_err("the victim still listens after connect_all");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    all_exchange(&comms, until);
+}
