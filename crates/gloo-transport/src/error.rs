@@ -218,7 +218,9 @@ impl fmt::Display for Error {
             ),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
             Error::Config { detail } => write!(f, "configuration error: {detail}"),
-            Error::Io { peer, detail, .. } => write!(f, "I/O error with {}: {detail}", opt_rank(peer)),
+            Error::Io { peer, detail, .. } => {
+                write!(f, "I/O error with {}: {detail}", opt_rank(peer))
+            }
         }
     }
 }

@@ -107,9 +107,9 @@ impl<'a> Op<'a> {
     /// The slot.
     pub fn slot(&self) -> Slot {
         match self.kind {
-            OpKind::Send { slot, .. } | OpKind::Recv { slot, .. } | OpKind::RecvAny { slot, .. } => {
-                slot
-            }
+            OpKind::Send { slot, .. }
+            | OpKind::Recv { slot, .. }
+            | OpKind::RecvAny { slot, .. } => slot,
         }
     }
 
