@@ -143,9 +143,6 @@ fn sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing() {
 }
 
 #[test]
-#[ignore = "bug: a peer frozen in the middle of a Data frame is never detected (read_stalled \
-            resets last_heard while the receiver itself waits on that transfer): Timeout at the \
-            deadline instead of PeerLost; see /work/helpers/bugs-for-tcp.md"]
 fn sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing() {
     run("sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing", Fault::Stop);
 }
