@@ -49,11 +49,18 @@ pub struct RedisOptions {
     /// Expiry set on every key written, so a job that crashes leaves nothing behind for
     /// long. `None`: keys never expire. Default: 24 hours.
     pub ttl: Option<Duration>,
+    /// For `rediss://` URLs (feature `redis-tls`): the CA certificate (PEM) that signed the
+    /// server's certificate, for a private CA. `None`: the system's trusted roots.
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
     fn default() -> Self {
-        RedisOptions { prefix: Vec::new(), ttl: Some(Duration::from_secs(24 * 3600)) }
+        RedisOptions {
+            prefix: Vec::new(),
+            ttl: Some(Duration::from_secs(24 * 3600)),
+            tls_root_cert: None,
+        }
     }
 }
 
@@ -104,7 +111,7 @@ enum Retry {
 impl RedisStore {
     /// Connect to the Redis at `url` (retrying until `deadline` while it is not up yet).
     pub fn connect(url: &str, opts: RedisOptions, deadline: Instant) -> Result<Self> {
-        let client = Client::open(url)
+        let client = open_client(url, &opts)
             .map_err(|e| Error::Config { detail: format!("Redis URL {}: {e}", redact(url)) })?;
         let store =
             RedisStore { client, endpoint: redact(url), opts, pool: Mutex::new(Vec::new()) };
@@ -257,6 +264,31 @@ impl RedisStore {
             }
         }
     }
+}
+
+#[cfg(feature = "redis-tls")]
+fn open_client(url: &str, opts: &RedisOptions) -> redis::RedisResult<Client> {
+    // rustls needs a process-wide crypto provider; the workspace uses ring. An error means
+    // one is installed already (by the application or gloo-tls), which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &opts.tls_root_cert {
+        Some(pem) => Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+        ),
+        None => Client::open(url),
+    }
+}
+
+#[cfg(not(feature = "redis-tls"))]
+fn open_client(url: &str, opts: &RedisOptions) -> redis::RedisResult<Client> {
+    if url.starts_with("rediss://") || opts.tls_root_cert.is_some() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS to Redis needs the `redis-tls` feature of gloo-rendezvous",
+        )));
+    }
+    Client::open(url)
 }
 
 /// Whether an error is about the connection (retry elsewhere) rather than the command.

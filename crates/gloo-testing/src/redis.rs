@@ -15,19 +15,42 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     password: Option<String>,
+    tls: bool,
 }
 
 impl RedisServer {
     /// Start a server (with `--requirepass` when `password` is given) and wait, bounded, until
     /// it answers. Panics if `redis-server` is not on `PATH` or never comes up.
     pub fn start(password: Option<&str>) -> RedisServer {
+        Self::launch(password, None)
+    }
+
+    /// Like [`start`](Self::start), serving TLS only (`rediss://`) with the certificate and key
+    /// in `tls` (see [`TlsFiles::generate`]).
+    pub fn start_tls(password: Option<&str>, tls: &TlsFiles) -> RedisServer {
+        Self::launch(password, Some(tls))
+    }
+
+    fn launch(password: Option<&str>, tls: Option<&TlsFiles>) -> RedisServer {
         let mut last = String::new();
         // The free port is found by binding port 0 and releasing it; another process could
         // take it in between, so a failed start is retried on a new port.
         for _ in 0..5 {
             let port = free_port();
             let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            match tls {
+                None => cmd.args(["--port", &port.to_string()]),
+                Some(t) => cmd
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&t.cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.ca)
+                    .args(["--tls-auth-clients", "no"]),
+            };
+            cmd.args(["--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .args(["--dir", &std::env::temp_dir().to_string_lossy()])
                 .stdin(Stdio::null())
@@ -41,7 +64,12 @@ impl RedisServer {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{MISSING}"),
                 Err(e) => panic!("starting redis-server: {e}"),
             };
-            let mut server = RedisServer { child, port, password: password.map(str::to_owned) };
+            let mut server = RedisServer {
+                child,
+                port,
+                password: password.map(str::to_owned),
+                tls: tls.is_some(),
+            };
             match server.wait_ready(Instant::now() + Duration::from_secs(10)) {
                 Ok(()) => return server,
                 Err(e) => last = e,
@@ -72,9 +100,10 @@ impl RedisServer {
 
     /// The server's URL, with the password if one was set (`redis://:pw@127.0.0.1:port/0`).
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/0", self.port),
         }
     }
 
@@ -97,6 +126,11 @@ impl RedisServer {
                 return Err(format!("redis-server exited with {status}"));
             }
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if self.tls {
+                    // Speaking TLS here is the client's job; an accepted connection means the
+                    // server is listening.
+                    return Ok(());
+                }
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let mut b = [0u8; 1];
                 if s.write_all(b"PING\r\n").is_ok()
@@ -128,4 +162,89 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0")
+}
+
+/// A test certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, made with the `openssl` command-line tool.
+#[derive(Debug)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM): what a client trusts.
+    pub ca: std::path::PathBuf,
+    /// The server certificate (PEM).
+    pub cert: std::path::PathBuf,
+    /// The server's private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Generate the files in `dir`. Panics (saying how to install it) if `openssl` is missing
+    /// or fails.
+    pub fn generate(dir: &std::path::Path) -> TlsFiles {
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        };
+        let ca_key = dir.join("ca.key");
+        let csr = dir.join("server.csr");
+        let ext = dir.join("server.ext");
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+            .expect("writing the extension file");
+        let run = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl").args(args).output().unwrap_or_else(|e| {
+                panic!("openssl not runnable ({e}): install it with `apt-get install -y openssl`")
+            });
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        run(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=gloo-test-ca"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            files.ca.as_os_str(),
+        ]);
+        run(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            files.key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        run(&[
+            os("x509"),
+            os("-req"),
+            os("-days"),
+            os("1"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            files.ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            files.cert.as_os_str(),
+        ]);
+        files
+    }
 }
