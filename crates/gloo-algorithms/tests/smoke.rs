@@ -52,3 +52,10 @@ fn broadcast_each_algorithm_on_five() {
         assert_eq!(out, vec![[1, 2, 3, 4, 5, 6, 7]; 5], "{a}");
     }
 }
+
+#[test]
+fn every_collective_on_loopback_at_several_sizes() {
+    for n in [1, 2, 3, 4, 8] {
+        on_ranks(n, 9, |g| every_collective_on_this_rank(&g, 42));
+    }
+}

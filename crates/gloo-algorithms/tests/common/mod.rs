@@ -243,3 +243,117 @@ macro_rules! each_dtype {
         }
     };
 }
+
+/// Run every collective with every algorithm on this rank of `g` (f32 and i64 data, counts
+/// not divisible by the size, every root), checking each result against the oracle computed
+/// locally from every rank's deterministic input. Every rank of the group must call it.
+pub fn every_collective_on_this_rank<C: gloo_transport::Communicator>(g: &Group<C>, seed: u64) {
+    use gloo_algorithms::{Algorithm, Collective, Options};
+    use gloo_transport::Rank;
+    let n = g.size();
+    let me = g.rank().0;
+    let nn = n as usize;
+    let o = |a: Option<Algorithm>| {
+        let o =
+            Options::new().with_timeout(std::time::Duration::from_secs(60)).with_segment_bytes(64);
+        match a {
+            Some(a) => o.with_algorithm(a),
+            None => o,
+        }
+    };
+    for count in [0usize, 1, 13, 1000] {
+        let inputs: Vec<Vec<f32>> = (0..n).map(|r| data(seed, r, count, OpKind::Sum)).collect();
+        let ints: Vec<Vec<i64>> = (0..n).map(|r| data(seed + 1, r, count, OpKind::Max)).collect();
+        let want = oracle(&inputs, OpKind::Sum);
+        let want_max = oracle(&ints, OpKind::Max);
+        for alg in Collective::Allreduce.algorithms() {
+            let mut v = inputs[me as usize].clone();
+            g.allreduce(&mut v, ReduceOp::Sum, &o(Some(*alg))).unwrap();
+            assert_close(&v, &want, &format!("allreduce {alg} count {count}"));
+            let mut w = ints[me as usize].clone();
+            g.allreduce(&mut w, ReduceOp::Max, &o(Some(*alg))).unwrap();
+            assert_close(&w, &want_max, &format!("allreduce max {alg} count {count}"));
+        }
+        for root in 0..n {
+            let mut v = inputs[me as usize].clone();
+            g.reduce(&mut v, Rank(root), ReduceOp::Sum, &o(None)).unwrap();
+            if me == root {
+                assert_close(&v, &want, &format!("reduce root {root}"));
+            }
+            for alg in Collective::Broadcast.algorithms() {
+                let mut b =
+                    if me == root { inputs[root as usize].clone() } else { vec![0.0; count] };
+                g.broadcast(&mut b, Rank(root), &o(Some(*alg))).unwrap();
+                assert_eq!(b, inputs[root as usize], "broadcast {alg} root {root}");
+            }
+            let mut all = if me == root { vec![0.0f32; count * nn] } else { Vec::new() };
+            g.gather(&inputs[me as usize], &mut all, Rank(root), &o(None)).unwrap();
+            if me == root {
+                assert_eq!(all, inputs.concat(), "gather root {root}");
+            }
+            let src: Vec<f32> = if me == root { inputs.concat() } else { Vec::new() };
+            let mut mine = vec![0.0f32; count];
+            g.scatter(&src, &mut mine, Rank(root), &o(None)).unwrap();
+            assert_eq!(mine, inputs[me as usize], "scatter root {root}");
+        }
+        for alg in Collective::Allgather.algorithms() {
+            let mut all = vec![0.0f32; count * nn];
+            g.allgather(&inputs[me as usize], &mut all, &o(Some(*alg))).unwrap();
+            assert_eq!(all, inputs.concat(), "allgather {alg}");
+        }
+        let counts: Vec<usize> = (0..nn).map(|r| (count + r) % 7).collect();
+        let vin: Vec<Vec<f32>> =
+            (0..n).map(|r| data(seed + 2, r, counts[r as usize], OpKind::Sum)).collect();
+        let mut all = vec![0.0f32; counts.iter().sum()];
+        g.allgatherv(&vin[me as usize], &mut all, &counts, &o(None)).unwrap();
+        assert_eq!(all, vin.concat(), "allgatherv");
+        let mut at0 = if me == 0 { vec![0.0f32; counts.iter().sum()] } else { Vec::new() };
+        g.gatherv(&vin[me as usize], &mut at0, &counts, Rank(0), &o(None)).unwrap();
+        if me == 0 {
+            assert_eq!(at0, vin.concat(), "gatherv");
+        }
+        let mut part = vec![0.0f32; counts[me as usize]];
+        let src = if me == n - 1 { vin.concat() } else { Vec::new() };
+        g.scatterv(&src, &counts, &mut part, Rank(n - 1), &o(None)).unwrap();
+        assert_eq!(part, vin[me as usize], "scatterv");
+        // Reduce-scatter over the whole vector of size × count elements.
+        let big: Vec<Vec<f32>> =
+            (0..n).map(|r| data(seed + 3, r, count * nn, OpKind::Sum)).collect();
+        let bw = oracle(&big, OpKind::Sum);
+        let mut out = vec![0.0f32; count];
+        g.reduce_scatter(&big[me as usize], &mut out, ReduceOp::Sum, &o(None)).unwrap();
+        assert_close(&out, &bw[me as usize * count..(me as usize + 1) * count], "reduce_scatter");
+        let total: usize = counts.iter().sum();
+        let vbig: Vec<Vec<f32>> = (0..n).map(|r| data(seed + 4, r, total, OpKind::Sum)).collect();
+        let vw = oracle(&vbig, OpKind::Sum);
+        let mut out = vec![0.0f32; counts[me as usize]];
+        g.reduce_scatterv(&vbig[me as usize], &mut out, &counts, ReduceOp::Sum, &o(None)).unwrap();
+        let off: usize = counts[..me as usize].iter().sum();
+        assert_close(&out, &vw[off..off + counts[me as usize]], "reduce_scatterv");
+        // Alltoall: block j of rank i's input goes to rank j.
+        let mut out = vec![0.0f32; count * nn];
+        g.alltoall(&big[me as usize], &mut out, &o(None)).unwrap();
+        for (j, b) in big.iter().enumerate() {
+            let m = me as usize;
+            assert_eq!(
+                out[j * count..(j + 1) * count],
+                b[m * count..(m + 1) * count],
+                "alltoall from {j}"
+            );
+        }
+        let sc: Vec<usize> = (0..nn).map(|j| (me as usize + j + count) % 4).collect();
+        let rc: Vec<usize> = (0..nn).map(|j| (j + me as usize + count) % 4).collect();
+        let ain: Vec<f32> = data(seed + 5, me, sc.iter().sum(), OpKind::Sum);
+        let mut aout = vec![0.0f32; rc.iter().sum()];
+        g.alltoallv(&ain, &sc, &mut aout, &rc, &o(None)).unwrap();
+        let mut off = 0;
+        for (j, &k) in rc.iter().enumerate() {
+            let theirs: Vec<f32> =
+                data(seed + 5, j as u32, (0..nn).map(|q| (j + q + count) % 4).sum(), OpKind::Sum);
+            let toff: usize = (0..me as usize).map(|q| (j + q + count) % 4).sum();
+            assert_eq!(aout[off..off + k], theirs[toff..toff + k], "alltoallv from {j}");
+            off += k;
+        }
+        g.barrier(&o(None)).unwrap();
+    }
+}
