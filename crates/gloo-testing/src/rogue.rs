@@ -30,6 +30,9 @@ use crate::procs::{Board, Outcome};
 /// misbehaving victim cannot make a test allocate without bound.
 pub const MAX_FRAME_PAYLOAD: u64 = 64 << 20;
 
+/// How long one write of a rogue may block (a victim that stopped reading).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One frame read from the victim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -160,14 +163,7 @@ impl Rogue {
     pub fn connect(addr: SocketAddr, deadline: Instant) -> io::Result<Rogue> {
         loop {
             match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    return Ok(Rogue {
-                        stream,
-                        reader: FrameReader::new(None),
-                        pending: Vec::new(),
-                    });
-                }
+                Ok(stream) => return Rogue::from_stream(stream),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -180,6 +176,8 @@ impl Rogue {
     pub fn from_stream(stream: TcpStream) -> io::Result<Rogue> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
+        // A victim that stops reading without closing must not block a test for ever.
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(Rogue { stream, reader: FrameReader::new(None), pending: Vec::new() })
     }
 

@@ -317,7 +317,7 @@ fn rogue_second_connection_for_a_connected_rank() {
 fn rogue_in_place_of_a_rank_is_named_when_connect_all_fails() {
     let _g = serial();
     let job = "in-place";
-    let until = Instant::now() + Duration::from_secs(4);
+    let until = Instant::now() + Duration::from_secs(6);
     let victim = TcpListener::bind(cfg(job, 0, 2)).expect("bind");
     let absent = TcpListener::bind(cfg(job, 1, 2)).expect("bind");
     let addrs = vec![victim.address_bytes(), absent.address_bytes()];
