@@ -1,11 +1,12 @@
 //! A rank killed (`SIGKILL`) or frozen (`SIGSTOP`) in the middle of a transfer (issue 2 §4).
 //!
-//! Two processes over loopback TCP: rank 1 streams 64 MiB messages to rank 0 without end; once
-//! rank 0 has one whole message the parent kills or freezes rank 1. Rank 0, whose peer timeout
-//! is 2 s, must fail its receive with `PeerLost` naming rank 1 (long before the receive's own
-//! deadline, which would give `Timeout` instead), and once its communicator is dropped its
-//! thread and descriptor counts must come back to what they were before the group was made.
-//! A frozen rank is continued and killed at the end.
+//! Two processes over loopback TCP stream 64 MiB messages without end, rank 1 to rank 0 or
+//! rank 0 to rank 1; once one whole message has gone through, the parent kills or freezes
+//! rank 1. Rank 0, whose peer timeout is 2 s, must fail with `PeerLost` naming rank 1 (long
+//! before its own deadline, which would give `Timeout` instead), later calls must fail fast
+//! with it, and once its communicator is dropped its thread and descriptor counts must come
+//! back to what they were before the group was made. A frozen rank is continued and killed at
+//! the end.
 
 use std::time::Duration;
 
@@ -21,6 +22,18 @@ const MSG: usize = 64 << 20;
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// SIGKILL's number on Linux.
 const SIGKILL: i32 = 9;
+
+/// Which way the messages go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Rank 1 (the faulty one) sends, rank 0 receives.
+    FromFaulty,
+    /// Rank 0 sends, rank 1 (the faulty one) receives.
+    ToFaulty,
+}
+
+/// Most messages a rank streams: only a broken parent lets a rank get this far.
+const MAX_MESSAGES: u64 = 10_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -41,7 +54,7 @@ impl Drop for Finished<'_> {
     }
 }
 
-fn survivor(job: &str, board: &Board) {
+fn survivor(job: &str, board: &Board, flow: Flow) {
     let _finished = Finished(board);
     let until = deadline(120);
     let (threads, fds) = (thread_count(), fd_count());
@@ -55,11 +68,21 @@ fn survivor(job: &str, board: &Board) {
         let mut buf = vec![0u8; MSG];
         let mut whole = 0u64;
         let err = loop {
-            match comm.recv(Rank(1), Slot::new(1, 0), &mut buf, until) {
-                Ok(n) => {
+            assert!(whole < MAX_MESSAGES, "rank 1 was never stopped");
+            let slot = Slot::new(1, 0);
+            let r = match flow {
+                Flow::FromFaulty => comm.recv(Rank(1), slot, &mut buf, until).map(|n| {
                     assert_eq!(n, MSG);
                     let want = whole as u8;
                     assert!(buf.iter().all(|b| *b == want), "message {whole} has wrong bytes");
+                }),
+                Flow::ToFaulty => {
+                    buf.fill(whole as u8);
+                    comm.send(Rank(1), slot, &buf, until)
+                }
+            };
+            match r {
+                Ok(()) => {
                     whole += 1;
                     if whole == 1 {
                         board.put_named("first", b"").expect("tell the parent");
@@ -82,17 +105,23 @@ fn survivor(job: &str, board: &Board) {
     assert_eq!(now, (threads, fds), "(threads, fds) after the communicator was dropped");
 }
 
-fn streamer(job: &str, board: &Board, endless: bool) {
+/// Rank 1: streams (or takes) messages until the parent kills it; with `endless` unset it
+/// sends one message and then idles.
+fn faulty(job: &str, board: &Board, flow: Flow, endless: bool) {
     let until = deadline(120);
     let listener = TcpListener::bind(TcpConfig::loopback(job, Rank(1), 2)).expect("bind");
     let comm = board_connect(listener, board, 1, 2, until).expect("connect_all");
     let mut buf = vec![0u8; MSG];
-    // Sends until the parent kills this process; the bound only keeps a broken parent from
-    // leaving it running for ever.
-    let count = if endless { 10_000u64 } else { 1 };
+    let count = if endless { MAX_MESSAGES } else { 1 };
     for i in 0..count {
-        buf.fill(i as u8);
-        if comm.send(Rank(0), Slot::new(1, 0), &buf, until).is_err() {
+        let r = match flow {
+            Flow::FromFaulty => {
+                buf.fill(i as u8);
+                comm.send(Rank(0), Slot::new(1, 0), &buf, until)
+            }
+            Flow::ToFaulty => comm.recv(Rank(0), Slot::new(1, 0), &mut buf, until).map(drop),
+        };
+        if r.is_err() {
             return;
         }
     }
@@ -100,13 +129,13 @@ fn streamer(job: &str, board: &Board, endless: bool) {
     let _ = comm.recv(Rank(0), Slot::new(9, 0), &mut buf[..1], until);
 }
 
-fn run(name: &str, fault: Fault) {
+fn run(name: &str, flow: Flow, fault: Fault) {
     if let Some((rank, _)) = procs::child_rank() {
         let board = Board::from_env().expect("the parent passes a board");
         if rank == 0 {
-            survivor(name, &board)
+            survivor(name, &board, flow)
         } else {
-            streamer(name, &board, fault != Fault::StopIdle)
+            faulty(name, &board, flow, fault != Fault::StopIdle)
         }
         return;
     }
@@ -126,7 +155,7 @@ fn run(name: &str, fault: Fault) {
     let outcomes = group.wait(deadline(120));
     if let Err(e) = first {
         panic!(
-            "rank 0 never received a whole message: {e}\n{}\n{}",
+            "no whole message went through: {e}\n{}\n{}",
             outcomes[0].report("ended"),
             outcomes[1].report("ended")
         );
@@ -139,15 +168,32 @@ fn run(name: &str, fault: Fault) {
 
 #[test]
 fn sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing() {
-    run("sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing", Fault::Kill);
+    run("sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing", Flow::FromFaulty, Fault::Kill);
 }
 
 #[test]
 fn sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing() {
-    run("sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing", Fault::Stop);
+    run("sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing", Flow::FromFaulty, Fault::Stop);
 }
 
 #[test]
 fn sigstop_between_messages_gives_peer_lost_and_leaks_nothing() {
-    run("sigstop_between_messages_gives_peer_lost_and_leaks_nothing", Fault::StopIdle);
+    run(
+        "sigstop_between_messages_gives_peer_lost_and_leaks_nothing",
+        Flow::FromFaulty,
+        Fault::StopIdle,
+    );
+}
+
+/// The survivor is the sender: its writes meet a reset connection.
+#[test]
+fn sigkill_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
+    run("sigkill_of_the_receiver_gives_peer_lost_and_leaks_nothing", Flow::ToFaulty, Fault::Kill);
+}
+
+/// The survivor is the sender: its writes stall on a full socket while the frozen receiver
+/// says nothing, not even heartbeats.
+#[test]
+fn sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
+    run("sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing", Flow::ToFaulty, Fault::Stop);
 }
