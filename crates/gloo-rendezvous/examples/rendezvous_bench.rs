@@ -7,7 +7,8 @@
 //! For each N, the parent hosts a `TcpStoreServer` (with a job token), starts N copies of
 //! this binary as ranks, and reports: the wall time from the first spawn until every rank has
 //! its connected communicator (process start-up included), and the slowest rank's own time
-//! from connecting to the store to holding the communicator.
+//! from connecting to the store to holding the communicator. With `RDV_BENCH_STORE_ONLY=1`
+//! the ranks only publish 30 bytes each and wait for everybody's (the store's share).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,6 +79,22 @@ fn child(spec: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let start = Instant::now();
     let store = TcpStore::connect(addr, Some(TOKEN), deadline).unwrap();
+    if std::env::var_os("RDV_BENCH_STORE_ONLY").is_some() {
+        // The store's part alone: publish 30 bytes, wait for everybody's.
+        store.set(format!("probe/{rank}").as_bytes(), &[7u8; 30], deadline).unwrap();
+        let keys: Vec<Vec<u8>> = (0..size).map(|r| format!("probe/{r}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        store.multi_get(&refs, deadline).unwrap();
+        let took = start.elapsed().as_secs_f64();
+        store
+            .set(
+                format!("bench/connected/{rank}").as_bytes(),
+                took.to_string().as_bytes(),
+                deadline,
+            )
+            .unwrap();
+        return;
+    }
     let listener = TcpListener::bind(TcpConfig::loopback("bench", Rank(rank), size)).unwrap();
     let comm = connect(&store, listener, Rank(rank), size, deadline).unwrap();
     let took = start.elapsed().as_secs_f64();
