@@ -20,8 +20,8 @@ use gloo_testing::rogue::{
     Closed, Frame, Rogue, connect_threads, eager_frame, exchange_with, header,
 };
 use gloo_transport::proto::{
-    ABORT_REASON_MAX, EAGER_CREDIT, EAGER_MAX, HandshakeConfig, MAX_UNEXPECTED_RTS, Opcode,
-    job_hash,
+    ABORT_REASON_MAX, EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, HandshakeConfig, MAX_UNEXPECTED_RTS,
+    Opcode, job_hash,
 };
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Rank, Slot};
@@ -394,6 +394,42 @@ fn rogue_abort_with_a_binary_reason() {
         Err(Error::Aborted { by: ROGUE, reason }) => assert!(reason.contains("oops"), "{reason:?}"),
         other => panic!("expected Aborted by rank 3, got {other:?}"),
     }
+}
+
+/// A bad header after the handshake: wrong magic, then (separately) a wrong version.
+#[test]
+fn rogue_bad_magic_and_version_after_the_handshake() {
+    for (name, at, bytes, detail) in [
+        ("late-magic", 0usize, b"XXXX".as_slice(), "bad frame magic"),
+        ("late-version", 4, &7u16.to_le_bytes()[..], "protocol version 7"),
+    ] {
+        let mut g = group(name, Duration::from_secs(120));
+        let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+            let mut h = eager_frame(1, b"hello");
+            h[at..at + bytes.len()].copy_from_slice(bytes);
+            let _ = c.send(&h);
+        });
+        assert_protocol_from_rogue(&r, detail);
+        g.assert_contained();
+    }
+}
+
+/// Empty messages cost credit too: a flood of them for a slot nobody posted is bounded.
+#[test]
+fn rogue_floods_empty_eager_messages() {
+    let mut g = group("empty-flood", Duration::from_secs(120));
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        let one = header(Opcode::Eager, 99, 0, 0);
+        let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1024).collect();
+        let frames = EAGER_CREDIT / EAGER_OVERHEAD + 2048;
+        for _ in 0..frames / 1024 {
+            if c.send(&batch).is_err() {
+                return; // The victim closed the connection: it noticed.
+            }
+        }
+    });
+    assert_protocol_from_rogue(&r, "exceeds the credit");
+    g.assert_contained();
 }
 
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even

@@ -211,8 +211,9 @@ fn rogue_replayed_handshake_sent_blind() {
     assert_rejected(&["authentication failed for rank 2", "does not verify"]);
 }
 
-/// Connections that never finish a hello (some silent, some stopping mid-frame) while the
-/// legitimate ranks connect: nobody waits for them, and they are closed in the end.
+/// Connections that never finish a handshake (some silent, some stopping mid-hello, some
+/// never authenticating) while the legitimate ranks connect: nobody waits for them, and they
+/// are closed in the end.
 #[test]
 fn rogue_slowloris_does_not_delay_legitimate_peers() {
     let _g = serial();
@@ -228,8 +229,13 @@ fn rogue_slowloris_does_not_delay_legitimate_peers() {
     let mut rogues = Vec::new();
     for i in 0..20 {
         let mut r = Rogue::connect(victim_addr, until).expect("connect");
-        if i % 2 == 1 {
-            r.send(&good_hello(job)[..40]).expect("send part of a hello");
+        match i % 3 {
+            // Silent.
+            0 => {}
+            // Part of a hello.
+            1 => r.send(&good_hello(job)[..40]).expect("send part of a hello"),
+            // A whole, valid hello, and then no authenticator.
+            _ => r.send(&good_hello(job)).expect("send a hello"),
         }
         rogues.push(r);
     }
