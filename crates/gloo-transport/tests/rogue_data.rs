@@ -432,6 +432,41 @@ fn rogue_floods_empty_eager_messages() {
     g.assert_contained();
 }
 
+/// Two threads wait on the victim: one for the rogue's large message, one for rank 1. The
+/// rogue breaks the protocol half-way through its data (whichever thread was reading the
+/// socket then): only the first thread's receive fails, the second gets rank 1's message.
+#[test]
+fn rogue_violation_mid_transfer_with_two_waiting_threads() {
+    let mut g = group("two-threads", Duration::from_secs(120));
+    let until = g.until;
+    let len = 1 << 20;
+    let (victim, rank1) = (&g.comms[0], &g.comms[1]);
+    let conn = &mut g.rogue[0];
+    let (r1, r2) = std::thread::scope(|s| {
+        let t1 = s.spawn(move || {
+            let mut buf = vec![0u8; len];
+            victim.recv(ROGUE, Slot(1), &mut buf, until)
+        });
+        let t2 = s.spawn(move || {
+            let mut buf = vec![0u8; 1000];
+            victim.recv(Rank(1), Slot(2), &mut buf, until).map(|n| (n, buf))
+        });
+        rts_then_cts(conn, Slot(1), len as u64, 1, until);
+        conn.send(&data(0, len as u64 / 2, 1)).expect("send");
+        conn.send(&vec![0xAB; len / 2]).expect("send");
+        let _ = conn.send(&data(len as u64 - 10, 10, 1));
+        let _ = conn.send(&[0xAB; 10]);
+        let r1 = t1.join().expect("thread 1");
+        rank1.send(Rank(0), Slot(2), &[0x11; 1000], until).expect("rank 1 sends");
+        (r1, t2.join().expect("thread 2"))
+    });
+    assert!(matches!(r1, Err(Error::Protocol { peer: Some(ROGUE), .. })), "{r1:?}");
+    let (n, buf) = r2.expect("the other thread's receive");
+    assert_eq!(n, 1000);
+    assert!(buf.iter().all(|b| *b == 0x11));
+    g.assert_contained();
+}
+
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even
 /// heartbeats, so rank 3 is lost after the victim's peer timeout.
 #[test]
