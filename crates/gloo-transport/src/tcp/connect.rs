@@ -54,6 +54,7 @@ impl TcpListener {
         }
         // Accepted sockets inherit the buffer sizes set before listen.
         let _ = sock.set_recv_buffer_size(SOCKET_BUF);
+        let _ = sock.set_send_buffer_size(SOCKET_BUF);
         sock.bind(&SockAddr::from(want)).map_err(|e| io_err("binding", &e))?;
         sock.listen(1024).map_err(|e| io_err("listening on", &e))?;
         sock.set_nonblocking(true).map_err(|e| io_err("configuring", &e))?;
