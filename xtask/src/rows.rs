@@ -58,9 +58,10 @@ pub const CLIPPY: Need = Need {
 /// fails in seconds, then the tests crate by crate.
 #[rustfmt::skip]
 pub const ROWS: &[Row] = &[
-    // Lints over the whole workspace.
+    // Lints over the whole workspace; clippy with every feature on, so that feature-gated code
+    // (the Redis store, the gloo-store binary) is linted too.
     Row::cargo("lint/fmt", &["fmt", "--all", "--", "--check"]).needs(&[RUSTFMT]),
-    Row::cargo("lint/clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).needs(&[CLIPPY]),
+    Row::cargo("lint/clippy", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]).needs(&[CLIPPY]),
     Row::cargo("lint/doc", &["doc", "--workspace", "--no-deps"]).env(&[("RUSTDOCFLAGS", "-Dwarnings")]),
     // xtask checks its own tables (unique names, existing packages, ...).
     Row::test("xtask/self", "xtask").lib(),
@@ -69,6 +70,7 @@ pub const ROWS: &[Row] = &[
     // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
     // loopback (plain and havoc) and over tcp, rogue peers.
     Row::test("transport/unit", "gloo-transport").lib(),
+    Row::test("transport/no-tcp", "gloo-transport").no_default_features().lib(),
     Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
     Row::test("transport/loopback", "gloo-transport").targets(&[Test("conformance_loopback")]),
     Row::test("transport/tcp", "gloo-transport").targets(&[Test("conformance_tcp")]),
