@@ -1,4 +1,5 @@
 //! The transport conformance suite over TCP on loopback, plus TCP-specific cases.
+#![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -450,4 +451,17 @@ fn a_stream_layer_sits_between_socket_and_protocol() {
     let comms =
         group_with(2, |r| TcpConfig::loopback("layer", Rank(r), 2).stream_layer(layer.clone()));
     exchange(comms, 100);
+}
+
+#[test]
+fn interface_by_name_on_this_host() {
+    // `lo` by NCCL prefix syntax resolves through this host's interface list to 127.0.0.1
+    // (IPv4 preferred), which needs no token.
+    let comms = group_with(2, |r| TcpConfig::new("iface", Rank(r), 2).interface("=lo"));
+    exchange(comms, 1000);
+    let l = TcpListener::bind(TcpConfig::new("iface", Rank(0), 1).interface("=lo")).unwrap();
+    assert!(l.local_addr().ip().is_loopback(), "{}", l.local_addr());
+    let e = TcpListener::bind(TcpConfig::new("iface", Rank(0), 1).interface("=no-such-if0"))
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
 }
