@@ -88,8 +88,9 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl TcpConfig {
     /// Rank `rank` of a group of `size` in job `job`, on an automatically chosen interface:
-    /// the one named by `GLOO_SOCKET_IFNAME` if set, else the first interface that is neither
-    /// loopback nor docker, else loopback.
+    /// the one named by `GLOO_SOCKET_IFNAME` if set; else the one on `MASTER_ADDR`'s subnet
+    /// (loopback if `MASTER_ADDR` is a loopback address); else the first interface that is
+    /// neither loopback nor docker; else loopback.
     pub fn new(job: &str, rank: Rank, size: u32) -> TcpConfig {
         TcpConfig {
             job: job.to_string(),
@@ -178,7 +179,7 @@ impl TcpConfig {
             Bind::Interface(spec) => choose_interface(spec, &interfaces()?)?,
             Bind::Auto => match std::env::var(IFNAME_ENV) {
                 Ok(spec) if !spec.is_empty() => choose_interface(&spec, &interfaces()?)?,
-                _ => auto_interface(&interfaces()?),
+                _ => auto_interface(&interfaces()?, master_addr()),
             },
         };
         if addr.ip().is_unspecified() {
@@ -222,6 +223,25 @@ pub(crate) struct Iface {
     pub(crate) name: String,
     pub(crate) ip: IpAddr,
     pub(crate) index: u32,
+    pub(crate) prefix: u8,
+}
+
+impl Iface {
+    /// Whether `ip` is on this interface's subnet.
+    fn has_on_subnet(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix.min(32))).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask =
+                    u128::MAX.checked_shl(128 - u32::from(self.prefix.min(128))).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 fn interfaces() -> Result<Vec<Iface>> {
@@ -229,7 +249,13 @@ fn interfaces() -> Result<Vec<Iface>> {
         .map_err(|e| Error::Config { detail: format!("cannot list network interfaces: {e}") })?;
     Ok(list
         .into_iter()
-        .map(|i| Iface { ip: i.ip(), index: i.index.unwrap_or(0), name: i.name })
+        .map(|i| {
+            let prefix = match &i.addr {
+                if_addrs::IfAddr::V4(a) => a.prefixlen,
+                if_addrs::IfAddr::V6(a) => a.prefixlen,
+            };
+            Iface { ip: i.ip(), index: i.index.unwrap_or(0), name: i.name, prefix }
+        })
         .collect())
 }
 
@@ -262,7 +288,42 @@ fn best_of(cands: &[&Iface]) -> Option<SocketAddr> {
     cands.iter().min_by_key(|i| rank(i)).map(|i| with_scope(i))
 }
 
-pub(crate) fn auto_interface(list: &[Iface]) -> SocketAddr {
+/// The environment variable naming the rendezvous host (torchrun's), whose subnet the
+/// automatic interface choice prefers.
+pub const MASTER_ADDR_ENV: &str = "MASTER_ADDR";
+
+/// `MASTER_ADDR` as an address: an IP, or a host name resolved once.
+fn master_addr() -> Option<IpAddr> {
+    let v = std::env::var(MASTER_ADDR_ENV).ok()?;
+    let v = v.trim().trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = v.parse() {
+        return Some(ip);
+    }
+    use std::net::ToSocketAddrs;
+    (v, 0u16).to_socket_addrs().ok()?.next().map(|a| a.ip())
+}
+
+/// The automatic choice: the interface on `master`'s subnet (loopback when the master is
+/// this host's loopback), else the first that is neither loopback nor docker, else loopback.
+pub(crate) fn auto_interface(list: &[Iface], master: Option<IpAddr>) -> SocketAddr {
+    if let Some(m) = master {
+        if m.is_loopback() {
+            return SocketAddr::new(m, 0);
+        }
+        let on_subnet: Vec<&Iface> =
+            list.iter().filter(|i| i.has_on_subnet(m) && !i.ip.is_loopback()).collect();
+        if let Some(i) = on_subnet.first() {
+            let same: Vec<&Iface> =
+                on_subnet.iter().copied().filter(|j| j.name == i.name).collect();
+            if let Some(a) = best_of(&same) {
+                // Keep the master's family when the interface has it.
+                if let Some(x) = same.iter().find(|j| j.ip.is_ipv4() == m.is_ipv4()) {
+                    return with_scope(x);
+                }
+                return a;
+            }
+        }
+    }
     let first_name =
         list.iter().find(|i| !i.ip.is_loopback() && !is_docker(&i.name)).map(|i| i.name.clone());
     match first_name {
@@ -375,7 +436,8 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, ip: &str, index: u32) -> Iface {
-        Iface { name: name.into(), ip: ip.parse().unwrap(), index }
+        let ip: IpAddr = ip.parse().unwrap();
+        Iface { name: name.into(), ip, index, prefix: if ip.is_ipv4() { 16 } else { 64 } }
     }
 
     fn host() -> Vec<Iface> {
@@ -416,9 +478,28 @@ mod tests {
 
     #[test]
     fn automatic_choice_skips_loopback_and_docker() {
-        assert_eq!(auto_interface(&host()), "10.0.0.5:0".parse().unwrap());
+        assert_eq!(auto_interface(&host(), None), "10.0.0.5:0".parse().unwrap());
         let only_local = vec![iface("lo", "127.0.0.1", 1), iface("docker0", "172.17.0.1", 3)];
-        assert_eq!(auto_interface(&only_local), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(auto_interface(&only_local, None), "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn automatic_choice_follows_the_master_address() {
+        let h = host();
+        // eth10 (10.1.0.5/16) holds 10.1.7.7; eth0 (10.0.0.5/16) does not.
+        let m = Some("10.1.7.7".parse().unwrap());
+        assert_eq!(auto_interface(&h, m), "10.1.0.5:0".parse().unwrap());
+        let m = Some("2001:db8::99".parse().unwrap());
+        assert_eq!(auto_interface(&h, m), "[2001:db8::7]:0".parse().unwrap());
+        // A local job stays on loopback; an unknown subnet falls back to the first interface.
+        assert_eq!(
+            auto_interface(&h, Some("127.0.0.1".parse().unwrap())),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            auto_interface(&h, Some("192.0.2.1".parse().unwrap())),
+            "10.0.0.5:0".parse().unwrap()
+        );
     }
 
     #[test]

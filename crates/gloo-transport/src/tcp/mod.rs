@@ -31,7 +31,8 @@ mod stream;
 
 pub use comm::TcpComm;
 pub use config::{
-    DEFAULT_BUSY_POLL, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, Security, TOKEN_ENV, TcpConfig,
+    DEFAULT_BUSY_POLL, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, MASTER_ADDR_ENV, Security, TOKEN_ENV,
+    TcpConfig,
 };
 pub use connect::TcpListener;
 pub use stream::{ByteStream, StreamLayer};
