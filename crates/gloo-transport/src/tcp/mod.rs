@@ -22,6 +22,18 @@
 //! the receive's owner reads the payload into its own buffer. A send part-way through a
 //! frame when its call returns has the rest of that frame copied into an owned queue, so no
 //! pointer to a caller's buffer outlives the call.
+//!
+//! # Liveness and errors
+//!
+//! A background thread per communicator sends a `Heartbeat` about every second (a quarter of
+//! the [peer timeout](TcpConfig::peer_timeout) when that is shorter) and, while no caller is
+//! inside `progress`, drains control and eager frames. A peer heard from for nothing within
+//! the peer timeout is [`PeerLost`](crate::Error::PeerLost) (time during which we ourselves
+//! leave its data unread, because the receive it belongs to is not being driven, does not
+//! count); an end of stream or a reset is `PeerLost` at once. Both poison the communicator, as
+//! does an `Abort`. A peer that breaks the protocol or fails authentication only has its own
+//! connection closed (see the error scopes on [`Communicator`](crate::Communicator)).
+//! Dropping a [`TcpComm`] says `Goodbye`, joins the heartbeat thread and closes every socket.
 
 mod comm;
 mod config;
