@@ -41,6 +41,8 @@ pub(crate) struct Ctx<'a> {
     peers: Vec<Rank>,
     /// The state of the alarm watch (see [`Ctx::drive`]).
     watch: Cell<OpState>,
+    /// The call's tracing span, entered for as long as the call runs.
+    _span: tracing::span::EnteredSpan,
 }
 
 impl Drop for Ctx<'_> {
@@ -67,6 +69,14 @@ impl<'a> Ctx<'a> {
             deadline,
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
             watch: Cell::new(OpState::New),
+            _span: tracing::debug_span!(
+                "collective",
+                rank = comm.rank().0,
+                kind = collective.name(),
+                tag,
+                epoch = fp.epoch()
+            )
+            .entered(),
         }
     }
 
