@@ -168,8 +168,11 @@ pub(crate) struct OutputArgs {
 /// Transports this build can use.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TransportKind {
-    /// TCP (gloo-transport's `tcp`).
+    /// TCP (gloo-transport's `tcp`), ranks as processes.
     Tcp,
+    /// gloo-transport's in-process transport: ranks as threads of one process (no network;
+    /// measures the algorithms and the library's own overhead).
+    Loopback,
 }
 
 impl TransportKind {
@@ -177,6 +180,7 @@ impl TransportKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             TransportKind::Tcp => "tcp",
+            TransportKind::Loopback => "loopback",
         }
     }
 }

@@ -42,7 +42,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
-use crate::cli::{Cli, Collective, Command, StoreUrl};
+use crate::cli::{Cli, Collective, Command, StoreUrl, TransportKind};
 use crate::report::Report;
 
 fn main() -> ExitCode {
@@ -52,11 +52,42 @@ fn main() -> ExitCode {
         Cli::command().error(kind, msg).exit();
     }
     let rank_mode = cli.launch.rank.is_some() || cli.launch.store == Some(StoreUrl::Env);
-    if rank_mode { run_rank(&cli) } else { run_launcher(&cli) }
+    if cli.launch.transport == TransportKind::Loopback {
+        run_threads(&cli)
+    } else if rank_mode {
+        run_rank(&cli)
+    } else {
+        run_launcher(&cli)
+    }
+}
+
+fn run_threads(cli: &Cli) -> ExitCode {
+    let report = match rank::run_in_process(cli) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = report.emit(cli.output.format, cli.output.json.as_deref()) {
+        return fail(e);
+    }
+    if checks_pass(&report) {
+        ExitCode::SUCCESS
+    } else {
+        fail("result checks failed (see the check column)")
+    }
 }
 
 /// Checks that clap cannot express (they need several flags at once).
 fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
+    if cli.launch.transport == TransportKind::Loopback
+        && (cli.launch.rank.is_some() || cli.launch.store.is_some())
+    {
+        return Err((
+            ErrorKind::ArgumentConflict,
+            "--transport loopback runs every rank as a thread of this process: it takes \
+             --ranks, not --rank/--size/--store"
+                .into(),
+        ));
+    }
     let size = match (cli.launch.rank, cli.launch.size) {
         (Some(r), Some(n)) => {
             if r >= n {

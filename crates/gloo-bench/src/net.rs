@@ -55,5 +55,8 @@ pub(crate) fn connect(
                     })?;
             Ok(Box::new(comm))
         }
+        TransportKind::Loopback => Err(Error::Invalid(
+            "--transport loopback runs ranks as threads of one process: drop --rank/--store".into(),
+        )),
     }
 }

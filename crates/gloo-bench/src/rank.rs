@@ -3,7 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, StoreUrl};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use gloo_rendezvous::HashStore;
+use gloo_transport::Communicator;
+use gloo_transport::loopback::{self, LoopbackConfig};
+
+use crate::cli::{Cli, Command, StoreUrl, TransportKind};
 use crate::error::{Error, Result};
 use crate::limits::{self, LimitConfig, Limits};
 use crate::net::NetConfig;
@@ -20,6 +27,64 @@ pub(crate) struct Outcome {
 /// Runs this process as rank `rank` of `size`.
 pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Outcome> {
     let deadline = Instant::now() + Duration::from_secs_f64(cli.launch.timeout);
+    check(cli, rank, size)?;
+    let mut kv = store::open(url, rank, deadline)?;
+    kv.join(size, deadline)?;
+    let ip = limits::local_ip_towards(store::host_port(url).as_deref());
+    let mut connect = |cfg: &NetConfig| net::connect(cfg, rank, size, &kv, deadline);
+    run_with(cli, rank, size, &kv, ip, &url.to_string(), &mut connect, deadline)
+}
+
+/// Runs every rank of a `--transport loopback` run as a thread of this process, over an
+/// in-process store; returns rank 0's report.
+pub(crate) fn run_in_process(cli: &Cli) -> Result<Report> {
+    let deadline = Instant::now() + Duration::from_secs_f64(cli.launch.timeout);
+    let size = cli.launch.ranks;
+    check(cli, 0, size)?;
+    let store = Arc::new(HashStore::new());
+    let comms = loopback::group(size, LoopbackConfig::default());
+    say!("gloo-bench: running {size} ranks as threads over the loopback transport");
+    let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .enumerate()
+            .map(|(r, comm)| {
+                let store = store.clone();
+                s.spawn(move || {
+                    let rank = r as u32;
+                    let kv = store::in_process(store);
+                    let mut comm = Some(comm);
+                    let mut connect = |_: &NetConfig| {
+                        comm.take().map(|c| Box::new(c) as Box<dyn Communicator>).ok_or_else(|| {
+                            Error::Invalid("the loopback transport has one group per run".into())
+                        })
+                    };
+                    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                    run_with(cli, rank, size, &kv, ip, "in-process", &mut connect, deadline)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Invalid("a rank's thread panicked (see above)".into()))
+                })
+            })
+            .collect()
+    });
+    let mut report = None;
+    for (r, res) in results.into_iter().enumerate() {
+        match res {
+            Ok(o) => report = report.or(o.report),
+            Err(e) => return Err(Error::Invalid(format!("rank {r}: {e}"))),
+        }
+    }
+    report.ok_or_else(|| Error::Invalid("rank 0 made no report".into()))
+}
+
+/// Checks that need the world size.
+fn check(cli: &Cli, rank: u32, size: u32) -> Result<()> {
     if rank >= size {
         return Err(Error::Invalid(format!("--rank {rank} is not below --size {size}")));
     }
@@ -30,10 +95,24 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
             sweep_args.root
         )));
     }
-    let mut kv = store::open(url, rank, deadline)?;
-    kv.join(size, deadline)?;
-    let host_port = store::host_port(url);
-    let host_port = host_port.as_deref();
+    Ok(())
+}
+
+/// A connected communicator for a mesh configuration.
+type Connect<'a> = dyn FnMut(&NetConfig) -> Result<Box<dyn Communicator>> + 'a;
+
+/// The part of a rank's run after it has met the others: limits, mode, report.
+#[allow(clippy::too_many_arguments)] // One call site each; a struct would only rename them.
+fn run_with(
+    cli: &Cli,
+    rank: u32,
+    size: u32,
+    kv: &store::Opened,
+    ip: IpAddr,
+    store_name: &str,
+    connect: &mut Connect<'_>,
+    deadline: Instant,
+) -> Result<Outcome> {
     let message = match &cli.command {
         Some(Command::Transport(t)) => t.stream_bytes,
         _ => cli.sweep.max_bytes.clamp(1 << 20, 64 << 20),
@@ -45,9 +124,9 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
             say!("gloo-bench: measuring the limits (plain sockets between ranks 0 and 1, memcpy)");
         }
         let cfg = LimitConfig { secs: cli.launch.limit_secs, message };
-        limits::measure(rank, size, &kv, limits::local_ip_towards(host_port), cfg, deadline)?
+        limits::measure(rank, size, kv, ip, cfg, deadline)?
     };
-    let ip = limits::local_ip_towards(host_port);
+    let in_process = cli.launch.transport == TransportKind::Loopback;
     let busy_poll = cli.launch.busy_poll_us.map(Duration::from_micros);
     let spin_window = busy_poll.unwrap_or(gloo_transport::tcp::DEFAULT_BUSY_POLL);
     let waiting = |w: Duration| {
@@ -64,9 +143,9 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
         host: report::host_name(),
         cpus: report::cpu_count(),
         transport: cli.launch.transport.name().into(),
-        waiting: waiting(spin_window),
+        waiting: if in_process { "in-process threads".into() } else { waiting(spin_window) },
         ranks: size,
-        store: url.to_string(),
+        store: store_name.to_string(),
         collective: None,
         limits: lim,
         rows: Vec::new(),
@@ -77,11 +156,11 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
         Some(Command::Limits) => report.mode = "limits".into(),
         Some(Command::Transport(t)) => {
             report.mode = "transport".into();
-            let comm = net::connect(&net, rank, size, &kv, deadline)?;
+            let comm = connect(&net)?;
             let mut waitings = vec![Waiting {
                 comm: comm.as_ref(),
-                label: waiting(spin_window),
-                spin: !spin_window.is_zero(),
+                label: report.waiting.clone(),
+                spin: !spin_window.is_zero() && !in_process,
             }];
             // A second mesh that sleeps at once, so the ping-pong is compared with the plain
             // socket under both waiting strategies in the same run.
@@ -90,10 +169,10 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
                 busy_poll: Some(Duration::ZERO),
                 ..net
             };
-            let blocking = if spin_window.is_zero() {
+            let blocking = if spin_window.is_zero() || in_process {
                 None
             } else {
-                Some(net::connect(&blocking_net, rank, size, &kv, deadline)?)
+                Some(connect(&blocking_net)?)
             };
             if let Some(b) = &blocking {
                 waitings.push(Waiting {
@@ -102,16 +181,23 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
                     spin: false,
                 });
             }
+            let mut t = t.clone();
+            if in_process {
+                // Both ranks share one process, so its peak RSS holds both buffers: the
+                // measurement only means something with ranks as processes.
+                t.memory_bytes = 0;
+                report.notes.push("memory: not measured (ranks are threads of one process)".into());
+            }
             report.figures =
-                p2p::run(&waitings, t, &report.limits, cli.launch.limit_secs, deadline)?;
+                p2p::run(&waitings, &t, &report.limits, cli.launch.limit_secs, deadline)?;
         }
         None => {
             report.mode = "sweep".into();
             let c = cli.sweep.collective;
-            let spin = !spin_window.is_zero();
+            let spin = !spin_window.is_zero() && !in_process;
             report.collective = Some(c.name().into());
             report.notes = sweep::notes(c, size, spin);
-            let comm = net::connect(&net, rank, size, &kv, deadline)?;
+            let comm = connect(&net)?;
             report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, spin, deadline)?;
         }
     }

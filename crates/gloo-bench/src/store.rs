@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gloo_rendezvous::{
-    EnvConfig, EnvStore, FileStore, PrefixStore, RedisOptions, RedisStore, Store, TcpStore,
-    TcpStoreServer,
+    EnvConfig, EnvStore, FileStore, HashStore, PrefixStore, RedisOptions, RedisStore, Store,
+    TcpStore, TcpStoreServer,
 };
 
 use crate::cli::StoreUrl;
@@ -139,6 +139,11 @@ pub(crate) fn open(url: &StoreUrl, rank: u32, deadline: Instant) -> Result<Opene
             Ok(Opened::new(store, None, Some(env), format!("env:// ({endpoint})")))
         }
     }
+}
+
+/// A store shared by the threads of an in-process run.
+pub(crate) fn in_process(store: Arc<HashStore>) -> Opened {
+    Opened::new(store, None, None, "in-process".into())
 }
 
 /// The `host:port` of a networked store, so plain sockets and listeners bind the interface

@@ -249,6 +249,39 @@ fn env_start_up_runs_ranks_launched_like_torchrun() {
 }
 
 #[test]
+fn the_loopback_transport_runs_ranks_as_threads_with_every_check_passing() {
+    for c in ["allreduce", "alltoall", "sendrecv"] {
+        let r = run(
+            &[
+                "--transport",
+                "loopback",
+                "--ranks",
+                "3",
+                "--collective",
+                c,
+                "--max-bytes",
+                "16K",
+                "--step-factor",
+                "64",
+                "--iters",
+                "2",
+                "--no-limits",
+                "--format",
+                "csv",
+            ],
+            120,
+        );
+        assert_sweep_csv(&r, 3);
+    }
+    let r = run(
+        &["--transport", "loopback", "transport", "--limit-secs", "0.05", "--stream-bytes", "1M"],
+        120,
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert!(r.stdout.contains("memory: not measured"), "{}", r.stdout);
+}
+
+#[test]
 fn the_table_names_every_column_and_the_limits() {
     let r = run(
         &["--collective", "sendrecv", "--max-bytes", "64", "--iters", "2", "--limit-secs", "0.05"],
@@ -351,6 +384,10 @@ fn wrong_flags_exit_2_naming_the_flag_and_the_choices() {
         (&["--min-bytes", "1M", "--max-bytes", "4"], &["--min-bytes", "--max-bytes"]),
         (&["--collective", "broadcast", "--root", "2"], &["--root"]),
         (&["--rank", "0"], &["--size", "--store"]),
+        (
+            &["--transport", "loopback", "--rank", "0", "--size", "2", "--store", "env://"],
+            &["--ranks"],
+        ),
         (&["--no-such-flag"], &["--no-such-flag"]),
     ];
     for (args, names) in cases {
