@@ -266,6 +266,20 @@ fn a_thousand_clients_on_one_server() {
     assert_eq!(clients[0].add(b"count", 0, deadline(5)).unwrap(), 1000);
 }
 
+#[test]
+fn an_answer_over_the_frame_limit_is_an_error() {
+    let srv = server(None);
+    let c = client(&srv, None);
+    let big = vec![1u8; 40 << 20];
+    c.set(b"big/a", &big, deadline(30)).unwrap();
+    c.set(b"big/b", &big, deadline(30)).unwrap();
+    // Two values of 40 MiB do not fit one 64 MiB answer: refused, and the server is unhurt.
+    let err = c.multi_get(&[b"big/a", b"big/b"], deadline(30)).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert_eq!(c.get(b"big/a", deadline(30)).unwrap().len(), 40 << 20);
+    still_served(&c, 0);
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -80,6 +80,8 @@ pub(crate) const ERR_AUTH: u8 = 3;
 #[derive(Debug)]
 pub(crate) struct Frame {
     buf: Vec<u8>,
+    /// Where this frame starts in `buf` (frames may be appended to a buffer of earlier ones).
+    start: usize,
 }
 
 impl Frame {
@@ -89,16 +91,22 @@ impl Frame {
         buf.extend_from_slice(&[0; 4]);
         buf.push(cmd as u8);
         buf.extend_from_slice(&req_id.to_le_bytes());
-        Frame { buf }
+        Frame { buf, start: 0 }
     }
 
     /// A response frame.
     pub(crate) fn response(status: u8, req_id: u32) -> Frame {
-        let mut buf = Vec::with_capacity(64);
+        Self::response_after(Vec::with_capacity(64), status, req_id)
+    }
+
+    /// A response frame appended to `buf` (a connection's unsent output, whose allocation is
+    /// reused).
+    pub(crate) fn response_after(mut buf: Vec<u8>, status: u8, req_id: u32) -> Frame {
+        let start = buf.len();
         buf.extend_from_slice(&[0; 4]);
         buf.push(status);
         buf.extend_from_slice(&req_id.to_le_bytes());
-        Frame { buf }
+        Frame { buf, start }
     }
 
     pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
@@ -141,15 +149,17 @@ impl Frame {
 
     /// The request id written in the header.
     pub(crate) fn req_id(&self) -> u32 {
-        u32::from_le_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
+        let b = &self.buf[self.start + 5..self.start + 9];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// The body length so far (without the prefix).
     pub(crate) fn body_len(&self) -> usize {
-        self.buf.len() - 4
+        self.buf.len() - self.start - 4
     }
 
-    /// The finished frame, or an error if it exceeds [`MAX_FRAME`].
+    /// The finished frame (after any frames it was appended to), or an error if it exceeds
+    /// [`MAX_FRAME`].
     pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
         let len = self.body_len();
         if len > MAX_FRAME {
@@ -158,8 +168,15 @@ impl Frame {
                 what: format!("request of {len} bytes exceeds the frame limit of {MAX_FRAME}"),
             });
         }
-        self.buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        let start = self.start;
+        self.buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(self.buf)
+    }
+
+    /// Drop this frame, keeping the frames it was appended to.
+    pub(crate) fn abandon(mut self) -> Vec<u8> {
+        self.buf.truncate(self.start);
+        self.buf
     }
 }
 
