@@ -10,7 +10,7 @@ use crate::store::{CompareSet, Store, add_counter, check_key, check_value};
 /// An in-process store: a map behind a mutex, with waits on a condition variable (woken by
 /// every write, so a waiter never polls).
 ///
-/// Share it between threads with an `Arc`. Also the back end of the TCP store's server.
+/// Share it between threads with an `Arc`.
 #[derive(Debug, Default)]
 pub struct HashStore {
     map: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
