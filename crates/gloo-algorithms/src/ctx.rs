@@ -432,10 +432,10 @@ pub(crate) fn ring_pass(
             recv,
         }
     };
-    let mut lanes = [
-        Scratch::new(if reducing { seg } else { 0 }),
-        Scratch::new(if reducing { seg } else { 0 }),
-    ];
+    // A lane holds one segment; small buffers need less than a whole segment.
+    let lane =
+        if reducing { seg.min(blocks.iter().map(|b| b.len()).max().unwrap_or(0)) } else { 0 };
+    let mut lanes = [Scratch::new(lane), Scratch::new(lane)];
     let mut window: SmallVec<[Item; 2]> = SmallVec::new();
     let mut next = 0;
     let mut retired = 0;
