@@ -32,6 +32,31 @@
 //! });
 //! assert_eq!(results, vec![1.0; 4]);
 //! ```
+//!
+//! # How disagreement is caught
+//!
+//! Every message of a call carries the call's fingerprint: the tag's call number and a
+//! description (collective, element type, count, op, root, tag, algorithm and its parameter,
+//! a hash of any counts list). The transport refuses to deliver a message into a receive with
+//! another fingerprint. On top of that:
+//! - a rank that sees a mismatch sends a zero-byte *alarm* to every peer before it gives up,
+//!   and every call keeps a receive posted for alarms, so ranks blocked on it (even in a send)
+//!   learn at once instead of at their deadline;
+//! - rooted collectives (broadcast, reduce, gather, scatter and their v-forms) first
+//!   disseminate the fingerprint in ⌈log2 n⌉ rounds of zero-byte messages, because a leaf of a
+//!   tree hears only from its parent; the symmetric algorithms need no extra round, since
+//!   every rank's result depends on a chain of messages from every other rank.
+//!
+//! A rank therefore returns `Ok` only when every rank made the same call. After an error the
+//! buffers' contents are unspecified and the ranks' call counters for that tag may disagree:
+//! continue on another tag, or with a new [`Group`].
+//!
+//! # Which algorithm runs
+//!
+//! [`Options::algorithm`] if set, else the collective's `GLOO_ALGORITHM_<COLLECTIVE>`
+//! variable (read by [`Group::new`]), else [`select::choose`] over [`select::TABLE`] (whose
+//! crossovers are provisional until measured with `gloo-bench`). Every rank must end up
+//! with the same choice; the algorithm is part of the fingerprint.
 #![forbid(unsafe_code)]
 
 mod ctx;
