@@ -467,6 +467,34 @@ fn rogue_violation_mid_transfer_with_two_waiting_threads() {
     g.assert_contained();
 }
 
+/// The victim sends the rogue a large message; the rogue clears it twice. The second
+/// clear-to-send is for a transfer no longer waiting: the send fails with a protocol error.
+#[test]
+fn rogue_clears_a_send_twice() {
+    let mut g = group("cts-twice", Duration::from_secs(120));
+    let until = g.until;
+    let victim = &g.comms[0];
+    let conn = &mut g.rogue[0];
+    let r = std::thread::scope(|s| {
+        let t = s.spawn(move || victim.send(ROGUE, Slot(1), &vec![0x42; 1 << 20], until));
+        let rts = conn.next_frame(until).expect("the victim's request to send");
+        assert_eq!(rts.header.opcode, Opcode::Rts, "{rts:?}");
+        let cts = header(Opcode::Cts, rts.header.slot, 0, rts.header.arg);
+        // Both in one write, so the victim reads the second before its send can complete.
+        conn.send(&[cts, cts].concat()).expect("send");
+        // Keep reading so that the victim's data never blocks on a full socket.
+        let _ = conn.wait_closed(until);
+        t.join().expect("victim thread")
+    });
+    match r {
+        Err(Error::Protocol { peer: Some(ROGUE), detail }) => {
+            assert!(detail.contains("clear-to-send"), "{detail}")
+        }
+        other => panic!("expected a protocol error from rank 3, got {other:?}"),
+    }
+    g.assert_contained();
+}
+
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even
 /// heartbeats, so rank 3 is lost after the victim's peer timeout.
 #[test]
