@@ -280,6 +280,60 @@ fn an_answer_over_the_frame_limit_is_an_error() {
     still_served(&c, 0);
 }
 
+/// A fake server that answers every connection with `answer` (after reading the hello), so
+/// the client's handling of a hostile or broken server can be checked.
+fn rogue_server(answer: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    l.set_nonblocking(true).unwrap();
+    let t = std::thread::spawn(move || {
+        let end = deadline(10);
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let mut hello = [0u8; 4 + 5 + 9 + 2 + 32];
+                    if s.read_exact(&mut hello).is_ok() {
+                        let _ = s.write_all(&answer);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn a_hostile_server_gives_errors_not_panics_or_allocations() {
+    // An answer announcing 4 GiB.
+    let (addr, t) = rogue_server(u32::MAX.to_le_bytes().to_vec());
+    let err = TcpStore::connect(addr, None, deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    t.join().unwrap();
+
+    // A well-framed hello answer with its fields missing.
+    let mut short = 6u32.to_le_bytes().to_vec();
+    short.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+    let (addr, t) = rogue_server(short);
+    let err = TcpStore::connect(addr, None, deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    t.join().unwrap();
+
+    // A server that demands a token from a client that has none.
+    let mut demands = (5u32 + 2 + 1 + 32).to_le_bytes().to_vec();
+    demands.extend_from_slice(&[0, 0, 0, 0, 0]);
+    demands.extend_from_slice(&1u16.to_le_bytes());
+    demands.push(1);
+    demands.extend_from_slice(&[9u8; 32]);
+    let (addr, t) = rogue_server(demands);
+    let err = TcpStore::connect(addr, None, deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    t.join().unwrap();
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -331,6 +331,27 @@ mod tests {
         assert!(matches!(r.count(4), Err(Error::Protocol { .. })));
     }
 
+    proptest::proptest! {
+        /// Whatever bytes arrive, reading fields fails cleanly or succeeds; never a panic, and
+        /// counts are checked against the bytes present.
+        #[test]
+        fn reader_never_panics(buf in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                               ops in proptest::collection::vec(0u8..6, 0..12)) {
+            let mut r = Reader::new(&buf, "fuzz");
+            for op in ops {
+                let ok = match op {
+                    0 => r.u8().is_ok(),
+                    1 => r.u32().is_ok(),
+                    2 => r.i64().is_ok(),
+                    3 => r.bytes().is_ok(),
+                    4 => r.count(4).map(|n| n * 4 <= buf.len()).unwrap_or(true),
+                    _ => r.array::<32>().is_ok() || buf.len() < 32,
+                };
+                proptest::prop_assert!(ok || op != 4);
+            }
+        }
+    }
+
     #[test]
     fn proofs_differ_by_direction_and_verify() {
         let s = [1u8; 32];
