@@ -428,3 +428,29 @@ fn rogue_connect_after_set_up_is_refused() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     all_exchange(&comms, until);
 }
+
+/// Higher ranks dial lower ones: a connection to rank 1 that claims to be rank 0 (which rank 1
+/// dials itself) is refused, and rank 1's real connection to rank 0 is unaffected.
+#[test]
+fn rogue_connects_in_the_wrong_direction() {
+    let _g = serial();
+    let job = "direction";
+    let until = deadline(60);
+    let listeners: Vec<TcpListener> =
+        (0..2).map(|r| TcpListener::bind(cfg(job, r, 2)).expect("bind")).collect();
+    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let victim_addr = listeners[1].local_addr();
+    let mut rest = listeners;
+    let victim = rest.split_off(1);
+    let mut handles = connect_threads(victim, &addrs, until);
+    let mut r = Rogue::connect(victim_addr, until).expect("connect");
+    r.send(&hello_frame(job, Rank(0), Rank(1), 2, true, nonce())).expect("send");
+    assert_eq!(r.wait_closed(deadline(30)), Closed::Yes, "the victim kept the rogue");
+    handles.extend(connect_threads(rest, &addrs, until));
+    let comms: Vec<TcpComm> = handles
+        .into_iter()
+        .map(|h| h.join().expect("connect thread").expect("connect_all"))
+        .collect();
+    assert_rejected(&["protocol error from rank 0", "wrong direction"]);
+    all_exchange(&comms, until);
+}
