@@ -256,6 +256,14 @@ fn ranks_started_with_different_world_sizes_fail() {
 }
 
 #[test]
+fn a_world_of_one() {
+    let store = HashStore::new();
+    let l = listeners(1).into_iter().next().unwrap();
+    let comm = connect(&store, l, Rank(0), 1, deadline(5)).unwrap();
+    assert_eq!((comm.rank(), comm.size()), (Rank(0), 1));
+}
+
+#[test]
 fn a_rank_outside_the_world_is_refused() {
     let store = HashStore::new();
     let l = listeners(2).into_iter().next().unwrap();

@@ -405,7 +405,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else { return };
         let was_high = conn.pending_out() > WBUF_HIGH;
         if let Err(e) = conn.flush() {
-            let conn = self.conns[idx].take().expect("checked above");
+            let conn =
+                self.conns[idx].take().expect("the slot was seen holding a connection just above");
             self.close(idx, conn, Some(&format!("write failed: {e}")));
             return;
         }
@@ -444,7 +445,9 @@ impl Server {
             let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else { continue };
             conn.queued = false;
             if let Err(e) = conn.flush() {
-                let conn = self.conns[idx].take().expect("checked above");
+                let conn = self.conns[idx]
+                    .take()
+                    .expect("the slot was seen holding a connection just above");
                 self.close(idx, conn, Some(&format!("write failed: {e}")));
             }
         }
@@ -944,7 +947,9 @@ impl Server {
                 }),
             };
             if let Some(why) = why {
-                let conn = self.conns[idx].take().expect("checked above");
+                let conn = self.conns[idx]
+                    .take()
+                    .expect("the slot was seen holding a connection just above");
                 self.close(idx, conn, Some(&why));
             }
         }
