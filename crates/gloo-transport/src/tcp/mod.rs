@@ -31,7 +31,9 @@
 //! the peer timeout is [`PeerLost`](crate::Error::PeerLost) (time during which we ourselves
 //! leave its data unread, because the receive it belongs to is not being driven, does not
 //! count); an end of stream or a reset is `PeerLost` at once. Both poison the communicator, as
-//! does an `Abort`. A peer that breaks the protocol or fails authentication only has its own
+//! does an `Abort`. A peer that said `Goodbye` before closing (it dropped its communicator)
+//! fails only the operations still waiting on it, so ranks may finish in any order; messages
+//! it sent before leaving are still delivered. A peer that breaks the protocol or fails authentication only has its own
 //! connection closed (see the error scopes on [`Communicator`](crate::Communicator)).
 //! Dropping a [`TcpComm`] says `Goodbye`, joins the heartbeat thread and closes every socket.
 
