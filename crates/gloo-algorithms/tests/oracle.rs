@@ -486,3 +486,25 @@ fn send_and_recv_carry_typed_messages_around_a_ring() {
         }
     }
 }
+
+#[test]
+fn signed_zeros_and_nans_still_give_identical_bits_on_every_rank() {
+    // min(+0, -0), max(-0, +0) and NaN payloads depend on operand order; every algorithm
+    // must still hand every rank the same bits.
+    let specials = [0.0f32, -0.0, f32::NAN, f32::from_bits(0x7fc0_0001), -f32::NAN, 1.0, -1.0];
+    for alg in Collective::Allreduce.algorithms() {
+        for n in [2u32, 3, 5, 8, 9] {
+            for op in [OpKind::Min, OpKind::Max, OpKind::Sum] {
+                let results = on_ranks(n, 3, |g| {
+                    let me = g.rank().0 as usize;
+                    let mut v: Vec<f32> =
+                        (0..29).map(|i| specials[(i * 3 + me * 5) % specials.len()]).collect();
+                    let custom = |d: &mut [f32], s: &[f32]| f32::custom_add(d, s);
+                    g.allreduce(&mut v, reduce_op(op, &custom), &opts(*alg, 8, 3)).unwrap();
+                    v
+                });
+                assert_identical(&results, &format!("{alg} n={n} {op:?}"));
+            }
+        }
+    }
+}
