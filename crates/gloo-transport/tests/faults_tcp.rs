@@ -35,6 +35,15 @@ enum Flow {
 /// Most messages a rank streams: only a broken parent lets a rank get this far.
 const MAX_MESSAGES: u64 = 10_000;
 
+/// The survivor's peer timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PeerTimeout {
+    /// [`PEER_TIMEOUT`].
+    Short,
+    /// The transport's default.
+    Default,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
     /// `SIGKILL` while rank 1 streams.
@@ -54,12 +63,16 @@ impl Drop for Finished<'_> {
     }
 }
 
-fn survivor(job: &str, board: &Board, flow: Flow) {
+fn survivor(job: &str, board: &Board, flow: Flow, timeout: PeerTimeout) {
     let _finished = Finished(board);
     let until = deadline(120);
     let (threads, fds) = (thread_count(), fd_count());
     {
-        let cfg = TcpConfig::loopback(job, Rank(0), 2).peer_timeout(PEER_TIMEOUT);
+        let cfg = TcpConfig::loopback(job, Rank(0), 2);
+        let cfg = match timeout {
+            PeerTimeout::Short => cfg.peer_timeout(PEER_TIMEOUT),
+            PeerTimeout::Default => cfg,
+        };
         let listener = TcpListener::bind(cfg).expect("bind");
         let comm = board_connect(listener, board, 0, 2, until).expect("connect_all");
         // The counters see the communicator's own thread and sockets.
@@ -129,11 +142,11 @@ fn faulty(job: &str, board: &Board, flow: Flow, endless: bool) {
     let _ = comm.recv(Rank(0), Slot::new(9, 0), &mut buf[..1], until);
 }
 
-fn run(name: &str, flow: Flow, fault: Fault) {
+fn run(name: &str, flow: Flow, fault: Fault, timeout: PeerTimeout) {
     if let Some((rank, _)) = procs::child_rank() {
         let board = Board::from_env().expect("the parent passes a board");
         if rank == 0 {
-            survivor(name, &board, flow)
+            survivor(name, &board, flow, timeout)
         } else {
             faulty(name, &board, flow, fault != Fault::StopIdle)
         }
@@ -168,12 +181,22 @@ fn run(name: &str, flow: Flow, fault: Fault) {
 
 #[test]
 fn sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing() {
-    run("sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing", Flow::FromFaulty, Fault::Kill);
+    run(
+        "sigkill_mid_transfer_gives_peer_lost_and_leaks_nothing",
+        Flow::FromFaulty,
+        Fault::Kill,
+        PeerTimeout::Short,
+    );
 }
 
 #[test]
 fn sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing() {
-    run("sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing", Flow::FromFaulty, Fault::Stop);
+    run(
+        "sigstop_mid_transfer_gives_peer_lost_and_leaks_nothing",
+        Flow::FromFaulty,
+        Fault::Stop,
+        PeerTimeout::Short,
+    );
 }
 
 #[test]
@@ -182,20 +205,44 @@ fn sigstop_between_messages_gives_peer_lost_and_leaks_nothing() {
         "sigstop_between_messages_gives_peer_lost_and_leaks_nothing",
         Flow::FromFaulty,
         Fault::StopIdle,
+        PeerTimeout::Short,
+    );
+}
+
+/// The same with the default peer timeout (issue 2 §4: at most 10 s), against a receive
+/// deadline far beyond it.
+#[test]
+fn sigstop_with_the_default_peer_timeout_gives_peer_lost() {
+    assert!(gloo_transport::tcp::DEFAULT_PEER_TIMEOUT <= Duration::from_secs(10));
+    run(
+        "sigstop_with_the_default_peer_timeout_gives_peer_lost",
+        Flow::FromFaulty,
+        Fault::Stop,
+        PeerTimeout::Default,
     );
 }
 
 /// The survivor is the sender: its writes meet a reset connection.
 #[test]
 fn sigkill_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
-    run("sigkill_of_the_receiver_gives_peer_lost_and_leaks_nothing", Flow::ToFaulty, Fault::Kill);
+    run(
+        "sigkill_of_the_receiver_gives_peer_lost_and_leaks_nothing",
+        Flow::ToFaulty,
+        Fault::Kill,
+        PeerTimeout::Short,
+    );
 }
 
 /// The survivor is the sender: its writes stall on a full socket while the frozen receiver
 /// says nothing, not even heartbeats.
 #[test]
 fn sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
-    run("sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing", Flow::ToFaulty, Fault::Stop);
+    run(
+        "sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing",
+        Flow::ToFaulty,
+        Fault::Stop,
+        PeerTimeout::Short,
+    );
 }
 
 /// Three ranks all exchange 4 MiB with each other, round after round, until rank 2 is killed:
