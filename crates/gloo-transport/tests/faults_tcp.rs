@@ -3,10 +3,10 @@
 //! Two processes over loopback TCP stream 64 MiB messages without end, rank 1 to rank 0 or
 //! rank 0 to rank 1; once one whole message has gone through, the parent kills or freezes
 //! rank 1. Rank 0, whose peer timeout is 2 s (the default in one case), must fail with
-//! `PeerLost` naming rank 1 (long before its own deadline, which would give `Timeout` instead), later calls must fail fast
-//! with it, and once its communicator is dropped its thread and descriptor counts must come
-//! back to what they were before the group was made. A frozen rank is continued and killed at
-//! the end.
+//! `PeerLost` naming rank 1 (long before its own deadline, which would give `Timeout`
+//! instead), later calls must fail fast with it, and once its communicator is dropped its
+//! thread and descriptor counts must come back to what they were before the group was made.
+//! A frozen rank is continued and killed at the end.
 
 use std::time::Duration;
 
