@@ -372,3 +372,30 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
         }
     }
 }
+
+#[test]
+fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm() {
+    let comms =
+        gloo_transport::loopback::group(3, gloo_transport::loopback::LoopbackConfig::havoc(8));
+    let out = gloo_testing::run_ranks(comms, |c| {
+        let rank = gloo_transport::Communicator::rank(&c).0;
+        let env = gloo_algorithms::select::EnvOverrides::from_lookup(|k| {
+            (rank == 1 && k == "GLOO_ALGORITHM_ALLREDUCE").then(|| "bcube".to_string())
+        })
+        .unwrap();
+        let g = Group::with_overrides(c, env);
+        let r = g.allreduce(&mut [1u32; 3], sum(), &short());
+        g.barrier(&Options::new().with_tag(9).with_timeout(Duration::from_secs(20))).ok();
+        r
+    });
+    for (rank, r) in out.iter().enumerate() {
+        match r {
+            Err(e @ Error::Mismatch { .. }) => {
+                let (ours, _) = e.mismatch_calls().unwrap();
+                let want = if rank == 1 { Algorithm::Bcube } else { Algorithm::RecursiveDoubling };
+                assert_eq!(ours.algorithm, Some(want), "rank {rank}");
+            }
+            other => panic!("rank {rank}: expected Mismatch, got {other:?}"),
+        }
+    }
+}
