@@ -38,9 +38,11 @@ pub struct TcpStore {
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
-    /// Received bytes not yet consumed (`buf[pos..]`): one read usually brings a whole answer.
+    /// Receive buffer, zeroed once and reused: `buf[start..end]` holds received bytes not yet
+    /// consumed (one read usually brings a whole answer).
     buf: Vec<u8>,
-    pos: usize,
+    start: usize,
+    end: usize,
     /// The socket's current receive timeout, so it is set only when it changes.
     read_timeout: Option<Duration>,
 }
@@ -345,7 +347,7 @@ fn budget(deadline: Instant) -> Duration {
 
 impl Conn {
     fn new(stream: TcpStream) -> Conn {
-        Conn { stream, buf: Vec::new(), pos: 0, read_timeout: None }
+        Conn { stream, buf: vec![0; 16 << 10], start: 0, end: 0, read_timeout: None }
     }
 
     /// Whether a pooled connection still looks open (no EOF or error pending), checked
@@ -360,7 +362,7 @@ impl Conn {
             // Either EOF, an error, or unsolicited bytes (never valid): not usable.
             _ => false,
         };
-        ok && self.buf.len() == self.pos && self.stream.set_nonblocking(false).is_ok()
+        ok && self.start == self.end && self.stream.set_nonblocking(false).is_ok()
     }
 
     /// Write a request and read the answer with the same id.
@@ -388,7 +390,7 @@ impl Conn {
         }
         loop {
             self.fill(4, deadline)?;
-            let b = &self.buf[self.pos..];
+            let b = &self.buf[self.start..];
             let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
             if !(5..=MAX_FRAME).contains(&len) {
                 return Err(Fail::Protocol(Error::Protocol {
@@ -396,14 +398,18 @@ impl Conn {
                 }));
             }
             self.fill(4 + len, deadline)?;
-            let frame = &self.buf[self.pos + 4..self.pos + 4 + len];
+            let frame = &self.buf[self.start + 4..self.start + 4 + len];
             let status = frame[0];
             let id = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]);
             let body = frame[5..].to_vec();
-            self.pos += 4 + len;
-            if self.pos == self.buf.len() {
-                self.buf.clear();
-                self.pos = 0;
+            self.start += 4 + len;
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+                if self.buf.len() > 1 << 20 {
+                    // A pooled connection does not keep a large value's buffer alive.
+                    self.buf = vec![0; 16 << 10];
+                }
             }
             if id == req_id {
                 return Ok((status, body));
@@ -412,11 +418,10 @@ impl Conn {
         }
     }
 
-    /// Read until at least `want` unconsumed bytes are buffered. The buffer grows with the
-    /// bytes that actually arrive, never by an announced length alone.
+    /// Read until at least `want` unconsumed bytes are buffered. The buffer grows only when
+    /// it is full of bytes that actually arrived, never by an announced length alone.
     fn fill(&mut self, want: usize, deadline: Instant) -> std::result::Result<(), Fail> {
-        let mut chunk = [0u8; 64 << 10];
-        while self.buf.len() - self.pos < want {
+        while self.end - self.start < want {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Fail::NoAnswer);
@@ -431,7 +436,17 @@ impl Conn {
                     .map_err(|err| Fail::Conn { sent: true, err })?;
                 self.read_timeout = Some(t);
             }
-            match self.stream.read(&mut chunk) {
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    let grown = (self.buf.len() * 2).min(want.max(self.buf.len() + 1));
+                    self.buf.resize(grown, 0);
+                }
+            }
+            match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     return Err(Fail::Conn {
                         sent: true,
@@ -441,13 +456,7 @@ impl Conn {
                         ),
                     });
                 }
-                Ok(n) => {
-                    if self.pos > 0 {
-                        self.buf.drain(..self.pos);
-                        self.pos = 0;
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
+                Ok(n) => self.end += n,
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
