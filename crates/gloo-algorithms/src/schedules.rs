@@ -14,6 +14,10 @@ use crate::ctx::{Ctx, Land, Ops, Scratch, bytes_of, carve, partition, ring_pass}
 use crate::element::ByteFn;
 use crate::error::Result;
 
+/// The step of the message that hands a folded rank its result (after the at most 64 steps
+/// of halving and doubling, below the steps the context reserves at the top).
+const STEP_UNFOLD: u32 = 1 << 16;
+
 /// The largest power of two not above `n` (`n >= 1`).
 fn pow2_floor(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
@@ -139,7 +143,7 @@ pub(crate) fn allreduce_recursive_doubling(
             step += 1;
         }
     }
-    fold.fold_out(ctx, buf, u32::MAX - 8)
+    fold.fold_out(ctx, buf, STEP_UNFOLD)
 }
 
 /// Rabenseifner: recursive halving (each core rank ends owning a slice computed only there),
@@ -195,7 +199,7 @@ pub(crate) fn allreduce_halving_doubling(
             step += 1;
         }
     }
-    fold.fold_out(ctx, buf, u32::MAX - 8)
+    fold.fold_out(ctx, buf, STEP_UNFOLD)
 }
 
 /// The digits of the mixed-radix cube: factors of `n` no larger than `base` where possible (a

@@ -31,3 +31,59 @@ fn every_collective_over_tcp_at_2_3_4_and_8_ranks() {
         }
     }
 }
+
+const KILL_NAME: &str = "a_rank_killed_mid_allreduce_over_tcp_is_peer_lost_on_every_survivor";
+
+#[test]
+fn a_rank_killed_mid_allreduce_over_tcp_is_peer_lost_on_every_survivor() {
+    if let Some((rank, size)) = procs::child_rank() {
+        let board = Board::from_env().expect("the parent passes a board");
+        let listener =
+            TcpListener::bind(TcpConfig::loopback("algo-kill", Rank(rank), size)).unwrap();
+        board.put(rank, &listener.address_bytes()).unwrap();
+        let addrs = board.get_all(size, gloo_testing::deadline(60)).unwrap();
+        let comm = listener.connect_all(&addrs, gloo_testing::deadline(60)).unwrap();
+        let g = Group::with_overrides(comm, EnvOverrides::default());
+        let o = gloo_algorithms::Options::new()
+            .with_timeout(std::time::Duration::from_secs(30))
+            .with_algorithm(gloo_algorithms::Algorithm::Ring);
+        let mut v = vec![1f32; 1 << 16];
+        for i in 0u64.. {
+            match g.allreduce(&mut v, gloo_algorithms::ReduceOp::Average, &o) {
+                Ok(()) => {
+                    if i == 10 && rank == size - 1 {
+                        // Tell the parent the ranks are busy allreducing: it kills us now.
+                        board.put_named("running", b"1").unwrap();
+                    }
+                    assert!(i < 1_000_000, "rank {rank} never saw the loss");
+                }
+                Err(e) => {
+                    // The transport reports the loss as PeerLost, or, on a rank that heard
+                    // of it first from another survivor's abort, as Aborted carrying it.
+                    let lost = match e.transport() {
+                        Some(gloo_transport::Error::PeerLost { peer, .. }) => {
+                            *peer == Rank(size - 1)
+                        }
+                        Some(gloo_transport::Error::Aborted { reason, .. }) => {
+                            reason.contains(&format!("lost rank {}", size - 1))
+                        }
+                        _ => false,
+                    };
+                    assert!(lost, "rank {rank}: expected the loss of rank {}, got {e}", size - 1);
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    let n = 3;
+    let board = Board::fresh("algo-kill").unwrap();
+    let mut group = procs::spawn_self(KILL_NAME, n, &[board.env()]);
+    board.get_named("running", gloo_testing::deadline(60)).unwrap();
+    group.kill(n - 1);
+    let outcomes = group.wait(gloo_testing::deadline(60));
+    for o in &outcomes[..(n - 1) as usize] {
+        o.assert_success();
+    }
+    assert!(!outcomes[(n - 1) as usize].success(), "the killed rank did not die");
+}
