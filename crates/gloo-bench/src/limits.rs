@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::stats::Latency;
@@ -37,6 +38,9 @@ pub(crate) struct Limits {
     pub(crate) stream_duplex_gbps: Option<f64>,
     /// Message size of the streams, bytes.
     pub(crate) stream_message_bytes: u64,
+    /// SO_SNDBUF/SO_RCVBUF asked for on the plain sockets (0: the kernel's defaults).
+    #[serde(default)]
+    pub(crate) socket_buffer_bytes: u64,
     /// memcpy of 64 MiB in rank 0, best GB/s.
     pub(crate) memcpy_gbps: Option<f64>,
     /// `a[i] += b[i]` over 64 MiB of f32 in rank 0, best GB/s (bytes of `a` per second).
@@ -50,6 +54,8 @@ pub(crate) struct LimitConfig {
     pub(crate) secs: f64,
     /// Stream message size in bytes.
     pub(crate) message: u64,
+    /// SO_SNDBUF and SO_RCVBUF of the plain sockets; 0: the kernel's defaults (autotuning).
+    pub(crate) sockbuf: u64,
 }
 
 /// The largest stream message rank 1 accepts from rank 0's request.
@@ -67,7 +73,11 @@ pub(crate) fn measure(
     cfg: LimitConfig,
     deadline: Instant,
 ) -> Result<Limits> {
-    let mut limits = Limits { stream_message_bytes: cfg.message, ..Limits::default() };
+    let mut limits = Limits {
+        stream_message_bytes: cfg.message,
+        socket_buffer_bytes: cfg.sockbuf,
+        ..Limits::default()
+    };
     match rank {
         0 => {
             if size >= 2 {
@@ -86,7 +96,7 @@ pub(crate) fn measure(
             limits.add_f32_gbps = Some(add);
         }
         1 => {
-            let listener = TcpListener::bind(SocketAddr::new(local_ip, 0))
+            let listener = listen(SocketAddr::new(local_ip, 0), cfg.sockbuf)
                 .map_err(|e| Error::io(format!("binding a plain socket on {local_ip}"), e))?;
             let addr = listener.local_addr().map_err(|e| Error::io("reading its address", e))?;
             kv.set(KEY, addr.to_string().as_bytes(), deadline)?;
@@ -113,9 +123,29 @@ fn configure(s: &TcpStream, deadline: Instant) -> Result<()> {
     s.set_write_timeout(Some(left)).map_err(|e| Error::io("setting a write timeout", e))
 }
 
-fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream> {
+/// A socket with the configured buffer sizes (set before connect or listen, so that the
+/// window scale negotiated at the handshake can use them).
+fn socket(addr: SocketAddr, sockbuf: u64) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if sockbuf > 0 {
+        let n = usize::try_from(sockbuf).unwrap_or(usize::MAX);
+        s.set_send_buffer_size(n)?;
+        s.set_recv_buffer_size(n)?;
+    }
+    Ok(s)
+}
+
+fn listen(addr: SocketAddr, sockbuf: u64) -> std::io::Result<TcpListener> {
+    let s = socket(addr, sockbuf)?;
+    s.bind(&addr.into())?;
+    s.listen(16)?;
+    Ok(s.into())
+}
+
+fn connect(addr: SocketAddr, sockbuf: u64, deadline: Instant) -> Result<TcpStream> {
     let left = remaining(deadline, "connecting to rank 1")?;
-    let s = TcpStream::connect_timeout(&addr, left)
+    let s = socket(addr, sockbuf)
+        .and_then(|s| s.connect_timeout(&addr.into(), left).map(|()| TcpStream::from(s)))
         .map_err(|e| Error::io(format!("connecting to rank 1's plain socket at {addr}"), e))?;
     configure(&s, deadline)?;
     Ok(s)
@@ -219,7 +249,7 @@ const QUIT: u8 = b'Q';
 
 /// Rank 0's side: drives every measurement over a control connection to rank 1.
 fn client(addr: SocketAddr, cfg: LimitConfig, deadline: Instant, out: &mut Limits) -> Result<()> {
-    let mut ctl = connect(addr, deadline)?;
+    let mut ctl = connect(addr, cfg.sockbuf, deadline)?;
     for spin in [false, true] {
         write_all(
             &mut ctl,
@@ -241,14 +271,14 @@ fn client(addr: SocketAddr, cfg: LimitConfig, deadline: Instant, out: &mut Limit
     params.extend_from_slice(&cfg.secs.to_le_bytes());
     params.extend_from_slice(&cfg.message.to_le_bytes());
     write_all(&mut ctl, &params, 1, "a command")?;
-    let data = connect(addr, deadline)?;
+    let data = connect(addr, cfg.sockbuf, deadline)?;
     let buf = filled(cfg.message, 1);
     stream_out(data, &buf, cfg.secs)?;
     out.stream_oneway_gbps = Some(read_f64(&mut ctl)?);
 
     params[0] = CMD_DUPLEX;
     write_all(&mut ctl, &params, 1, "a command")?;
-    let data = connect(addr, deadline)?;
+    let data = connect(addr, cfg.sockbuf, deadline)?;
     let mine = duplex(data, buf, cfg.secs, 1)?;
     let theirs = read_f64(&mut ctl)?;
     out.stream_duplex_gbps = Some((mine + theirs) / 2.0);
@@ -467,7 +497,7 @@ mod tests {
                 .unwrap();
         kv.join(1, gloo_testing::deadline(10)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let cfg = LimitConfig { secs: 0.05, message: 1 << 20 };
+        let cfg = LimitConfig { secs: 0.05, message: 1 << 20, sockbuf: 1 << 20 };
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (l0, l1) = std::thread::scope(|s| {
             let t1 = s.spawn(|| measure(1, 2, &kv, ip, cfg, deadline));

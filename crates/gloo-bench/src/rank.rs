@@ -123,7 +123,8 @@ fn run_with(
         if rank == 0 {
             say!("gloo-bench: measuring the limits (plain sockets between ranks 0 and 1, memcpy)");
         }
-        let cfg = LimitConfig { secs: cli.launch.limit_secs, message };
+        let cfg =
+            LimitConfig { secs: cli.launch.limit_secs, message, sockbuf: cli.launch.plain_sockbuf };
         limits::measure(rank, size, kv, ip, cfg, deadline)?
     };
     let in_process = cli.launch.transport == TransportKind::Loopback;

@@ -133,8 +133,12 @@ impl Report {
             lim.push(format!("{:.1} us busy-poll", p.p50));
         }
         if let Some(g) = l.stream_oneway_gbps {
+            let bufs = match l.socket_buffer_bytes {
+                0 => "kernel socket buffers".to_string(),
+                b => format!("{} socket buffers", human_bytes(b)),
+            };
             lim.push(format!(
-                "stream one-way {g:.2} GB/s ({} messages)",
+                "stream one-way {g:.2} GB/s ({} messages, {bufs})",
                 human_bytes(l.stream_message_bytes)
             ));
         }
