@@ -249,6 +249,33 @@ fn env_start_up_runs_ranks_launched_like_torchrun() {
 }
 
 #[test]
+fn ranks_meet_through_a_file_store_the_user_names() {
+    let dir = std::env::temp_dir().join(format!("gloo-bench-cli-files-{}", std::process::id()));
+    let store = format!("file://{}", dir.display());
+    let args = [
+        "--ranks",
+        "2",
+        "--store",
+        &store,
+        "--max-bytes",
+        "4K",
+        "--step-factor",
+        "32",
+        "--iters",
+        "2",
+        "--no-limits",
+        "--format",
+        "csv",
+    ];
+    // Twice against the same directory: the second run must not read the first run's keys.
+    for _ in 0..2 {
+        let r = run(&args, 120);
+        assert_sweep_csv(&r, 3);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_loopback_transport_runs_ranks_as_threads_with_every_check_passing() {
     for c in ["allreduce", "alltoall", "sendrecv"] {
         let r = run(
