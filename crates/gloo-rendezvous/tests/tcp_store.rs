@@ -334,6 +334,17 @@ fn a_hostile_server_gives_errors_not_panics_or_allocations() {
     t.join().unwrap();
 }
 
+#[test]
+fn a_client_that_half_closes_still_gets_its_answer() {
+    let srv = server(None);
+    let mut s = raw_after_hello(&srv);
+    s.write_all(&frame(0x19, 5, b"")).unwrap(); // ping
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, [5, 0, 0, 0, 0, 5, 0, 0, 0], "length 5, status OK, request id 5");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

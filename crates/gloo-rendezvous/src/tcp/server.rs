@@ -308,13 +308,16 @@ impl Server {
                             self.on_writable(idx);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.on_readable(idx);
+                            // With a hang-up in the same event, read on to the end of the
+                            // stream: no later event would announce it.
+                            let eager = !(ev.is_read_closed() || ev.is_error());
+                            self.on_readable(idx, eager);
                         }
                     }
                 }
             }
             for idx in std::mem::take(&mut self.again) {
-                self.on_readable(idx);
+                self.on_readable(idx, false);
             }
             let now = Instant::now();
             self.expire_waiters(now);
@@ -416,11 +419,16 @@ impl Server {
         }
     }
 
-    fn on_readable(&mut self, idx: usize) {
+    /// `short_read_ends`: a read shorter than the buffer may end the turn (see `serve`).
+    fn on_readable(&mut self, idx: usize, short_read_ends: bool) {
         let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else { return };
-        match self.serve(idx, &mut conn) {
+        match self.serve(idx, &mut conn, short_read_ends) {
             Ok(true) => self.conns[idx] = Some(conn),
-            Ok(false) => self.close(idx, conn, None),
+            Ok(false) => {
+                // A client that half-closed after its last request still gets the answer.
+                let _ = conn.flush();
+                self.close(idx, conn, None);
+            }
             Err(Drop_(why)) => {
                 // Best effort: let the client read why before the socket closes.
                 let _ = conn.flush();
@@ -454,7 +462,12 @@ impl Server {
     }
 
     /// Read and answer what a connection sent; `Ok(false)` when the client closed.
-    fn serve(&mut self, idx: usize, conn: &mut Conn) -> std::result::Result<bool, Drop_> {
+    fn serve(
+        &mut self,
+        idx: usize,
+        conn: &mut Conn,
+        short_read_ends: bool,
+    ) -> std::result::Result<bool, Drop_> {
         let mut budget = READ_BUDGET;
         loop {
             self.process_frames(idx, conn)?;
@@ -485,10 +498,11 @@ impl Server {
                     conn.rbuf.extend_from_slice(&self.scratch[..n]);
                     conn.last_read = Instant::now();
                     budget = budget.saturating_sub(n);
-                    if n < self.scratch.len() {
+                    if short_read_ends && n < self.scratch.len() {
                         // A short read drained the socket; with edge-triggered readiness the
-                        // next arrival raises a new event, so the read that would only say
-                        // "would block" is skipped (one system call less per request).
+                        // next arrival (data or hang-up) raises a new event, so the read that
+                        // would only say "would block" is skipped (one system call less per
+                        // request).
                         self.process_frames(idx, conn)?;
                         self.mark_dirty(idx, conn);
                         return Ok(true);
