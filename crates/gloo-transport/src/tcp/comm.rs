@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Waker};
 
 use super::driver::{Driver, Mine};
-use crate::proto::{ABORT_REASON_MAX, Header, Opcode};
+use crate::proto::{Header, Opcode};
 use crate::{Communicator, Error, Op, OpState, Rank, Result, Wait};
 
 /// The longest a sleeping poller sleeps before looking at the clock again.
@@ -123,7 +123,13 @@ impl Drop for TcpComm {
             let _ = h.join();
         }
         let mut d = self.shared.lock();
-        d.broadcast(Header::new(Opcode::Goodbye, 0, 0, 0), &[]);
+        match d.poison.clone() {
+            // A rank that gives up because it lost a peer tells the others why as it leaves,
+            // so they do not take its departure for its death (the cancels on a poisoned
+            // communicator close nothing, so nothing reached them before this).
+            Some(e @ Error::PeerLost { .. }) => d.abort_peers(&e.to_string()),
+            _ => d.broadcast(Header::new(Opcode::Goodbye, 0, 0, 0), &[]),
+        }
         let until = Instant::now() + FAREWELL;
         let mut none: [Op<'_>; 0] = [];
         // Best effort: flush what is queued (goodbyes, credit, eager data) for a moment.
@@ -175,16 +181,17 @@ impl Communicator for TcpComm {
             if let Some(e) = failed {
                 break Err(e);
             }
-            // A lost peer or an abort fails every call, including those in flight.
-            if let Some(e) = &d.poison {
-                break Err(e.clone());
-            }
             let satisfied = match wait {
                 Wait::All => ops.iter().all(|o| o.is_done() || o.state() == OpState::Cancelled),
                 Wait::Any => watch.is_empty() || watch.iter().any(|i| ops[*i].is_done()),
             };
             if satisfied {
                 break Ok(());
+            }
+            // A lost peer or an abort fails every call still waiting, including those in
+            // flight (what completed before it stays completed).
+            if let Some(e) = &d.poison {
+                break Err(e.clone());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -252,21 +259,11 @@ impl Communicator for TcpComm {
     fn abort(&self, reason: &str) {
         let s = &*self.shared;
         let mut d = s.lock();
-        let mut r = reason.as_bytes();
-        if r.len() as u64 > ABORT_REASON_MAX {
-            let mut cut = ABORT_REASON_MAX as usize;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            r = &r[..cut];
-        }
         if d.aborted.is_none() {
-            d.broadcast(Header::new(Opcode::Abort, 0, r.len() as u64, 0), r);
+            d.abort_peers(reason);
             let e = Error::Aborted { by: s.me, reason: reason.to_string() };
             d.aborted = Some(e.clone());
             d.poison = Some(e);
-            let mut none: [Op<'_>; 0] = [];
-            d.pump(&mut Mine { ops: &mut none }, true);
         }
         s.nudge(&d);
     }

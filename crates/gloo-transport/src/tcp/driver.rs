@@ -13,7 +13,7 @@ use mio::{Events, Poll, Registry, Token};
 
 use super::stream::ByteStream;
 use crate::proto::{
-    Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome,
+    ABORT_REASON_MAX, Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome,
     PeerProto, Step, encode_with_fp,
 };
 use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
@@ -474,7 +474,8 @@ impl Driver {
             match self.pump_tx(r, mine, force) {
                 Ok(m) => moved |= m,
                 Err(e) => {
-                    self.fail_peer(Rank(r as u32), e, true);
+                    let after_goodbye = self.peers[r].as_ref().is_some_and(|p| p.said_goodbye);
+                    self.fail_peer(Rank(r as u32), e, !after_goodbye);
                     moved = true;
                 }
             }
@@ -513,6 +514,8 @@ impl Driver {
                                 peer.cleared.push(send);
                             }
                         }
+                        // Withdrawn after the communicator was poisoned: nothing will send.
+                        _ if self.poison.is_some() => {}
                         _ => {
                             return Err((
                                 Error::protocol(peer.rank, "clear-to-send for a withdrawn send"),
@@ -663,7 +666,7 @@ impl Driver {
                                 return Ok(RxEvent::Stop);
                             }
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(lost(peer.rank, &e)),
+                            Err(e) => return Err(lost(peer, &e)),
                         }
                     };
                     *moved = true;
@@ -717,7 +720,7 @@ impl Driver {
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(lost(peer.rank, &e)),
+                Err(e) => return Err(lost(peer, &e)),
             }
         }
     }
@@ -738,7 +741,7 @@ impl Driver {
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(lost(peer.rank, &e).0),
+                    Err(e) => return Err(lost(peer, &e).0),
                 }
             }
             let res = if let Some(a) = &mut peer.active {
@@ -825,7 +828,7 @@ impl Driver {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let (e, _) = lost(peer.rank, &e);
+                    let (e, _) = lost(peer, &e);
                     return Err(e);
                 }
             }
@@ -875,6 +878,25 @@ impl Driver {
             return;
         }
         tracing::debug!(rank = %self.me, peer = %rank, error = %e, "closing connection");
+        if matches!(e, Error::Cancelled { .. }) && peer.active.is_none() {
+            // A cancel ends this pair only: say goodbye (best effort, between frames) so the
+            // peer fails its operations with us instead of taking this rank for dead.
+            peer.push(Header::new(Opcode::Goodbye, 0, 0, 0), None, &[]);
+        }
+        if matches!(e, Error::Cancelled { .. })
+            && peer.active.is_none()
+            && let Some(s) = peer.stream.as_mut()
+        {
+            while !peer.out.is_empty() {
+                let (x, y) = peer.out.as_slices();
+                match s.write_vectored(&[IoSlice::new(x), IoSlice::new(y)]) {
+                    Ok(n) if n > 0 => {
+                        peer.out.drain(..n);
+                    }
+                    _ => break,
+                }
+            }
+        }
         if let Some(mut s) = peer.stream.take() {
             let _ = self.registry.deregister(s.source());
         }
@@ -914,12 +936,41 @@ impl Driver {
         }
     }
 
+    /// Queue `Abort { reason }` (cut to the 1 KiB limit) to every live peer and push it out
+    /// as far as the sockets take it now.
+    pub(crate) fn abort_peers(&mut self, reason: &str) {
+        let mut cut = reason.len().min(ABORT_REASON_MAX as usize);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let r = &reason.as_bytes()[..cut];
+        self.broadcast(Header::new(Opcode::Abort, 0, r.len() as u64, 0), r);
+        let mut none: [Op<'_>; 0] = [];
+        let mut mine = Mine { ops: &mut none };
+        for r in 0..self.peers.len() {
+            if self.peers[r].as_ref().is_some_and(|p| p.stream.is_some() && p.dead.is_none()) {
+                // Best effort: what does not fit now goes with the next pump.
+                let _ = self.pump_tx(r, &mut mine, true);
+            }
+        }
+    }
+
     /// Withdraw the caller's incomplete operations.
     pub(crate) fn cancel(&mut self, ops: &mut [Op<'_>]) {
+        // On a poisoned communicator nothing more will run: forget the operations without
+        // closing connections, so the peers read this rank's Abort rather than a reset.
+        let poisoned = self.poison.is_some();
         for op in ops.iter_mut() {
             let OpState::Posted(id) = op.state() else { continue };
             op.set_state(OpState::Cancelled);
-            match self.recs.remove(&id) {
+            let rec = self.recs.remove(&id);
+            if poisoned {
+                if let Some(Rec::Recv { st: RecvSt::Posted, .. }) = rec {
+                    self.matcher.cancel(id);
+                }
+                continue;
+            }
+            match rec {
                 Some(Rec::Recv { st: RecvSt::Posted, .. }) => {
                     self.matcher.cancel(id);
                 }
@@ -1050,6 +1101,13 @@ fn eof(peer: &Peer) -> (Error, bool) {
     }
 }
 
-fn lost(peer: Rank, e: &io::Error) -> (Error, bool) {
-    (Error::PeerLost { peer, reason: format!("connection error: {e}") }, true)
+/// A connection error: group-fatal, unless the peer said goodbye first (then a reset is
+/// just how its close arrived).
+fn lost(peer: &Peer, e: &io::Error) -> (Error, bool) {
+    let reason = if peer.said_goodbye {
+        format!("closed its communicator ({e})")
+    } else {
+        format!("connection error: {e}")
+    };
+    (Error::PeerLost { peer: peer.rank, reason }, !peer.said_goodbye)
 }

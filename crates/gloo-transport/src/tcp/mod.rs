@@ -35,7 +35,11 @@
 //! fails only the operations still waiting on it, so ranks may finish in any order; messages
 //! it sent before leaving are still delivered. A peer that breaks the protocol or fails authentication only has its own
 //! connection closed (see the error scopes on [`Communicator`](crate::Communicator)).
-//! Dropping a [`TcpComm`] says `Goodbye`, joins the heartbeat thread and closes every socket.
+//! Dropping a [`TcpComm`] says `Goodbye` (or, when a lost peer poisoned it, sends `Abort`
+//! with that loss as the reason, so the survivors learn why), joins the heartbeat thread and
+//! closes every socket. Cancelling an operation part-way through its message closes only that
+//! peer's connection, with a `Goodbye` when the stream is between frames; on a poisoned
+//! communicator a cancel closes nothing.
 
 mod comm;
 mod config;
