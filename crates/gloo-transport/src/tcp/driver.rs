@@ -13,8 +13,8 @@ use mio::{Events, Poll, Registry, Token};
 
 use super::stream::ByteStream;
 use crate::proto::{
-    ABORT_REASON_MAX, Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome,
-    PeerProto, Step, encode_with_fp,
+    ABORT_REASON_MAX, Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher,
+    Message, Opcode, Outcome, PeerProto, Step, encode_with_fp,
 };
 use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
 
