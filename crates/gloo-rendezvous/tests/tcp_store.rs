@@ -334,6 +334,39 @@ fn a_hostile_server_gives_errors_not_panics_or_allocations() {
     t.join().unwrap();
 }
 
+/// Wait (bounded) until the server holds exactly `n` connections.
+fn assert_connections(srv: &TcpStoreServer, n: usize) {
+    let end = deadline(10);
+    while srv.connections() != n {
+        assert!(
+            Instant::now() < end,
+            "the server holds {} connections, not {n}",
+            srv.connections()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn dropped_and_misbehaving_clients_leave_no_connection_behind() {
+    let srv = server(Some(b"tok"));
+    let good = client(&srv, Some(b"tok"));
+    let clients: Vec<TcpStore> = (0..50).map(|_| client(&srv, Some(b"tok"))).collect();
+    for c in &clients {
+        c.add(b"n", 1, deadline(10)).unwrap();
+    }
+    assert_connections(&srv, 51);
+    drop(clients);
+    assert_connections(&srv, 1);
+    // Refused and stalled clients are gone too.
+    let _ = TcpStore::connect(srv.local_addr().to_string(), Some(b"bad"), deadline(5));
+    let idle: Vec<TcpStream> =
+        (0..20).map(|_| TcpStream::connect(srv.local_addr()).unwrap()).collect();
+    assert_connections(&srv, 1);
+    drop(idle);
+    still_served(&good, 0);
+}
+
 #[test]
 fn a_client_that_half_closes_still_gets_its_answer() {
     let srv = server(None);

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,7 @@ pub struct TcpStoreServer {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    live: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -112,6 +113,7 @@ impl TcpStoreServer {
                 .map_err(|e| Error::io(None, "creating the event loop waker", &e))?,
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(AtomicUsize::new(0));
         let mut server = Server {
             poll,
             listener,
@@ -120,6 +122,7 @@ impl TcpStoreServer {
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
+            live_shared: live.clone(),
             map: HashMap::new(),
             waiters: HashMap::new(),
             by_key: HashMap::new(),
@@ -140,12 +143,18 @@ impl TcpStoreServer {
             .spawn(move || server.run())
             .map_err(|e| Error::io(None, "spawning the store server thread", &e))?;
         tracing::debug!(%local_addr, "store server listening");
-        Ok(TcpStoreServer { local_addr, stop, waker, thread: Some(thread) })
+        Ok(TcpStoreServer { local_addr, stop, waker, live, thread: Some(thread) })
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The number of client connections open now (for monitoring, and for tests that check
+    /// that dropped and misbehaving clients leave no connection behind).
+    pub fn connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Serve until the server thread ends (it ends only when the handle is dropped from
@@ -266,6 +275,7 @@ struct Server {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
+    live_shared: Arc<AtomicUsize>,
     map: HashMap<Vec<u8>, Vec<u8>>,
     waiters: HashMap<u64, Waiter>,
     by_key: HashMap<Vec<u8>, Vec<u64>>,
@@ -369,6 +379,7 @@ impl Server {
                         queued: false,
                     });
                     self.live += 1;
+                    self.live_shared.store(self.live, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -401,6 +412,7 @@ impl Server {
         let mut stream = conn.stream;
         let _ = self.poll.registry().deregister(&mut stream);
         self.live -= 1;
+        self.live_shared.store(self.live, Ordering::Relaxed);
         self.free.push(idx);
     }
 
