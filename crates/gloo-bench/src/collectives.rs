@@ -445,6 +445,31 @@ impl<T: Num> SizeBench for CollBench<'_, '_, T> {
             Collective::Barrier | Collective::Sendrecv => Ok(()),
         }
     }
+
+    fn digest(&self) -> Option<u64> {
+        match self.c {
+            Collective::Allreduce | Collective::Broadcast => Some(digest(&self.input)),
+            Collective::Allgather => Some(digest(&self.output)),
+            _ => None,
+        }
+    }
+}
+
+/// A 64-bit digest of a buffer's bytes (FNV-style over 8-byte words: not cryptographic, only
+/// to tell whether ranks hold the same bytes).
+fn digest<T: Num>(buf: &[T]) -> u64 {
+    let bytes: &[u8] = bytemuck::cast_slice(buf);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let v = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+        h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Mixes in the length so that buffers that differ only by trailing zero bytes differ.
+    h ^ bytes.len() as u64
 }
 
 #[cfg(test)]
@@ -460,6 +485,14 @@ mod tests {
         assert_eq!(reduced::<i32>(OpArg::Average, 2, 0).0, 1);
         assert_eq!(reduced::<f32>(OpArg::Average, 2, 0).1, 1.5);
         assert_eq!(reduced::<i64>(OpArg::Max, 3, 0).0, 26);
+    }
+
+    #[test]
+    fn digests_tell_buffers_apart_bitwise() {
+        assert_eq!(digest(&[1.0f32, 2.0]), digest(&[1.0f32, 2.0]));
+        assert_ne!(digest(&[0.0f32]), digest(&[-0.0f32]));
+        assert_ne!(digest(&[1u8, 2, 3]), digest(&[1u8, 2, 3, 0]));
+        assert_ne!(digest(&[7u64; 9]), digest(&[7u64; 10]));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub(crate) trait SizeBench {
     fn prepare_check(&mut self);
     /// After the checked call: compare the output with the locally computed expected value.
     fn verify(&self) -> std::result::Result<(), String>;
+    /// After the checked call: a digest of the output when every rank must end with the same
+    /// bytes (allreduce, broadcast, allgather), so rank 0 can check that they are bitwise
+    /// identical, floats included; `None` for operations whose outputs differ by rank.
+    fn digest(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The message sizes of a sweep: `min`, `min·f`, `min·f²`, … up to `max` (inclusive).
@@ -140,18 +146,32 @@ pub(crate) fn run(
             None => timed_for(comm, bench.as_mut(), args.time_per_size, deadline)?,
         };
         let iters = samples.len() as u64;
-        let status = if args.checking() {
+        let (status, digest) = if args.checking() {
             bench.prepare_check();
             bench.run(deadline)?;
-            match bench.verify() {
+            let status = match bench.verify() {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("FAIL: {e}"),
-            }
+            };
+            (status, bench.digest())
         } else {
-            "off".to_string()
+            ("off".to_string(), None)
         };
         let all = ctl::gather_f64s(comm, &samples, deadline)?;
-        let statuses = ctl::gather_status(comm, &status, deadline)?;
+        let mut statuses = ctl::gather_status(comm, &status, deadline)?;
+        // Every rank sends a digest (0 when it has none) so the gathers line up; the u64
+        // travels as the bits of an f64, which the gather moves without arithmetic.
+        let digests = ctl::gather_f64s(comm, &[f64::from_bits(digest.unwrap_or(0))], deadline)?;
+        if let (Some(st), Some(d)) = (statuses.as_mut(), digests) {
+            let d: Vec<u64> = d.iter().map(|v| v.first().map_or(0, |x| x.to_bits())).collect();
+            if digest.is_some() {
+                for (r, h) in d.iter().enumerate() {
+                    if *h != d[0] && st[r] == "ok" {
+                        st[r] = "FAIL: its output differs from rank 0's (bitwise)".to_string();
+                    }
+                }
+            }
+        }
         let (Some(all), Some(statuses)) = (all, statuses) else { continue };
         let mut slowest: Vec<f64> =
             (0..samples.len()).map(|i| all.iter().map(|s| s[i]).fold(0.0, f64::max)).collect();
