@@ -232,6 +232,26 @@ fn an_address_the_transport_rejects_names_its_rank() {
 }
 
 #[test]
+fn the_tcp_transport_rejects_a_malformed_address_naming_the_rank() {
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+    let store = HashStore::new();
+    // Rank 1's entry is well formed for the bootstrap, but its address bytes are not a TCP
+    // address (a store can hold anything).
+    let mut entry = b"GBS1".to_vec();
+    entry.extend_from_slice(&2u32.to_le_bytes());
+    entry.extend_from_slice(b"GTCP\x01\x04garbage");
+    store.set(b"gloo/bootstrap/claim/1", b"x", deadline(5)).unwrap();
+    store.set(b"gloo/bootstrap/addr/1", &entry, deadline(5)).unwrap();
+    let l = TcpListener::bind(TcpConfig::loopback("bad-addr", Rank(0), 2)).unwrap();
+    let e = connect(&store, l, Rank(0), 2, deadline(10)).unwrap_err();
+    match &e {
+        Error::Transport(t) => assert_eq!(t.peer(), Some(Rank(1)), "{e}"),
+        other => panic!("expected a transport error naming rank 1, got {other}"),
+    }
+    assert!(e.to_string().contains("rank 1"), "{e}");
+}
+
+#[test]
 fn ranks_started_with_different_world_sizes_fail() {
     let store = Arc::new(HashStore::new());
     let errors: Vec<Error> = std::thread::scope(|s| {
