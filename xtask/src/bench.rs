@@ -48,6 +48,7 @@ mod tests {
         name: "transport",
         about: "ping-pong and streams beside plain sockets",
         package: "gloo-transport",
+        features: &["tcp"],
         target: BenchTarget::Example("transport_bench"),
         args: &["--quick"],
     };
@@ -56,9 +57,11 @@ mod tests {
     fn runs_the_target_in_release_with_fixed_then_user_arguments() {
         assert_eq!(
             SAMPLE.cargo_args(&["--size".to_string(), "64M".to_string()]).join(" "),
-            "run --release -p gloo-transport --example transport_bench -- --quick --size 64M"
+            "run --release -p gloo-transport --features tcp --example transport_bench -- --quick \
+             --size 64M"
         );
-        let bin = Bench { target: BenchTarget::Bin("gloo-bench"), args: &[], ..SAMPLE };
+        let bin =
+            Bench { target: BenchTarget::Bin("gloo-bench"), args: &[], features: &[], ..SAMPLE };
         assert_eq!(
             bin.cargo_args(&[]).join(" "),
             "run --release -p gloo-transport --bin gloo-bench --"

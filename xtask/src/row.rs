@@ -200,6 +200,8 @@ pub struct Bench {
     pub about: &'static str,
     /// The package holding it.
     pub package: &'static str,
+    /// Features to enable (`--features a,b`).
+    pub features: &'static [&'static str],
     /// The binary or example that runs it.
     pub target: BenchTarget,
     /// Arguments always passed to it (the user's extra arguments follow).
@@ -222,10 +224,13 @@ impl Bench {
             BenchTarget::Bin(name) => ("--bin", name),
             BenchTarget::Example(name) => ("--example", name),
         };
-        let mut args: Vec<String> = ["run", "--release", "-p", self.package, flag, target, "--"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> =
+            ["run", "--release", "-p", self.package].iter().map(|s| s.to_string()).collect();
+        if !self.features.is_empty() {
+            args.push("--features".to_string());
+            args.push(self.features.join(","));
+        }
+        args.extend([flag, target, "--"].iter().map(|s| s.to_string()));
         args.extend(self.args.iter().map(|s| s.to_string()));
         args.extend(extra.iter().cloned());
         args

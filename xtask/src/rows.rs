@@ -26,10 +26,10 @@
 //!
 //! ```text
 //! Bench { name: "kernels", about: "reduce kernels beside memcpy", package: "gloo-algorithms",
-//!         target: Example("kernels"), args: &[] },
+//!         features: &[], target: Example("kernels"), args: &[] },
 //! ```
 
-use crate::row::BenchTarget::Bin;
+use crate::row::BenchTarget::{Bin, Example};
 use crate::row::Target::{Lib, Test};
 use crate::row::{Bench, Need, Row};
 
@@ -68,19 +68,32 @@ pub const ROWS: &[Row] = &[
     // Every crate's documentation examples (README's example mirrors gloo-transport's).
     Row::cargo("doc/examples", &["test", "--workspace", "--no-fail-fast", "--doc"]),
     // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
-    // loopback (plain and havoc) and over tcp, rogue peers.
+    // loopback (plain and havoc) and over tcp, processes, faults, rogue peers, loom models.
     Row::test("transport/unit", "gloo-transport").lib(),
     Row::test("transport/no-tcp", "gloo-transport").no_default_features().lib(),
     Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
     Row::test("transport/loopback", "gloo-transport").targets(&[Test("conformance_loopback")]),
     Row::test("transport/tcp", "gloo-transport").targets(&[Test("conformance_tcp")]),
-    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake")]),
+    Row::test("transport/multiproc", "gloo-transport").targets(&[Test("multiproc_tcp")]),
+    Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
+    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks")]),
+    Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
+    Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),
-    // gloo-rendezvous: every store through the conformance suite, the bootstrap, and Redis.
-    Row::test("rendezvous/stores", "gloo-rendezvous").targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store")]),
-    Row::test("rendezvous/bootstrap", "gloo-rendezvous").targets(&[Test("bootstrap")]),
-    Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "cli"]).needs(&[REDIS]),
+    // gloo-rendezvous: every store through the conformance suite, the gloo-store binary, the
+    // bootstrap, then the same again with Redis. `cli` on in every row so they share one build.
+    Row::test("rendezvous/stores", "gloo-rendezvous").features(&["cli"]).targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store"), Test("gloo_store_bin")]),
+    Row::test("rendezvous/bootstrap", "gloo-rendezvous").features(&["cli"]).targets(&[Test("bootstrap")]),
+    Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "cli"]).targets(&[Lib, Test("redis_store"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
+    // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
+    // mismatches, threads sharing a communicator, real processes over tcp.
+    Row::test("algorithms/unit", "gloo-algorithms").lib(),
+    Row::test("algorithms/smoke", "gloo-algorithms").targets(&[Test("smoke")]),
+    Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),
+    Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
+    Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
+    Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
     Row::test("bench/smoke", "gloo-bench"),
 ];
@@ -88,9 +101,12 @@ pub const ROWS: &[Row] = &[
 /// Every benchmark `cargo xtask bench <name>` can run, in release.
 #[rustfmt::skip]
 pub const BENCHES: &[Bench] = &[
-    Bench { name: "sweep", about: "the main job: gloo-bench with its arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", target: Bin("gloo-bench"), args: &[] },
-    Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", target: Bin("gloo-bench"), args: &["transport"] },
-    Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", target: Bin("gloo-bench"), args: &["limits"] },
+    Bench { name: "sweep", about: "the main job: gloo-bench with your arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &[] },
+    Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["transport"] },
+    Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["limits"] },
+    Bench { name: "kernels", about: "reduce kernels (every element type) beside memcpy [MiB, default 64]", package: "gloo-algorithms", features: &[], target: Example("kernels"), args: &[] },
+    Bench { name: "rendezvous", about: "rendezvous + full-mesh connect of N local processes through a TcpStore [N...]", package: "gloo-rendezvous", features: &[], target: Example("rendezvous_bench"), args: &[] },
+    Bench { name: "store", about: "TcpStore vs redis-server set/get ops/s from 64 clients (needs redis-server, redis-benchmark)", package: "gloo-rendezvous", features: &["redis"], target: Example("store_bench"), args: &[] },
 ];
 
 #[cfg(test)]
@@ -98,7 +114,7 @@ mod tests {
     use super::*;
     use crate::row::{Kind, Target};
     use std::collections::HashSet;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     #[test]
     fn row_names_are_unique_and_glob_friendly() {
@@ -134,6 +150,90 @@ mod tests {
                 dir.display()
             );
         }
+    }
+
+    /// Every package directory of the workspace with its package name.
+    fn packages(root: &Path) -> Vec<(String, PathBuf)> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|d| d.join("Cargo.toml").is_file())
+            .collect();
+        dirs.push(root.join("xtask"));
+        dirs.into_iter()
+            .map(|dir| {
+                let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+                let name = manifest
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("name = \""))
+                    .and_then(|rest| rest.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("no package name in {}", dir.display()))
+                    .to_string();
+                (name, dir)
+            })
+            .collect()
+    }
+
+    /// Whether any `.rs` file under `dir` (recursively, skipping `skip`) holds a test.
+    fn has_tests(dir: &Path, skip: &[&str]) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else { return false };
+        entries.map(|e| e.unwrap().path()).any(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if skip.contains(&name.as_str()) {
+                false
+            } else if path.is_dir() {
+                has_tests(&path, skip)
+            } else {
+                name.ends_with(".rs")
+                    && std::fs::read_to_string(&path)
+                        .is_ok_and(|src| src.contains("#[test]") || src.contains("proptest!"))
+            }
+        })
+    }
+
+    /// A test file that no row runs would never run in CI: adding `tests/x.rs` without a row
+    /// fails here, naming the file.
+    #[test]
+    fn every_test_target_in_the_workspace_has_a_row() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut uncovered = Vec::new();
+        for (package, dir) in packages(&root) {
+            let rows: Vec<&Row> =
+                ROWS.iter().filter(|r| r.kind == Kind::Test && r.package == package).collect();
+            let covers = |want: &dyn Fn(&Target) -> bool| {
+                rows.iter().any(|r| r.targets.is_empty() || r.targets.iter().any(want))
+            };
+            if let Ok(entries) = std::fs::read_dir(dir.join("tests")) {
+                for path in entries.map(|e| e.unwrap().path()) {
+                    // Cargo's test targets: `tests/x.rs` and `tests/x/main.rs`.
+                    let target = if path.extension().is_some_and(|e| e == "rs") {
+                        path.file_stem().unwrap().to_string_lossy().into_owned()
+                    } else if path.join("main.rs").is_file() {
+                        path.file_name().unwrap().to_string_lossy().into_owned()
+                    } else {
+                        continue;
+                    };
+                    if !covers(&|t| matches!(t, Target::Test(name) if *name == target)) {
+                        uncovered.push(format!("{package}: tests/{target}"));
+                    }
+                }
+            }
+            let lib_has_tests = dir.join("src/lib.rs").is_file()
+                && has_tests(&dir.join("src"), &["main.rs", "bin"]);
+            if lib_has_tests && !covers(&|t| *t == Target::Lib) {
+                uncovered.push(format!("{package}: the library's unit tests (--lib)"));
+            }
+            let bins_have_tests = std::fs::read_to_string(dir.join("src/main.rs"))
+                .is_ok_and(|src| src.contains("#[test]"))
+                || has_tests(&dir.join("src/bin"), &[]);
+            if bins_have_tests && !covers(&|t| *t == Target::Bins) {
+                uncovered.push(format!("{package}: the binaries' unit tests (--bins)"));
+            }
+        }
+        assert!(
+            uncovered.is_empty(),
+            "tests that no test-matrix row runs (add a row to ROWS in xtask/src/rows.rs): {uncovered:#?}"
+        );
     }
 
     #[test]
