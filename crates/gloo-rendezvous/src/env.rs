@@ -76,7 +76,9 @@ impl EnvConfig {
 /// variables involved: one variable of a pair without the other, a value that is not a number,
 /// a rank not below the size, a size of 0, `MASTER_ADDR` without `MASTER_PORT` (or the
 /// reverse), a `LOCAL_RANK` not below `LOCAL_WORLD_SIZE`, and two launchers that describe the
-/// same world size with different ranks for this process.
+/// same world size with different ranks for this process. Under Slurm with `MASTER_PORT` but
+/// no `MASTER_ADDR`, the master is the first host of `SLURM_JOB_NODELIST` (or
+/// `SLURM_NODELIST`).
 pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     let bad = |detail: String| Error::Config { detail };
     let number = |name: &str| -> Result<Option<u32>> {
@@ -141,7 +143,19 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
         return Err(bad(format!("LOCAL_RANK={lr} is not below LOCAL_WORLD_SIZE={lws}")));
     }
 
-    let master = match (vars.get("MASTER_ADDR"), vars.get("MASTER_PORT")) {
+    // Under srun without MASTER_ADDR, the store lives on the job's first node (where rank 0
+    // runs with Slurm's block distribution).
+    let slurm_first = || {
+        vars.get("SLURM_JOB_NODELIST")
+            .or_else(|| vars.get("SLURM_NODELIST"))
+            .and_then(|list| first_host(list))
+    };
+    let master_addr = vars.get("MASTER_ADDR").cloned().or_else(|| {
+        (launcher == Launcher::Slurm && vars.contains_key("MASTER_PORT"))
+            .then(slurm_first)
+            .flatten()
+    });
+    let master = match (master_addr.as_ref(), vars.get("MASTER_PORT")) {
         (None, None) => None,
         (Some(_), None) => return Err(bad("MASTER_ADDR is set but MASTER_PORT is not".into())),
         (None, Some(_)) => return Err(bad("MASTER_PORT is set but MASTER_ADDR is not".into())),
@@ -159,6 +173,24 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     let token =
         vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
     Ok(EnvConfig { rank, size, local_rank, master, token, launcher })
+}
+
+/// The first host of a Slurm node list (`node[01-04,07],gpu5` gives `node01`).
+fn first_host(list: &str) -> Option<String> {
+    let list = list.trim();
+    let (head, bracket) = match list.find(['[', ',']) {
+        Some(i) if list.as_bytes()[i] == b'[' => (&list[..i], Some(&list[i + 1..])),
+        Some(i) => (&list[..i], None),
+        None => (list, None),
+    };
+    let host = match bracket {
+        None => head.to_owned(),
+        Some(rest) => {
+            let first = rest.split([',', '-', ']']).next()?;
+            format!("{head}{first}")
+        }
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// [`parse_env`] over this process's environment.
@@ -346,6 +378,30 @@ mod tests {
             ("MASTER_PORT", "99999"),
         ]);
         assert!(e.contains("MASTER_PORT"), "{e}");
+    }
+
+    #[test]
+    fn slurm_node_list_gives_the_master_when_master_addr_is_unset() {
+        let c = parse_env(&vars(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_JOB_NODELIST", "gpu[07-10,12],cpu1"),
+            ("MASTER_PORT", "29500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.master, Some(("gpu07".into(), 29500)));
+        assert_eq!(first_host("node1"), Some("node1".into()));
+        assert_eq!(first_host("a,b"), Some("a".into()));
+        assert_eq!(first_host("n[3]"), Some("n3".into()));
+        assert_eq!(first_host(""), None);
+        // MASTER_ADDR, when set, wins; without MASTER_PORT the node list is not used.
+        let c = parse_env(&vars(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_NODELIST", "n[1-2]"),
+        ]))
+        .unwrap();
+        assert_eq!(c.master, None);
     }
 
     #[test]
