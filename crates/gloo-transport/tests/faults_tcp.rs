@@ -250,9 +250,6 @@ fn sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
 /// reason names rank 2), never blaming the other survivor, and neither leaks a thread or
 /// descriptor.
 #[test]
-#[ignore = "bug: a poisoned rank sends no Abort and its cancel resets mid-transfer connections, \
-            so survivors blame each other (PeerLost naming the other survivor); see \
-            /work/helpers/bugs-for-tcp.md"]
 fn sigkill_one_of_three_every_survivor_gets_peer_lost() {
     const NAME: &str = "sigkill_one_of_three_every_survivor_gets_peer_lost";
     if let Some((rank, size)) = procs::child_rank() {
