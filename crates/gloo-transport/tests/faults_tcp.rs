@@ -245,25 +245,23 @@ fn sigstop_of_the_receiver_gives_peer_lost_and_leaks_nothing() {
     );
 }
 
-/// Three ranks all exchange 4 MiB with each other, round after round, until rank 2 is killed:
-/// both survivors fail with `PeerLost` naming rank 2 (or an abort from the other survivor whose
-/// reason names rank 2), never blaming the other survivor, and neither leaks a thread or
-/// descriptor.
-#[test]
-fn sigkill_one_of_three_every_survivor_gets_peer_lost() {
-    const NAME: &str = "sigkill_one_of_three_every_survivor_gets_peer_lost";
+/// Three ranks all exchange 4 MiB with each other, round after round, until rank 2 is killed
+/// or frozen: both survivors fail with `PeerLost` naming rank 2 (or an abort from the other
+/// survivor whose reason names rank 2), never blaming the other survivor, and neither leaks a
+/// thread or descriptor.
+fn one_of_three(name: &str, fault: Fault) {
     if let Some((rank, size)) = procs::child_rank() {
         let board = Board::from_env().expect("the parent passes a board");
         let until = deadline(120);
         let (threads, fds) = (thread_count(), fd_count());
         {
-            let cfg = TcpConfig::loopback(NAME, Rank(rank), size).peer_timeout(PEER_TIMEOUT);
+            let cfg = TcpConfig::loopback(name, Rank(rank), size).peer_timeout(PEER_TIMEOUT);
             let listener = TcpListener::bind(cfg).expect("bind");
             let comm = board_connect(listener, &board, rank, size, until).expect("connect_all");
             let others: Vec<Rank> = (0..size).map(Rank).filter(|r| *r != Rank(rank)).collect();
             let mut round = 0u32;
             let err = loop {
-                assert!(u64::from(round) < MAX_MESSAGES, "rank 2 was never killed");
+                assert!(u64::from(round) < MAX_MESSAGES, "rank 2 was never stopped");
                 if let Err(e) = exchange_with(&comm, &others, round, 4 << 20, until) {
                     break e;
                 }
@@ -272,28 +270,38 @@ fn sigkill_one_of_three_every_survivor_gets_peer_lost() {
                     board.put_named("first", b"").expect("tell the parent");
                 }
             };
-            assert!(rank != 2, "rank 2 should have been killed, it failed with {err}");
+            assert!(rank != 2, "rank 2 should have been stopped, it failed with {err}");
             // Both survivors have their verdict before either closes its connection (a close
             // would be a second, later lost peer for the other).
             board.put_named(&format!("verdict-{rank}"), b"").expect("board");
             let _ = board.get_named(&format!("verdict-{}", 1 - rank), until);
             // Either it saw rank 2 go itself, or the other survivor told it (an abort whose
-            // reason names rank 2); blaming the other survivor for rank 2's death is wrong.
+            // reason names rank 2); blaming the other survivor for rank 2's fault is wrong.
             let named = match &err {
                 Error::PeerLost { peer: Rank(2), .. } => true,
                 Error::Aborted { by, reason } => by.0 == 1 - rank && reason.contains("rank 2"),
                 _ => false,
             };
-            assert!(named, "rank {rank} did not put rank 2's death down to rank 2: {err:?}");
+            assert!(named, "rank {rank} did not put rank 2's fault down to rank 2: {err:?}");
         }
         let now = wait_for_counts(threads, fds, deadline(30));
         assert_eq!(now, (threads, fds), "(threads, fds) after the communicator was dropped");
         return;
     }
     let board = Board::fresh("three").expect("a board");
-    let mut group = procs::spawn_self(NAME, 3, &[board.env()]);
+    let mut group = procs::spawn_self(name, 3, &[board.env()]);
     let first = board.get_named("first", deadline(120));
-    group.kill(2);
+    match fault {
+        Fault::Kill => group.kill(2),
+        Fault::Stop | Fault::StopIdle => {
+            group.stop(2);
+            // Keep rank 2 frozen until both survivors have their verdict, then end it.
+            let _ = board.get_named("verdict-0", deadline(120));
+            let _ = board.get_named("verdict-1", deadline(120));
+            group.cont(2);
+            group.kill(2);
+        }
+    }
     let outcomes = group.wait(deadline(120));
     if let Err(e) = first {
         panic!("no round went through: {e}\n{}", outcomes[0].report("ended"));
@@ -304,5 +312,18 @@ fn sigkill_one_of_three_every_survivor_gets_peer_lost() {
         }
         assert_ran_one_test(o);
     }
-    assert_eq!(outcomes[2].signal(), Some(SIGKILL), "{}", outcomes[2].report("was not killed"));
+    if fault == Fault::Kill {
+        let o = &outcomes[2];
+        assert_eq!(o.signal(), Some(SIGKILL), "{}", o.report("was not killed"));
+    }
+}
+
+#[test]
+fn sigkill_one_of_three_every_survivor_gets_peer_lost() {
+    one_of_three("sigkill_one_of_three_every_survivor_gets_peer_lost", Fault::Kill);
+}
+
+#[test]
+fn sigstop_one_of_three_every_survivor_gets_peer_lost() {
+    one_of_three("sigstop_one_of_three_every_survivor_gets_peer_lost", Fault::Stop);
 }
