@@ -79,7 +79,7 @@ pub(crate) struct LaunchArgs {
     #[arg(long, global = true, value_enum, default_value_t = TransportKind::Tcp)]
     pub(crate) transport: TransportKind,
     /// How long a waiting call of the transport spins before it sleeps, in microseconds (0:
-    /// sleep at once). Default: the transport's own (tcp: 50).
+    /// sleep at once). Default: the transport's own, shown in the output's header.
     #[arg(long, global = true, value_name = "US",
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub(crate) busy_poll_us: Option<u64>,
@@ -141,7 +141,8 @@ pub(crate) struct SweepArgs {
     /// --iters is not given.
     #[arg(long, default_value_t = 0.2, value_name = "SECS", value_parser = parse_positive_secs)]
     pub(crate) time_per_size: f64,
-    /// Verify one call per size against a locally computed expected value (the default).
+    /// Verify one call per size against a locally computed expected value, and that every rank
+    /// holds the same bytes where it must (the default).
     #[arg(long, overrides_with = "no_check")]
     pub(crate) check: bool,
     /// Do not verify results.
