@@ -201,6 +201,32 @@ fn allreduce_checks_every_dtype_and_every_op() {
 }
 
 #[test]
+fn every_allreduce_algorithm_can_be_forced_and_checks_out() {
+    for alg in ["ring", "halving_doubling", "bcube", "recursive_doubling"] {
+        let r = run(
+            &[
+                "--ranks",
+                "3",
+                "--algorithm",
+                alg,
+                "--max-bytes",
+                "256K",
+                "--step-factor",
+                "64",
+                "--iters",
+                "2",
+                "--no-limits",
+                "--format",
+                "csv",
+            ],
+            120,
+        );
+        let rows = assert_sweep_csv(&r, 3);
+        assert!(rows.iter().all(|row| row[4] == alg), "{alg}: {rows:?}");
+    }
+}
+
+#[test]
 fn env_start_up_runs_ranks_launched_like_torchrun() {
     // A free port for rank 0's store: bind, read it, release it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
