@@ -114,6 +114,20 @@ impl Group {
         });
     }
 
+    /// Ranks 1 and 2 still exchange messages, whatever became of the rogue's connection.
+    fn assert_closed_or_open_and_others_work(&mut self) {
+        let until = self.until;
+        std::thread::scope(|s| {
+            for c in &self.comms[1..] {
+                s.spawn(move || {
+                    let other = Rank(3 - c.rank().0);
+                    exchange_with(c, &[other], 7, 1000, until)
+                        .unwrap_or_else(|e| panic!("rank {} after the attack: {e}", c.rank()));
+                });
+            }
+        });
+    }
+
     /// After a protocol violation (an error scoped to one peer): the rogue's connection is
     /// closed, a later receive from it fails at once with the same kind of error, and every
     /// other pair, the victim's included, keeps working.
@@ -495,6 +509,27 @@ fn rogue_clears_a_send_twice() {
     g.assert_contained();
 }
 
+/// The reason is untrusted text that ends up in error messages and logs: control characters
+/// (a terminal escape, a fake log line) must not come through as they are.
+#[test]
+#[ignore = "bug: a peer's Abort reason keeps control characters (escapes, CR/LF) in the error \
+            and logs; see /work/helpers/bugs-for-tcp.md"]
+fn rogue_abort_reason_cannot_inject_control_characters() {
+    let mut g = group("abort-escape", Duration::from_secs(120));
+    let reason = b"bye\x1b[2J\r\n2026-01-01T00:00:00Z  INFO all good\x07";
+    let (r, _) = g.victim_recv(Slot(1), 100, |c, _| {
+        c.send(&header(Opcode::Abort, 0, reason.len() as u64, 0)).expect("send");
+        c.send(reason).expect("send");
+    });
+    match r {
+        Err(Error::Aborted { by: ROGUE, reason }) => {
+            assert!(reason.contains("bye") && reason.contains("all good"), "{reason:?}");
+            assert!(!reason.chars().any(char::is_control), "control characters in {reason:?}");
+        }
+        other => panic!("expected Aborted by rank 3, got {other:?}"),
+    }
+}
+
 /// Half a header, then nothing (the connection stays open): the victim hears nothing, not even
 /// heartbeats, so rank 3 is lost after the victim's peer timeout.
 #[test]
@@ -578,4 +613,65 @@ fn rogue_rts_longer_than_the_posted_receive() {
     });
     assert_eq!(r.expect("the next message"), 4);
     assert_eq!(&buf[..4], b"next");
+}
+
+/// A small deterministic generator (splitmix64), so a failing case can be replayed by seed.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Frames with random fields (any opcode byte, flags, slot, length, transfer id; up to 300
+/// payload bytes), then silence. Whatever they are, the victim's receive from rank 3 ends
+/// within its deadline with a message or an error naming rank 3 — never a panic, a hang or
+/// a timeout — and ranks 1 and 2 go on.
+#[test]
+fn rogue_random_frames_never_panic_or_hang() {
+    for seed in 0..24u64 {
+        let mut rng = Gen(seed);
+        let mut g = group(&format!("random-{seed}"), Duration::from_secs(2));
+        g.until = deadline(30);
+        let slot = Slot(rng.below(3));
+        let (r, _) = g.victim_recv(slot, 128, |c, _| {
+            for _ in 0..1 + rng.below(5) {
+                let lens = [0, 1, 16, 100, 128, 129, EAGER_MAX, EAGER_MAX + 1, 1 << 40, u64::MAX];
+                let len = if rng.below(2) == 0 {
+                    lens[rng.below(lens.len() as u64) as usize]
+                } else {
+                    rng.below(400)
+                };
+                let mut h = header(Opcode::Eager, rng.below(4), len, rng.below(4));
+                // Mostly opcodes and flags a receiver accepts, so that the checks past the
+                // header are reached too.
+                h[6] =
+                    if rng.below(5) == 0 { rng.below(256) as u8 } else { 3 + rng.below(8) as u8 };
+                h[7] = [0u8, 0, 0, 0, 0, 0, 1, 0x80][rng.below(8) as usize];
+                if c.send(&h).is_err() {
+                    return;
+                }
+                let payload: Vec<u8> = (0..len.min(300)).map(|_| rng.next() as u8).collect();
+                if c.send(&payload).is_err() {
+                    return;
+                }
+            }
+        });
+        match &r {
+            Ok(_) => {}
+            Err(Error::Timeout { .. }) => panic!("seed {seed}: the victim timed out: {r:?}"),
+            Err(e) => assert_eq!(e.peer(), Some(ROGUE), "seed {seed}: {e:?}"),
+        }
+        g.until = deadline(60);
+        g.assert_closed_or_open_and_others_work();
+    }
 }
