@@ -57,7 +57,7 @@ fn all_exchange(comms: &[TcpComm], until: Instant) {
 
 /// A group of 3 with a token; rank 0 (the victim) starts connecting alone, `attack` runs
 /// against its listener, the victim must close the rogue's connection, then ranks 1 and 2
-/// join and everybody must connect and exchange. Returns the rogue's connection.
+/// join and everybody must connect and exchange.
 fn handshake_case(job: &str, attack: impl FnOnce(SocketAddr, Instant) -> Rogue) {
     let until = deadline(60);
     let listeners: Vec<TcpListener> =
