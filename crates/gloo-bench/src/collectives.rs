@@ -462,7 +462,7 @@ fn digest<T: Num>(buf: &[T]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        let v = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+        let v = u64::from_le_bytes(w.try_into().expect("chunks_exact(8) yields 8-byte slices"));
         h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
     }
     for &b in words.remainder() {

@@ -88,7 +88,11 @@ pub(crate) fn gather_f64s(
         all.iter()
             .map(|b| {
                 b.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8")))
+                    .map(|c| {
+                        f64::from_le_bytes(
+                            c.try_into().expect("chunks_exact(8) yields 8-byte slices"),
+                        )
+                    })
                     .collect()
             })
             .collect()

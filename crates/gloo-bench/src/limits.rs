@@ -390,8 +390,12 @@ fn server(l: &TcpListener, deadline: Instant) -> Result<()> {
             CMD_ONEWAY | CMD_DUPLEX => {
                 let mut p = [0u8; 16];
                 read_exact(&mut ctl, &mut p, 0, "stream parameters")?;
-                let secs = f64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
-                let message = u64::from_le_bytes(p[8..].try_into().expect("8 bytes"));
+                let secs = f64::from_le_bytes(
+                    p[..8].try_into().expect("p is 16 bytes: two 8-byte halves"),
+                );
+                let message = u64::from_le_bytes(
+                    p[8..].try_into().expect("p is 16 bytes: two 8-byte halves"),
+                );
                 if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0)
                     || message == 0
                     || message > MAX_MESSAGE
