@@ -609,8 +609,7 @@ impl Driver {
                                 return Ok(RxEvent::Arrived(m));
                             }
                             Rx::Abort { buf } => {
-                                let reason = String::from_utf8_lossy(&buf).into_owned();
-                                return Ok(RxEvent::Aborted(reason));
+                                return Ok(RxEvent::Aborted(untrusted_text(&buf)));
                             }
                             _ => unreachable!("matched above"),
                         }
@@ -1084,6 +1083,19 @@ fn checked_range(buf: &mut [u8], offset: u64, n: u64) -> Option<&mut [u8]> {
     buf.get_mut(start..end)
 }
 
+/// Text from a peer made safe for error messages and logs: invalid UTF-8 replaced, control
+/// characters (terminal escapes, forged log lines) shown escaped.
+fn untrusted_text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .chars()
+        .flat_map(|c| {
+            let esc = c.is_control().then(|| c.escape_default());
+            let plain = (!c.is_control()).then_some(c);
+            esc.into_iter().flatten().chain(plain)
+        })
+        .collect()
+}
+
 fn shrunk() -> Error {
     Error::invalid("an operation's buffer was replaced by a shorter one while it was posted")
 }
@@ -1110,4 +1122,16 @@ fn lost(peer: &Peer, e: &io::Error) -> (Error, bool) {
         format!("connection error: {e}")
     };
     (Error::PeerLost { peer: peer.rank, reason }, !peer.said_goodbye)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untrusted_text;
+
+    #[test]
+    fn untrusted_text_escapes_control_characters() {
+        let t = untrusted_text(b"bye\x1b[2J\r\nok\x07\xff");
+        assert!(!t.chars().any(char::is_control), "{t:?}");
+        assert!(t.starts_with("bye\\u{1b}[2J\\r\\nok"), "{t:?}");
+    }
 }
