@@ -491,8 +491,12 @@ impl Driver {
     ) -> std::result::Result<bool, (Error, bool)> {
         let mut moved = false;
         loop {
+            // Acting on an event may have closed this very connection.
+            if self.peers[r].as_ref().is_none_or(|p| p.stream.is_none()) {
+                return Ok(moved);
+            }
             let ev = {
-                let peer = self.peers[r].as_mut().expect("checked by pump");
+                let peer = self.peers[r].as_mut().expect("checked just above");
                 Self::rx_step(peer, mine, force, &mut moved)?
             };
             match ev {
@@ -725,7 +729,9 @@ impl Driver {
     }
 
     fn pump_tx(&mut self, r: usize, mine: &mut Mine<'_, '_>, force: bool) -> Result<bool> {
-        let peer = self.peers[r].as_mut().expect("checked by pump");
+        let Some(peer) = self.peers[r].as_mut().filter(|p| p.stream.is_some()) else {
+            return Ok(false);
+        };
         if !(peer.writable || force) {
             return Ok(false);
         }
