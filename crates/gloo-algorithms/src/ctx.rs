@@ -185,9 +185,28 @@ impl<'a> Ctx<'a> {
             Ok(()) => self.verify(ops),
             Err(e) => {
                 let err = self.fail(e);
+                if matches!(err, Error::Mismatch { .. }) {
+                    self.finish_sends(ops);
+                }
                 self.comm.cancel(ops);
                 self.cancel_watch();
                 Err(err)
+            }
+        }
+    }
+
+    /// After a mismatch, give the sends already under way a short grace to finish before the
+    /// rest is cancelled: cancelling a send part-way closes the connection, which the peer
+    /// would report as a lost rank instead of the mismatch (the peer's transport consumes a
+    /// mismatched message, so these sends do complete).
+    fn finish_sends(&self, ops: &mut Ops<'_>) {
+        let under_way = |op: &Op<'_>| op.is_send() && matches!(op.state(), OpState::Posted(_));
+        ops.sort_by_key(|op| !under_way(op));
+        let k = ops.iter().take_while(|op| under_way(op)).count();
+        if k > 0 {
+            let deadline = self.deadline.min(Instant::now() + ALARM_GRACE);
+            if let Err(e) = self.comm.progress(&mut ops[..k], Wait::All, deadline) {
+                tracing::debug!(error = %e, "sends under way at a mismatch did not finish");
             }
         }
     }
@@ -257,7 +276,7 @@ impl<'a> Ctx<'a> {
         match e {
             gloo_transport::Error::Mismatch { peer, slot, ours, theirs } => {
                 tracing::debug!(collective = %self.collective, %peer, %slot, "fingerprint mismatch");
-                self.alarm(theirs);
+                self.alarm();
                 Error::Mismatch {
                     collective: self.collective,
                     peer,
@@ -270,15 +289,15 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Send every peer a zero-byte message on the alarm slot whose fingerprint has our epoch
-    /// and the mismatching peer's description, marked as relayed (so it always differs from
-    /// every rank's own fingerprint). Best effort, bounded by a short grace period.
-    fn alarm(&self, theirs: Option<Fingerprint>) {
+    /// Send every peer a zero-byte message on the alarm slot carrying our own fingerprint
+    /// marked as relayed (so it differs from every rank's fingerprint, ours included, and a
+    /// rank of the other persuasion reads from it exactly what differs). Best effort, bounded
+    /// by a short grace period.
+    fn alarm(&self) {
         if self.collective == Collective::SendRecv || self.size < 2 {
             return;
         }
-        let mut info = CallInfo::decode(&theirs.unwrap_or_default());
-        info.epoch = self.fp.epoch();
+        let mut info = CallInfo::decode(&self.fp);
         info.relayed = true;
         let fp = info.encode();
         let mut ops: Vec<Op<'_>> = (0..self.size)

@@ -127,6 +127,12 @@ impl fmt::Display for Error {
                         let d = o.differences(&t);
                         if !d.is_empty() {
                             write!(f, " ({})", d.join("; "))?;
+                        } else if t.relayed {
+                            write!(
+                                f,
+                                " (rank {peer} agrees with us but saw another rank disagree; \
+                                 that rank's error names the difference)"
+                            )?;
                         }
                         Ok(())
                     }

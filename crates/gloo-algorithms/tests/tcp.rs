@@ -87,3 +87,48 @@ fn a_rank_killed_mid_allreduce_over_tcp_is_peer_lost_on_every_survivor() {
     }
     assert!(!outcomes[(n - 1) as usize].success(), "the killed rank did not die");
 }
+
+const MISMATCH_NAME: &str = "different_counts_over_tcp_are_a_mismatch_on_every_rank";
+
+#[test]
+fn different_counts_over_tcp_are_a_mismatch_on_every_rank() {
+    if let Some((rank, size)) = procs::child_rank() {
+        let board = Board::from_env().expect("the parent passes a board");
+        let listener = TcpListener::bind(TcpConfig::loopback("algo-mm", Rank(rank), size)).unwrap();
+        board.put(rank, &listener.address_bytes()).unwrap();
+        let addrs = board.get_all(size, gloo_testing::deadline(60)).unwrap();
+        let comm = listener.connect_all(&addrs, gloo_testing::deadline(60)).unwrap();
+        let g = Group::with_overrides(comm, EnvOverrides::default());
+        let o = gloo_algorithms::Options::new().with_timeout(std::time::Duration::from_secs(20));
+        // Rank 1's messages are longer than the others' receives: the fingerprint must still
+        // be what is reported, not the length. Large enough for rendezvous transfers.
+        for (tag, count) in [(0u32, 10usize), (1, 300_000)] {
+            let o = o.clone().with_tag(tag).with_algorithm(gloo_algorithms::Algorithm::Ring);
+            let mut v = vec![1f32; if rank == 1 { count * 2 } else { count }];
+            let e = g.allreduce(&mut v, gloo_algorithms::ReduceOp::Sum, &o).unwrap_err();
+            assert!(
+                matches!(e, gloo_algorithms::Error::Mismatch { .. }),
+                "rank {rank}, tag {tag}: expected a Mismatch, got {e}"
+            );
+            // Rank 1 is alone in its count: whether it sees the difference itself or reads
+            // it from another rank's alarm, its error names the count.
+            if rank == 1 {
+                assert!(e.to_string().contains("count: ours"), "rank 1, tag {tag}: {e}");
+            }
+        }
+        // Stay until everybody has its answer, so nobody sees a lost peer instead.
+        board.put_named(&format!("done-{rank}"), b"1").unwrap();
+        for r in 0..size {
+            board.get_named(&format!("done-{r}"), gloo_testing::deadline(60)).unwrap();
+        }
+        return;
+    }
+    for n in [2, 3] {
+        let board = Board::fresh(&format!("algo-mm-{n}")).unwrap();
+        let group = procs::spawn_self(MISMATCH_NAME, n, &[board.env()]);
+        let outcomes = group.wait(gloo_testing::deadline(120));
+        let failed: Vec<String> =
+            outcomes.iter().filter(|o| !o.success()).map(|o| o.report("did not succeed")).collect();
+        assert!(failed.is_empty(), "{n} ranks:\n{}", failed.join("\n"));
+    }
+}
