@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gloo_transport::{Communicator, Fingerprint, Op, OpState, Rank, Slot, Wait};
@@ -39,6 +40,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// Every rank but this one.
     peers: Vec<Rank>,
+    /// Where scratch comes from.
+    pool: Option<&'a ScratchPool>,
     /// The state of the alarm watch (see [`Ctx::drive`]).
     watch: Cell<OpState>,
     /// The call's tracing span, entered for as long as the call runs.
@@ -68,6 +71,7 @@ impl<'a> Ctx<'a> {
             fp,
             deadline,
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
+            pool: None,
             watch: Cell::new(OpState::New),
             _span: tracing::debug_span!(
                 "collective",
@@ -77,6 +81,20 @@ impl<'a> Ctx<'a> {
                 epoch = fp.epoch()
             )
             .entered(),
+        }
+    }
+
+    /// Take scratch from `pool` from now on.
+    pub(crate) fn with_pool(mut self, pool: &'a ScratchPool) -> Ctx<'a> {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// A scratch buffer of `len` bytes (contents unspecified).
+    pub(crate) fn scratch(&self, len: usize) -> Scratch<'a> {
+        match self.pool {
+            Some(p) => Scratch::from_pool(p, len),
+            None => Scratch::new(len),
         }
     }
 
@@ -344,17 +362,74 @@ pub(crate) fn bytes_of(r: &Range<usize>, size: usize) -> Range<usize> {
     r.start * size..r.end * size
 }
 
-/// A zeroed scratch buffer of `len` bytes aligned for every element type (it is allocated as
-/// `u64`s), so that typed kernels can view its element-aligned pieces without copying.
-pub(crate) struct Scratch(Vec<u64>, usize);
+/// Scratch buffers kept between calls by a [`Group`](crate::Group), so that a call does not
+/// pay for allocating (and the kernel for zeroing and faulting in) its scratch every time.
+/// Holds at most [`POOL_BUFFERS`] buffers of at most [`POOL_MAX_BYTES`] each.
+#[derive(Default)]
+pub(crate) struct ScratchPool(Mutex<Vec<Vec<u64>>>);
 
-impl Scratch {
-    pub(crate) fn new(len: usize) -> Scratch {
-        Scratch(vec![0u64; len.div_ceil(8)], len)
+/// How many buffers a pool keeps.
+const POOL_BUFFERS: usize = 4;
+/// The largest buffer a pool keeps (larger ones are freed).
+const POOL_MAX_BYTES: usize = 64 << 20;
+
+impl ScratchPool {
+    fn take(&self, words: usize) -> Option<Vec<u64>> {
+        // A poisoned lock only means a panic elsewhere while the list was held; the list
+        // of spare buffers is still valid.
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i =
+            v.iter().enumerate().filter(|(_, b)| b.len() >= words).min_by_key(|(_, b)| b.len())?.0;
+        Some(v.swap_remove(i))
+    }
+
+    fn give(&self, buf: Vec<u64>) {
+        if buf.len() * 8 > POOL_MAX_BYTES || buf.is_empty() {
+            return;
+        }
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < POOL_BUFFERS {
+            v.push(buf);
+        } else if let Some(smallest) = v.iter_mut().min_by_key(|b| b.len())
+            && smallest.len() < buf.len()
+        {
+            *smallest = buf;
+        }
+    }
+}
+
+/// A scratch buffer of `len` bytes aligned for every element type (it is allocated as
+/// `u64`s), so that typed kernels can view its element-aligned pieces without copying. Its
+/// contents are unspecified (a reused buffer keeps old bytes): schedules write every byte
+/// they later read. It goes back to its pool when dropped.
+pub(crate) struct Scratch<'p> {
+    buf: Vec<u64>,
+    len: usize,
+    pool: Option<&'p ScratchPool>,
+}
+
+impl<'p> Scratch<'p> {
+    /// A fresh buffer, not from a pool.
+    pub(crate) fn new(len: usize) -> Scratch<'p> {
+        Scratch { buf: vec![0u64; len.div_ceil(8)], len, pool: None }
+    }
+
+    fn from_pool(pool: &'p ScratchPool, len: usize) -> Scratch<'p> {
+        let words = len.div_ceil(8);
+        let buf = pool.take(words).unwrap_or_else(|| vec![0u64; words]);
+        Scratch { buf, len, pool: Some(pool) }
     }
 
     pub(crate) fn bytes(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.0)[..self.1]
+        &mut bytemuck::cast_slice_mut(&mut self.buf[..])[..self.len]
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool {
+            pool.give(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -454,7 +529,7 @@ pub(crate) fn ring_pass(
     // A lane holds one segment; small buffers need less than a whole segment.
     let lane =
         if reducing { seg.min(blocks.iter().map(|b| b.len()).max().unwrap_or(0)) } else { 0 };
-    let mut lanes = [Scratch::new(lane), Scratch::new(lane)];
+    let mut lanes = [ctx.scratch(lane), ctx.scratch(lane)];
     let mut window: SmallVec<[Item; 2]> = SmallVec::new();
     let mut next = 0;
     let mut retired = 0;
@@ -579,6 +654,30 @@ mod tests {
         assert_eq!(pieces[1], &[0, 1]);
         assert!(pieces[2].is_empty());
         assert_eq!(pieces[3], &[2]);
+    }
+
+    #[test]
+    fn the_pool_reuses_the_smallest_buffer_that_fits_and_stays_bounded() {
+        let pool = ScratchPool::default();
+        {
+            let mut a = Scratch::from_pool(&pool, 100);
+            a.bytes()[99] = 7;
+            let _b = Scratch::from_pool(&pool, 1000);
+        }
+        let mut c = Scratch::from_pool(&pool, 90);
+        // The 100-byte buffer (13 words) came back, stale bytes and all.
+        assert_eq!(c.buf.len(), 13);
+        assert_eq!(c.bytes().len(), 90);
+        drop(c);
+        for _ in 0..10 {
+            drop(Scratch::from_pool(&pool, 8));
+        }
+        for len in [8, 16, 24, 32, 40, 48] {
+            pool.give(vec![0; len]);
+        }
+        assert!(pool.0.lock().unwrap().len() <= POOL_BUFFERS);
+        pool.give(vec![0; POOL_MAX_BYTES / 8 + 1]);
+        assert!(pool.0.lock().unwrap().iter().all(|b| b.len() * 8 <= POOL_MAX_BYTES));
     }
 
     #[test]

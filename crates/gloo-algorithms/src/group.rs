@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use gloo_transport::{Communicator, Rank};
 
-use crate::ctx::{Ctx, Ops, STEP_P2P, byte_ranges, bytes_of, partition};
+use crate::ctx::{Ctx, Ops, STEP_P2P, ScratchPool, byte_ranges, bytes_of, partition};
 use crate::element::{DType, Element, divide_bytes};
 use crate::error::{Error, Result};
 use crate::fingerprint::{CallInfo, hash_counts};
@@ -48,6 +48,7 @@ pub struct Group<C> {
     epochs: Mutex<HashMap<u32, u64>>,
     p2p: Mutex<HashMap<(u32, u32, bool), u64>>,
     overrides: EnvOverrides,
+    pool: ScratchPool,
 }
 
 impl<C> Deref for Group<C> {
@@ -142,6 +143,7 @@ impl<C: Communicator> Group<C> {
             epochs: Mutex::new(HashMap::new()),
             p2p: Mutex::new(HashMap::new()),
             overrides,
+            pool: ScratchPool::default(),
         }
     }
 
@@ -215,7 +217,8 @@ impl<C: Communicator> Group<C> {
         info.epoch = epoch;
         tracing::trace!(rank = self.comm.rank().0, call = %info, "collective");
         let deadline = opts.deadline_from_now();
-        let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline);
+        let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline)
+            .with_pool(&self.pool);
         if call.check && ctx.size > 1 {
             ctx.agree()?;
         }

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use smallvec::smallvec;
 
-use crate::ctx::{Ctx, Land, Ops, Scratch, bytes_of, carve, partition, ring_pass};
+use crate::ctx::{Ctx, Land, Ops, bytes_of, carve, partition, ring_pass};
 use crate::element::ByteFn;
 use crate::error::Result;
 
@@ -95,7 +95,7 @@ impl Fold {
             ctx.run(smallvec![ctx.send(r + 1, step, buf)])?;
             Ok(None)
         } else {
-            let mut tmp = Scratch::new(buf.len());
+            let mut tmp = ctx.scratch(buf.len());
             ctx.run(smallvec![ctx.recv(r - 1, step, tmp.bytes())])?;
             f(buf, tmp.bytes());
             Ok(Some(r / 2))
@@ -125,7 +125,7 @@ pub(crate) fn allreduce_recursive_doubling(
 ) -> Result<()> {
     let fold = Fold::new(ctx.size);
     if let Some(nr) = fold.fold_in(ctx, buf, f, 0)? {
-        let mut tmp = Scratch::new(buf.len());
+        let mut tmp = ctx.scratch(buf.len());
         let mut mask = 1;
         let mut step = 1;
         while mask < fold.p {
@@ -157,7 +157,7 @@ pub(crate) fn allreduce_halving_doubling(
     let fold = Fold::new(ctx.size);
     if let Some(nr) = fold.fold_in(ctx, buf, f, 0)? {
         let count = buf.len() / es;
-        let mut tmp = Scratch::new(count.div_ceil(2) * es);
+        let mut tmp = ctx.scratch(count.div_ceil(2) * es);
         let mut range = 0..count;
         let mut history: Vec<Range<usize>> = Vec::new();
         let mut mask = fold.p / 2;
@@ -242,7 +242,7 @@ pub(crate) fn allreduce_bcube(
             .map(|p| range.start + p.start..range.start + p.end)
             .collect();
         let mine = bytes_of(&parts[d], es);
-        let mut tmp = Scratch::new(mine.len() * (g - 1));
+        let mut tmp = ctx.scratch(mine.len() * (g - 1));
         {
             let mut ops = Ops::new();
             let mut lanes = tmp.bytes().chunks_mut(mine.len().max(1));
@@ -364,14 +364,14 @@ pub(crate) fn reduce_binomial(
     let mask = subtree_mask(vr, n);
     let has_children = vr + 1 < n && mask > 1;
     let mut acc = if vr != 0 && has_children {
-        let mut s = Scratch::new(buf.len());
+        let mut s = ctx.scratch(buf.len());
         s.bytes().copy_from_slice(buf);
         Some(s)
     } else {
         None
     };
     if has_children {
-        let mut tmp = Scratch::new(buf.len());
+        let mut tmp = ctx.scratch(buf.len());
         let mut m = 1;
         while m < mask && vr + m < n {
             ctx.run(smallvec![ctx.recv(real(vr + m), 0, tmp.bytes())])?;
@@ -430,7 +430,7 @@ pub(crate) fn gather_binomial(
         }
         return ctx.run(smallvec![ctx.send(real(vr - mask), 0, input)]);
     }
-    let mut tmp = Scratch::new(rel_off[end] - base);
+    let mut tmp = ctx.scratch(rel_off[end] - base);
     tmp.bytes()[..input.len()].copy_from_slice(input);
     {
         let ranges: Vec<Range<usize>> = children.iter().map(|(_, r)| r.clone()).collect();
@@ -490,7 +490,7 @@ pub(crate) fn scatter_binomial(
         }
         return ctx.run(smallvec![ctx.recv(real(vr - mask), 0, output)]);
     }
-    let mut tmp = Scratch::new(rel_off[end] - base);
+    let mut tmp = ctx.scratch(rel_off[end] - base);
     if vr == 0 {
         let mut real_off = vec![0usize; n + 1];
         for q in 0..n {
@@ -540,7 +540,7 @@ pub(crate) fn allgather_bruck(
 ) -> Result<()> {
     let n = ctx.size;
     let r = ctx.rank;
-    let mut tmp = Scratch::new(n * block);
+    let mut tmp = ctx.scratch(n * block);
     let t = tmp.bytes();
     t[..block].copy_from_slice(input);
     let mut pow = 1;
