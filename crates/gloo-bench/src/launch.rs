@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::report::Report;
 use crate::store;
 
-/// How long the launcher lets the other ranks finish after one has failed (they fail by
-/// themselves within their own deadlines; this only bounds a rank that would not).
-const GRACE_AFTER_FAILURE: Duration = Duration::from_secs(15);
+/// How long the launcher lets the other ranks finish after one has failed. They normally
+/// fail by themselves at once (the failed rank's sockets close) or within the transport's
+/// peer timeout (5 s by default, for a frozen rank); this bounds a rank that would not.
+const GRACE_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);

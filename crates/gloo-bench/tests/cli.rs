@@ -476,3 +476,54 @@ fn a_rank_whose_peer_never_comes_fails_within_its_deadline_naming_what_it_waited
     assert!(r.stderr.contains("rank 0:"), "{}", r.stderr);
     assert!(r.stderr.contains("limits.addr"), "the missing key is not named:\n{}", r.stderr);
 }
+
+#[test]
+fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
+        .args(["--timeout", "10", "--no-limits", "--time-per-size", "1", "--format", "csv"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = launcher.id();
+    let deadline = gloo_testing::deadline(60);
+    // The launcher's children, from the kernel's list of them.
+    let children = || -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let victim = loop {
+        let c = children();
+        if c.len() == 2 {
+            break c[1];
+        }
+        assert!(Instant::now() < deadline, "the launcher did not start 2 ranks");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Let the sweep get going, then freeze one rank.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopped = Command::new("kill").args(["-STOP", &victim.to_string()]).status().unwrap();
+    assert!(stopped.success());
+    let status = loop {
+        if let Some(st) = launcher.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+            let _ = launcher.kill();
+            panic!("the launcher hung with a frozen rank");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    launcher.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "stderr:\n{err}");
+    assert!(err.contains("rank"), "the failure does not name a rank:\n{err}");
+    // The frozen rank is gone: killed by the launcher, not left behind.
+    let state = std::fs::read_to_string(format!("/proc/{victim}/stat")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains(") Z "), "rank {victim} still exists: {state}");
+}
