@@ -320,7 +320,7 @@ fn count() -> impl Strategy<Value = usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn allreduce_matches_the_oracle(n in size(), count in count(), dt in 0usize..12, op in 0usize..6,
