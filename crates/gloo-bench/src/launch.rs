@@ -140,5 +140,7 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
         })?),
         Err(_) => None,
     };
+    // The user ran the launcher, not rank 0's command line with its added flags.
+    let report = report.map(|r| Report { command: crate::report::command_line(), ..r });
     Ok(Launched { report, failures })
 }

@@ -141,6 +141,7 @@ fn run_with(
     let mut report = Report {
         tool: format!("gloo-bench {}", env!("CARGO_PKG_VERSION")),
         mode: String::new(),
+        command: report::command_line(),
         host: report::host_name(),
         cpus: report::cpu_count(),
         transport: cli.launch.transport.name().into(),

@@ -16,6 +16,9 @@ pub(crate) struct Report {
     pub(crate) tool: String,
     /// `sweep`, `transport` or `limits`.
     pub(crate) mode: String,
+    /// The command line that produced the report.
+    #[serde(default)]
+    pub(crate) command: String,
     /// Host name of rank 0.
     pub(crate) host: String,
     /// CPUs available to rank 0.
@@ -159,6 +162,9 @@ impl Report {
                 "# limits (plain sockets between ranks 0 and 1, this run): {}",
                 lim.join(", ")
             );
+        }
+        if !self.command.is_empty() {
+            let _ = writeln!(s, "# command: {}", self.command);
         }
         for n in &self.notes {
             let _ = writeln!(s, "# {n}");
@@ -341,6 +347,18 @@ pub(crate) fn human_bytes(b: u64) -> String {
     format!("{b} B")
 }
 
+/// This process's command line, as a shell would show it (arguments with spaces quoted).
+pub(crate) fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "gloo-bench".to_string() } else { a };
+            if a.contains(' ') { format!("'{a}'") } else { a }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// This machine's host name (`?` if it cannot be read).
 pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -361,6 +379,7 @@ mod tests {
         Report {
             tool: "gloo-bench 0".into(),
             mode: "sweep".into(),
+            command: "gloo-bench".into(),
             host: "h".into(),
             cpus: 2,
             transport: "tcp".into(),
