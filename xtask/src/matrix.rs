@@ -455,7 +455,7 @@ mod tests {
         assert_eq!(
             shell_line(&inv, &c),
             "RUSTFLAGS='-Ctarget-cpu=native --cfg loom' CARGO_TARGET_DIR=target/loom \
-             cargo test -p gloo-transport --no-fail-fast --release --lib"
+             cargo test -p gloo-transport --no-fail-fast --lib"
         );
     }
 

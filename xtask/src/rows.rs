@@ -30,7 +30,7 @@
 //! ```
 
 use crate::row::BenchTarget::{Bin, Example};
-use crate::row::Target::{Lib, Test};
+use crate::row::Target::{Doc, Lib, Test};
 use crate::row::{Bench, Need, Row};
 
 /// A Redis server on PATH (the rendezvous crate's tests start their own on a free port).
@@ -63,13 +63,13 @@ pub const ROWS: &[Row] = &[
     Row::cargo("lint/fmt", &["fmt", "--all", "--", "--check"]).needs(&[RUSTFMT]),
     Row::cargo("lint/clippy", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]).needs(&[CLIPPY]),
     Row::cargo("lint/doc", &["doc", "--workspace", "--no-deps"]).env(&[("RUSTDOCFLAGS", "-Dwarnings")]),
-    // xtask checks its own tables (unique names, existing packages, ...).
-    Row::test("xtask/self", "xtask").lib(),
-    // Every crate's documentation examples (README's example mirrors gloo-transport's).
-    Row::cargo("doc/examples", &["test", "--workspace", "--no-fail-fast", "--doc"]),
+    // xtask checks its own tables (unique names, every test target has a row, ...) and runs the
+    // README's example as a doc test.
+    Row::test("xtask/self", "xtask"),
     // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
     // loopback (plain and havoc) and over tcp, processes, faults, rogue peers, loom models.
     Row::test("transport/unit", "gloo-transport").lib(),
+    Row::test("transport/doc", "gloo-transport").targets(&[Doc]),
     Row::test("transport/no-tcp", "gloo-transport").no_default_features().lib(),
     Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
     Row::test("transport/loopback", "gloo-transport").targets(&[Test("conformance_loopback")]),
@@ -85,10 +85,12 @@ pub const ROWS: &[Row] = &[
     // bootstrap, then the same again with Redis. `cli` on in every row so they share one build.
     Row::test("rendezvous/stores", "gloo-rendezvous").features(&["cli"]).targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store"), Test("gloo_store_bin")]),
     Row::test("rendezvous/bootstrap", "gloo-rendezvous").features(&["cli"]).targets(&[Test("bootstrap")]),
+    Row::test("rendezvous/doc", "gloo-rendezvous").features(&["cli"]).targets(&[Doc]),
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "cli"]).targets(&[Lib, Test("redis_store"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
+    Row::test("algorithms/doc", "gloo-algorithms").targets(&[Doc]),
     Row::test("algorithms/smoke", "gloo-algorithms").targets(&[Test("smoke")]),
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
@@ -191,6 +193,42 @@ mod tests {
         })
     }
 
+    /// Whether any `.rs` file under `dir` has a code block in its documentation (a doc test).
+    fn has_doc_examples(dir: &Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else { return false };
+        entries.map(|e| e.unwrap().path()).any(|path| {
+            if path.is_dir() {
+                has_doc_examples(&path)
+            } else {
+                path.extension().is_some_and(|e| e == "rs")
+                    && std::fs::read_to_string(&path).is_ok_and(|src| opens_rust_fence(&src))
+            }
+        })
+    }
+
+    /// Whether `src` has a doc-comment code fence that rustdoc tests: an opening fence with no
+    /// language or a `rust` one (closing fences are told apart by counting).
+    fn opens_rust_fence(src: &str) -> bool {
+        let mut inside = false;
+        for line in src.lines() {
+            let line = line.trim_start();
+            let Some(rest) = ["//! ```", "/// ```"].iter().find_map(|d| line.strip_prefix(d))
+            else {
+                continue;
+            };
+            if inside {
+                inside = false;
+                continue;
+            }
+            let lang = rest.trim();
+            if lang.is_empty() || lang.starts_with("rust") {
+                return true;
+            }
+            inside = true;
+        }
+        false
+    }
+
     /// A test file that no row runs would never run in CI: adding `tests/x.rs` without a row
     /// fails here, naming the file.
     #[test]
@@ -223,6 +261,11 @@ mod tests {
             if lib_has_tests && !covers(&|t| *t == Target::Lib) {
                 uncovered.push(format!("{package}: the library's unit tests (--lib)"));
             }
+            let lib_has_examples =
+                dir.join("src/lib.rs").is_file() && has_doc_examples(&dir.join("src"));
+            if lib_has_examples && !covers(&|t| *t == Target::Doc) {
+                uncovered.push(format!("{package}: the library's doc examples (--doc)"));
+            }
             let bins_have_tests = std::fs::read_to_string(dir.join("src/main.rs"))
                 .is_ok_and(|src| src.contains("#[test]"))
                 || has_tests(&dir.join("src/bin"), &[]);
@@ -234,6 +277,14 @@ mod tests {
             uncovered.is_empty(),
             "tests that no test-matrix row runs (add a row to ROWS in xtask/src/rows.rs): {uncovered:#?}"
         );
+    }
+
+    #[test]
+    fn only_rust_fences_count_as_doc_examples() {
+        assert!(opens_rust_fence("//! ```\n//! let x = 1;\n//! ```\n"));
+        assert!(opens_rust_fence("    /// ```rust,no_run\n    /// ```\n"));
+        assert!(!opens_rust_fence("//! ```text\n//! cargo run\n//! ```\n"));
+        assert!(!opens_rust_fence("// ```\nfn main() {}\n"));
     }
 
     #[test]
