@@ -399,3 +399,21 @@ fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm()
         }
     }
 }
+
+#[test]
+fn an_absolute_deadline_bounds_the_call() {
+    // With a one-hour timeout, only the absolute deadline can end the wait for the absent
+    // rank: a Timeout proves it was used.
+    let done = Barrier::new(2);
+    let out = on_ranks(2, 6, |g| {
+        let r = (g.rank() == Rank(1)).then(|| {
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
+            let o = Options::new().with_timeout(Duration::from_secs(3600)).with_deadline(deadline);
+            g.barrier(&o)
+        });
+        done.wait();
+        r
+    });
+    let r = out[1].clone().unwrap();
+    assert!(r.as_ref().is_err_and(Error::is_timeout), "{r:?}");
+}
