@@ -512,8 +512,6 @@ fn rogue_clears_a_send_twice() {
 /// The reason is untrusted text that ends up in error messages and logs: control characters
 /// (a terminal escape, a fake log line) must not come through as they are.
 #[test]
-#[ignore = "bug: a peer's Abort reason keeps control characters (escapes, CR/LF) in the error \
-            and logs; see /work/helpers/bugs-for-tcp.md"]
 fn rogue_abort_reason_cannot_inject_control_characters() {
     let mut g = group("abort-escape", Duration::from_secs(120));
     let reason = b"bye\x1b[2J\r\n2026-01-01T00:00:00Z  INFO all good\x07";
