@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::fingerprint::CallInfo;
 use crate::select::Collective;
 
-/// The step of the slot that carries mismatch alarms (never received on purpose: the
-/// transport's fingerprint rule 2 turns their arrival into a `Mismatch` for a pending receive).
+/// The step of the slot that carries mismatch alarms. Every call keeps a receive-any posted
+/// on it (the watch, see [`Ctx::drive`]), and the transport's fingerprint rule 2 also turns an
+/// alarm's arrival into a `Mismatch` for any receive pending from its sender.
 pub(crate) const STEP_ALARM: u32 = u32::MAX;
 /// The step of the slot typed point-to-point messages use.
 pub(crate) const STEP_P2P: u32 = u32::MAX - 1;
