@@ -1113,3 +1113,54 @@ mod tests {
         assert_eq!(segment(&o.clone().with_segment_bytes(0), 8), 8);
     }
 }
+
+/// A communicator behind a pointer to a trait object (`&dyn Communicator`,
+/// `Box<dyn Communicator>`, `Arc<dyn Communicator>`), usable as a [`Group`]'s communicator.
+///
+/// ```
+/// use gloo_algorithms::{DynComm, Group, Options};
+/// use gloo_transport::{Communicator, loopback::{LoopbackConfig, group}};
+/// let comms: Vec<Box<dyn Communicator>> = group(2, LoopbackConfig::default())
+///     .into_iter()
+///     .map(|c| Box::new(c) as Box<dyn Communicator>)
+///     .collect();
+/// gloo_testing::run_ranks(comms, |c| {
+///     let g = Group::new(DynComm(c)).unwrap();
+///     g.barrier(&Options::new()).unwrap();
+/// });
+/// ```
+pub struct DynComm<P>(pub P);
+
+impl<'d, P> Communicator for DynComm<P>
+where
+    P: Deref<Target = dyn Communicator + 'd> + Send + Sync,
+{
+    fn rank(&self) -> Rank {
+        self.0.rank()
+    }
+
+    fn size(&self) -> u32 {
+        self.0.size()
+    }
+
+    fn progress(
+        &self,
+        ops: &mut [gloo_transport::Op<'_>],
+        wait: gloo_transport::Wait,
+        deadline: std::time::Instant,
+    ) -> gloo_transport::Result<()> {
+        self.0.progress(ops, wait, deadline)
+    }
+
+    fn cancel(&self, ops: &mut [gloo_transport::Op<'_>]) {
+        self.0.cancel(ops)
+    }
+
+    fn abort(&self, reason: &str) {
+        self.0.abort(reason)
+    }
+
+    fn poisoned(&self) -> Option<gloo_transport::Error> {
+        self.0.poisoned()
+    }
+}

@@ -59,3 +59,19 @@ fn every_collective_on_loopback_at_several_sizes() {
         on_ranks(n, 9, |g| every_collective_on_this_rank(&g, 42));
     }
 }
+
+#[test]
+fn a_group_over_a_borrowed_trait_object() {
+    use gloo_algorithms::{DynComm, Group};
+    use gloo_transport::Communicator;
+    let comms =
+        gloo_transport::loopback::group(3, gloo_transport::loopback::LoopbackConfig::havoc(2));
+    let out = gloo_testing::run_ranks(comms, |c| {
+        let d: &dyn Communicator = &c;
+        let g = Group::new(DynComm(d)).unwrap();
+        let mut v = [c.rank().0 as u64 + 1; 4];
+        g.allreduce(&mut v, ReduceOp::Product, &Options::new()).unwrap();
+        v
+    });
+    assert_eq!(out, vec![[6; 4]; 3]);
+}
