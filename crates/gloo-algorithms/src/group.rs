@@ -1093,27 +1093,6 @@ pub fn block_ranges(count: usize, parts: usize) -> Vec<Range<usize>> {
     partition(count, parts)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_are_checked() {
-        let c = Collective::Gatherv;
-        assert!(check_counts(c, "counts", &[1, 2], 3).is_err());
-        assert_eq!(check_counts(c, "counts", &[1, 2, 3], 3).unwrap(), 6);
-        let e = check_counts(c, "counts", &[usize::MAX, 2], 2).unwrap_err();
-        assert!(e.to_string().contains("counts"), "{e}");
-    }
-
-    #[test]
-    fn segment_is_whole_elements() {
-        let o = Options::new().with_segment_bytes(10);
-        assert_eq!(segment(&o, 4), 8);
-        assert_eq!(segment(&o.clone().with_segment_bytes(0), 8), 8);
-    }
-}
-
 /// A communicator behind a pointer to a trait object (`&dyn Communicator`,
 /// `Box<dyn Communicator>`, `Arc<dyn Communicator>`), usable as a [`Group`]'s communicator.
 ///
@@ -1162,5 +1141,26 @@ where
 
     fn poisoned(&self) -> Option<gloo_transport::Error> {
         self.0.poisoned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_checked() {
+        let c = Collective::Gatherv;
+        assert!(check_counts(c, "counts", &[1, 2], 3).is_err());
+        assert_eq!(check_counts(c, "counts", &[1, 2, 3], 3).unwrap(), 6);
+        let e = check_counts(c, "counts", &[usize::MAX, 2], 2).unwrap_err();
+        assert!(e.to_string().contains("counts"), "{e}");
+    }
+
+    #[test]
+    fn segment_is_whole_elements() {
+        let o = Options::new().with_segment_bytes(10);
+        assert_eq!(segment(&o, 4), 8);
+        assert_eq!(segment(&o.clone().with_segment_bytes(0), 8), 8);
     }
 }
