@@ -203,17 +203,14 @@ impl Communicator for TcpComm {
             }
             let spin_end = *spin_until.get_or_insert(now + s.busy_poll);
             match d.poll.take() {
-                Some((mut poll, mut events)) if now < spin_end => {
-                    // Busy-poll: readiness without sleeping, then let others in briefly.
-                    let r = poll.poll(&mut events, Some(Duration::ZERO));
-                    d.note_events(&events);
-                    d.poll = Some((poll, events));
-                    if let Err(e) = r {
-                        break Err(Error::io(Some(s.me), "polling sockets", &e));
-                    }
+                Some(p) if now < spin_end => {
+                    // Busy-poll: the next pump tries the sockets of this call's own operations
+                    // directly (a non-blocking read costs less than asking epoll first), and
+                    // in between the lock is released and the core yielded: when ranks
+                    // outnumber cores, the peer we wait for may need this very core.
+                    d.poll = Some(p);
+                    d.mark_ready(ops);
                     drop(d);
-                    // Yield rather than spin: when ranks outnumber cores, the peer we wait for
-                    // may need this very core.
                     std::thread::yield_now();
                     d = s.lock();
                 }

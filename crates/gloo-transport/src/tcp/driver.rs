@@ -229,6 +229,31 @@ impl Driver {
         }
     }
 
+    /// For busy polling: let the next pump try the sockets of the peers these operations
+    /// wait on, without waiting for readiness events.
+    pub(crate) fn mark_ready(&mut self, ops: &[Op<'_>]) {
+        let touch = |r: Rank, peers: &mut Vec<Option<Peer>>| {
+            if let Some(Some(p)) = peers.get_mut(r.index()) {
+                p.readable = true;
+                p.writable = true;
+            }
+        };
+        for op in ops {
+            if op.is_done() {
+                continue;
+            }
+            match op.kind() {
+                OpKind::Send { to, .. } => touch(*to, &mut self.peers),
+                OpKind::Recv { from, .. } => touch(*from, &mut self.peers),
+                OpKind::RecvAny { from, .. } => {
+                    for r in from.iter() {
+                        touch(*r, &mut self.peers);
+                    }
+                }
+            }
+        }
+    }
+
     /// Reject operations that cannot work, before anything is posted.
     pub(crate) fn validate(&self, ops: &[Op<'_>]) -> Result<()> {
         let size = self.peers.len() as u32;
