@@ -8,16 +8,19 @@
 //! the builder methods of [`Row`]:
 //!
 //! ```text
-//! Row::test("transport/conformance", "gloo-transport").targets(&[Test("conformance")]),
-//! Row::test("transport/loom", "gloo-transport").lib().loom(),        // --cfg loom, target/loom, release
-//! Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis"]).targets(&[Test("redis")]).needs(&[REDIS]),
-//! Row::test("transport/large", "gloo-transport").targets(&[Test("large")]).release().test_args(&["--include-ignored"]),
+//! Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),                  // tests/ring.rs
+//! Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),      // --cfg loom, target/loom
+//! Row::test("tls/unit", "gloo-tls").lib(),                                     // --lib (also Doc, Bins)
+//! Row::test("x/redis", "gloo-rendezvous").features(&["redis"]).needs(&[REDIS]), // skipped without it
+//! Row::test("x/huge", "gloo-shm").targets(&[Test("huge")]).release().test_args(&["--include-ignored"]),
 //! ```
 //!
 //! Other builders: `.no_default_features()`, `.env(&[("K", "v")])`, `.rustflags("...")`,
-//! `.target_subdir("x")`, `.timeout_secs(n)`. A test target that does not exist fails the row
-//! (cargo's "no test target named" error), and so does a row that ran no test at all: add the
-//! row in the same commit as its tests. A missing need skips the row loudly with the install
+//! `.target_subdir("x")`, `.timeout_secs(n)` (default 15 min, build included). A test target
+//! that does not exist fails the row (cargo's "no test target named" error), and so does a row
+//! that ran no test at all: add the row in the same commit as its tests. The self-test
+//! `every_test_target_in_the_workspace_has_a_row` (row `xtask/self`) fails when a `tests/*.rs`
+//! file, a library's unit tests or its doc examples are in no row. A missing need skips the row loudly with the install
 //! command, and fails it under `--ci`; `.ci/run` installs what CI needs.
 //!
 //! # Adding a benchmark
