@@ -7,6 +7,7 @@
 //! instead), later calls must fail fast with it, and once its communicator is dropped its
 //! thread and descriptor counts must come back to what they were before the group was made.
 //! A frozen rank is continued and killed at the end.
+#![cfg(feature = "tcp")]
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! One message of 3 GiB and a few bytes between two processes over loopback TCP (issue 2 §4,
 //! the "large" row of the test matrix). Lengths beyond `u32` and the chunking of syscalls are
 //! what it checks; memory is the two buffers, one per process.
+#![cfg(feature = "tcp")]
 
 use gloo_testing::deadline;
 use gloo_testing::procs::{self, Board};

@@ -2,6 +2,7 @@
 //! itself once per rank (`gloo_testing::procs`), the ranks swap their address bytes through a
 //! file board, connect, and every rank exchanges a small (eager) and a large (rendezvous,
 //! several data chunks) message with every other rank, checking their contents.
+#![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
 

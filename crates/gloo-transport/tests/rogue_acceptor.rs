@@ -6,6 +6,7 @@
 //! wrong key); a peer that answers garbage or nothing is retried with back-off, and at the
 //! deadline `connect_all` fails with a timeout naming rank 0 and the last reason it was
 //! refused. Either way the victim returns within its deadline.
+#![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

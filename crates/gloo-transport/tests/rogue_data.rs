@@ -11,6 +11,7 @@
 //! the victim's group by design, while ranks 1 and 2 go on. A message longer than the posted
 //! receive is not a protocol violation but a caller's mistake: it is `MessageTooLong` and the
 //! connection survives it.
+#![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

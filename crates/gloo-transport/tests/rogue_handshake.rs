@@ -9,6 +9,7 @@
 //! naming that rank and carrying the rogue's rejection.
 //!
 //! The cases run one at a time: they assert on the process's captured warnings.
+#![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

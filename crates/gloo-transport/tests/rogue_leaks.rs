@@ -3,6 +3,7 @@
 //! half-open connections, then an insider playing rank 2 breaks the protocol. Once every
 //! communicator and rogue connection is dropped, the process's thread and descriptor counts
 //! must be back to their values from before the group was made.
+#![cfg(feature = "tcp")]
 
 use std::time::Duration;
 
