@@ -87,14 +87,15 @@ pub(crate) struct LaunchArgs {
     #[arg(long, global = true, default_value_t = 300.0, value_name = "SECS",
           value_parser = parse_positive_secs)]
     pub(crate) timeout: f64,
-    /// Seconds spent on each limit measurement (ping-pong, streams, memcpy).
+    /// Seconds spent on each limit measurement (ping-pong, memcpy); the plain-socket streams
+    /// run twice as long.
     #[arg(long, global = true, default_value_t = 1.0, value_name = "SECS",
           value_parser = parse_positive_secs)]
     pub(crate) limit_secs: f64,
-    /// SO_SNDBUF/SO_RCVBUF of the plain sockets the limits are measured with; the default is
-    /// what gloo-transport's tcp asks for, so both sides of a comparison move bytes through
-    /// the same socket buffers. 0: the kernel's defaults (as ../shared/peers' C tools do).
-    #[arg(long, global = true, default_value = "4M", value_parser = parse_bytes, value_name = "BYTES")]
+    /// SO_SNDBUF/SO_RCVBUF of the plain sockets the limits are measured with. The default, 0,
+    /// keeps the kernel's defaults and its autotuning, as gloo-transport's tcp and
+    /// ../shared/peers' C tools do; a fixed size turns autotuning off.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_bytes, value_name = "BYTES")]
     pub(crate) plain_sockbuf: u64,
     /// Skip measuring the plain-socket and memory limits.
     #[arg(long, global = true)]

@@ -141,7 +141,7 @@ impl Report {
                 b => format!("{} socket buffers", human_bytes(b)),
             };
             lim.push(format!(
-                "stream one-way {g:.2} GB/s ({} messages, {bufs})",
+                "stream one-way {g:.2} GB/s ({} writes, {bufs})",
                 human_bytes(l.stream_message_bytes)
             ));
         }
