@@ -2,6 +2,7 @@
 //! helpers that build fingerprinted operations, and the pipelined ring engine.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,6 +25,12 @@ pub(crate) const STEP_P2P: u32 = u32::MAX - 1;
 /// `STEP_CHECK - k`; there are at most 32 rounds).
 pub(crate) const STEP_CHECK: u32 = u32::MAX - 2;
 
+/// The fingerprint of the alarm watch. It belongs to no call (its epoch is `u64::MAX`, which
+/// no call counter reaches), so that one watch can stay posted from call to call on its tag
+/// instead of being posted and withdrawn by every call; an alarm, which always carries a
+/// call's fingerprint, never matches it and so fails it with `Mismatch`.
+const WATCH_FP: Fingerprint = Fingerprint([0xff; Fingerprint::LEN]);
+
 /// How long a rank that saw a mismatch spends telling its peers.
 const ALARM_GRACE: Duration = Duration::from_millis(500);
 
@@ -43,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     peers: Vec<Rank>,
     /// Where scratch comes from.
     pool: Option<&'a ScratchPool>,
+    /// Where the alarm watch is parked between calls.
+    watches: Option<&'a Watches>,
     /// The state of the alarm watch (see [`Ctx::drive`]).
     watch: Cell<OpState>,
     /// The call's tracing span, entered for as long as the call runs.
@@ -51,7 +60,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Drop for Ctx<'_> {
     fn drop(&mut self) {
-        self.cancel_watch();
+        self.park_watch();
     }
 }
 
@@ -73,6 +82,7 @@ impl<'a> Ctx<'a> {
             deadline,
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
             pool: None,
+            watches: None,
             watch: Cell::new(OpState::New),
             _span: tracing::debug_span!(
                 "collective",
@@ -88,6 +98,16 @@ impl<'a> Ctx<'a> {
     /// Take scratch from `pool` from now on.
     pub(crate) fn with_pool(mut self, pool: &'a ScratchPool) -> Ctx<'a> {
         self.pool = Some(pool);
+        self
+    }
+
+    /// Take the alarm watch parked in `watches` by the previous call on this tag, if any, and
+    /// park ours there when done.
+    pub(crate) fn with_watches(mut self, watches: &'a Watches) -> Ctx<'a> {
+        if let Some(id) = watches.lock().remove(&self.tag) {
+            self.watch.set(OpState::Posted(id));
+        }
+        self.watches = Some(watches);
         self
     }
 
@@ -142,11 +162,12 @@ impl<'a> Ctx<'a> {
     /// Drive `ops` until all of them (`all`) or at least one more is done, with the alarm
     /// watch posted beside them.
     ///
-    /// The watch is a zero-byte receive from any peer on the alarm slot, carrying our
-    /// fingerprint; an alarm (whose fingerprint always differs) fails it at once, so a rank
+    /// The watch is a zero-byte receive from any peer on the alarm slot, carrying a
+    /// fingerprint no call has; an alarm (which carries a call's) fails it at once, so a rank
     /// blocked on anything (even a send to a rank that gave up) learns of a mismatch
-    /// elsewhere immediately. It stays posted for the whole call and is withdrawn when the
-    /// context is dropped.
+    /// elsewhere immediately. It stays posted for the whole call; when the context is dropped
+    /// it is parked for the next call on the tag (an alarm arriving in between fails that
+    /// call, as it would a freshly posted watch), or withdrawn if there is nowhere to park it.
     ///
     /// On failure, peers are alarmed first (for a mismatch) and only then are our operations
     /// cancelled, so that they see the mismatch rather than a broken pair.
@@ -158,8 +179,7 @@ impl<'a> Ctx<'a> {
         }
         let mut watching = self.watch_on();
         if watching {
-            let mut w = Op::recv_any(&self.peers, self.slot(STEP_ALARM), Default::default())
-                .with_fingerprint(self.fp);
+            let mut w = watch_op(&self.peers, self.tag);
             if let st @ OpState::Posted(_) = self.watch.get() {
                 w.set_state(st);
             }
@@ -233,6 +253,7 @@ impl<'a> Ctx<'a> {
     /// Run without the alarm watch: for calls whose messages carry per-pair fingerprints
     /// (alltoallv), which the watch's fingerprint would not match.
     pub(crate) fn without_watch(&self) {
+        self.park_watch();
         self.watch.set(OpState::Cancelled);
     }
 
@@ -245,13 +266,27 @@ impl<'a> Ctx<'a> {
 
     /// Withdraw the alarm watch, if posted.
     fn cancel_watch(&self) {
-        if let st @ OpState::Posted(_) = self.watch.get() {
-            let mut w = [Op::recv_any(&self.peers, self.slot(STEP_ALARM), Default::default())
-                .with_fingerprint(self.fp)];
-            w[0].set_state(st);
-            self.comm.cancel(&mut w);
+        if let OpState::Posted(id) = self.watch.get() {
+            cancel_posted_watch(self.comm, &self.peers, self.tag, id);
         }
         self.watch.set(OpState::Cancelled);
+    }
+
+    /// Leave a posted alarm watch for the next call on this tag (withdrawing it when there
+    /// is nowhere to park it).
+    fn park_watch(&self) {
+        match (self.watch.get(), self.watches) {
+            (OpState::Posted(id), Some(w)) => {
+                self.watch.set(OpState::Cancelled);
+                // Two calls on one tag at once is a caller's error, but must not leak a
+                // posted receive: the watch it displaces is withdrawn.
+                let displaced = w.lock().insert(self.tag, id);
+                if let Some(old) = displaced {
+                    cancel_posted_watch(self.comm, &self.peers, self.tag, old);
+                }
+            }
+            _ => self.cancel_watch(),
+        }
     }
 
     /// Send `out` to `to` and receive `inb` from `from`, both on `step`.
@@ -300,7 +335,8 @@ impl<'a> Ctx<'a> {
                     collective: self.collective,
                     peer,
                     slot,
-                    ours: ours.unwrap_or(self.fp),
+                    // A failed watch reports its own call-less fingerprint: ours is the call's.
+                    ours: ours.filter(|o| *o != WATCH_FP).unwrap_or(self.fp),
                     theirs,
                 }
             }
@@ -326,6 +362,40 @@ impl<'a> Ctx<'a> {
         let deadline = self.deadline.min(Instant::now() + ALARM_GRACE);
         if let Err(e) = self.comm.run(&mut ops, deadline) {
             tracing::debug!(error = %e, "could not relay a mismatch to every peer");
+        }
+    }
+}
+
+/// The alarm watch's operation on `tag` (its state is set by the caller).
+fn watch_op(peers: &[Rank], tag: u32) -> Op<'_> {
+    Op::recv_any(peers, Slot::new(tag, STEP_ALARM), Default::default()).with_fingerprint(WATCH_FP)
+}
+
+/// Withdraw the watch posted as `id` on `tag`.
+fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: u32, id: u64) {
+    let mut w = [watch_op(peers, tag)];
+    w[0].set_state(OpState::Posted(id));
+    comm.cancel(&mut w);
+}
+
+/// Alarm watches left posted between calls by a [`Group`](crate::Group), by tag (the
+/// transport's id of each posted watch). Posting and withdrawing a watch on every call costs
+/// a round through the transport's lock (and a wake-up of its other waiters) per call.
+#[derive(Default)]
+pub(crate) struct Watches(Mutex<HashMap<u32, u64>>);
+
+impl Watches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u64>> {
+        // A poisoned lock only means a panic elsewhere while the map was held; the map of
+        // ids is still valid.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Withdraw every parked watch (before the communicator is handed back to its owner).
+    pub(crate) fn cancel_all(&self, comm: &dyn Communicator) {
+        let peers: Vec<Rank> = (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect();
+        for (tag, id) in self.lock().drain() {
+            cancel_posted_watch(comm, &peers, tag, id);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use gloo_transport::{Communicator, Rank};
 
-use crate::ctx::{Ctx, Ops, STEP_P2P, ScratchPool, byte_ranges, bytes_of, partition};
+use crate::ctx::{Ctx, Ops, STEP_P2P, ScratchPool, Watches, byte_ranges, bytes_of, partition};
 use crate::element::{DType, Element, divide_bytes};
 use crate::error::{Error, Result};
 use crate::fingerprint::{CallInfo, hash_counts};
@@ -49,6 +49,8 @@ pub struct Group<C> {
     p2p: Mutex<HashMap<(u32, u32, bool), u64>>,
     overrides: EnvOverrides,
     pool: ScratchPool,
+    /// Alarm watches parked between calls.
+    watches: Watches,
 }
 
 impl<C> Deref for Group<C> {
@@ -144,6 +146,7 @@ impl<C: Communicator> Group<C> {
             p2p: Mutex::new(HashMap::new()),
             overrides,
             pool: ScratchPool::default(),
+            watches: Watches::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl<C: Communicator> Group<C> {
 
     /// Unwrap the communicator.
     pub fn into_inner(self) -> C {
+        self.watches.cancel_all(&self.comm);
         self.comm
     }
 
@@ -218,7 +222,8 @@ impl<C: Communicator> Group<C> {
         tracing::trace!(rank = self.comm.rank().0, call = %info, "collective");
         let deadline = opts.deadline_from_now();
         let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline)
-            .with_pool(&self.pool);
+            .with_pool(&self.pool)
+            .with_watches(&self.watches);
         if call.check && ctx.size > 1 {
             ctx.agree()?;
         }
