@@ -64,6 +64,25 @@ fn allreduce_against_broadcast_is_a_mismatch() {
 }
 
 #[test]
+fn a_mismatch_after_matching_calls_on_the_tag_is_seen_everywhere() {
+    // The matching calls leave the alarm watch parked between calls; the mismatch that
+    // follows must still reach every rank through it.
+    for n in [2, 3, 5] {
+        assert_mismatch_everywhere(n, "collective", |g| {
+            let mut v = [1f32; 8];
+            for _ in 0..3 {
+                g.allreduce(&mut v, sum(), &short())?;
+            }
+            if g.rank() == Rank(0) {
+                g.allreduce(&mut v, sum(), &short())
+            } else {
+                g.broadcast(&mut v, Rank(0), &short())
+            }
+        });
+    }
+}
+
+#[test]
 fn different_counts_are_a_mismatch() {
     for n in [2, 4] {
         assert_mismatch_everywhere(n, "count", |g| {
