@@ -387,6 +387,12 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
             Some(Err(Error::Transport {
                 source: TError::PeerLost { peer: Rank(2), .. }, ..
             })) => {}
+            // A loopback comm that is dropped says goodbye (it fails only operations with it),
+            // so the survivor that learns of the loss first cancels its own half-delivered
+            // message to the other survivor, which may see that cancel before the loss. The
+            // SIGKILL test over tcp (tests/tcp.rs) holds every survivor to the loss itself.
+            Some(Err(Error::Transport { source: TError::Cancelled { peer, .. }, .. }))
+                if *peer != Rank(2) && peer.index() != rank => {}
             other => panic!("rank {rank}: expected PeerLost naming rank 2, got {other:?}"),
         }
     }
