@@ -507,6 +507,34 @@ enum Drive {
 }
 
 impl LoopbackComm {
+    /// Die the way a process does when it is killed: every other rank's communicator is
+    /// poisoned with [`Error::PeerLost`] naming this rank, so their pending and future
+    /// operations fail at once whichever peer they wait on, as over a network transport
+    /// (whose driver poisons the group when a connection breaks without a goodbye).
+    ///
+    /// Dropping a communicator instead is a goodbye: peers fail only the operations that
+    /// need this rank, once they have consumed what it sent.
+    pub fn crash(self) {
+        let err = Error::PeerLost {
+            peer: self.rank,
+            reason: "its loopback communicator crashed".to_string(),
+        };
+        // Every mailbox is locked before any is poisoned, so no survivor can react to the
+        // loss (cancelling its half-done exchange with another survivor, say) before every
+        // survivor has it. Elsewhere one inbox lock is held at a time, so taking them all in
+        // rank order cannot deadlock.
+        let mut guards: Vec<_> = self.hub.nodes.iter().map(|n| lock(&n.inbox)).collect();
+        for g in guards.iter_mut().filter(|g| g.me != self.rank) {
+            if g.poison.is_none() {
+                g.poison = Some(err.clone());
+            }
+        }
+        drop(guards);
+        for node in &self.hub.nodes {
+            node.cv.notify_all();
+        }
+    }
+
     fn node(&self, r: Rank) -> &Node {
         &self.hub.nodes[r.index()]
     }
@@ -1215,6 +1243,33 @@ mod tests {
         assert!(matches!(e, Error::PeerLost { peer: Rank(0), .. }), "{e}");
         let e = c1.send(Rank(0), S, b"x", soon(1)).unwrap_err();
         assert!(matches!(e, Error::PeerLost { peer: Rank(0), .. }), "{e}");
+    }
+
+    #[test]
+    fn a_crashed_peer_poisons_every_other_rank_even_those_waiting_on_someone_else() {
+        let mut g = group(3, LoopbackConfig::default());
+        let c2 = g.pop().unwrap();
+        let out = std::thread::scope(|s| {
+            let waiters: Vec<_> = g
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        // Each waits on the other survivor, never on the rank that crashes.
+                        let other = Rank(1 - c.rank().0);
+                        c.recv(other, S, &mut [0u8; 4], soon(30))
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+            c2.crash();
+            waiters.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        for r in out {
+            assert!(matches!(r, Err(Error::PeerLost { peer: Rank(2), .. })), "{r:?}");
+        }
+        // Poisoned for good: a later operation fails the same way.
+        let e = g[0].send(Rank(1), S, b"x", soon(1)).unwrap_err();
+        assert!(matches!(e, Error::PeerLost { peer: Rank(2), .. }), "{e}");
     }
 
     #[test]
