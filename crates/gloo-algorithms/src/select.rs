@@ -241,17 +241,27 @@ const KIB: u64 = 1024;
 /// world sizes (4 B: 11 µs vs 15–20 µs at 2 ranks, 36 µs vs 77 µs at 4); at 4 ranks
 /// halving-doubling won from 512 KiB to 1 MiB (1.35 ms vs 1.68 ms ring at 1 MiB) and ring from
 /// 2 MiB (5.5 ms vs 7.7 ms at 4 MiB); at 2 ranks halving-doubling never won, and recursive
-/// doubling (one full exchange) stayed within 5% of ring up to 1 MiB. Broadcast and allgather
-/// crossovers are still the textbook ones (MPICH's defaults), not yet measured here.
+/// doubling (one full exchange) stayed within 5% of ring up to 1 MiB.
+///
+/// Broadcast and allgather: same machine, 2026-11-27 09:00 UTC, with
+/// `gloo-bench --ranks N --collective C --algorithm A --max-bytes 16M --no-limits
+/// --time-per-size 0.25` for N = 2, 4, 8 (the 4- and 8-rank runs share 2 cores, so they weigh
+/// CPU time more than a network would). Allgather (bytes = the whole output): Bruck won up to
+/// 64 KiB at 4 ranks (51 µs vs 86 µs at 16 B) and up to 128 KiB at 8 (445 µs vs 454 µs there;
+/// 170 µs vs 420 µs at 128 B); ring won above (at 16 MiB: 13.9 ms vs 27.4 ms at 4 ranks); at 2
+/// ranks both are one exchange and ring was level or ahead from 2 KiB. Broadcast: binomial won
+/// at every size at 2 ranks; scatter-allgather won from 1 MiB at 4 ranks (0.69 ms vs 0.87 ms)
+/// but only from 4 MiB at 8 (9.0 ms vs 14.1 ms; at 2 MiB 6.1 ms vs 5.8 ms), so it starts at
+/// 2 MiB, where the two are level.
 pub const TABLE: &[Rule] = &[
     rule(Collective::Allreduce, 1, 64 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 3, 2048 * KIB, Algorithm::HalvingDoubling),
     rule(Collective::Allreduce, 1, 2048 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 1, u64::MAX, Algorithm::Ring),
-    rule(Collective::Broadcast, 1, 256 * KIB, Algorithm::BinomialTree),
+    rule(Collective::Broadcast, 1, 2048 * KIB, Algorithm::BinomialTree),
     rule(Collective::Broadcast, 3, u64::MAX, Algorithm::ScatterAllgather),
     rule(Collective::Broadcast, 1, u64::MAX, Algorithm::BinomialTree),
-    rule(Collective::Allgather, 1, 64 * KIB, Algorithm::Bruck),
+    rule(Collective::Allgather, 3, 128 * KIB, Algorithm::Bruck),
     rule(Collective::Allgather, 1, u64::MAX, Algorithm::Ring),
 ];
 
@@ -333,9 +343,19 @@ mod tests {
 
     #[test]
     fn broadcast_uses_scatter_allgather_only_for_large_messages_on_three_ranks_or_more() {
-        assert_eq!(choose(Collective::Broadcast, 8, 1 << 20), Algorithm::ScatterAllgather);
-        assert_eq!(choose(Collective::Broadcast, 2, 1 << 20), Algorithm::BinomialTree);
+        assert_eq!(choose(Collective::Broadcast, 8, 4 << 20), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 3, 2 << 20), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 8, 1 << 20), Algorithm::BinomialTree);
+        assert_eq!(choose(Collective::Broadcast, 2, 64 << 20), Algorithm::BinomialTree);
         assert_eq!(choose(Collective::Broadcast, 8, 1024), Algorithm::BinomialTree);
+    }
+
+    #[test]
+    fn allgather_uses_bruck_only_below_128_kib_on_three_ranks_or_more() {
+        assert_eq!(choose(Collective::Allgather, 4, 4), Algorithm::Bruck);
+        assert_eq!(choose(Collective::Allgather, 8, 128 * 1024 - 1), Algorithm::Bruck);
+        assert_eq!(choose(Collective::Allgather, 8, 128 * 1024), Algorithm::Ring);
+        assert_eq!(choose(Collective::Allgather, 2, 4), Algorithm::Ring);
     }
 
     #[test]
