@@ -31,7 +31,7 @@
 //!
 //! [`Board`] lets processes exchange bytes (addresses, ports) through files, with no store.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,8 +47,17 @@ pub const SIZE_ENV: &str = "GLOO_TEST_CHILD_SIZE";
 /// The environment variable that holds the directory of a [`Board`].
 pub const BOARD_ENV: &str = "GLOO_TEST_BOARD";
 
+/// The exit code of a child whose parent went away (see [`child_rank`]).
+pub const ORPHAN_EXIT: i32 = 97;
+
 /// In a child started by [`spawn_self`]: its rank and the group's size. `None` in a test run
 /// normally (the parent). A malformed value is a bug in the parent and panics, naming it.
+///
+/// The first call in a child also starts a thread that watches the pipe on its standard
+/// input, whose write end only the parent holds: when the parent dies (even of `SIGKILL`, when
+/// no destructor runs) the pipe reads end-of-file and the child exits with [`ORPHAN_EXIT`], so
+/// a killed test run leaves no rank spinning behind it. (Without unsafe code there is no
+/// `prctl(PR_SET_PDEATHSIG)`; the pipe gives the same guarantee portably.)
 pub fn child_rank() -> Option<(u32, u32)> {
     let rank = std::env::var(RANK_ENV).ok()?;
     let size = std::env::var(SIZE_ENV).ok()?;
@@ -57,6 +66,20 @@ pub fn child_rank() -> Option<(u32, u32)> {
     };
     let (rank, size) = (parse(RANK_ENV, &rank), parse(SIZE_ENV, &size));
     assert!(rank < size, "{RANK_ENV}={rank} is not below {SIZE_ENV}={size}");
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    WATCH.call_once(|| {
+        std::thread::spawn(move || {
+            // The parent never writes; anything read is ignored until end-of-file (or an
+            // error, which means the same: the pipe is gone).
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            // Not `eprintln!`: stderr is a pipe to the dead parent, and a failed write there
+            // would panic this thread instead of ending the process.
+            let _ = writeln!(std::io::stderr(), "rank {rank}: the parent process is gone; exiting");
+            std::process::exit(ORPHAN_EXIT);
+        });
+    });
     Some((rank, size))
 }
 
@@ -83,14 +106,16 @@ pub fn spawn_self_with(
             .env(RANK_ENV, rank.to_string())
             .env(SIZE_ENV, size.to_string())
             .envs(env_for(rank))
-            .stdin(Stdio::null())
+            // The child watches this pipe to learn of the parent's death (see `child_rank`).
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child =
             cmd.spawn().unwrap_or_else(|e| panic!("cannot start rank {rank} of {test_name}: {e}"));
         let out = drain(child.stdout.take());
         let err = drain(child.stderr.take());
-        group.children.push(Some(Proc { pid: child.id(), child, out, err }));
+        let stdin = child.stdin.take();
+        group.children.push(Some(Proc { pid: child.id(), child, out, err, _stdin: stdin }));
     }
     group
 }
@@ -112,6 +137,9 @@ struct Proc {
     child: Child,
     out: Option<JoinHandle<Vec<u8>>>,
     err: Option<JoinHandle<Vec<u8>>>,
+    /// The write end of the child's stdin, held open (and never written) while the child may
+    /// run: closing it, or the parent dying, tells the child to exit.
+    _stdin: Option<std::process::ChildStdin>,
 }
 
 /// The running children of one [`spawn_self`] call. Dropping it kills those still running.

@@ -85,3 +85,45 @@ fn a_test_name_that_matches_nothing_is_not_a_success() {
     assert!(!outcomes[0].ran_one_test);
     assert!(!outcomes[0].success(), "{}", outcomes[0].report("ran"));
 }
+
+/// The role of a process in `a_child_whose_parent_is_killed_exits`.
+const ROLE: &str = "GLOO_TEST_ORPHAN_ROLE";
+
+#[test]
+fn a_child_whose_parent_is_killed_exits() {
+    let name = "a_child_whose_parent_is_killed_exits";
+    if procs::child_rank().is_some() {
+        let board = Board::from_env().expect("the parent passes a board");
+        if std::env::var(ROLE).as_deref() == Ok("leaf") {
+            board.put_named("leaf", std::process::id().to_string().as_bytes()).unwrap();
+            // Outlive the test by far unless the orphan watch ends this process.
+            std::thread::sleep(Duration::from_secs(120));
+            return;
+        }
+        // The middle process: start the leaf, wait until it runs, then die of SIGKILL, so no
+        // destructor of ours can stop the leaf.
+        let leaf = procs::spawn_self(name, 1, &[board.env(), (ROLE.into(), "leaf".into())]);
+        board.get_named("leaf", deadline(30)).unwrap();
+        let me = std::process::id().to_string();
+        let _ = std::process::Command::new("kill").args(["-KILL", &me]).status();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(leaf);
+        panic!("the middle process outlived its own SIGKILL");
+    }
+    let board = Board::fresh("orphan").unwrap();
+    let middle = procs::spawn_self(name, 1, &[board.env(), (ROLE.into(), "middle".into())]);
+    let outcomes = middle.wait(deadline(60));
+    assert_eq!(outcomes[0].signal(), Some(9), "{}", outcomes[0].report("the middle"));
+    let pid = String::from_utf8(board.get_named("leaf", deadline(5)).unwrap()).unwrap();
+    // The leaf is gone once /proc has no such process or shows it as a zombie (its new
+    // parent may not reap it at once).
+    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    };
+    let until = deadline(30);
+    while !gone() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(), "the leaf (pid {pid}) still runs 30 s after its parent was killed");
+}
