@@ -81,6 +81,35 @@ struct Call {
     check: bool,
 }
 
+impl Call {
+    /// A call of `collective` by `algorithm` over elements of `T` that says nothing else yet:
+    /// no op, no root, no count or parameter, no agreement round. Callers state what differs
+    /// with struct-update syntax.
+    fn new<T: Element>(collective: Collective, algorithm: Algorithm) -> Call {
+        Call { dtype: Some(T::DTYPE), ..Call::untyped(collective, algorithm) }
+    }
+
+    /// A call that carries no elements (a barrier).
+    fn untyped(collective: Collective, algorithm: Algorithm) -> Call {
+        Call {
+            collective,
+            algorithm,
+            dtype: None,
+            op: 0,
+            root: None,
+            count: 0,
+            param: 0,
+            check: false,
+        }
+    }
+
+    /// The same call with a root. A rooted call runs an agreement round first, because ranks
+    /// that disagree on the root would otherwise wait on each other until the deadline.
+    fn rooted(self, root: usize) -> Call {
+        Call { root: Some(root), check: true, ..self }
+    }
+}
+
 fn check_root(c: Collective, root: Rank, n: usize) -> Result<usize> {
     if root.index() >= n {
         return Err(Error::invalid(c, format!("root: {root} is not a rank of this group of {n}")));
@@ -114,9 +143,29 @@ fn check_len(c: Collective, name: &str, got: usize, want: usize, why: &str) -> R
     Ok(())
 }
 
+/// The block length of a buffer argument `name` of `len` elements split into `n` equal
+/// blocks.
+fn check_split(c: Collective, name: &str, len: usize, n: usize) -> Result<usize> {
+    if !len.is_multiple_of(n) {
+        return Err(Error::invalid(
+            c,
+            format!("{name}: {len} elements do not split into {n} equal blocks"),
+        ));
+    }
+    Ok(len / n)
+}
+
+/// A buffer argument as an error names it: its name and its length in elements.
+type Arg<'a> = (&'a str, usize);
+
 /// The ring segment in bytes: whole elements, at least one.
 fn segment(opts: &Options, es: usize) -> usize {
     (opts.segment_bytes / es).max(1) * es
+}
+
+/// The segment as it goes into a fingerprint (saturated: only equality matters there).
+fn seg_param(seg: usize) -> u32 {
+    u32::try_from(seg).unwrap_or(u32::MAX)
 }
 
 fn as_bytes<T: Element>(v: &[T]) -> &[u8] {
@@ -230,6 +279,54 @@ impl<C: Communicator> Group<C> {
         Ok(ctx)
     }
 
+    /// Checks a per-rank `counts` argument and the buffers it describes: `own` (if given)
+    /// must hold `counts[rank]` elements, `whole` (if given) the counts' sum, and its third
+    /// part says why. Returns the sum.
+    fn check_blocks(
+        &self,
+        c: Collective,
+        counts: &[usize],
+        own: Option<Arg<'_>>,
+        whole: Option<(&str, usize, &str)>,
+    ) -> Result<usize> {
+        let total = check_counts(c, "counts", counts, self.n())?;
+        if let Some((name, len)) = own {
+            check_len(c, name, len, counts[self.rank().index()], "counts[rank]")?;
+        }
+        if let Some((name, len, why)) = whole {
+            check_len(c, name, len, total, why)?;
+        }
+        Ok(total)
+    }
+
+    /// The start of gather and scatter and their v forms, which differ only in which buffer
+    /// is this rank's block (`own`) and which is the root's whole (`whole`, checked at the
+    /// root only). Returns the context, the root's index and the blocks' sizes in bytes.
+    fn start_rooted<T: Element>(
+        &self,
+        c: Collective,
+        counts: &[usize],
+        root: Rank,
+        own: Arg<'_>,
+        whole: (&str, usize, &str),
+        opts: &Options,
+    ) -> Result<(Ctx<'_>, usize, Vec<usize>)> {
+        let root = check_root(c, root, self.n())?;
+        let at_root = self.rank().index() == root;
+        let total = self.check_blocks(c, counts, Some(own), at_root.then_some(whole))?;
+        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
+        // The equal-block forms say their block; the v forms their total and counts.
+        let (count, param) = if matches!(c, Collective::Gather | Collective::Scatter) {
+            (own.1, 0)
+        } else {
+            (total, hash_counts(counts))
+        };
+        let call = Call { count, param, ..Call::new::<T>(c, algorithm) }.rooted(root);
+        let ctx = self.begin(call, opts)?;
+        let sizes = counts.iter().map(|k| k * es::<T>()).collect();
+        Ok((ctx, root, sizes))
+    }
+
     // -----------------------------------------------------------------------------------
     // Allreduce
     // -----------------------------------------------------------------------------------
@@ -260,20 +357,11 @@ impl<C: Communicator> Group<C> {
         let algorithm = self.algorithm(c, bytes, opts)?;
         let seg = segment(opts, es::<T>());
         let param = match algorithm {
-            Algorithm::Ring => u32::try_from(seg).unwrap_or(u32::MAX),
+            Algorithm::Ring => seg_param(seg),
             Algorithm::Bcube => opts.bcube_base,
             _ => 0,
         };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: op.id(),
-            root: None,
-            count: buf.len(),
-            param,
-            check: false,
-        };
+        let call = Call { op: op.id(), count: buf.len(), param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
         let b = as_bytes_mut(buf);
@@ -368,16 +456,8 @@ impl<C: Communicator> Group<C> {
         let n = self.n();
         let root = check_root(c, root, n)?;
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: op.id(),
-            root: Some(root),
-            count: buf.len(),
-            param: 0,
-            check: true,
-        };
+        let call =
+            Call { op: op.id(), count: buf.len(), ..Call::new::<T>(c, algorithm) }.rooted(root);
         let ctx = self.begin(call, opts)?;
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
         if n > 1 {
@@ -432,21 +512,8 @@ impl<C: Communicator> Group<C> {
         let root = check_root(c, root, n)?;
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
         let seg = segment(opts, es::<T>());
-        let param = if algorithm == Algorithm::ScatterAllgather {
-            u32::try_from(seg).unwrap_or(u32::MAX)
-        } else {
-            0
-        };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: Some(root),
-            count: buf.len(),
-            param,
-            check: true,
-        };
+        let param = if algorithm == Algorithm::ScatterAllgather { seg_param(seg) } else { 0 };
+        let call = Call { count: buf.len(), param, ..Call::new::<T>(c, algorithm) }.rooted(root);
         let ctx = self.begin(call, opts)?;
         if n > 1 {
             let b = as_bytes_mut(buf);
@@ -495,30 +562,10 @@ impl<C: Communicator> Group<C> {
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
-        let n = self.n();
-        let root = check_root(c, root, n)?;
-        let total = check_counts(c, "counts", counts, n)?;
-        let me = self.rank().index();
-        check_len(c, "input", input.len(), counts[me], "counts[rank]")?;
-        if me == root {
-            check_len(c, "output", output.len(), total, "the sum of the counts (at the root)")?;
-        }
-        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
-        let (count, param) =
-            if c == Collective::Gather { (input.len(), 0) } else { (total, hash_counts(counts)) };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: Some(root),
-            count,
-            param,
-            check: true,
-        };
-        let ctx = self.begin(call, opts)?;
-        let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
-        let out: &mut [u8] = if me == root { as_bytes_mut(output) } else { &mut [] };
+        let own = ("input", input.len());
+        let whole = ("output", output.len(), "the sum of the counts (at the root)");
+        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let out: &mut [u8] = if ctx.rank == root { as_bytes_mut(output) } else { &mut [] };
         s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)
     }
 
@@ -557,30 +604,10 @@ impl<C: Communicator> Group<C> {
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
-        let n = self.n();
-        let root = check_root(c, root, n)?;
-        let total = check_counts(c, "counts", counts, n)?;
-        let me = self.rank().index();
-        check_len(c, "output", output.len(), counts[me], "counts[rank]")?;
-        if me == root {
-            check_len(c, "input", input.len(), total, "size × output (at the root)")?;
-        }
-        let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
-        let (count, param) =
-            if c == Collective::Scatter { (output.len(), 0) } else { (total, hash_counts(counts)) };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: Some(root),
-            count,
-            param,
-            check: true,
-        };
-        let ctx = self.begin(call, opts)?;
-        let sizes: Vec<usize> = counts.iter().map(|k| k * es::<T>()).collect();
-        let inp: &[u8] = if me == root { as_bytes(input) } else { &[] };
+        let own = ("output", output.len());
+        let whole = ("input", input.len(), "size × output (at the root)");
+        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let inp: &[u8] = if ctx.rank == root { as_bytes(input) } else { &[] };
         s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)
     }
 
@@ -622,15 +649,8 @@ impl<C: Communicator> Group<C> {
     /// Allgather in place: `buf` is `size × block` elements and this rank's block (at
     /// `rank × block`) already holds its part.
     pub fn allgather_in_place<T: Element>(&self, buf: &mut [T], opts: &Options) -> Result<()> {
-        let c = Collective::Allgather;
-        let n = self.n();
-        if !buf.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                c,
-                format!("buf: {} elements do not split into {n} equal blocks", buf.len()),
-            ));
-        }
-        self.allgather_run(buf, buf.len() / n, opts)
+        let block = check_split(Collective::Allgather, "buf", buf.len(), self.n())?;
+        self.allgather_run(buf, block, opts)
     }
 
     fn allgather_run<T: Element>(&self, buf: &mut [T], block: usize, opts: &Options) -> Result<()> {
@@ -638,18 +658,8 @@ impl<C: Communicator> Group<C> {
         let n = self.n();
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
         let seg = segment(opts, es::<T>());
-        let param =
-            if algorithm == Algorithm::Ring { u32::try_from(seg).unwrap_or(u32::MAX) } else { 0 };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: None,
-            count: block,
-            param,
-            check: false,
-        };
+        let param = if algorithm == Algorithm::Ring { seg_param(seg) } else { 0 };
+        let call = Call { count: block, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
         if n == 1 {
             return Ok(());
@@ -678,13 +688,10 @@ impl<C: Communicator> Group<C> {
         counts: &[usize],
         opts: &Options,
     ) -> Result<()> {
-        let c = Collective::Allgatherv;
-        let n = self.n();
-        let total = check_counts(c, "counts", counts, n)?;
-        let me = self.rank().index();
-        check_len(c, "input", input.len(), counts[me], "counts[rank]")?;
-        check_len(c, "output", output.len(), total, "the sum of the counts")?;
-        let off: usize = counts[..me].iter().sum();
+        let own = ("input", input.len());
+        let whole = ("output", output.len(), "the sum of the counts");
+        self.check_blocks(Collective::Allgatherv, counts, Some(own), Some(whole))?;
+        let off: usize = counts[..self.rank().index()].iter().sum();
         output[off..off + input.len()].copy_from_slice(input);
         self.allgatherv_in_place(output, counts, opts)
     }
@@ -698,24 +705,14 @@ impl<C: Communicator> Group<C> {
         opts: &Options,
     ) -> Result<()> {
         let c = Collective::Allgatherv;
-        let n = self.n();
-        let total = check_counts(c, "counts", counts, n)?;
-        check_len(c, "buf", buf.len(), total, "the sum of the counts")?;
+        let whole = ("buf", buf.len(), "the sum of the counts");
+        let total = self.check_blocks(c, counts, None, Some(whole))?;
         let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
         let seg = segment(opts, es::<T>());
-        let param = hash_counts(counts) ^ u32::try_from(seg).unwrap_or(u32::MAX);
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: None,
-            count: total,
-            param,
-            check: false,
-        };
+        let param = hash_counts(counts) ^ seg_param(seg);
+        let call = Call { count: total, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        if n == 1 {
+        if self.n() == 1 {
             return Ok(());
         }
         let blocks = byte_ranges(counts, es::<T>());
@@ -749,13 +746,8 @@ impl<C: Communicator> Group<C> {
     ) -> Result<()> {
         let c = Collective::ReduceScatter;
         let n = self.n();
-        if !input.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                c,
-                format!("input: {} elements do not split into {n} equal blocks", input.len()),
-            ));
-        }
-        self.reduce_scatter_impl(c, input, output, &vec![input.len() / n; n], op, opts)
+        let block = check_split(c, "input", input.len(), n)?;
+        self.reduce_scatter_impl(c, input, output, &vec![block; n], op, opts)
     }
 
     /// Reduce `input` (the sum of `counts` elements) across ranks and give the `counts[rank]`
@@ -780,11 +772,9 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<()> {
-        let n = self.n();
-        let total = check_counts(c, "counts", counts, n)?;
-        let me = self.rank().index();
-        check_len(c, "output", output.len(), counts[me], "counts[rank]")?;
-        check_len(c, "input", input.len(), total, "the sum of the counts (size × output)")?;
+        let own = ("output", output.len());
+        let whole = ("input", input.len(), "the sum of the counts (size × output)");
+        self.check_blocks(c, counts, Some(own), Some(whole))?;
         let mut work = input.to_vec();
         let range = self.reduce_scatter_run(c, &mut work, counts, op, opts)?;
         output.copy_from_slice(&work[range]);
@@ -801,13 +791,8 @@ impl<C: Communicator> Group<C> {
     ) -> Result<Range<usize>> {
         let c = Collective::ReduceScatter;
         let n = self.n();
-        if !buf.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                c,
-                format!("buf: {} elements do not split into {n} equal blocks", buf.len()),
-            ));
-        }
-        self.reduce_scatter_run(c, buf, &vec![buf.len() / n; n], op, opts)
+        let block = check_split(c, "buf", buf.len(), n)?;
+        self.reduce_scatter_run(c, buf, &vec![block; n], op, opts)
     }
 
     /// Reduce-scatter in place with per-rank counts; returns the element range of `buf` that
@@ -820,8 +805,7 @@ impl<C: Communicator> Group<C> {
         opts: &Options,
     ) -> Result<Range<usize>> {
         let c = Collective::ReduceScatterv;
-        let total = check_counts(c, "counts", counts, self.n())?;
-        check_len(c, "buf", buf.len(), total, "the sum of the counts")?;
+        self.check_blocks(c, counts, None, Some(("buf", buf.len(), "the sum of the counts")))?;
         self.reduce_scatter_run(c, buf, counts, op, opts)
     }
 
@@ -837,20 +821,11 @@ impl<C: Communicator> Group<C> {
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
         let seg = segment(opts, es::<T>());
         let (count, param) = if c == Collective::ReduceScatter {
-            (counts[0], u32::try_from(seg).unwrap_or(u32::MAX))
+            (counts[0], seg_param(seg))
         } else {
-            (buf.len(), hash_counts(counts) ^ u32::try_from(seg).unwrap_or(u32::MAX))
+            (buf.len(), hash_counts(counts) ^ seg_param(seg))
         };
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: op.id(),
-            root: None,
-            count,
-            param,
-            check: false,
-        };
+        let call = Call { op: op.id(), count, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
         let me = ctx.rank;
         let start: usize = counts[..me].iter().sum();
@@ -895,24 +870,9 @@ impl<C: Communicator> Group<C> {
         let c = Collective::Alltoall;
         let n = self.n();
         check_len(c, "output", output.len(), input.len(), "the input's length")?;
-        if !input.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                c,
-                format!("input: {} elements do not split into {n} equal blocks", input.len()),
-            ));
-        }
-        let block = input.len() / n;
+        let block = check_split(c, "input", input.len(), n)?;
         let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: None,
-            count: block,
-            param: 0,
-            check: false,
-        };
+        let call = Call { count: block, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
         let blocks = byte_ranges(&vec![block; n], es::<T>());
         let fp = ctx.fp;
@@ -955,17 +915,7 @@ impl<C: Communicator> Group<C> {
             ));
         }
         let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: Some(T::DTYPE),
-            op: 0,
-            root: None,
-            count: 0,
-            param: 0,
-            check: false,
-        };
-        let ctx = self.begin(call, opts)?;
+        let ctx = self.begin(Call::new::<T>(c, algorithm), opts)?;
         // Per-pair fingerprints carry each pair's count, so that a disagreement is a
         // Mismatch naming both counts; every pair exchanges directly, so no watch is needed.
         ctx.without_watch();
@@ -995,17 +945,7 @@ impl<C: Communicator> Group<C> {
     pub fn barrier(&self, opts: &Options) -> Result<()> {
         let c = Collective::Barrier;
         let algorithm = self.algorithm(c, 0, opts)?;
-        let call = Call {
-            collective: c,
-            algorithm,
-            dtype: None,
-            op: 0,
-            root: None,
-            count: 0,
-            param: 0,
-            check: false,
-        };
-        let ctx = self.begin(call, opts)?;
+        let ctx = self.begin(Call::untyped(c, algorithm), opts)?;
         s::barrier_dissemination(&ctx)
     }
 
