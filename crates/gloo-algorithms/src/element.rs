@@ -118,25 +118,48 @@ pub enum Builtin {
     Max,
 }
 
+/// `dst[i] = f(dst[i], src[i])` over the slices' common length: equal lengths let the
+/// compiler drop every bounds check and turn the loop into vector code.
+#[inline(always)]
+fn zip_with<T: Copy>(dst: &mut [T], src: &[T], f: impl Fn(T, T) -> T) {
+    let n = dst.len().min(src.len());
+    for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
+        *d = f(*d, *s);
+    }
+}
+
+/// The kernel of a built-in op, given the four ops (sum, product, min, max) as functions of
+/// two elements. Each op gets a loop of its own (the match is outside the loops) with its
+/// function inlined, so each vectorises.
+#[inline(always)]
+fn reduce_with<T: Copy>(
+    op: Builtin,
+    dst: &mut [T],
+    src: &[T],
+    (sum, product, min, max): (
+        impl Fn(T, T) -> T,
+        impl Fn(T, T) -> T,
+        impl Fn(T, T) -> T,
+        impl Fn(T, T) -> T,
+    ),
+) {
+    match op {
+        Builtin::Sum => zip_with(dst, src, sum),
+        Builtin::Product => zip_with(dst, src, product),
+        Builtin::Min => zip_with(dst, src, min),
+        Builtin::Max => zip_with(dst, src, max),
+    }
+}
+
 macro_rules! int_element {
     ($t:ty, $d:ident) => {
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-                // Equal lengths let the compiler drop every bounds check from the loops.
-                let n = dst.len().min(src.len());
-                let (dst, src) = (&mut dst[..n], &src[..n]);
-                match op {
-                    Builtin::Sum => {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.wrapping_add(*s))
-                    }
-                    Builtin::Product => {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.wrapping_mul(*s))
-                    }
-                    Builtin::Min => dst.iter_mut().zip(src).for_each(|(d, s)| *d = (*d).min(*s)),
-                    Builtin::Max => dst.iter_mut().zip(src).for_each(|(d, s)| *d = (*d).max(*s)),
-                }
+                let ops =
+                    (<$t>::wrapping_add, <$t>::wrapping_mul, <$t as Ord>::min, <$t as Ord>::max);
+                reduce_with(op, dst, src, ops);
             }
             fn divide_slice(buf: &mut [Self], n: u32) {
                 // Through i128 so that a divisor larger than the type's range still works:
@@ -163,14 +186,7 @@ macro_rules! float_element {
         impl Element for $t {
             const DTYPE: DType = DType::$d;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-                let n = dst.len().min(src.len());
-                let (dst, src) = (&mut dst[..n], &src[..n]);
-                match op {
-                    Builtin::Sum => dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s),
-                    Builtin::Product => dst.iter_mut().zip(src).for_each(|(d, s)| *d *= *s),
-                    Builtin::Min => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.min(*s)),
-                    Builtin::Max => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.max(*s)),
-                }
+                reduce_with(op, dst, src, (|a, b| a + b, |a, b| a * b, <$t>::min, <$t>::max));
             }
             fn divide_slice(buf: &mut [Self], n: u32) {
                 let n = n.max(1) as $t;
@@ -223,18 +239,11 @@ impl Element for bf16 {
         // bf16 widens to f32 by a shift and narrows by a rounding the compiler can turn into
         // selects, so one zipped loop vectorises without staging through f32 blocks.
         #[inline(always)]
-        fn each(dst: &mut [bf16], src: &[bf16], f: impl Fn(f32, f32) -> f32) {
-            let n = dst.len().min(src.len());
-            for (d, s) in dst[..n].iter_mut().zip(&src[..n]) {
-                *d = bf16::from_f32(f(d.to_f32(), s.to_f32()));
-            }
+        fn in_f32(f: impl Fn(f32, f32) -> f32) -> impl Fn(bf16, bf16) -> bf16 {
+            move |a, b| bf16::from_f32(f(a.to_f32(), b.to_f32()))
         }
-        match op {
-            Builtin::Sum => each(dst, src, |a, b| a + b),
-            Builtin::Product => each(dst, src, |a, b| a * b),
-            Builtin::Min => each(dst, src, f32::min),
-            Builtin::Max => each(dst, src, f32::max),
-        }
+        let ops = (in_f32(|a, b| a + b), in_f32(|a, b| a * b), in_f32(f32::min), in_f32(f32::max));
+        reduce_with(op, dst, src, ops);
     }
     fn divide_slice(buf: &mut [Self], n: u32) {
         let n = n.max(1) as f32;

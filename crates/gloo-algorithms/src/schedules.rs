@@ -296,22 +296,96 @@ pub(crate) fn allreduce_bcube(
 // Rooted trees
 // ---------------------------------------------------------------------------------------
 
+/// This rank's place in the binomial tree rooted at `root`. Ranks are renumbered relative to
+/// the root; relative rank `vr` heads the subtree of relative ranks `vr..vr + mask` (cut at
+/// `n`), whose other members hang below its children.
+struct Tree {
+    n: usize,
+    root: usize,
+    vr: usize,
+    mask: usize,
+}
+
+impl Tree {
+    fn new(ctx: &Ctx<'_>, root: usize) -> Tree {
+        Tree::at(ctx.rank, ctx.size, root)
+    }
+
+    fn at(rank: usize, n: usize, root: usize) -> Tree {
+        let vr = (rank + n - root) % n;
+        Tree { n, root, vr, mask: subtree_mask(vr, n) }
+    }
+
+    /// The real rank of relative rank `v`.
+    fn real(&self, v: usize) -> usize {
+        (v + self.root) % self.n
+    }
+
+    /// The parent's real rank; `None` at the root.
+    fn parent(&self) -> Option<usize> {
+        (self.vr != 0).then(|| self.real(self.vr - self.mask))
+    }
+
+    /// The relative ranks of this rank's subtree.
+    fn subtree(&self) -> Range<usize> {
+        self.vr..(self.vr + self.mask).min(self.n)
+    }
+
+    /// The children's subtrees (relative ranks; each starts with the child), smallest first.
+    fn children(&self) -> impl DoubleEndedIterator<Item = Range<usize>> + '_ {
+        (0..self.mask.trailing_zeros())
+            .map(|i| 1usize << i)
+            .filter(|m| self.vr + m < self.n)
+            .map(|m| self.vr + m..(self.vr + 2 * m).min(self.n))
+    }
+
+    /// Byte offsets of the blocks of `sizes` (indexed by real rank) laid out in relative-rank
+    /// order: relative rank `v`'s block is `off[v]..off[v + 1]`.
+    fn offsets(&self, sizes: &[usize]) -> Vec<usize> {
+        let mut off = vec![0usize; self.n + 1];
+        for v in 0..self.n {
+            off[v + 1] = off[v] + sizes[self.real(v)];
+        }
+        off
+    }
+
+    /// The length of this rank's subtree buffer (its blocks in relative order, `off` from
+    /// [`offsets`](Self::offsets)) and, per child, its real rank and the byte range of its
+    /// subtree in that buffer.
+    fn layout(&self, off: &[usize]) -> (usize, Vec<(usize, Range<usize>)>) {
+        let mine = self.subtree();
+        let base = off[mine.start];
+        let children =
+            self.children().map(|c| (self.real(c.start), off[c.start] - base..off[c.end] - base));
+        (off[mine.end] - base, children.collect())
+    }
+
+    /// For every block at the root, where it sits in relative order (`off`, from
+    /// [`offsets`](Self::offsets)) and where in rank order: the root's buffer is laid out in
+    /// relative order and the caller's in rank order.
+    fn to_rank_order(&self, off: &[usize], sizes: &[usize]) -> Vec<(Range<usize>, Range<usize>)> {
+        let mut rank_off = vec![0usize; self.n + 1];
+        for q in 0..self.n {
+            rank_off[q + 1] = rank_off[q] + sizes[q];
+        }
+        (0..self.n)
+            .map(|v| {
+                let q = self.real(v);
+                (off[v]..off[v + 1], rank_off[q]..rank_off[q + 1])
+            })
+            .collect()
+    }
+}
+
 /// Binomial-tree broadcast of `buf` from `root`.
 pub(crate) fn broadcast_binomial(ctx: &Ctx<'_>, buf: &mut [u8], root: usize) -> Result<()> {
-    let n = ctx.size;
-    let vr = (ctx.rank + n - root) % n;
-    let real = |v: usize| (v + root) % n;
-    let mask = subtree_mask(vr, n);
-    if vr != 0 {
-        ctx.run(smallvec![ctx.recv(real(vr - mask), 0, buf)])?;
+    let t = Tree::new(ctx, root);
+    if let Some(parent) = t.parent() {
+        ctx.run(smallvec![ctx.recv(parent, 0, buf)])?;
     }
     let mut ops = Ops::new();
-    let mut m = mask >> 1;
-    while m > 0 {
-        if vr + m < n {
-            ops.push(ctx.send(real(vr + m), 0, buf));
-        }
-        m >>= 1;
+    for child in t.children().rev() {
+        ops.push(ctx.send(t.real(child.start), 0, buf));
     }
     ctx.run(ops)
 }
@@ -325,23 +399,18 @@ pub(crate) fn broadcast_scatter_allgather(
     seg: usize,
 ) -> Result<()> {
     let n = ctx.size;
-    let vr = (ctx.rank + n - root) % n;
-    let real = |v: usize| (v + root) % n;
+    let t = Tree::new(ctx, root);
     let rel: Vec<Range<usize>> =
         partition(buf.len() / es, n).iter().map(|r| bytes_of(r, es)).collect();
-    let span = |a: usize, b: usize| rel[a].start..rel[b.min(n) - 1].end;
-    let mask = subtree_mask(vr, n);
-    if vr != 0 {
-        ctx.run(smallvec![ctx.recv(real(vr - mask), 0, &mut buf[span(vr, vr + mask)])])?;
+    // The bytes of a subtree of relative ranks.
+    let span = |s: Range<usize>| rel[s.start].start..rel[s.end - 1].end;
+    if let Some(parent) = t.parent() {
+        ctx.run(smallvec![ctx.recv(parent, 0, &mut buf[span(t.subtree())])])?;
     }
     {
         let mut ops = Ops::new();
-        let mut m = mask >> 1;
-        while m > 0 {
-            if vr + m < n {
-                ops.push(ctx.send(real(vr + m), 0, &buf[span(vr + m, vr + 2 * m)]));
-            }
-            m >>= 1;
+        for child in t.children().rev() {
+            ops.push(ctx.send(t.real(child.start), 0, &buf[span(child)]));
         }
         ctx.run(ops)?;
     }
@@ -358,12 +427,9 @@ pub(crate) fn reduce_binomial(
     root: usize,
     f: &ByteFn<'_>,
 ) -> Result<()> {
-    let n = ctx.size;
-    let vr = (ctx.rank + n - root) % n;
-    let real = |v: usize| (v + root) % n;
-    let mask = subtree_mask(vr, n);
-    let has_children = vr + 1 < n && mask > 1;
-    let mut acc = if vr != 0 && has_children {
+    let t = Tree::new(ctx, root);
+    let has_children = t.children().next().is_some();
+    let mut acc = if t.vr != 0 && has_children {
         let mut s = ctx.scratch(buf.len());
         s.bytes().copy_from_slice(buf);
         Some(s)
@@ -372,22 +438,20 @@ pub(crate) fn reduce_binomial(
     };
     if has_children {
         let mut tmp = ctx.scratch(buf.len());
-        let mut m = 1;
-        while m < mask && vr + m < n {
-            ctx.run(smallvec![ctx.recv(real(vr + m), 0, tmp.bytes())])?;
+        for child in t.children() {
+            ctx.run(smallvec![ctx.recv(t.real(child.start), 0, tmp.bytes())])?;
             match acc.as_mut() {
                 Some(a) => f(a.bytes(), tmp.bytes()),
                 None => f(buf, tmp.bytes()),
             }
-            m <<= 1;
         }
     }
-    if vr != 0 {
+    if let Some(parent) = t.parent() {
         let out: &[u8] = match acc.as_mut() {
             Some(a) => a.bytes(),
             None => buf,
         };
-        ctx.run(smallvec![ctx.send(real(vr - mask), 0, out)])?;
+        ctx.run(smallvec![ctx.send(parent, 0, out)])?;
     }
     Ok(())
 }
@@ -401,58 +465,35 @@ pub(crate) fn gather_binomial(
     sizes: &[usize],
     root: usize,
 ) -> Result<()> {
-    let n = ctx.size;
-    let vr = (ctx.rank + n - root) % n;
-    let real = |v: usize| (v + root) % n;
-    // Byte offsets of the blocks in relative-rank order.
-    let mut rel_off = vec![0usize; n + 1];
-    for v in 0..n {
-        rel_off[v + 1] = rel_off[v] + sizes[real(v)];
-    }
-    let mask = subtree_mask(vr, n);
-    let end = (vr + mask).min(n);
-    let base = rel_off[vr];
-    let children: Vec<(usize, Range<usize>)> = {
-        let mut c = Vec::new();
-        let mut m = 1;
-        while m < mask && vr + m < n {
-            let child = vr + m;
-            let cend = (child + m).min(n);
-            c.push((child, rel_off[child] - base..rel_off[cend] - base));
-            m <<= 1;
-        }
-        c
-    };
+    let t = Tree::new(ctx, root);
+    let off = t.offsets(sizes);
+    let (len, children) = t.layout(&off);
     if children.is_empty() {
-        if vr == 0 {
-            output[..input.len()].copy_from_slice(input);
-            return Ok(());
-        }
-        return ctx.run(smallvec![ctx.send(real(vr - mask), 0, input)]);
+        return match t.parent() {
+            Some(parent) => ctx.run(smallvec![ctx.send(parent, 0, input)]),
+            None => {
+                output[..input.len()].copy_from_slice(input);
+                Ok(())
+            }
+        };
     }
-    let mut tmp = ctx.scratch(rel_off[end] - base);
+    let mut tmp = ctx.scratch(len);
     tmp.bytes()[..input.len()].copy_from_slice(input);
     {
         let ranges: Vec<Range<usize>> = children.iter().map(|(_, r)| r.clone()).collect();
         let pieces = carve(tmp.bytes(), &ranges);
         let mut ops = Ops::new();
         for ((child, _), piece) in children.iter().zip(pieces) {
-            ops.push(ctx.recv(real(*child), 0, piece));
+            ops.push(ctx.recv(*child, 0, piece));
         }
         ctx.run(ops)?;
     }
-    if vr != 0 {
-        return ctx.run(smallvec![ctx.send(real(vr - mask), 0, tmp.bytes())]);
+    if let Some(parent) = t.parent() {
+        return ctx.run(smallvec![ctx.send(parent, 0, tmp.bytes())]);
     }
-    // The root's buffer is in relative order; put the blocks in rank order.
-    let t = tmp.bytes();
-    let mut real_off = vec![0usize; n + 1];
-    for q in 0..n {
-        real_off[q + 1] = real_off[q] + sizes[q];
-    }
-    for v in 0..n {
-        let q = real(v);
-        output[real_off[q]..real_off[q + 1]].copy_from_slice(&t[rel_off[v]..rel_off[v + 1]]);
+    let b = tmp.bytes();
+    for (rel, rank) in t.to_rank_order(&off, sizes) {
+        output[rank].copy_from_slice(&b[rel]);
     }
     Ok(())
 }
@@ -466,49 +507,33 @@ pub(crate) fn scatter_binomial(
     sizes: &[usize],
     root: usize,
 ) -> Result<()> {
-    let n = ctx.size;
-    let vr = (ctx.rank + n - root) % n;
-    let real = |v: usize| (v + root) % n;
-    let mut rel_off = vec![0usize; n + 1];
-    for v in 0..n {
-        rel_off[v + 1] = rel_off[v] + sizes[real(v)];
-    }
-    let mask = subtree_mask(vr, n);
-    let end = (vr + mask).min(n);
-    let base = rel_off[vr];
-    let mut children = Vec::new();
-    let mut m = 1;
-    while m < mask && vr + m < n {
-        let child = vr + m;
-        children.push((child, rel_off[child] - base..rel_off[(child + m).min(n)] - base));
-        m <<= 1;
-    }
+    let t = Tree::new(ctx, root);
+    let off = t.offsets(sizes);
+    let (len, children) = t.layout(&off);
     if children.is_empty() {
-        if vr == 0 {
-            output.copy_from_slice(&input[..output.len()]);
-            return Ok(());
-        }
-        return ctx.run(smallvec![ctx.recv(real(vr - mask), 0, output)]);
+        return match t.parent() {
+            Some(parent) => ctx.run(smallvec![ctx.recv(parent, 0, output)]),
+            None => {
+                output.copy_from_slice(&input[..output.len()]);
+                Ok(())
+            }
+        };
     }
-    let mut tmp = ctx.scratch(rel_off[end] - base);
-    if vr == 0 {
-        let mut real_off = vec![0usize; n + 1];
-        for q in 0..n {
-            real_off[q + 1] = real_off[q] + sizes[q];
+    let mut tmp = ctx.scratch(len);
+    match t.parent() {
+        Some(parent) => ctx.run(smallvec![ctx.recv(parent, 0, tmp.bytes())])?,
+        None => {
+            let b = tmp.bytes();
+            for (rel, rank) in t.to_rank_order(&off, sizes) {
+                b[rel].copy_from_slice(&input[rank]);
+            }
         }
-        let t = tmp.bytes();
-        for v in 0..n {
-            let q = real(v);
-            t[rel_off[v]..rel_off[v + 1]].copy_from_slice(&input[real_off[q]..real_off[q + 1]]);
-        }
-    } else {
-        ctx.run(smallvec![ctx.recv(real(vr - mask), 0, tmp.bytes())])?;
     }
     {
-        let t = tmp.bytes();
+        let b = tmp.bytes();
         let mut ops = Ops::new();
         for (child, r) in &children {
-            ops.push(ctx.send(real(*child), 0, &t[r.clone()]));
+            ops.push(ctx.send(*child, 0, &b[r.clone()]));
         }
         ctx.run(ops)?;
     }
@@ -633,6 +658,40 @@ mod tests {
             assert_eq!(seen.len(), f.p);
             assert!(seen.iter().all(|&r| r < n));
         }
+    }
+
+    #[test]
+    fn tree_children_split_each_subtree_and_name_their_parent() {
+        for n in 1..20 {
+            for root in 0..n {
+                for rank in 0..n {
+                    let t = Tree::at(rank, n, root);
+                    assert_eq!(t.parent().is_none(), rank == root);
+                    // The children's subtrees follow this rank and tile the rest of its own.
+                    let mut next = t.vr + 1;
+                    for c in t.children() {
+                        assert_eq!(c.start, next, "n={n} root={root} rank={rank}");
+                        assert!(c.start < c.end);
+                        let child = Tree::at(t.real(c.start), n, root);
+                        assert_eq!(child.parent(), Some(rank));
+                        assert_eq!(child.subtree(), c);
+                        next = c.end;
+                    }
+                    assert_eq!(next, t.subtree().end, "n={n} root={root} rank={rank}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_root_puts_blocks_back_in_rank_order() {
+        let t = Tree::at(2, 3, 2);
+        let sizes = [1, 2, 3];
+        let off = t.offsets(&sizes);
+        // Relative order is ranks 2, 0, 1.
+        assert_eq!(off, [0, 3, 4, 6]);
+        assert_eq!(t.to_rank_order(&off, &sizes), [(0..3, 3..6), (3..4, 0..1), (4..6, 1..3)]);
+        assert_eq!(t.layout(&off), (6, vec![(0, 3..4), (1, 4..6)]));
     }
 
     #[test]
