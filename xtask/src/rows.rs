@@ -77,6 +77,7 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/proto-props", "gloo-transport").targets(&[Test("proto_props")]),
     Row::test("transport/loopback", "gloo-transport").targets(&[Test("conformance_loopback")]),
     Row::test("transport/tcp", "gloo-transport").targets(&[Test("conformance_tcp")]),
+    Row::test("transport/lazy", "gloo-transport").targets(&[Test("lazy_tcp")]),
     Row::test("transport/multiproc", "gloo-transport").targets(&[Test("multiproc_tcp")]),
     Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks")]),

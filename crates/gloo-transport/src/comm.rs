@@ -183,7 +183,8 @@ impl Drop for Batch<'_, '_, '_> {
 
 /// The first half of a transport's connection set-up, in the shape the store-based bootstrap
 /// of `gloo-rendezvous` needs: bind, publish [`address_bytes`](Listener::address_bytes)
-/// through a store, collect everybody's, then [`connect_all`](Listener::connect_all).
+/// through a store, collect everybody's, then [`connect_all`](Listener::connect_all) (or
+/// [`connect_lazy`](Listener::connect_lazy), where the transport offers it).
 ///
 /// Address bytes are opaque to everybody but the transport that made them; a transport must
 /// treat the bytes it is given as untrusted (a store can hold anything) and fail with an error
@@ -198,4 +199,23 @@ pub trait Listener: Send {
     /// Connect to every other rank, given every rank's address bytes indexed by rank (this
     /// rank's own entry is ignored), and return the connected group.
     fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>;
+
+    /// Return the group at once with no connection made: each pair connects on its first
+    /// use. Same arguments as [`connect_all`](Listener::connect_all); the addresses are still
+    /// checked up front.
+    ///
+    /// A transport that can only connect eagerly keeps this default, which fails with
+    /// [`Error::Config`] rather than quietly connecting the full mesh (a job that asked for
+    /// lazy connection may be too large for that).
+    fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>
+    where
+        Self: Sized,
+    {
+        let _ = (addrs, deadline);
+        Err(Error::Config {
+            detail: "this transport connects only eagerly (the full mesh, with connect_all); \
+                     it has no lazy connect-on-first-use mode"
+                .into(),
+        })
+    }
 }

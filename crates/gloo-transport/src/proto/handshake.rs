@@ -10,6 +10,9 @@ use crate::{Error, Rank, Result};
 pub const NONCE_LEN: usize = 32;
 /// `Hello` flag bit: the sender authenticates with a token.
 pub const HELLO_TOKEN: u32 = 1;
+/// `Hello` flag bit: the sender connects lazily (either rank of a pair may dial, and the
+/// acceptor ends the handshake with a verdict; see [`Handshake::lazy`]).
+pub(crate) const HELLO_LAZY: u32 = 2;
 
 /// The SHA-256 of a job id, as carried in `Hello`.
 pub fn job_hash(job: &str) -> [u8; 32] {
@@ -130,6 +133,10 @@ fn verify_mac(token: &[u8], label: &[u8], conn_hello: &[u8], acc_hello: &[u8], m
 pub const LABEL_ACCEPTOR: &[u8] = b"acceptor";
 /// MAC label of the connector's `Auth`.
 pub const LABEL_CONNECTOR: &[u8] = b"connector";
+/// MAC label of a lazy acceptor's verdict that keeps the connection.
+const LABEL_ACCEPT: &[u8] = b"verdict: accept";
+/// MAC label of a lazy acceptor's verdict that declines the connection.
+const LABEL_DECLINE: &[u8] = b"verdict: decline";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -143,6 +150,10 @@ enum State {
     Hello,
     /// Waiting for the peer's `Auth` frame.
     Auth,
+    /// Lazy acceptor: authenticated, waiting for the local decision ([`Handshake::decide`]).
+    Decide,
+    /// Lazy connector: authenticated, waiting for the acceptor's verdict.
+    Verdict,
     Done,
 }
 
@@ -165,35 +176,51 @@ pub struct Handshake {
     out: Vec<u8>,
     peer: Option<Rank>,
     expect: Option<Rank>,
+    lazy: bool,
+    verdict: Option<bool>,
 }
 
 impl Handshake {
-    fn my_flags(cfg: &HandshakeConfig) -> u32 {
-        if cfg.token.is_some() { HELLO_TOKEN } else { 0 }
+    fn my_flags(cfg: &HandshakeConfig, lazy: bool) -> u32 {
+        let token = if cfg.token.is_some() { HELLO_TOKEN } else { 0 };
+        token | if lazy { HELLO_LAZY } else { 0 }
     }
 
-    /// The connecting side, which dials `to` and speaks first.
-    pub fn connector(cfg: HandshakeConfig, to: Rank, nonce: [u8; NONCE_LEN]) -> Handshake {
-        let hello = Hello {
+    /// The connector's `Hello` frame.
+    fn connector_hello(
+        cfg: &HandshakeConfig,
+        to: Rank,
+        nonce: [u8; NONCE_LEN],
+        lazy: bool,
+    ) -> Vec<u8> {
+        Hello {
             job: cfg.job,
             from: cfg.me,
             to,
             size: cfg.size,
-            flags: Self::my_flags(&cfg),
+            flags: Self::my_flags(cfg, lazy),
             nonce,
         }
-        .encode();
+        .encode()
+        .to_vec()
+    }
+
+    /// The connecting side, which dials `to` and speaks first.
+    pub fn connector(cfg: HandshakeConfig, to: Rank, nonce: [u8; NONCE_LEN]) -> Handshake {
+        let hello = Self::connector_hello(&cfg, to, nonce, false);
         Handshake {
             role: Role::Connector,
             state: State::Hello,
             reader: FrameReader::new(Some(to)),
             in_frame: None,
-            conn_hello: hello.to_vec(),
+            conn_hello: hello.clone(),
             acc_hello: Vec::new(),
             my_nonce: nonce,
-            out: hello.to_vec(),
+            out: hello,
             peer: None,
             expect: Some(to),
+            lazy: false,
+            verdict: None,
             cfg,
         }
     }
@@ -211,8 +238,59 @@ impl Handshake {
             out: Vec::new(),
             peer: None,
             expect: None,
+            lazy: false,
+            verdict: None,
             cfg,
         }
+    }
+
+    /// Switch this (fresh) side to the lazy handshake, for groups that connect each pair on
+    /// its first use.
+    ///
+    /// Either rank of a pair may dial, so the direction check is off, and two ranks may dial
+    /// each other at the same moment. To end with exactly one connection per pair, the
+    /// handshake gains a last frame: once the connector is authenticated, the acceptor's
+    /// owner [`decide`](Handshake::decide)s whether to keep the connection, and sends the
+    /// verdict as an `Auth` frame whose MAC (keyed with the token; with an empty key in
+    /// insecure mode) covers the transcript under an "accept" or "decline" label. The
+    /// connector reads it and reports it through [`accepted`](Handshake::accepted). Both
+    /// sides must be lazy: a `Hello` whose lazy flag differs from ours is refused.
+    pub fn lazy(mut self) -> Handshake {
+        self.lazy = true;
+        if self.role == Role::Connector {
+            let to = self.expect.expect("a connector always knows whom it dials");
+            let hello = Self::connector_hello(&self.cfg, to, self.my_nonce, true);
+            self.conn_hello = hello.clone();
+            self.out = hello;
+        }
+        self
+    }
+
+    /// A lazy acceptor whose connector has authenticated: the connector's rank, until
+    /// [`decide`](Handshake::decide) is called.
+    pub fn pending_verdict(&self) -> Option<Rank> {
+        (self.state == State::Decide).then_some(self.peer).flatten()
+    }
+
+    /// A lazy acceptor's decision: keep this connection (`true`) or decline it. Queues the
+    /// verdict in [`output`](Handshake::output) and completes this side. Does nothing unless
+    /// [`pending_verdict`](Handshake::pending_verdict) is set.
+    pub fn decide(&mut self, accept: bool) {
+        if self.state != State::Decide {
+            return;
+        }
+        let label = if accept { LABEL_ACCEPT } else { LABEL_DECLINE };
+        let key = self.cfg.token.clone().unwrap_or_default();
+        let mac = transcript_mac(&key, label, &self.conn_hello, &self.acc_hello);
+        self.push_auth(&mac);
+        self.verdict = Some(accept);
+        self.state = State::Done;
+    }
+
+    /// Whether the connection is kept: for the eager handshake, always once done; for the
+    /// lazy one, the acceptor's verdict (on either side) once it is known.
+    pub fn accepted(&self) -> Option<bool> {
+        if self.lazy { self.verdict } else { self.done().map(|_| true) }
     }
 
     /// Bytes to send to the peer now.
@@ -240,7 +318,9 @@ impl Handshake {
     /// frame, leaving later bytes to the caller.
     pub fn feed(&mut self, input: &[u8]) -> Result<usize> {
         let mut used = 0;
-        while self.state != State::Done && used < input.len() {
+        // A lazy acceptor waiting for its owner's decision takes nothing more: the connector
+        // has nothing to say until it hears the verdict.
+        while !matches!(self.state, State::Done | State::Decide) && used < input.len() {
             let (n, step) = self.reader.feed(&input[used..])?;
             used += n;
             match step {
@@ -301,7 +381,7 @@ impl Handshake {
                             from: self.cfg.me,
                             to: hello.from,
                             size: self.cfg.size,
-                            flags: Self::my_flags(&self.cfg),
+                            flags: Self::my_flags(&self.cfg, self.lazy),
                             nonce: self.my_nonce,
                         }
                         .encode();
@@ -318,15 +398,33 @@ impl Handshake {
                                 self.push_auth(&mac);
                                 self.state = State::Auth;
                             }
-                            None => self.state = State::Done,
+                            None => self.state = self.authenticated(),
                         }
                     }
                     Role::Connector => {
                         self.acc_hello = frame;
-                        self.state =
-                            if self.cfg.token.is_some() { State::Auth } else { State::Done };
+                        self.state = if self.cfg.token.is_some() {
+                            State::Auth
+                        } else {
+                            self.authenticated()
+                        };
                     }
                 }
+            }
+            Opcode::Auth if self.state == State::Verdict => {
+                let key = self.cfg.token.clone().unwrap_or_default();
+                let (c, a) = (&self.conn_hello, &self.acc_hello);
+                self.verdict = if verify_mac(&key, LABEL_ACCEPT, c, a, payload) {
+                    Some(true)
+                } else if verify_mac(&key, LABEL_DECLINE, c, a, payload) {
+                    Some(false)
+                } else {
+                    return Err(Error::Auth {
+                        peer: self.peer,
+                        detail: "the acceptor's verdict does not verify".into(),
+                    });
+                };
+                self.state = State::Done;
             }
             Opcode::Auth => {
                 let token = self.cfg.token.clone().unwrap_or_default();
@@ -347,11 +445,20 @@ impl Handshake {
                         transcript_mac(&token, LABEL_CONNECTOR, &self.conn_hello, &self.acc_hello);
                     self.push_auth(&mac);
                 }
-                self.state = State::Done;
+                self.state = self.authenticated();
             }
             _ => unreachable!("only Hello and Auth frames reach on_frame"),
         }
         Ok(())
+    }
+
+    /// The state after the peer is authenticated: done, or the lazy verdict step.
+    fn authenticated(&self) -> State {
+        match (self.lazy, self.role) {
+            (false, _) => State::Done,
+            (true, Role::Acceptor) => State::Decide,
+            (true, Role::Connector) => State::Verdict,
+        }
     }
 
     fn push_auth(&mut self, mac: &[u8; 32]) {
@@ -385,11 +492,21 @@ impl Handshake {
         {
             return refuse(format!("dialled rank {e} but rank {} answered", h.from));
         }
-        // Which side connects is derived from the ranks: the higher rank dials the lower.
-        let ok_direction = match self.role {
-            Role::Acceptor => h.from > self.cfg.me,
-            Role::Connector => h.from < self.cfg.me,
-        };
+        if (h.flags & HELLO_LAZY != 0) != self.lazy {
+            let mode = |lazy: bool| if lazy { "lazily" } else { "eagerly (full mesh)" };
+            return refuse(format!(
+                "connection modes differ: this rank connects {}, the peer {}",
+                mode(self.lazy),
+                mode(!self.lazy)
+            ));
+        }
+        // Which side connects is derived from the ranks: the higher rank dials the lower. In
+        // lazy mode either side may, and the acceptor's verdict settles simultaneous dials.
+        let ok_direction = self.lazy
+            || match self.role {
+                Role::Acceptor => h.from > self.cfg.me,
+                Role::Connector => h.from < self.cfg.me,
+            };
         if !ok_direction {
             return refuse(format!(
                 "rank {} connected in the wrong direction (higher ranks dial lower ones)",
@@ -517,6 +634,90 @@ mod tests {
         replay.extend_from_slice(&auth);
         let e = a2.feed(&replay).unwrap_err();
         assert!(matches!(e, Error::Auth { peer: Some(Rank(3)), .. }), "{e:?}");
+    }
+
+    /// Runs a lazy pair up to the acceptor's decision, decides, and finishes.
+    fn run_lazy(token: Option<&[u8]>, accept: bool) -> (Handshake, Handshake) {
+        // In lazy mode the lower rank may dial the higher one.
+        let mut c = Handshake::connector(cfg(1, token), Rank(3), [1; 32]).lazy();
+        let mut a = Handshake::acceptor(cfg(3, token), [2; 32]).lazy();
+        for _ in 0..10 {
+            let out = c.output().to_vec();
+            c.consumed_output(out.len());
+            assert_eq!(a.feed(&out).unwrap(), out.len());
+            if a.pending_verdict().is_some() {
+                break;
+            }
+            let out = a.output().to_vec();
+            a.consumed_output(out.len());
+            assert_eq!(c.feed(&out).unwrap(), out.len());
+        }
+        assert_eq!(a.pending_verdict(), Some(Rank(1)));
+        assert_eq!((a.done(), c.done()), (None, None), "done before the verdict");
+        a.decide(accept);
+        let mut out = a.output().to_vec();
+        out.extend_from_slice(b"data");
+        let used = c.feed(&out).unwrap();
+        assert_eq!(&out[used..], b"data", "the connector reads past the verdict");
+        (c, a)
+    }
+
+    #[test]
+    fn lazy_verdicts_reach_the_connector() {
+        for token in [Some(&b"t"[..]), None] {
+            for accept in [true, false] {
+                let (c, a) = run_lazy(token, accept);
+                assert_eq!(c.done(), Some(Rank(3)));
+                assert_eq!(a.done(), Some(Rank(1)));
+                assert_eq!(c.accepted(), Some(accept), "token {token:?}");
+                assert_eq!(a.accepted(), Some(accept));
+            }
+        }
+    }
+
+    #[test]
+    fn a_forged_verdict_fails_authentication() {
+        let mut c = Handshake::connector(cfg(1, Some(b"t")), Rank(3), [1; 32]).lazy();
+        let mut a = Handshake::acceptor(cfg(3, Some(b"t")), [2; 32]).lazy();
+        let out = c.output().to_vec();
+        c.consumed_output(out.len());
+        a.feed(&out).unwrap();
+        let reply = a.output().to_vec();
+        a.consumed_output(reply.len());
+        c.feed(&reply).unwrap();
+        let auth = c.output().to_vec();
+        c.consumed_output(auth.len());
+        a.feed(&auth).unwrap();
+        assert_eq!(a.pending_verdict(), Some(Rank(1)));
+        // An Auth frame carrying the right shape but a wrong MAC.
+        let mut forged = Header::new(Opcode::Auth, 0, AUTH_LEN, 0).encode().to_vec();
+        forged.extend_from_slice(&[0x42; 32]);
+        let e = c.feed(&forged).unwrap_err();
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(3)), .. }), "{e:?}");
+        assert_eq!(c.accepted(), None);
+    }
+
+    #[test]
+    fn lazy_and_eager_sides_refuse_each_other() {
+        let c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]).lazy();
+        let a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        let (_, y) = run(c, a);
+        assert!(
+            matches!(&y, Err(Error::Protocol { detail, .. }) if detail.contains("modes")),
+            "{y:?}"
+        );
+        let c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]).lazy();
+        let (_, y) = run(c, a);
+        assert!(y.is_err(), "a lazy acceptor took an eager connector: {y:?}");
+    }
+
+    #[test]
+    fn decide_before_authentication_does_nothing() {
+        let mut a = Handshake::acceptor(cfg(3, Some(b"t")), [2; 32]).lazy();
+        a.decide(true);
+        assert!(a.output().is_empty());
+        assert_eq!(a.accepted(), None);
     }
 
     #[test]

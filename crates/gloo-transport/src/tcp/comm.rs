@@ -46,7 +46,8 @@ impl Shared {
 }
 
 /// A connected group of ranks over TCP, made by
-/// [`TcpListener::connect_all`](super::TcpListener::connect_all).
+/// [`TcpListener::connect_all`](super::TcpListener::connect_all) or
+/// [`TcpListener::connect_lazy`](super::TcpListener::connect_lazy).
 ///
 /// Dropping it says goodbye to every peer, stops its heartbeat thread and closes its sockets.
 pub struct TcpComm {
@@ -91,6 +92,13 @@ impl TcpComm {
             .spawn(move || heartbeat_loop(&s2, &stop2))
             .map_err(|e| Error::io(None, "starting the heartbeat thread", &e))?;
         Ok(TcpComm { shared, stop, heartbeat: Some(heartbeat) })
+    }
+
+    /// The ranks this rank has a live connection to, in rank order: every other rank after
+    /// [`connect_all`](super::TcpListener::connect_all) (until one is lost); after
+    /// [`connect_lazy`](super::TcpListener::connect_lazy), only those connected so far.
+    pub fn connected_peers(&self) -> Vec<Rank> {
+        self.shared.lock().connected_peers()
     }
 }
 

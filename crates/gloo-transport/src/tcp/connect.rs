@@ -9,20 +9,23 @@ use mio::{Interest, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::comm::{TcpComm, new_poll};
-use super::config::{TcpConfig, decode_addr, encode_addr};
-use super::driver::{Driver, Peer, WAKE};
+use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
+use super::driver::{Driver, Lazy, Peer, WAKE};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, Listener, Rank, Result};
 
-const LISTEN: Token = Token(usize::MAX - 1);
+/// The poll token of the listening socket (set-up, and a lazy communicator's whole life).
+pub(super) const LISTEN: Token = Token(usize::MAX - 1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A bound listening socket, the first half of connecting a group.
 ///
 /// Bind, publish [`address_bytes`](TcpListener::address_bytes) (through a store, or any other
-/// way), collect every rank's, then [`connect_all`](TcpListener::connect_all). The listener
-/// lives only until the group is connected.
+/// way), collect every rank's, then [`connect_all`](TcpListener::connect_all) (the full mesh,
+/// now; the listener lives only until the group is connected) or
+/// [`connect_lazy`](TcpListener::connect_lazy) (each pair on its first use; the listener
+/// lives as long as the communicator).
 #[derive(Debug)]
 pub struct TcpListener {
     cfg: TcpConfig,
@@ -85,6 +88,108 @@ impl TcpListener {
     pub fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
         Setup::new(self, addrs)?.run(deadline)
     }
+
+    /// Return a communicator at once, with no connection yet: each pair connects on its
+    /// first use, when an operation with that peer is posted (a send to it, or a receive that
+    /// may come from it), by whichever side gets there first. Meant for large jobs in which a
+    /// rank talks to few peers; see the [module docs](super#lazy-connection) for how it works
+    /// and what it means for errors and aborts.
+    ///
+    /// Every address is parsed and checked now (a bad one fails here, naming its rank, and
+    /// is never dialled); `addrs` holds every rank's address bytes, indexed by rank. The
+    /// listening socket stays open, and is served, for the communicator's whole life.
+    /// `deadline` bounds nothing here (nothing waits); each operation's own deadline bounds
+    /// the connecting it causes.
+    pub fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
+        let _ = deadline;
+        let (me, size) = (self.cfg.rank, self.cfg.size);
+        let parsed = parse_addrs(me, size, addrs, "connect_lazy")?;
+        let (poll, _) = new_poll()?;
+        let TcpListener { cfg, token, addr, mut listener } = self;
+        poll.registry()
+            .register(&mut listener, LISTEN, Interest::READABLE)
+            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+        let waker = Waker::new(poll.registry(), WAKE)
+            .map_err(|e| Error::io(None, "creating a waker", &e))?;
+        let hs = HandshakeConfig { job: job_hash(&cfg.job), me, size, token };
+        let peers =
+            (0..size).map(|r| (Rank(r) != me).then(|| Peer::unconnected(Rank(r)))).collect();
+        let mut d = Driver::new(me, poll, peers)
+            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
+        d.lazy = Some(Box::new(Lazy::new(
+            listener,
+            parsed,
+            hs,
+            cfg.layer.clone(),
+            handshake_timeout(&cfg),
+        )));
+        tracing::debug!(rank = %me, %addr, "lazy communicator ready; no connection yet");
+        TcpComm::start(d, waker, size, cfg.busy_poll, cfg.peer_timeout)
+    }
+}
+
+/// Parse every rank's address bytes (this rank's own entry is not looked at), so a bad one
+/// fails before anything is dialled, naming its rank.
+fn parse_addrs(
+    me: Rank,
+    size: u32,
+    addrs: &[Vec<u8>],
+    what: &str,
+) -> Result<Vec<Option<SocketAddr>>> {
+    if addrs.len() != size as usize {
+        return Err(Error::invalid(format!(
+            "{what} needs {size} addresses, one per rank; got {}",
+            addrs.len()
+        )));
+    }
+    let mut parsed = Vec::with_capacity(addrs.len());
+    for (r, a) in addrs.iter().enumerate() {
+        let r = Rank(r as u32);
+        parsed.push(if r == me { None } else { Some(decode_addr(r, a)?) });
+    }
+    Ok(parsed)
+}
+
+/// How long one connection's handshake may take: a peer that says nothing for a peer
+/// timeout is as good as lost.
+pub(super) fn handshake_timeout(cfg: &TcpConfig) -> Duration {
+    cfg.peer_timeout.max(Duration::from_secs(1))
+}
+
+/// Start a non-blocking connect to `addr`; the handshake runs once it is established.
+pub(super) fn dial(addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    tune(&s)?;
+    match s.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(s.into()))
+}
+
+/// The stream the protocol runs over for a connection whose handshake is complete, and the
+/// bytes already read past the handshake that the protocol must see first (empty when a
+/// stream layer took them).
+pub(super) fn data_stream(
+    layer: Option<&Layer>,
+    rank: Rank,
+    dialled: bool,
+    stream: mio::net::TcpStream,
+    leftover: Vec<u8>,
+) -> Result<(Box<dyn super::stream::ByteStream>, Vec<u8>)> {
+    match layer {
+        Some(layer) => {
+            let wrapped = layer
+                .0
+                .wrap(rank, dialled, stream, leftover)
+                .map_err(|e| Error::io(Some(rank), "setting up the stream layer", &e))?;
+            Ok((wrapped, Vec::new()))
+        }
+        None => Ok((Box::new(stream), leftover)),
+    }
 }
 
 impl Listener for TcpListener {
@@ -97,16 +202,21 @@ impl Listener for TcpListener {
     fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
         TcpListener::connect_all(self, addrs, deadline)
     }
+
+    fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
+        TcpListener::connect_lazy(self, addrs, deadline)
+    }
 }
 
-struct Conn {
-    stream: mio::net::TcpStream,
-    hs: Handshake,
+/// A connection whose handshake is under way.
+pub(super) struct Conn {
+    pub(super) stream: mio::net::TcpStream,
+    pub(super) hs: Handshake,
     /// Bytes read past the end of the handshake, for the data phase.
-    leftover: Vec<u8>,
-    until: Instant,
+    pub(super) leftover: Vec<u8>,
+    pub(super) until: Instant,
     /// For a connection we dial: the rank, and whether TCP is established yet.
-    dialled: Option<(Rank, bool)>,
+    pub(super) dialled: Option<(Rank, bool)>,
 }
 
 enum Dial {
@@ -130,22 +240,12 @@ struct Setup {
 impl Setup {
     fn new(l: TcpListener, addrs: &[Vec<u8>]) -> Result<Setup> {
         let (me, size) = (l.cfg.rank, l.cfg.size);
-        if addrs.len() != size as usize {
-            return Err(Error::invalid(format!(
-                "connect_all needs {size} addresses, one per rank; got {}",
-                addrs.len()
-            )));
-        }
-        let mut parsed = Vec::with_capacity(addrs.len());
-        for (r, a) in addrs.iter().enumerate() {
-            let r = Rank(r as u32);
-            parsed.push(if r == me { None } else { Some(decode_addr(r, a)?) });
-        }
+        let parsed = parse_addrs(me, size, addrs, "connect_all")?;
         let now = Instant::now();
         let dials =
             (0..me.0).map(|r| (Rank(r), Dial::Wait { at: now, backoff: FIRST_BACKOFF })).collect();
         let hs = HandshakeConfig { job: job_hash(&l.cfg.job), me, size, token: l.token.clone() };
-        let hs_timeout = l.cfg.peer_timeout.max(Duration::from_secs(1));
+        let hs_timeout = handshake_timeout(&l.cfg);
         Ok(Setup {
             hs,
             addrs: parsed,
@@ -246,19 +346,7 @@ impl Setup {
                 Some(Dial::Wait { backoff, .. }) => *backoff,
                 _ => FIRST_BACKOFF,
             };
-            let started = (|| -> io::Result<mio::net::TcpStream> {
-                let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-                tune(&s)?;
-                match s.connect(&SockAddr::from(addr)) {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EINPROGRESS)
-                            || e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-                Ok(mio::net::TcpStream::from_std(s.into()))
-            })();
-            match started {
+            match dial(addr) {
                 Ok(mut stream) => {
                     let t = self.next_token;
                     self.next_token += 1;
@@ -383,17 +471,9 @@ impl Setup {
                     poll.registry()
                         .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
                         .map_err(|e| Error::io(Some(rank), "registering", &e))?;
-                    let peer = match &self.l.cfg.layer {
-                        Some(layer) => {
-                            let wrapped =
-                                layer.0.wrap(rank, rank < me, stream, leftover).map_err(|e| {
-                                    Error::io(Some(rank), "setting up the stream layer", &e)
-                                })?;
-                            Peer::new(rank, wrapped, &[])
-                        }
-                        None => Peer::new(rank, Box::new(stream), &leftover),
-                    };
-                    peers.push(Some(peer));
+                    let layer = self.l.cfg.layer.as_ref();
+                    let (stream, early) = data_stream(layer, rank, rank < me, stream, leftover)?;
+                    peers.push(Some(Peer::new(rank, stream, &early)));
                 }
             }
         }
@@ -406,8 +486,10 @@ impl Setup {
     }
 }
 
-/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side.
-fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
+/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
+/// lazy acceptor stops at its decision (`Ok(None)` with
+/// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
+pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     let peer = c.hs.claimed();
     let lost = |e: &io::Error| Error::io(peer, "handshake", e);
     if now >= c.until {
@@ -438,7 +520,9 @@ fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
         }
     }
     let mut buf = [0u8; 512];
-    while c.hs.done().is_none() {
+    // Nothing is read while a decision is pending, so a peer cannot make us buffer more than
+    // one read past its handshake.
+    while c.hs.done().is_none() && c.hs.pending_verdict().is_none() {
         match c.stream.read(&mut buf) {
             Ok(0) => {
                 let detail = "the connection closed during the handshake".to_string();

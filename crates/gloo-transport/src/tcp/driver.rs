@@ -4,6 +4,14 @@
 //! of `progress` hands in its own operations (`Mine`): only those buffers are read or written,
 //! and only during that call. Data for a receive posted by another thread "parks" the
 //! socket's read side until its owner comes to read the payload straight into its buffer.
+//!
+//! A lazy communicator (see [`lazy`]) also owns its listening socket and the handshakes of
+//! connections being made; a peer with no connection yet has a `Peer` with no stream, whose
+//! queued frames wait for the connection.
+
+mod lazy;
+
+pub(crate) use lazy::Lazy;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice};
@@ -71,19 +79,25 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) fn new(rank: Rank, stream: Box<dyn ByteStream>, leftover: &[u8]) -> Peer {
-        let mut rbuf = vec![0u8; RBUF.max(leftover.len())].into_boxed_slice();
-        rbuf[..leftover.len()].copy_from_slice(leftover);
+        let mut peer = Peer::unconnected(rank);
+        peer.attach(stream, leftover);
+        peer
+    }
+
+    /// A peer of a lazy communicator with no connection yet: frames for it queue up until
+    /// [`attach`](Peer::attach).
+    pub(crate) fn unconnected(rank: Rank) -> Peer {
         let mut reader = FrameReader::new(Some(rank));
         reader.set_peer(rank);
         let now = Instant::now();
         Peer {
             rank,
-            stream: Some(stream),
+            stream: None,
             proto: PeerProto::new(rank),
             reader,
-            rbuf,
+            rbuf: Box::default(),
             rs: 0,
-            re: leftover.len(),
+            re: 0,
             rx: Rx::Idle,
             out: VecDeque::new(),
             active: None,
@@ -95,6 +109,26 @@ impl Peer {
             last_heard: now,
             last_sent: now,
         }
+    }
+
+    /// Give the peer its connection; `leftover` holds bytes already read past the handshake.
+    pub(crate) fn attach(&mut self, stream: Box<dyn ByteStream>, leftover: &[u8]) {
+        let mut rbuf = vec![0u8; RBUF.max(leftover.len())].into_boxed_slice();
+        rbuf[..leftover.len()].copy_from_slice(leftover);
+        self.rbuf = rbuf;
+        self.rs = 0;
+        self.re = leftover.len();
+        self.stream = Some(stream);
+        self.readable = true;
+        self.writable = true;
+        let now = Instant::now();
+        self.last_heard = now;
+        self.last_sent = now;
+    }
+
+    /// Whether this is a lazy communicator's peer with no connection yet (and no failure).
+    pub(crate) fn is_unconnected(&self) -> bool {
+        self.stream.is_none() && self.dead.is_none()
     }
 
     fn push(&mut self, h: Header, fp: Option<&Fingerprint>, payload: &[u8]) {
@@ -118,6 +152,8 @@ enum SendSt {
         xfer: u64,
         next: u64,
     },
+    /// An eager message queued for a peer that is not connected yet: done once connected.
+    Queued,
     Done,
     Failed(Error),
 }
@@ -188,6 +224,8 @@ pub(crate) struct Driver {
     pub(crate) in_progress: usize,
     /// Posted operations whose owners are inside `progress` right now.
     active: HashSet<u64>,
+    /// The connection state of a lazy communicator; `None` for the full mesh.
+    pub(crate) lazy: Option<Box<Lazy>>,
 }
 
 impl Driver {
@@ -205,6 +243,7 @@ impl Driver {
             aborted: None,
             in_progress: 0,
             active: HashSet::new(),
+            lazy: None,
         })
     }
 
@@ -302,17 +341,26 @@ impl Driver {
             OpKind::Send { to, slot, buf } => {
                 let (to, slot, len) = (*to, *slot, buf.len() as u64);
                 let peer = self.peers[to.index()].as_mut().expect("validated: a peer");
+                let unconnected = peer.is_unconnected();
                 if let Some(e) = &peer.dead {
                     let st = SendSt::Failed(e.clone());
                     self.recs.insert(id, Rec::Send { to, slot, len, st });
                 } else if peer.proto.try_eager(len) {
                     peer.push(Header::new(Opcode::Eager, slot.0, len, 0), fp.as_ref(), buf);
-                    op.set_state(OpState::Done { peer: to, len: buf.len() });
-                    return;
+                    if !unconnected {
+                        op.set_state(OpState::Done { peer: to, len: buf.len() });
+                        return;
+                    }
+                    // Not done before the peer is reached: a send to a rank that cannot be
+                    // reached must fail, naming it, not vanish in a queue.
+                    self.recs.insert(id, Rec::Send { to, slot, len, st: SendSt::Queued });
                 } else {
                     let xfer = peer.proto.start_rts(id);
                     peer.push(Header::new(Opcode::Rts, slot.0, len, xfer), fp.as_ref(), &[]);
                     self.recs.insert(id, Rec::Send { to, slot, len, st: SendSt::AwaitCts });
+                }
+                if unconnected && let Some(lazy) = self.lazy.as_mut() {
+                    lazy.want(to);
                 }
             }
             OpKind::Recv { .. } | OpKind::RecvAny { .. } => {
@@ -321,6 +369,13 @@ impl Driver {
                     OpKind::RecvAny { from, slot, buf } => (from.to_vec(), *slot, buf.len() as u64),
                     OpKind::Send { .. } => unreachable!("matched above"),
                 };
+                if let Some(lazy) = self.lazy.as_mut() {
+                    for r in &from {
+                        if self.peers[r.index()].as_ref().is_some_and(Peer::is_unconnected) {
+                            lazy.want(*r);
+                        }
+                    }
+                }
                 self.recs.insert(
                     id,
                     Rec::Recv { from: from.clone(), slot, cap, fp, len: 0, st: RecvSt::Posted },
@@ -483,7 +538,7 @@ impl Driver {
 
     /// Move bytes on every peer; returns whether anything moved.
     pub(crate) fn pump(&mut self, mine: &mut Mine<'_, '_>, force: bool) -> bool {
-        let mut moved = false;
+        let mut moved = self.lazy.is_some() && self.drive_lazy(force);
         for r in 0..self.peers.len() {
             if self.peers[r].as_ref().is_none_or(|p| p.stream.is_none()) {
                 continue;
@@ -948,7 +1003,11 @@ impl Driver {
         for rec in self.recs.values_mut() {
             match rec {
                 Rec::Send { to, st, .. }
-                    if *to == rank && matches!(st, SendSt::AwaitCts | SendSt::Streaming { .. }) =>
+                    if *to == rank
+                        && matches!(
+                            st,
+                            SendSt::AwaitCts | SendSt::Streaming { .. } | SendSt::Queued
+                        ) =>
                 {
                     *st = SendSt::Failed(e.clone());
                 }
@@ -1061,6 +1120,8 @@ impl Driver {
                 if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                     p.writable = true;
                 }
+            } else if let Some(lazy) = self.lazy.as_mut() {
+                lazy.note(ev.token());
             }
         }
     }
@@ -1078,7 +1139,8 @@ impl Driver {
     pub(crate) fn tick(&mut self, now: Instant, interval: Duration, timeout: Duration) -> bool {
         let mut lost = Vec::new();
         for p in self.peers.iter_mut().flatten() {
-            if p.dead.is_some() {
+            // A lazy communicator's peer with no connection yet has nobody to hear from.
+            if p.dead.is_some() || p.stream.is_none() {
                 continue;
             }
             if now.duration_since(p.last_sent) >= interval && p.out.is_empty() {
@@ -1097,6 +1159,11 @@ impl Driver {
             self.fail_peer(rank, Error::PeerLost { peer: rank, reason }, true);
         }
         any
+    }
+
+    /// The ranks this rank has a live connection to.
+    pub(crate) fn connected_peers(&self) -> Vec<Rank> {
+        self.peers.iter().flatten().filter(|p| p.stream.is_some()).map(|p| p.rank).collect()
     }
 
     /// Whether any live peer has queued bytes not yet written.

@@ -1,7 +1,8 @@
-//! The TCP transport: a full mesh of TCP connections driven by the callers' own threads.
+//! The TCP transport: a mesh of TCP connections driven by the callers' own threads.
 //!
 //! What it does: binds one chosen address (never the wildcard; see [`TcpConfig`]),
-//! connects every pair of ranks with an authenticated handshake ([`TcpListener`]), and runs
+//! connects every pair of ranks with an authenticated handshake ([`TcpListener`]) — all at
+//! once, or each pair on its first use ([lazily](#lazy-connection)) — and runs
 //! the [wire protocol](crate::proto) over non-blocking sockets with mio ([`TcpComm`]).
 //! Small messages go eagerly; large ones are read straight into the posted buffer after a
 //! ready-to-send / clear-to-send exchange. A heartbeat thread per communicator keeps liveness
@@ -40,6 +41,43 @@
 //! closes every socket. Cancelling an operation part-way through its message closes only that
 //! peer's connection, with a `Goodbye` when the stream is between frames; on a poisoned
 //! communicator a cancel closes nothing.
+
+//!
+//! # Lazy connection
+//!
+//! [`TcpListener::connect_lazy`] returns a communicator with no connection at all, for large
+//! jobs in which each rank talks to few peers (a ring, a tree, a pipeline). The first
+//! operation posted for a peer (a send to it, or a receive that may come from it) starts a
+//! non-blocking dial and the same authenticated handshake as the full mesh; the listening
+//! socket stays open, and is served by every call and by the heartbeat thread, so a peer
+//! may equally dial this rank first. Operations wait for the connection without blocking
+//! anything else, bounded by their own deadlines; an eager send to a peer not connected yet
+//! completes once the connection is made. When both ranks of a pair dial each other at once,
+//! the handshake ends with the acceptor's verdict, and the lower rank's dial is the one
+//! kept, so every pair has exactly one connection and no message is lost or reordered (the
+//! argument is in the driver's `lazy` module). [`TcpComm::connected_peers`] shows which
+//! pairs were connected.
+//!
+//! Once connected, a pair behaves exactly as in the full mesh (liveness, goodbye, loss
+//! poisoning the group, abort). What differs:
+//!
+//! - A peer that cannot be reached (the connection is refused or reset, or the handshake
+//!   does not finish within the handshake timeout, the larger of the peer timeout and one
+//!   second) fails the operations with it with [`PeerLost`](crate::Error::PeerLost) naming
+//!   it and the cause, or [`Auth`](crate::Error::Auth) when it fails authentication; this
+//!   does not poison the group, since a refused connection cannot tell a dead rank from one
+//!   that finished and dropped its communicator.
+//! - An abort reaches the peers connected at the time at once. A peer not connected yet
+//!   learns of it when it connects: an aborted communicator still accepts connections, and
+//!   the `Abort` is queued for every peer, connected or not, so it goes out on the
+//!   connection as soon as it exists. A peer that never connects never hears of it, which is
+//!   harmless: it needs nothing from this rank.
+//! - Incoming connections that fail their handshake (garbage, a wrong token, silence) are
+//!   dropped with a log line and disturb no other connection; at most 64 are held at once
+//!   (the one waiting longest is dropped to make room), so a flood cannot make a
+//!   communicator allocate without bound, nor keep a real rank out for long.
+//! - A send cancelled while its peer was not connected yet may still be delivered when the
+//!   connection comes (its bytes were already queued for that peer).
 
 mod comm;
 mod config;
