@@ -42,8 +42,8 @@ fn abort_key() -> Vec<u8> {
 /// The store must be fresh for the job (or a [`PrefixStore`](crate::PrefixStore) scoped to
 /// it): a rank number claimed in an earlier run counts as claimed.
 ///
-/// Every rank connects eagerly; a lazy mode (a pair connected on its first use) needs a
-/// transport that can dial one peer at a time, which the [`Listener`] trait does not offer.
+/// Every rank connects to every other before this returns; for large jobs in which a rank
+/// talks to few peers, [`connect_lazy`] connects each pair on its first use instead.
 pub fn connect<L: Listener>(
     store: &dyn Store,
     listener: L,
@@ -51,6 +51,45 @@ pub fn connect<L: Listener>(
     size: u32,
     deadline: Instant,
 ) -> Result<L::Comm> {
+    let (addrs, start) = exchange(store, &listener, rank, size, deadline)?;
+    let comm = listener.connect_all(&addrs, deadline)?;
+    tracing::debug!(rank = rank.0, size, waited = ?start.elapsed(), "group connected");
+    Ok(comm)
+}
+
+/// Like [`connect`], but the communicator connects each pair of ranks on its first use
+/// ([`Listener::connect_lazy`]) instead of the full mesh up front: the same claim, publish
+/// and wait for every rank's address (so a rank that never shows up is still named in
+/// [`Error::MissingRanks`], and every address is checked before this returns), then a
+/// communicator with no connection yet.
+///
+/// A transport without a lazy mode fails with its configuration error
+/// ([`Error::Transport`] holding [`gloo_transport::Error::Config`]) rather than quietly
+/// connecting the full mesh. The TCP transport has one; see `gloo_transport::tcp` for what
+/// lazy connection means for errors and aborts.
+pub fn connect_lazy<L: Listener>(
+    store: &dyn Store,
+    listener: L,
+    rank: Rank,
+    size: u32,
+    deadline: Instant,
+) -> Result<L::Comm> {
+    let (addrs, start) = exchange(store, &listener, rank, size, deadline)?;
+    let comm = listener.connect_lazy(&addrs, deadline)?;
+    tracing::debug!(rank = rank.0, size, waited = ?start.elapsed(), "lazy group ready");
+    Ok(comm)
+}
+
+/// The rendezvous shared by both modes: claim the rank, publish this rank's address, wait
+/// for every rank's and check them. Returns every rank's address bytes, indexed by rank, and
+/// when the rendezvous started.
+fn exchange<L: Listener>(
+    store: &dyn Store,
+    listener: &L,
+    rank: Rank,
+    size: u32,
+    deadline: Instant,
+) -> Result<(Vec<Vec<u8>>, Instant)> {
     if size == 0 || rank.0 >= size {
         return Err(Error::InvalidArgument {
             key: None,
@@ -75,9 +114,7 @@ pub fn connect<L: Listener>(
     }
     // A conflict noticed after the last wait still stops the group.
     check_abort(store, deadline)?;
-    let comm = listener.connect_all(&addrs, deadline)?;
-    tracing::debug!(rank = rank.0, size, waited = ?start.elapsed(), "group connected");
-    Ok(comm)
+    Ok((addrs, start))
 }
 
 /// Claim `rank` with a fresh random identity; a lost claim is reported to the whole group.

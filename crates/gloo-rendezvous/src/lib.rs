@@ -7,13 +7,13 @@
 //!   (a shared file system), [`TcpStore`] (a client of [`TcpStoreServer`], one mio loop),
 //!   and `RedisStore` (feature `redis`: keys in a Redis server);
 //! - connects a group: [`connect`] turns (store, transport listener, rank, size) into a
-//!   communicator, naming the ranks that never showed up; [`env`](mod@env) reads torchrun, Slurm,
+//!   communicator, naming the ranks that never showed up ([`connect_lazy`] connects each pair
+//!   on its first use instead of the full mesh); [`env`](mod@env) reads torchrun, Slurm,
 //!   Open MPI and PMI variables (`env://` start-up) with rank 0 hosting the TCP store.
 //!
 //! What it does not do: move collective data (that is `gloo-transport`), or run collectives
 //! (`gloo-algorithms`). The stores depend on no transport; only the bootstrap uses
-//! `gloo-transport`'s [`Listener`](gloo_transport::Listener) trait. There is no lazy
-//! (connect-on-first-use) mode yet: it needs a transport that can dial one peer at a time.
+//! `gloo-transport`'s [`Listener`](gloo_transport::Listener) trait.
 //!
 //! Two ranks (threads here; processes in practice) meeting through a TCP store and
 //! connecting over TCP:
@@ -62,7 +62,7 @@ mod redis_store;
 mod store;
 pub mod tcp;
 
-pub use bootstrap::connect;
+pub use bootstrap::{connect, connect_lazy};
 pub use env::{EnvConfig, EnvGroup, EnvStore, connect_from_env, parse_env};
 pub use error::{Error, Result};
 pub use file::FileStore;

@@ -292,6 +292,112 @@ fn a_rank_outside_the_world_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Lazy connection (`connect_lazy`): the same rendezvous, then each pair connects on first use.
+
+/// `stores.len()` ranks meet through `stores` in lazy mode over TCP; rank 0 and the last rank
+/// exchange one message each way and nobody else talks. Every rank then checks that only
+/// that pair was connected.
+fn lazy_rendezvous(job: &str, stores: Vec<Box<dyn Store>>) {
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+    let size = stores.len() as u32;
+    let last = Rank(size - 1);
+    let barrier = std::sync::Barrier::new(size as usize);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(r, store)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let me = Rank(r as u32);
+                    let d = deadline(30);
+                    let l = TcpListener::bind(TcpConfig::loopback(job, me, size)).unwrap();
+                    let comm = gloo_rendezvous::connect_lazy(&*store, l, me, size, d).unwrap();
+                    assert_eq!((comm.rank(), comm.size()), (me, size));
+                    assert_eq!(comm.connected_peers(), Vec::<Rank>::new(), "rank {r} at start");
+                    let slot = Slot::new(3, 0);
+                    let mut buf = [0u8; 4];
+                    if me == Rank(0) || me == last {
+                        let peer = if me == Rank(0) { last } else { Rank(0) };
+                        comm.send(peer, slot, &me.0.to_le_bytes(), d).unwrap();
+                        assert_eq!(comm.recv(peer, slot, &mut buf, d).unwrap(), 4);
+                        assert_eq!(u32::from_le_bytes(buf), peer.0);
+                    }
+                    // Everybody has finished talking before anybody looks (and drops).
+                    barrier.wait();
+                    let want = if me == Rank(0) {
+                        vec![last]
+                    } else if me == last {
+                        vec![Rank(0)]
+                    } else {
+                        Vec::new()
+                    };
+                    assert_eq!(comm.connected_peers(), want, "rank {r}");
+                    barrier.wait();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn lazy_ranks_over_a_hash_store_connect_only_the_pair_that_talks() {
+    let store = Arc::new(HashStore::new());
+    lazy_rendezvous(
+        "lazy-hash",
+        (0..5).map(|_| Box::new(store.clone()) as Box<dyn Store>).collect(),
+    );
+}
+
+#[test]
+fn lazy_ranks_over_a_tcp_store_connect_only_the_pair_that_talks() {
+    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"tok")).unwrap();
+    let addr = server.local_addr().to_string();
+    lazy_rendezvous(
+        "lazy-tcp-store",
+        (0..4)
+            .map(|_| {
+                Box::new(TcpStore::connect(addr.clone(), Some(b"tok"), deadline(10)).unwrap())
+                    as Box<dyn Store>
+            })
+            .collect(),
+    );
+}
+
+#[test]
+fn lazy_connect_over_a_transport_without_a_lazy_mode_fails_with_its_config_error() {
+    let store = HashStore::new();
+    let l = listeners(1).into_iter().next().unwrap();
+    let e = gloo_rendezvous::connect_lazy(&store, l, Rank(0), 1, deadline(5)).unwrap_err();
+    assert!(
+        matches!(&e, Error::Transport(gloo_transport::Error::Config { .. })),
+        "expected the transport's configuration error, got {e}"
+    );
+}
+
+#[test]
+fn lazy_connect_still_names_ranks_that_never_publish() {
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+    let store = HashStore::new();
+    let l = TcpListener::bind(TcpConfig::loopback("lazy-missing", Rank(0), 3)).unwrap();
+    let e = gloo_rendezvous::connect_lazy(
+        &store,
+        l,
+        Rank(0),
+        3,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .unwrap_err();
+    match &e {
+        Error::MissingRanks { ranks, .. } => assert_eq!(ranks, &vec![1, 2], "{e}"),
+        other => panic!("expected MissingRanks, got {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Multi-process: the test binary re-executes itself as ranks, which meet through a real store
 // and connect over the TCP transport on loopback.
 
