@@ -86,11 +86,13 @@ pub const ROWS: &[Row] = &[
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),
     // gloo-rendezvous: every store through the conformance suite, the gloo-store binary, the
-    // bootstrap, then the same again with Redis. `cli` on in every row so they share one build.
+    // bootstrap, then the same again with Redis (plain and TLS, one build), then the Redis store
+    // built without TLS. `cli` on in the first rows so they share one build.
     Row::test("rendezvous/stores", "gloo-rendezvous").features(&["cli"]).targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store"), Test("gloo_store_bin")]),
     Row::test("rendezvous/bootstrap", "gloo-rendezvous").features(&["cli"]).targets(&[Test("bootstrap")]),
     Row::test("rendezvous/doc", "gloo-rendezvous").features(&["cli"]).targets(&[Doc]),
-    Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "cli"]).targets(&[Lib, Test("redis_store"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
+    Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
+    Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),

@@ -41,7 +41,11 @@ return len
 ";
 
 /// Settings of a [`RedisStore`].
-#[derive(Debug, Clone)]
+///
+/// TLS (feature `redis-tls`) is chosen by the URL's scheme, `rediss://`; the `tls_*` fields
+/// only say whom to trust and who we are, and setting any of them with a plain `redis://` URL
+/// is a configuration error rather than a silent plaintext connection.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
     /// Prepended (with a `/`) to every key, so jobs can share one Redis.
@@ -49,9 +53,31 @@ pub struct RedisOptions {
     /// Expiry set on every key written, so a job that crashes leaves nothing behind for
     /// long. `None`: keys never expire. Default: 24 hours.
     pub ttl: Option<Duration>,
-    /// For `rediss://` URLs (feature `redis-tls`): the CA certificate (PEM) that signed the
-    /// server's certificate, for a private CA. `None`: the system's trusted roots.
+    /// For `rediss://` URLs: the CA certificate(s) (PEM) that signed the server's
+    /// certificate, for a private CA; only these are trusted then. `None`: the system's
+    /// trusted roots.
     pub tls_root_cert: Option<Vec<u8>>,
+    /// For `rediss://` URLs to a server that asks for client certificates
+    /// (`tls-auth-clients yes`): this client's certificate chain (PEM). Needs
+    /// [`tls_client_key`](Self::tls_client_key) too.
+    pub tls_client_cert: Option<Vec<u8>>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of
+    /// [`tls_client_cert`](Self::tls_client_cert). Never shown by `Debug` or in errors.
+    pub tls_client_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Certificates are public but long; the key is a secret. Say only which are set.
+        let set = |o: &Option<Vec<u8>>| if o.is_some() { "set" } else { "none" };
+        f.debug_struct("RedisOptions")
+            .field("prefix", &self.prefix.escape_ascii().to_string())
+            .field("ttl", &self.ttl)
+            .field("tls_root_cert", &set(&self.tls_root_cert))
+            .field("tls_client_cert", &set(&self.tls_client_cert))
+            .field("tls_client_key", &set(&self.tls_client_key))
+            .finish()
+    }
 }
 
 impl Default for RedisOptions {
@@ -60,6 +86,8 @@ impl Default for RedisOptions {
             prefix: Vec::new(),
             ttl: Some(Duration::from_secs(24 * 3600)),
             tls_root_cert: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }
@@ -68,6 +96,13 @@ impl RedisOptions {
     /// The defaults with keys scoped under `prefix`.
     pub fn with_prefix(prefix: impl AsRef<[u8]>) -> Self {
         RedisOptions { prefix: prefix.as_ref().to_vec(), ..Self::default() }
+    }
+
+    /// Whether any TLS setting is given.
+    fn wants_tls(&self) -> bool {
+        self.tls_root_cert.is_some()
+            || self.tls_client_cert.is_some()
+            || self.tls_client_key.is_some()
     }
 }
 
@@ -157,16 +192,43 @@ impl RedisStore {
                 return Err(self.fatal(&err));
             }
             if !backoff.sleep(deadline) {
-                return Err(Error::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail: err.to_string(),
-                    waited: start.elapsed(),
-                });
+                return Err(self.unreachable(&err, start));
             }
         }
     }
 
+    /// The error for a server that stayed unreachable since `start`, `err` the last failure.
+    fn unreachable(&self, err: &RedisError, start: Instant) -> Error {
+        let mut detail = err.to_string();
+        if err.is_timeout() && self.endpoint.starts_with("rediss://") {
+            // A plain (non-TLS) Redis never answers a TLS client hello, so the handshake
+            // only times out; say the likely cause.
+            detail.push_str(" (no answer to the TLS handshake: does the server speak TLS there?)");
+        }
+        Error::Unreachable { endpoint: self.endpoint.clone(), detail, waited: start.elapsed() }
+    }
+
     fn fatal(&self, e: &RedisError) -> Error {
+        #[cfg(feature = "redis-tls")]
+        if let Some(tls) = tls_failure(e) {
+            return if is_certificate_failure(tls) {
+                Error::Auth {
+                    detail: format!(
+                        "TLS with Redis at {}: {tls} (does RedisOptions::tls_root_cert hold the \
+                         CA of the server's certificate, and tls_client_cert/tls_client_key a \
+                         certificate the server trusts?)",
+                        self.endpoint
+                    ),
+                }
+            } else {
+                Error::Protocol {
+                    detail: format!(
+                        "TLS with Redis at {}: {tls} (does the server speak TLS on that port?)",
+                        self.endpoint
+                    ),
+                }
+            };
+        }
         let text = e.to_string();
         if text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("uthentication") {
             Error::Auth { detail: format!("Redis at {}: {text}", self.endpoint) }
@@ -217,11 +279,7 @@ impl RedisStore {
                 });
             }
             if !backoff.sleep(deadline) {
-                return Err(Error::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail: err.to_string(),
-                    waited: start.elapsed(),
-                });
+                return Err(self.unreachable(&err, start));
             }
         }
     }
@@ -266,33 +324,133 @@ impl RedisStore {
     }
 }
 
+/// Build the client for `url`, checking that the TLS options fit the URL; the error says
+/// what to change.
+fn open_client(url: &str, opts: &RedisOptions) -> std::result::Result<Client, String> {
+    let tls_url = url.starts_with("rediss://");
+    if !tls_url && opts.wants_tls() {
+        return Err("TLS options (tls_root_cert, tls_client_cert, tls_client_key) are set but \
+                    the URL is not rediss://; use rediss:// for TLS"
+            .to_owned());
+    }
+    if opts.tls_client_cert.is_some() != opts.tls_client_key.is_some() {
+        return Err("tls_client_cert and tls_client_key must be given together".to_owned());
+    }
+    if tls_url { open_tls_client(url, opts) } else { Client::open(url).map_err(|e| e.to_string()) }
+}
+
 #[cfg(feature = "redis-tls")]
-fn open_client(url: &str, opts: &RedisOptions) -> redis::RedisResult<Client> {
+fn open_tls_client(url: &str, opts: &RedisOptions) -> std::result::Result<Client, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     // rustls needs a process-wide crypto provider; the workspace uses ring. An error means
     // one is installed already (by the application or gloo-tls), which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match &opts.tls_root_cert {
-        Some(pem) => Client::build_with_tls(
-            url,
-            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
-        ),
-        None => Client::open(url),
+    // The `redis` crate takes PEM text with no certificate in it as an empty trust store, and
+    // every server would then fail as "unknown issuer"; say what is wrong instead.
+    for (what, pem) in
+        [("tls_root_cert", &opts.tls_root_cert), ("tls_client_cert", &opts.tls_client_cert)]
+    {
+        if let Some(pem) = pem {
+            let certs: std::result::Result<Vec<_>, _> =
+                CertificateDer::pem_slice_iter(pem).collect();
+            match certs {
+                Ok(c) if !c.is_empty() => {}
+                Ok(_) => return Err(format!("{what} holds no PEM certificate")),
+                Err(e) => return Err(format!("{what} is not valid PEM: {e}")),
+            }
+        }
     }
+    if let Some(key) = &opts.tls_client_key {
+        // Checked here, where the caller can be told which option is wrong; the `redis` crate
+        // would report it only when connecting, as a protocol error.
+        let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| format!("tls_client_key is not a PEM private key: {e}"))?;
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|_| {
+            "tls_client_key is not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519)"
+                .to_owned()
+        })?;
+    }
+    if opts.tls_root_cert.is_none() && opts.tls_client_cert.is_none() {
+        return Client::open(url).map_err(|e| e.to_string());
+    }
+    let client_tls = match (&opts.tls_client_cert, &opts.tls_client_key) {
+        (Some(cert), Some(key)) => {
+            Some(redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() })
+        }
+        _ => None,
+    };
+    Client::build_with_tls(
+        url,
+        redis::TlsCertificates { client_tls, root_cert: opts.tls_root_cert.clone() },
+    )
+    // The key's bytes never reach this message: the `redis` crate reports only what failed.
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "redis-tls"))]
-fn open_client(url: &str, opts: &RedisOptions) -> redis::RedisResult<Client> {
-    if url.starts_with("rediss://") || opts.tls_root_cert.is_some() {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
-            "TLS to Redis needs the `redis-tls` feature of gloo-rendezvous",
-        )));
+fn open_tls_client(_url: &str, _opts: &RedisOptions) -> std::result::Result<Client, String> {
+    Err("TLS to Redis (rediss://) needs the `redis-tls` feature of gloo-rendezvous".to_owned())
+}
+
+/// The TLS failure behind `e`, if the connection failed in TLS (a certificate not trusted, a
+/// handshake refused): retrying cannot fix that, so it is reported at once.
+#[cfg(feature = "redis-tls")]
+fn tls_failure(e: &RedisError) -> Option<&rustls::Error> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    // The `redis` crate keeps an I/O error behind an `Arc` and returns that `Arc` as the
+    // source; rustls puts its error inside the I/O error. Look through both, and through any
+    // further sources, bounded so a cyclic chain cannot loop.
+    let mut next = std::error::Error::source(e);
+    for _ in 0..8 {
+        let cur = next?;
+        let inner: &(dyn std::error::Error + 'static) = match cur.downcast_ref::<Shared>() {
+            Some(shared) => &**shared,
+            None => cur,
+        };
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = inner.source();
     }
-    Client::open(url)
+    None
+}
+
+/// Whether a TLS failure is about certificates (an authentication failure of either side).
+#[cfg(feature = "redis-tls")]
+fn is_certificate_failure(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    match e {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => true,
+        rustls::Error::AlertReceived(a) => matches!(
+            a,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+        ),
+        _ => false,
+    }
 }
 
 /// Whether an error is about the connection (retry elsewhere) rather than the command.
 fn transient(e: &RedisError) -> bool {
+    #[cfg(feature = "redis-tls")]
+    if tls_failure(e).is_some() {
+        return false;
+    }
     e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
 }
 

@@ -342,3 +342,23 @@ impl Fixture for Redis {
 conformance!(redis_store, Redis(gloo_testing::redis::RedisServer::start(None)));
 #[cfg(feature = "redis")]
 conformance!(redis_store_with_password, Redis(gloo_testing::redis::RedisServer::start(Some("pw"))));
+
+/// The suite over `rediss://`, the client trusting the server's test CA.
+#[cfg(feature = "redis-tls")]
+struct RedisTls(gloo_testing::redis::RedisServer);
+#[cfg(feature = "redis-tls")]
+impl Fixture for RedisTls {
+    fn client(&self) -> Box<dyn Store> {
+        let mut opts = gloo_rendezvous::RedisOptions::with_prefix("conformance");
+        opts.tls_root_cert = self.0.tls().map(gloo_testing::redis::TlsFiles::ca_pem);
+        Box::new(gloo_rendezvous::RedisStore::connect(&self.0.url(), opts, deadline(10)).unwrap())
+    }
+}
+#[cfg(feature = "redis-tls")]
+conformance!(
+    redis_store_over_tls,
+    RedisTls(gloo_testing::redis::RedisServer::start_tls(
+        Some("pw"),
+        gloo_testing::redis::ClientCerts::NotAsked
+    ))
+);

@@ -114,32 +114,24 @@ fn an_unreachable_url_is_an_error_not_a_hang() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
 }
 
-#[cfg(feature = "redis-tls")]
-#[test]
-fn tls_with_a_private_ca() {
-    use gloo_testing::redis::TlsFiles;
-    let dir = tempfile::tempdir().unwrap();
-    let tls = TlsFiles::generate(dir.path());
-    let server = RedisServer::start_tls(Some("tls-pw"), &tls);
-    assert!(server.url().starts_with("rediss://"));
-    let mut opts = RedisOptions::with_prefix("tls-job");
-    opts.tls_root_cert = Some(std::fs::read(&tls.ca).unwrap());
-    let store = RedisStore::connect(&server.url(), opts, deadline(10)).unwrap();
-    store.set(b"over/tls", b"secret", deadline(5)).unwrap();
-    assert_eq!(store.get(b"over/tls", deadline(5)).unwrap(), b"secret");
-    assert_eq!(store.add(b"n", 2, deadline(5)).unwrap(), 2);
-
-    // Without the CA, the server's certificate is not trusted: an error by the deadline.
-    let short = Instant::now() + Duration::from_millis(500);
-    let err = RedisStore::connect(&server.url(), RedisOptions::default(), short).unwrap_err();
-    assert!(!matches!(err, Error::Timeout { .. }), "{err}");
-}
-
+// TLS tests live in redis_tls.rs (feature `redis-tls`); this one checks the build without it.
 #[cfg(not(feature = "redis-tls"))]
 #[test]
 fn tls_urls_need_the_tls_feature() {
     let err =
         RedisStore::connect("rediss://127.0.0.1:6380/0", RedisOptions::default(), deadline(5))
             .unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("redis-tls"), "{err}");
+}
+
+#[test]
+fn tls_options_with_a_plain_url_are_refused_not_ignored() {
+    // A CA or client certificate given with redis:// would otherwise mean plaintext while the
+    // caller believes the connection is encrypted.
+    let mut opts = RedisOptions::default();
+    opts.tls_root_cert = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
+    let err = RedisStore::connect("redis://127.0.0.1:1/0", opts, deadline(5)).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("rediss://"), "{err}");
 }
