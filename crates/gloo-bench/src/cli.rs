@@ -194,7 +194,7 @@ impl TransportKind {
 
 /// The operations the sweep can measure.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Collective {
+pub enum Collective {
     /// Every rank ends with the reduction of every rank's buffer.
     Allreduce,
     /// The root ends with the reduction.
@@ -220,7 +220,7 @@ pub(crate) enum Collective {
 
 impl Collective {
     /// The name used on the command line and in the output.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Collective::Allreduce => "allreduce",
             Collective::Reduce => "reduce",

@@ -11,6 +11,11 @@
 //!
 //! What it does not do: assert anything about speed (it reports; people and CI decide), or
 //! pick algorithms (the library does; `--algorithm` overrides it).
+//!
+//! The tool lives in this library target, with `src/main.rs` calling [`run`], so that the
+//! tests of the built binary (`tests/cli.rs`) take their expectations from the tool's own
+//! definitions (such as [`Collective`]) instead of restating them. It is not an API for
+//! other crates: only what those tests need is public.
 #![forbid(unsafe_code)]
 
 /// `eprintln!` that hands the whole line to the kernel in one write, so the lines of several
@@ -42,10 +47,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
-use crate::cli::{Cli, Collective, Command, StoreUrl, TransportKind};
+pub use crate::cli::Collective;
+use crate::cli::{Cli, Command, StoreUrl, TransportKind};
 use crate::report::Report;
 
-fn main() -> ExitCode {
+/// Runs gloo-bench with this process's command line (what `main` does).
+pub fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Err((kind, msg)) = validate(&cli) {
         // clap's usage errors exit with status 2, like the ones it finds itself.
