@@ -10,6 +10,11 @@
 //! the warnings a transport logs, for tests whose only observable outcome is a logged
 //! rejection. [`connect_threads`], [`board_connect`] and [`exchange_with`] build and check a
 //! group over any [`Listener`], in one process or across processes.
+//!
+//! [`Siege`] is the shape of the handshake attacks: some ranks (the victims) start connecting,
+//! a rogue knocks on a victim ([`knock`]), the victim must close the rogue's connection
+//! ([`Rogue::assert_closed`]) and log why ([`assert_rejected`]), and then the whole group
+//! still connects and exchanges ([`all_exchange`]). [`repel`] runs that sequence in one call.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -341,6 +346,18 @@ impl Rogue {
         }
     }
 
+    /// Panic unless the victim closes (or resets) this connection by `deadline`; `what` names
+    /// the connection in the message, which also shows the captured logs.
+    #[track_caller]
+    pub fn assert_closed(&mut self, deadline: Instant, what: &str) {
+        assert_eq!(
+            self.wait_closed(deadline),
+            Closed::Yes,
+            "the victim kept {what} open; logs:\n{}",
+            logs()
+        );
+    }
+
     /// Stop sending (half-close), keeping the read side open.
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.stream.shutdown(Shutdown::Write)
@@ -416,6 +433,153 @@ pub fn clear_logs() {
 /// Whether one captured line contains every one of `needles`.
 pub fn logged(needles: &[&str]) -> bool {
     logs().lines().any(|line| needles.iter().all(|n| line.contains(n)))
+}
+
+/// Panic unless one captured log line says a connection was rejected and contains every one
+/// of `needles` (see [`capture_logs`]).
+#[track_caller]
+pub fn assert_rejected(needles: &[&str]) {
+    let mut all = vec!["rejected a connection"];
+    all.extend_from_slice(needles);
+    assert!(logged(&all), "no logged rejection with {all:?}; logs:\n{}", logs());
+}
+
+/// Connect a rogue to `addr` and send `bytes`; panics if either fails (the set-up of an
+/// attack, not its outcome).
+#[track_caller]
+pub fn knock(addr: SocketAddr, bytes: &[u8], deadline: Instant) -> Rogue {
+    let mut r = Rogue::connect(addr, deadline)
+        .unwrap_or_else(|e| panic!("the rogue cannot connect to {addr}: {e}"));
+    r.send(bytes).unwrap_or_else(|e| panic!("the rogue cannot send to {addr}: {e}"));
+    r
+}
+
+/// A group being connected in two waves, so that a test can act between them: the ranks
+/// [`start`](Siege::start)ed first run `connect_all` on their own threads while the others
+/// have not begun, then [`connected`](Siege::connected) starts the rest and returns the
+/// group.
+///
+/// Listeners are given in rank order; the address list may name more ranks than there are
+/// listeners (the ranks a test plays by hand, or that never show up).
+#[derive(Debug)]
+pub struct Siege<L: Listener> {
+    addrs: Vec<Vec<u8>>,
+    deadline: Instant,
+    waiting: Vec<Option<L>>,
+    running: Vec<(usize, JoinHandle<gloo_transport::Result<L::Comm>>)>,
+}
+
+impl<L: Listener + 'static> Siege<L> {
+    /// A group of `listeners` (rank order), the addresses being theirs.
+    pub fn new(listeners: Vec<L>, deadline: Instant) -> Self {
+        let addrs = listeners.iter().map(Listener::address_bytes).collect();
+        Self::with_addrs(listeners, addrs, deadline)
+    }
+
+    /// A group whose ranks `0..listeners.len()` are `listeners` and whose address list is
+    /// `addrs` (which may be longer).
+    pub fn with_addrs(listeners: Vec<L>, addrs: Vec<Vec<u8>>, deadline: Instant) -> Self {
+        assert!(listeners.len() <= addrs.len(), "more listeners than addresses");
+        Siege {
+            addrs,
+            deadline,
+            waiting: listeners.into_iter().map(Some).collect(),
+            running: Vec::new(),
+        }
+    }
+
+    /// Every rank's address, as given to `connect_all`.
+    pub fn addrs(&self) -> &[Vec<u8>] {
+        &self.addrs
+    }
+
+    /// Start `connect_all` now for the listeners of `ranks` (each on a thread named
+    /// `connect-<rank>`). A rank already started, or with no listener, is a test bug: panics.
+    pub fn start(&mut self, ranks: &[u32]) {
+        for &r in ranks {
+            let i = r as usize;
+            let l = self
+                .waiting
+                .get_mut(i)
+                .and_then(Option::take)
+                .unwrap_or_else(|| panic!("rank {r} has no listener left to start"));
+            let (addrs, deadline) = (self.addrs.clone(), self.deadline);
+            let h = std::thread::Builder::new()
+                .name(format!("connect-{r}"))
+                .spawn(move || l.connect_all(&addrs, deadline))
+                .expect("a test can spawn a thread");
+            self.running.push((i, h));
+        }
+    }
+
+    /// Start every rank not started yet, and return each rank's `connect_all` result in
+    /// rank order.
+    pub fn join(mut self) -> Vec<gloo_transport::Result<L::Comm>> {
+        let rest: Vec<u32> = (0..self.waiting.len())
+            .filter(|&i| self.waiting[i].is_some())
+            .map(|i| u32::try_from(i).expect("a test group has fewer than 2^32 ranks"))
+            .collect();
+        self.start(&rest);
+        let mut results: Vec<(usize, gloo_transport::Result<L::Comm>)> = self
+            .running
+            .into_iter()
+            .map(|(i, h)| {
+                let r = h.join().unwrap_or_else(|_| panic!("rank {i}'s connect thread panicked"));
+                (i, r)
+            })
+            .collect();
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Like [`join`](Self::join), panicking (naming the rank and its error) unless every rank
+    /// connected.
+    #[track_caller]
+    pub fn connected(self) -> Vec<L::Comm> {
+        self.join()
+            .into_iter()
+            .enumerate()
+            .map(|(r, c)| c.unwrap_or_else(|e| panic!("rank {r}'s connect_all failed: {e}")))
+            .collect()
+    }
+}
+
+/// Every communicator in `comms` (one group) exchanges a message with every other one at
+/// once, each on its own thread; panics naming the rank that failed.
+pub fn all_exchange<C: Communicator + Sync>(comms: &[C], deadline: Instant) {
+    std::thread::scope(|s| {
+        for c in comms {
+            s.spawn(move || {
+                let others: Vec<Rank> =
+                    (0..c.size()).map(Rank).filter(|r| *r != c.rank()).collect();
+                exchange_with(c, &others, 1, 3000, deadline)
+                    .unwrap_or_else(|e| panic!("rank {} could not exchange: {e}", c.rank()));
+            });
+        }
+    });
+}
+
+/// The common shape of a handshake attack: start `victims` connecting, run `attack` against
+/// `victim_addr` (the listening address of one of them), require the victim to close the
+/// rogue's connection while it still waits for its group, then start the other ranks and
+/// require every rank to connect and exchange with every other. Returns the group.
+#[track_caller]
+pub fn repel<L: Listener + 'static>(
+    mut siege: Siege<L>,
+    victims: &[u32],
+    victim_addr: SocketAddr,
+    attack: impl FnOnce(SocketAddr, Instant) -> Rogue,
+) -> Vec<L::Comm>
+where
+    L::Comm: Sync,
+{
+    siege.start(victims);
+    let mut rogue = attack(victim_addr, siege.deadline);
+    rogue.assert_closed(crate::deadline(30), "the rogue's connection");
+    let deadline = siege.deadline;
+    let comms = siege.connected();
+    all_exchange(&comms, deadline);
+    comms
 }
 
 /// Start `connect_all` for every listener on its own thread (named `connect-<i>`).
