@@ -426,3 +426,114 @@ fn the_default_connect_lazy_of_an_eager_only_transport_says_so() {
     let e = EagerOnly.connect_lazy(&[], deadline(5)).unwrap_err();
     assert!(matches!(&e, Error::Config { detail } if detail.contains("eagerly")), "{e}");
 }
+
+/// A stream layer that changes no byte and records, per connection, which side dialled.
+struct Recording(std::sync::Mutex<Vec<(Rank, bool)>>);
+
+/// A plain socket behind the layer seam, serving the bytes read past the handshake first.
+struct Plain {
+    socket: mio::net::TcpStream,
+    early: Vec<u8>,
+}
+
+impl gloo_transport::tcp::ByteStream for Plain {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.early.is_empty() {
+            return std::io::Read::read(&mut self.socket, buf);
+        }
+        let n = self.early.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.early[..n]);
+        self.early.drain(..n);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        std::io::Write::write_vectored(&mut self.socket, bufs)
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        &mut self.socket
+    }
+}
+
+impl gloo_transport::tcp::StreamLayer for Recording {
+    fn wrap(
+        &self,
+        peer: Rank,
+        dialled: bool,
+        socket: mio::net::TcpStream,
+        early: Vec<u8>,
+    ) -> std::io::Result<Box<dyn gloo_transport::tcp::ByteStream>> {
+        self.0.lock().unwrap().push((peer, dialled));
+        Ok(Box::new(Plain { socket, early }))
+    }
+}
+
+#[test]
+fn a_stream_layer_wraps_lazy_connections_with_exactly_one_dialling_side() {
+    // A TLS layer makes the dialling side the client: in lazy mode either rank may have
+    // dialled, and the two ends of the one connection must disagree about it.
+    let size = 4u32;
+    let layers: Vec<std::sync::Arc<Recording>> = (0..size)
+        .map(|_| std::sync::Arc::new(Recording(std::sync::Mutex::new(Vec::new()))))
+        .collect();
+    let comms = lazy_group_with(size, |r| {
+        TcpConfig::loopback("lazy-layer", Rank(r), size).stream_layer(layers[r as usize].clone())
+    });
+    let barrier = Barrier::new(size as usize);
+    gloo_testing::run_ranks(comms, |c| {
+        let until = deadline(60);
+        let me = c.rank().0;
+        // Every pair exchanges 2 MiB both ways (past the eager path), first use by both.
+        let out = gloo_testing::conformance::pattern(2 << 20, me as u64);
+        let peers: Vec<Rank> = (0..size).filter(|r| *r != me).map(Rank).collect();
+        let mut ins = vec![vec![0u8; 2 << 20]; peers.len()];
+        {
+            let mut ops: Vec<Op<'_>> =
+                peers.iter().map(|p| Op::send(*p, Slot::new(1, 0), &out)).collect();
+            for (p, b) in peers.iter().zip(ins.iter_mut()) {
+                ops.push(Op::recv(*p, Slot::new(1, 0), b));
+            }
+            c.run(&mut ops, until).expect("exchange through the layer");
+        }
+        for (p, b) in peers.iter().zip(&ins) {
+            assert!(*b == gloo_testing::conformance::pattern(2 << 20, p.0 as u64), "from {p}");
+        }
+        barrier.wait();
+    });
+    for a in 0..size {
+        let wrapped_a = layers[a as usize].0.lock().unwrap().clone();
+        assert_eq!(wrapped_a.len(), (size - 1) as usize, "rank {a} wrapped {wrapped_a:?}");
+        for (peer, dialled) in wrapped_a {
+            let wrapped_b = layers[peer.index()].0.lock().unwrap().clone();
+            let back: Vec<bool> =
+                wrapped_b.iter().filter(|(p, _)| *p == Rank(a)).map(|(_, d)| *d).collect();
+            assert_eq!(back, vec![!dialled], "ranks {a} and {peer}: both ends dialled={dialled}");
+        }
+    }
+}
+
+#[test]
+fn a_rank_inside_no_call_still_accepts_a_first_use() {
+    // Rank 0 makes no call until rank 1's send has completed, which needs the connection:
+    // so rank 0's heartbeat thread must have served the listener and the handshake.
+    let comms = lazy_group("lazy-idle", 2);
+    let sent = std::sync::atomic::AtomicBool::new(false);
+    gloo_testing::run_ranks(comms, |c| {
+        let until = deadline(30);
+        if c.rank() == Rank(1) {
+            c.send(Rank(0), Slot::new(1, 0), b"while you were out", until).expect("send");
+            assert_eq!(c.connected_peers(), vec![Rank(0)]);
+            sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            while !sent.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(Instant::now() < until, "rank 1's send never completed");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(c.connected_peers(), vec![Rank(1)]);
+            let mut b = [0u8; 18];
+            assert_eq!(c.recv(Rank(1), Slot::new(1, 0), &mut b, until).unwrap(), 18);
+            assert_eq!(&b, b"while you were out");
+        }
+    });
+}

@@ -16,6 +16,10 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 const WAITER_NAP: Duration = Duration::from_millis(20);
 /// How long `Drop` tries to flush goodbyes before closing.
 const FAREWELL: Duration = Duration::from_millis(500);
+/// How often the heartbeat thread of a lazy communicator serves its listener and handshakes
+/// while no caller is inside `progress` (a peer's first use must not wait for a heartbeat
+/// tick per handshake step).
+const LAZY_NAP: Duration = Duration::from_millis(10);
 
 pub(crate) struct Shared {
     me: Rank,
@@ -104,13 +108,28 @@ impl TcpComm {
 
 fn heartbeat_loop(s: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let tick = (s.hb_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let lazy = s.lock().lazy.is_some();
+    let nap = if lazy { tick.min(LAZY_NAP) } else { tick };
+    let mut next_tick = Instant::now() + tick;
     let mut stopped = stop.0.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        stopped = stop.1.wait_timeout(stopped, tick).unwrap_or_else(|p| p.into_inner()).0;
+        stopped = stop.1.wait_timeout(stopped, nap).unwrap_or_else(|p| p.into_inner()).0;
         if *stopped {
             return;
         }
         let mut d = s.lock();
+        if lazy {
+            let now = Instant::now();
+            if now < next_tick {
+                // Between ticks only connections in their handshake move, and only when no
+                // caller is polling (a caller's poller sees their events itself).
+                if d.in_progress == 0 && d.drive_lazy(true) {
+                    s.nudge(&d);
+                }
+                continue;
+            }
+            next_tick = now + tick;
+        }
         let mut moved = d.tick(Instant::now(), s.hb_interval, s.peer_timeout);
         // With nobody inside `progress`, drain control and eager frames (never a user
         // buffer: the empty `Mine` makes data for posted receives park) and flush.

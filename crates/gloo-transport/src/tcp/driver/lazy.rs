@@ -416,7 +416,7 @@ fn verdict(me: Rank, peer: Rank, link: Link, dead: bool) -> bool {
 
 impl Driver {
     /// The lazy-connection work of one pump.
-    pub(super) fn drive_lazy(&mut self, force: bool) -> bool {
+    pub(crate) fn drive_lazy(&mut self, force: bool) -> bool {
         let Some(mut lazy) = self.lazy.take() else { return false };
         let moved = lazy.drive(self, force);
         self.lazy = Some(lazy);
