@@ -109,8 +109,12 @@ impl RedisOptions {
 /// A store in a Redis server, through the `redis` crate's synchronous API.
 ///
 /// The URL is `redis://[:password@]host:port/db` (AUTH is sent when a password is given) or,
-/// with the `redis-tls` feature, `rediss://...` for TLS. Every key written gets the
-/// configured expiry. Concurrent calls use separate pooled connections; a call that loses its
+/// with the `redis-tls` feature, `rediss://...` for TLS (rustls with the `ring` provider):
+/// the server's certificate is checked against the system's roots, or only against
+/// [`RedisOptions::tls_root_cert`] for a private CA, and a client certificate is presented
+/// when [`RedisOptions::tls_client_cert`] is set. A certificate that is not trusted, either
+/// way, fails the call at once with [`Error::Auth`] (retrying cannot fix it). Every key
+/// written gets the configured expiry. Concurrent calls use separate pooled connections; a call that loses its
 /// connection reconnects until its deadline (non-idempotent calls only if they were not sent).
 ///
 /// Waits (`get`, `wait`, `multi_get`) poll with a short back-off (1 ms doubling to 20 ms)
