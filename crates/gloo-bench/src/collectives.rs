@@ -9,42 +9,16 @@
 
 use std::time::Instant;
 
-use gloo_algorithms::{Algorithm, Element, Group, Options, ReduceOp};
-use gloo_transport::{Communicator, Error as TransportError, Op, Rank, Wait};
+use gloo_algorithms::{Algorithm, DynComm, Element, Group, Options, ReduceOp};
+use gloo_transport::{Communicator, Rank};
 use half::{bf16, f16};
 
 use crate::cli::{Collective, Dtype, ReduceOp as OpArg, SweepArgs};
 use crate::error::{Error, Result};
 use crate::sweep::SizeBench;
 
-/// Lends a `&dyn Communicator` to a [`Group`], which owns its communicator.
-pub(crate) struct Shared<'a>(pub(crate) &'a dyn Communicator);
-
-impl Communicator for Shared<'_> {
-    fn rank(&self) -> Rank {
-        self.0.rank()
-    }
-    fn size(&self) -> u32 {
-        self.0.size()
-    }
-    fn progress(
-        &self,
-        ops: &mut [Op<'_>],
-        wait: Wait,
-        deadline: Instant,
-    ) -> std::result::Result<(), TransportError> {
-        self.0.progress(ops, wait, deadline)
-    }
-    fn cancel(&self, ops: &mut [Op<'_>]) {
-        self.0.cancel(ops)
-    }
-    fn abort(&self, reason: &str) {
-        self.0.abort(reason)
-    }
-    fn poisoned(&self) -> Option<TransportError> {
-        self.0.poisoned()
-    }
-}
+/// A borrowed communicator, as a [`Group`] (which owns its communicator) takes it.
+pub(crate) type Shared<'a> = DynComm<&'a dyn Communicator>;
 
 /// The library's name for one of the bench's operations.
 pub(crate) fn library_collective(c: Collective) -> gloo_algorithms::Collective {

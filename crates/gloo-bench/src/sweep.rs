@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use gloo_algorithms::Group;
+use gloo_algorithms::{DynComm, Group};
 use gloo_transport::{Communicator, Op, Rank, Slot};
 
 use crate::cli::{Collective, SweepArgs};
@@ -120,7 +120,7 @@ pub(crate) fn run(
 ) -> Result<Vec<Row>> {
     let rtt = if spin { limits.pingpong_spin_us } else { limits.pingpong_blocking_us };
     let n = comm.size();
-    let group = Group::new(Shared(comm)).map_err(|e| Error::Collective {
+    let group = Group::new(DynComm(comm)).map_err(|e| Error::Collective {
         doing: "reading the GLOO_ALGORITHM_* variables".into(),
         source: e,
     })?;
