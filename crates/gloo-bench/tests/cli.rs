@@ -73,6 +73,14 @@ fn assert_sweep_csv(r: &Run, min_rows: usize) -> Vec<Vec<String>> {
     rows
 }
 
+/// Runs a sweep without measuring the limits (the tests that want them say so) and printing
+/// CSV, then asserts it as [`assert_sweep_csv`] does; returns the rows.
+fn csv_sweep(args: &[&str], min_rows: usize) -> Vec<Vec<String>> {
+    let mut all = args.to_vec();
+    all.extend(["--no-limits", "--format", "csv"]);
+    assert_sweep_csv(&run(&all, 120), min_rows)
+}
+
 #[test]
 fn sendrecv_sweeps_over_2_and_3_ranks_with_every_check_passing() {
     for ranks in ["2", "3"] {
@@ -117,7 +125,7 @@ fn every_collective_sweeps_over_2_and_3_ranks_with_every_check_passing() {
             // Some rooted ones run with a root other than rank 0.
             let root =
                 if matches!(coll, Collective::Broadcast | Collective::Scatter) { "1" } else { "0" };
-            let r = run(
+            let rows = csv_sweep(
                 &[
                     "--ranks",
                     ranks,
@@ -135,13 +143,9 @@ fn every_collective_sweeps_over_2_and_3_ranks_with_every_check_passing() {
                     "2",
                     "--warmup",
                     "1",
-                    "--no-limits",
-                    "--format",
-                    "csv",
                 ],
-                120,
+                1,
             );
-            let rows = assert_sweep_csv(&r, 1);
             if c == "barrier" {
                 assert_eq!(rows.len(), 1, "{c}: {rows:?}");
             } else {
@@ -168,7 +172,7 @@ fn allreduce_checks_every_dtype_and_every_op() {
         ("f64", "average"),
     ];
     for (dtype, op) in pairs {
-        let r = run(
+        let rows = csv_sweep(
             &[
                 "--ranks",
                 "3",
@@ -186,13 +190,9 @@ fn allreduce_checks_every_dtype_and_every_op() {
                 "2",
                 "--warmup",
                 "1",
-                "--no-limits",
-                "--format",
-                "csv",
             ],
-            120,
+            3,
         );
-        let rows = assert_sweep_csv(&r, 3);
         assert!(rows.iter().all(|row| row[2] == dtype && row[3] == op), "{rows:?}");
     }
 }
@@ -200,7 +200,7 @@ fn allreduce_checks_every_dtype_and_every_op() {
 #[test]
 fn every_allreduce_algorithm_can_be_forced_and_checks_out() {
     for alg in ["ring", "halving_doubling", "bcube", "recursive_doubling"] {
-        let r = run(
+        let rows = csv_sweep(
             &[
                 "--ranks",
                 "3",
@@ -212,13 +212,9 @@ fn every_allreduce_algorithm_can_be_forced_and_checks_out() {
                 "64",
                 "--iters",
                 "2",
-                "--no-limits",
-                "--format",
-                "csv",
             ],
-            120,
+            3,
         );
-        let rows = assert_sweep_csv(&r, 3);
         assert!(rows.iter().all(|row| row[4] == alg), "{alg}: {rows:?}");
     }
 }
@@ -286,14 +282,10 @@ fn ranks_meet_through_a_file_store_the_user_names() {
         "32",
         "--iters",
         "2",
-        "--no-limits",
-        "--format",
-        "csv",
     ];
     // Twice against the same directory: the second run must not read the first run's keys.
     for _ in 0..2 {
-        let r = run(&args, 120);
-        assert_sweep_csv(&r, 3);
+        csv_sweep(&args, 3);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -301,7 +293,7 @@ fn ranks_meet_through_a_file_store_the_user_names() {
 #[test]
 fn the_loopback_transport_runs_ranks_as_threads_with_every_check_passing() {
     for c in ["allreduce", "alltoall", "sendrecv"] {
-        let r = run(
+        csv_sweep(
             &[
                 "--transport",
                 "loopback",
@@ -315,13 +307,9 @@ fn the_loopback_transport_runs_ranks_as_threads_with_every_check_passing() {
                 "64",
                 "--iters",
                 "2",
-                "--no-limits",
-                "--format",
-                "csv",
             ],
-            120,
+            3,
         );
-        assert_sweep_csv(&r, 3);
     }
     let r = run(
         &["--transport", "loopback", "transport", "--limit-secs", "0.05", "--stream-bytes", "1M"],
