@@ -513,6 +513,55 @@ mod multiprocess {
         redis_store_32: Kind::Redis, 32;
     }
 
+    /// Lazy mode across processes: 6 ranks meet through a TCP store with `connect_lazy`
+    /// (with a job token); only ranks 0 and 5 talk, and every rank checks that only that
+    /// pair connected.
+    #[test]
+    fn lazy_tcp_store_6() {
+        if let Some((rank, size)) = procs::child_rank() {
+            let d = deadline(90);
+            let store = child_store(d).unwrap();
+            let me = Rank(rank);
+            let cfg = TcpConfig::loopback("mp-lazy", me, size)
+                .security(gloo_transport::tcp::Security::Token(TOKEN.to_vec()));
+            let comm = gloo_rendezvous::connect_lazy(
+                &*store,
+                TcpListener::bind(cfg).unwrap(),
+                me,
+                size,
+                d,
+            )
+            .unwrap();
+            let last = Rank(size - 1);
+            let slot = Slot::new(4, 0);
+            let mut buf = [0u8; 4];
+            if me == Rank(0) {
+                comm.send(last, slot, &rank.to_le_bytes(), d).unwrap();
+                assert_eq!(comm.recv(last, slot, &mut buf, d).unwrap(), 4);
+                assert_eq!(u32::from_le_bytes(buf), last.0);
+                assert_eq!(comm.connected_peers(), vec![last]);
+                // Only now may the last rank leave (it waits for this), so it is still
+                // connected when looked at above.
+                comm.send(last, slot, b"done", d).unwrap();
+            } else if me == last {
+                assert_eq!(comm.recv(Rank(0), slot, &mut buf, d).unwrap(), 4);
+                assert_eq!(u32::from_le_bytes(buf), 0);
+                comm.send(Rank(0), slot, &rank.to_le_bytes(), d).unwrap();
+                assert_eq!(comm.connected_peers(), vec![Rank(0)]);
+                assert_eq!(comm.recv(Rank(0), slot, &mut buf, d).unwrap(), 4);
+                assert_eq!(&buf, b"done");
+            } else {
+                assert_eq!(comm.connected_peers(), Vec::<Rank>::new(), "rank {rank}");
+            }
+            return;
+        }
+        let (env, _guard) = start(Kind::Tcp);
+        let group = procs::spawn_self("multiprocess::lazy_tcp_store_6", 6, &env);
+        for outcome in group.wait(deadline(180)) {
+            outcome.assert_success();
+        }
+    }
+
     /// `env://` start-up as torchrun launches it: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
     /// MASTER_PORT (and the job token); rank 0 hosts the store.
     #[test]
