@@ -204,10 +204,11 @@ impl RedisStore {
     /// The error for a server that stayed unreachable since `start`, `err` the last failure.
     fn unreachable(&self, err: &RedisError, start: Instant) -> Error {
         let mut detail = err.to_string();
-        if err.is_timeout() && self.endpoint.starts_with("rediss://") {
-            // A plain (non-TLS) Redis never answers a TLS client hello, so the handshake
-            // only times out; say the likely cause.
-            detail.push_str(" (no answer to the TLS handshake: does the server speak TLS there?)");
+        if self.endpoint.starts_with("rediss://") && !err.is_connection_refusal() {
+            // A plain (non-TLS) Redis reads a TLS client hello as a command line: it waits for
+            // a line end that may never come, or closes the connection on the garbage. Either
+            // way the handshake only times out or breaks; say the likely cause.
+            detail.push_str(" (the server is listening: does it speak TLS there?)");
         }
         Error::Unreachable { endpoint: self.endpoint.clone(), detail, waited: start.elapsed() }
     }
