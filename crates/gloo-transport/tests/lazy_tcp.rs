@@ -53,6 +53,18 @@ mod token {
     gloo_testing::conformance_tests!(factory);
 }
 
+/// The same suite with busy polling off: every wait sleeps in epoll, so the listener's and
+/// the handshakes' readiness events alone must drive connecting.
+mod sleeping {
+    fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
+        gloo_testing::conformance::boxed(super::lazy_group_with(size, |r| {
+            gloo_transport::tcp::TcpConfig::loopback("lazy-sleeping", gloo_transport::Rank(r), size)
+                .busy_poll(std::time::Duration::ZERO)
+        }))
+    }
+    gloo_testing::conformance_tests!(factory);
+}
+
 /// The port of a listener's address bytes (`"GTCP"`, version 1, family 4, port LE, ...).
 fn port_of(addr: &[u8]) -> u16 {
     assert_eq!(&addr[..6], b"GTCP\x01\x04", "an IPv4 address");
@@ -536,4 +548,23 @@ fn a_rank_inside_no_call_still_accepts_a_first_use() {
             assert_eq!(&b, b"while you were out");
         }
     });
+}
+
+#[test]
+fn an_abort_reaches_a_peer_that_connects_afterwards_and_nobody_else() {
+    let mut comms = lazy_group("lazy-abort", 3);
+    let c2 = comms.pop().unwrap();
+    let c1 = comms.pop().unwrap();
+    let c0 = comms.pop().unwrap();
+    // Rank 0 aborts before any pair is connected.
+    c0.abort("lazy abort");
+    assert_eq!(c0.connected_peers(), Vec::<Rank>::new());
+    // Rank 1 connects to it afterwards: the new connection carries the abort.
+    let mut b = [0u8; 1];
+    let e = c1.recv(Rank(0), Slot::new(1, 0), &mut b, deadline(20)).unwrap_err();
+    assert_eq!(e, Error::Aborted { by: Rank(0), reason: "lazy abort".into() }, "{e}");
+    assert!(matches!(c1.poisoned(), Some(Error::Aborted { by: Rank(0), .. })));
+    // Rank 2 never connected to rank 0 and knows nothing of it.
+    assert_eq!(c2.poisoned(), None);
+    drop(c0);
 }
