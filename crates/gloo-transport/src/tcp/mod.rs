@@ -41,7 +41,6 @@
 //! closes every socket. Cancelling an operation part-way through its message closes only that
 //! peer's connection, with a `Goodbye` when the stream is between frames; on a poisoned
 //! communicator a cancel closes nothing.
-
 //!
 //! # Lazy connection
 //!
@@ -49,8 +48,9 @@
 //! jobs in which each rank talks to few peers (a ring, a tree, a pipeline). The first
 //! operation posted for a peer (a send to it, or a receive that may come from it) starts a
 //! non-blocking dial and the same authenticated handshake as the full mesh; the listening
-//! socket stays open, and is served by every call and by the heartbeat thread, so a peer
-//! may equally dial this rank first. Operations wait for the connection without blocking
+//! socket stays open, and is served by every call and, while no caller is inside one, by
+//! the heartbeat thread (every 10 ms), so a peer may equally dial this rank first, even
+//! while it computes. Operations wait for the connection without blocking
 //! anything else, bounded by their own deadlines; an eager send to a peer not connected yet
 //! completes once the connection is made. When both ranks of a pair dial each other at once,
 //! the handshake ends with the acceptor's verdict, and the lower rank's dial is the one
