@@ -101,6 +101,8 @@ pub(crate) struct Lazy {
     incoming: usize,
     /// Peers to dial at the next pump.
     want: Vec<Rank>,
+    /// Whether each rank is in `want` (a receive from any of many ranks asks for each).
+    wanted: Vec<bool>,
 }
 
 impl Lazy {
@@ -124,6 +126,7 @@ impl Lazy {
             accept_ready: true,
             incoming: 0,
             want: Vec::new(),
+            wanted: vec![false; n],
             addrs,
         }
     }
@@ -131,7 +134,9 @@ impl Lazy {
     /// An operation needs `peer`, which has no connection: dial it unless a connection is
     /// already being made.
     pub(crate) fn want(&mut self, peer: Rank) {
-        if self.links.get(peer.index()) == Some(&Link::Idle) && !self.want.contains(&peer) {
+        let i = peer.index();
+        if self.links.get(i) == Some(&Link::Idle) && !self.wanted[i] {
+            self.wanted[i] = true;
             self.want.push(peer);
         }
     }
@@ -159,6 +164,7 @@ impl Lazy {
         let mut moved = false;
         if !self.want.is_empty() {
             for r in std::mem::take(&mut self.want) {
+                self.wanted[r.index()] = false;
                 // A poisoned communicator runs no more operations: no point connecting.
                 if d.poison.is_none() {
                     moved |= self.start_dial(d, r, now);
