@@ -104,6 +104,10 @@ pub(crate) struct LaunchArgs {
     /// to this file instead of printing it.
     #[arg(long, global = true, hide = true, value_name = "FILE")]
     pub(crate) child_report: Option<PathBuf>,
+    /// Set by the local launcher on the processes it starts: exit when standard input (a pipe
+    /// only the launcher holds) reaches end-of-file, that is when the launcher is gone.
+    #[arg(long, global = true, hide = true)]
+    pub(crate) exit_with_launcher: bool,
 }
 
 /// Flags of the collective sweep.

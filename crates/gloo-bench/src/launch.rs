@@ -41,8 +41,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Child processes killed on drop, so no error path leaves a rank running.
-struct Children(Vec<(u32, Child, Option<ExitStatus>)>);
+/// Child processes killed on drop, so no error path leaves a rank running. The write ends of
+/// their stdin pipes are held (never written) for as long as they may run: a child started
+/// with `--exit-with-launcher` exits when its pipe closes, which happens even when this
+/// process dies of `SIGKILL` and no destructor runs.
+struct Children(Vec<(u32, Child, Option<ExitStatus>)>, Vec<std::process::ChildStdin>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -78,7 +81,7 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
     let report_path = dir.0.join("report.json");
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's path", e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let mut children = Children(Vec::new());
+    let mut children = Children(Vec::new(), Vec::new());
     say!("gloo-bench: starting {n} ranks as processes of {} (store {url})", exe.display());
     for r in 0..n {
         let mut cmd = Command::new(&exe);
@@ -89,8 +92,10 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
         if r == 0 {
             cmd.arg("--child-report").arg(&report_path);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-        let child = cmd.spawn().map_err(|e| Error::io(format!("starting rank {r}"), e))?;
+        cmd.arg("--exit-with-launcher");
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(|e| Error::io(format!("starting rank {r}"), e))?;
+        children.1.extend(child.stdin.take());
         children.0.push((r, child, None));
     }
 

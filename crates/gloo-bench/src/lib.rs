@@ -176,6 +176,28 @@ fn checks_pass(r: &Report) -> bool {
     r.rows.iter().all(|row| !row.check.starts_with("FAIL"))
 }
 
+/// The exit code of a rank whose launcher went away.
+const ORPHAN_EXIT: u8 = 3;
+
+/// In a rank the local launcher started: end this process when the launcher is gone (its
+/// end of our stdin pipe closes), so a launcher killed with `SIGKILL` leaves no rank running
+/// until its own `--timeout`. (A death signal, `prctl(PR_SET_PDEATHSIG)`, would need unsafe
+/// code; the pipe gives the same guarantee.)
+fn exit_with_launcher(rank: u32) {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        // The launcher never writes: anything read is ignored until end-of-file or an error.
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        // Not `say!`: stderr may be a pipe to a reader that died with the launcher, and a
+        // failed write must not panic this thread instead of ending the process.
+        let _ =
+            writeln!(std::io::stderr(), "gloo-bench: rank {rank}: the launcher is gone; exiting");
+        std::process::exit(ORPHAN_EXIT.into());
+    });
+}
+
 fn run_rank(cli: &Cli) -> ExitCode {
     let url = cli.launch.store.clone().unwrap_or(StoreUrl::Env);
     let (rank, size) = if url == StoreUrl::Env {
@@ -198,6 +220,9 @@ fn run_rank(cli: &Cli) -> ExitCode {
             _ => return fail("--rank needs --size and --store"),
         }
     };
+    if cli.launch.exit_with_launcher {
+        exit_with_launcher(rank);
+    }
     let url = &url;
     let outcome = match rank::run(cli, rank, size, url) {
         Ok(o) => o,

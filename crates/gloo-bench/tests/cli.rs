@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use gloo_bench::Collective;
+use gloo_testing::procs;
 
 /// What a finished run printed.
 struct Run {
@@ -473,16 +474,8 @@ fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
         .unwrap();
     let pid = launcher.id();
     let deadline = gloo_testing::deadline(60);
-    // The launcher's children, from the kernel's list of them.
-    let children = || -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
     let victim = loop {
-        let c = children();
+        let c = procs::children_of(pid);
         if c.len() == 2 {
             break c[1];
         }
@@ -509,6 +502,41 @@ fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
     assert_eq!(status.code(), Some(1), "stderr:\n{err}");
     assert!(err.contains("rank"), "the failure does not name a rank:\n{err}");
     // The frozen rank is gone: killed by the launcher, not left behind.
-    let state = std::fs::read_to_string(format!("/proc/{victim}/stat")).unwrap_or_default();
-    assert!(state.is_empty() || state.contains(") Z "), "rank {victim} still exists: {state}");
+    assert!(procs::process_gone(victim), "rank {victim} still exists");
+}
+
+#[test]
+fn ranks_exit_when_their_launcher_is_killed() {
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
+        .args(["--timeout", "120", "--no-limits", "--time-per-size", "30", "--format", "csv"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = launcher.id();
+    let deadline = gloo_testing::deadline(60);
+    let ranks = loop {
+        let c = procs::children_of(pid);
+        if c.len() == 2 {
+            break c;
+        }
+        if Instant::now() >= deadline {
+            let _ = launcher.kill();
+            panic!("the launcher did not start 2 ranks");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SIGKILL: no destructor of the launcher runs, so only the ranks' own watch can end them.
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    for r in &ranks {
+        let gone = procs::wait_gone(*r, gloo_testing::deadline(30));
+        if !gone {
+            for r in &ranks {
+                let _ = Command::new("kill").args(["-KILL", &r.to_string()]).status();
+            }
+        }
+        assert!(gone, "rank process {r} still runs 30 s after its launcher was killed");
+    }
 }

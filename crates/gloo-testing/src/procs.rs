@@ -142,6 +142,34 @@ struct Proc {
     _stdin: Option<std::process::ChildStdin>,
 }
 
+/// Whether process `pid` has ended: `/proc` has no such process, or shows it as a zombie
+/// (ended, but not yet reaped by a parent that may not reap it soon, such as an orphan's).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The running children of process `pid`, from the kernel's list of them.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Wait until process `pid` has ended (see [`process_gone`]) or `deadline` passes; whether it
+/// ended.
+pub fn wait_gone(pid: u32, deadline: Instant) -> bool {
+    while !process_gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process_gone(pid)
+}
+
 /// The running children of one [`spawn_self`] call. Dropping it kills those still running.
 pub struct Group {
     test_name: String,

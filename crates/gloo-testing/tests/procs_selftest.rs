@@ -115,15 +115,9 @@ fn a_child_whose_parent_is_killed_exits() {
     let outcomes = middle.wait(deadline(60));
     assert_eq!(outcomes[0].signal(), Some(9), "{}", outcomes[0].report("the middle"));
     let pid = String::from_utf8(board.get_named("leaf", deadline(5)).unwrap()).unwrap();
-    // The leaf is gone once /proc has no such process or shows it as a zombie (its new
-    // parent may not reap it at once).
-    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    };
-    let until = deadline(30);
-    while !gone() && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(gone(), "the leaf (pid {pid}) still runs 30 s after its parent was killed");
+    let pid: u32 = pid.parse().unwrap();
+    assert!(
+        procs::wait_gone(pid, deadline(30)),
+        "the leaf (pid {pid}) still runs 30 s after its parent was killed"
+    );
 }
