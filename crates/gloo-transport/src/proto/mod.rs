@@ -40,8 +40,8 @@
 //!
 //! The higher rank of each pair connects to the lower one. The `Hello` payload (80 bytes) is
 //! `job: [u8; 32]` (SHA-256 of the job id), `from: u32`, `to: u32`, `size: u32`,
-//! `flags: u32` (bit 0 [`HELLO_TOKEN`]: this side authenticates with a token), and a fresh
-//! 32-byte nonce.
+//! `flags: u32` (bit 0 [`HELLO_TOKEN`]: this side authenticates with a token; bit 1: the
+//! lazy handshake, below), and a fresh 32-byte nonce.
 //!
 //! 1. connector → `Hello { from: connector, to: acceptor, nonce_c }`
 //! 2. acceptor → `Hello { from: acceptor, to: connector, nonce_a }`, then, in token mode,
@@ -56,6 +56,13 @@
 //! connection from a rank already connected. In insecure mode no `Auth` frames are sent.
 //! The handshake ends for the acceptor when the connector's `Auth` (insecure: its `Hello`)
 //! verified, and for the connector when the acceptor's `Auth` (insecure: `Hello`) did.
+//!
+//! **Lazy handshake** (flag bit 1, set on both sides or refused; see [`Handshake::lazy`]):
+//! either rank may dial, so the direction check is off, and the acceptor ends the handshake
+//! with a verdict, one more `Auth` frame whose MAC (keyed with the token, or an empty key in
+//! insecure mode) covers `Hc || Ha` under the label `"verdict: accept"` or
+//! `"verdict: decline"`. Only an accepted connection carries data; the tcp transport's rule
+//! for choosing (one connection per pair when both dial at once) is in its lazy module.
 //!
 //! ## Messages
 //!
