@@ -463,25 +463,39 @@ fn a_rank_whose_peer_never_comes_fails_within_its_deadline_naming_what_it_waited
     assert!(r.stderr.contains("limits.addr"), "the missing key is not named:\n{}", r.stderr);
 }
 
-#[test]
-fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
+/// Starts the launcher with `args` (stderr piped) and waits until it has started its 2 ranks;
+/// returns it and their process ids. A launcher that starts no ranks in time is killed.
+#[allow(clippy::zombie_processes, reason = "the child is handed to the caller, who waits for it")]
+fn launch_two(args: &[&str], deadline: Instant) -> (std::process::Child, Vec<u32>) {
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
-        .args(["--timeout", "10", "--no-limits", "--time-per-size", "1", "--format", "csv"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = launcher.id();
-    let deadline = gloo_testing::deadline(60);
-    let victim = loop {
-        let c = procs::children_of(pid);
+    loop {
+        let c = procs::children_of(launcher.id());
         if c.len() == 2 {
-            break c[1];
+            return (launcher, c);
         }
-        assert!(Instant::now() < deadline, "the launcher did not start 2 ranks");
+        if Instant::now() >= deadline {
+            let _ = launcher.kill();
+            let _ = launcher.wait();
+            panic!("the launcher did not start 2 ranks");
+        }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+#[test]
+fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
+    let deadline = gloo_testing::deadline(60);
+    let (mut launcher, ranks) = launch_two(
+        &["--timeout", "10", "--no-limits", "--time-per-size", "1", "--format", "csv"],
+        deadline,
+    );
+    let victim = ranks[1];
     // Let the sweep get going, then freeze one rank.
     std::thread::sleep(Duration::from_millis(1500));
     let stopped = Command::new("kill").args(["-STOP", &victim.to_string()]).status().unwrap();
@@ -507,26 +521,10 @@ fn a_frozen_rank_makes_the_launcher_fail_and_kill_it_instead_of_hanging() {
 
 #[test]
 fn ranks_exit_when_their_launcher_is_killed() {
-    let mut launcher = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
-        .args(["--timeout", "120", "--no-limits", "--time-per-size", "30", "--format", "csv"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = launcher.id();
-    let deadline = gloo_testing::deadline(60);
-    let ranks = loop {
-        let c = procs::children_of(pid);
-        if c.len() == 2 {
-            break c;
-        }
-        if Instant::now() >= deadline {
-            let _ = launcher.kill();
-            panic!("the launcher did not start 2 ranks");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut launcher, ranks) = launch_two(
+        &["--timeout", "120", "--no-limits", "--time-per-size", "30", "--format", "csv"],
+        gloo_testing::deadline(60),
+    );
     // SIGKILL: no destructor of the launcher runs, so only the ranks' own watch can end them.
     launcher.kill().unwrap();
     launcher.wait().unwrap();
