@@ -199,57 +199,130 @@ macro_rules! float_element {
 float_element!(f32, F32);
 float_element!(f64, F64);
 
-/// Elements of a half-precision block converted to `f32` at a time: big enough for the
-/// conversions and the arithmetic to vectorise, small enough to live on the stack.
-const HALF_BLOCK: usize = 256;
+/// Bit-exact, branch-free conversions between the half-precision types and `f32`.
+///
+/// `half`'s own conversions are exact but either branch per element (software) or call a
+/// non-inlinable `f16c` function per 8 elements (hardware), so a loop over them does not
+/// vectorise. These are written on `u32` bits and power-of-two scalings with selects only,
+/// so a zipped loop over them turns into vector code. Each one returns, for every input,
+/// the same bits as `half`'s conversion, hardware and software paths alike (the tests check
+/// all 65,536 half inputs and a dense sweep of f32 ones): round to nearest, ties to even; a
+/// NaN keeps its sign and top payload bits and gets its quiet bit set.
+mod conv {
+    /// 2^112: the distance between the f16 and f32 exponent biases (127 - 15).
+    const TWO_POW_112: u32 = 0x7780_0000;
+    /// 2^-110, with [`TWO_POW_112`] a scaling by 4 that overflows to infinity on the way.
+    const TWO_POW_M110: u32 = 0x0880_0000;
+
+    /// `f16` bits to `f32`, as `half::f16::to_f32`.
+    #[inline(always)]
+    pub(super) fn f16_to_f32(h: u16) -> f32 {
+        let h = u32::from(h);
+        let sign = (h & 0x8000) << 16;
+        let e = (h & 0x7FFF) << 13;
+        // Normals and subnormals: the f16 magnitude placed in an f32 reads 2^112 too small,
+        // and scaling by a power of two is exact (a subnormal comes out normal).
+        let finite = (f32::from_bits(e) * f32::from_bits(TWO_POW_112)).to_bits();
+        // Infinity and NaN keep an all-ones exponent; a NaN also gets its quiet bit.
+        let quiet = if e > 0x0F80_0000 { 0x0040_0000 } else { 0 };
+        let inf_nan = e | 0x7F80_0000 | quiet;
+        f32::from_bits(sign | if e >= 0x0F80_0000 { inf_nan } else { finite })
+    }
+
+    /// `f32` to `f16` bits, as `half::f16::from_f32`.
+    #[inline(always)]
+    pub(super) fn f32_to_f16(f: f32) -> u16 {
+        let x = f.to_bits();
+        let sign = (x >> 16) & 0x8000;
+        let abs = x & 0x7FFF_FFFF;
+        // The rounding is done by the FPU: adding a power of two whose ULP is the f16 ULP of
+        // `abs` (never finer than the subnormal step 2^-24) rounds `abs` to nearest even at
+        // exactly the f16 precision. Scaling up by 2^112 first turns everything from 2^16
+        // up into infinity; scaling down by 2^-110 then leaves `abs * 4`, so that the
+        // addend's exponent below lines up.
+        let base = f32::from_bits(abs) * f32::from_bits(TWO_POW_112) * f32::from_bits(TWO_POW_M110);
+        let bias = (abs & 0x7F80_0000).max(0x3880_0000);
+        // For an infinity or NaN input the addend comes out negative and finite, which is
+        // harmless: the sum stays infinite, and a NaN is selected away below.
+        let bits = (f32::from_bits(bias + 0x0780_0000) + base).to_bits();
+        // The sum's exponent minus the addend's is the f16 exponent, its low mantissa bits
+        // the f16 mantissa; adding the two lets a mantissa carry bump the exponent.
+        let finite = ((bits >> 13) & 0x7C00) + (bits & 0x0FFF);
+        let nan = 0x7E00 | ((abs >> 13) & 0x03FF);
+        (sign | if abs > 0x7F80_0000 { nan } else { finite }) as u16
+    }
+
+    /// `bf16` bits to `f32`, as `half::bf16::to_f32`.
+    #[inline(always)]
+    pub(super) fn bf16_to_f32(h: u16) -> f32 {
+        let h = u32::from(h);
+        // A NaN gets its quiet bit; everything else is the top half of an f32.
+        let quiet = if h & 0x7FFF > 0x7F80 { 0x0040 } else { 0 };
+        f32::from_bits((h | quiet) << 16)
+    }
+
+    /// `f32` to `bf16` bits, as `half::bf16::from_f32`.
+    #[inline(always)]
+    pub(super) fn f32_to_bf16(f: f32) -> u16 {
+        let x = f.to_bits();
+        let nan = (x >> 16) | 0x0040;
+        // Round to nearest even on the 16 dropped bits: adding 0x7FFF plus the kept LSB
+        // carries exactly when rounding goes up. Finite values never carry out of the top
+        // bit (the largest, -MAX, rounds to -inf = 0xFF80); only NaNs can, hence wrapping.
+        let rounded = x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16;
+        (if x & 0x7FFF_FFFF > 0x7F80_0000 { nan } else { rounded }) as u16
+    }
+}
+
+/// `dst[i] = narrow(f(widen(dst[i]), widen(src[i])))` over 16-bit elements: one zipped loop
+/// with every step inlined and branch-free, so it vectorises.
+///
+/// Run through `pulp`'s dispatch, which compiles the loop once per instruction set (SSE2,
+/// AVX2, AVX-512 on x86) and picks the best the CPU has at run time: the conversions cost
+/// a dozen vector operations per element each way, so the vector width decides whether
+/// the kernel keeps up with memory. The results are the same on every path (IEEE f32
+/// arithmetic, and conversions exact by construction).
+#[inline(always)]
+fn zip_half<T: bytemuck::Pod>(
+    dst: &mut [T],
+    src: &[T],
+    widen: impl Fn(u16) -> f32,
+    narrow: impl Fn(f32) -> u16,
+    f: impl Fn(f32, f32) -> f32,
+) {
+    let dst: &mut [u16] = bytemuck::cast_slice_mut(dst);
+    let src: &[u16] = bytemuck::cast_slice(src);
+    pulp::Arch::new().dispatch(|| zip_with(dst, src, |a, b| narrow(f(widen(a), widen(b)))));
+}
 
 macro_rules! half_element {
-    ($t:ty, $d:ident) => {
+    ($t:ty, $d:ident, $widen:path, $narrow:path) => {
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-                use half::slice::HalfFloatSliceExt;
-                let n = dst.len().min(src.len());
-                let mut a = [0f32; HALF_BLOCK];
-                let mut b = [0f32; HALF_BLOCK];
-                for (d, s) in dst[..n].chunks_mut(HALF_BLOCK).zip(src[..n].chunks(HALF_BLOCK)) {
-                    let len = d.len();
-                    let (a, b) = (&mut a[..len], &mut b[..len]);
-                    d.convert_to_f32_slice(a);
-                    s.convert_to_f32_slice(b);
-                    f32::reduce_slices(op, a, b);
-                    d.convert_from_f32_slice(a);
+                // Computed in f32 and rounded once per element: bit for bit
+                // `from_f32(a.to_f32() op b.to_f32())`.
+                match op {
+                    Builtin::Sum => zip_half(dst, src, $widen, $narrow, |a, b| a + b),
+                    Builtin::Product => zip_half(dst, src, $widen, $narrow, |a, b| a * b),
+                    Builtin::Min => zip_half(dst, src, $widen, $narrow, f32::min),
+                    Builtin::Max => zip_half(dst, src, $widen, $narrow, f32::max),
                 }
             }
             fn divide_slice(buf: &mut [Self], n: u32) {
                 let n = n.max(1) as f32;
-                buf.iter_mut().for_each(|x| *x = <$t>::from_f32(x.to_f32() / n));
+                let buf: &mut [u16] = bytemuck::cast_slice_mut(buf);
+                pulp::Arch::new().dispatch(|| {
+                    buf.iter_mut().for_each(|x| *x = $narrow($widen(*x) / n));
+                });
             }
         }
     };
 }
 
-half_element!(f16, F16);
-
-impl sealed::Sealed for bf16 {}
-impl Element for bf16 {
-    const DTYPE: DType = DType::BF16;
-    fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-        // bf16 widens to f32 by a shift and narrows by a rounding the compiler can turn into
-        // selects, so one zipped loop vectorises without staging through f32 blocks.
-        #[inline(always)]
-        fn in_f32(f: impl Fn(f32, f32) -> f32) -> impl Fn(bf16, bf16) -> bf16 {
-            move |a, b| bf16::from_f32(f(a.to_f32(), b.to_f32()))
-        }
-        let ops = (in_f32(|a, b| a + b), in_f32(|a, b| a * b), in_f32(f32::min), in_f32(f32::max));
-        reduce_with(op, dst, src, ops);
-    }
-    fn divide_slice(buf: &mut [Self], n: u32) {
-        let n = n.max(1) as f32;
-        buf.iter_mut().for_each(|x| *x = bf16::from_f32(x.to_f32() / n));
-    }
-}
+half_element!(f16, F16, conv::f16_to_f32, conv::f32_to_f16);
+half_element!(bf16, BF16, conv::bf16_to_f32, conv::f32_to_bf16);
 
 /// A reduction over bytes holding whole elements: `dst = dst op src`.
 pub(crate) type ByteFn<'a> = dyn Fn(&mut [u8], &[u8]) + 'a;
@@ -322,6 +395,207 @@ mod tests {
         let mut c = [bf16::from_f32(2.0), bf16::from_f32(-1.0)];
         bf16::reduce_slices(Builtin::Product, &mut c, &[bf16::from_f32(3.0), bf16::from_f32(4.0)]);
         assert_eq!(c, [bf16::from_f32(6.0), bf16::from_f32(-4.0)]);
+    }
+
+    /// The element-at-a-time reference the half kernels must match bit for bit: widen with
+    /// `half`, compute in f32, round back with `half`. `black_box` keeps each element a
+    /// scalar computation of its own.
+    fn half_reference(
+        op: Option<Builtin>,
+        a: u16,
+        b: u16,
+        n: u32,
+        to_f32: fn(u16) -> f32,
+        from_f32: fn(f32) -> u16,
+    ) -> u16 {
+        let (x, y) = (std::hint::black_box(to_f32(a)), std::hint::black_box(to_f32(b)));
+        let r = match op {
+            Some(Builtin::Sum) => x + y,
+            Some(Builtin::Product) => x * y,
+            Some(Builtin::Min) => x.min(y),
+            Some(Builtin::Max) => x.max(y),
+            None => x / n.max(1) as f32,
+        };
+        from_f32(std::hint::black_box(r))
+    }
+
+    const OPS: [Option<Builtin>; 5] =
+        [Some(Builtin::Sum), Some(Builtin::Product), Some(Builtin::Min), Some(Builtin::Max), None];
+
+    /// Run the kernel of `T` for `op` (`None`: divide by `n`) over bit patterns and compare
+    /// every element with [`half_reference`]; the first mismatch names the op and operands.
+    fn check_half_kernel<T: Element>(
+        op: Option<Builtin>,
+        dst: &[u16],
+        src: &[u16],
+        n: u32,
+        to_f32: fn(u16) -> f32,
+        from_f32: fn(f32) -> u16,
+    ) {
+        let mut out: Vec<T> = dst.iter().map(|&b| bytemuck::cast(b)).collect();
+        let s: Vec<T> = src.iter().map(|&b| bytemuck::cast(b)).collect();
+        match op {
+            Some(op) => T::reduce_slices(op, &mut out, &s),
+            None => T::divide_slice(&mut out, n),
+        }
+        for (i, o) in out.iter().enumerate() {
+            let got: u16 = bytemuck::cast(*o);
+            let want = half_reference(op, dst[i], src[i], n, to_f32, from_f32);
+            assert_eq!(
+                got,
+                want,
+                "{} {op:?} (n = {n}) of {:#06x} and {:#06x}: got {got:#06x}, want {want:#06x}",
+                T::DTYPE,
+                dst[i],
+                src[i]
+            );
+        }
+    }
+
+    fn f16_to_f32_half(b: u16) -> f32 {
+        f16::from_bits(b).to_f32()
+    }
+    fn f16_from_f32_half(f: f32) -> u16 {
+        f16::from_f32(f).to_bits()
+    }
+    fn bf16_to_f32_half(b: u16) -> f32 {
+        bf16::from_bits(b).to_f32()
+    }
+    fn bf16_from_f32_half(f: f32) -> u16 {
+        bf16::from_f32(f).to_bits()
+    }
+
+    /// Half-precision values at the edges: ±0, the smallest and largest subnormals, the
+    /// smallest normal, one, the largest finite, ±inf, quiet and signalling NaNs with
+    /// payloads, for f16 then bf16.
+    const F16_EDGES: [u16; 16] = [
+        0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF, 0x7C00,
+        0xFC00, 0x7E00, 0x7C01, 0xFE3F, 0x7FFF,
+    ];
+    const BF16_EDGES: [u16; 16] = [
+        0x0000, 0x8000, 0x0001, 0x8001, 0x007F, 0x0080, 0x3F80, 0xBF80, 0x7F7F, 0xFF7F, 0x7F80,
+        0xFF80, 0x7FC0, 0x7F81, 0xFFA5, 0x7FFF,
+    ];
+
+    /// A deterministic stream of bit patterns (splitmix64), so a failure reproduces.
+    fn patterns(seed: u64, len: usize) -> Vec<u16> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) as u16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn half_widening_matches_half_for_every_bit_pattern() {
+        for b in 0..=u16::MAX {
+            let got = conv::f16_to_f32(b).to_bits();
+            assert_eq!(got, f16::from_bits(b).to_f32().to_bits(), "f16 {b:#06x}");
+            assert_eq!(got, f16::from_bits(b).to_f32_const().to_bits(), "f16 {b:#06x}");
+            let got = conv::bf16_to_f32(b).to_bits();
+            assert_eq!(got, bf16::from_bits(b).to_f32().to_bits(), "bf16 {b:#06x}");
+            assert_eq!(got, bf16::from_bits(b).to_f32_const().to_bits(), "bf16 {b:#06x}");
+        }
+    }
+
+    /// Every sign, exponent and top mantissa bits of an f32, each with low halves chosen at
+    /// the rounding edges of both formats (f16 drops 13 bits of a normal and up to 24 of a
+    /// subnormal, whose rounding bits the top halves cover; bf16 drops exactly the low half).
+    #[test]
+    fn half_narrowing_matches_half_across_every_f32_exponent() {
+        const LOW: [u32; 14] = [
+            0x0000, 0x0001, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2000, 0x3000, 0x7FFF, 0x8000, 0x8001,
+            0xA000, 0xEFFF, 0xFFFF,
+        ];
+        for high in 0..=u32::from(u16::MAX) {
+            for low in LOW {
+                let x = f32::from_bits(high << 16 | low);
+                let got = conv::f32_to_f16(x);
+                assert_eq!(got, f16::from_f32(x).to_bits(), "f16 of {:#010x}", x.to_bits());
+                assert_eq!(got, f16::from_f32_const(x).to_bits(), "f16 of {:#010x}", x.to_bits());
+                assert_eq!(conv::f32_to_bf16(x), bf16::from_f32(x).to_bits(), "bf16 {x:e}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn half_narrowing_matches_half_for_any_f32(bits in proptest::prelude::any::<u32>()) {
+            let x = f32::from_bits(bits);
+            proptest::prop_assert_eq!(conv::f32_to_f16(x), f16::from_f32(x).to_bits());
+            proptest::prop_assert_eq!(conv::f32_to_f16(x), f16::from_f32_const(x).to_bits());
+            proptest::prop_assert_eq!(conv::f32_to_bf16(x), bf16::from_f32(x).to_bits());
+        }
+
+        /// Random operands at random lengths (most not a multiple of any vector width).
+        #[test]
+        fn half_kernels_match_the_reference_at_any_length(
+            seed in proptest::prelude::any::<u64>(),
+            len in 0usize..300,
+            n in 0u32..9,
+        ) {
+            let (dst, src) = (patterns(seed, len), patterns(!seed, len));
+            for op in OPS {
+                check_half_kernel::<f16>(op, &dst, &src, n, f16_to_f32_half, f16_from_f32_half);
+                check_half_kernel::<bf16>(op, &dst, &src, n, bf16_to_f32_half, bf16_from_f32_half);
+            }
+        }
+    }
+
+    /// Every bit pattern as `dst`, against random partners and against each edge value;
+    /// and every pair of edge values, at an odd length.
+    #[test]
+    fn half_kernels_match_the_reference_for_every_bit_pattern() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        type Conv = (fn(u16) -> f32, fn(f32) -> u16);
+        let f16c: Conv = (f16_to_f32_half, f16_from_f32_half);
+        let bf16c: Conv = (bf16_to_f32_half, bf16_from_f32_half);
+        for op in OPS {
+            for (seed, n) in [(1u64, 3u32), (2, 7)] {
+                let src = patterns(seed, all.len());
+                check_half_kernel::<f16>(op, &all, &src, n, f16c.0, f16c.1);
+                check_half_kernel::<bf16>(op, &all, &src, n, bf16c.0, bf16c.1);
+            }
+            for e in F16_EDGES {
+                check_half_kernel::<f16>(op, &all, &vec![e; all.len()], 1, f16c.0, f16c.1);
+            }
+            for e in BF16_EDGES {
+                check_half_kernel::<bf16>(op, &all, &vec![e; all.len()], 1, bf16c.0, bf16c.1);
+            }
+            for (edges, is_f16) in [(F16_EDGES, true), (BF16_EDGES, false)] {
+                let dst: Vec<u16> = edges.iter().flat_map(|&a| edges.map(|_| a)).collect();
+                let src: Vec<u16> = edges.iter().flat_map(|_| edges).collect();
+                // 255 of the 256 pairs: a length no vector width divides.
+                let (dst, src) = (&dst[..255], &src[..255]);
+                if is_f16 {
+                    check_half_kernel::<f16>(op, dst, src, 5, f16c.0, f16c.1);
+                } else {
+                    check_half_kernel::<bf16>(op, dst, src, 5, bf16c.0, bf16c.1);
+                }
+            }
+        }
+    }
+
+    /// Sums that round to infinity at the top of each format's range, and a sum that is
+    /// exactly halfway between two values (ties to even).
+    #[test]
+    fn half_kernels_round_to_overflow_and_to_even() {
+        // 65504 (f16 max) + 16 is exactly halfway to 65536 and rounds to infinity (even).
+        let mut a = [f16::MAX, f16::MAX, f16::from_f32(2048.0)];
+        f16::reduce_slices(
+            Builtin::Sum,
+            &mut a,
+            &[f16::from_f32(16.0), f16::from_f32(15.0), f16::ONE],
+        );
+        assert_eq!(a, [f16::INFINITY, f16::MAX, f16::from_f32(2048.0)]);
+        let mut b = [bf16::MAX, bf16::MIN];
+        bf16::reduce_slices(Builtin::Product, &mut b, &[bf16::from_f32(2.0), bf16::from_f32(2.0)]);
+        assert_eq!(b, [bf16::INFINITY, bf16::NEG_INFINITY]);
     }
 
     #[test]
