@@ -27,6 +27,10 @@ fn abort_key() -> Vec<u8> {
     format!("{PREFIX}/abort").into_bytes()
 }
 
+fn done_key() -> Vec<u8> {
+    format!("{PREFIX}/done").into_bytes()
+}
+
 /// Connect this rank into a group of `size` ranks through `store`, and return the
 /// transport's communicator.
 ///
@@ -39,8 +43,11 @@ fn abort_key() -> Vec<u8> {
 /// naming its rank, and the transport parses (and rejects) the address bytes themselves before
 /// dialling anything.
 ///
-/// The store must be fresh for the job (or a [`PrefixStore`](crate::PrefixStore) scoped to
-/// it): a rank number claimed in an earlier run counts as claimed.
+/// Once every rank has read every address, the last one to do so deletes the bootstrap's
+/// keys, so a store may serve one run after another. Runs that overlap in time need a
+/// [`PrefixStore`](crate::PrefixStore) each: while a run is in its rendezvous, a rank number
+/// it claimed counts as claimed. A run that fails before every rank has read every address
+/// leaves its keys behind (a Redis store's expiry removes them).
 ///
 /// Every rank connects to every other before this returns; for large jobs in which a rank
 /// talks to few peers, [`connect_lazy`] connects each pair on its first use instead.
@@ -114,7 +121,29 @@ fn exchange<L: Listener>(
     }
     // A conflict noticed after the last wait still stops the group.
     check_abort(store, deadline)?;
+    tidy_up(store, size, deadline);
     Ok((addrs, start))
+}
+
+/// Count this rank as done with the bootstrap's keys; the last rank deletes them. Best
+/// effort: the group is formed whatever happens here, so a failure is only logged.
+fn tidy_up(store: &dyn Store, size: u32, deadline: Instant) {
+    let tidy = || -> Result<()> {
+        // Every rank increments only after it has read every address, so when the count
+        // reaches the world size nobody needs a key any more.
+        if store.add(&done_key(), 1, deadline)? != i64::from(size) {
+            return Ok(());
+        }
+        for r in 0..size {
+            store.delete(&key("addr", r), deadline)?;
+            store.delete(&key("claim", r), deadline)?;
+        }
+        store.delete(&done_key(), deadline)?;
+        Ok(())
+    };
+    if let Err(e) = tidy() {
+        tracing::warn!(error = %e, "could not delete the bootstrap's keys from the store");
+    }
 }
 
 /// Claim `rank` with a fresh random identity; a lost claim is reported to the whole group.

@@ -93,6 +93,28 @@ fn eight_ranks_over_a_hash_store() {
 }
 
 #[test]
+fn the_last_rank_deletes_the_bootstrap_keys_so_the_store_serves_the_next_run() {
+    let store = Arc::new(HashStore::new());
+    for run in 0..3 {
+        rendezvous((0..4).map(|_| Box::new(store.clone()) as Box<dyn Store>).collect());
+        let mut keys: Vec<Vec<u8>> = (0..4)
+            .flat_map(|r| [format!("gloo/bootstrap/claim/{r}"), format!("gloo/bootstrap/addr/{r}")])
+            .map(String::into_bytes)
+            .collect();
+        keys.push(b"gloo/bootstrap/done".to_vec());
+        for k in &keys {
+            let left = store.try_get(k, deadline(5)).unwrap();
+            assert_eq!(
+                left,
+                None,
+                "run {run}: {} is still in the store",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+}
+
+#[test]
 fn eight_ranks_over_a_prefix_store_shared_with_another_job() {
     let store = Arc::new(HashStore::new());
     // Another job's bootstrap keys under a different prefix change nothing.
