@@ -159,9 +159,10 @@ impl TcpConfig {
 
     /// Put `layer` (TLS) between every connection's socket and the protocol.
     ///
-    /// A layer is trusted to authenticate peers, so with one set a routable address may be
-    /// bound without a token; the `Hello` exchange (job, ranks, size) still runs first, with
-    /// a token too if one is configured.
+    /// A layer that says it authenticates peers ([`StreamLayer::authenticates_peers`]) lets a
+    /// routable address be bound without a token; any other layer leaves the token
+    /// requirement as it is. The `Hello` exchange (job, ranks, size) still runs first, with a
+    /// token too if one is configured.
     pub fn stream_layer(mut self, layer: Arc<dyn StreamLayer>) -> TcpConfig {
         self.layer = Some(Layer(layer));
         self
@@ -199,7 +200,11 @@ impl TcpConfig {
             Some(Security::Insecure) => None,
             None => match std::env::var(TOKEN_ENV) {
                 Ok(t) if !t.is_empty() => Some(t.into_bytes()),
-                _ if addr.ip().is_loopback() || self.layer.is_some() => None,
+                _ if addr.ip().is_loopback()
+                    || self.layer.as_ref().is_some_and(|l| l.0.authenticates_peers()) =>
+                {
+                    None
+                }
                 _ => return Err(insecure_refusal(addr)),
             },
         };
@@ -533,6 +538,48 @@ mod tests {
         assert!(matches!(wild.resolve(), Err(Error::Config { .. })), "wildcard bind accepted");
         let empty = TcpConfig::loopback("j", Rank(0), 2).security(Security::Token(Vec::new()));
         assert!(empty.resolve().is_err());
+    }
+
+    /// A pass-through layer that says whether it authenticates peers.
+    struct Claims(bool);
+
+    impl StreamLayer for Claims {
+        fn wrap(
+            &self,
+            _peer: Rank,
+            _dialled: bool,
+            socket: mio::net::TcpStream,
+            _early: Vec<u8>,
+        ) -> std::io::Result<Box<dyn super::super::stream::ByteStream>> {
+            Ok(Box::new(socket))
+        }
+
+        fn authenticates_peers(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn only_a_layer_that_authenticates_peers_waives_the_token_on_a_routable_address() {
+        let routable = |layer: bool| {
+            TcpConfig::new("j", Rank(0), 2)
+                .bind_addr("10.0.0.5:0".parse().unwrap())
+                .stream_layer(Arc::new(Claims(layer)))
+                .resolve()
+        };
+        // A token in the environment is used whatever the layer; without one, only the
+        // authenticating layer may go without.
+        match std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                assert_eq!(routable(false).unwrap().1, Some(t.clone().into_bytes()));
+                assert_eq!(routable(true).unwrap().1, Some(t.into_bytes()));
+            }
+            None => {
+                let e = routable(false).unwrap_err();
+                assert!(e.to_string().contains("GLOO_AUTH_TOKEN"), "{e}");
+                assert_eq!(routable(true).unwrap().1, None);
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,14 @@ pub trait StreamLayer: Send + Sync + 'static {
         socket: mio::net::TcpStream,
         early: Vec<u8>,
     ) -> io::Result<Box<dyn ByteStream>>;
+
+    /// Whether this layer authenticates every peer itself (mutual TLS with certificates
+    /// bound to ranks). Only such a layer lets a routable address be bound without a job
+    /// token; the default, `false`, keeps the token requirement, so a layer that only
+    /// transforms bytes never weakens the transport.
+    fn authenticates_peers(&self) -> bool {
+        false
+    }
 }
 
 impl ByteStream for mio::net::TcpStream {
