@@ -30,13 +30,33 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
 }
 
 fn kernel<T: Element>(name: &str, bytes: usize, reps: usize, one: T, memcpy: f64) {
+    kernel_op(name, ReduceOp::Sum, bytes, reps, one, memcpy);
+}
+
+fn kernel_op<T: Element>(
+    name: &str,
+    op: ReduceOp<'_, T>,
+    bytes: usize,
+    reps: usize,
+    one: T,
+    memcpy: f64,
+) {
     let n = bytes / std::mem::size_of::<T>();
     let mut dst = vec![one; n];
     let src = vec![one; n];
-    let d = best(reps, || reduce_kernel(ReduceOp::Sum, black_box(&mut dst), black_box(&src)));
+    let d = best(reps, || reduce_kernel(op, black_box(&mut dst), black_box(&src)));
     let g = gbps(bytes, d);
-    println!("{name:>5} sum     {g:7.2} GB/s  {:5.1}% of memcpy", 100.0 * g / memcpy);
+    let op = op.name();
+    println!("{name:>5} {op:<7} {g:7.2} GB/s  {:5.1}% of memcpy", 100.0 * g / memcpy);
     black_box(&dst);
+}
+
+/// The other built-in ops too, for the half types whose kernels convert (their cost
+/// differs by op; for the others every op is one vector instruction).
+fn other_ops<T: Element>(name: &str, bytes: usize, reps: usize, one: T, memcpy: f64) {
+    for op in [ReduceOp::Product, ReduceOp::Min, ReduceOp::Max] {
+        kernel_op(name, op, bytes, reps, one, memcpy);
+    }
 }
 
 fn main() {
@@ -55,6 +75,8 @@ fn main() {
     kernel::<u8>("u8", bytes, reps, 1, memcpy);
     kernel::<f16>("f16", bytes, reps, f16::ONE, memcpy);
     kernel::<bf16>("bf16", bytes, reps, bf16::ONE, memcpy);
+    other_ops::<f16>("f16", bytes, reps, f16::ONE, memcpy);
+    other_ops::<bf16>("bf16", bytes, reps, bf16::ONE, memcpy);
     // Memcpy again at the end, so drift over the run shows.
     let d = best(reps, || black_box(&mut a).copy_from_slice(black_box(&b)));
     println!("memcpy (again){:7.2} GB/s", gbps(bytes, d));
