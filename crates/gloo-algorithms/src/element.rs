@@ -3,6 +3,10 @@
 //! Schedules move bytes; a reduction is a function `dst = dst op src` over two byte slices
 //! that hold whole elements. The kernels below are written as plain zipped loops over
 //! same-length slices, which the compiler turns into vector code without bounds checks.
+//! The f16 and bf16 kernels widen to f32, compute and round back in one such loop, with
+//! branch-free conversions of their own (bit-identical to `half`'s), compiled through
+//! `pulp` for the widest vector instructions the CPU has; f16 on AVX-512 uses the CPU's
+//! conversion instructions.
 
 use half::{bf16, f16};
 
