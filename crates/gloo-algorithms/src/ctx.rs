@@ -54,14 +54,29 @@ pub(crate) struct Ctx<'a> {
     watches: Option<&'a Watches>,
     /// The state of the alarm watch (see [`Ctx::drive`]).
     watch: Cell<OpState>,
+    /// The agreement check of a rooted call, while rounds of it remain (see
+    /// [`Ctx::start_agreement`]).
+    agreement: Cell<Option<Agreement>>,
     /// The call's tracing span, entered for as long as the call runs.
     _span: tracing::span::EnteredSpan,
 }
 
 impl Drop for Ctx<'_> {
     fn drop(&mut self) {
+        // A call that fails between batches (a length error, say) may leave a round of the
+        // agreement posted: withdraw it, so that it cannot swallow a later call's message.
+        self.cancel_agreement();
         self.park_watch();
     }
+}
+
+/// Where the agreement check of a rooted call stands: the round in flight and the states of
+/// its two zero-byte operations (a send to `rank + 2^round`, a receive from `rank - 2^round`).
+#[derive(Clone, Copy)]
+struct Agreement {
+    round: u32,
+    send: OpState,
+    recv: OpState,
 }
 
 impl<'a> Ctx<'a> {
@@ -84,6 +99,7 @@ impl<'a> Ctx<'a> {
             pool: None,
             watches: None,
             watch: Cell::new(OpState::New),
+            agreement: Cell::new(None),
             _span: tracing::debug_span!(
                 "collective",
                 rank = comm.rank().0,
@@ -133,25 +149,86 @@ impl<'a> Ctx<'a> {
         Op::recv(Rank(from as u32), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
-    /// Make sure every rank is running this very call before any data moves: a dissemination
-    /// of the fingerprint in ⌈log2 n⌉ rounds of zero-byte messages. A rank sends round `k`
-    /// only after round `k - 1` matched, so a rank that finishes has (transitively) matched
-    /// every rank's fingerprint; one that sees a mismatch alarms everybody instead.
+    /// Start checking that every rank is running this very call: a dissemination of the
+    /// fingerprint in ⌈log2 n⌉ rounds of zero-byte messages (round `k` sends to
+    /// `rank + 2^k` and receives from `rank - 2^k` on step `STEP_CHECK - k`).
     ///
     /// Rooted collectives need it: a leaf of a tree hears only from its parent, so without
     /// it a rank could finish although another rank disagrees about the root.
-    pub(crate) fn agree(&self) -> Result<()> {
-        let n = self.size;
-        let mut dist = 1;
-        let mut k = 0;
-        while dist < n {
-            let to = (self.rank + dist) % n;
-            let from = (self.rank + n - dist) % n;
-            self.sendrecv(to, &[], from, &mut [], STEP_CHECK - k)?;
-            dist *= 2;
-            k += 1;
+    ///
+    /// The rounds do not run here, ahead of the data (that cost a round trip per call):
+    /// [`drive`](Ctx::drive) carries the round in flight in every batch the schedule runs and
+    /// posts round `k + 1` once both operations of round `k` are done, and
+    /// [`finish_agreement`](Ctx::finish_agreement) drives what is left after the schedule.
+    /// The guarantees stay those of a check run first:
+    ///
+    /// - A rank sends round `k + 1` only after its round `k` matched, and returns `Ok` only
+    ///   after its last round matched, so a rank that finishes has still (transitively)
+    ///   matched every rank's fingerprint.
+    /// - Data that overtakes the check cannot land in the wrong place: every data receive
+    ///   carries this call's fingerprint, and the transport fails a receive whose message
+    ///   carries another (fingerprint rule 1), so a disagreeing peer's bytes are never
+    ///   written into a buffer laid out for this call.
+    /// - It cannot hang where the check-first order did not: every wait of a call goes through
+    ///   `drive`, so a rank blocked on data (say, a receive from a rank that does not think it
+    ///   is its parent) keeps the rounds moving, and the first rank whose round meets a
+    ///   differing fingerprint alarms every rank, as before. A rank done with its data waits
+    ///   in `finish_agreement`, which also keeps them moving.
+    pub(crate) fn start_agreement(&self) {
+        if self.size > 1 {
+            self.agreement.set(Some(Agreement {
+                round: 0,
+                send: OpState::New,
+                recv: OpState::New,
+            }));
         }
-        Ok(())
+    }
+
+    /// Drive the remaining rounds of the agreement check to completion (a no-op when there is
+    /// none or it is complete). A rooted collective calls it after its schedule and before
+    /// returning `Ok`.
+    pub(crate) fn finish_agreement(&self) -> Result<()> {
+        let mut ops = Ops::new();
+        self.drive_inner(&mut ops, true, true)
+    }
+
+    /// The two operations of the agreement's current round, in their saved states.
+    fn agreement_ops(&self, a: Agreement) -> [Op<'static>; 2] {
+        let n = self.size;
+        let dist = 1usize << a.round;
+        let to = (self.rank + dist) % n;
+        let from = (self.rank + n - dist % n) % n;
+        let step = STEP_CHECK - a.round;
+        let mut send = self.send(to, step, &[]);
+        let mut recv = self.recv(from, step, &mut []);
+        send.set_state(a.send);
+        recv.set_state(a.recv);
+        [send, recv]
+    }
+
+    /// The agreement after `send`/`recv` reached the given states: the next round once both
+    /// are done, `None` after the last.
+    fn agreement_after(&self, a: Agreement, send: OpState, recv: OpState) -> Option<Agreement> {
+        let done = |s: OpState| matches!(s, OpState::Done { .. });
+        if !(done(send) && done(recv)) {
+            return Some(Agreement { send, recv, ..a });
+        }
+        let round = a.round + 1;
+        (1usize.checked_shl(round).is_some_and(|d| d < self.size)).then_some(Agreement {
+            round,
+            send: OpState::New,
+            recv: OpState::New,
+        })
+    }
+
+    /// Withdraw the agreement's operations if a round is posted, and forget it.
+    fn cancel_agreement(&self) {
+        if let Some(a) = self.agreement.take() {
+            let mut ops = self.agreement_ops(a);
+            if ops.iter().any(|op| matches!(op.state(), OpState::Posted(_))) {
+                self.comm.cancel(&mut ops);
+            }
+        }
     }
 
     /// Run a batch to completion.
@@ -160,7 +237,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// Drive `ops` until all of them (`all`) or at least one more is done, with the alarm
-    /// watch posted beside them.
+    /// watch and the agreement round in flight (if any, see [`Ctx::start_agreement`]) posted
+    /// beside them.
     ///
     /// The watch is a zero-byte receive from any peer on the alarm slot, carrying a
     /// fingerprint no call has; an alarm (which carries a call's) fails it at once, so a rank
@@ -172,10 +250,26 @@ impl<'a> Ctx<'a> {
     /// On failure, peers are alarmed first (for a mismatch) and only then are our operations
     /// cancelled, so that they see the mismatch rather than a broken pair.
     pub(crate) fn drive<'b>(&'b self, ops: &mut Ops<'b>, all: bool) -> Result<()> {
-        let pending = |ops: &Ops<'b>, upto: usize| ops[..upto].iter().any(|op| !op.is_done());
+        self.drive_inner(ops, all, false)
+    }
+
+    /// [`drive`](Ctx::drive), and with `agree` also until the agreement check is complete.
+    ///
+    /// The batch is laid out as the caller's `n_ops` operations, then the agreement round's
+    /// two (while one is in flight), then the watch (last, while watching).
+    fn drive_inner<'b>(&'b self, ops: &mut Ops<'b>, all: bool, agree: bool) -> Result<()> {
         let n_ops = ops.len();
-        if !pending(ops, n_ops) {
+        let n_done = |ops: &Ops<'b>| ops[..n_ops].iter().filter(|op| op.is_done()).count();
+        let done_on_entry = n_done(ops);
+        let mut agreement = self.agreement.get();
+        let finished = |done: usize, agreement: &Option<Agreement>| {
+            done == n_ops && !(agree && agreement.is_some())
+        };
+        if finished(done_on_entry, &agreement) {
             return self.verify(ops);
+        }
+        if let Some(a) = agreement {
+            ops.extend(self.agreement_ops(a));
         }
         let mut watching = self.watch_on();
         if watching {
@@ -187,31 +281,62 @@ impl<'a> Ctx<'a> {
         }
         let res = loop {
             if let Err(e) = self.comm.progress(ops, Wait::Any, self.deadline) {
-                let watch_failed = watching && !matches!(ops[n_ops].state(), OpState::Posted(_));
-                if watch_failed && !matches!(e, gloo_transport::Error::Mismatch { .. }) {
-                    // The watch alone failed, typically because every peer has finished
-                    // and left: go on without it; the data operations fail by themselves
-                    // if they still need a lost peer.
-                    ops.pop();
-                    watching = false;
-                    self.watch.set(OpState::Cancelled);
-                    if !pending(ops, n_ops) {
-                        break Ok(());
-                    }
-                    continue;
+                if !watching || matches!(e, gloo_transport::Error::Mismatch { .. }) {
+                    break Err(e);
                 }
-                break Err(e);
+                let last = ops.len() - 1;
+                if matches!(ops[last].state(), OpState::New | OpState::Posted(_)) {
+                    // A peer that sees a mismatch alarms us before it cancels what it had
+                    // under way with us, which breaks the pair; the transport may report the
+                    // broken pair first (it drives the batch in order, and may fail before
+                    // it even posts the watch). An alarm waiting for the watch explains the
+                    // failure, so look for one before reporting the broken pair. A pair
+                    // broken by a cancel gets the alarm's grace (the alarm may still be on its
+                    // way: the transport orders messages per slot only), anything else a look.
+                    let wait = match e {
+                        gloo_transport::Error::Cancelled { .. } => ALARM_GRACE,
+                        _ => Duration::ZERO,
+                    };
+                    let until = self.deadline.min(Instant::now() + wait);
+                    match self.comm.progress(&mut ops[last..], Wait::Any, until) {
+                        Err(m @ gloo_transport::Error::Mismatch { .. }) => break Err(m),
+                        _ if ops[last].is_done() => break Err(self.alarmed(&ops[last])),
+                        _ => {}
+                    }
+                }
+                let watch_failed = !matches!(ops[last].state(), OpState::New | OpState::Posted(_));
+                let others_failed = ops[..last].iter().any(|op| op.state() == OpState::Cancelled);
+                if !watch_failed || others_failed {
+                    break Err(e);
+                }
+                // The watch alone failed, typically because every peer has finished and
+                // left: go on without it; the data operations fail by themselves if they
+                // still need a lost peer. The agreement's operations may have completed in
+                // this same call, so look at them below before waiting again.
+                ops.pop();
+                watching = false;
+                self.watch.set(OpState::Cancelled);
+            } else if watching && ops[ops.len() - 1].is_done() {
+                break Err(self.alarmed(&ops[ops.len() - 1]));
             }
-            if watching && ops[n_ops].is_done() {
-                // Only an alarm can reach the watch, and alarms never carry our fingerprint.
-                break Err(gloo_transport::Error::Mismatch {
-                    peer: ops[n_ops].completed().map_or(Rank(0), |(p, _)| p),
-                    slot: self.slot(STEP_ALARM),
-                    ours: Some(self.fp),
-                    theirs: None,
-                });
+            if let Some(a) = agreement {
+                let (send, recv) = (ops[n_ops].state(), ops[n_ops + 1].state());
+                agreement = self.agreement_after(a, send, recv);
+                match agreement {
+                    // Round `a.round` matched both ways: post the next one with this batch.
+                    Some(next) if next.round != a.round => {
+                        let [s, r] = self.agreement_ops(next);
+                        ops[n_ops] = s;
+                        ops[n_ops + 1] = r;
+                    }
+                    Some(_) => {}
+                    None => {
+                        ops.drain(n_ops..n_ops + 2);
+                    }
+                }
             }
-            if !all || !pending(ops, n_ops) {
+            let done = n_done(ops);
+            if finished(done, &agreement) || (!all && !agree && done > done_on_entry) {
                 break Ok(());
             }
         };
@@ -221,8 +346,21 @@ impl<'a> Ctx<'a> {
             self.watch.set(w.state());
         }
         match res {
-            Ok(()) => self.verify(ops),
+            Ok(()) => {
+                if let Some(a) = agreement {
+                    // Keep the round in flight for the next batch (its operations stay
+                    // posted: the transport knows them by id).
+                    let (send, recv) = (ops[n_ops].state(), ops[n_ops + 1].state());
+                    self.agreement.set(Some(Agreement { send, recv, ..a }));
+                    ops.truncate(n_ops);
+                } else {
+                    self.agreement.set(None);
+                }
+                self.verify(ops)
+            }
             Err(e) => {
+                // The agreement's operations are withdrawn with ours below.
+                self.agreement.set(None);
                 let err = self.fail(e);
                 if matches!(err, Error::Mismatch { .. }) {
                     self.finish_sends(ops);
@@ -231,6 +369,17 @@ impl<'a> Ctx<'a> {
                 self.cancel_watch();
                 Err(err)
             }
+        }
+    }
+
+    /// The mismatch that the watch `w`, found complete, reports: only an alarm can reach the
+    /// watch, and alarms never carry our fingerprint.
+    fn alarmed(&self, w: &Op<'_>) -> gloo_transport::Error {
+        gloo_transport::Error::Mismatch {
+            peer: w.completed().map_or(Rank(0), |(p, _)| p),
+            slot: self.slot(STEP_ALARM),
+            ours: Some(self.fp),
+            theirs: None,
         }
     }
 

@@ -27,6 +27,9 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// must therefore make the same sequence of calls on each tag. After a call fails, the
 /// ranks' counters for that tag may disagree: use another tag or a new group.
 ///
+/// A call that fails may have written part of its output (a collective's data and its checks
+/// travel together): after an error, the contents of output buffers are unspecified.
+///
 /// `Group` is `Sync`: several threads may run collectives at once, each with its own tag.
 /// It dereferences to the communicator.
 ///
@@ -103,8 +106,10 @@ impl Call {
         }
     }
 
-    /// The same call with a root. A rooted call runs an agreement round first, because ranks
-    /// that disagree on the root would otherwise wait on each other until the deadline.
+    /// The same call with a root. A rooted call also runs the agreement check
+    /// ([`Ctx::start_agreement`]), alongside its data, because ranks that disagree on the
+    /// root would otherwise wait on each other until the deadline, or finish although
+    /// another rank disagrees. The call must end with [`Ctx::finish_agreement`].
     fn rooted(self, root: usize) -> Call {
         Call { root: Some(root), check: true, ..self }
     }
@@ -273,8 +278,8 @@ impl<C: Communicator> Group<C> {
         let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline)
             .with_pool(&self.pool)
             .with_watches(&self.watches);
-        if call.check && ctx.size > 1 {
-            ctx.agree()?;
+        if call.check {
+            ctx.start_agreement();
         }
         Ok(ctx)
     }
@@ -463,6 +468,7 @@ impl<C: Communicator> Group<C> {
         if n > 1 {
             s::reduce_binomial(&ctx, as_bytes_mut(buf), root, &f)?;
         }
+        ctx.finish_agreement()?;
         if ctx.rank == root
             && let ReduceOp::Average = op
         {
@@ -524,7 +530,7 @@ impl<C: Communicator> Group<C> {
                 _ => s::broadcast_binomial(&ctx, b, root)?,
             }
         }
-        Ok(())
+        ctx.finish_agreement()
     }
 
     /// Gather every rank's `input` (all the same length) into `root`'s `output`, in rank
@@ -566,7 +572,8 @@ impl<C: Communicator> Group<C> {
         let whole = ("output", output.len(), "the sum of the counts (at the root)");
         let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let out: &mut [u8] = if ctx.rank == root { as_bytes_mut(output) } else { &mut [] };
-        s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)
+        s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?;
+        ctx.finish_agreement()
     }
 
     /// Split `root`'s `input` (`size × output.len()` elements, read only at the root: pass
@@ -608,7 +615,8 @@ impl<C: Communicator> Group<C> {
         let whole = ("input", input.len(), "size × output (at the root)");
         let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let inp: &[u8] = if ctx.rank == root { as_bytes(input) } else { &[] };
-        s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)
+        s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?;
+        ctx.finish_agreement()
     }
 
     // -----------------------------------------------------------------------------------

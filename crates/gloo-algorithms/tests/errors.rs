@@ -140,6 +140,43 @@ fn different_reduce_roots_are_a_mismatch() {
 }
 
 #[test]
+fn a_root_disagreement_is_a_mismatch_on_every_rank_of_every_rooted_collective() {
+    // The agreement check runs alongside the data, so the data may move before it has
+    // matched: whichever ranks disagree (only the last, or every rank against rank 0) and
+    // whether the data goes eagerly (4 B) or by rendezvous (64 KiB), every rank must still
+    // end with Mismatch, and none with Ok.
+    for n in [2, 3, 5] {
+        for odd_one_out in [true, false] {
+            // Rank 0 always names root 0; the others name root 1 (all of them, or only the
+            // last).
+            let root_of = move |g: &Group<LoopbackComm>| {
+                let r = g.rank().0;
+                let differs = if odd_one_out { r == n - 1 } else { r != 0 };
+                if differs { Rank(1) } else { Rank(0) }
+            };
+            for len in [4usize, 64 << 10] {
+                assert_mismatch_everywhere(n, "root", |g| {
+                    g.broadcast(&mut vec![7u8; len], root_of(g), &short())
+                });
+                assert_mismatch_everywhere(n, "root", |g| {
+                    g.reduce(&mut vec![1u32; len / 4], root_of(g), sum(), &short())
+                });
+                assert_mismatch_everywhere(n, "root", |g| {
+                    let root = root_of(g);
+                    let mut out = vec![0u8; if g.rank() == root { len * n as usize } else { 0 }];
+                    g.gather(&vec![1u8; len], &mut out, root, &short())
+                });
+                assert_mismatch_everywhere(n, "root", |g| {
+                    let root = root_of(g);
+                    let input = vec![1u8; if g.rank() == root { len * n as usize } else { 0 }];
+                    g.scatter(&input, &mut vec![0u8; len], root, &short())
+                });
+            }
+        }
+    }
+}
+
+#[test]
 fn different_tags_are_a_mismatch_by_the_deadline() {
     assert_mismatch_everywhere(2, "tag", |g| {
         let o = Options::new().with_tag(1 + g.rank().0).with_timeout(Duration::from_secs(1));
