@@ -42,10 +42,13 @@
 //! - a rank that sees a mismatch sends a zero-byte *alarm* to every peer before it gives up,
 //!   and every call keeps a receive posted for alarms, so ranks blocked on it (even in a send)
 //!   learn at once instead of at their deadline;
-//! - rooted collectives (broadcast, reduce, gather, scatter and their v-forms) first
+//! - rooted collectives (broadcast, reduce, gather, scatter and their v-forms) also
 //!   disseminate the fingerprint in ⌈log2 n⌉ rounds of zero-byte messages, because a leaf of a
-//!   tree hears only from its parent; the symmetric algorithms need no extra round, since
-//!   every rank's result depends on a chain of messages from every other rank.
+//!   tree hears only from its parent. The rounds run alongside the data (each round is sent
+//!   only after the previous one matched) and must all match before the call returns `Ok`;
+//!   the data cannot land early in the wrong place, since every receive checks the
+//!   fingerprint. The symmetric algorithms need no extra round, since every rank's result
+//!   depends on a chain of messages from every other rank.
 //!
 //! A rank therefore returns `Ok` only when every rank made the same call. After an error the
 //! buffers' contents are unspecified and the ranks' call counters for that tag may disagree:
