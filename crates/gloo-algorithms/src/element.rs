@@ -390,6 +390,10 @@ fn zip_half(
 
 /// The portable half kernel: `dst = dst op src`, computed in f32 and rounded once per
 /// element, bit for bit `from_f32(a.to_f32() op b.to_f32())`.
+///
+/// It repeats [`reduce_with`]'s match on purpose: one `pulp` dispatch per op's loop. A
+/// single dispatch around `reduce_with` measured bf16 sum at 2.8–3.0 GB/s instead of 7 (the
+/// four loops no longer inline into the dispatched function, so nothing vectorises).
 #[inline(always)]
 fn half_reduce(
     op: Builtin,
