@@ -618,16 +618,8 @@ mod tests {
 
     /// A deterministic stream of bit patterns (splitmix64), so a failure reproduces.
     fn patterns(seed: u64, len: usize) -> Vec<u16> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                (z ^ (z >> 31)) as u16
-            })
-            .collect()
+        let mut g = gloo_testing::rng::SplitMix(seed);
+        (0..len).map(|_| g.next_u64() as u16).collect()
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod procs;
 pub mod redis;
+pub mod rng;
 pub mod rogue;
 
 use std::any::Any;

@@ -33,12 +33,7 @@ pub fn on_ranks_plain<R: Send>(
 }
 
 /// A small deterministic generator (splitmix64), so every rank can derive every rank's data.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+pub use gloo_testing::rng::mix;
 
 /// The built-in ops by index, for strategies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
