@@ -489,6 +489,20 @@ impl Setup {
 /// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
 /// lazy acceptor stops at its decision (`Ok(None)` with
 /// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
+/// Write what the handshake has to send until the socket would block.
+fn write_handshake(c: &mut Conn, peer: Option<Rank>) -> Result<()> {
+    while !c.hs.output().is_empty() {
+        match c.stream.write(c.hs.output()) {
+            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
+            Ok(n) => c.hs.consumed_output(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(peer, "handshake", &e)),
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     let peer = c.hs.claimed();
     let lost = |e: &io::Error| Error::io(peer, "handshake", e);
@@ -510,15 +524,7 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
             Err(e) => return Err(lost(&e)),
         }
     }
-    while !c.hs.output().is_empty() {
-        match c.stream.write(c.hs.output()) {
-            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
-            Ok(n) => c.hs.consumed_output(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(&e)),
-        }
-    }
+    write_handshake(c, peer)?;
     let mut buf = [0u8; 512];
     // Nothing is read while a decision is pending, so a peer cannot make us buffer more than
     // one read past its handshake.
@@ -538,14 +544,6 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
         }
     }
     // Our last frame may have been produced by the read above.
-    while !c.hs.output().is_empty() {
-        match c.stream.write(c.hs.output()) {
-            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
-            Ok(n) => c.hs.consumed_output(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(&e)),
-        }
-    }
+    write_handshake(c, peer)?;
     Ok(c.hs.done().filter(|_| c.hs.output().is_empty()))
 }
