@@ -12,6 +12,10 @@ use gloo_transport::{Communicator, Rank, Slot};
 /// 3 GiB and 5 bytes: past `u32::MAX - 2 GiB` and `i32::MAX`, and not a multiple of 8.
 const LEN: usize = (3 << 30) + 5;
 
+/// Well below the seconds the transfer takes, so a receiver that stops sending heartbeats
+/// while it receives is declared lost (the heartbeat thread's liveness tick runs every 31 ms with this, heartbeats are due every 125 ms).
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The pattern word at index `i` (splitmix64), so a shifted, repeated or lost chunk shows.
 fn word(i: u64) -> u64 {
     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -49,8 +53,10 @@ fn large_3gib_between_processes() {
     if let Some((rank, size)) = procs::child_rank() {
         let until = deadline(600);
         let board = Board::from_env().expect("the parent passes a board");
-        let listener =
-            TcpListener::bind(TcpConfig::loopback(NAME, Rank(rank), size)).expect("bind");
+        // A short peer timeout: the receiver is busy for seconds and must keep its heartbeats
+        // going while it is (a CI run once lost it at the 5 s default).
+        let cfg = TcpConfig::loopback(NAME, Rank(rank), size).peer_timeout(PEER_TIMEOUT);
+        let listener = TcpListener::bind(cfg).expect("bind");
         let comm = board_connect(listener, &board, rank, size, until).expect("connect_all");
         let slot = Slot::new(1, 0);
         if rank == 0 {

@@ -30,9 +30,16 @@ pub(crate) struct Shared {
     busy_poll: Duration,
     peer_timeout: Duration,
     hb_interval: Duration,
+    /// How often the liveness tick runs (heartbeats are due every `hb_interval`).
+    tick: Duration,
 }
 
 impl Shared {
+    /// Run the liveness tick if it is due; true if a peer was found lost.
+    fn tick_if_due(&self, d: &mut Driver, now: Instant) -> bool {
+        d.tick_if_due(now, self.tick, (self.hb_interval, self.peer_timeout))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Driver> {
         // A panic while holding the lock leaves the driver in an unknown state, but every
         // later call fails fast through the poison flag that panics do not set; continuing
@@ -88,6 +95,7 @@ impl TcpComm {
             busy_poll,
             peer_timeout,
             hb_interval,
+            tick: (hb_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250)),
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let (s2, stop2) = (shared.clone(), stop.clone());
@@ -107,10 +115,8 @@ impl TcpComm {
 }
 
 fn heartbeat_loop(s: &Shared, stop: &(Mutex<bool>, Condvar)) {
-    let tick = (s.hb_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
     let lazy = s.lock().lazy.is_some();
-    let nap = if lazy { tick.min(LAZY_NAP) } else { tick };
-    let mut next_tick = Instant::now() + tick;
+    let nap = if lazy { s.tick.min(LAZY_NAP) } else { s.tick };
     let mut stopped = stop.0.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         stopped = stop.1.wait_timeout(stopped, nap).unwrap_or_else(|p| p.into_inner()).0;
@@ -118,19 +124,16 @@ fn heartbeat_loop(s: &Shared, stop: &(Mutex<bool>, Condvar)) {
             return;
         }
         let mut d = s.lock();
-        if lazy {
-            let now = Instant::now();
-            if now < next_tick {
-                // Between ticks only connections in their handshake move, and only when no
-                // caller is polling (a caller's poller sees their events itself).
-                if d.in_progress == 0 && d.drive_lazy(true) {
-                    s.nudge(&d);
-                }
-                continue;
+        let now = Instant::now();
+        if lazy && !d.tick_due(now) {
+            // Between ticks only connections in their handshake move, and only when no
+            // caller is polling (a caller's poller sees their events itself).
+            if d.in_progress == 0 && d.drive_lazy(true) {
+                s.nudge(&d);
             }
-            next_tick = now + tick;
+            continue;
         }
-        let mut moved = d.tick(Instant::now(), s.hb_interval, s.peer_timeout);
+        let mut moved = s.tick_if_due(&mut d, now);
         // With nobody inside `progress`, drain control and eager frames (never a user
         // buffer: the empty `Mine` makes data for posted receives park) and flush.
         let mut none: [Op<'_>; 0] = [];
@@ -223,6 +226,12 @@ impl Communicator for TcpComm {
             let now = Instant::now();
             if now >= deadline {
                 break Err(d.timeout_error(ops, now - start));
+            }
+            // This caller may hold the lock for as long as every pump moves data, so it keeps
+            // the heartbeats going itself (see `Driver::tick_if_due`); a loss it finds is
+            // reaped at the top of the loop.
+            if s.tick_if_due(&mut d, now) {
+                continue;
             }
             if moved {
                 // Progress was made: look again before waiting.

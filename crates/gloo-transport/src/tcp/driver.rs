@@ -34,6 +34,11 @@ const RBUF: usize = 64 * 1024;
 const DIRECT_MIN: u64 = 4096;
 /// The largest single read or write syscall.
 const MAX_IO: u64 = 1 << 30;
+/// How many bytes one pump reads from (or writes to) one peer before moving on. Without a
+/// bound, a receiver slower than its sender stays inside one pump for a whole multi-GiB
+/// message: the other peers wait, and so does the liveness tick between pumps, until the
+/// sender takes the silent receiver for a dead one. 16 MiB is a few milliseconds here.
+const PUMP_BUDGET: u64 = 16 << 20;
 
 enum Rx {
     /// Between frames, or inside a header.
@@ -226,6 +231,8 @@ pub(crate) struct Driver {
     active: HashSet<u64>,
     /// The connection state of a lazy communicator; `None` for the full mesh.
     pub(crate) lazy: Option<Box<Lazy>>,
+    /// When [`tick_if_due`](Driver::tick_if_due) next runs the liveness tick.
+    next_tick: Instant,
 }
 
 impl Driver {
@@ -244,6 +251,7 @@ impl Driver {
             in_progress: 0,
             active: HashSet::new(),
             lazy: None,
+            next_tick: Instant::now(),
         })
     }
 
@@ -570,6 +578,7 @@ impl Driver {
         force: bool,
     ) -> std::result::Result<bool, (Error, bool)> {
         let mut moved = false;
+        let mut budget = PUMP_BUDGET;
         loop {
             // Acting on an event may have closed this very connection.
             if self.peers[r].as_ref().is_none_or(|p| p.stream.is_none()) {
@@ -577,7 +586,7 @@ impl Driver {
             }
             let ev = {
                 let peer = self.peers[r].as_mut().expect("checked just above");
-                Self::rx_step(peer, mine, force, &mut moved)?
+                Self::rx_step(peer, mine, force, &mut moved, &mut budget)?
             };
             match ev {
                 RxEvent::Stop => return Ok(moved),
@@ -629,6 +638,7 @@ impl Driver {
         mine: &mut Mine<'_, '_>,
         force: bool,
         moved: &mut bool,
+        budget: &mut u64,
     ) -> std::result::Result<RxEvent, (Error, bool)> {
         let proto_err = |e: Error| (e, true);
         loop {
@@ -720,12 +730,14 @@ impl Driver {
                         peer.rs += n as usize;
                         n
                     } else {
-                        if !(peer.readable || force) {
+                        // Out of budget: stop with the readiness kept, so the next pump
+                        // goes on from here.
+                        if !(peer.readable || force) || *budget == 0 {
                             return Ok(RxEvent::Stop);
                         }
                         let Some(i) = idx.filter(|_| left >= DIRECT_MIN) else {
                             // Small or discarded payload: go through the staging buffer.
-                            match Self::fill(peer)? {
+                            match Self::fill(peer, budget)? {
                                 true => continue,
                                 false => return Ok(RxEvent::Stop),
                             }
@@ -739,6 +751,7 @@ impl Driver {
                             Ok(0) => return Err(eof(peer)),
                             Ok(n) => {
                                 peer.last_heard = Instant::now();
+                                *budget = budget.saturating_sub(n as u64);
                                 if n < asked && stream.drains_on_short_io() {
                                     peer.readable = false;
                                 }
@@ -766,10 +779,10 @@ impl Driver {
                 }
                 _ => {
                     // Nothing staged: read more.
-                    if !(peer.readable || force) {
+                    if !(peer.readable || force) || *budget == 0 {
                         return Ok(RxEvent::Stop);
                     }
-                    if !Self::fill(peer)? {
+                    if !Self::fill(peer, budget)? {
                         return Ok(RxEvent::Stop);
                     }
                 }
@@ -777,8 +790,8 @@ impl Driver {
         }
     }
 
-    /// Read into the (empty) staging buffer; returns whether bytes came.
-    fn fill(peer: &mut Peer) -> std::result::Result<bool, (Error, bool)> {
+    /// Read into the (empty) staging buffer, charging `budget`; returns whether bytes came.
+    fn fill(peer: &mut Peer, budget: &mut u64) -> std::result::Result<bool, (Error, bool)> {
         if peer.rs == peer.re {
             peer.rs = 0;
             peer.re = 0;
@@ -796,6 +809,7 @@ impl Driver {
                     }
                     peer.re += n;
                     peer.last_heard = Instant::now();
+                    *budget = budget.saturating_sub(n as u64);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -816,7 +830,12 @@ impl Driver {
             return Ok(false);
         }
         let mut moved = false;
+        let mut budget = PUMP_BUDGET;
         loop {
+            if budget == 0 {
+                // The readiness stays as it is: the next pump writes on from here.
+                break;
+            }
             let stream = peer.stream.as_mut().expect("pumped peers have a stream");
             if stream.has_pending_output() {
                 match stream.flush_pending() {
@@ -901,6 +920,7 @@ impl Driver {
                 Ok((n, asked)) => {
                     moved = true;
                     peer.last_sent = Instant::now();
+                    budget = budget.saturating_sub(n as u64);
                     if n < asked && drains {
                         // The socket buffer is full; an event comes when it has room.
                         peer.writable = false;
@@ -1135,8 +1155,32 @@ impl Driver {
         }
     }
 
-    /// Heartbeats and liveness, from the background thread.
-    pub(crate) fn tick(&mut self, now: Instant, interval: Duration, timeout: Duration) -> bool {
+    /// Whether the next liveness tick is due.
+    pub(crate) fn tick_due(&self, now: Instant) -> bool {
+        now >= self.next_tick
+    }
+
+    /// Run [`tick`](Driver::tick) if it is due, then not again for `period`. Both the
+    /// heartbeat thread and callers inside `progress` call this: a caller whose every pump
+    /// moves data (a multi-GiB receive) keeps the driver's lock for seconds, and a heartbeat
+    /// that depended on the background thread winning that lock would stop, so the peer
+    /// would take this busy rank for a dead one.
+    pub(crate) fn tick_if_due(
+        &mut self,
+        now: Instant,
+        period: Duration,
+        timeouts: (Duration, Duration),
+    ) -> bool {
+        if !self.tick_due(now) {
+            return false;
+        }
+        self.next_tick = now + period;
+        self.tick(now, timeouts.0, timeouts.1)
+    }
+
+    /// Heartbeats and liveness: queue a heartbeat for every peer we have not written to for
+    /// `interval`, and fail every peer we have not heard from for `timeout`.
+    fn tick(&mut self, now: Instant, interval: Duration, timeout: Duration) -> bool {
         let mut lost = Vec::new();
         for p in self.peers.iter_mut().flatten() {
             // A lazy communicator's peer with no connection yet has nobody to hear from.
@@ -1146,11 +1190,17 @@ impl Driver {
             if now.duration_since(p.last_sent) >= interval && p.out.is_empty() {
                 p.push(Header::new(Opcode::Heartbeat, 0, 0, 0), None, &[]);
             }
-            // Time during which we ourselves do not read this peer does not count.
+            // Time during which we ourselves do not read this peer does not count, nor do
+            // bytes the peer sent that we have not read yet (this process may have been
+            // descheduled between its last read and this check).
             if p.read_stalled(&self.active) {
                 p.last_heard = now;
             } else if now.duration_since(p.last_heard) > timeout {
-                lost.push((p.rank, now.duration_since(p.last_heard)));
+                if p.stream.as_ref().is_some_and(|s| s.input_waiting()) {
+                    p.last_heard = now;
+                } else {
+                    lost.push((p.rank, now.duration_since(p.last_heard)));
+                }
             }
         }
         let any = !lost.is_empty();

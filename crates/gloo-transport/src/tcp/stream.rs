@@ -32,6 +32,14 @@ pub trait ByteStream: Send {
         false
     }
 
+    /// Whether bytes from the peer are waiting to be read (on the socket, or decrypted and
+    /// buffered by a layer). Liveness asks before declaring a silent peer lost: bytes we have
+    /// not read yet (because this process was descheduled between its last read and the
+    /// check) prove the peer alive. The default, `false`, proves nothing.
+    fn input_waiting(&self) -> bool {
+        false
+    }
+
     /// Push such output to the socket: `Ok` once all of it is written, `WouldBlock` when the
     /// socket has no room for the rest.
     fn flush_pending(&mut self) -> io::Result<()> {
@@ -84,5 +92,11 @@ impl ByteStream for mio::net::TcpStream {
 
     fn drains_on_short_io(&self) -> bool {
         true
+    }
+
+    fn input_waiting(&self) -> bool {
+        // A peek of one byte: `Ok(0)` is the end of the stream (no proof of life), an error
+        // or `WouldBlock` means nothing is waiting.
+        matches!(self.peek(&mut [0u8; 1]), Ok(n) if n > 0)
     }
 }
