@@ -26,12 +26,18 @@
 //!
 //! # Liveness and errors
 //!
-//! A background thread per communicator sends a `Heartbeat` about every second (a quarter of
-//! the [peer timeout](TcpConfig::peer_timeout) when that is shorter) and, while no caller is
-//! inside `progress`, drains control and eager frames. A peer heard from for nothing within
-//! the peer timeout is [`PeerLost`](crate::Error::PeerLost) (time during which we ourselves
-//! leave its data unread, because the receive it belongs to is not being driven, does not
-//! count); an end of stream or a reset is `PeerLost` at once. Both poison the communicator, as
+//! Every peer is sent a `Heartbeat` when nothing else went to it for about a second (a
+//! quarter of the [peer timeout](TcpConfig::peer_timeout) when that is shorter). The liveness
+//! tick that does this runs on a background thread per communicator, which also drains
+//! control and eager frames while no caller is inside `progress`, and on a caller's thread
+//! inside `progress` whenever it is due: a caller moving a multi-GiB message holds the
+//! driver's lock, and heartbeats that waited for the background thread would stop. One pump
+//! moves at most 16 MiB per peer and direction before it returns, so the tick (and the other
+//! peers) come round every few milliseconds. A peer heard from for nothing within the peer
+//! timeout is [`PeerLost`](crate::Error::PeerLost) (time during which we ourselves leave its
+//! data unread, because the receive it belongs to is not being driven, does not count, and
+//! neither does a silence with its bytes waiting unread in our socket); an end of stream or a
+//! reset is `PeerLost` at once. Both poison the communicator, as
 //! does an `Abort`. A peer that said `Goodbye` before closing (it dropped its communicator)
 //! fails only the operations still waiting on it, so ranks may finish in any order; messages
 //! it sent before leaving are still delivered. A peer that breaks the protocol or fails authentication only has its own
