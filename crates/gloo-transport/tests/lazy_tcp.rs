@@ -251,6 +251,16 @@ fn a_peer_that_refuses_connections_fails_the_operation_naming_it() {
     assert_eq!(c.connected_peers(), Vec::<Rank>::new());
 }
 
+/// Address bytes (the tcp transport's format) that point at `silent`, a plain listener whose
+/// connections the kernel accepts and nobody answers.
+fn silent_address(silent: &std::net::TcpListener) -> Vec<u8> {
+    let SocketAddr::V4(a) = silent.local_addr().unwrap() else { panic!("IPv4 expected") };
+    let mut fake = b"GTCP\x01\x04".to_vec();
+    fake.extend_from_slice(&a.port().to_le_bytes());
+    fake.extend_from_slice(&a.ip().octets());
+    fake
+}
+
 #[test]
 fn an_unanswered_dial_ends_within_the_operations_deadline() {
     // Rank 1's "listener" accepts (the kernel's backlog does) but never answers.
@@ -259,11 +269,7 @@ fn an_unanswered_dial_ends_within_the_operations_deadline() {
         TcpConfig::loopback("lazy-silent", Rank(0), 2).peer_timeout(Duration::from_millis(300)),
     )
     .unwrap();
-    let SocketAddr::V4(a) = silent.local_addr().unwrap() else { panic!("IPv4 expected") };
-    let mut fake = b"GTCP\x01\x04".to_vec();
-    fake.extend_from_slice(&a.port().to_le_bytes());
-    fake.extend_from_slice(&a.ip().octets());
-    let addrs = vec![l0.address_bytes(), fake];
+    let addrs = vec![l0.address_bytes(), silent_address(&silent)];
     let c = l0.connect_lazy(&addrs, deadline(5)).unwrap();
     let mut b = [0u8; 4];
     // Whichever comes first, the handshake timeout (PeerLost) or this deadline (Timeout),
@@ -276,6 +282,48 @@ fn an_unanswered_dial_ends_within_the_operations_deadline() {
         }
         other => panic!("expected an error naming rank 1, got {other}"),
     }
+}
+
+#[test]
+fn a_declined_dial_whose_winner_never_comes_is_peer_lost_before_the_deadline() {
+    // Rank 0 (the lower rank) dials rank 1 first, at an address where nothing answers, so its
+    // dial hangs in its handshake; rank 1's own dial then reaches rank 0 while that is under
+    // way and is declined. Rank 0's dial fails at its handshake timeout (1 s here), so the
+    // connection rank 1 was told to wait for never comes: rank 1 must learn so within a
+    // bound, not wait out its operation's 20 s deadline (a Timeout, as it once did).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let cfg = |r| {
+        TcpConfig::loopback("lazy-declined", Rank(r), 2).peer_timeout(Duration::from_millis(500))
+    };
+    let (l0, l1) = (TcpListener::bind(cfg(0)).unwrap(), TcpListener::bind(cfg(1)).unwrap());
+    let real = vec![l0.address_bytes(), l1.address_bytes()];
+    let lying = vec![l0.address_bytes(), silent_address(&silent)];
+    let c0 = l0.connect_lazy(&lying, deadline(5)).unwrap();
+    let c1 = l1.connect_lazy(&real, deadline(5)).unwrap();
+    std::thread::scope(|s| {
+        let r0 = s.spawn(|| {
+            let mut b = [0u8; 4];
+            c0.recv(Rank(1), Slot::new(1, 0), &mut b, deadline(20))
+        });
+        // Rank 0's dial is under way once it reaches the silent listener; keep it open.
+        let until = deadline(10);
+        let _held = loop {
+            match silent.accept() {
+                Ok((sock, _)) => break sock,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("rank 0 never dialled: {e}"),
+            }
+        };
+        let e1 = c1.send(Rank(0), Slot::new(1, 0), b"ping", deadline(20)).unwrap_err();
+        assert!(matches!(e1, Error::PeerLost { peer: Rank(0), .. }), "rank 1: {e1}");
+        let e0 = r0.join().unwrap().unwrap_err();
+        assert!(matches!(e0, Error::PeerLost { peer: Rank(1), .. }), "rank 0: {e0}");
+    });
+    // Neither loss poisons: an unreachable pair fails its own operations only.
+    assert_eq!((c0.poisoned(), c1.poisoned()), (None, None));
 }
 
 #[test]

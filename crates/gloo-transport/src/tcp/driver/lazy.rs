@@ -31,7 +31,11 @@
 //! accepted, both sides agree which (the verdict travels on it), and data is only ever
 //! written to an accepted connection: frames posted before it exists wait in the peer's
 //! queue, in order, and follow the verdict on that connection. A rank whose dial was
-//! declined waits for the peer's dial; its operations stay bounded by their deadlines.
+//! declined waits for the peer's dial. That dial was under way when it declined, and a dial
+//! ends within the handshake timeout, connected or failed; so when no connection from the
+//! peer has been accepted after twice that, the peer's dial failed (it has failed us in
+//! turn), and the operations with it fail with [`Error::PeerLost`] rather than waiting for
+//! their deadlines.
 //!
 //! # Errors
 //!
@@ -67,8 +71,8 @@ enum Link {
     Idle,
     /// Our dial (the connection with this token) is under way.
     Dialling(usize),
-    /// The peer declined our dial: its own dial to us is under way or done.
-    Declined,
+    /// The peer declined our dial (at this time): its own dial to us is under way or done.
+    Declined(Instant),
     /// We accepted the peer's dial (the connection with this token) and are writing the
     /// verdict.
     Accepting(usize),
@@ -90,7 +94,7 @@ pub(crate) struct Lazy {
     hs: HandshakeConfig,
     layer: Option<Layer>,
     hs_timeout: Duration,
-    links: Vec<Link>,
+    links: Links,
     conns: HashMap<usize, Pending>,
     /// Tokens of handshaking connections start above every rank (peers' tokens are their
     /// ranks) and are never reused.
@@ -103,6 +107,38 @@ pub(crate) struct Lazy {
     want: Vec<Rank>,
     /// Whether each rank is in `want` (a receive from any of many ranks asks for each).
     wanted: Vec<bool>,
+}
+
+/// The [`Link`] to every peer, and how many are `Declined` (the pump looks for expired
+/// declines only when some are).
+struct Links {
+    v: Vec<Link>,
+    declined: usize,
+}
+
+impl Links {
+    fn set(&mut self, i: usize, link: Link) {
+        let was = matches!(self.v[i], Link::Declined(_));
+        let is = matches!(link, Link::Declined(_));
+        self.declined = self.declined + usize::from(is) - usize::from(was);
+        self.v[i] = link;
+    }
+
+    fn get(&self, i: usize) -> Option<&Link> {
+        self.v.get(i)
+    }
+
+    fn contains(&self, link: &Link) -> bool {
+        self.v.contains(link)
+    }
+}
+
+impl std::ops::Index<usize> for Links {
+    type Output = Link;
+
+    fn index(&self, i: usize) -> &Link {
+        &self.v[i]
+    }
 }
 
 impl Lazy {
@@ -119,7 +155,7 @@ impl Lazy {
             hs,
             layer,
             hs_timeout,
-            links: vec![Link::Idle; n],
+            links: Links { v: vec![Link::Idle; n], declined: 0 },
             conns: HashMap::new(),
             next_token: n,
             // Connections may have queued in the backlog before the listener was registered.
@@ -174,6 +210,9 @@ impl Lazy {
         if self.accept_ready || force {
             self.accept(d, now);
         }
+        if self.links.declined > 0 {
+            moved |= self.expire_declined(d, now);
+        }
         if !self.conns.is_empty() {
             let due: Vec<usize> = self
                 .conns
@@ -205,12 +244,12 @@ impl Lazy {
             (Ok(s), Ok(n)) => (s, n),
             (Err(e), _) => {
                 let reason = format!("could not connect to {addr}: {e}");
-                self.links[i] = Link::Settled;
+                self.links.set(i, Link::Settled);
                 d.fail_peer(r, Error::PeerLost { peer: r, reason }, false);
                 return true;
             }
             (_, Err(e)) => {
-                self.links[i] = Link::Settled;
+                self.links.set(i, Link::Settled);
                 d.fail_peer(r, e, false);
                 return true;
             }
@@ -225,7 +264,7 @@ impl Lazy {
             dialled: Some((r, false)),
         };
         self.conns.insert(t, Pending { conn, ready: true });
-        self.links[i] = Link::Dialling(t);
+        self.links.set(i, Link::Dialling(t));
         false
     }
 
@@ -302,7 +341,7 @@ impl Lazy {
             tracing::debug!(rank = %self.hs.me, peer = %c, accept, "incoming connection");
             p.conn.hs.decide(accept);
             if accept {
-                self.links[c.index()] = Link::Accepting(t);
+                self.links.set(c.index(), Link::Accepting(t));
             }
             // Write the verdict now.
             res = step(&mut p.conn, now);
@@ -329,7 +368,7 @@ impl Lazy {
             let _ = d.registry.deregister(&mut stream);
             if self.links[i] == Link::Dialling(t) {
                 tracing::debug!(rank = %self.hs.me, peer = %rank, "dial declined; the peer's dial wins");
-                self.links[i] = Link::Declined;
+                self.links.set(i, Link::Declined(Instant::now()));
             }
             return false;
         }
@@ -340,7 +379,7 @@ impl Lazy {
             let _ = d.registry.deregister(&mut stream);
             return false;
         }
-        self.links[i] = Link::Settled;
+        self.links.set(i, Link::Settled);
         let attached = d
             .registry
             .reregister(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
@@ -362,6 +401,28 @@ impl Lazy {
         true
     }
 
+    /// Fail the peers whose own dial, the one that made them decline ours, has had twice the
+    /// handshake timeout to arrive and has not (see the module docs); returns whether any
+    /// failed.
+    fn expire_declined(&mut self, d: &mut Driver, now: Instant) -> bool {
+        let wait = self.hs_timeout * 2;
+        let mut moved = false;
+        for i in 0..self.links.v.len() {
+            let Link::Declined(since) = self.links[i] else { continue };
+            if now < since + wait {
+                continue;
+            }
+            self.links.set(i, Link::Settled);
+            let r = Rank(i as u32);
+            let reason = format!(
+                "it declined our dial for its own, and its own had not arrived {wait:?} later"
+            );
+            d.fail_peer(r, Error::PeerLost { peer: r, reason }, false);
+            moved = true;
+        }
+        moved
+    }
+
     /// A handshake failed.
     fn failed(&mut self, d: &mut Driver, t: usize, e: Error) -> bool {
         let mut p = self.conns.remove(&t).expect("advance found it");
@@ -376,7 +437,7 @@ impl Lazy {
                 if let Some(c) = p.conn.hs.claimed()
                     && self.links.get(c.index()) == Some(&Link::Accepting(t))
                 {
-                    self.links[c.index()] = Link::Settled;
+                    self.links.set(c.index(), Link::Settled);
                     let reason = format!("the connection broke during its handshake: {e}");
                     d.fail_peer(c, Error::PeerLost { peer: c, reason }, false);
                     return true;
@@ -390,7 +451,7 @@ impl Lazy {
                     // The pair connected the other way meanwhile; this dial no longer matters.
                     return false;
                 }
-                self.links[i] = Link::Settled;
+                self.links.set(i, Link::Settled);
                 let e = match e {
                     Error::Auth { .. } => e,
                     other => {
@@ -414,7 +475,7 @@ impl Lazy {
 fn verdict(me: Rank, peer: Rank, link: Link, dead: bool) -> bool {
     match link {
         _ if dead => false,
-        Link::Idle | Link::Declined => true,
+        Link::Idle | Link::Declined(_) => true,
         Link::Dialling(_) => me > peer,
         Link::Accepting(_) | Link::Settled => false,
     }
@@ -445,6 +506,8 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::{Link, verdict};
     use crate::Rank;
 
@@ -455,7 +518,7 @@ mod tests {
         assert!(!verdict(l, h, Link::Dialling(9), false));
         assert!(verdict(h, l, Link::Dialling(9), false));
         // A declined higher rank takes the lower rank's dial.
-        assert!(verdict(h, l, Link::Declined, false));
+        assert!(verdict(h, l, Link::Declined(Instant::now()), false));
         // Idle sides accept; connected, accepting or failed sides decline.
         for (me, peer) in [(l, h), (h, l)] {
             assert!(verdict(me, peer, Link::Idle, false));
