@@ -72,7 +72,10 @@
 //!   second) fails the operations with it with [`PeerLost`](crate::Error::PeerLost) naming
 //!   it and the cause, or [`Auth`](crate::Error::Auth) when it fails authentication; this
 //!   does not poison the group, since a refused connection cannot tell a dead rank from one
-//!   that finished and dropped its communicator.
+//!   that finished and dropped its communicator. The same holds for a rank whose dial was
+//!   declined because the peer was dialling it: if the peer's connection has not arrived
+//!   after twice the handshake timeout, the peer's dial failed, and the operations with it
+//!   fail with `PeerLost` then, not at their deadlines.
 //! - An abort reaches the peers connected at the time at once. A peer not connected yet
 //!   learns of it when it connects: an aborted communicator still accepts connections, and
 //!   the `Abort` is queued for every peer, connected or not, so it goes out on the
