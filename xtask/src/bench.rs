@@ -7,6 +7,38 @@ use crate::row::Bench;
 use std::fmt::Write as _;
 use std::process::Command;
 
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `--list`: print the benchmarks.
+    List,
+    /// Run a benchmark.
+    Run {
+        /// The benchmark's name, as `--list` prints it.
+        name: &'a str,
+        /// The arguments passed on to it.
+        extra: &'a [String],
+    },
+}
+
+/// Parse `bench`'s arguments: `--list`, or a benchmark's name followed by the benchmark's own
+/// arguments. A `--` between the two is allowed (cargo users type it) and dropped, so
+/// `bench rendezvous 32` and `bench rendezvous -- 32` are the same, as `--list` suggests.
+pub fn parse(args: &[String]) -> Result<Request<'_>, String> {
+    match args {
+        [] => Err("name a benchmark".to_string()),
+        [flag] if flag == "--list" => Ok(Request::List),
+        [name, rest @ ..] if !name.starts_with('-') => {
+            let extra = match rest.split_first() {
+                Some((dashes, after)) if dashes == "--" => after,
+                _ => rest,
+            };
+            Ok(Request::Run { name, extra })
+        }
+        _ => Err(format!("unexpected arguments {args:?}")),
+    }
+}
+
 /// The benchmarks, one per line, for `bench --list` and for an unknown name.
 pub fn list(benches: &[Bench]) -> String {
     if benches.is_empty() {
@@ -43,6 +75,37 @@ pub fn bench(benches: &[Bench], name: &str, extra: &[String], ctx: &Context) -> 
 mod tests {
     use super::*;
     use crate::row::BenchTarget;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn bench_arguments_follow_the_name_with_or_without_dashes() {
+        let plain = strings(&["rendezvous", "32", "128"]);
+        let dashed = strings(&["rendezvous", "--", "32", "128"]);
+        let want = strings(&["32", "128"]);
+        for args in [&plain, &dashed] {
+            assert_eq!(parse(args), Ok(Request::Run { name: "rendezvous", extra: &want }));
+        }
+        // Flags after the name are the benchmark's, not ours.
+        let flags = strings(&["sweep", "--ranks", "4"]);
+        let want = strings(&["--ranks", "4"]);
+        assert_eq!(parse(&flags), Ok(Request::Run { name: "sweep", extra: &want }));
+        // Only the first `--` is ours.
+        let twice = strings(&["sweep", "--", "--", "x"]);
+        let want = strings(&["--", "x"]);
+        assert_eq!(parse(&twice), Ok(Request::Run { name: "sweep", extra: &want }));
+        assert_eq!(parse(&strings(&["sweep"])), Ok(Request::Run { name: "sweep", extra: &[] }));
+    }
+
+    #[test]
+    fn bench_list_and_bad_arguments() {
+        assert_eq!(parse(&strings(&["--list"])), Ok(Request::List));
+        assert!(parse(&[]).is_err());
+        assert!(parse(&strings(&["--ranks", "4"])).is_err());
+        assert!(parse(&strings(&["--list", "sweep"])).is_err());
+    }
 
     const SAMPLE: Bench = Bench {
         name: "transport",

@@ -15,7 +15,7 @@ commands:
       --only <glob>  run only rows whose name matches (`*` matches anything); repeatable
       --ci           a skipped row (something not installed) is a failure; also on when the
                      environment has CI or GLOO_CI set (to anything but 0 or false)
-  bench [--list] <name> [-- <args>...]
+  bench [--list] <name> [--] [<args>...]
       Run one benchmark in release (xtask/src/rows.rs, BENCHES), passing <args> to it.
   help
       Print this.
@@ -70,23 +70,20 @@ fn test_matrix(args: &[String]) -> u8 {
 }
 
 fn bench(args: &[String]) -> u8 {
-    let (ours, extra) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[][..]),
-    };
-    match ours {
-        [] => {
-            eprint!("{}", xtask::bench::list(BENCHES));
-            usage_error("bench: name a benchmark")
-        }
-        [flag] if flag == "--list" => {
+    match xtask::bench::parse(args) {
+        Ok(xtask::bench::Request::List) => {
             print!("{}", xtask::bench::list(BENCHES));
             0
         }
-        [name] if !name.starts_with('-') => {
+        Ok(xtask::bench::Request::Run { name, extra }) => {
             clamp(xtask::bench::bench(BENCHES, name, extra, &Context::from_env()))
         }
-        _ => usage_error(&format!("bench: unexpected arguments {ours:?}")),
+        Err(e) => {
+            if args.is_empty() {
+                eprint!("{}", xtask::bench::list(BENCHES));
+            }
+            usage_error(&format!("bench: {e}"))
+        }
     }
 }
 
