@@ -26,6 +26,11 @@
 //! - about half of the sends are "rendezvous" sends that complete only once the receiver has
 //!   consumed the message (as a network transport does for large messages), so an algorithm
 //!   that needs sends to complete before the matching receive is posted times out here too.
+//!
+//! Havoc reorders only what a network could: when a rank breaks a pair (it cancels an
+//! operation part-way through its message), what it sent whole before becomes visible to the
+//! peer at once and in order, as the bytes written before a tcp connection closes still
+//! arrive, so a peer never sees the break before an earlier message (an alarm, say).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -458,6 +463,32 @@ impl Inbox {
         }
     }
 
+    /// `peer` broke the pair (it cancelled an operation with us part-way): deliver what it
+    /// sent whole before that, and drop what it can no longer finish, as over tcp, where the
+    /// bytes written before the connection closed still arrive, in order, and a payload still
+    /// waiting for clear-to-send never does. So the eager messages from `peer` that havoc holds
+    /// back become visible now, in their order (a peer's alarm sent before its cancel must
+    /// reach us before the broken pair does), and its rendezvous messages no receive has
+    /// matched yet are dropped.
+    fn sever(&mut self, peer: Rank) {
+        let (held, others): (Vec<Msg>, Vec<Msg>) =
+            std::mem::take(&mut self.limbo).into_iter().partition(|m| m.from == peer);
+        self.limbo = others;
+        let keys: Vec<_> =
+            self.streams.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
+        for k in &keys {
+            if let Some(s) = self.streams.get_mut(k) {
+                s.queue.retain(|m| m.ack.is_none());
+            }
+        }
+        for m in held.into_iter().filter(|m| m.ack.is_none()) {
+            self.make_visible(m);
+        }
+        for k in keys {
+            self.tidy(k);
+        }
+    }
+
     /// Drop every message from `peer` (the pair was broken).
     fn purge(&mut self, peer: Rank) {
         self.limbo.retain(|m| m.from != peer);
@@ -871,8 +902,10 @@ impl LoopbackComm {
         }
     }
 
-    /// Break the pair with `peer` after a cancel mid-message: both sides drop what they hold
-    /// from the other and fail later operations with [`Error::Cancelled`].
+    /// Break the pair with `peer` after a cancel mid-message: later operations between the two
+    /// fail with [`Error::Cancelled`]. This rank drops what it holds from the peer (it closed
+    /// the connection, unread); the peer still gets what this rank sent whole before the
+    /// break ([`Inbox::sever`]).
     fn break_pair(&self, peer: Rank, slot: Slot) {
         for (a, b) in [(self.rank, peer), (peer, self.rank)] {
             let node = self.node(a);
@@ -880,7 +913,11 @@ impl LoopbackComm {
             if g.unusable[b.index()].is_none() {
                 g.unusable[b.index()] = Some(Error::Cancelled { peer: b, slot });
             }
-            g.purge(b);
+            if a == self.rank {
+                g.purge(b);
+            } else {
+                g.sever(b);
+            }
             drop(g);
             node.cv.notify_all();
         }
@@ -1029,6 +1066,39 @@ mod tests {
     }
 
     const S: Slot = Slot::new(1, 0);
+
+    #[test]
+    fn a_break_delivers_what_was_sent_whole_before_it_and_drops_the_unfinished() {
+        for seed in 0..20 {
+            let comms = group(2, LoopbackConfig::havoc(seed));
+            let (c0, c1) = (&comms[0], &comms[1]);
+            let bufs: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
+            let slot = |i: usize| Slot::new(10 + i as u32, 0);
+            // Havoc makes each send eager (done at once, perhaps held back from the receiver
+            // for a few rounds) or rendezvous (posted until the receiver consumes it).
+            let mut ops: Vec<Op<'_>> =
+                bufs.iter().enumerate().map(|(i, b)| Op::send(Rank(1), slot(i), b)).collect();
+            for op in ops.iter_mut() {
+                c0.post_send(op).unwrap();
+            }
+            let eager: Vec<bool> = ops.iter().map(Op::is_done).collect();
+            // Rank 0 breaks the pair, as a cancel part-way through a message does.
+            c0.break_pair(Rank(1), Slot::new(99, 0));
+            // Rank 1 then gets every eager message, whole and at once (a look with no time
+            // for havoc's rounds), and the break for every rendezvous one.
+            for (i, &eager) in eager.iter().enumerate() {
+                let mut b = [0u8; 1];
+                let r = c1.recv(Rank(0), slot(i), &mut b, Instant::now());
+                if eager {
+                    assert_eq!(r, Ok(1), "seed {seed}: eager message {i}");
+                    assert_eq!(b, bufs[i], "seed {seed}: eager message {i}");
+                } else {
+                    assert!(matches!(r, Err(Error::Cancelled { .. })), "seed {seed}, {i}: {r:?}");
+                }
+            }
+            assert!(eager.contains(&true) && eager.contains(&false), "seed {seed}: both kinds");
+        }
+    }
 
     #[test]
     fn loopback_comm_is_send_and_sync() {
