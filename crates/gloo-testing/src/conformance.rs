@@ -817,3 +817,38 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+/// Expand to two modules that run the conformance suite over tcp two more ways: `token`,
+/// with job-token authentication, and `sleeping`, with busy polling off (every wait sleeps in
+/// epoll). `$group` names a function in the calling module, `fn(u32, impl Fn(u32) ->
+/// TcpConfig) -> Vec<C>`, that builds a connected group from one config per rank; `$job`
+/// prefixes the two groups' job names.
+#[macro_export]
+macro_rules! tcp_conformance_variants {
+    ($group:ident, $job:literal) => {
+        /// The conformance suite with token authentication.
+        mod token {
+            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
+                $crate::conformance::boxed(super::$group(size, |r| {
+                    let job = concat!($job, "token");
+                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
+                        .security(::gloo_transport::tcp::Security::Token(b"s3cret".to_vec()))
+                }))
+            }
+            $crate::conformance_tests!(factory);
+        }
+
+        /// The conformance suite with busy polling off: every wait sleeps in epoll, so
+        /// readiness events alone must drive the transport (and, in lazy mode, connecting).
+        mod sleeping {
+            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
+                $crate::conformance::boxed(super::$group(size, |r| {
+                    let job = concat!($job, "sleeping");
+                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
+                        .busy_poll(::std::time::Duration::ZERO)
+                }))
+            }
+            $crate::conformance_tests!(factory);
+        }
+    };
+}

@@ -582,6 +582,14 @@ where
     comms
 }
 
+/// Listeners for ranks `0..n`, each made by `bind(rank)`, and their address bytes in rank
+/// order (what `connect_all` and `connect_lazy` take).
+pub fn bind_group<L: Listener>(n: u32, bind: impl Fn(u32) -> L) -> (Vec<L>, Vec<Vec<u8>>) {
+    let listeners: Vec<L> = (0..n).map(bind).collect();
+    let addrs = listeners.iter().map(Listener::address_bytes).collect();
+    (listeners, addrs)
+}
+
 /// Start `connect_all` for every listener on its own thread (named `connect-<i>`).
 pub fn connect_threads<L>(
     listeners: Vec<L>,

@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use gloo_testing::conformance::pattern;
 use gloo_testing::deadline;
+use gloo_testing::rogue::bind_group;
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Listener, Rank, Slot};
 
 /// Binds `size` listeners from `cfg(rank)`, then connects them on one thread per rank.
 fn group_with(size: u32, cfg: impl Fn(u32) -> TcpConfig) -> Vec<TcpComm> {
-    let listeners: Vec<TcpListener> =
-        (0..size).map(|r| TcpListener::bind(cfg(r)).expect("bind")).collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| TcpListener::bind(cfg(r)).expect("bind"));
     let until = deadline(30);
     let threads: Vec<_> = listeners
         .into_iter()
@@ -35,27 +34,7 @@ fn factory(size: u32) -> Vec<Box<dyn Communicator>> {
 
 gloo_testing::conformance_tests!(factory);
 
-/// The same suite with busy polling off (every wait sleeps in epoll).
-mod sleeping {
-    fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
-        gloo_testing::conformance::boxed(super::group_with(size, |r| {
-            gloo_transport::tcp::TcpConfig::loopback("sleeping", gloo_transport::Rank(r), size)
-                .busy_poll(std::time::Duration::ZERO)
-        }))
-    }
-    gloo_testing::conformance_tests!(factory);
-}
-
-/// The same suite with token authentication.
-mod token {
-    fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
-        gloo_testing::conformance::boxed(super::group_with(size, |r| {
-            gloo_transport::tcp::TcpConfig::loopback("token", gloo_transport::Rank(r), size)
-                .security(gloo_transport::tcp::Security::Token(b"s3cret".to_vec()))
-        }))
-    }
-    gloo_testing::conformance_tests!(factory);
-}
+gloo_testing::tcp_conformance_variants!(group_with, "");
 
 fn exchange(comms: Vec<TcpComm>, len: usize) {
     gloo_testing::run_ranks(comms, |c| {
@@ -235,10 +214,9 @@ fn silent_peer_is_lost_after_the_peer_timeout() {
 #[test]
 fn a_mute_connection_does_not_block_set_up() {
     let size = 2;
-    let listeners: Vec<TcpListener> = (0..size)
-        .map(|r| TcpListener::bind(TcpConfig::loopback("mute", Rank(r), size)).unwrap())
-        .collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| {
+        TcpListener::bind(TcpConfig::loopback("mute", Rank(r), size)).unwrap()
+    });
     // Somebody connects to rank 0 first and never says hello.
     let a = &addrs[0];
     let port = u16::from_le_bytes([a[6], a[7]]);
@@ -263,9 +241,7 @@ fn impostor_with_wrong_token_is_refused_and_the_real_rank_joins() {
     let tok = |r: u32| {
         TcpConfig::loopback("impostor", Rank(r), size).security(Security::Token(b"right".to_vec()))
     };
-    let listeners: Vec<TcpListener> =
-        (0..size).map(|r| TcpListener::bind(tok(r)).unwrap()).collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| TcpListener::bind(tok(r)).unwrap());
     let until = deadline(20);
     let mut it = listeners.into_iter();
     let (l0, l1) = (it.next().unwrap(), it.next().unwrap());

@@ -10,7 +10,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use gloo_testing::deadline;
-use gloo_testing::rogue::{Closed, Rogue};
+use gloo_testing::rogue::{Closed, Rogue, bind_group};
 use gloo_transport::proto::{Handshake, HandshakeConfig, job_hash};
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Listener, Op, Rank, Slot};
@@ -18,9 +18,7 @@ use gloo_transport::{Communicator, Error, Listener, Op, Rank, Slot};
 /// Binds `size` listeners from `cfg(rank)` and makes each a lazy communicator (which returns
 /// at once: nothing is connected yet); also returns every rank's address bytes.
 fn lazy_group_addrs(size: u32, cfg: impl Fn(u32) -> TcpConfig) -> (Vec<TcpComm>, Vec<Vec<u8>>) {
-    let listeners: Vec<TcpListener> =
-        (0..size).map(|r| TcpListener::bind(cfg(r)).expect("bind")).collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| TcpListener::bind(cfg(r)).expect("bind"));
     let comms = listeners
         .into_iter()
         .map(|l| l.connect_lazy(&addrs, deadline(5)).expect("connect_lazy"))
@@ -42,28 +40,7 @@ fn factory(size: u32) -> Vec<Box<dyn Communicator>> {
 
 gloo_testing::conformance_tests!(factory);
 
-/// The same suite with token authentication.
-mod token {
-    fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
-        gloo_testing::conformance::boxed(super::lazy_group_with(size, |r| {
-            gloo_transport::tcp::TcpConfig::loopback("lazy-token", gloo_transport::Rank(r), size)
-                .security(gloo_transport::tcp::Security::Token(b"lazy-s3cret".to_vec()))
-        }))
-    }
-    gloo_testing::conformance_tests!(factory);
-}
-
-/// The same suite with busy polling off: every wait sleeps in epoll, so the listener's and
-/// the handshakes' readiness events alone must drive connecting.
-mod sleeping {
-    fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
-        gloo_testing::conformance::boxed(super::lazy_group_with(size, |r| {
-            gloo_transport::tcp::TcpConfig::loopback("lazy-sleeping", gloo_transport::Rank(r), size)
-                .busy_poll(std::time::Duration::ZERO)
-        }))
-    }
-    gloo_testing::conformance_tests!(factory);
-}
+gloo_testing::tcp_conformance_variants!(lazy_group_with, "lazy-");
 
 /// The port of a listener's address bytes (`"GTCP"`, version 1, family 4, port LE, ...).
 fn port_of(addr: &[u8]) -> u16 {
@@ -222,10 +199,9 @@ fn repeated_simultaneous_first_use_of_one_pair() {
 #[test]
 fn a_peer_that_refuses_connections_fails_the_operation_naming_it() {
     let size = 3;
-    let listeners: Vec<TcpListener> = (0..size)
-        .map(|r| TcpListener::bind(TcpConfig::loopback("lazy-refused", Rank(r), size)).unwrap())
-        .collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| {
+        TcpListener::bind(TcpConfig::loopback("lazy-refused", Rank(r), size)).unwrap()
+    });
     let mut it = listeners.into_iter();
     let l0 = it.next().unwrap();
     // Ranks 1 and 2 are gone: their ports are closed, so dialling them is refused.
@@ -341,10 +317,9 @@ fn garbage_address_bytes_name_the_rank_before_any_dial() {
 #[test]
 fn lazy_and_eager_ranks_refuse_each_other() {
     let size = 2;
-    let listeners: Vec<TcpListener> = (0..size)
-        .map(|r| TcpListener::bind(TcpConfig::loopback("lazy-mixed", Rank(r), size)).unwrap())
-        .collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (listeners, addrs) = bind_group(size, |r| {
+        TcpListener::bind(TcpConfig::loopback("lazy-mixed", Rank(r), size)).unwrap()
+    });
     let mut it = listeners.into_iter();
     let (l0, l1) = (it.next().unwrap(), it.next().unwrap());
     let a = addrs.clone();

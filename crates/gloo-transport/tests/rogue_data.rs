@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use gloo_testing::deadline;
 use gloo_testing::rogue::{
-    Closed, Frame, Rogue, connect_threads, eager_frame, exchange_with, header,
+    Closed, Frame, Rogue, bind_group, connect_threads, eager_frame, exchange_with, header,
 };
 use gloo_transport::proto::{
     ABORT_REASON_MAX, EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, HandshakeConfig, MAX_UNEXPECTED_RTS,
@@ -48,9 +48,7 @@ fn group(job: &str, victim_timeout: Duration) -> Group {
             .security(Security::Token(TOKEN.to_vec()))
             .peer_timeout(t)
     };
-    let mut listeners: Vec<TcpListener> =
-        (0..4).map(|r| TcpListener::bind(cfg(r)).expect("bind")).collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (mut listeners, addrs) = bind_group(4, |r| TcpListener::bind(cfg(r)).expect("bind"));
     // Rank 3 dials everybody and is never dialled: its listener only provides an address.
     drop(listeners.pop());
     let sock: Vec<SocketAddr> = listeners.iter().map(TcpListener::local_addr).collect();

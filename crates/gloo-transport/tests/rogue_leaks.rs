@@ -10,8 +10,8 @@ use std::time::Duration;
 use gloo_testing::deadline;
 use gloo_testing::procs;
 use gloo_testing::rogue::{
-    Closed, Rogue, assert_ran_one_test, connect_threads, exchange_with, fd_count, header,
-    thread_count, wait_for_counts,
+    Closed, Rogue, assert_ran_one_test, bind_group, connect_threads, exchange_with, fd_count,
+    header, thread_count, wait_for_counts,
 };
 use gloo_transport::proto::{HandshakeConfig, Opcode, job_hash};
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
@@ -27,9 +27,7 @@ fn attacked_group() {
             .security(Security::Token(TOKEN.to_vec()))
             .peer_timeout(Duration::from_secs(60))
     };
-    let mut listeners: Vec<TcpListener> =
-        (0..3).map(|r| TcpListener::bind(cfg(r)).expect("bind")).collect();
-    let addrs: Vec<Vec<u8>> = listeners.iter().map(|l| l.address_bytes()).collect();
+    let (mut listeners, addrs) = bind_group(3, |r| TcpListener::bind(cfg(r)).expect("bind"));
     drop(listeners.pop()); // Rank 2 is the insider; its listener only gave an address.
     let sock: Vec<_> = listeners.iter().map(TcpListener::local_addr).collect();
     let handles = connect_threads(listeners, &addrs, until);
