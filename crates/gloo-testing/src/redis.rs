@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// What the panic says when the binary is missing, so the fix is one copy-paste away.
@@ -282,6 +282,24 @@ struct Pems {
     client_key: String,
 }
 
+/// A certificate for `sans`, named `cn`, for one purpose (`usage`), signed by `issuer`, and
+/// its fresh key.
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    sans: Vec<String>,
+    cn: &str,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(Certificate, KeyPair), rcgen::Error> {
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert, key))
+}
+
 fn generate_pems() -> Result<Pems, rcgen::Error> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -292,21 +310,11 @@ fn generate_pems() -> Result<Pems, rcgen::Error> {
     let issuer = Issuer::new(ca, ca_key);
 
     // `CertificateParams::new` makes "127.0.0.1" an IP-address SAN and "localhost" a DNS one.
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-    server.distinguished_name.push(DnType::CommonName, "localhost");
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.use_authority_key_identifier_extension = true;
-    let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
-
-    let mut client = CertificateParams::new(Vec::<String>::new())?;
-    client.distinguished_name.push(DnType::CommonName, "gloo test client");
-    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    client.use_authority_key_identifier_extension = true;
-    let client_key = KeyPair::generate()?;
-    let client_cert = client.signed_by(&client_key, &issuer)?;
+    let sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let (server_cert, server_key) =
+        leaf(&issuer, sans, "localhost", ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (client_cert, client_key) =
+        leaf(&issuer, Vec::new(), "gloo test client", ExtendedKeyUsagePurpose::ClientAuth)?;
 
     Ok(Pems {
         ca: ca_cert.pem(),

@@ -41,6 +41,11 @@ use crate::{
     Communicator, Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot, Wait,
 };
 
+/// The keys of a mailbox's streams from `peer` (streams are ordered by sender, then slot).
+fn from_peer(peer: Rank) -> std::ops::RangeInclusive<(Rank, Slot)> {
+    (peer, Slot(0))..=(peer, Slot(u64::MAX))
+}
+
 /// The most progress rounds havoc holds a message back before the receiver sees it.
 const MAX_DELAY_ROUNDS: u64 = 4;
 
@@ -474,8 +479,7 @@ impl Inbox {
         let (held, others): (Vec<Msg>, Vec<Msg>) =
             std::mem::take(&mut self.limbo).into_iter().partition(|m| m.from == peer);
         self.limbo = others;
-        let keys: Vec<_> =
-            self.streams.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
+        let keys: Vec<_> = self.streams.range(from_peer(peer)).map(|(k, _)| *k).collect();
         for k in &keys {
             if let Some(s) = self.streams.get_mut(k) {
                 s.queue.retain(|m| m.ack.is_none());
@@ -492,11 +496,7 @@ impl Inbox {
     /// Drop every message from `peer` (the pair was broken).
     fn purge(&mut self, peer: Rank) {
         self.limbo.retain(|m| m.from != peer);
-        let keys: Vec<_> =
-            self.streams.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
-        for k in keys {
-            self.streams.remove(&k);
-        }
+        self.streams.retain(|&(from, _), _| from != peer);
     }
 
     /// Whether a message from one of `from` on `slot` is still held back by havoc.
@@ -509,10 +509,7 @@ impl Inbox {
     fn epoch_conflict(&self, entry: &RecvEntry) -> Option<Error> {
         let ours = entry.fp?;
         for &p in &entry.from {
-            let queued = self
-                .streams
-                .range((p, Slot(0))..=(p, Slot(u64::MAX)))
-                .flat_map(|(_, s)| s.queue.iter());
+            let queued = self.streams.range(from_peer(p)).flat_map(|(_, s)| s.queue.iter());
             let held = self.limbo.iter().filter(|m| m.from == p);
             if let Some(theirs) = queued
                 .chain(held)
