@@ -96,6 +96,9 @@ pub const ROWS: &[Row] = &[
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
+    // The reduce kernels again as users run them (release): each float kernel at every
+    // instruction-set level this CPU has, against one reference (AVX-512 once differed).
+    Row::test("algorithms/kernels-release", "gloo-algorithms").lib().release().test_args(&["element::"]),
     Row::test("algorithms/doc", "gloo-algorithms").targets(&[Doc]),
     Row::test("algorithms/smoke", "gloo-algorithms").targets(&[Test("smoke")]),
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),

@@ -37,6 +37,24 @@ const ALARM_GRACE: Duration = Duration::from_millis(500);
 /// A batch of operations; most rounds have a handful.
 pub(crate) type Ops<'b> = SmallVec<[Op<'b>; 8]>;
 
+/// A call's mark on its [`Group`](crate::Group) handle, so that a call re-entering the
+/// handle (from a custom reduction) is refused instead of taking call numbers out of
+/// order; cleared when dropped, after the call's context has withdrawn what it posted.
+pub(crate) struct CallGuard<'a>(&'a Cell<bool>);
+
+impl<'a> CallGuard<'a> {
+    /// Mark `flag`, unless a call has it marked.
+    pub(crate) fn take(flag: &'a Cell<bool>) -> Option<CallGuard<'a>> {
+        (!flag.replace(true)).then_some(CallGuard(flag))
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// One collective call in progress.
 pub(crate) struct Ctx<'a> {
     pub(crate) comm: &'a dyn Communicator,
@@ -59,6 +77,9 @@ pub(crate) struct Ctx<'a> {
     agreement: Cell<Option<Agreement>>,
     /// The call's tracing span, entered for as long as the call runs.
     _span: tracing::span::EnteredSpan,
+    /// The call's hold on its tag (fields drop after [`Drop::drop`], so it is released
+    /// only once the call has withdrawn what it posted).
+    _busy: Option<CallGuard<'a>>,
 }
 
 impl Drop for Ctx<'_> {
@@ -108,7 +129,14 @@ impl<'a> Ctx<'a> {
                 epoch = fp.epoch()
             )
             .entered(),
+            _busy: None,
         }
+    }
+
+    /// Hold `guard` until the call ends.
+    pub(crate) fn with_busy(mut self, guard: CallGuard<'a>) -> Ctx<'a> {
+        self._busy = Some(guard);
+        self
     }
 
     /// Take scratch from `pool` from now on.

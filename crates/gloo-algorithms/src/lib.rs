@@ -52,7 +52,13 @@
 //!
 //! A rank therefore returns `Ok` only when every rank made the same call. After an error the
 //! buffers' contents are unspecified and the ranks' call counters for that tag may disagree:
-//! continue on another tag, or with a new [`Group`].
+//! continue on another tag ([`Group::fork`]), or with a new [`Group`].
+//!
+//! # Threads
+//!
+//! A [`Group`] is a handle on one tag; it is `Send` but not `Sync`. Threads that run
+//! collectives at once each take a handle on a tag of their own with [`Group::fork`]; two
+//! handles on one tag cannot exist at once, so no two calls on one tag ever overlap.
 //!
 //! # Which algorithm runs
 //!
@@ -62,6 +68,7 @@
 //! with the same choice; the algorithm is part of the fingerprint.
 #![forbid(unsafe_code)]
 
+mod average;
 mod ctx;
 mod element;
 mod error;

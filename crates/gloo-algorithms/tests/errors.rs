@@ -27,7 +27,8 @@ fn assert_mismatch_everywhere(
         let r = f(&g);
         // Keep every communicator alive until all ranks are done, so that nobody sees a
         // dropped peer instead of the mismatch.
-        g.barrier(&Options::new().with_tag(999).with_timeout(Duration::from_secs(20))).ok();
+        let later = g.fork(999).unwrap();
+        later.barrier(&Options::new().with_timeout(Duration::from_secs(20))).ok();
         r
     });
     let mut named = false;
@@ -179,8 +180,8 @@ fn a_root_disagreement_is_a_mismatch_on_every_rank_of_every_rooted_collective() 
 #[test]
 fn different_tags_are_a_mismatch_by_the_deadline() {
     assert_mismatch_everywhere(2, "tag", |g| {
-        let o = Options::new().with_tag(1 + g.rank().0).with_timeout(Duration::from_secs(1));
-        g.allreduce(&mut [1u64; 4], sum(), &o)
+        let o = Options::new().with_timeout(Duration::from_secs(1));
+        g.fork(1 + g.rank().0).unwrap().allreduce(&mut [1u64; 4], sum(), &o)
     });
 }
 
@@ -413,7 +414,8 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
         first_done.wait();
         if g.rank() == Rank(2) {
             // Gone while the others start the next allreduce.
-            g.into_inner().crash();
+            let Ok(comm) = g.into_inner() else { panic!("the only handle unwraps") };
+            comm.crash();
             return (first, None);
         }
         let r = g.allreduce(&mut v, sum(), &o);
@@ -446,7 +448,8 @@ fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm()
         .unwrap();
         let g = Group::with_overrides(c, env);
         let r = g.allreduce(&mut [1u32; 3], sum(), &short());
-        g.barrier(&Options::new().with_tag(9).with_timeout(Duration::from_secs(20))).ok();
+        let later = g.fork(9).unwrap();
+        later.barrier(&Options::new().with_timeout(Duration::from_secs(20))).ok();
         r
     });
     for (rank, r) in out.iter().enumerate() {
