@@ -1,4 +1,10 @@
 //! The connection handshake: `Hello` both ways, then HMAC-SHA256 `Auth` both ways.
+//!
+//! In insecure mode (no token) the eager handshake still ends with the two `Auth` frames,
+//! keyed with the empty key: they authenticate nothing, but they make the connector speak
+//! last, so the acceptor completes only once the connector has completed too. Without them
+//! an acceptor was done as soon as it had sent its `Hello`, and could keep (and report as
+//! connected) a connection whose connector had already given up on it and dialled again.
 
 use ring::hmac;
 use ring::rand::SecureRandom;
@@ -387,23 +393,23 @@ impl Handshake {
                         .encode();
                         self.acc_hello = mine.to_vec();
                         self.out.extend_from_slice(&mine);
-                        match &self.cfg.token {
-                            Some(t) => {
-                                let mac = transcript_mac(
-                                    t,
-                                    LABEL_ACCEPTOR,
-                                    &self.conn_hello,
-                                    &self.acc_hello,
-                                );
-                                self.push_auth(&mac);
-                                self.state = State::Auth;
-                            }
-                            None => self.state = self.authenticated(),
+                        // The eager handshake always exchanges `Auth` frames (with the
+                        // empty key in insecure mode; see the module docs); the insecure
+                        // lazy one goes straight to its verdict, which the connector must
+                        // answer before either side uses the connection anyway.
+                        if self.cfg.token.is_some() || !self.lazy {
+                            let key = self.cfg.token.clone().unwrap_or_default();
+                            let (c, a) = (&self.conn_hello, &self.acc_hello);
+                            let mac = transcript_mac(&key, LABEL_ACCEPTOR, c, a);
+                            self.push_auth(&mac);
+                            self.state = State::Auth;
+                        } else {
+                            self.state = self.authenticated();
                         }
                     }
                     Role::Connector => {
                         self.acc_hello = frame;
-                        self.state = if self.cfg.token.is_some() {
+                        self.state = if self.cfg.token.is_some() || !self.lazy {
                             State::Auth
                         } else {
                             self.authenticated()
@@ -724,13 +730,31 @@ mod tests {
     fn feed_stops_at_the_end_of_the_handshake() {
         let mut c = Handshake::connector(cfg(2, None), Rank(0), [1; 32]);
         let mut a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let hello = c.output().to_vec();
+        c.consumed_output(hello.len());
+        assert_eq!(a.feed(&hello).unwrap(), hello.len());
+        let reply = a.output().to_vec();
+        a.consumed_output(reply.len());
+        assert_eq!(c.feed(&reply).unwrap(), reply.len());
+        assert_eq!(c.done(), Some(Rank(0)));
         let mut bytes = c.output().to_vec();
         bytes.extend_from_slice(b"after");
         let used = a.feed(&bytes).unwrap();
         assert_eq!(&bytes[used..], b"after");
         assert_eq!(a.done(), Some(Rank(2)));
-        let reply = a.output().to_vec();
-        assert_eq!(c.feed(&reply).unwrap(), reply.len());
-        assert_eq!(c.done(), Some(Rank(0)));
+    }
+
+    /// An eager acceptor is not done until the connector's last frame arrives, in insecure
+    /// mode too: a connector that sends its `Hello` and gives up leaves the acceptor waiting
+    /// (and then failing), never holding a connection it believes complete.
+    #[test]
+    fn an_eager_acceptor_waits_for_the_connector_to_finish() {
+        for token in [None, Some(&b"t"[..])] {
+            let c = Handshake::connector(cfg(2, token), Rank(0), [1; 32]);
+            let mut a = Handshake::acceptor(cfg(0, token), [2; 32]);
+            a.feed(c.output()).unwrap();
+            assert!(!a.output().is_empty(), "token {token:?}: the acceptor answers");
+            assert_eq!(a.done(), None, "token {token:?}: done before the connector finished");
+        }
     }
 }

@@ -18,6 +18,15 @@ use crate::{Error, Listener, Rank, Result};
 pub(super) const LISTEN: Token = Token(usize::MAX - 1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The most incoming connections whose handshake may be under way at once (full mesh and
+/// lazy mode alike), so that nobody can make a rank hold state, or descriptors, for
+/// connections without bound. When full, the one in its handshake longest is dropped to
+/// make room: a real rank completes its handshake in a round trip or two, so under a flood
+/// of connections that say nothing it is the flood that is dropped, while a rank that dials
+/// meanwhile gets in.
+pub(crate) const MAX_INCOMING: usize = 64;
+/// The most connections accepted before the handshakes under way are moved on.
+const ACCEPT_BATCH: usize = 8;
 
 /// A bound listening socket, the first half of connecting a group.
 ///
@@ -220,8 +229,14 @@ pub(super) struct Conn {
 }
 
 enum Dial {
-    Wait { at: Instant, backoff: Duration },
-    InFlight,
+    Wait {
+        at: Instant,
+        backoff: Duration,
+    },
+    /// A dial under way; `backoff` is the wait before the next one if this one fails.
+    InFlight {
+        backoff: Duration,
+    },
     Connected,
 }
 
@@ -235,6 +250,8 @@ struct Setup {
     done: Vec<Option<(mio::net::TcpStream, Vec<u8>)>>,
     last_err: HashMap<Rank, String>,
     hs_timeout: Duration,
+    /// Accepted connections in `conns` (at most [`MAX_INCOMING`]).
+    incoming: usize,
 }
 
 impl Setup {
@@ -255,6 +272,7 @@ impl Setup {
             done: (0..size).map(|_| None).collect(),
             last_err: HashMap::new(),
             hs_timeout,
+            incoming: 0,
             l,
         })
     }
@@ -285,7 +303,7 @@ impl Setup {
                 return Err(self.timeout(now - start));
             }
             self.start_dials(&poll, now, deadline)?;
-            self.accept(&poll, now);
+            let more_to_accept = self.accept(&poll, now);
             let tokens: Vec<usize> = self.conns.keys().copied().collect();
             for t in tokens {
                 self.drive(t, now)?;
@@ -302,8 +320,11 @@ impl Setup {
             for c in self.conns.values() {
                 wake = wake.min(c.until);
             }
-            let sleep =
-                wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let sleep = if more_to_accept {
+                Duration::ZERO
+            } else {
+                wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+            };
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(Duration::from_millis(200))))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -359,7 +380,7 @@ impl Setup {
                         t,
                         Conn { stream, hs, leftover: Vec::new(), until, dialled: Some((r, false)) },
                     );
-                    self.dials.insert(r, Dial::InFlight);
+                    self.dials.insert(r, Dial::InFlight { backoff });
                 }
                 Err(e) => self.retry(r, backoff, format!("connecting to {addr}: {e}")),
             }
@@ -374,10 +395,17 @@ impl Setup {
         self.dials.insert(r, Dial::Wait { at, backoff: (backoff * 2).min(MAX_BACKOFF) });
     }
 
-    fn accept(&mut self, poll: &mio::Poll, now: Instant) {
-        loop {
+    /// Accept what is waiting, at most [`ACCEPT_BATCH`] connections; returns whether more
+    /// may be waiting. The batch lets the handshakes already accepted (a real rank's among
+    /// them) move on between batches, instead of being evicted by a flood accepted all at
+    /// once before any of them was read.
+    fn accept(&mut self, poll: &mio::Poll, now: Instant) -> bool {
+        for _ in 0..ACCEPT_BATCH {
             match self.l.listener.accept() {
                 Ok((mut stream, from)) => {
+                    if self.incoming >= MAX_INCOMING {
+                        self.evict_oldest(poll);
+                    }
                     let _ = stream.set_nodelay(true);
                     let t = self.next_token;
                     self.next_token += 1;
@@ -394,16 +422,46 @@ impl Setup {
                     let until = now + self.hs_timeout;
                     self.conns
                         .insert(t, Conn { stream, hs, leftover: Vec::new(), until, dialled: None });
+                    self.incoming += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Resource exhaustion (EMFILE...) is transient: try again next round.
                     tracing::warn!(rank = %self.me(), error = %e, "accept failed");
-                    return;
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// Drop the accepted connection that has been in its handshake longest (see
+    /// [`MAX_INCOMING`]), preferring one that has not even sent a valid `Hello`: a real
+    /// rank's connection, accepted a moment ago, is then kept through a flood of silent
+    /// ones for the round trip its handshake needs.
+    fn evict_oldest(&mut self, poll: &mio::Poll) {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dialled.is_none())
+            .min_by_key(|(_, c)| (c.hs.claimed().is_some(), c.until))
+            .map(|(t, _)| *t);
+        if let Some(mut c) = oldest.and_then(|t| self.conns.remove(&t)) {
+            let _ = poll.registry().deregister(&mut c.stream);
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            self.incoming -= 1;
+            tracing::warn!(rank = %self.me(), max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
+        }
+    }
+
+    /// Take connection `t` out of the set, keeping the count of accepted ones.
+    fn take(&mut self, t: usize) -> Conn {
+        let c = self.conns.remove(&t).expect("the caller saw it present");
+        if c.dialled.is_none() {
+            self.incoming -= 1;
+        }
+        c
     }
 
     /// Advance one connection's handshake. Errors that no retry can fix (a dialled peer that
@@ -415,7 +473,7 @@ impl Setup {
         match outcome {
             Ok(None) => Ok(()),
             Ok(Some(rank)) => {
-                let c = self.conns.remove(&t).expect("present above");
+                let c = self.take(t);
                 let duplicate = self.done[rank.index()].is_some();
                 let wrong = match dialled {
                     Some(r) => r != rank,
@@ -433,7 +491,7 @@ impl Setup {
                 Ok(())
             }
             Err(e) => {
-                let c = self.conns.remove(&t).expect("present above");
+                let c = self.take(t);
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
                 let claimed = c.hs.claimed();
                 match dialled {
@@ -441,7 +499,12 @@ impl Setup {
                         if matches!(e, Error::Auth { .. }) {
                             return Err(e);
                         }
-                        let backoff = FIRST_BACKOFF;
+                        // Back off as for a refused dial: an address whose handshake fails
+                        // (a forged or stale entry) must not be redialled every few ms.
+                        let backoff = match self.dials.get(&r) {
+                            Some(Dial::InFlight { backoff }) => *backoff,
+                            _ => FIRST_BACKOFF,
+                        };
                         self.retry(r, backoff, e.to_string());
                     }
                     None => {

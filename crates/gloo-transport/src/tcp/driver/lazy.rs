@@ -57,12 +57,8 @@ use mio::{Interest, Token};
 use super::{Driver, Rec, SendSt};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce};
 use crate::tcp::config::Layer;
-use crate::tcp::connect::{Conn, LISTEN, data_stream, dial, step};
+use crate::tcp::connect::{Conn, LISTEN, MAX_INCOMING, data_stream, dial, step};
 use crate::{Error, Rank};
-
-/// The most incoming connections whose handshake may be under way at once, so that nobody
-/// can make a communicator hold state for connections without bound.
-pub(crate) const MAX_INCOMING: usize = 64;
 
 /// This rank's view of its connection to one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
