@@ -80,7 +80,7 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/lazy", "gloo-transport").targets(&[Test("lazy_tcp")]),
     Row::test("transport/multiproc", "gloo-transport").targets(&[Test("multiproc_tcp")]),
     Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
-    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp")]),
+    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).

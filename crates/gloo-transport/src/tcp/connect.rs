@@ -249,6 +249,9 @@ struct Setup {
     next_token: usize,
     done: Vec<Option<(mio::net::TcpStream, Vec<u8>)>>,
     last_err: HashMap<Rank, String>,
+    /// Per rank, the last authentication or configuration error of a connection that
+    /// claimed to be it (wrong token, another job...): what the timeout reports, typed.
+    refused: HashMap<Rank, Error>,
     hs_timeout: Duration,
     /// Accepted connections in `conns` (at most [`MAX_INCOMING`]).
     incoming: usize,
@@ -271,6 +274,7 @@ impl Setup {
             next_token: 0,
             done: (0..size).map(|_| None).collect(),
             last_err: HashMap::new(),
+            refused: HashMap::new(),
             hs_timeout,
             incoming: 0,
             l,
@@ -336,6 +340,25 @@ impl Setup {
 
     fn timeout(&self, waited: Duration) -> Error {
         let missing = self.missing();
+        // A rank that did dial but was refused for its token or its job is the cause to
+        // report, typed as what it was, rather than a bare timeout.
+        let me = self.me();
+        for r in &missing {
+            let within =
+                format!("rank {me} got no valid connection from rank {r} within {waited:.1?}");
+            match self.refused.get(r) {
+                Some(Error::Auth { detail, .. }) => {
+                    return Error::Auth { peer: Some(*r), detail: format!("{within}: {detail}") };
+                }
+                Some(Error::Protocol { detail, .. }) => {
+                    return Error::Protocol {
+                        peer: Some(*r),
+                        detail: format!("{within}: {detail}"),
+                    };
+                }
+                _ => {}
+            }
+        }
         let why: Vec<String> = missing
             .iter()
             .map(|r| match self.last_err.get(r) {
@@ -491,12 +514,18 @@ impl Setup {
                 Ok(())
             }
             Err(e) => {
-                let c = self.take(t);
+                let mut c = self.take(t);
+                // What the handshake queued before failing (our `Hello` for a dialler of
+                // another job, so that it can name the mismatch) goes out first; the socket
+                // is fresh, so its buffer takes it whole. Best effort: it closes anyway.
+                let _ = c.stream.write(c.hs.output());
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                let claimed = c.hs.claimed();
+                let claimed = c.hs.claimed().or(e.peer());
                 match dialled {
                     Some(r) => {
-                        if matches!(e, Error::Auth { .. }) {
+                        // The rank at the published address refused our token or belongs
+                        // to another job or group size: no retry can change that.
+                        if matches!(e, Error::Auth { .. } | Error::Config { .. }) {
                             return Err(e);
                         }
                         // Back off as for a refused dial: an address whose handshake fails
@@ -509,8 +538,11 @@ impl Setup {
                     }
                     None => {
                         tracing::warn!(rank = %self.me(), error = %e, "rejected a connection");
-                        if let Some(r) = claimed {
+                        if let Some(r) = claimed.filter(|r| r.index() < self.done.len()) {
                             self.last_err.insert(r, e.to_string());
+                            if matches!(e, Error::Auth { .. } | Error::Protocol { .. }) {
+                                self.refused.insert(r, e);
+                            }
                         }
                     }
                 }
