@@ -16,20 +16,16 @@ pub(crate) fn record<T: Element>() -> usize {
     std::mem::size_of::<T>() + 8
 }
 
-/// Records for `values` averaged over `n` ranks: each value split, and the splits of the
-/// values at the same index in every slice of `more` added in (a multi-buffer allreduce
-/// averages the sum of a rank's buffers).
+/// Records for `values` averaged over `n` ranks. With `more` (a multi-buffer allreduce) a
+/// rank's contribution is the sum of its buffers at each index, wrapping as
+/// [`Sum`](crate::ReduceOp::Sum) does, so that the mean over the ranks is always a value of
+/// the type.
 pub(crate) fn pack<T: Element>(values: &[T], more: &[&mut [T]], n: u32) -> Vec<u8> {
     let es = std::mem::size_of::<T>();
     let mut out = vec![0u8; values.len() * record::<T>()];
     for (i, (rec, &v)) in out.chunks_exact_mut(record::<T>()).zip(values).enumerate() {
-        let (mut q, mut r) = T::average_split(v, n);
-        for m in more {
-            let (mq, mr) = T::average_split(m[i], n);
-            q = T::wrapping_sum(q, mq);
-            // At most (buffers × n) per element: no overflow for any real job.
-            r = r.saturating_add(mr);
-        }
+        let v = more.iter().fold(v, |acc, m| T::wrapping_sum(acc, m[i]));
+        let (q, r) = T::average_split(v, n);
         rec[..es].copy_from_slice(bytemuck::bytes_of(&q));
         rec[es..].copy_from_slice(&r.to_le_bytes());
     }
@@ -84,12 +80,14 @@ mod tests {
         assert_eq!(out, [127, -127, 0, 5]);
     }
 
+    /// A rank's buffers are summed first, wrapping: 255 + 255 is 254 and 1 + 255 is 0.
     #[test]
-    fn a_rank_with_several_buffers_averages_their_sum() {
+    fn a_rank_with_several_buffers_contributes_their_wrapping_sum() {
         let mut b = [255u8, 255];
-        let acc = pack(&[255u8, 1], &[&mut b], 2);
+        let mut acc = pack(&[255u8, 1], &[&mut b], 2);
+        sum::<u8>(&mut acc, &pack(&[100u8, 7], &[], 2));
         let mut out = [0u8; 2];
         unpack(&acc, &mut out, 2);
-        assert_eq!(out, [255, 128]);
+        assert_eq!(out, [((254 + 100) / 2) as u8, 7 / 2]);
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) tag: u32,
     pub(crate) fp: Fingerprint,
     pub(crate) deadline: Instant,
+    /// When the call started (what a timeout reports as waited).
+    start: Instant,
     /// Every rank but this one.
     peers: Vec<Rank>,
     /// Where scratch comes from.
@@ -116,6 +118,7 @@ impl<'a> Ctx<'a> {
             tag,
             fp,
             deadline,
+            start: Instant::now(),
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
             pool: None,
             watches: None,
@@ -501,6 +504,18 @@ impl<'a> Ctx<'a> {
     /// waiting on this one see the mismatch at once rather than at their deadline).
     pub(crate) fn fail(&self, e: gloo_transport::Error) -> Error {
         match e {
+            gloo_transport::Error::Mismatch { peer, slot, theirs: Some(theirs), .. }
+                if self.stale(&theirs) =>
+            {
+                // The transport's rule 3 read a leftover of an old call on another tag: this
+                // call simply timed out.
+                self.timed_out(gloo_transport::Error::Timeout {
+                    rank: Rank(self.rank as u32),
+                    waited: Duration::ZERO,
+                    pending: vec![gloo_transport::Pending::Recv { from: vec![peer], slot }],
+                })
+            }
+            source @ gloo_transport::Error::Timeout { .. } => self.timed_out(source),
             gloo_transport::Error::Mismatch { peer, slot, ours, theirs } => {
                 tracing::debug!(collective = %self.collective, %peer, %slot, "fingerprint mismatch");
                 self.alarm();
@@ -515,6 +530,43 @@ impl<'a> Ctx<'a> {
             }
             source => Error::Transport { collective: self.collective, source },
         }
+    }
+
+    /// Whether `theirs`, a fingerprint the transport turned this call's timeout into a
+    /// mismatch with (its rule 3: a message of the same call number on another tag), is a
+    /// leftover of some other call rather than this call run on another tag: it differs in
+    /// more than the tag. Call numbers count per tag, so an old call on another tag that
+    /// failed (and left messages unread) can share this call's number by chance; the error
+    /// belongs to this call, which timed out.
+    fn stale(&self, theirs: &Fingerprint) -> bool {
+        let (mut ours, mut other) = (CallInfo::decode(&self.fp), CallInfo::decode(theirs));
+        if ours.tag == other.tag {
+            return false;
+        }
+        other.tag = ours.tag;
+        (ours.relayed, other.relayed) = (false, false);
+        ours != other
+    }
+
+    /// This call's timeout, with the time the whole call waited (the transport counts from
+    /// the start of its last `progress`, which is one round of the call). A collective that
+    /// times out also revokes the group: it aborts the communicator, so that every rank's
+    /// current or next call fails with `Aborted` naming this rank, rather than some ranks
+    /// finishing the call and going on with a rank that gave up (their call counters would
+    /// no longer agree). Point-to-point calls only report it: a receive that timed out is
+    /// withdrawn and the stream stays usable.
+    fn timed_out(&self, mut source: gloo_transport::Error) -> Error {
+        if let gloo_transport::Error::Timeout { waited, .. } = &mut source {
+            *waited = self.start.elapsed();
+        }
+        if self.collective != Collective::SendRecv && self.size > 1 {
+            let call = CallInfo::decode(&self.fp);
+            self.comm.abort(&format!(
+                "rank {} gave up on {} (tag {}, call {}): {source}; the group is revoked",
+                self.rank, self.collective, self.tag, call.epoch
+            ));
+        }
+        Error::Transport { collective: self.collective, source }
     }
 
     /// Send every peer a zero-byte message on the alarm slot carrying our own fingerprint
@@ -882,6 +934,48 @@ pub(crate) fn ring_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::element::DType;
+    use crate::select::Algorithm;
+
+    /// The fingerprint of call `epoch` of a 16-element f32 sum allreduce on `tag`.
+    fn allreduce_fp(tag: u32, count: u64, epoch: u64) -> Fingerprint {
+        let mut info = CallInfo::new(
+            Collective::Allreduce,
+            Some(DType::F32),
+            1,
+            Algorithm::Ring,
+            None,
+            count,
+            tag,
+            0,
+        );
+        info.epoch = epoch;
+        info.encode()
+    }
+
+    /// An error belongs to the call that met it: a mismatch the transport found with a
+    /// leftover of another call on another tag (same call number by chance) is this call's
+    /// timeout; one with this very call run on another tag is a mismatch, as before.
+    #[test]
+    fn a_leftover_of_another_tag_is_a_timeout_not_a_mismatch() {
+        let comms = gloo_transport::loopback::group(2, Default::default());
+        let ctx =
+            Ctx::new(&comms[0], Collective::Allreduce, 5, allreduce_fp(5, 16, 3), Instant::now());
+        let slot = ctx.slot(0);
+        let mismatch = |theirs| gloo_transport::Error::Mismatch {
+            peer: Rank(1),
+            slot,
+            ours: Some(ctx.fp),
+            theirs: Some(theirs),
+        };
+        // The same call on tag 6: the ranks used different tags.
+        let e = ctx.fail(mismatch(allreduce_fp(6, 16, 3)));
+        assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
+        // Another call (another count) on tag 6 that shares the call number: a timeout.
+        let e = ctx.fail(mismatch(allreduce_fp(6, 99, 3)));
+        assert!(e.is_timeout(), "{e:?}");
+        assert!(e.to_string().contains("from rank 1"), "{e}");
+    }
 
     #[test]
     fn partition_spreads_the_remainder_over_the_first_parts() {

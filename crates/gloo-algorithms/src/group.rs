@@ -35,6 +35,13 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// A call that fails may have written part of its output (a collective's data and its checks
 /// travel together): after an error, the contents of output buffers are unspecified.
 ///
+/// A collective that times out **revokes the group** (as MPI's ULFM does): the rank aborts
+/// the communicator, so every other rank's current or next call fails with
+/// `Aborted { by: <that rank> }` instead of finishing the call, or going on, with a rank
+/// that gave up (the ranks' call counters would no longer agree). Continue with a new group.
+/// A point-to-point [`send`](Group::send) or [`recv`](Group::recv) that times out does not
+/// revoke: its operation is withdrawn and the stream stays usable.
+///
 /// # Threads
 ///
 /// A `Group` is `Send` but not `Sync`: one thread at a time makes calls on it. To run

@@ -52,7 +52,11 @@
 //!
 //! A rank therefore returns `Ok` only when every rank made the same call. After an error the
 //! buffers' contents are unspecified and the ranks' call counters for that tag may disagree:
-//! continue on another tag ([`Group::fork`]), or with a new [`Group`].
+//! continue on another tag ([`Group::fork`]), or with a new [`Group`]. A collective that
+//! times out revokes the whole group (every rank's current or next call fails with
+//! `Aborted`, naming the rank that gave up), and an error always belongs to the call that met
+//! it: a leftover message of an old failed call on another tag never turns a later call's
+//! timeout into a mismatch.
 //!
 //! # Threads
 //!

@@ -33,7 +33,8 @@ pub enum ReduceOp<'f, T> {
     /// The mean over the ranks. Floats: the sum divided by the world size at the end.
     /// Integers: exact (the true mean, truncated toward zero, never wrapped on the way; see
     /// [`Element`]). With [`allreduce_many`](crate::Group::allreduce_many), a rank's buffers
-    /// are summed first and the division is by the world size only.
+    /// are summed first (integers wrapping, as [`Sum`](ReduceOp::Sum)) and the division is by
+    /// the world size only.
     Average,
     /// A user closure, `dst = dst op src`.
     Custom(&'f dyn Fn(&mut [T], &[T])),

@@ -361,6 +361,8 @@ fn a_rank_that_never_joins_is_named_in_a_timeout() {
         done.wait();
         r
     });
+    // A rank that times out revokes the group, so a rank may instead get `Aborted` by one
+    // that timed out first; at least one rank reports its own timeout.
     let mut pending_peers = Vec::new();
     for (rank, r) in out.iter().enumerate().take(3) {
         match r {
@@ -371,7 +373,9 @@ fn a_rank_that_never_joins_is_named_in_a_timeout() {
                     }
                 }
             }
-            other => panic!("rank {rank}: expected a Timeout, got {other:?}"),
+            Some(Err(Error::Transport { source: TError::Aborted { reason, .. }, .. }))
+                if reason.contains("gave up") => {}
+            other => panic!("rank {rank}: expected a Timeout or a revocation, got {other:?}"),
         }
     }
     assert!(pending_peers.contains(&Rank(3)), "nobody names rank 3: {pending_peers:?}");
@@ -394,6 +398,45 @@ fn a_timeout_names_the_missing_peer_in_its_message() {
     let e = out[0].clone().unwrap().unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert!(e.to_string().contains("from rank 1"), "{e}");
+    // The figure is the whole call's wait, not that of its last round.
+    match e.transport() {
+        Some(TError::Timeout { waited, .. }) => {
+            assert!(*waited >= Duration::from_millis(500), "waited {waited:?} for a 500 ms call")
+        }
+        other => panic!("expected a transport Timeout, got {other:?}"),
+    }
+}
+
+/// A collective that times out revokes the group (as ULFM's revoke): a rank that comes to
+/// the call late, or makes its next call, fails with `Aborted` naming the rank that gave
+/// up, instead of going on (or finishing the call) with it; the one that timed out gets
+/// `Aborted` on its next call too.
+#[test]
+fn a_timeout_revokes_the_group_on_every_rank() {
+    let gave_up = Barrier::new(3);
+    let out = on_ranks(3, 13, |g| {
+        let short = Options::new().with_timeout(Duration::from_millis(300));
+        let long = Options::new().with_timeout(Duration::from_secs(20));
+        let first = match g.rank() {
+            // Rank 0 waits for ranks that are not there yet.
+            Rank(0) => Some(g.allreduce(&mut [1u32; 8], sum(), &short)),
+            _ => None,
+        };
+        gave_up.wait();
+        // Everybody (rank 0 included) makes the call now: nobody may complete it.
+        let late = g.allreduce(&mut [1u32; 8], sum(), &long);
+        (first, late)
+    });
+    let (first, _) = &out[0];
+    assert!(first.as_ref().is_some_and(|r| r.as_ref().is_err_and(Error::is_timeout)), "{first:?}");
+    for (rank, (_, late)) in out.iter().enumerate() {
+        match late {
+            Err(Error::Transport { source: TError::Aborted { by: Rank(0), reason }, .. }) => {
+                assert!(reason.contains("gave up") && reason.contains("allreduce"), "{reason}")
+            }
+            other => panic!("rank {rank}: expected Aborted by rank 0, got {other:?}"),
+        }
+    }
 }
 
 #[test]

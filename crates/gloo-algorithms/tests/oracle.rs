@@ -61,9 +61,8 @@ fn check_allreduce_many<T: TestElem>(n: u32, count: usize, op: OpKind, alg: Algo
     // Three buffers per rank: as if 3n ranks with one buffer each.
     let inputs: Vec<Vec<T>> = (0..3 * n).map(|r| data(seed, r, count, op)).collect();
     // The local part of an average is a sum; the division is by the world size only. For
-    // integers the whole is exact: the true sum over every buffer of every rank divided by
-    // the world size, truncated, and wrapped into the type only if that mean does not fit
-    // (a sum of several buffers can exceed the type).
+    // integers a rank's buffers are summed wrapping (as Sum does), and the mean of those
+    // sums over the ranks is exact, truncated toward zero.
     let want: Vec<f64> = if op == OpKind::Average {
         if T::FLOAT {
             let sums = oracle(&inputs, OpKind::Sum);
@@ -71,8 +70,11 @@ fn check_allreduce_many<T: TestElem>(n: u32, count: usize, op: OpKind, alg: Algo
         } else {
             (0..count)
                 .map(|i| {
-                    let sum: i128 = inputs.iter().map(|v| v[i].to_i128()).sum();
-                    T::wrap(sum / i128::from(n)).to_i128() as f64
+                    let sum: i128 = (0..n as usize)
+                        .map(|r| T::wrap((0..3).map(|b| inputs[3 * r + b][i].to_i128()).sum()))
+                        .map(TestElem::to_i128)
+                        .sum();
+                    (sum / i128::from(n)) as f64
                 })
                 .collect()
         }

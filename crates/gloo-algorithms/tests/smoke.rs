@@ -115,7 +115,7 @@ fn integer_averages_are_exact() {
             .collect();
         assert_eq!(r.1.to_vec(), want, "rank {rank}");
     }
-    // Each rank's two buffers sum to 500; the mean over ranks is 500, which wraps in u8.
+    // Each rank's two buffers sum to 500, which wraps to 244 in u8 (as Sum would).
     assert!(out.iter().all(|r| r.2 == (500u32 % 256) as u8), "{out:?}");
 }
 
