@@ -107,6 +107,9 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
     Row::test("bench/smoke", "gloo-bench"),
+    // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
+    // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
+    Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "20"]).timeout_secs(1800),
 ];
 
 /// Every benchmark `cargo xtask bench <name>` can run, in release.
