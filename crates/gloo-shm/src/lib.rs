@@ -8,16 +8,41 @@
 // unit test `every_module_outside_sys_forbids_unsafe` keeps it so.
 #![deny(unsafe_code)]
 
+#[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+mod config;
 mod error;
+#[cfg(not(loom))]
+mod hello;
+#[cfg(not(loom))]
+mod monitor;
 pub mod ring;
+#[cfg(all(feature = "rogue", not(loom)))]
+pub mod rogue;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod setup;
 mod sync;
 mod sys;
+#[cfg(not(loom))]
+mod wait;
 
+#[cfg(not(loom))]
+pub use channel::{Channel, Interest, Lending, lending};
+#[cfg(not(loom))]
+pub use config::{
+    DEFAULT_LEND_MIN, DEFAULT_PEER_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, DEFAULT_YIELD,
+    ShmConfig, SingleCopy,
+};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use segment::MappedRing;
+pub use segment::{MAX_CAPACITY, MIN_CAPACITY, MappedRing};
+#[cfg(not(loom))]
+pub use setup::ShmListener;
+#[cfg(not(loom))]
+pub use wait::wait;
 
 #[cfg(test)]
 mod tests {

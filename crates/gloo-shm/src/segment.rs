@@ -132,11 +132,6 @@ impl Segment {
         SideWords { map: self.map.clone(), base: SIDES + side * BLOCK }
     }
 
-    /// The ring capacity.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// The raw mapping, for a rogue view in tests.
     #[cfg(feature = "rogue")]
     pub(crate) fn mapping(&self) -> &Mapping {

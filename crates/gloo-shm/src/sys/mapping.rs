@@ -7,8 +7,8 @@
 //! does not change while the reference lives, and a racing write would break that. Two kinds
 //! of access are used instead:
 //!
-//! - **Control words** (ring indices, flags, counters) are `AtomicU64`/`AtomicU32`, reached
-//!   through [`Mapping::u64_at`]/[`Mapping::u32_at`]. Atomics are made for memory that others
+//! - **Control words** (ring indices, flags, counters) are `AtomicU64`s, reached
+//!   through [`Mapping::u64_at`]. Atomics are made for memory that others
 //!   write concurrently, and every bit pattern is a valid value, so whatever the peer stores
 //!   is a value we validate, never undefined behaviour.
 //! - **Payload bytes** are moved with [`Mapping::write`]/[`Mapping::read`]: one raw-pointer
@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU64;
 
 /// A shared read-write mapping of a whole segment file, unmapped on drop.
 #[derive(Debug)]
@@ -75,11 +75,6 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
-    /// The mapping's length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// The atomic 64-bit word at byte offset `off`. Offsets come from the crate's own layout,
     /// never from a peer; one that is out of bounds or misaligned is a bug and panics.
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
@@ -92,16 +87,6 @@ impl Mapping {
         // the size and alignment of u64, every bit pattern is valid, and it may be written
         // concurrently by anyone (this process's threads or the peer).
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
-    }
-
-    /// The atomic 32-bit word at byte offset `off` (see [`Mapping::u64_at`]).
-    pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
-        assert!(
-            off % 4 == 0 && off.checked_add(4).is_some_and(|end| end <= self.len),
-            "u32 at {off}"
-        );
-        // SAFETY: as for u64_at, with 4-byte size and alignment.
-        unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     /// Copy `src` into the mapping at byte offset `off`. Out of bounds is a bug and panics.

@@ -1,0 +1,546 @@
+//! One end of a pair's bidirectional byte channel.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use gloo_transport::Rank;
+
+use crate::config::ShmConfig;
+use crate::error::{Error, Result};
+use crate::monitor::Watched;
+use crate::ring::{Consumer, Producer, RingError};
+use crate::segment::{MappedRing, Segment, SideWords};
+use crate::sys::cma::{self, Remote};
+use crate::sys::event::{self, Watch};
+
+/// What a wait waits for on one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    /// Bytes to read (or the peer's close or loss, which `read` reports).
+    pub read: bool,
+    /// Room to write (or the peer's loss, which `write` reports).
+    pub write: bool,
+}
+
+impl Interest {
+    /// Readable.
+    pub const READ: Interest = Interest { read: true, write: false };
+    /// Writable.
+    pub const WRITE: Interest = Interest { read: false, write: true };
+    /// Either.
+    pub const BOTH: Interest = Interest { read: true, write: true };
+}
+
+/// A lend out on our producer: the range and how much of it `write` has reported taken.
+#[derive(Debug)]
+struct LendOut {
+    addr: u64,
+    len: u64,
+    reported: u64,
+}
+
+/// One end of a connected pair: a non-blocking, ordered, reliable byte stream each way
+/// through two rings in a shared segment, made by [`ShmListener`](crate::ShmListener).
+///
+/// - [`Channel::write`] copies what fits into the outgoing ring (never blocks); inside
+///   [`lending`](crate::lending) large writes may instead lend their bytes for the peer to
+///   copy itself (single copy).
+/// - [`Channel::read`] copies out what is there (never blocks); `Ok(0)` for a non-empty
+///   buffer means "nothing yet". Bytes the peer wrote before it closed or died are still
+///   read; after them comes [`Error::Closed`] (a clean close) or [`Error::PeerLost`].
+/// - [`Channel::ready`] says whether a read or write would make progress, and
+///   [`wait`](crate::wait) spins, yields, then sleeps until one would, for any set of
+///   channels; [`Channel::prepare_sleep`] and the descriptors let an outside poller do the
+///   sleeping instead.
+///
+/// A peer that breaks the protocol (stores an impossible index, a bad lend) fails the
+/// channel with [`Error::Protocol`]; the error is sticky.
+#[derive(Debug)]
+pub struct Channel {
+    me: Rank,
+    peer: Rank,
+    peer_pid: u32,
+    tx: Producer<MappedRing>,
+    rx: Consumer<MappedRing>,
+    mine: SideWords,
+    theirs: SideWords,
+    /// The set-up socket, kept open: its hang-up is our death signal to the peer.
+    sock: UnixStream,
+    /// The peer's doorbell.
+    peer_bell: File,
+    /// Ours (shared by every channel of one listener).
+    bell: Arc<File>,
+    watch: Arc<Watched>,
+    /// We may lend: the peer proved at set-up that it can read our memory.
+    can_lend: bool,
+    /// We may take the peer's lends: we proved we can read its memory.
+    can_pull: bool,
+    lend_min: usize,
+    out: Option<LendOut>,
+    /// Bytes of an ended lend the peer took beyond what `write` reported: the next write
+    /// reports them first (they are the leading bytes of what it is offered again).
+    pending: u64,
+    pub(crate) spin: Duration,
+    pub(crate) yield_for: Duration,
+    pub(crate) slice: Duration,
+    failed: Option<Error>,
+    closed: bool,
+    /// Our side of the segment: 0 for the acceptor, 1 for the dialer.
+    #[cfg_attr(not(feature = "rogue"), allow(dead_code))]
+    side: usize,
+    _segment: Segment,
+}
+
+/// What set-up hands to [`Channel::new`].
+pub(crate) struct Parts {
+    pub(crate) peer: Rank,
+    pub(crate) peer_pid: u32,
+    pub(crate) segment: Segment,
+    /// Our side: 0 for the acceptor (lower rank, the segment's creator), 1 for the dialer.
+    pub(crate) side: usize,
+    pub(crate) sock: UnixStream,
+    pub(crate) peer_bell: File,
+    pub(crate) bell: Arc<File>,
+    pub(crate) can_lend: bool,
+    pub(crate) can_pull: bool,
+}
+
+impl Channel {
+    pub(crate) fn new(config: &ShmConfig, p: Parts) -> std::io::Result<Channel> {
+        let side = p.side;
+        let mine = p.segment.side(side);
+        let theirs = p.segment.side(1 - side);
+        let watch = Watched::new(
+            p.peer_pid,
+            mine.clone(),
+            theirs.clone(),
+            p.sock.try_clone()?,
+            config.peer_timeout,
+            p.bell.clone(),
+        );
+        crate::monitor::register(&watch);
+        Ok(Channel {
+            me: config.rank,
+            peer: p.peer,
+            peer_pid: p.peer_pid,
+            tx: Producer::new(p.segment.ring(side)),
+            rx: Consumer::new(p.segment.ring(1 - side)),
+            mine,
+            theirs,
+            sock: p.sock,
+            peer_bell: p.peer_bell,
+            bell: p.bell,
+            watch,
+            can_lend: p.can_lend,
+            can_pull: p.can_pull,
+            lend_min: config.lend_min,
+            out: None,
+            pending: 0,
+            spin: config.spin,
+            yield_for: config.yield_for,
+            slice: (config.peer_timeout / 4).min(Duration::from_millis(250)),
+            failed: None,
+            closed: false,
+            side,
+            _segment: p.segment,
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> Rank {
+        self.me
+    }
+
+    /// The peer's rank.
+    pub fn peer(&self) -> Rank {
+        self.peer
+    }
+
+    /// The peer's process id, as the kernel reported it for the set-up socket.
+    pub fn peer_pid(&self) -> u32 {
+        self.peer_pid
+    }
+
+    /// Whether large writes inside [`lending`](crate::lending) go single-copy on this
+    /// channel (the peer could read our memory at set-up).
+    pub fn single_copy(&self) -> bool {
+        self.can_lend
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if self.failed.is_none() {
+            self.failed = Some(e.clone());
+        }
+        e
+    }
+
+    fn protocol(&mut self, e: RingError) -> Error {
+        let e = Error::Protocol { peer: Some(self.peer), detail: e.to_string() };
+        self.fail(e)
+    }
+
+    /// A loss is not stored in `failed`: the monitor's mark is sticky already, and bytes the
+    /// peer wrote before it died must still be readable.
+    fn lost(&self, reason: String) -> Error {
+        Error::PeerLost { peer: self.peer, reason }
+    }
+
+    /// Tell the peer something changed (bytes written or read, a lend taken or made): ring
+    /// its doorbell if it said it sleeps. The fence pairs with the one in `prepare_sleep`:
+    /// either the peer sees our change when it re-checks, or we see its flag here.
+    fn notify(&self) {
+        fence(Ordering::SeqCst);
+        let sleeping = self.theirs.sleeping();
+        if sleeping.load(Ordering::Relaxed) != 0 && sleeping.swap(0, Ordering::Relaxed) != 0 {
+            // A failed ring only delays the peer to the end of its bounded sleep slice.
+            let _ = event::ring(&self.peer_bell);
+        }
+    }
+
+    /// Write a prefix of the concatenation of `bufs` into the outgoing ring; returns the bytes
+    /// written, 0 when the ring is full. Errors: the peer is lost or closed (nobody will read
+    /// them), a protocol breach, or this end was closed.
+    pub fn write(&mut self, bufs: &[&[u8]]) -> Result<usize> {
+        self.write_inner(bufs, false)
+    }
+
+    pub(crate) fn write_inner(&mut self, bufs: &[&[u8]], may_lend: bool) -> Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.closed {
+            return Err(Error::InvalidArgument {
+                what: format!("write to rank {} after close", self.peer),
+            });
+        }
+        // Bytes the peer already took count as written even if it closed or died since.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.pending > 0 {
+            let n = (self.pending as usize).min(total);
+            self.pending -= n as u64;
+            return Ok(n);
+        }
+        if let Some(out) = &self.out {
+            let offered = bufs.iter().find(|b| !b.is_empty()).map(|b| b.as_ptr() as u64);
+            if offered == Some(out.addr + out.reported) && may_lend {
+                let n = self.lend_progress()?;
+                if n > 0 {
+                    return Ok(n);
+                }
+            } else {
+                // Offered something else (or outside a lending scope): end the lend first.
+                self.end_lend()?;
+                return self.write_inner(bufs, may_lend);
+            }
+        }
+        if let Some(reason) = self.watch.lost() {
+            return Err(self.lost(reason));
+        }
+        if self.watch.peer_closed() {
+            return Err(self.lost("it closed its end of the channel".into()));
+        }
+        if self.out.is_some() {
+            return Ok(0);
+        }
+        if may_lend && self.can_lend {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                if first.len() >= self.lend_min && self.tx.lend(first.as_ptr() as u64, first.len())
+                {
+                    let len = first.len().min(crate::ring::MAX_LEND) as u64;
+                    self.out = Some(LendOut { addr: first.as_ptr() as u64, len, reported: 0 });
+                    self.notify();
+                    return self.lend_progress();
+                }
+            }
+        }
+        let n = self.tx.write(bufs).map_err(|e| self.protocol(e))?;
+        if n > 0 {
+            self.notify();
+        }
+        Ok(n)
+    }
+
+    /// Report what the peer took of the current lend since the last report; end the lend
+    /// once all is taken.
+    fn lend_progress(&mut self) -> Result<usize> {
+        let taken = self.tx.lent_taken().map_err(|e| self.protocol(e))?;
+        let out = self.out.as_mut().expect("called with a lend out");
+        let n = taken - out.reported;
+        out.reported = taken;
+        if taken == out.len {
+            self.end_lend()?;
+        }
+        Ok(n as usize)
+    }
+
+    /// End the lend out, if any: what the peer took beyond the reports becomes `pending`.
+    pub(crate) fn end_lend(&mut self) -> Result<()> {
+        let Some(out) = self.out.take() else { return Ok(()) };
+        let taken = self.tx.end_lend().map_err(|e| self.protocol(e))?;
+        self.pending += taken - out.reported.min(taken);
+        Ok(())
+    }
+
+    /// Read available bytes into `buf`; returns the count, 0 when nothing is there yet (for a
+    /// non-empty `buf`). Bytes written before the peer closed or died come first; then
+    /// [`Error::Closed`] or [`Error::PeerLost`].
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.rx.read(buf).map_err(|e| self.protocol(e))?;
+        if n > 0 {
+            self.notify();
+            return Ok(n);
+        }
+        if self.can_pull {
+            let n = self.pull(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+        // Nothing now: say why, if the peer is gone. Its flags are read before the ring is
+        // checked again, so bytes it wrote before closing or dying are never lost.
+        let closed = self.watch.peer_closed();
+        let lost = self.watch.lost();
+        if closed || lost.is_some() {
+            let n = self.rx.read(buf).map_err(|e| self.protocol(e))?;
+            if n > 0 {
+                return Ok(n);
+            }
+            return Err(match lost {
+                Some(reason) if !closed => self.lost(reason),
+                _ => Error::Closed { peer: self.peer },
+            });
+        }
+        Ok(0)
+    }
+
+    /// Copy from the peer's lend, if one waits at this point of the stream.
+    fn pull(&mut self, buf: &mut [u8]) -> Result<usize> {
+        // Claim in pieces of at most 4 MiB, so the lender sees progress while we copy.
+        const PIECE: usize = 4 << 20;
+        let Some(lent) = self.rx.lent().map_err(|e| self.protocol(e))? else {
+            return Ok(0);
+        };
+        let n = (lent.remaining as usize).min(buf.len()).min(PIECE);
+        match cma::read(self.peer_pid, lent.addr, &mut buf[..n]) {
+            Remote::Copied(k) if k > 0 => {
+                if self.rx.claim(lent, k as u64) {
+                    self.notify();
+                    Ok(k)
+                } else {
+                    Ok(0)
+                }
+            }
+            Remote::Copied(_) | Remote::BadAddress => Err(self.fail(Error::Protocol {
+                peer: Some(self.peer),
+                detail: format!(
+                    "lent {} bytes at {:#x}, which its process does not map",
+                    lent.remaining, lent.addr
+                ),
+            })),
+            Remote::Gone => Err(self.lost(format!("process {} exited", self.peer_pid))),
+            Remote::Refused(e) | Remote::Failed(e) => Err(self.fail(Error::io(
+                Some(self.peer),
+                "reading a lend with process_vm_readv (the set-up probe had allowed it)",
+                &e,
+            ))),
+        }
+    }
+
+    /// Whether a read or write (as `interest` says) would make progress now: bytes or a lend
+    /// to read, room to write or a lend taken, or an end to report (close, loss, a failure).
+    pub fn ready(&mut self, interest: Interest) -> bool {
+        if self.failed.is_some() || self.watch.lost().is_some() {
+            return true;
+        }
+        if interest.read {
+            match self.rx.available() {
+                Ok(0) => {}
+                Ok(_) | Err(_) => return true,
+            }
+            if self.can_pull && !matches!(self.rx.lent(), Ok(None)) {
+                return true;
+            }
+            if self.watch.peer_closed() {
+                return true;
+            }
+        }
+        if interest.write {
+            if self.pending > 0 || self.watch.peer_closed() {
+                return true;
+            }
+            if let Some(out) = &self.out {
+                if !matches!(self.tx.lent_taken(), Ok(t) if t == out.reported) {
+                    return true;
+                }
+            } else if !matches!(self.tx.room(), Ok(0)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Before sleeping on [`Channel::doorbell`]: tell the peer to ring it, then check once
+    /// more. Returns true if the channel is ready after all (do not sleep). Call
+    /// [`Channel::after_sleep`] when awake.
+    pub fn prepare_sleep(&mut self, interest: Interest) -> bool {
+        self.mine.sleeping().store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.ready(interest) {
+            self.mine.sleeping().store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// After a sleep prepared with [`Channel::prepare_sleep`].
+    pub fn after_sleep(&mut self) {
+        self.mine.sleeping().store(0, Ordering::Relaxed);
+    }
+
+    /// This process's doorbell (an eventfd, shared by the channels of one listener): readable
+    /// when a peer rang it. Drain it with [`Channel::drain_doorbell`] after waking.
+    pub fn doorbell(&self) -> BorrowedFd<'_> {
+        self.bell.as_fd()
+    }
+
+    pub(crate) fn bell(&self) -> &Arc<File> {
+        &self.bell
+    }
+
+    /// Reset the doorbell after a wake.
+    pub fn drain_doorbell(&self) {
+        event::drain(&self.bell);
+    }
+
+    /// The set-up socket: it hangs up (`POLLRDHUP`/`POLLHUP`) when the peer process dies.
+    /// Watch it for hang-up only; the peer sends nothing on it after set-up.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Check the peer now: its socket (death) and what the liveness thread found (death,
+    /// freeze). The same checks run in every sleep and on every liveness tick.
+    pub fn check_peer(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let mut rev = Vec::new();
+        if event::poll(&[(self.sock.as_fd(), Watch::HangUp)], Some(Duration::ZERO), &mut rev)
+            .is_ok()
+            && rev.first().is_some_and(|r| r.hangup)
+            && !self.watch.peer_closed()
+        {
+            self.watch.mark_lost(self.watch.hangup_reason());
+        }
+        match self.watch.lost() {
+            Some(reason) => Err(self.lost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Say goodbye: the peer reads what we wrote, then [`Error::Closed`]. Writing after this
+    /// is an error; reading goes on. Dropping the channel closes it too.
+    pub fn close(&mut self) {
+        if !self.closed {
+            // A lend must not outlive the borrow it came from; lending() ends them, so this
+            // finds none unless a scope was left by a panic.
+            let _ = self.end_lend();
+            self.closed = true;
+            self.mine.closed().store(1, Ordering::Release);
+            self.notify();
+        }
+    }
+
+    /// The segment, for the rogue view.
+    #[cfg(feature = "rogue")]
+    pub(crate) fn segment(&self) -> &Segment {
+        &self._segment
+    }
+
+    #[cfg(feature = "rogue")]
+    pub(crate) fn side(&self) -> usize {
+        self.side
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Run `f` with `channels` allowed to lend: a write of at least the configured size (256 KiB
+/// by default) through [`Lending::write`] publishes the address of its bytes instead of copying
+/// them, and the peer copies them straight into its own buffer with `process_vm_readv`. Every
+/// lend is ended before this returns (also when `f` panics), so the peer never reads the bytes
+/// after their borrow `'b` ends; the bytes it took before that are reported by later writes.
+///
+/// Channels whose peer cannot read our memory (the set-up probe failed: Yama, containers)
+/// just copy through the ring.
+pub fn lending<'b, R>(
+    channels: &mut [&mut Channel],
+    f: impl FnOnce(&mut Lending<'_, '_, 'b>) -> R,
+) -> R {
+    struct EndAll<'x, 'c>(&'x mut [&'c mut Channel]);
+    impl Drop for EndAll<'_, '_> {
+        fn drop(&mut self) {
+            for ch in self.0.iter_mut() {
+                // An error here (a peer that scribbled on the lend state) already failed the
+                // channel, which reports it on its next call.
+                let _ = ch.end_lend();
+            }
+        }
+    }
+    let guard = EndAll(channels);
+    let mut lending = Lending { channels: &mut *guard.0, _bytes: std::marker::PhantomData };
+    f(&mut lending)
+}
+
+/// The channels inside [`lending`]; `'b` is how long lent bytes stay borrowed.
+pub struct Lending<'s, 'c, 'b> {
+    channels: &'s mut [&'c mut Channel],
+    _bytes: std::marker::PhantomData<fn(&'b ()) -> &'b ()>,
+}
+
+impl<'b> Lending<'_, '_, 'b> {
+    /// Channel `i`, for reads and anything else.
+    pub fn channel(&mut self, i: usize) -> &mut Channel {
+        self.channels[i]
+    }
+
+    /// The number of channels.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// Like [`Channel::write`] on channel `i`, but a large first buffer is lent rather than
+    /// copied: the call returns how many of its leading bytes the peer has taken so far (0
+    /// at first). Offer the rest again (the same bytes, at the same address) to go on; wait
+    /// for [`Interest::WRITE`] in between. The peer may have taken more than the last report
+    /// when the scope ends: the channel's next write (in a scope or not) reports those bytes
+    /// first, so, as with any byte stream, offer the bytes not yet reported again.
+    pub fn write(&mut self, i: usize, bufs: &[&'b [u8]]) -> Result<usize> {
+        self.channels[i].write_inner(bufs, true)
+    }
+
+    /// [`wait`](crate::wait) on these channels.
+    pub fn wait(&mut self, interests: &[Interest], deadline: Instant) -> Result<Option<usize>> {
+        crate::wait::wait(self.channels, interests, deadline)
+    }
+}
