@@ -83,6 +83,13 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
+    // gloo-shm: sys wrappers, segment and handshake codec (unit), the ring against a VecDeque
+    // model and hostile indices, channels between threads, rogue peers scribbling on the
+    // segment, processes killed, stopped and oversubscribed, and loom models of the ring.
+    Row::test("shm/unit", "gloo-shm").lib(),
+    Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),
+    Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
+    Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),
     // gloo-rendezvous: every store through the conformance suite, the gloo-store binary, the

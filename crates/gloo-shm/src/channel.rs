@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gloo_transport::Rank;
@@ -13,7 +13,7 @@ use gloo_transport::Rank;
 use crate::config::ShmConfig;
 use crate::error::{Error, Result};
 use crate::monitor::Watched;
-use crate::ring::{Consumer, Producer, RingError};
+use crate::ring::{Consumer, Producer, RingError, sleep};
 use crate::segment::{MappedRing, Segment, SideWords};
 use crate::sys::cma::{self, Remote};
 use crate::sys::event::{self, Watch};
@@ -90,6 +90,10 @@ pub struct Channel {
     pub(crate) slice: Duration,
     failed: Option<Error>,
     closed: bool,
+    /// Our private copy of our "sleeping" word (see [`sleep`]).
+    sleeps: u64,
+    /// The peer's last sleep we rang its doorbell for.
+    rung: u64,
     /// Our side of the segment: 0 for the acceptor, 1 for the dialer.
     #[cfg_attr(not(feature = "rogue"), allow(dead_code))]
     side: usize,
@@ -146,6 +150,8 @@ impl Channel {
             slice: (config.peer_timeout / 4).min(Duration::from_millis(250)),
             failed: None,
             closed: false,
+            sleeps: 0,
+            rung: 0,
             side,
             _segment: p.segment,
         })
@@ -191,12 +197,9 @@ impl Channel {
     }
 
     /// Tell the peer something changed (bytes written or read, a lend taken or made): ring
-    /// its doorbell if it said it sleeps. The fence pairs with the one in `prepare_sleep`:
-    /// either the peer sees our change when it re-checks, or we see its flag here.
-    fn notify(&self) {
-        fence(Ordering::SeqCst);
-        let sleeping = self.theirs.sleeping();
-        if sleeping.load(Ordering::Relaxed) != 0 && sleeping.swap(0, Ordering::Relaxed) != 0 {
+    /// its doorbell if it said it sleeps (the handshake of [`sleep`]).
+    fn notify(&mut self) {
+        if sleep::must_ring(self.theirs.sleeping(), &mut self.rung) {
             // A failed ring only delays the peer to the end of its bounded sleep slice.
             let _ = event::ring(&self.peer_bell);
         }
@@ -394,10 +397,9 @@ impl Channel {
     /// more. Returns true if the channel is ready after all (do not sleep). Call
     /// [`Channel::after_sleep`] when awake.
     pub fn prepare_sleep(&mut self, interest: Interest) -> bool {
-        self.mine.sleeping().store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        sleep::announce(self.mine.sleeping(), &mut self.sleeps);
         if self.ready(interest) {
-            self.mine.sleeping().store(0, Ordering::Relaxed);
+            sleep::clear(self.mine.sleeping(), &mut self.sleeps);
             return true;
         }
         false
@@ -405,7 +407,7 @@ impl Channel {
 
     /// After a sleep prepared with [`Channel::prepare_sleep`].
     pub fn after_sleep(&mut self) {
-        self.mine.sleeping().store(0, Ordering::Relaxed);
+        sleep::clear(self.mine.sleeping(), &mut self.sleeps);
     }
 
     /// This process's doorbell (an eventfd, shared by the channels of one listener): readable

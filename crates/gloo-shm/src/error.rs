@@ -70,6 +70,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn io(peer: Option<Rank>, doing: &str, e: &std::io::Error) -> Error {
         Error::Io { peer, kind: e.kind(), detail: format!("{doing}: {e}") }
     }

@@ -413,6 +413,48 @@ impl<M: RingMem> Consumer<M> {
     }
 }
 
+/// The sleep/wake handshake on a "sleeping" word in shared memory (a Dekker pair).
+///
+/// The word belongs to the sleeper, who alone stores it: odd while it sleeps (or is about to),
+/// even while it is awake, counting up, so each sleep has its own value. A side about to
+/// sleep [announces](sleep::announce) it, then checks its rings once more; a side that
+/// changed something the sleeper may wait for (wrote, read, lent, closed) asks
+/// [`sleep::must_ring`] whether to ring the sleeper's doorbell, which says yes once per sleep.
+/// The two SeqCst fences make it impossible for both to miss each other: either the
+/// sleeper's re-check sees the change, or the changer sees the odd value. A peer that stores
+/// nonsense into our word costs us at most a ring it skips, and every sleep is bounded.
+/// `tests/loom_ring.rs` checks the handshake with a doorbell that, like an eventfd, keeps a
+/// ring that comes before the sleep.
+pub mod sleep {
+    use crate::sync::{AtomicU64, Ordering, fence};
+
+    /// Before the last check: mark our word "sleeping" with the next odd value of `count`
+    /// (our private copy of the word); sleep only if that check finds nothing.
+    pub fn announce(word: &AtomicU64, count: &mut u64) {
+        *count = count.wrapping_add(1) | 1;
+        word.store(*count, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// After waking (or when the last check found work): mark our word "awake".
+    pub fn clear(word: &AtomicU64, count: &mut u64) {
+        *count = (*count | 1).wrapping_add(1);
+        word.store(*count, Ordering::Relaxed);
+    }
+
+    /// After a change the peer may wait for: whether to ring its doorbell. `rung` is our
+    /// private record of the last sleep we rang for, so a burst of changes rings once.
+    pub fn must_ring(word: &AtomicU64, rung: &mut u64) -> bool {
+        fence(Ordering::SeqCst);
+        let v = word.load(Ordering::Relaxed);
+        if v & 1 == 1 && v != *rung {
+            *rung = v;
+            return true;
+        }
+        false
+    }
+}
+
 /// A ring in ordinary memory for loom models (in `sys`, since loom's cells need unsafe code to
 /// touch): the words are loom atomics in an `Arc`, the data loom cells, so loom checks every
 /// byte access for a race as well as every ordering.

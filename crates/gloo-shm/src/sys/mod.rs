@@ -27,6 +27,7 @@ pub(crate) mod memfd;
 #[cfg(not(loom))]
 pub(crate) mod sock;
 
+#[cfg(not(loom))]
 use std::io;
 
 /// The effective user id of this process.
