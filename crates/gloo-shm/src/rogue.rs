@@ -126,3 +126,34 @@ impl Rogue<'_> {
         self.ring(Dir::Outgoing).capacity()
     }
 }
+
+/// A fake acceptor that hands the first dialer `file` as the pair's segment: for tests that a
+/// segment someone else made (a plain file in `/dev/shm`, an unsealed memfd, another owner,
+/// another mode, another size) is refused. Returns its address bytes; the thread answers one
+/// hello with a welcome for `capacity`-byte rings carrying `file` and a real doorbell, then
+/// returns the dialer's answer (a reject, normally) as text.
+pub fn fake_acceptor(
+    job: &str,
+    size: u32,
+    capacity: u64,
+    file: std::fs::File,
+) -> std::io::Result<(Vec<u8>, std::thread::JoinHandle<std::io::Result<String>>)> {
+    crate::setup::fake_acceptor(job, size, capacity, file)
+}
+
+/// Connect to a listener's address and send `bytes` raw, as a peer that speaks garbage
+/// would; returns the socket (keep it open while the listener reads).
+pub fn raw_dial(address: &[u8], bytes: &[u8]) -> std::io::Result<std::os::unix::net::UnixStream> {
+    crate::setup::raw_dial(address, bytes)
+}
+
+/// A sealed memfd of `len` bytes, mode 0600, as set-up makes them (for tests that then
+/// change its mode or owner).
+pub fn memfd(len: u64) -> std::io::Result<std::fs::File> {
+    crate::sys::memfd::create("gloo-shm-rogue", len)
+}
+
+/// The size of a segment for rings of `capacity` bytes.
+pub fn segment_len(capacity: usize) -> usize {
+    crate::segment::segment_len(capacity)
+}

@@ -550,3 +550,44 @@ fn recv_msg(
     let msg = Msg::decode(&buf[4..4 + len]).map_err(|detail| Error::Protocol { peer, detail })?;
     Ok((msg, fds))
 }
+
+#[cfg(feature = "rogue")]
+pub(crate) fn fake_acceptor(
+    job: &str,
+    size: u32,
+    capacity: u64,
+    file: File,
+) -> io::Result<(Vec<u8>, std::thread::JoinHandle<io::Result<String>>)> {
+    let hex: String = random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("gloo-shm-fake-{hex}").into_bytes();
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
+    let job = job.to_string();
+    let t = std::thread::spawn(move || {
+        let (sock, _) = listener.accept()?;
+        sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let hello = recv_msg(&sock, None, deadline).map_err(|e| io::Error::other(e.to_string()))?.0;
+        let bell = event::eventfd()?;
+        let mut w = Msg::new(Kind::Welcome);
+        w.rank = 0;
+        w.size = size;
+        w.capacity = capacity;
+        w.text = job;
+        let _ = hello;
+        send_msg(&sock, &w, &[file.as_fd(), bell.as_fd()])?;
+        let answer =
+            recv_msg(&sock, None, deadline).map_err(|e| io::Error::other(e.to_string()))?.0;
+        Ok(format!("{:?}: {}", answer.kind, answer.text))
+    });
+    Ok(([ADDR_PREFIX, &name].concat(), t))
+}
+
+#[cfg(feature = "rogue")]
+pub(crate) fn raw_dial(address: &[u8], bytes: &[u8]) -> io::Result<UnixStream> {
+    let name = address
+        .strip_prefix(ADDR_PREFIX)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut s = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name)?)?;
+    s.write_all(bytes)?;
+    Ok(s)
+}
