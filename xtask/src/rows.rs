@@ -89,6 +89,7 @@ pub const ROWS: &[Row] = &[
     Row::test("shm/unit", "gloo-shm").lib(),
     Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),
     Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
+    Row::test("shm/procs", "gloo-shm").targets(&[Test("procs")]),
     Row::test("shm/rogue", "gloo-shm").features(&["rogue"]).targets(&[Test("rogue")]),
     Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).

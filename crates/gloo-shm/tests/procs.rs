@@ -1,0 +1,251 @@
+//! Real processes: a peer killed (`SIGKILL`) or frozen (`SIGSTOP`) mid-transfer is
+//! `PeerLost` naming it for the survivor, within the peer timeout; `kill -9` of both ranks at
+//! any moment leaves nothing in `/dev/shm`; eight ranks on this machine's two cores exchange
+//! with every other rank and finish; a process of another user is refused.
+//!
+//! The test binary re-executes itself as the ranks (`gloo_testing::procs`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gloo_shm::{Channel, Error, Interest, ShmConfig, ShmListener, wait};
+use gloo_testing::procs::{self, Board};
+use gloo_transport::Rank;
+
+/// In a child: bind, publish, connect to every other rank through the board.
+fn mesh(
+    job: &str,
+    rank: u32,
+    size: u32,
+    tune: impl Fn(ShmConfig) -> ShmConfig,
+) -> Vec<Option<Channel>> {
+    let board = Board::from_env().expect("the parent passes a board");
+    let l = ShmListener::bind(tune(ShmConfig::new(job, Rank(rank), size))).unwrap();
+    board.put(rank, &l.address_bytes()).unwrap();
+    let addrs = board.get_all(size, deadline(60)).unwrap();
+    l.connect_all(&addrs, deadline(60)).unwrap()
+}
+
+/// Rank 0 streams to rank 1 until it fails; rank 1 reads, says so on the board after 1 MiB,
+/// and goes on reading until the parent does something to it. Rank 0 reports its error.
+fn stream_until_lost(job: &str, peer_timeout: Duration) {
+    let (rank, size) = procs::child_rank().unwrap();
+    let board = Board::from_env().unwrap();
+    let mut chans = mesh(job, rank, size, |c| c.ring_capacity(64 << 10).peer_timeout(peer_timeout));
+    let ch = chans[1 - rank as usize].as_mut().unwrap();
+    let chunk = vec![0x5au8; 256 << 10];
+    let mut moved = 0usize;
+    let end = deadline(120);
+    loop {
+        let r = if rank == 0 { ch.write(&[&chunk]) } else { ch.read(&mut vec![0u8; 256 << 10]) };
+        match r {
+            Ok(0) => {
+                let i = if rank == 0 { Interest::WRITE } else { Interest::READ };
+                if let Err(e) = ch.wait(i, end) {
+                    board.put_named("error", format!("{e:?}").as_bytes()).unwrap();
+                    panic!("rank {rank} waited in vain: {e}");
+                }
+            }
+            Ok(n) => {
+                moved += n;
+                if rank == 1 && moved >= 1 << 20 && moved - n < 1 << 20 {
+                    board.put_named("progress", b"1").unwrap();
+                }
+            }
+            Err(e) => {
+                board.put_named("error", format!("{e:?}").as_bytes()).unwrap();
+                assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "rank {rank}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_mid_transfer_is_peer_lost_and_leaves_nothing() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("kill", Duration::from_secs(5));
+    }
+    let before = dev_shm();
+    let board = Board::fresh("shm-kill").unwrap();
+    let mut group = procs::spawn_self(
+        "sigkill_mid_transfer_is_peer_lost_and_leaves_nothing",
+        2,
+        &[board.env()],
+    );
+    board.get_named("progress", deadline(60)).unwrap();
+    group.kill(1);
+    let killed = Instant::now();
+    let error = String::from_utf8(board.get_named("error", deadline(60)).unwrap()).unwrap();
+    let noticed = killed.elapsed();
+    let outcomes = group.wait(deadline(60));
+    outcomes[0].assert_success();
+    assert_eq!(outcomes[1].signal(), Some(9), "{}", outcomes[1].report("was not killed"));
+    assert!(
+        error.contains("PeerLost") && error.contains("rank 1") && error.contains("exited"),
+        "{error}"
+    );
+    // Within the peer timeout (5 s) with room for a busy machine: death is the socket's
+    // hang-up, seen at once by a sleeper. Not a timing assertion of speed, a bound on a hang.
+    assert!(noticed < Duration::from_secs(60), "noticed after {noticed:?}");
+    assert_eq!(dev_shm(), before, "a killed rank left something in /dev/shm");
+}
+
+#[test]
+fn sigstop_mid_transfer_is_peer_lost_within_the_peer_timeout() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("stop", Duration::from_secs(1));
+    }
+    let board = Board::fresh("shm-stop").unwrap();
+    let mut group = procs::spawn_self(
+        "sigstop_mid_transfer_is_peer_lost_within_the_peer_timeout",
+        2,
+        &[board.env()],
+    );
+    board.get_named("progress", deadline(60)).unwrap();
+    group.stop(1);
+    let error = String::from_utf8(board.get_named("error", deadline(60)).unwrap()).unwrap();
+    group.kill(1);
+    let outcomes = group.wait(deadline(60));
+    outcomes[0].assert_success();
+    assert!(
+        error.contains("PeerLost") && error.contains("rank 1") && error.contains("no heartbeat"),
+        "{error}"
+    );
+}
+
+#[test]
+fn kill_9_of_both_ranks_at_any_moment_leaves_nothing_behind() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("kill-both", Duration::from_secs(5));
+    }
+    let before = dev_shm();
+    // From before the listener exists, through the handshake, to mid-transfer.
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160] {
+        let board = Board::fresh("shm-kill-both").unwrap();
+        let mut group = procs::spawn_self(
+            "kill_9_of_both_ranks_at_any_moment_leaves_nothing_behind",
+            2,
+            &[board.env()],
+        );
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        group.kill(0);
+        group.kill(1);
+        for o in group.wait(deadline(60)) {
+            assert!(!o.hung, "{}", o.report("hung"));
+        }
+        assert_eq!(
+            dev_shm(),
+            before,
+            "kill -9 of both after {delay_ms} ms left something in /dev/shm"
+        );
+    }
+}
+
+/// Eight ranks on the two cores of this machine, every pair connected, exchange 64 KiB with
+/// every other rank for several rounds through 16 KiB rings, each checking every byte.
+#[test]
+fn eight_ranks_on_two_cores_exchange_with_everyone() {
+    const SIZE: u32 = 8;
+    const LEN: usize = 64 << 10;
+    const ROUNDS: u64 = 4;
+    if let Some((rank, size)) = procs::child_rank() {
+        let mut chans = mesh("eight", rank, size, |c| c.ring_capacity(16 << 10).oversubscribed());
+        let seed =
+            |round: u64, from: u32, to: u32| round * 64 + u64::from(from) * 8 + u64::from(to);
+        for round in 0..ROUNDS {
+            let peers: Vec<u32> = (0..size).filter(|&p| p != rank).collect();
+            let outs: Vec<Vec<u8>> =
+                peers.iter().map(|&p| pattern(seed(round, rank, p), LEN)).collect();
+            let mut ins: Vec<Vec<u8>> = peers.iter().map(|_| vec![0u8; LEN]).collect();
+            let (mut sent, mut got) = (vec![0usize; peers.len()], vec![0usize; peers.len()]);
+            let end = deadline(120);
+            let mut live: Vec<&mut Channel> = chans.iter_mut().flatten().collect();
+            while sent.iter().chain(&got).any(|&n| n < LEN) {
+                let mut moved = false;
+                for (i, ch) in live.iter_mut().enumerate() {
+                    if sent[i] < LEN {
+                        let n = ch.write(&[&outs[i][sent[i]..]]).unwrap();
+                        sent[i] += n;
+                        moved |= n > 0;
+                    }
+                    if got[i] < LEN {
+                        let n = ch.read(&mut ins[i][got[i]..]).unwrap();
+                        got[i] += n;
+                        moved |= n > 0;
+                    }
+                }
+                if !moved {
+                    let interests: Vec<Interest> = (0..live.len())
+                        .map(|i| Interest { read: got[i] < LEN, write: sent[i] < LEN })
+                        .collect();
+                    let ready = wait(&mut live, &interests, end).unwrap();
+                    assert!(
+                        ready.is_some(),
+                        "rank {rank} round {round}: nothing ready by the deadline"
+                    );
+                }
+            }
+            for (i, &p) in peers.iter().enumerate() {
+                assert!(
+                    ins[i] == pattern(seed(round, p, rank), LEN),
+                    "rank {rank} round {round}: bad bytes from {p}"
+                );
+            }
+        }
+        return;
+    }
+    let board = Board::fresh("shm-eight").unwrap();
+    let group =
+        procs::spawn_self("eight_ranks_on_two_cores_exchange_with_everyone", SIZE, &[board.env()]);
+    group.wait_success(deadline(240));
+}
+
+/// A process of another user (uid 65534) that dials our listener is refused by us, and
+/// refuses us in turn: memory is shared only within one user.
+#[test]
+fn a_process_of_another_user_is_refused() {
+    const ADDR_ENV: &str = "GLOO_SHM_TEST_ADDR";
+    if let Ok(hex) = std::env::var(ADDR_ENV) {
+        let addr: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let l1 = ShmListener::bind(ShmConfig::new("uid", Rank(1), 2)).unwrap();
+        let e = l1.connect(Rank(0), &addr, deadline(30)).unwrap_err();
+        assert!(matches!(&e, Error::Refused { detail, .. } if detail.contains("uid 0")), "{e}");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let l0 = ShmListener::bind(ShmConfig::new("uid", Rank(0), 2)).unwrap();
+    let hex: String = l0.address_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_process_of_another_user_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ADDR_ENV, hex)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let e = l0.accept(deadline(30)).unwrap_err();
+    assert!(
+        matches!(&e, Error::Refused { peer: None, detail } if detail.contains("uid 65534")),
+        "{e}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("running 1 test"),
+        "the other user's process failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
