@@ -121,6 +121,7 @@ pub const BENCHES: &[Bench] = &[
     Bench { name: "sweep", about: "the main job: gloo-bench with your arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &[] },
     Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["transport"] },
     Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["limits"] },
+    Bench { name: "shm", about: "shared-memory channel between two processes: 1 B ping-pong, 64 MiB one-way (ring, single copy) beside memcpy [--cores A,B]", package: "gloo-shm", features: &[], target: Example("shm_bench"), args: &[] },
     Bench { name: "kernels", about: "reduce kernels (every element type) beside memcpy [MiB, default 64]", package: "gloo-algorithms", features: &[], target: Example("kernels"), args: &[] },
     Bench { name: "rendezvous", about: "rendezvous + full-mesh connect of N local processes through a TcpStore [N...]", package: "gloo-rendezvous", features: &[], target: Example("rendezvous_bench"), args: &[] },
     Bench { name: "store", about: "TcpStore vs redis-server set/get ops/s from 64 clients (needs redis-server, redis-benchmark)", package: "gloo-rendezvous", features: &["redis"], target: Example("store_bench"), args: &[] },

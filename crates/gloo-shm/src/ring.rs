@@ -69,6 +69,11 @@ pub trait RingMem {
     fn read_at(&self, index: usize, dst: &mut [u8]);
 }
 
+/// Bytes copied between two publications of an index: small enough that producer and
+/// consumer of a large transfer work on different pieces at once, large enough that the
+/// stores cost nothing beside the copies.
+const PIECE: usize = 64 << 10;
+
 /// The largest range one lend covers (a larger buffer is lent in pieces): the lend state
 /// keeps the bytes taken in its low 32 bits.
 pub const MAX_LEND: usize = 1 << 30;
@@ -220,19 +225,18 @@ impl<M: RingMem> Producer<M> {
         }
         let mut left = room.min(want);
         let total = left;
-        let mut pos = self.tail;
         for buf in bufs {
             if left == 0 {
                 break;
             }
-            let buf = &buf[..buf.len().min(left)];
-            self.copy_in(pos, buf);
-            pos = pos.wrapping_add(buf.len() as u64);
-            left -= buf.len();
-        }
-        if total > 0 {
-            self.tail = pos;
-            self.mem.tail().store(pos, Ordering::Release);
+            // Publish every PIECE bytes, so the consumer copies out one piece while we copy
+            // in the next (a large write would otherwise leave it idle until the end).
+            for piece in buf[..buf.len().min(left)].chunks(PIECE) {
+                self.copy_in(self.tail, piece);
+                self.tail = self.tail.wrapping_add(piece.len() as u64);
+                self.mem.tail().store(self.tail, Ordering::Release);
+                left -= piece.len();
+            }
         }
         Ok(total)
     }
@@ -350,15 +354,18 @@ impl<M: RingMem> Consumer<M> {
         if n == 0 {
             return Ok(0);
         }
-        let index = (self.head & self.mask) as usize;
-        let first = n.min(self.capacity() as usize - index);
-        self.mem.read_at(index, &mut dst[..first]);
-        if first < n {
-            self.mem.read_at(0, &mut dst[first..n]);
+        for piece in dst[..n].chunks_mut(PIECE) {
+            let index = (self.head & self.mask) as usize;
+            let first = piece.len().min(self.capacity() as usize - index);
+            self.mem.read_at(index, &mut piece[..first]);
+            if first < piece.len() {
+                self.mem.read_at(0, &mut piece[first..]);
+            }
+            self.head = self.head.wrapping_add(piece.len() as u64);
+            // Release: our copies above happen before the producer, having read this,
+            // overwrites them. Per piece, so the producer refills while we copy on.
+            self.mem.head().store(self.head, Ordering::Release);
         }
-        self.head = self.head.wrapping_add(n as u64);
-        // Release: our copies above happen before the producer, having read this, overwrites.
-        self.mem.head().store(self.head, Ordering::Release);
         Ok(n)
     }
 
