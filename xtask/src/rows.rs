@@ -87,6 +87,7 @@ pub const ROWS: &[Row] = &[
     // model and hostile indices, channels between threads, rogue peers scribbling on the
     // segment, processes killed, stopped and oversubscribed, and loom models of the ring.
     Row::test("shm/unit", "gloo-shm").lib(),
+    Row::test("shm/doc", "gloo-shm").targets(&[Doc]),
     Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),
     Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
     Row::test("shm/procs", "gloo-shm").targets(&[Test("procs")]),

@@ -110,17 +110,17 @@ fn main() {
         return child(&a, addr.as_bytes(), bytes);
     }
     // Pin the parent by running again under taskset (no unsafe sched_setaffinity here).
-    if let Some((p, _)) = &a.cores {
-        if std::env::var_os(PINNED_ENV).is_none() {
-            let status = Command::new("taskset")
-                .args(["-c", p])
-                .arg(std::env::current_exe().unwrap())
-                .args(std::env::args().skip(1))
-                .env(PINNED_ENV, "1")
-                .status()
-                .unwrap_or_else(|e| usage(&format!("cannot run taskset: {e}")));
-            std::process::exit(status.code().unwrap_or(1));
-        }
+    if let Some((p, _)) = &a.cores
+        && std::env::var_os(PINNED_ENV).is_none()
+    {
+        let status = Command::new("taskset")
+            .args(["-c", p])
+            .arg(std::env::current_exe().unwrap())
+            .args(std::env::args().skip(1))
+            .env(PINNED_ENV, "1")
+            .status()
+            .unwrap_or_else(|e| usage(&format!("cannot run taskset: {e}")));
+        std::process::exit(status.code().unwrap_or(1));
     }
     let cfg = ShmConfig::new("shm-bench", Rank(0), 2).ring_capacity(a.ring_kib << 10);
     let l = ShmListener::bind(cfg).expect("bind");

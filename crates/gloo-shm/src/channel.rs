@@ -250,16 +250,16 @@ impl Channel {
         if self.out.is_some() {
             return Ok(0);
         }
-        if may_lend && self.can_lend {
-            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-                if first.len() >= self.lend_min && self.tx.lend(first.as_ptr() as u64, first.len())
-                {
-                    let len = first.len().min(crate::ring::MAX_LEND) as u64;
-                    self.out = Some(LendOut { addr: first.as_ptr() as u64, len, reported: 0 });
-                    self.notify();
-                    return self.lend_progress();
-                }
-            }
+        if may_lend
+            && self.can_lend
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && first.len() >= self.lend_min
+            && self.tx.lend(first.as_ptr() as u64, first.len())
+        {
+            let len = first.len().min(crate::ring::MAX_LEND) as u64;
+            self.out = Some(LendOut { addr: first.as_ptr() as u64, len, reported: 0 });
+            self.notify();
+            return self.lend_progress();
         }
         let n = self.tx.write(bufs).map_err(|e| self.protocol(e))?;
         if n > 0 {

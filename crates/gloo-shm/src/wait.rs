@@ -52,7 +52,7 @@ pub fn wait(
                 return Ok(Some(i));
             }
             n = n.wrapping_add(1);
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 let now = Instant::now();
                 if now >= deadline {
                     return Ok(None);

@@ -221,7 +221,7 @@ fn a_process_of_another_user_is_refused() {
     use std::os::unix::process::CommandExt;
     let l0 = ShmListener::bind(ShmConfig::new("uid", Rank(0), 2)).unwrap();
     let hex: String = l0.address_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "a_process_of_another_user_is_refused",

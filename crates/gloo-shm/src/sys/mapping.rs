@@ -79,7 +79,7 @@ impl Mapping {
     /// never from a peer; one that is out of bounds or misaligned is a bug and panics.
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off.checked_add(8).is_some_and(|end| end <= self.len),
+            off.is_multiple_of(8) && off.checked_add(8).is_some_and(|end| end <= self.len),
             "u64 at {off}"
         );
         // SAFETY: in bounds and 8-aligned (checked above; the mapping is page-aligned); the
