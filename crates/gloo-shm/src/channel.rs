@@ -91,7 +91,7 @@ pub struct Channel {
     failed: Option<Error>,
     closed: bool,
     /// Our private copy of our "sleeping" word (see [`sleep`]).
-    sleeps: u64,
+    sleeps: Arc<std::sync::Mutex<u64>>,
     /// The peer's last sleep we rang its doorbell for.
     rung: u64,
     /// Our side of the segment: 0 for the acceptor, 1 for the dialer.
@@ -150,7 +150,7 @@ impl Channel {
             slice: (config.peer_timeout / 4).min(Duration::from_millis(250)),
             failed: None,
             closed: false,
-            sleeps: 0,
+            sleeps: Arc::new(std::sync::Mutex::new(0)),
             rung: 0,
             side,
             _segment: p.segment,
@@ -397,9 +397,11 @@ impl Channel {
     /// more. Returns true if the channel is ready after all (do not sleep). Call
     /// [`Channel::after_sleep`] when awake.
     pub fn prepare_sleep(&mut self, interest: Interest) -> bool {
-        sleep::announce(self.mine.sleeping(), &mut self.sleeps);
+        let sleeps = self.sleeps.clone();
+        let mut count = sleeps.lock().unwrap_or_else(|p| p.into_inner());
+        sleep::announce(self.mine.sleeping(), &mut count);
         if self.ready(interest) {
-            sleep::clear(self.mine.sleeping(), &mut self.sleeps);
+            sleep::clear(self.mine.sleeping(), &mut count);
             return true;
         }
         false
@@ -407,7 +409,22 @@ impl Channel {
 
     /// After a sleep prepared with [`Channel::prepare_sleep`].
     pub fn after_sleep(&mut self) {
-        sleep::clear(self.mine.sleeping(), &mut self.sleeps);
+        let mut count = self.sleeps.lock().unwrap_or_else(|p| p.into_inner());
+        sleep::clear(self.mine.sleeping(), &mut count);
+    }
+
+    /// A handle with which a sleeper that does not hold the channel (an engine's `Sleeper`,
+    /// while the channel sits in its link table) announces a sleep and checks readiness.
+    pub fn sleep_handle(&self) -> SleepHandle {
+        SleepHandle {
+            mine: self.mine.clone(),
+            incoming: self._segment.ring(1 - self.side),
+            outgoing: self._segment.ring(self.side),
+            watch: self.watch.clone(),
+            sleeps: self.sleeps.clone(),
+            bell: self.bell.clone(),
+            sock: self.sock.try_clone().ok().map(Arc::new),
+        }
     }
 
     /// This process's doorbell (an eventfd, shared by the channels of one listener): readable
@@ -544,5 +561,79 @@ impl<'b> Lending<'_, '_, 'b> {
     /// [`wait`](crate::wait) on these channels.
     pub fn wait(&mut self, interests: &[Interest], deadline: Instant) -> Result<Option<usize>> {
         crate::wait::wait(self.channels, interests, deadline)
+    }
+}
+
+/// What an outside sleeper needs of one channel: announce a sleep on it (then ring-or-check,
+/// as [`Channel::prepare_sleep`]), clear it, and its descriptors. Cheap to clone; `Send` and
+/// `Sync`. Its readiness check reads only the shared indices (it cannot see the channel's
+/// private ones), so it may report ready spuriously, which costs one look at the channel,
+/// never a missed wake.
+#[derive(Clone, Debug)]
+pub struct SleepHandle {
+    mine: SideWords,
+    incoming: MappedRing,
+    outgoing: MappedRing,
+    watch: Arc<Watched>,
+    sleeps: Arc<std::sync::Mutex<u64>>,
+    bell: Arc<File>,
+    sock: Option<Arc<UnixStream>>,
+}
+
+impl SleepHandle {
+    /// Mark this side sleeping on the channel, then check it: true means it may be ready
+    /// (bytes or a lend to read, room to write, the peer closed or lost): do not sleep, and
+    /// the mark is already cleared.
+    pub fn prepare_sleep(&self, interest: Interest) -> bool {
+        use crate::ring::RingMem;
+        let mut count = self.sleeps.lock().unwrap_or_else(|p| p.into_inner());
+        sleep::announce(self.mine.sleeping(), &mut count);
+        let (tail_in, head_in) = (
+            self.incoming.tail().load(Ordering::Acquire),
+            self.incoming.head().load(Ordering::Relaxed),
+        );
+        let (tail_out, head_out) = (
+            self.outgoing.tail().load(Ordering::Relaxed),
+            self.outgoing.head().load(Ordering::Acquire),
+        );
+        let ready = self.watch.lost().is_some()
+            || self.watch.peer_closed()
+            || (interest.read
+                && (tail_in != head_in || self.incoming.lend_state().load(Ordering::Acquire) != 0))
+            || (interest.write
+                && (tail_out.wrapping_sub(head_out) < self.outgoing.capacity() as u64
+                    || self.outgoing.lend_state().load(Ordering::Acquire) != 0));
+        if ready {
+            sleep::clear(self.mine.sleeping(), &mut count);
+        }
+        ready
+    }
+
+    /// Clear the mark after the sleep.
+    pub fn after_sleep(&self) {
+        let mut count = self.sleeps.lock().unwrap_or_else(|p| p.into_inner());
+        sleep::clear(self.mine.sleeping(), &mut count);
+    }
+
+    /// The doorbell to sleep on (readable when rung).
+    pub fn doorbell(&self) -> BorrowedFd<'_> {
+        self.bell.as_fd()
+    }
+
+    /// Ring our own doorbell: wakes this process's sleeper from another thread (an engine's
+    /// `Waker`).
+    pub fn wake(&self) {
+        // A failed ring only leaves the sleeper to its bounded slice.
+        let _ = event::ring(&self.bell);
+    }
+
+    /// Reset the doorbell after a wake.
+    pub fn drain_doorbell(&self) {
+        event::drain(&self.bell);
+    }
+
+    /// The set-up socket, to watch for hang-up (the peer's death).
+    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(|s| s.as_fd())
     }
 }

@@ -96,7 +96,7 @@ mod sys;
 mod wait;
 
 #[cfg(not(loom))]
-pub use channel::{Channel, Interest, Lending, lending};
+pub use channel::{Channel, Interest, Lending, SleepHandle, lending};
 #[cfg(not(loom))]
 pub use config::{
     DEFAULT_LEND_MIN, DEFAULT_PEER_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, DEFAULT_YIELD,

@@ -276,3 +276,62 @@ fn a_listener_nobody_dials_times_out_naming_what_it_waited_for() {
     let e = l0.accept(std::time::Instant::now() + Duration::from_millis(50)).unwrap_err();
     assert!(matches!(&e, Error::Timeout { doing, .. } if doing.contains("connect")), "{e}");
 }
+
+/// A sleeper that does not hold the channel (an engine's) announces its sleep through a
+/// handle, polls the doorbell, and is woken by the peer's write; a handle's `wake` wakes it
+/// from a third thread.
+#[test]
+fn a_sleep_handle_sleeps_outside_the_channel_and_is_woken() {
+    let (c0, c1) = configs("handle", 4096);
+    let (mut a, mut b) = pair(c0, c1);
+    let h = a.sleep_handle();
+    assert!(h.prepare_sleep(Interest::WRITE), "an empty ring has room");
+    assert!(!h.prepare_sleep(Interest::READ), "nothing to read yet");
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        send_all(&mut b, b"x", deadline(10)).unwrap();
+        b
+    });
+    // Sleep on the doorbell alone (as a poller would), bounded.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 1];
+    while a.read(&mut buf).unwrap() == 0 {
+        assert!(std::time::Instant::now() < end, "never woken");
+        if !h.prepare_sleep(Interest::READ) {
+            wait_readable(h.doorbell(), Duration::from_millis(500));
+            h.after_sleep();
+            h.drain_doorbell();
+        }
+    }
+    assert_eq!(&buf, b"x");
+    let _b = writer.join().unwrap();
+    let h2 = h.clone();
+    let t = std::thread::spawn(move || h2.wake());
+    t.join().unwrap();
+    assert!(wait_readable(h.doorbell(), Duration::from_secs(10)), "wake() rings the doorbell");
+}
+
+/// Wait up to `timeout` for an eventfd to be readable, by non-blocking reads of a duplicate
+/// (a test cannot call `poll` without unsafe code); a count read is written back, so the
+/// caller's drain still finds it.
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
+    use std::io::Read;
+    let file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+    let end = std::time::Instant::now() + timeout;
+    let mut b = [0u8; 8];
+    loop {
+        match (&file).read(&mut b) {
+            Ok(_) => {
+                // Put the count back so the caller's drain sees it too.
+                std::io::Write::write_all(&mut &file, &1u64.to_ne_bytes()).unwrap();
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
