@@ -360,6 +360,46 @@ impl Channel {
         }
     }
 
+    /// [`Channel::read`] in the shape of a non-blocking `std::io::Read` (as a transport
+    /// engine's link reads): `WouldBlock` for nothing yet, `Ok(0)` for the peer's clean
+    /// close, and other errors as `io::Error`s that carry the typed [`Error`] (see its
+    /// `From` conversion).
+    pub fn read_io(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.read(buf) {
+            Ok(0) if !buf.is_empty() => Err(std::io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            Err(Error::Closed { .. }) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Channel::write`] in the shape of a non-blocking `std::io::Write::write_vectored`:
+    /// `WouldBlock` for no room. At most the first 16 slices are written from (a prefix, as
+    /// the contract allows).
+    pub fn write_io(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut slices: [&[u8]; 16] = [&[]; 16];
+        let n = bufs.len().min(16);
+        for (s, b) in slices.iter_mut().zip(bufs) {
+            *s = b;
+        }
+        let want: usize = slices[..n].iter().map(|s| s.len()).sum();
+        match self.write(&slices[..n]) {
+            Ok(0) if want > 0 => Err(std::io::ErrorKind::WouldBlock.into()),
+            Ok(k) => Ok(k),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether bytes (or a lend) from the peer wait to be read, from the shared indices only
+    /// (`&self`): a peer with unread bytes is alive (liveness asks this before declaring a
+    /// silent peer lost). A scribbled index can make it say yes wrongly, never crash.
+    pub fn input_waiting(&self) -> bool {
+        use crate::ring::RingMem;
+        let incoming = self._segment.ring(1 - self.side);
+        incoming.tail().load(Ordering::Acquire) != self.rx.consumed()
+            || (self.can_pull && incoming.lend_state().load(Ordering::Acquire) != 0)
+    }
+
     /// Whether a read or write (as `interest` says) would make progress now: bytes or a lend
     /// to read, room to write or a lend taken, or an end to report (close, loss, a failure).
     pub fn ready(&mut self, interest: Interest) -> bool {

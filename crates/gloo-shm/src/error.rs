@@ -142,3 +142,23 @@ impl From<Error> for gloo_transport::Error {
         }
     }
 }
+
+/// For byte-stream interfaces (`std::io`, a transport engine's link): the kind says what
+/// happened (`ConnectionReset` for a lost peer, `UnexpectedEof` for a close, `InvalidData` for
+/// a protocol breach, ...) and the typed error rides along, so
+/// `e.get_ref().and_then(|e| e.downcast_ref::<gloo_shm::Error>())` recovers it.
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> std::io::Error {
+        use std::io::ErrorKind as K;
+        let kind = match &e {
+            Error::Protocol { .. } => K::InvalidData,
+            Error::PeerLost { .. } => K::ConnectionReset,
+            Error::Closed { .. } => K::UnexpectedEof,
+            Error::Refused { .. } => K::PermissionDenied,
+            Error::Timeout { .. } => K::TimedOut,
+            Error::InvalidArgument { .. } => K::InvalidInput,
+            Error::Io { kind, .. } => *kind,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

@@ -9,6 +9,24 @@ use common::*;
 use gloo_shm::{Error, Interest, ShmConfig, ShmListener, SingleCopy, lending, wait};
 use gloo_transport::Rank;
 
+/// The io shape an engine's link uses: `WouldBlock` for nothing yet and for a full ring,
+/// vectored writes, and `input_waiting` once bytes are there.
+#[test]
+fn the_io_shape_blocks_and_moves_bytes() {
+    use std::io::{ErrorKind, IoSlice};
+    let (c0, c1) = configs("io", 4096);
+    let (mut a, mut b) = pair(c0, c1);
+    assert_eq!(a.read_io(&mut [0u8; 4]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert!(!a.input_waiting());
+    assert_eq!(b.write_io(&[IoSlice::new(b"head"), IoSlice::new(b"er")]).unwrap(), 6);
+    assert!(a.input_waiting());
+    let mut buf = [0u8; 6];
+    assert_eq!(a.read_io(&mut buf).unwrap(), 6);
+    assert_eq!(&buf, b"header");
+    assert_eq!(b.write_io(&[IoSlice::new(&[0u8; 5000])]).unwrap(), 4096);
+    assert_eq!(b.write_io(&[IoSlice::new(b"x")]).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
 #[test]
 fn small_messages_ping_pong() {
     let (c0, c1) = configs("ping", 4096);
@@ -103,6 +121,10 @@ fn a_closed_peer_is_read_to_the_end_then_closed() {
     a.wait(Interest::READ, deadline(10)).unwrap();
     assert_eq!(a.read(&mut buf), Err(Error::Closed { peer: Rank(1) }));
     assert!(matches!(a.write(&[b"x"]), Err(Error::PeerLost { peer: Rank(1), .. })));
+    // The io shape: a clean close is the end of the stream, a write is a reset.
+    assert_eq!(a.read_io(&mut buf).unwrap(), 0);
+    let e = a.write_io(&[std::io::IoSlice::new(b"x")]).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
 }
 
 /// One waiter over several channels returns the one that became ready.

@@ -36,8 +36,13 @@ fn a_tail_past_the_capacity_is_a_protocol_error() {
     r.rogue().ring_word(Dir::Outgoing, RingWord::Tail, CAP as u64 + 1);
     let d = assert_protocol(v.read(&mut [0u8; 16]), "tail past capacity");
     assert!(d.contains("tail"), "{d}");
-    // The error is sticky: the stream cannot be trusted any more.
+    // The error is sticky: the stream cannot be trusted any more. Through the io shape it
+    // keeps its kind and the typed error.
     assert!(matches!(v.read(&mut [0u8; 16]), Err(Error::Protocol { .. })));
+    let io = v.read_io(&mut [0u8; 16]).unwrap_err();
+    assert_eq!(io.kind(), std::io::ErrorKind::InvalidData);
+    let typed = io.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(typed, Some(Error::Protocol { peer: Some(Rank(1)), .. })), "{io}");
     assert!(matches!(v.write(&[b"x"]), Err(Error::Protocol { .. })));
 }
 
