@@ -29,7 +29,8 @@ fn mesh(
 }
 
 /// Rank 0 streams to rank 1 until it fails; rank 1 reads, says so on the board after 1 MiB,
-/// and goes on reading until the parent does something to it. Rank 0 reports its error.
+/// and goes on reading until it fails. The parent kills or stops one of them; the survivor
+/// reports its error on the board and checks that it names the other rank.
 fn stream_until_lost(job: &str, peer_timeout: Duration) {
     let (rank, size) = procs::child_rank().unwrap();
     let board = Board::from_env().unwrap();
@@ -56,64 +57,115 @@ fn stream_until_lost(job: &str, peer_timeout: Duration) {
             }
             Err(e) => {
                 board.put_named("error", format!("{e:?}").as_bytes()).unwrap();
-                assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "rank {rank}: {e}");
+                let other = Rank(1 - rank);
+                assert!(
+                    matches!(e, Error::PeerLost { peer, .. } if peer == other),
+                    "rank {rank}: {e}"
+                );
                 return;
             }
         }
     }
 }
 
-#[test]
-fn sigkill_mid_transfer_is_peer_lost_and_leaves_nothing() {
-    if procs::child_rank().is_some() {
-        return stream_until_lost("kill", Duration::from_secs(5));
-    }
+/// Kill (`SIGKILL`) or stop (`SIGSTOP`) rank `victim` of a streaming pair once bytes flow;
+/// returns the survivor's error text. /dev/shm must be as it was.
+fn fault_mid_transfer(test: &str, victim: u32, stop: bool) -> String {
     let before = dev_shm();
-    let board = Board::fresh("shm-kill").unwrap();
-    let mut group = procs::spawn_self(
-        "sigkill_mid_transfer_is_peer_lost_and_leaves_nothing",
-        2,
-        &[board.env()],
-    );
+    let board = Board::fresh("shm-fault").unwrap();
+    let mut group = procs::spawn_self(test, 2, &[board.env()]);
     board.get_named("progress", deadline(60)).unwrap();
-    group.kill(1);
-    let killed = Instant::now();
+    if stop {
+        group.stop(victim);
+    } else {
+        group.kill(victim);
+    }
     let error = String::from_utf8(board.get_named("error", deadline(60)).unwrap()).unwrap();
-    let noticed = killed.elapsed();
+    group.kill(victim);
     let outcomes = group.wait(deadline(60));
-    outcomes[0].assert_success();
-    assert_eq!(outcomes[1].signal(), Some(9), "{}", outcomes[1].report("was not killed"));
-    assert!(
-        error.contains("PeerLost") && error.contains("rank 1") && error.contains("exited"),
-        "{error}"
+    outcomes[1 - victim as usize].assert_success();
+    assert_eq!(
+        outcomes[victim as usize].signal(),
+        Some(9),
+        "{}",
+        outcomes[victim as usize].report("was not killed")
     );
-    // Within the peer timeout (5 s) with room for a busy machine: death is the socket's
-    // hang-up, seen at once by a sleeper. Not a timing assertion of speed, a bound on a hang.
-    assert!(noticed < Duration::from_secs(60), "noticed after {noticed:?}");
+    assert!(error.contains("PeerLost") && error.contains(&format!("rank {victim}")), "{error}");
     assert_eq!(dev_shm(), before, "a killed rank left something in /dev/shm");
+    error
 }
 
+/// The reader dies: the writer, asleep on a full ring, is woken by the socket's hang-up.
 #[test]
-fn sigstop_mid_transfer_is_peer_lost_within_the_peer_timeout() {
+fn sigkill_of_the_reader_is_peer_lost_for_the_writer() {
     if procs::child_rank().is_some() {
-        return stream_until_lost("stop", Duration::from_secs(1));
+        return stream_until_lost("kill-r", Duration::from_secs(5));
     }
-    let board = Board::fresh("shm-stop").unwrap();
-    let mut group = procs::spawn_self(
-        "sigstop_mid_transfer_is_peer_lost_within_the_peer_timeout",
-        2,
-        &[board.env()],
-    );
-    board.get_named("progress", deadline(60)).unwrap();
-    group.stop(1);
-    let error = String::from_utf8(board.get_named("error", deadline(60)).unwrap()).unwrap();
-    group.kill(1);
-    let outcomes = group.wait(deadline(60));
-    outcomes[0].assert_success();
-    assert!(
-        error.contains("PeerLost") && error.contains("rank 1") && error.contains("no heartbeat"),
-        "{error}"
-    );
+    let error = fault_mid_transfer("sigkill_of_the_reader_is_peer_lost_for_the_writer", 1, false);
+    assert!(error.contains("exited"), "{error}");
+}
+
+/// The writer dies: the reader, asleep on an empty ring, is woken by the socket's hang-up.
+#[test]
+fn sigkill_of_the_writer_is_peer_lost_for_the_reader() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("kill-w", Duration::from_secs(5));
+    }
+    let error = fault_mid_transfer("sigkill_of_the_writer_is_peer_lost_for_the_reader", 0, false);
+    assert!(error.contains("exited"), "{error}");
+}
+
+/// The reader freezes: its heartbeat stops, and the writer reports it after the peer timeout.
+#[test]
+fn sigstop_of_the_reader_is_peer_lost_within_the_peer_timeout() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("stop-r", Duration::from_secs(1));
+    }
+    let error =
+        fault_mid_transfer("sigstop_of_the_reader_is_peer_lost_within_the_peer_timeout", 1, true);
+    assert!(error.contains("no heartbeat"), "{error}");
+}
+
+/// The writer freezes: the reader reports it after the peer timeout.
+#[test]
+fn sigstop_of_the_writer_is_peer_lost_within_the_peer_timeout() {
+    if procs::child_rank().is_some() {
+        return stream_until_lost("stop-w", Duration::from_secs(1));
+    }
+    let error =
+        fault_mid_transfer("sigstop_of_the_writer_is_peer_lost_within_the_peer_timeout", 0, true);
+    assert!(error.contains("no heartbeat"), "{error}");
+}
+
+/// The liveness thread ends with the last channel: no thread is left behind.
+#[test]
+fn the_liveness_thread_ends_with_the_last_channel() {
+    if procs::child_rank().is_some() {
+        let liveness = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter(|t| {
+                    let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
+                        .unwrap_or_default();
+                    comm.trim() == "gloo-shm-livene" // comm is cut to 15 bytes
+                })
+                .count()
+        };
+        assert_eq!(liveness(), 0);
+        let (c0, c1) = configs("threads", 4096);
+        let (a, b) = pair(c0, c1);
+        assert_eq!(liveness(), 1, "one liveness thread per process");
+        drop((a, b));
+        let end = deadline(30);
+        while liveness() > 0 {
+            assert!(Instant::now() < end, "the liveness thread outlived its channels");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return;
+    }
+    // In a child of its own: other tests of this binary hold channels in this process.
+    procs::spawn_self("the_liveness_thread_ends_with_the_last_channel", 1, &[])
+        .wait_success(deadline(60));
 }
 
 #[test]
