@@ -258,6 +258,17 @@ fn single_copy_off_uses_the_ring() {
     });
 }
 
+/// One side off: neither lends, since the other cannot read it and it reads nobody.
+#[test]
+fn single_copy_off_on_one_side_is_off_for_the_pair() {
+    let (c0, c1) = configs("half-lend", 4096);
+    let (a, b) = pair(c0.single_copy(SingleCopy::Off), c1);
+    assert!(!a.single_copy() && !b.single_copy());
+    let (c0, c1) = configs("half-lend", 4096);
+    let (a, b) = pair(c0, c1.single_copy(SingleCopy::Off));
+    assert!(!a.single_copy() && !b.single_copy());
+}
+
 #[test]
 fn set_up_refuses_another_job_and_impossible_ranks() {
     let l0 = ShmListener::bind(ShmConfig::new("job-a", Rank(0), 2)).unwrap();
