@@ -278,7 +278,20 @@ fn a_process_of_another_user_is_refused() {
     use std::os::unix::process::CommandExt;
     let l0 = ShmListener::bind(ShmConfig::new("uid", Rank(0), 2)).unwrap();
     let hex: String = l0.address_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    // Run a copy of this binary from /tmp (not TMPDIR, which may be private): the build directory may not be
+    // reachable by another user (a checkout under a 0700 home).
+    let exe =
+        std::path::Path::new("/tmp").join(format!("gloo-shm-uid-test-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(exe.clone());
+    let child = std::process::Command::new(&exe)
         .args([
             "--exact",
             "a_process_of_another_user_is_refused",
