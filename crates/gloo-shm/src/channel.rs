@@ -573,9 +573,22 @@ pub struct Lending<'s, 'c, 'b> {
 }
 
 impl<'b> Lending<'_, '_, 'b> {
-    /// Channel `i`, for reads and anything else.
-    pub fn channel(&mut self, i: usize) -> &mut Channel {
-        self.channels[i]
+    // No `&mut Channel` is handed out: with one, a caller could swap a channel with a lend
+    // out of the scope (`mem::swap`), and the lend would outlive the bytes it points at.
+
+    /// [`Channel::read`] on channel `i`.
+    pub fn read(&mut self, i: usize, buf: &mut [u8]) -> Result<usize> {
+        self.channels[i].read(buf)
+    }
+
+    /// [`Channel::ready`] on channel `i`.
+    pub fn ready(&mut self, i: usize, interest: Interest) -> bool {
+        self.channels[i].ready(interest)
+    }
+
+    /// [`Channel::peer`] of channel `i`.
+    pub fn peer(&self, i: usize) -> Rank {
+        self.channels[i].peer()
     }
 
     /// The number of channels.

@@ -183,6 +183,48 @@ fn lending_moves_large_writes_single_copy() {
     assert!(t.join().unwrap() == out);
 }
 
+/// Both ends lend to each other at once, each reading the other's lend inside its own scope:
+/// the symmetric exchange of a two-rank collective step, single copy both ways.
+#[test]
+fn both_ends_lend_and_read_at_once() {
+    let (c0, c1) = configs("lend-both", 4096);
+    let (a, b) = pair(c0.lend_min(1024), c1.lend_min(1024));
+    const LEN: usize = 16 << 20;
+    let run = |mut ch: gloo_shm::Channel, seed_out: u64, seed_in: u64| {
+        std::thread::spawn(move || {
+            let out = pattern(seed_out, LEN);
+            let mut got = vec![0u8; LEN];
+            let d = deadline(60);
+            lending(&mut [&mut ch], |l| {
+                let (mut sent, mut recvd) = (0, 0);
+                while sent < LEN || recvd < LEN {
+                    let mut moved = false;
+                    if sent < LEN {
+                        let n = l.write(0, &[&out[sent..]]).unwrap();
+                        sent += n;
+                        moved |= n > 0;
+                    }
+                    if recvd < LEN {
+                        let n = l.read(0, &mut got[recvd..]).unwrap();
+                        recvd += n;
+                        moved |= n > 0;
+                    }
+                    if !moved {
+                        let i = Interest { read: recvd < LEN, write: sent < LEN };
+                        l.wait(&[i], d).unwrap().expect("progress before the deadline");
+                    }
+                }
+            });
+            assert!(got == pattern(seed_in, LEN), "stream {seed_in} corrupted");
+            ch
+        })
+    };
+    let ta = run(a, 21, 22);
+    let tb = run(b, 22, 21);
+    ta.join().unwrap();
+    tb.join().unwrap();
+}
+
 /// A lending scope that ends while the reader is part-way through a lend: what the reader
 /// took counts once, the rest goes by the next writes, and the stream stays whole.
 #[test]
