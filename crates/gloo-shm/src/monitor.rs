@@ -84,15 +84,25 @@ impl Watched {
         }
     }
 
-    /// The reason for a hung-up socket: a clean close if the peer said so first.
+    /// The reason for a hung-up socket. A killed process closes its descriptors before it
+    /// becomes a zombie, so it is given a moment (10 ms: the liveness thread calls this too,
+    /// and must not hold up the heartbeats) to show as gone.
     pub(crate) fn hangup_reason(&self) -> String {
+        let end = Instant::now() + Duration::from_millis(10);
+        while !process_gone(self.peer_pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if process_gone(self.peer_pid) {
             format!(
                 "process {} exited (its end of the shared-memory socket hung up)",
                 self.peer_pid
             )
         } else {
-            format!("process {} closed its end of the shared-memory socket", self.peer_pid)
+            format!(
+                "its end of the shared-memory socket hung up without a goodbye (process {} is still \
+                 there, exiting or having closed it)",
+                self.peer_pid
+            )
         }
     }
 
