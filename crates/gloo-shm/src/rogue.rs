@@ -157,3 +157,17 @@ pub fn memfd(len: u64) -> std::io::Result<std::fs::File> {
 pub fn segment_len(capacity: usize) -> usize {
     crate::segment::segment_len(capacity)
 }
+
+/// A fake dialer: says a proper hello as `rank` of `job` (`size` ranks) to the listener at
+/// `address`, takes its welcome and segment, then answers with an ack carrying `doorbell`
+/// as its doorbell (any descriptor, or none): for tests that the acceptor checks what the
+/// dialer hands back. Returns the socket, to keep open while the acceptor decides.
+pub fn fake_dialer(
+    address: &[u8],
+    job: &str,
+    rank: u32,
+    size: u32,
+    doorbell: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    crate::setup::fake_dialer(address, job, rank, size, doorbell)
+}

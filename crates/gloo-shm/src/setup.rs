@@ -612,3 +612,34 @@ mod tests {
         assert!(!probe(SingleCopy::Auto, 1 << 30, addr, value));
     }
 }
+
+#[cfg(feature = "rogue")]
+pub(crate) fn fake_dialer(
+    address: &[u8],
+    job: &str,
+    rank: u32,
+    size: u32,
+    doorbell: Option<OwnedFd>,
+) -> io::Result<UnixStream> {
+    let name = address
+        .strip_prefix(ADDR_PREFIX)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let sock = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name)?)?;
+    let mut hello = Msg::new(Kind::Hello);
+    hello.rank = rank;
+    hello.size = size;
+    hello.text = job.to_string();
+    send_msg(&sock, &hello, &[])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (_welcome, _fds) =
+        recv_msg(&sock, None, deadline).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut ack = Msg::new(Kind::Ack);
+    ack.rank = rank;
+    let fds: Vec<_> = doorbell.iter().map(|f| f.as_fd()).collect();
+    if fds.is_empty() {
+        (&sock).write_all(&ack.encode())?;
+    } else {
+        send_msg(&sock, &ack, &fds)?;
+    }
+    Ok(sock)
+}

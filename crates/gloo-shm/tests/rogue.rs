@@ -253,3 +253,25 @@ fn garbage_on_the_set_up_socket_is_refused_and_the_listener_goes_on() {
     recv_exact(&mut a, &mut buf, deadline(10)).unwrap();
     assert_eq!(&buf, b"ok");
 }
+
+/// A dialer that hands back something other than an eventfd as its doorbell (a pipe, which
+/// could block our rings of it), or none, is a protocol error naming it; the acceptor keeps
+/// nothing of the pair.
+#[test]
+fn a_doorbell_that_is_not_an_eventfd_is_refused() {
+    let l0 = ShmListener::bind(ShmConfig::new("bell", Rank(0), 2)).unwrap();
+    let addr = l0.address_bytes();
+    let (pipe_end, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+    for (bell, want) in
+        [(Some(std::os::fd::OwnedFd::from(pipe_end)), "not an eventfd"), (None, "descriptors")]
+    {
+        let addr = addr.clone();
+        let t = std::thread::spawn(move || rogue::fake_dialer(&addr, "bell", 1, 2, bell).unwrap());
+        let e = l0.accept(deadline(10)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol { peer: Some(Rank(1)), detail } if detail.contains(want)),
+            "{want}: {e}"
+        );
+        drop(t.join().unwrap());
+    }
+}
