@@ -592,27 +592,6 @@ pub(crate) fn raw_dial(address: &[u8], bytes: &[u8]) -> io::Result<UnixStream> {
     Ok(s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The single-copy probe says yes only when it reads the right value from a live
-    /// process; every failure (a wrong value, a dead process, a bad address, the mode off)
-    /// falls back to the ring.
-    #[test]
-    fn the_probe_falls_back_on_every_failure() {
-        let (addr, value) = probe_word();
-        let me = std::process::id();
-        assert!(probe(SingleCopy::Auto, me, addr, value));
-        assert!(!probe(SingleCopy::Off, me, addr, value));
-        assert!(!probe(SingleCopy::Auto, me, addr, value ^ 1));
-        assert!(!probe(SingleCopy::Auto, me, 16, value));
-        assert!(!probe(SingleCopy::Auto, me, addr, 0));
-        // A pid beyond pid_max names no process.
-        assert!(!probe(SingleCopy::Auto, 1 << 30, addr, value));
-    }
-}
-
 #[cfg(feature = "rogue")]
 pub(crate) fn fake_dialer(
     address: &[u8],
@@ -642,4 +621,25 @@ pub(crate) fn fake_dialer(
         send_msg(&sock, &ack, &fds)?;
     }
     Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-copy probe says yes only when it reads the right value from a live
+    /// process; every failure (a wrong value, a dead process, a bad address, the mode off)
+    /// falls back to the ring.
+    #[test]
+    fn the_probe_falls_back_on_every_failure() {
+        let (addr, value) = probe_word();
+        let me = std::process::id();
+        assert!(probe(SingleCopy::Auto, me, addr, value));
+        assert!(!probe(SingleCopy::Off, me, addr, value));
+        assert!(!probe(SingleCopy::Auto, me, addr, value ^ 1));
+        assert!(!probe(SingleCopy::Auto, me, 16, value));
+        assert!(!probe(SingleCopy::Auto, me, addr, 0));
+        // A pid beyond pid_max names no process.
+        assert!(!probe(SingleCopy::Auto, 1 << 30, addr, value));
+    }
 }
