@@ -83,6 +83,16 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
+    // gloo-shm: sys wrappers, segment and handshake codec (unit), the ring against a VecDeque
+    // model and hostile indices, channels between threads, rogue peers scribbling on the
+    // segment, processes killed, stopped and oversubscribed, and loom models of the ring.
+    Row::test("shm/unit", "gloo-shm").lib(),
+    Row::test("shm/doc", "gloo-shm").targets(&[Doc]),
+    Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),
+    Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
+    Row::test("shm/procs", "gloo-shm").targets(&[Test("procs")]),
+    Row::test("shm/rogue", "gloo-shm").features(&["rogue"]).targets(&[Test("rogue")]),
+    Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),
     // gloo-rendezvous: every store through the conformance suite, the gloo-store binary, the
@@ -118,6 +128,7 @@ pub const BENCHES: &[Bench] = &[
     Bench { name: "sweep", about: "the main job: gloo-bench with your arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &[] },
     Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["transport"] },
     Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["limits"] },
+    Bench { name: "shm", about: "shared-memory channel between two processes: 1 B ping-pong, 64 MiB one-way (ring, single copy) beside memcpy [--cores A,B]", package: "gloo-shm", features: &[], target: Example("shm_bench"), args: &[] },
     Bench { name: "kernels", about: "reduce kernels (every element type) beside memcpy [MiB, default 64]", package: "gloo-algorithms", features: &[], target: Example("kernels"), args: &[] },
     Bench { name: "rendezvous", about: "rendezvous + full-mesh connect of N local processes through a TcpStore [N...]", package: "gloo-rendezvous", features: &[], target: Example("rendezvous_bench"), args: &[] },
     Bench { name: "store", about: "TcpStore vs redis-server set/get ops/s from 64 clients (needs redis-server, redis-benchmark)", package: "gloo-rendezvous", features: &["redis"], target: Example("store_bench"), args: &[] },
