@@ -5,6 +5,7 @@
 //!   compare-and-set; every call takes a deadline) and ships its stores:
 //!   [`HashStore`] (in-process), [`PrefixStore`] (many jobs in one store), [`FileStore`]
 //!   (a shared file system), [`TcpStore`] (a client of [`TcpStoreServer`], one mio loop),
+//!   [`TorchStore`] (a client of PyTorch c10d's `TCPStore`, the store torchrun's agent serves)
 //!   and `RedisStore` (feature `redis`: keys in a Redis server);
 //! - connects a group: [`connect`] turns (store, transport listener, rank, size) into a
 //!   communicator, naming the ranks that never showed up ([`connect_lazy`] connects each pair
@@ -61,6 +62,7 @@ mod prefix;
 mod redis_store;
 mod store;
 pub mod tcp;
+pub mod torch;
 
 pub use bootstrap::{connect, connect_lazy};
 pub use env::{EnvConfig, EnvGroup, EnvStore, connect_from_env, parse_env};
@@ -72,3 +74,4 @@ pub use prefix::PrefixStore;
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{CompareSet, MAX_KEY_LEN, MAX_VALUE_LEN, Store};
 pub use tcp::{TcpStore, TcpStoreServer};
+pub use torch::{TorchOptions, TorchStore};
