@@ -64,7 +64,7 @@ mod store;
 pub mod tcp;
 pub mod torch;
 
-pub use bootstrap::{connect, connect_lazy};
+pub use bootstrap::{connect, connect_lazy, exchange_addresses};
 pub use env::{EnvConfig, EnvGroup, EnvStore, connect_from_env, parse_env};
 pub use error::{Error, Result};
 pub use file::FileStore;

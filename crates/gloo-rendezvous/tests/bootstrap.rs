@@ -101,7 +101,9 @@ fn the_last_rank_deletes_the_bootstrap_keys_so_the_store_serves_the_next_run() {
             .flat_map(|r| [format!("gloo/bootstrap/claim/{r}"), format!("gloo/bootstrap/addr/{r}")])
             .map(String::into_bytes)
             .collect();
-        keys.push(b"gloo/bootstrap/done".to_vec());
+        for k in ["result", "joined", "failed", "done"] {
+            keys.push(format!("gloo/bootstrap/{k}").into_bytes());
+        }
         for k in &keys {
             let left = store.try_get(k, deadline(5)).unwrap();
             assert_eq!(
@@ -191,7 +193,7 @@ fn two_processes_claiming_one_rank_both_fail() {
             );
         }
         // Start the other ranks once the conflict is on record, so the order is fixed.
-        store.wait(&[b"gloo/bootstrap/abort"], deadline(20)).unwrap();
+        store.wait(&[b"gloo/bootstrap/result"], deadline(20)).unwrap();
         for l in ls {
             let store = store.clone();
             let r = Rank(l.rank);
@@ -288,13 +290,11 @@ fn ranks_started_with_different_world_sizes_fail() {
         });
         vec![h1.join().unwrap(), h2.join().unwrap()]
     });
-    assert!(matches!(errors[0], Error::BadAddress { rank: 1, .. }), "{}", errors[0]);
-    // Rank 1 of a world of 3 sees rank 0's entry with the wrong size, or rank 2 missing.
-    assert!(
-        matches!(errors[1], Error::BadAddress { rank: 0, .. } | Error::MissingRanks { .. }),
-        "{}",
-        errors[1]
-    );
+    // Both ranks, the misconfigured one included, name rank 1 and both sizes, at once.
+    for e in &errors {
+        assert_eq!(*e, Error::WorldSizeMismatch { rank: 1, size: 3, expected: 2 }, "{e}");
+        assert!(e.to_string().contains("world of 3 ranks but rank 0 with 2"), "{e}");
+    }
 }
 
 #[test]
