@@ -54,6 +54,12 @@ impl Opened {
         Opened { store, _server: None, _env: env, url, prefix: PREFIX.into() }
     }
 
+    /// The store as the report names it (for `env://`, which store the launcher's variables
+    /// chose).
+    pub(crate) fn name(&self) -> &str {
+        &self.url
+    }
+
     /// Count this rank in and scope every later key to this run, so that a long-lived store
     /// (a `gloo-store` server, a shared directory) that still holds an earlier run's
     /// addresses is never read as this run's. The n-th group of `size` ranks to join is run n.
