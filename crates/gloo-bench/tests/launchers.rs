@@ -222,6 +222,28 @@ fn a_slurm_step_launches_the_job_unchanged() {
     }
 }
 
+/// `--rank/--size/--store tcp://` by hand, without and with a job token.
+#[test]
+fn ranks_started_by_hand_meet_through_rank_0s_store() {
+    for token in [None, Some("a-job-token-of-32-bytes-or-more!")] {
+        let store = format!("tcp://127.0.0.1:{}", free_port());
+        let children: Vec<Child> = (0..2)
+            .map(|r| {
+                let mut cmd = Command::new(BENCH);
+                cmd.args(["--rank", &r.to_string(), "--size", "2", "--store", &store]).args(SHORT);
+                if let Some(t) = token {
+                    cmd.env("GLOO_AUTH_TOKEN", t);
+                }
+                piped(cmd)
+            })
+            .collect();
+        let outs: Vec<Out> =
+            children.into_iter().map(|c| finish(c, "a rank", gloo_testing::deadline(120))).collect();
+        assert_checked_table(&outs[0], &format!("by hand, token {token:?}"));
+        assert!(outs[1].ok, "{}", outs[1].stderr);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Start-up failures: every rank names the cause.
 
