@@ -237,8 +237,10 @@ fn ranks_started_by_hand_meet_through_rank_0s_store() {
                 piped(cmd)
             })
             .collect();
-        let outs: Vec<Out> =
-            children.into_iter().map(|c| finish(c, "a rank", gloo_testing::deadline(120))).collect();
+        let outs: Vec<Out> = children
+            .into_iter()
+            .map(|c| finish(c, "a rank", gloo_testing::deadline(120)))
+            .collect();
         assert_checked_table(&outs[0], &format!("by hand, token {token:?}"));
         assert!(outs[1].ok, "{}", outs[1].stderr);
     }
