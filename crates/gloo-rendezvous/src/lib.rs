@@ -9,8 +9,10 @@
 //!   and `RedisStore` (feature `redis`: keys in a Redis server);
 //! - connects a group: [`connect`] turns (store, transport listener, rank, size) into a
 //!   communicator, naming the ranks that never showed up ([`connect_lazy`] connects each pair
-//!   on its first use instead of the full mesh); [`env`](mod@env) reads torchrun, Slurm,
-//!   Open MPI and PMI variables (`env://` start-up) with rank 0 hosting the TCP store.
+//!   on its first use instead of the full mesh; [`exchange_addresses`] is the rendezvous
+//!   alone); [`env`](mod@env) reads torchrun, Slurm, Open MPI and PMI variables (`env://`
+//!   start-up): it joins torchrun's agent store, or rank 0 hosts the TCP store, or (mpirun on
+//!   one host) a private per-job directory serves.
 //!
 //! What it does not do: move collective data (that is `gloo-transport`), or run collectives
 //! (`gloo-algorithms`). The stores depend on no transport; only the bootstrap uses
