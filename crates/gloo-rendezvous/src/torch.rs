@@ -672,11 +672,9 @@ impl Store for TorchStore {
     }
 
     fn get(&self, key: &[u8], deadline: Instant) -> Result<Vec<u8>> {
-        self.wait_keys(&[key], deadline)?;
-        let req = Req::new(GET).key(key).0;
-        self.call(Retry::Always, Some(key), deadline, |c, d| {
-            c.send(&req, d)?;
-            c.value(key, TORCH_MAX_VALUE_LEN, d)
+        let mut values = self.multi_get(&[key], deadline)?;
+        values.pop().ok_or_else(|| Error::Protocol {
+            detail: format!("the torch store sent no value for key {}", KeyDisplay(key)),
         })
     }
 
@@ -740,23 +738,32 @@ impl Store for TorchStore {
     }
 
     fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
-        self.wait_keys(keys, deadline)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let req = Req::new(MULTI_GET).keys(keys).0;
-        self.call(Retry::Always, keys.first().copied(), deadline, |c, d| {
-            c.send(&req, d)?;
-            let mut total = 0usize;
-            let mut values = Vec::with_capacity(keys.len());
-            for k in keys {
-                let left = MAX_REPLY_BYTES - total;
-                let v = c.value(k, TORCH_MAX_VALUE_LEN.min(left), d)?;
-                total += v.len();
-                values.push(v);
+        // The server's WAIT does not notice a key deleted while it waits (and a read of a
+        // missing key answers empty), so the read goes behind a CHECK in the same write: the
+        // server runs both back to back, and a key gone again sends us back to waiting.
+        let req = Req::new(CHECK).keys(keys).op(MULTI_GET).keys(keys).0;
+        loop {
+            self.wait_keys(keys, deadline)?;
+            let got = self.call(Retry::Always, keys.first().copied(), deadline, |c, d| {
+                c.send(&req, d)?;
+                let ready = c.check_answer(keys.first().copied(), d)?;
+                let mut total = 0usize;
+                let mut values = Vec::with_capacity(keys.len());
+                for k in keys {
+                    let left = MAX_REPLY_BYTES - total;
+                    let v = c.value(k, TORCH_MAX_VALUE_LEN.min(left), d)?;
+                    total += v.len();
+                    values.push(v);
+                }
+                Ok(ready.then_some(values))
+            })?;
+            if let Some(values) = got {
+                return Ok(values);
             }
-            Ok(values)
-        })
+        }
     }
 
     fn multi_set(&self, pairs: &[(&[u8], &[u8])], deadline: Instant) -> Result<()> {

@@ -242,6 +242,24 @@ pub(crate) mod suite {
         });
     }
 
+    pub(crate) fn a_key_deleted_during_a_wait_is_waited_for_again(fx: &dyn Fixture) {
+        let waiter = fx.client();
+        let writer = fx.client();
+        std::thread::scope(|sc| {
+            let w = sc.spawn(|| waiter.multi_get(&[b"dw/a", b"dw/b", b"dw/a"], deadline(20)));
+            let d = deadline(10);
+            writer.set(b"dw/a", b"1", d).unwrap();
+            assert!(writer.delete(b"dw/a", d).unwrap());
+            writer.set(b"dw/b", b"2", d).unwrap();
+            // `a` is gone again: the wait must still be waiting for it.
+            let short = std::time::Instant::now() + Duration::from_millis(300);
+            assert!(writer.wait(&[b"dw/a"], short).unwrap_err().is_timeout());
+            writer.set(b"dw/a", b"3", d).unwrap();
+            let got = w.join().unwrap().unwrap();
+            assert_eq!(got, vec![b"3".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+        });
+    }
+
     pub(crate) fn concurrent_calls_on_one_client(fx: &dyn Fixture) {
         // One client shared by threads: a waiting get must not block a set on the same client.
         let s = fx.client();
@@ -268,7 +286,8 @@ macro_rules! conformance {
                 wait_lists_only_the_missing_keys, multi_get_and_multi_set, add_is_a_counter,
                 concurrent_adds_from_many_clients, compare_set_semantics,
                 compare_set_race_has_one_winner, append_concatenates, delete_removes,
-                many_waiters_wake_on_one_set, concurrent_calls_on_one_client);
+                many_waiters_wake_on_one_set, concurrent_calls_on_one_client,
+                a_key_deleted_during_a_wait_is_waited_for_again);
         }
     };
     (@tests $($test:ident),*) => {
