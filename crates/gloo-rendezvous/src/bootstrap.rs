@@ -215,10 +215,13 @@ fn lead(
         let arrived: Vec<(u32, Vec<u8>)> = match store.multi_get(&refs, slice_end) {
             Ok(values) => missing.iter().copied().zip(values).collect(),
             Err(Error::Timeout { keys: still, .. }) => {
+                // A set, so a slice costs O(N), not O(N^2), with thousands of ranks missing.
+                let still: std::collections::HashSet<&[u8]> =
+                    still.iter().map(Vec::as_slice).collect();
                 let (got, want): (Vec<u32>, Vec<&[u8]>) = missing
                     .iter()
                     .zip(&refs)
-                    .filter(|(_, k)| !still.iter().any(|s| s == *k))
+                    .filter(|(_, k)| !still.contains(*k))
                     .map(|(r, k)| (*r, *k))
                     .unzip();
                 if want.is_empty() {
@@ -300,7 +303,9 @@ fn follow(
     let ranks: Vec<u32> = match store.wait(&refs, Instant::now()) {
         Ok(()) => vec![0],
         Err(Error::Timeout { keys: missing, .. }) => {
-            (0..size).filter(|r| missing.iter().any(|k| *k == keys[*r as usize])).collect()
+            let missing: std::collections::HashSet<&[u8]> =
+                missing.iter().map(Vec::as_slice).collect();
+            (0..size).filter(|r| missing.contains(keys[*r as usize].as_slice())).collect()
         }
         Err(e) => return Err(e),
     };

@@ -635,7 +635,7 @@ mod tests {
         ("TORCHELASTIC_RUN_ID", "job7"),
         ("TORCHELASTIC_RESTART_COUNT", "2"),
         ("TORCHELASTIC_USE_AGENT_STORE", "True"),
-        ("GLOO_AUTH_TOKEN", "t"),
+        ("GLOO_AUTH_TOKEN", "t0123456789abcdef"),
     ];
 
     #[test]
@@ -643,7 +643,7 @@ mod tests {
         let c = parse_env(&vars(TORCHRUN)).unwrap();
         assert_eq!((c.rank, c.size, c.local_rank), (3, 8, Some(1)));
         assert_eq!(c.master_endpoint().unwrap(), "10.0.0.1:29500");
-        assert_eq!(c.token.as_deref(), Some(&b"t"[..]));
+        assert_eq!(c.token.as_deref(), Some(&b"t0123456789abcdef"[..]));
         assert_eq!(c.launcher, Launcher::Torchrun);
         assert!(!c.single_host);
         assert_eq!(

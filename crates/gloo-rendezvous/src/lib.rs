@@ -29,13 +29,13 @@
 //!
 //! let deadline = Instant::now() + Duration::from_secs(30);
 //! // Rank 0 (or a standalone `gloo-store`) serves the store; a job token authenticates ranks.
-//! let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"job-token")).unwrap();
+//! let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"a-secret-job-token")).unwrap();
 //! let addr = server.local_addr().to_string();
 //! let ranks: Vec<_> = (0..2u32)
 //!     .map(|r| {
 //!         let addr = addr.clone();
 //!         std::thread::spawn(move || {
-//!             let store = TcpStore::connect(addr, Some(b"job-token"), deadline).unwrap();
+//!             let store = TcpStore::connect(addr, Some(b"a-secret-job-token"), deadline).unwrap();
 //!             let listener = TcpListener::bind(TcpConfig::loopback("doc", Rank(r), 2)).unwrap();
 //!             let comm = connect(&store, listener, Rank(r), 2, deadline).unwrap();
 //!             let mut buf = [0u8; 2];

@@ -139,13 +139,17 @@ fn eight_ranks_over_a_file_store() {
 
 #[test]
 fn eight_ranks_over_a_tcp_store() {
-    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"tok")).unwrap();
+    let server =
+        TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"bootstrap-test-token"))
+            .unwrap();
     let addr = server.local_addr().to_string();
     rendezvous(
         (0..8)
             .map(|_| {
-                Box::new(TcpStore::connect(addr.clone(), Some(b"tok"), deadline(10)).unwrap())
-                    as Box<dyn Store>
+                Box::new(
+                    TcpStore::connect(addr.clone(), Some(b"bootstrap-test-token"), deadline(10))
+                        .unwrap(),
+                ) as Box<dyn Store>
             })
             .collect(),
     );
@@ -376,14 +380,18 @@ fn lazy_ranks_over_a_hash_store_connect_only_the_pair_that_talks() {
 
 #[test]
 fn lazy_ranks_over_a_tcp_store_connect_only_the_pair_that_talks() {
-    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"tok")).unwrap();
+    let server =
+        TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"bootstrap-test-token"))
+            .unwrap();
     let addr = server.local_addr().to_string();
     lazy_rendezvous(
         "lazy-tcp-store",
         (0..4)
             .map(|_| {
-                Box::new(TcpStore::connect(addr.clone(), Some(b"tok"), deadline(10)).unwrap())
-                    as Box<dyn Store>
+                Box::new(
+                    TcpStore::connect(addr.clone(), Some(b"bootstrap-test-token"), deadline(10))
+                        .unwrap(),
+                ) as Box<dyn Store>
             })
             .collect(),
     );
@@ -622,7 +630,7 @@ mod multiprocess {
                     ("LOCAL_WORLD_SIZE", "4".to_string()),
                     ("MASTER_ADDR", "127.0.0.1".to_string()),
                     ("MASTER_PORT", port.to_string()),
-                    ("GLOO_AUTH_TOKEN", "env-job-token".to_string()),
+                    ("GLOO_AUTH_TOKEN", "env-job-token-0123456789".to_string()),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -687,5 +695,48 @@ mod multiprocess {
     #[test]
     fn redis_store_killed_mid_rendezvous() {
         store_killed("multiprocess::redis_store_killed_mid_rendezvous", Kind::Redis);
+    }
+}
+
+/// An address in the store that is multicast, broadcast or unspecified (also as an
+/// IPv4-mapped IPv6 address) is refused at once as a corrupt entry naming the rank, never
+/// dialled until the deadline (it used to be).
+#[test]
+fn the_tcp_transport_refuses_undialable_addresses_at_once_naming_the_rank() {
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+    let v4 = |ip: [u8; 4]| {
+        let mut a = b"GTCP\x01\x04".to_vec();
+        a.extend_from_slice(&29500u16.to_le_bytes());
+        a.extend_from_slice(&ip);
+        a
+    };
+    let v6 = |ip: std::net::Ipv6Addr| {
+        let mut a = b"GTCP\x01\x06".to_vec();
+        a.extend_from_slice(&29500u16.to_le_bytes());
+        a.extend_from_slice(&ip.octets());
+        a.extend_from_slice(&[0u8; 8]);
+        a
+    };
+    for (what, addr) in [
+        ("224.0.0.1", v4([224, 0, 0, 1])),
+        ("255.255.255.255", v4([255, 255, 255, 255])),
+        ("0.0.0.0", v4([0, 0, 0, 0])),
+        ("::ffff:0.0.0.0", v6("::ffff:0.0.0.0".parse().unwrap())),
+        ("::ffff:224.0.0.1", v6("::ffff:224.0.0.1".parse().unwrap())),
+        ("ff02::1", v6("ff02::1".parse().unwrap())),
+    ] {
+        let store = HashStore::new();
+        let mut entry = b"GBS1".to_vec();
+        entry.extend_from_slice(&2u32.to_le_bytes());
+        entry.extend_from_slice(&addr);
+        store.set(b"gloo/bootstrap/claim/1", b"x", deadline(5)).unwrap();
+        store.set(b"gloo/bootstrap/addr/1", &entry, deadline(5)).unwrap();
+        let l = TcpListener::bind(TcpConfig::loopback("undialable", Rank(0), 2)).unwrap();
+        let e = connect(&store, l, Rank(0), 2, deadline(60)).unwrap_err();
+        match &e {
+            Error::Transport(t) => assert_eq!(t.peer(), Some(Rank(1)), "{what}: {e}"),
+            other => panic!("{what}: expected a transport error naming rank 1, got {other}"),
+        }
+        assert!(e.to_string().contains("cannot be dialled"), "{what}: {e}");
     }
 }

@@ -61,7 +61,7 @@ fn tcp_fixture(token: Option<&[u8]>) -> Tcp {
 }
 
 conformance!(tcp_store, tcp_fixture(None));
-conformance!(tcp_store_with_token, tcp_fixture(Some(b"job-token")));
+conformance!(tcp_store_with_token, tcp_fixture(Some(b"conformance-job-token")));
 
 #[cfg(feature = "redis")]
 struct Redis(gloo_testing::redis::RedisServer);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::check_token;
 use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, ERR_PROTOCOL, Frame, MAGIC, MAX_FRAME,
     MAX_PREAUTH_FRAME, NONCE_LEN, Reader, SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION,
@@ -93,6 +94,9 @@ impl TcpStoreServer {
 
     /// [`bind`](Self::bind) with every setting.
     pub fn bind_with(addr: SocketAddr, cfg: ServerConfig) -> Result<Self> {
+        if let Some(t) = &cfg.token {
+            check_token(t)?;
+        }
         if cfg.token.is_none() && !addr.ip().is_loopback() && !cfg.allow_insecure_remote {
             return Err(Error::Config {
                 detail: format!(
