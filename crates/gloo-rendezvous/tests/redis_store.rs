@@ -135,3 +135,41 @@ fn tls_options_with_a_plain_url_are_refused_not_ignored() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("rediss://"), "{err}");
 }
+
+/// A frozen server (SIGSTOP): every call returns by its deadline (plus a small grace for the
+/// last reply) and names its keys. It used to return after twice the deadline, naming none.
+#[test]
+fn a_frozen_server_fails_each_call_by_its_deadline_naming_its_keys() {
+    let server = RedisServer::start(None);
+    let store = RedisStore::connect(&server.url(), RedisOptions::default(), deadline(5)).unwrap();
+    store.set(b"warm", b"v", deadline(5)).unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let budget = Duration::from_secs(2);
+    let calls: [(&str, Box<dyn Fn(Instant) -> gloo_rendezvous::Result<()>>); 4] = [
+        ("frozen/get", Box::new(|d| store.get(b"frozen/get", d).map(drop))),
+        ("frozen/set", Box::new(|d| store.set(b"frozen/set", b"v", d))),
+        ("frozen/add", Box::new(|d| store.add(b"frozen/add", 1, d).map(drop))),
+        ("frozen/wait", Box::new(|d| store.wait(&[b"frozen/wait"], d))),
+    ];
+    let mut late = Vec::new();
+    for (key, call) in &calls {
+        let start = Instant::now();
+        let err = call(start + budget).unwrap_err();
+        let took = start.elapsed();
+        assert!(err.to_string().contains(key), "{key}: the error names no key: {err}");
+        // The contract under test is the deadline itself; the grace covers a busy machine.
+        if took > budget + Duration::from_millis(1500) {
+            late.push(format!("{key}: {took:?}"));
+        }
+    }
+    signal("-CONT");
+    assert!(late.is_empty(), "calls past their 2 s deadline: {late:?}");
+}
