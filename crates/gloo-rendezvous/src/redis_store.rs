@@ -40,6 +40,24 @@ if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return len
 ";
 
+/// For each key: nil when absent, the value when it is a string of at most `ARGV[1]` bytes,
+/// else `{type}` or `{"string", length}`: a key of another type or an oversized value is a
+/// corrupt entry to report at once (`MGET` would answer nil, as for a missing key, and the
+/// caller would wait out its deadline), and an oversized value is never sent.
+const READ_SCRIPT: &str = r"
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'none' then out[i] = false
+  elseif t ~= 'string' then out[i] = {t}
+  else
+    local n = redis.call('STRLEN', k)
+    if n > tonumber(ARGV[1]) then out[i] = {'string', n} else out[i] = redis.call('GET', k) end
+  end
+end
+return out
+";
+
 /// Settings of a [`RedisStore`].
 ///
 /// TLS (feature `redis-tls`) is chosen by the URL's scheme, `rediss://`; the `tls_*` fields
@@ -323,7 +341,55 @@ impl RedisStore {
         }
     }
 
-    /// Poll `MGET` until every key exists; `None` entries are missing keys.
+    /// The values of `keys` (scoped as `scoped`) now, `None` for a missing key; a key of
+    /// another Redis type or over the size limit is a [`Error::Protocol`] naming it.
+    fn read(
+        &self,
+        keys: &[&[u8]],
+        scoped: &[Vec<u8>],
+        deadline: Instant,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let reply: Vec<Value> = self.with_conn(Retry::Always, keys, deadline, |c| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(READ_SCRIPT).arg(scoped.len());
+            for k in scoped {
+                cmd.arg(k.as_slice());
+            }
+            cmd.arg(MAX_VALUE_LEN).query(c)
+        })?;
+        if reply.len() != keys.len() {
+            return Err(Error::Protocol {
+                detail: format!("a read of {} keys returned {} values", keys.len(), reply.len()),
+            });
+        }
+        let corrupt = |key: &[u8], what: String| Error::Protocol {
+            detail: format!(
+                "key {} in Redis at {} is corrupt: it {what}",
+                crate::error::KeyDisplay(key),
+                self.endpoint
+            ),
+        };
+        keys.iter()
+            .zip(reply)
+            .map(|(key, v)| match v {
+                Value::Nil => Ok(None),
+                Value::BulkString(b) => Ok(Some(b)),
+                Value::Array(items) => Err(match items.as_slice() {
+                    [_, Value::Int(n)] => {
+                        corrupt(key, format!("holds {n} bytes, over the limit of {MAX_VALUE_LEN}"))
+                    }
+                    [Value::BulkString(t)] => corrupt(
+                        key,
+                        format!("is a Redis {}, not a string", String::from_utf8_lossy(t)),
+                    ),
+                    other => corrupt(key, format!("reads as {other:?}")),
+                }),
+                other => Err(corrupt(key, format!("reads as {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// Poll until every key exists; `None` entries are missing keys.
     fn poll(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
         for k in keys {
             check_key(k)?;
@@ -335,19 +401,7 @@ impl RedisStore {
         let start = Instant::now();
         let mut backoff = Backoff::new(POLL_CAP);
         loop {
-            let values: Vec<Option<Vec<u8>>> =
-                self.with_conn(Retry::Always, keys, deadline, |c| {
-                    let mut cmd = redis::cmd("MGET");
-                    for k in &scoped {
-                        cmd.arg(k.as_slice());
-                    }
-                    cmd.query(c)
-                })?;
-            if values.len() != keys.len() {
-                return Err(Error::Protocol {
-                    detail: format!("MGET of {} keys returned {} values", keys.len(), values.len()),
-                });
-            }
+            let values = self.read(keys, &scoped, deadline)?;
             if values.iter().all(Option::is_some) {
                 return Ok(values.into_iter().map(Option::unwrap_or_default).collect());
             }
@@ -541,10 +595,8 @@ impl Store for RedisStore {
 
     fn try_get(&self, key: &[u8], deadline: Instant) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let k = self.scoped(key);
-        self.with_conn(Retry::Always, &[key], deadline, |c| {
-            redis::cmd("GET").arg(k.as_slice()).query(c)
-        })
+        let mut values = self.read(&[key], &[self.scoped(key)], deadline)?;
+        Ok(values.pop().flatten())
     }
 
     fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
