@@ -104,11 +104,11 @@ pub fn connect_lazy<L: Listener>(
 ///
 /// After a failure, rank 0 keeps the store's keys for up to 2 s until every rank that joined
 /// has read the failure, so that the ranks learn it even when rank 0's process hosts the store
-/// and exits next. Once every rank has read the addresses, the last one deletes the
-/// bootstrap's keys, so a store may serve one run after another. Runs that overlap in time
-/// need a [`PrefixStore`](crate::PrefixStore) each: while a run is in its rendezvous, a rank
-/// number it claimed counts as claimed. A run that fails leaves its keys behind (a Redis
-/// store's expiry removes them).
+/// and exits next, then deletes them. Once every rank has read the addresses, the last one
+/// deletes the bootstrap's keys. Either way a store may serve one run after another. Runs that
+/// overlap in time need a [`PrefixStore`](crate::PrefixStore) each: while a run is in its
+/// rendezvous, a rank number it claimed counts as claimed. A run whose rank 0 dies leaves its
+/// keys behind (a Redis store's expiry removes them; a file store's directory needs cleaning).
 pub fn exchange_addresses(
     store: &dyn Store,
     rank: Rank,
@@ -156,6 +156,9 @@ pub fn exchange_addresses(
         Err(e) => {
             if rank == 0 && is_start_up_failure(&e) {
                 linger(store, deadline);
+                // The run is over: its keys must not block (or mislead) the next run on this
+                // store, so rank 0 deletes them. Best effort, bounded on its own.
+                clear(store, size, Instant::now() + Duration::from_secs(2));
             } else if is_start_up_failure(&e) {
                 // Tell rank 0 this rank has read the failure (best effort).
                 let _ = store.add(&named("failed"), 1, deadline.max(Instant::now() + margin));
@@ -188,6 +191,23 @@ fn linger(store: &dyn Store, deadline: Instant) {
             (Ok(_), Ok(_)) => std::thread::sleep(Duration::from_millis(10)),
             _ => return,
         }
+    }
+}
+
+/// Delete every bootstrap key of a failed run of `size` ranks (best effort: logged).
+fn clear(store: &dyn Store, size: u32, deadline: Instant) {
+    let all = || -> Result<()> {
+        for r in 0..size {
+            store.delete(&key("addr", r), deadline)?;
+            store.delete(&key("claim", r), deadline)?;
+        }
+        for what in ["result", "joined", "failed", "done"] {
+            store.delete(&named(what), deadline)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = all() {
+        tracing::warn!(error = %e, "could not delete a failed bootstrap's keys from the store");
     }
 }
 

@@ -740,3 +740,35 @@ fn the_tcp_transport_refuses_undialable_addresses_at_once_naming_the_rank() {
         assert!(e.to_string().contains("cannot be dialled"), "{what}: {e}");
     }
 }
+
+/// A failed start-up (here a rank with the wrong world size) does not block the next job on
+/// the same file store directory: rank 0 deletes the failed run's keys once the others have
+/// read the failure. (The next job used to fail with a rank conflict until someone cleaned
+/// the directory.)
+#[test]
+fn a_failed_start_up_leaves_nothing_that_blocks_the_next_job_on_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sizes: &[u32]| -> Vec<gloo_rendezvous::Result<()>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(r, &size)| {
+                    let store = FileStore::new(dir.path()).unwrap();
+                    let l = listeners(size.max(sizes.len() as u32)).into_iter().nth(r).unwrap();
+                    s.spawn(move || {
+                        connect(&store, l, Rank(r as u32), size, deadline(30)).map(drop)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let failed = run(&[3, 3, 4]);
+    for r in &failed {
+        assert!(matches!(r, Err(Error::WorldSizeMismatch { rank: 2, .. })), "{r:?}");
+    }
+    for r in run(&[3, 3, 3]) {
+        r.unwrap();
+    }
+}
