@@ -153,7 +153,8 @@ fn a_frozen_server_fails_each_call_by_its_deadline_naming_its_keys() {
     };
     signal("-STOP");
     let budget = Duration::from_secs(2);
-    let calls: [(&str, Box<dyn Fn(Instant) -> gloo_rendezvous::Result<()>>); 4] = [
+    type Call<'a> = Box<dyn Fn(Instant) -> gloo_rendezvous::Result<()> + 'a>;
+    let calls: [(&str, Call<'_>); 4] = [
         ("frozen/get", Box::new(|d| store.get(b"frozen/get", d).map(drop))),
         ("frozen/set", Box::new(|d| store.set(b"frozen/set", b"v", d))),
         ("frozen/add", Box::new(|d| store.add(b"frozen/add", 1, d).map(drop))),
