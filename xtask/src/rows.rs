@@ -57,6 +57,25 @@ pub const CLIPPY: Need = Need {
     install: "rustup component add clippy",
 };
 
+/// A real PyTorch (torchrun, `torch.distributed.TCPStore`) in the virtual environment
+/// `.ci/torch-venv` installs (or `GLOO_TORCH_VENV`).
+pub const TORCH: Need = Need {
+    what: "PyTorch 2.5.1 (a virtual environment from .ci/torch-venv)",
+    probe: &[
+        "sh",
+        "-c",
+        "\"${GLOO_TORCH_VENV:-$HOME/.cache/gloo-rust-ci/torch-2.5.1}/bin/python\" -W ignore -c 'import torch.distributed'",
+    ],
+    install: "bash .ci/torch-venv",
+};
+
+/// Open MPI's `mpirun`.
+pub const MPIRUN: Need = Need {
+    what: "mpirun (Open MPI)",
+    probe: &["mpirun", "--version"],
+    install: "apt-get update && apt-get install -y openmpi-bin",
+};
+
 /// Every test-matrix row, in the order they run: quick lints first, so a formatting slip
 /// fails in seconds, then the tests crate by crate.
 #[rustfmt::skip]
@@ -103,6 +122,9 @@ pub const ROWS: &[Row] = &[
     Row::test("rendezvous/doc", "gloo-rendezvous").features(&["cli"]).targets(&[Doc]),
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
+    // TorchStore against a real PyTorch TCPStore server: the conformance suite, Python and Rust
+    // exchanging keys, a group bootstrapped through it.
+    Row::test("rendezvous/torch", "gloo-rendezvous").features(&["cli"]).targets(&[Test("torch_store")]).needs(&[TORCH]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
@@ -116,7 +138,10 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
-    Row::test("bench/smoke", "gloo-bench"),
+    Row::test("bench/smoke", "gloo-bench").targets(&[Lib, Test("cli")]),
+    // gloo-bench launched unchanged by torchrun, mpirun and a srun-style environment, and the
+    // start-up failures every rank must name.
+    Row::test("bench/launchers", "gloo-bench").targets(&[Test("launchers")]).needs(&[TORCH, MPIRUN]),
     // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
     // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
     Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "20"]).timeout_secs(1800),

@@ -31,8 +31,9 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
     let mut kv = store::open(url, rank, deadline)?;
     kv.join(size, deadline)?;
     let ip = limits::local_ip_towards(store::host_port(url).as_deref());
+    let name = kv.name().to_string();
     let mut connect = |cfg: &NetConfig| net::connect(cfg, rank, size, &kv, deadline);
-    run_with(cli, rank, size, &kv, ip, &url.to_string(), &mut connect, deadline)
+    run_with(cli, rank, size, &kv, ip, &name, &mut connect, deadline)
 }
 
 /// Runs every rank of a `--transport loopback` run as a thread of this process, over an
