@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod comm;
+pub mod engine;
 mod error;
 pub mod loopback;
 mod op;
