@@ -216,8 +216,16 @@ enum SendSt {
 enum RecvSt {
     Posted,
     Eager(Message),
-    Transfer { peer: Rank },
-    Done { peer: Rank, len: u64 },
+    Transfer {
+        peer: Rank,
+        /// The transfer, for tests that look at its progress.
+        #[cfg_attr(not(test), allow(dead_code))]
+        xfer: u64,
+    },
+    Done {
+        peer: Rank,
+        len: u64,
+    },
     Failed(Error),
 }
 
@@ -609,7 +617,7 @@ impl<L: Link> Engine<L> {
                         if len == 0 {
                             RecvSt::Done { peer: peer_rank, len: 0 }
                         } else {
-                            RecvSt::Transfer { peer: peer_rank }
+                            RecvSt::Transfer { peer: peer_rank, xfer }
                         }
                     }
                 };
@@ -1204,7 +1212,7 @@ impl<L: Link> Engine<L> {
                 {
                     *st = SendSt::Failed(e.clone());
                 }
-                Rec::Recv { st, .. } if matches!(&*st, RecvSt::Transfer { peer } if *peer == rank) =>
+                Rec::Recv { st, .. } if matches!(&*st, RecvSt::Transfer { peer, .. } if *peer == rank) =>
                 {
                     *st = RecvSt::Failed(e.clone());
                 }
@@ -1262,7 +1270,7 @@ impl<L: Link> Engine<L> {
                         self.apply(o);
                     }
                 }
-                Some(Rec::Recv { st: RecvSt::Transfer { peer }, slot, .. }) => {
+                Some(Rec::Recv { st: RecvSt::Transfer { peer, .. }, slot, .. }) => {
                     self.fail_peer(peer, Error::Cancelled { peer, slot }, false);
                 }
                 Some(Rec::Send {
@@ -1360,6 +1368,18 @@ impl<L: Link> Engine<L> {
             self.fail_peer(rank, Error::PeerLost { peer: rank, reason }, true);
         }
         any
+    }
+
+    /// Bytes received so far of the rendezvous message the posted receive `op` takes in.
+    #[cfg(test)]
+    pub(crate) fn received_so_far(&self, op: &Op<'_>) -> Option<u64> {
+        let OpState::Posted(id) = op.state() else { return None };
+        match self.recs.get(&id)? {
+            Rec::Recv { st: RecvSt::Transfer { peer, xfer }, .. } => {
+                self.peers[peer.index()].as_ref()?.proto.transfer_progress(*xfer)
+            }
+            _ => None,
+        }
     }
 
     /// The ranks this rank has a live link to.
