@@ -865,9 +865,14 @@ mod tests {
                 bufs.iter().enumerate().map(|(i, b)| Op::send(Rank(1), slot(i), b)).collect();
             let _ = c0.progress(&mut ops, Wait::All, Instant::now());
             let eager: Vec<bool> = ops.iter().map(Op::is_done).collect();
-            // Rank 0 breaks the pair: a rendezvous send withdrawn before its clear-to-send
-            // cannot be taken off the stream, so cancelling it closes the pair.
+            // Rank 0 breaks the pair: a large send withdrawn before its clear-to-send cannot
+            // be taken off the stream, so cancelling it closes the pair (and the small
+            // rendezvous sends withdrawn with it can no longer go).
+            let big = vec![0u8; 1 << 20];
+            let mut large = [Op::send(Rank(1), Slot::new(99, 0), &big)];
+            let _ = c0.progress(&mut large, Wait::All, Instant::now());
             c0.cancel(&mut ops);
+            c0.cancel(&mut large);
             // Rank 1 then gets every eager message, whole and at once (a look with no time
             // for havoc's rounds), and the closed pair for every rendezvous one.
             for (i, &eager) in eager.iter().enumerate() {
@@ -932,29 +937,48 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_rendezvous_send_breaks_only_its_pair() {
-        // Find a send that havoc makes rendezvous and cancel it before its clear-to-send:
-        // its announcement is already on the stream, so the pair closes (with a goodbye).
-        let g = group(3, LoopbackConfig::havoc(2));
+    fn a_withdrawn_small_rendezvous_send_is_still_delivered_and_the_pair_goes_on() {
+        // Find a send that havoc makes rendezvous and cancel it before its clear-to-send: its
+        // announcement is on the stream already, so it is delivered from a copy when the
+        // receiver asks for it, and the pair goes on.
+        let g = group(2, LoopbackConfig::havoc(2));
         let mut sent = Vec::new();
         for i in 0..16u8 {
             let msg = [i];
             let mut ops = [Op::send(Rank(1), S, &msg)];
+            sent.push(i);
             if g[0].progress(&mut ops, Wait::All, Instant::now()).is_err() {
                 g[0].cancel(&mut ops);
                 assert_eq!(ops[0].state(), OpState::Cancelled);
                 break;
             }
-            sent.push(i);
         }
         assert!(sent.len() < 16, "no send was rendezvous");
-        // Rank 1 still receives, in order, every message sent before the break, then finds
-        // the pair closed; its group is not poisoned.
-        let mut b = [0u8; 1];
-        for &i in &sent {
-            assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)), Ok(1), "message {i}");
-            assert_eq!(b, [i], "message {i}");
-        }
+        std::thread::scope(|s| {
+            s.spawn(|| g[0].send(Rank(1), S, &[99], soon(5)).unwrap());
+            let mut b = [0u8; 1];
+            for &i in sent.iter().chain(&[99]) {
+                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)), Ok(1), "message {i}");
+                assert_eq!(b, [i], "message {i}");
+            }
+        });
+        assert_eq!(g[0].poisoned(), None);
+        assert_eq!(g[1].poisoned(), None);
+    }
+
+    #[test]
+    fn a_withdrawn_large_rendezvous_send_breaks_only_its_pair() {
+        // A large send withdrawn before its clear-to-send would need a copy of its size to
+        // go later: the pair is closed instead (with a goodbye).
+        let g = group(3, LoopbackConfig::default());
+        let big = vec![3u8; (64 << 10) + 1];
+        let mut ops = [Op::send(Rank(1), S, &big)];
+        let e = g[0].progress(&mut ops, Wait::All, Instant::now()).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        g[0].cancel(&mut ops);
+        assert_eq!(ops[0].state(), OpState::Cancelled);
+        // Rank 1 finds the pair closed; its group is not poisoned.
+        let mut b = vec![0u8; big.len()];
         let e = g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap_err();
         assert!(matches!(e, Error::PeerLost { peer: Rank(0), .. }), "{e}");
         assert_eq!(g[1].poisoned(), None);
@@ -965,7 +989,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| g[2].send(Rank(1), S, b"y", soon(5)).unwrap());
             assert_eq!(g[1].recv(Rank(2), S, &mut b, soon(5)), Ok(1));
-            assert_eq!(b, *b"y");
+            assert_eq!(b[0], b'y');
         });
     }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::Link;
 use crate::proto::{
-    ABORT_REASON_MAX, Body, DATA_CHUNK, FrameReader, HEADER_LEN, Header, Incoming, Matcher,
-    Message, Opcode, Outcome, PeerProto, Step, encode_with_fp,
+    ABORT_REASON_MAX, Body, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, FrameReader, HEADER_LEN, Header,
+    Incoming, Matcher, Message, Opcode, Outcome, PeerProto, Step, encode_with_fp,
 };
 use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
 
@@ -135,6 +135,11 @@ struct Peer<L> {
     active: Option<Active>,
     /// Sends the peer cleared, in order, whose next `Data` frame is not yet started.
     cleared: Vec<u64>,
+    /// Copies of small sends withdrawn after their `Rts` went out and before the peer's
+    /// `Cts` came, by send id: the message goes from here when the peer asks for it.
+    orphans: HashMap<u64, Vec<u8>>,
+    /// The bytes held in `orphans` (at most [`EAGER_CREDIT`]).
+    orphaned: u64,
     readable: bool,
     writable: bool,
     said_goodbye: bool,
@@ -158,6 +163,8 @@ impl<L: Link> Peer<L> {
             out: VecDeque::new(),
             active: None,
             cleared: Vec::new(),
+            orphans: HashMap::new(),
+            orphaned: 0,
             readable: true,
             writable: true,
             said_goodbye: false,
@@ -658,8 +665,9 @@ impl<L: Link> Engine<L> {
         }
     }
 
-    /// Complete what can be completed among the caller's operations; returns the first
-    /// failure.
+    /// Complete what can be completed among the caller's operations; withdraw the first that
+    /// failed (its state becomes [`OpState::Cancelled`]) and return its error. Later failures
+    /// stay posted, to be reported by the calls that drive them next.
     pub(crate) fn reap(&mut self, ops: &mut [Op<'_>]) -> Option<Error> {
         let mut first_err = None;
         for op in ops.iter_mut() {
@@ -671,8 +679,13 @@ impl<L: Link> Engine<L> {
                         op.set_state(OpState::Done { peer: *to, len: *len as usize });
                         self.recs.remove(&id);
                     }
-                    SendSt::Failed(e) => {
-                        first_err.get_or_insert_with(|| e.clone());
+                    SendSt::Failed(_) if first_err.is_none() => {
+                        let Some(Rec::Send { st: SendSt::Failed(e), .. }) = self.recs.remove(&id)
+                        else {
+                            unreachable!("checked above")
+                        };
+                        op.set_state(OpState::Cancelled);
+                        first_err = Some(e);
                     }
                     _ => {}
                 },
@@ -703,8 +716,13 @@ impl<L: Link> Engine<L> {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });
                         self.recs.remove(&id);
                     }
-                    RecvSt::Failed(e) => {
-                        first_err.get_or_insert_with(|| e.clone());
+                    RecvSt::Failed(_) if first_err.is_none() => {
+                        let Some(Rec::Recv { st: RecvSt::Failed(e), .. }) = self.recs.remove(&id)
+                        else {
+                            unreachable!("checked above")
+                        };
+                        op.set_state(OpState::Cancelled);
+                        first_err = Some(e);
                     }
                     _ => {}
                 },
@@ -775,6 +793,17 @@ impl<L: Link> Engine<L> {
                             } else {
                                 *st = SendSt::Streaming { xfer, next: 0 };
                                 peer.cleared.push(send);
+                            }
+                        }
+                        // Withdrawn before this clear-to-send and kept: it goes from the copy.
+                        _ if let Some(data) = peer.orphans.remove(&send) => {
+                            peer.orphaned -= data.len() as u64;
+                            let mut off = 0u64;
+                            while off < data.len() as u64 {
+                                let end = (off + DATA_CHUNK).min(data.len() as u64);
+                                let h = Header::new(Opcode::Data, off, end - off, xfer);
+                                peer.push(h, None, &data[off as usize..end as usize]);
+                                off = end;
                             }
                         }
                         // Withdrawn after the communicator was poisoned: nothing will send.
@@ -1191,6 +1220,8 @@ impl<L: Link> Engine<L> {
         peer.out.clear();
         peer.active = None;
         peer.cleared.clear();
+        peer.orphans = HashMap::new();
+        peer.orphaned = 0;
         for recv in self.matcher.drop_peer(rank) {
             // Withdrawn from the matcher: posted again for the other candidates, or failed.
             if let Some(Rec::Recv { from, slot, cap, fp, .. }) = self.recs.get(&recv) {
@@ -1273,12 +1304,28 @@ impl<L: Link> Engine<L> {
                 Some(Rec::Recv { st: RecvSt::Transfer { peer, .. }, slot, .. }) => {
                     self.fail_peer(peer, Error::Cancelled { peer, slot }, false);
                 }
-                Some(Rec::Send {
-                    to,
-                    slot,
-                    st: SendSt::AwaitCts | SendSt::Streaming { .. },
-                    ..
-                }) => {
+                Some(Rec::Send { to, slot, len, st: SendSt::AwaitCts }) => {
+                    // Announced, not yet cleared: a small message is kept to go when the peer
+                    // asks for it (no byte of it has moved, and the stream stays whole); a
+                    // large one would cost a copy of its size, so the pair is closed.
+                    let data = send_buf(op);
+                    let kept = self.peers[to.index()].as_mut().is_some_and(|p| {
+                        // The copy must be the message announced (a caller may have
+                        // swapped the buffer since).
+                        let fits = data.len() as u64 == len
+                            && len <= EAGER_MAX
+                            && p.orphaned + len <= EAGER_CREDIT;
+                        if fits {
+                            p.orphaned += data.len() as u64;
+                            p.orphans.insert(id, data.to_vec());
+                        }
+                        fits
+                    });
+                    if !kept {
+                        self.fail_peer(to, Error::Cancelled { peer: to, slot }, false);
+                    }
+                }
+                Some(Rec::Send { to, slot, st: SendSt::Streaming { .. }, .. }) => {
                     self.fail_peer(to, Error::Cancelled { peer: to, slot }, false);
                 }
                 _ => {}
