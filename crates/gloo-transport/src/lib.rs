@@ -44,6 +44,8 @@
 #![forbid(unsafe_code)]
 
 mod comm;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod engine;
 mod error;
 pub mod loopback;
