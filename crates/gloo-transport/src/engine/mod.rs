@@ -92,6 +92,8 @@
 
 mod comm;
 mod machine;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use comm::EngineComm;

@@ -1,8 +1,9 @@
 //! The sans-io wire protocol: frame codec, handshake, per-connection checks and matching.
 //!
 //! Nothing here touches a socket or a clock: callers feed bytes in, take bytes out, and pass
-//! deadlines as arguments. The TCP transport ([`crate::tcp`]) drives it with mio; a TLS layer
-//! can sit between the socket and this module unchanged.
+//! deadlines as arguments. The [engine](crate::engine) runs the data phase over every
+//! transport's links; the handshake is run by the transports that need one (tcp), and a TLS
+//! layer can sit between the socket and the engine unchanged.
 //!
 //! # Wire format (version 1)
 //!
