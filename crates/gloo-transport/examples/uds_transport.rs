@@ -94,7 +94,12 @@ impl Wire for UdsWire {
             // A closed or failed socket counts as ready: the next read or write reports it.
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            engine.set_ready(Rank(ev.token().0 as u32), readable, writable);
+            let peer = Rank(ev.token().0 as u32);
+            engine.set_ready(peer, readable, writable);
+            if ev.is_read_closed() || ev.is_error() {
+                // The peer's close may have come with its last bytes, in this one event.
+                engine.set_closed(peer);
+            }
         }
     }
 }

@@ -13,6 +13,9 @@ use crate::{Communicator, Error, Op, OpState, Rank, Result, Wait};
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// How long a waiter that is not the poller sleeps before re-checking on its own.
 const WAITER_NAP: Duration = Duration::from_millis(20);
+/// How many pumps in a row the background thread runs per tick while they move something.
+#[cfg(not(loom))]
+const BACKGROUND_PUMPS: usize = 16;
 /// How long `Drop` tries to flush goodbyes before closing.
 const FAREWELL: Duration = Duration::from_millis(500);
 
@@ -219,9 +222,17 @@ fn background_loop<W: Wire>(s: &Shared<W>, stop: &(Mutex<bool>, Condvar), nap: O
         let mut moved = st.eng.tick_if_due(now);
         // With nobody inside `progress`, drain control and eager frames (never a user
         // buffer: the empty operation list makes data for posted receives park) and flush.
+        // A pump takes a bounded share of each peer's frames, so a few in a row drain what
+        // arrived since the last tick.
         let mut none: [Op<'_>; 0] = [];
         let force = st.in_progress == 0;
-        moved |= st.pump(&mut none, force, now);
+        for _ in 0..BACKGROUND_PUMPS {
+            let m = st.pump(&mut none, force, now);
+            moved |= m;
+            if !m {
+                break;
+            }
+        }
         if moved {
             s.nudge(&st);
         }

@@ -30,6 +30,12 @@ const MAX_IO: u64 = 1 << 30;
 /// message: the other peers wait, and so does the liveness tick between pumps, until the
 /// sender takes the silent receiver for a dead one. 16 MiB is a few milliseconds here.
 const PUMP_BUDGET: u64 = 16 << 20;
+/// How many frames one pump takes from one peer before moving on to the next. A peer that
+/// floods small frames (heartbeats, empty messages) gets this share of every pump and no
+/// more, so the other pairs wait for at most this many of its frames per pump, not for
+/// [`PUMP_BUDGET`] bytes of them (half a million heartbeats). Large payloads still move up
+/// to the byte budget per pump.
+const PUMP_FRAMES: u32 = 64;
 /// How many pending operations a [`Error::Timeout`] lists.
 const MAX_PENDING_LISTED: usize = 8;
 
@@ -142,6 +148,9 @@ struct Peer<L> {
     orphaned: u64,
     readable: bool,
     writable: bool,
+    /// The wire saw the peer close (or the link fail): an end of stream or an error waits
+    /// behind the data, so a short read does not use the readiness up.
+    hangup: bool,
     said_goodbye: bool,
     dead: Option<Error>,
     last_heard: Instant,
@@ -167,6 +176,7 @@ impl<L: Link> Peer<L> {
             orphaned: 0,
             readable: true,
             writable: true,
+            hangup: false,
             said_goodbye: false,
             dead: None,
             last_heard: now,
@@ -239,6 +249,18 @@ enum RecvSt {
 enum Rec {
     Send { to: Rank, slot: Slot, len: u64, st: SendSt },
     Recv { from: Vec<Rank>, slot: Slot, cap: u64, fp: Option<Fingerprint>, len: u64, st: RecvSt },
+}
+
+/// What one pump may still take from one peer.
+struct Budget {
+    bytes: u64,
+    frames: u32,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { bytes: PUMP_BUDGET, frames: PUMP_FRAMES }
+    }
 }
 
 /// The operations of the calling thread, whose buffers it may touch.
@@ -397,6 +419,18 @@ impl<L: Link> Engine<L> {
         if let Some(Some(p)) = self.peers.get_mut(peer.index()) {
             p.readable |= readable;
             p.writable |= writable;
+        }
+    }
+
+    /// Note that the peer closed its side of the link to `peer`, or the link failed (epoll's
+    /// `EPOLLRDHUP` or `EPOLLERR`): an end of stream or an error waits behind whatever data is
+    /// there. The engine then reads that link until it sees it, even past a short read that
+    /// would otherwise have used the readiness up ([`Link::drains_on_short_io`]): the close
+    /// came with the data, and no new readiness will announce it.
+    pub fn set_closed(&mut self, peer: Rank) {
+        if let Some(Some(p)) = self.peers.get_mut(peer.index()) {
+            p.readable = true;
+            p.hangup = true;
         }
     }
 
@@ -766,7 +800,7 @@ impl<L: Link> Engine<L> {
         now: Instant,
     ) -> std::result::Result<bool, (Error, bool)> {
         let mut moved = false;
-        let mut budget = PUMP_BUDGET;
+        let mut budget = Budget::new();
         loop {
             // Acting on an event may have closed this very link.
             if self.peers[r].as_ref().is_none_or(|p| p.link.is_none()) {
@@ -838,18 +872,24 @@ impl<L: Link> Engine<L> {
         force: bool,
         now: Instant,
         moved: &mut bool,
-        budget: &mut u64,
+        budget: &mut Budget,
     ) -> std::result::Result<RxEvent, (Error, bool)> {
         let proto_err = |e: Error| (e, true);
         loop {
             let staged = peer.re - peer.rs;
             match &mut peer.rx {
                 Rx::Idle if staged > 0 => {
+                    if budget.frames == 0 {
+                        // This peer's share of the pump is used: the staged frames wait for
+                        // the next pump (which takes them with or without readiness).
+                        return Ok(RxEvent::Stop);
+                    }
                     let (n, step) =
                         peer.reader.feed(&peer.rbuf[peer.rs..peer.re]).map_err(proto_err)?;
                     peer.rs += n;
                     *moved = true;
                     let Step::Header(h, fp) = step else { continue };
+                    budget.frames -= 1;
                     match peer.proto.on_header(&h, fp).map_err(proto_err)? {
                         Incoming::Eager { slot, fp, len } => {
                             if len == 0 {
@@ -932,7 +972,7 @@ impl<L: Link> Engine<L> {
                     } else {
                         // Out of budget: stop with the readiness kept, so the next pump
                         // goes on from here.
-                        if !(peer.readable || force) || *budget == 0 {
+                        if !(peer.readable || force) || budget.bytes == 0 {
                             return Ok(RxEvent::Stop);
                         }
                         let Some(i) = idx.filter(|_| left >= DIRECT_MIN) else {
@@ -951,8 +991,8 @@ impl<L: Link> Engine<L> {
                             Ok(0) => return Err(eof(peer)),
                             Ok(n) => {
                                 peer.last_heard = now;
-                                *budget = budget.saturating_sub(n as u64);
-                                if n < asked && link.drains_on_short_io() {
+                                budget.bytes = budget.bytes.saturating_sub(n as u64);
+                                if n < asked && link.drains_on_short_io() && !peer.hangup {
                                     peer.readable = false;
                                 }
                                 n as u64
@@ -979,7 +1019,7 @@ impl<L: Link> Engine<L> {
                 }
                 _ => {
                     // Nothing staged: read more.
-                    if !(peer.readable || force) || *budget == 0 {
+                    if !(peer.readable || force) || budget.bytes == 0 {
                         return Ok(RxEvent::Stop);
                     }
                     if !Self::fill(peer, now, budget)? {
@@ -994,7 +1034,7 @@ impl<L: Link> Engine<L> {
     fn fill(
         peer: &mut Peer<L>,
         now: Instant,
-        budget: &mut u64,
+        budget: &mut Budget,
     ) -> std::result::Result<bool, (Error, bool)> {
         if peer.rs == peer.re {
             peer.rs = 0;
@@ -1007,13 +1047,14 @@ impl<L: Link> Engine<L> {
                 Ok(0) => return Err(eof(peer)),
                 Ok(n) => {
                     // Edge-triggered readiness: a short read drained the link, and the next
-                    // arrival raises a new event, so no read is needed just to see EAGAIN.
-                    if n < asked && link.drains_on_short_io() {
+                    // arrival raises a new event, so no read is needed just to see EAGAIN;
+                    // unless the peer's close came with the data (no event will follow).
+                    if n < asked && link.drains_on_short_io() && !peer.hangup {
                         peer.readable = false;
                     }
                     peer.re += n;
                     peer.last_heard = now;
-                    *budget = budget.saturating_sub(n as u64);
+                    budget.bytes = budget.bytes.saturating_sub(n as u64);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1216,13 +1257,25 @@ impl<L: Link> Engine<L> {
             self.closed.push((rank, link));
         }
         peer.dead = Some(e.clone());
+        // Release everything the peer made this rank hold: its buffers go (a peer that
+        // flooded before it was cut off must not leave its flood pinned), and so do its held
+        // messages, except the eager ones of a peer that left cleanly or of a pair a cancel
+        // broke, which are still deliverable.
         peer.rx = Rx::Idle;
-        peer.out.clear();
+        peer.rbuf = Box::default();
+        peer.rs = 0;
+        peer.re = 0;
+        peer.out = VecDeque::new();
         peer.active = None;
-        peer.cleared.clear();
+        peer.cleared = Vec::new();
         peer.orphans = HashMap::new();
         peer.orphaned = 0;
-        for recv in self.matcher.drop_peer(rank) {
+        let keep_eager = match e {
+            Error::Cancelled { .. } => true,
+            Error::PeerLost { .. } => !poison,
+            _ => false,
+        };
+        for recv in self.matcher.drop_peer(rank, keep_eager) {
             // Withdrawn from the matcher: posted again for the other candidates, or failed.
             if let Some(Rec::Recv { from, slot, cap, fp, .. }) = self.recs.get(&recv) {
                 let (from, slot, cap, fp) = (from.clone(), *slot, *cap, *fp);
@@ -1415,6 +1468,18 @@ impl<L: Link> Engine<L> {
             self.fail_peer(rank, Error::PeerLost { peer: rank, reason }, true);
         }
         any
+    }
+
+    /// Messages held unmatched, from every peer.
+    #[cfg(test)]
+    pub(crate) fn matcher_len(&self) -> usize {
+        self.matcher.unexpected_len()
+    }
+
+    /// The matcher's bookkeeping for held messages, in bytes.
+    #[cfg(test)]
+    pub(crate) fn bookkeeping_bytes(&self) -> usize {
+        self.matcher.bookkeeping_bytes()
     }
 
     /// Bytes received so far of the rendezvous message the posted receive `op` takes in.

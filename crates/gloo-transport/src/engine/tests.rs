@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::machine::Mine;
 use super::{Engine, EngineConfig, Link};
-use crate::proto::{EAGER_MAX, HEADER_LEN, Header, Opcode};
+use crate::proto::{
+    EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, HEADER_LEN, Header, MAX_UNEXPECTED_RTS, Opcode,
+};
 use crate::{Error, Op, OpState, Rank, Slot};
 
 const S: Slot = Slot::new(1, 0);
@@ -255,4 +257,131 @@ fn a_frame_split_at_every_byte_is_read_whole() {
     assert_eq!(recvs[0].completed(), Some((Rank(0), 8)));
     drop(recvs);
     assert_eq!(&b, b"split me");
+}
+
+/// A peer that sends nothing but heartbeats, without end; counts the bytes read from it.
+struct Flood {
+    read: Arc<Mutex<u64>>,
+    at: usize,
+}
+
+impl Link for Flood {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let hb = Header::new(Opcode::Heartbeat, 0, 0, 0).encode();
+        for b in buf.iter_mut() {
+            *b = hb[self.at % HEADER_LEN];
+            self.at += 1;
+        }
+        *self.read.lock().unwrap() += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+}
+
+/// A memory link from a peer with `bytes` already sent to us.
+fn preloaded(bytes: &[u8]) -> MemLink {
+    let rx: Half = Default::default();
+    rx.lock().unwrap().bytes.extend(bytes);
+    MemLink { rx, tx: Default::default() }
+}
+
+#[test]
+fn a_peer_flooding_small_frames_gets_its_share_of_a_pump_and_no_more() {
+    // Issue 14 §3: one pump read up to 16 MiB of one peer's frames (half a million
+    // heartbeats) before serving anyone else, so a flood from one peer slowed every other
+    // pair about 500 times. Rank 1 floods; rank 2's message must come in the same pump, and
+    // the pump must have taken only a bounded share of rank 1's frames.
+    let mut e0: Engine<Box<dyn Link>> = Engine::new(Rank(0), 3, EngineConfig::default());
+    let read = Arc::new(Mutex::new(0));
+    e0.attach(Rank(1), Box::new(Flood { read: read.clone(), at: 0 }), &[]);
+    let mut msg = Header::new(Opcode::Eager, S.0, 2, 0).encode().to_vec();
+    msg.extend_from_slice(b"hi");
+    e0.attach(Rank(2), Box::new(preloaded(&msg)), &[]);
+    let mut b = [0u8; 2];
+    let mut ops = [Op::recv(Rank(2), S, &mut b)];
+    e0.post(&mut ops[0], false);
+    assert!(e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now()));
+    assert_eq!(e0.reap(&mut ops), None);
+    assert_eq!(ops[0].completed(), Some((Rank(2), 2)), "rank 2's message waited");
+    let flooded = *read.lock().unwrap();
+    assert!(flooded <= 128 << 10, "one pump read {flooded} bytes of rank 1's heartbeats");
+    // The flood still gets its turn at every pump (its staged frames first, then more reads):
+    // liveness and its traffic go on.
+    for _ in 0..1000 {
+        assert!(e0.pump(&mut Mine { ops: &mut [] }, false, Instant::now()));
+        if *read.lock().unwrap() > flooded {
+            break;
+        }
+    }
+    assert!(*read.lock().unwrap() > flooded, "the flooding peer is no longer read");
+    assert!(e0.poisoned().is_none());
+}
+
+/// Frames of `n` empty eager messages, each on its own slot.
+fn empty_eager_flood(n: u64) -> Vec<u8> {
+    (0..n).flat_map(|i| Header::new(Opcode::Eager, i, 0, 0).encode()).collect()
+}
+
+#[test]
+fn a_peer_cut_off_for_a_flood_leaves_nothing_pinned() {
+    // Issue 14 §3: a peer that floods empty eager messages (each on a slot of its own) past
+    // its credit is cut off, and what it made this rank hold went with it (it used to stay:
+    // 65,536 held messages, about 31 MB).
+    let (mut e0, _e1, _, to_0) = pair(EngineConfig::default());
+    let flood = EAGER_CREDIT / EAGER_OVERHEAD + 1;
+    to_0.lock().unwrap().bytes.extend(empty_eager_flood(flood));
+    let mut b = [0u8; 1];
+    let mut ops = [Op::recv(Rank(1), Slot::new(7, 7), &mut b)];
+    e0.post(&mut ops[0], false);
+    let mut failed = None;
+    for _ in 0..100_000 {
+        e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now());
+        if let Some(e) = e0.reap(&mut ops) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(&failed, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("credit")),
+        "{failed:?}"
+    );
+    assert_eq!(e0.matcher_len(), 0, "messages from a peer that broke the protocol stay held");
+    assert_eq!(e0.bookkeeping_bytes(), 0);
+}
+
+#[test]
+fn a_peer_can_pin_a_bounded_number_of_messages_with_lean_bookkeeping() {
+    // Issue 14 §3: requests-to-send and eager messages count together against the bound of
+    // held messages (a flood of announcements used to peak at 33 MB, and could come on top
+    // of a flood of eager ones), and a message held alone on its slot costs its own size,
+    // not four of it.
+    let (mut e0, _e1, _, to_0) = pair(EngineConfig::default());
+    let eager = (MAX_UNEXPECTED_RTS / 2) as u64;
+    let mut wire = empty_eager_flood(eager);
+    for i in 0..(MAX_UNEXPECTED_RTS as u64 - eager) {
+        wire.extend(Header::new(Opcode::Rts, (1 << 32) + i, 1 << 20, i + 1).encode());
+    }
+    to_0.lock().unwrap().bytes.extend(&wire);
+    let now = Instant::now();
+    while e0.pump(&mut Mine { ops: &mut [] }, false, now) {}
+    assert!(e0.poisoned().is_none());
+    assert_eq!(e0.matcher_len(), MAX_UNEXPECTED_RTS);
+    let per_message = e0.bookkeeping_bytes() / MAX_UNEXPECTED_RTS;
+    assert!(per_message <= 200, "{per_message} bytes of bookkeeping per held message");
+    // One message more, of either kind, and the peer is refused.
+    to_0.lock().unwrap().bytes.extend(Header::new(Opcode::Eager, 1 << 40, 0, 0).encode());
+    e0.set_ready(Rank(1), true, false);
+    while e0.pump(&mut Mine { ops: &mut [] }, false, now) {}
+    let mut b = [0u8; 1];
+    let mut ops = [Op::recv(Rank(1), Slot::new(0xFFFF, 0), &mut b)];
+    e0.post(&mut ops[0], false);
+    let e = e0.reap(&mut ops);
+    assert!(
+        matches!(&e, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("unmatched")),
+        "{e:?}"
+    );
+    assert_eq!(e0.matcher_len(), 0);
 }

@@ -27,8 +27,11 @@ use crate::Rank;
 ///   engine does not read that link again until its [`Wire`] reports it readable from
 ///   [`Wire::note_ready`] (or the caller busy-polls). So a wire must report a link readable,
 ///   and end a [`Sleeper::sleep`] early, whenever bytes arrive on it, its peer closes it, or
-///   it fails; a spurious report costs one read. The same holds for "writable" after a write
-///   returned `WouldBlock` or a short count.
+///   it fails; a spurious report costs one read. When it learns of a close or a failure
+///   (epoll's `EPOLLRDHUP`, `EPOLLERR`), it also says so with
+///   [`Engine::set_closed`]: the close may have come with the last data, and then the short
+///   read of that data must not use the readiness up. The same holds for "writable" after a
+///   write returned `WouldBlock` or a short count.
 /// - **A closed peer.** `read` returning `Ok(0)` is the end of the stream: the peer closed its
 ///   side after everything it wrote was read. The engine takes that for a clean close when
 ///   the peer said goodbye first, and for a lost peer (which poisons the group) otherwise. Any
@@ -143,5 +146,33 @@ pub trait Wire: Send + 'static {
     /// then); `None`, the default, leaves it to the ticks.
     fn background_nap(&self) -> Option<Duration> {
         None
+    }
+}
+
+/// A boxed link is a link: a transport whose peers use different kinds of links (shared
+/// memory to some, sockets to others) attaches them as `Box<dyn Link>`.
+impl Link for Box<dyn Link> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (**self).write_vectored(bufs)
+    }
+
+    fn drains_on_short_io(&self) -> bool {
+        (**self).drains_on_short_io()
+    }
+
+    fn has_pending_output(&self) -> bool {
+        (**self).has_pending_output()
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        (**self).flush_pending()
+    }
+
+    fn input_waiting(&self) -> bool {
+        (**self).input_waiting()
     }
 }

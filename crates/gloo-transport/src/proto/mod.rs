@@ -96,7 +96,7 @@
 //! handshake, eager bytes beyond the credit window, credit never granted, a duplicate
 //! transfer id, a `Cts` or `Data` for a transfer not open, `Data` out of order or past the
 //! announced length (offsets are added with overflow checks), and more than
-//! [`MAX_UNEXPECTED_RTS`] unmatched `Rts` from one peer. No buffer is ever sized by a
+//! [`MAX_UNEXPECTED_RTS`] unmatched messages (`Rts` and `Eager` together) from one peer. No buffer is ever sized by a
 //! peer-given length beyond these bounds: payloads go to the posted buffer or to a
 //! credit-bounded eager buffer.
 //!

@@ -120,6 +120,10 @@ impl Wire for TcpWire {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 engine.set_ready(Rank(t.0 as u32), readable, writable);
+                if ev.is_read_closed() || ev.is_error() {
+                    // The close may have come with the last data, in this one event.
+                    engine.set_closed(Rank(t.0 as u32));
+                }
             } else if let Some(lazy) = self.lazy.as_mut() {
                 lazy.note(t);
             }
