@@ -846,9 +846,12 @@ pub fn batch_wait_any_pipelining(factory: Factory) {
     });
 }
 
+/// One conformance case: its name and the function that runs it.
+pub type Case = (&'static str, fn(Factory));
+
 /// Every case by name, in the order [`conformance_tests!`](crate::conformance_tests) expands
 /// them.
-pub const CASES: &[(&str, fn(Factory))] = crate::__conformance_list!(table);
+pub const CASES: &[Case] = crate::__conformance_list!(table);
 
 /// Does nothing: the default `setup` of [`conformance_tests!`](crate::conformance_tests).
 pub fn no_setup() {}
