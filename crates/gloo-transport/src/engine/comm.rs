@@ -309,8 +309,12 @@ impl<W: Wire> Communicator for EngineComm<W> {
         let active = st.eng.mark_active(ops);
         let mut spin_until: Option<Instant> = None;
         let mut last_look = false;
+        // The time the pump stamps on what it hears and sends: the last reading of the clock,
+        // taken again after every sleep (a busy-poll round makes it older only by a yield),
+        // so that a spinning caller reads the clock once per round.
+        let mut clock = start;
         let result = loop {
-            let moved = st.pump(ops, false, Instant::now());
+            let moved = st.pump(ops, false, clock);
             let failed = st.eng.reap(ops);
             if moved && st.in_progress > 1 {
                 s.nudge(&st);
@@ -331,6 +335,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 break Err(e.clone());
             }
             let now = Instant::now();
+            clock = now;
             if now >= deadline {
                 if !last_look {
                     // One more pump that tries this call's links whatever their readiness
@@ -371,6 +376,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     drop(st);
                     let r = sl.sleep(sleep);
                     st = s.lock();
+                    clock = Instant::now();
                     {
                         let State { eng, wire, .. } = &mut *st;
                         wire.note_ready(&mut sl, eng);
@@ -389,7 +395,8 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 None => {
                     // Another thread sleeps in the sleeper and wakes us when something moves.
                     let nap = (deadline - now).min(WAITER_NAP);
-                    st = wait_until(&s.cv, st, Instant::now() + nap);
+                    st = wait_until(&s.cv, st, now + nap);
+                    clock = Instant::now();
                 }
             }
         };
