@@ -88,8 +88,9 @@ pub const ROWS: &[Row] = &[
     // xtask checks its own tables (unique names, every test target has a row, ...) and runs the
     // README's example as a doc test.
     Row::test("xtask/self", "xtask"),
-    // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
-    // loopback (plain and havoc) and over tcp, processes, faults, rogue peers, loom models.
+    // gloo-transport: the engine and the sans-io protocol (unit tests, proptests), the
+    // conformance suite over loopback (plain and havoc) and over tcp, processes, faults, rogue
+    // peers, loom models, and an example transport built from outside the crate.
     Row::test("transport/unit", "gloo-transport").lib(),
     Row::test("transport/doc", "gloo-transport").targets(&[Doc]),
     Row::test("transport/no-tcp", "gloo-transport").no_default_features().lib(),
@@ -102,6 +103,9 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
+    // A transport written only against the engine's public traits (Unix-domain socket pairs),
+    // run through the public conformance suite (feature `conformance`) by its example's main.
+    Row::cargo("transport/example-uds", &["run", "-p", "gloo-transport", "--features", "conformance", "--example", "uds_transport"]),
     // gloo-shm: sys wrappers, segment and handshake codec (unit), the ring against a VecDeque
     // model and hostile indices, channels between threads, rogue peers scribbling on the
     // segment, processes killed, stopped and oversubscribed, and loom models of the ring.

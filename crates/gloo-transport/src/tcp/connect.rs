@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::comm::{TcpComm, new_poll};
+use super::comm::{TcpComm, engine_config, new_poll};
 use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
-use super::driver::{Driver, Lazy, Peer, WAKE};
+use super::driver::{Lazy, TcpLink, WAKE};
+use crate::engine::Engine;
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, Listener, Rank, Result};
 
@@ -121,19 +122,10 @@ impl TcpListener {
         let waker = Waker::new(poll.registry(), WAKE)
             .map_err(|e| Error::io(None, "creating a waker", &e))?;
         let hs = HandshakeConfig { job: job_hash(&cfg.job), me, size, token };
-        let peers =
-            (0..size).map(|r| (Rank(r) != me).then(|| Peer::unconnected(Rank(r)))).collect();
-        let mut d = Driver::new(me, poll, peers)
-            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
-        d.lazy = Some(Box::new(Lazy::new(
-            listener,
-            parsed,
-            hs,
-            cfg.layer.clone(),
-            handshake_timeout(&cfg),
-        )));
+        let engine = Engine::new(me, size, engine_config(&cfg));
+        let lazy = Lazy::new(listener, parsed, hs, cfg.layer.clone(), handshake_timeout(&cfg));
         tracing::debug!(rank = %me, %addr, "lazy communicator ready; no connection yet");
-        TcpComm::start(d, waker, size, cfg.busy_poll, cfg.peer_timeout)
+        TcpComm::start(engine, poll, waker, Some(Box::new(lazy)))
     }
 }
 
@@ -557,10 +549,10 @@ impl Setup {
             let _ = poll.registry().deregister(&mut c.stream);
         }
         let me = self.me();
-        let mut peers = Vec::with_capacity(self.done.len());
+        let mut engine = Engine::new(me, self.l.cfg.size, engine_config(&self.l.cfg));
         for (r, slot) in self.done.into_iter().enumerate() {
             match slot {
-                None => peers.push(None),
+                None => {}
                 Some((mut stream, leftover)) => {
                     let rank = Rank(r as u32);
                     poll.registry()
@@ -568,16 +560,14 @@ impl Setup {
                         .map_err(|e| Error::io(Some(rank), "registering", &e))?;
                     let layer = self.l.cfg.layer.as_ref();
                     let (stream, early) = data_stream(layer, rank, rank < me, stream, leftover)?;
-                    peers.push(Some(Peer::new(rank, stream, &early)));
+                    engine.attach(rank, TcpLink(stream), &early);
                 }
             }
         }
         let waker = Waker::new(poll.registry(), WAKE)
             .map_err(|e| Error::io(None, "creating a waker", &e))?;
         tracing::debug!(rank = %me, took = ?start.elapsed(), "group connected");
-        let d = Driver::new(me, poll, peers)
-            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
-        TcpComm::start(d, waker, self.l.cfg.size, self.l.cfg.busy_poll, self.l.cfg.peer_timeout)
+        TcpComm::start(engine, poll, waker, None)
     }
 }
 
