@@ -23,12 +23,13 @@ fn assert_mismatch_everywhere(
     field: &str,
     f: impl Fn(&Group<LoopbackComm>) -> Result<(), Error> + Send + Sync,
 ) {
+    let done = Barrier::new(n as usize);
     let errors = on_ranks(n, 11, |g| {
         let r = f(&g);
         // Keep every communicator alive until all ranks are done, so that nobody sees a
-        // dropped peer instead of the mismatch.
-        let later = g.fork(999).unwrap();
-        later.barrier(&Options::new().with_timeout(Duration::from_secs(20))).ok();
+        // dropped peer instead of the mismatch (a thread barrier: a group's barrier would
+        // fail at once in a group that a rank's timeout revoked).
+        done.wait();
         r
     });
     let mut named = false;
@@ -413,7 +414,7 @@ fn a_timeout_names_the_missing_peer_in_its_message() {
 /// `Aborted` on its next call too.
 #[test]
 fn a_timeout_revokes_the_group_on_every_rank() {
-    let gave_up = Barrier::new(3);
+    let (gave_up, answered) = (Barrier::new(3), Barrier::new(3));
     let out = on_ranks(3, 13, |g| {
         let short = Options::new().with_timeout(Duration::from_millis(300));
         let long = Options::new().with_timeout(Duration::from_secs(20));
@@ -425,6 +426,9 @@ fn a_timeout_revokes_the_group_on_every_rank() {
         gave_up.wait();
         // Everybody (rank 0 included) makes the call now: nobody may complete it.
         let late = g.allreduce(&mut [1u32; 8], sum(), &long);
+        // Keep every communicator until all have their answer, so that nobody reads a peer
+        // that finished and left instead of the revocation.
+        answered.wait();
         (first, late)
     });
     let (first, _) = &out[0];
@@ -483,6 +487,7 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
 fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm() {
     let comms =
         gloo_transport::loopback::group(3, gloo_transport::loopback::LoopbackConfig::havoc(8));
+    let done = Barrier::new(3);
     let out = gloo_testing::run_ranks(comms, |c| {
         let rank = gloo_transport::Communicator::rank(&c).0;
         let env = gloo_algorithms::select::EnvOverrides::from_lookup(|k| {
@@ -491,8 +496,7 @@ fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm()
         .unwrap();
         let g = Group::with_overrides(c, env);
         let r = g.allreduce(&mut [1u32; 3], sum(), &short());
-        let later = g.fork(9).unwrap();
-        later.barrier(&Options::new().with_timeout(Duration::from_secs(20))).ok();
+        done.wait();
         r
     });
     for (rank, r) in out.iter().enumerate() {
