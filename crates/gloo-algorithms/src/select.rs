@@ -100,11 +100,11 @@ impl Collective {
             Collective::Allgatherv | Collective::ReduceScatter | Collective::ReduceScatterv => {
                 &[Ring]
             }
-            Collective::Reduce
-            | Collective::Gather
+            Collective::Reduce => &[BinomialTree],
+            Collective::Gather
             | Collective::Gatherv
             | Collective::Scatter
-            | Collective::Scatterv => &[BinomialTree],
+            | Collective::Scatterv => &[Direct, BinomialTree],
             Collective::Alltoall | Collective::Alltoallv => &[Pairwise],
             Collective::Barrier => &[Dissemination],
             Collective::SendRecv => &[Direct],
@@ -154,7 +154,8 @@ pub enum Algorithm {
     /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
     /// `rank - s`.
     Pairwise = 9,
-    /// A single point-to-point message.
+    /// A single point-to-point message; for gather and scatter, every block exchanged
+    /// directly with the root.
     Direct = 10,
 }
 
