@@ -130,7 +130,7 @@ pub const ROWS: &[Row] = &[
     // exchanging keys, a group bootstrapped through it.
     Row::test("rendezvous/torch", "gloo-rendezvous").features(&["cli"]).targets(&[Test("torch_store")]).needs(&[TORCH]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
-    // mismatches, threads sharing a communicator, real processes over tcp.
+    // mismatches, threads sharing a communicator, real processes over tcp, allocations.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
     // The reduce kernels again as users run them (release): each float kernel at every
     // instruction-set level this CPU has, against one reference (AVX-512 once differed).
@@ -141,6 +141,9 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
+    // A warm call of every collective allocates nothing in proportion to its message
+    // (a counting global allocator, so a test binary of its own).
+    Row::test("algorithms/alloc", "gloo-algorithms").targets(&[Test("alloc")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
     Row::test("bench/smoke", "gloo-bench").targets(&[Lib, Test("cli")]),
     // gloo-bench launched unchanged by torchrun, mpirun and a srun-style environment, and the

@@ -16,20 +16,39 @@ pub(crate) fn record<T: Element>() -> usize {
     std::mem::size_of::<T>() + 8
 }
 
-/// Records for `values` averaged over `n` ranks. With `more` (a multi-buffer allreduce) a
-/// rank's contribution is the sum of its buffers at each index, wrapping as
-/// [`Sum`](crate::ReduceOp::Sum) does, so that the mean over the ranks is always a value of
-/// the type.
+/// [`pack_into`] a new vector.
+#[cfg(test)]
 pub(crate) fn pack<T: Element>(values: &[T], more: &[&mut [T]], n: u32) -> Vec<u8> {
-    let es = std::mem::size_of::<T>();
     let mut out = vec![0u8; values.len() * record::<T>()];
+    pack_into(values, more, n, &mut out);
+    out
+}
+
+/// The divisor values are split by when a rank has `buffers` values per element: `n ×
+/// buffers`, so that the quotients' true total stays a mean of values of the type (see
+/// [`Element::average_join`]); `None` if it does not fit a `u32`.
+pub(crate) fn divisor(n: u32, buffers: usize) -> Option<u32> {
+    u32::try_from(buffers).ok().and_then(|b| n.checked_mul(b))
+}
+
+/// Records for `values` averaged over `n` ranks, into `out` (`values.len()` records long;
+/// scratch a call keeps between calls): each value split by [`divisor`], and the splits of
+/// the values at the same index in every slice of `more` added in (a multi-buffer allreduce
+/// averages the sum of a rank's buffers). The caller checked that the divisor fits.
+pub(crate) fn pack_into<T: Element>(values: &[T], more: &[&mut [T]], n: u32, out: &mut [u8]) {
+    let es = std::mem::size_of::<T>();
+    let d = divisor(n, 1 + more.len()).unwrap_or(u32::MAX);
     for (i, (rec, &v)) in out.chunks_exact_mut(record::<T>()).zip(values).enumerate() {
-        let v = more.iter().fold(v, |acc, m| T::wrapping_sum(acc, m[i]));
-        let (q, r) = T::average_split(v, n);
+        let (mut q, mut r) = T::average_split(v, d);
+        for m in more {
+            let (mq, mr) = T::average_split(m[i], d);
+            q = T::wrapping_sum(q, mq);
+            // Below buffers × d per rank and element: no overflow for any real job.
+            r = r.saturating_add(mr);
+        }
         rec[..es].copy_from_slice(bytemuck::bytes_of(&q));
         rec[es..].copy_from_slice(&r.to_le_bytes());
     }
-    out
 }
 
 /// `dst = dst + src` over whole records (the reduction the collective runs).
@@ -46,11 +65,13 @@ pub(crate) fn sum<T: Element>(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// The means of the reduced records into `out` (as many as there are records).
-pub(crate) fn unpack<T: Element>(records: &[u8], out: &mut [T], n: u32) {
+/// The means of the reduced records into `out` (as many as there are records), for
+/// `buffers` values per rank and element.
+pub(crate) fn unpack<T: Element>(records: &[u8], out: &mut [T], n: u32, buffers: usize) {
     let es = std::mem::size_of::<T>();
+    let b = u32::try_from(buffers).unwrap_or(u32::MAX);
     for (o, rec) in out.iter_mut().zip(records.chunks_exact(record::<T>())) {
-        *o = T::average_join(bytemuck::pod_read_unaligned(&rec[..es]), remainder(rec), n);
+        *o = T::average_join(bytemuck::pod_read_unaligned(&rec[..es]), remainder(rec), n, b);
     }
 }
 
@@ -76,18 +97,16 @@ mod tests {
             sum::<i8>(&mut acc, &pack(r, &[], n));
         }
         let mut out = [0i8; 4];
-        unpack(&acc, &mut out, n);
+        unpack(&acc, &mut out, n, 1);
         assert_eq!(out, [127, -127, 0, 5]);
     }
 
-    /// A rank's buffers are summed first, wrapping: 255 + 255 is 254 and 1 + 255 is 0.
     #[test]
-    fn a_rank_with_several_buffers_contributes_their_wrapping_sum() {
+    fn a_rank_with_several_buffers_averages_their_sum() {
         let mut b = [255u8, 255];
-        let mut acc = pack(&[255u8, 1], &[&mut b], 2);
-        sum::<u8>(&mut acc, &pack(&[100u8, 7], &[], 2));
+        let acc = pack(&[255u8, 1], &[&mut b], 2);
         let mut out = [0u8; 2];
-        unpack(&acc, &mut out, 2);
-        assert_eq!(out, [((254 + 100) / 2) as u8, 7 / 2]);
+        unpack(&acc, &mut out, 2, 2);
+        assert_eq!(out, [255, 128]);
     }
 }

@@ -127,10 +127,11 @@ pub trait Element: bytemuck::Pod + Send + Sync + sealed::Sealed {
     #[doc(hidden)]
     fn average_split(x: Self, n: u32) -> (Self, u64);
 
-    /// The exact average from the wrapping sum of the quotients `q` and the exact sum of the
-    /// remainders `r` over `n` ranks, truncated toward zero.
+    /// The exact average over `n` ranks, truncated toward zero, from the wrapping sum of the
+    /// quotients `q` and the exact sum of the remainders `r` of values split by `n * b`
+    /// (`b` values per rank, whose per-rank sums are averaged: a multi-buffer allreduce).
     #[doc(hidden)]
-    fn average_join(q: Self, r: u64, n: u32) -> Self;
+    fn average_join(q: Self, r: u64, n: u32, b: u32) -> Self;
 
     /// `a + b`, wrapping (integers).
     #[doc(hidden)]
@@ -206,20 +207,24 @@ macro_rules! int_element {
                 let (x, n) = (i128::from(x), i128::from(n.max(1)));
                 (x.div_euclid(n) as $t, x.rem_euclid(n) as u64)
             }
-            fn average_join(q: Self, r: u64, n: u32) -> Self {
-                // The exact mean is Q + R / n, where Q is the true sum of the quotients and
-                // `q` is Q modulo 2^bits. floor(mean) = Q + floor(R / n) is a value of the
-                // type (a mean of values of the type), so computing it modulo 2^bits (the
-                // wrapping cast) gives it exactly. Then truncate toward zero.
-                let n = u64::from(n.max(1));
-                let floor = (i128::from(q) + i128::from(r / n)) as $t;
-                let fractional = r % n != 0;
-                if fractional && floor < (0 as $t) {
-                    // A negative mean with a fraction: floor is one below the truncation
-                    // (and so is not the type's maximum).
-                    floor.wrapping_add(1)
+            fn average_join(q: Self, r: u64, n: u32, b: u32) -> Self {
+                // The values were split by d = n * b, so their total is Q * d + R, where Q
+                // is the true sum of the quotients and `q` is Q modulo 2^bits. F =
+                // floor(total / d) = Q + floor(R / d) is a value of the type (a mean of
+                // values of the type), so computing it modulo 2^bits (the wrapping cast)
+                // gives it exactly. With R' = R mod d, total / n = F * b + R' / n: its floor
+                // is exact in i128, and it is negative exactly when F is. Then truncate
+                // toward zero, and wrap (a sum of b values per rank may not fit).
+                let (n, b) = (u64::from(n.max(1)), u64::from(b.max(1)));
+                let d = n * b;
+                let f = (i128::from(q) + i128::from(r / d)) as $t;
+                let rest = r % d;
+                let floor = i128::from(f) * i128::from(b) + i128::from(rest / n);
+                if rest % n != 0 && f < (0 as $t) {
+                    // A negative mean with a fraction: floor is one below the truncation.
+                    (floor + 1) as $t
                 } else {
-                    floor
+                    floor as $t
                 }
             }
             fn wrapping_sum(a: Self, b: Self) -> Self {
@@ -267,7 +272,7 @@ macro_rules! float_element {
             fn average_split(x: Self, _: u32) -> (Self, u64) {
                 (x, 0)
             }
-            fn average_join(q: Self, _: u64, _: u32) -> Self {
+            fn average_join(q: Self, _: u64, _: u32, _: u32) -> Self {
                 q
             }
             fn wrapping_sum(a: Self, b: Self) -> Self {
@@ -649,7 +654,7 @@ macro_rules! half_element {
             fn average_split(x: Self, _: u32) -> (Self, u64) {
                 (x, 0)
             }
-            fn average_join(q: Self, _: u64, _: u32) -> Self {
+            fn average_join(q: Self, _: u64, _: u32, _: u32) -> Self {
                 q
             }
             fn wrapping_sum(a: Self, b: Self) -> Self {
@@ -1087,10 +1092,34 @@ mod tests {
                 q = T::wrapping_sum(q, vq);
                 r += vr;
             }
-            let got: i128 = T::average_join(q, r, n).into();
+            let got: i128 = T::average_join(q, r, n, 1).into();
             let sum: i128 = values.iter().map(|&v| v.into()).sum();
             assert_eq!(got, sum / i128::from(n), "average of {values:?}");
         }
+        // `b` values per rank: the truncated mean of the per-rank sums, wrapped into the
+        // type when it does not fit (two u8 ranks of 255 + 255 + 10 average to 520 → 8).
+        fn check_many<T: Element + Into<i128> + std::fmt::Debug + PartialEq>(
+            ranks: &[&[T]],
+            wrap: fn(i128) -> T,
+        ) {
+            let (n, b) = (ranks.len() as u32, ranks[0].len() as u32);
+            let mut q = T::zeroed();
+            let mut r = 0u64;
+            for &v in ranks.iter().flat_map(|r| r.iter()) {
+                let (vq, vr) = T::average_split(v, n * b);
+                q = T::wrapping_sum(q, vq);
+                r += vr;
+            }
+            let got = T::average_join(q, r, n, b);
+            let sum: i128 = ranks.iter().flat_map(|r| r.iter()).map(|&v| v.into()).sum();
+            assert_eq!(got, wrap(sum / i128::from(n)), "average of {ranks:?}");
+        }
+        check_many::<u8>(&[&[255, 255, 10], &[255, 255, 10]], |v| v as u8);
+        check_many::<i8>(&[&[100, 50, -20], &[101, 50, -20]], |v| v as i8);
+        check_many::<i8>(&[&[-100, -50, -20], &[-101, -50, -20]], |v| v as i8);
+        check_many::<i8>(&[&[-128, -128], &[127, -1], &[5, 3]], |v| v as i8);
+        check_many::<u64>(&[&[u64::MAX, u64::MAX], &[u64::MAX, 3]], |v| v as u64);
+        check_many::<i64>(&[&[i64::MIN, i64::MIN], &[i64::MIN, 1]], |v| v as i64);
         check(&[255u8, 255, 255]);
         check(&[255u8, 254]);
         check(&[-128i8, -127]);

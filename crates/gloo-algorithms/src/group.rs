@@ -223,6 +223,13 @@ fn check_split(c: Collective, name: &str, len: usize, n: usize) -> Result<usize>
     Ok(len / n)
 }
 
+/// A rank's part in a reduce: the root's buffer (its contribution, and where the result
+/// goes) or another rank's contribution (left as it was).
+enum Part<'b, T> {
+    Root(&'b mut [T]),
+    Other(&'b [T]),
+}
+
 /// A buffer argument as an error names it: its name and its length in elements.
 type Arg<'a> = (&'a str, usize);
 
@@ -435,7 +442,8 @@ impl<C: Communicator> Group<C> {
 
     /// The start of gather and scatter and their v forms, which differ only in which buffer
     /// is this rank's block (`own`) and which is the root's whole (`whole`, checked at the
-    /// root only). Returns the context, the root's index and the blocks' sizes in bytes.
+    /// root only). Returns the context, the root's index, the blocks' sizes in bytes and the
+    /// algorithm.
     fn start_rooted<T: Element>(
         &self,
         c: Collective,
@@ -444,7 +452,7 @@ impl<C: Communicator> Group<C> {
         own: Arg<'_>,
         whole: (&str, usize, &str),
         opts: &Options,
-    ) -> Result<(Ctx<'_>, usize, Vec<usize>)> {
+    ) -> Result<(Ctx<'_>, usize, Vec<usize>, Algorithm)> {
         let root = check_root(c, root, self.n())?;
         let at_root = self.rank().index() == root;
         let total = self.check_blocks(c, counts, Some(own), at_root.then_some(whole))?;
@@ -458,7 +466,7 @@ impl<C: Communicator> Group<C> {
         let call = Call { count, param, ..Call::new::<T>(c, algorithm) }.rooted(root);
         let ctx = self.begin(call, opts)?;
         let sizes = counts.iter().map(|k| k * es::<T>()).collect();
-        Ok((ctx, root, sizes))
+        Ok((ctx, root, sizes, algorithm))
     }
 
     // -----------------------------------------------------------------------------------
@@ -519,11 +527,15 @@ impl<C: Communicator> Group<C> {
         };
         if matches!(op, ReduceOp::Average) && T::INTEGER {
             // Exact: quotient and remainder records (see `average`).
-            let mut records = average::pack(first, rest, n as u32);
-            if n > 1 {
-                run(&mut records, average::record::<T>(), &average::sum::<T>)?;
+            if average::divisor(n as u32, 1 + rest.len()).is_none() {
+                return Err(Error::invalid(c, "bufs: too many buffers for an exact average"));
             }
-            average::unpack(&records, first, n as u32);
+            let mut records = ctx.scratch(first.len() * average::record::<T>());
+            average::pack_into(first, rest, n as u32, records.bytes());
+            if n > 1 {
+                run(records.bytes(), average::record::<T>(), &average::sum::<T>)?;
+            }
+            average::unpack(records.bytes(), first, n as u32, 1 + rest.len());
             return Ok(());
         }
         for b in rest.iter() {
@@ -606,36 +618,18 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<()> {
-        let c = Collective::Reduce;
-        let n = self.n();
-        let root = check_root(c, root, n)?;
-        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
-        let call =
-            Call { op: op.id(), count: buf.len(), ..Call::new::<T>(c, algorithm) }.rooted(root);
-        let ctx = self.begin(call, opts)?;
-        if matches!(op, ReduceOp::Average) && T::INTEGER {
-            // Exact: quotient and remainder records (see `average`).
-            let mut records = average::pack(buf, &[], n as u32);
-            if n > 1 {
-                s::reduce_binomial(&ctx, &mut records, root, &average::sum::<T>)?;
+        let root = check_root(Collective::Reduce, root, self.n())?;
+        if self.rank().index() == root {
+            self.reduce_run(Part::Root(&mut *buf), root, op, opts)?;
+            if let ReduceOp::Average = op
+                && !T::INTEGER
+            {
+                divide_bytes::<T>(as_bytes_mut(buf), self.size());
             }
-            ctx.finish_agreement()?;
-            if ctx.rank == root {
-                average::unpack(&records, buf, n as u32);
-            }
-            return Ok(());
+            Ok(())
+        } else {
+            self.reduce_run(Part::Other(buf), root, op, opts)
         }
-        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
-        if n > 1 {
-            s::reduce_binomial(&ctx, as_bytes_mut(buf), root, &f)?;
-        }
-        ctx.finish_agreement()?;
-        if ctx.rank == root
-            && let ReduceOp::Average = op
-        {
-            divide_bytes::<T>(as_bytes_mut(buf), n as u32);
-        }
-        Ok(())
     }
 
     /// Reduce `input` across all ranks into `output` at `root` (`output` must be as long as
@@ -655,9 +649,63 @@ impl<C: Communicator> Group<C> {
             output.copy_from_slice(input);
             self.reduce(output, root, op, opts)
         } else {
-            let mut copy = input.to_vec();
-            self.reduce(&mut copy, root, op, opts)
+            self.reduce_run(Part::Other(input), r, op, opts)
         }
+    }
+
+    /// A reduce to `root`, this rank's part being `mine` (for an exact integer average the
+    /// root's buffer receives the mean; for a float average it receives the sum, which the
+    /// caller divides).
+    fn reduce_run<T: Element>(
+        &self,
+        mine: Part<'_, T>,
+        root: usize,
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Reduce;
+        let n = self.n();
+        let count = match &mine {
+            Part::Root(b) => b.len(),
+            Part::Other(b) => b.len(),
+        };
+        let algorithm = self.algorithm(c, count * es::<T>(), opts)?;
+        let seg = segment(opts, es::<T>());
+        let call =
+            Call { op: op.id(), count, param: seg_param(seg), ..Call::new::<T>(c, algorithm) }
+                .rooted(root);
+        let ctx = self.begin(call, opts)?;
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`).
+            let (rec, nn) = (average::record::<T>(), n as u32);
+            let mut records = ctx.scratch(count * rec);
+            let values: &[T] = match &mine {
+                Part::Root(b) => b,
+                Part::Other(b) => b,
+            };
+            average::pack_into(values, &[], nn, records.bytes());
+            if n > 1 {
+                let part = match &mine {
+                    Part::Root(_) => s::Mine::Root(records.bytes()),
+                    Part::Other(_) => s::Mine::Other(records.bytes()),
+                };
+                s::reduce_tree(&ctx, part, root, &average::sum::<T>, segment(opts, rec))?;
+            }
+            ctx.finish_agreement()?;
+            if let Part::Root(b) = mine {
+                average::unpack(records.bytes(), b, nn, 1);
+            }
+            return Ok(());
+        }
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        if n > 1 {
+            let part = match mine {
+                Part::Root(b) => s::Mine::Root(as_bytes_mut(b)),
+                Part::Other(b) => s::Mine::Other(as_bytes(b)),
+            };
+            s::reduce_tree(&ctx, part, root, &f, seg)?;
+        }
+        ctx.finish_agreement()
     }
 
     /// Send `root`'s `buf` to every rank's `buf`.
@@ -731,9 +779,13 @@ impl<C: Communicator> Group<C> {
     ) -> Result<()> {
         let own = ("input", input.len());
         let whole = ("output", output.len(), "the sum of the counts (at the root)");
-        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let (ctx, root, sizes, algorithm) =
+            self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let out: &mut [u8] = if ctx.rank == root { as_bytes_mut(output) } else { &mut [] };
-        s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?;
+        match algorithm {
+            Algorithm::Direct => s::gather_direct(&ctx, as_bytes(input), out, &sizes, root)?,
+            _ => s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?,
+        }
         ctx.finish_agreement()
     }
 
@@ -774,9 +826,13 @@ impl<C: Communicator> Group<C> {
     ) -> Result<()> {
         let own = ("output", output.len());
         let whole = ("input", input.len(), "size × output (at the root)");
-        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let (ctx, root, sizes, algorithm) =
+            self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let inp: &[u8] = if ctx.rank == root { as_bytes(input) } else { &[] };
-        s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?;
+        match algorithm {
+            Algorithm::Direct => s::scatter_direct(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
+            _ => s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
+        }
         ctx.finish_agreement()
     }
 
@@ -836,11 +892,7 @@ impl<C: Communicator> Group<C> {
         let b = as_bytes_mut(buf);
         let bb = block * es::<T>();
         match algorithm {
-            Algorithm::Bruck => {
-                let me = ctx.rank;
-                let own = b[me * bb..(me + 1) * bb].to_vec();
-                s::allgather_bruck(&ctx, &own, b, bb)
-            }
+            Algorithm::Bruck => s::allgather_bruck(&ctx, b, bb),
             _ => {
                 let blocks = byte_ranges(&vec![block; n], es::<T>());
                 s::allgather_ring(&ctx, b, &blocks, seg)
@@ -944,10 +996,58 @@ impl<C: Communicator> Group<C> {
         let own = ("output", output.len());
         let whole = ("input", input.len(), "the sum of the counts (size × output)");
         self.check_blocks(c, counts, Some(own), Some(whole))?;
-        let mut work = input.to_vec();
-        let range = self.reduce_scatter_run(c, &mut work, counts, op, opts)?;
-        output.copy_from_slice(&work[range]);
+        let (ctx, seg, range) = self.reduce_scatter_begin::<T>(c, input.len(), counts, op, opts)?;
+        let n = ctx.size;
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`), reduced in place in
+            // scratch.
+            let (rec, nn) = (average::record::<T>(), n as u32);
+            let mut records = ctx.scratch(input.len() * rec);
+            average::pack_into(input, &[], nn, records.bytes());
+            if n > 1 {
+                let blocks = byte_ranges(counts, rec);
+                s::reduce_scatter_ring(
+                    &ctx,
+                    records.bytes(),
+                    &blocks,
+                    &average::sum::<T>,
+                    segment(opts, rec),
+                )?;
+            }
+            average::unpack(&records.bytes()[bytes_of(&range, rec)], output, nn, 1);
+            return Ok(());
+        }
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        let blocks = byte_ranges(counts, es::<T>());
+        s::reduce_scatter_ring_into(&ctx, as_bytes(input), as_bytes_mut(output), &blocks, &f, seg)?;
+        if let ReduceOp::Average = op {
+            divide_bytes::<T>(as_bytes_mut(output), n as u32);
+        }
         Ok(())
+    }
+
+    /// Start a reduce-scatter of `len` elements split by `counts`: the context, the ring's
+    /// segment and the element range of this rank's block.
+    fn reduce_scatter_begin<T: Element>(
+        &self,
+        c: Collective,
+        len: usize,
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<(Ctx<'_>, usize, Range<usize>)> {
+        let algorithm = self.algorithm(c, len * es::<T>(), opts)?;
+        let seg = segment(opts, es::<T>());
+        let (count, param) = if c == Collective::ReduceScatter {
+            (counts[0], seg_param(seg))
+        } else {
+            (len, hash_counts(counts) ^ seg_param(seg))
+        };
+        let call = Call { op: op.id(), count, param, ..Call::new::<T>(c, algorithm) };
+        let ctx = self.begin(call, opts)?;
+        let me = ctx.rank;
+        let start: usize = counts[..me].iter().sum();
+        Ok((ctx, seg, start..start + counts[me]))
     }
 
     /// Reduce-scatter in place over equal blocks (`buf.len()` divisible by the size); returns
@@ -986,34 +1086,29 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<Range<usize>> {
-        let n = self.n();
-        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
-        let seg = segment(opts, es::<T>());
-        let (count, param) = if c == Collective::ReduceScatter {
-            (counts[0], seg_param(seg))
-        } else {
-            (buf.len(), hash_counts(counts) ^ seg_param(seg))
-        };
-        let call = Call { op: op.id(), count, param, ..Call::new::<T>(c, algorithm) };
-        let ctx = self.begin(call, opts)?;
-        let me = ctx.rank;
-        let start: usize = counts[..me].iter().sum();
-        let range = start..start + counts[me];
+        let (ctx, seg, range) = self.reduce_scatter_begin::<T>(c, buf.len(), counts, op, opts)?;
+        let n = ctx.size;
         if matches!(op, ReduceOp::Average) && T::INTEGER {
             // Exact: quotient and remainder records (see `average`).
             let (rec, nn) = (average::record::<T>(), n as u32);
-            let mut records = average::pack(buf, &[], nn);
+            let mut records = ctx.scratch(buf.len() * rec);
+            average::pack_into(buf, &[], nn, records.bytes());
             if n > 1 {
                 let blocks = byte_ranges(counts, rec);
                 s::reduce_scatter_ring(
                     &ctx,
-                    &mut records,
+                    records.bytes(),
                     &blocks,
                     &average::sum::<T>,
                     segment(opts, rec),
                 )?;
             }
-            average::unpack(&records[bytes_of(&range, rec)], &mut buf[range.clone()], nn);
+            average::unpack(
+                &records.bytes()[bytes_of(&range, rec)],
+                &mut buf[range.clone()],
+                nn,
+                1,
+            );
             return Ok(range);
         }
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);

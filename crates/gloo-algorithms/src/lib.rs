@@ -80,6 +80,7 @@ mod fingerprint;
 mod group;
 mod options;
 mod reduce_op;
+mod ring;
 mod schedules;
 pub mod select;
 

@@ -32,9 +32,10 @@ pub enum ReduceOp<'f, T> {
     Max,
     /// The mean over the ranks. Floats: the sum divided by the world size at the end.
     /// Integers: exact (the true mean, truncated toward zero, never wrapped on the way; see
-    /// [`Element`]). With [`allreduce_many`](crate::Group::allreduce_many), a rank's buffers
-    /// are summed first (integers wrapping, as [`Sum`](ReduceOp::Sum)) and the division is by
-    /// the world size only.
+    /// [`Element`]). With [`allreduce_many`](crate::Group::allreduce_many), the result is the
+    /// mean over the ranks of each rank's sum of its buffers (the division is by the world
+    /// size only); for integers it is exact and truncated, and wraps into the type only when
+    /// it does not fit.
     Average,
     /// A user closure, `dst = dst op src`.
     Custom(&'f dyn Fn(&mut [T], &[T])),

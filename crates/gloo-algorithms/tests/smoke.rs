@@ -115,7 +115,7 @@ fn integer_averages_are_exact() {
             .collect();
         assert_eq!(r.1.to_vec(), want, "rank {rank}");
     }
-    // Each rank's two buffers sum to 500, which wraps to 244 in u8 (as Sum would).
+    // Each rank's two buffers sum to 500; the exact mean over ranks, 500, wraps to 244 in u8.
     assert!(out.iter().all(|r| r.2 == (500u32 % 256) as u8), "{out:?}");
 }
 

@@ -10,12 +10,12 @@ use gloo_rendezvous::HashStore;
 use gloo_transport::Communicator;
 use gloo_transport::loopback::{self, LoopbackConfig};
 
-use crate::cli::{Cli, Command, StoreUrl, TransportKind};
+use crate::cli::{Cli, Command, StoreUrl, TransportKind, Which};
 use crate::error::{Error, Result};
 use crate::limits::{self, LimitConfig, Limits};
 use crate::net::NetConfig;
 use crate::p2p::Waiting;
-use crate::report::{self, Report};
+use crate::report::{self, Report, Summary};
 use crate::{net, p2p, store, sweep};
 
 /// What a rank ended with.
@@ -152,6 +152,7 @@ fn run_with(
         collective: None,
         limits: lim,
         rows: Vec::new(),
+        summary: Vec::new(),
         figures: Vec::new(),
         notes: Vec::new(),
     };
@@ -196,12 +197,18 @@ fn run_with(
         }
         None => {
             report.mode = "sweep".into();
-            let c = cli.sweep.collective;
+            let which = cli.sweep.collective;
             let spin = !spin_window.is_zero() && !in_process;
-            report.collective = Some(c.name().into());
-            report.notes = sweep::notes(c, size, spin);
+            report.collective = Some(match which {
+                Which::One(c) => c.name().into(),
+                Which::All => "all".into(),
+            });
+            report.notes = sweep::notes(&which.each(size), size, spin);
             let comm = connect(&net)?;
             report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, spin, deadline)?;
+            if which == Which::All {
+                report.summary = Summary::of(&report.rows);
+            }
         }
     }
     Ok(Outcome { report: (rank == 0).then_some(report) })
