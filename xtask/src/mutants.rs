@@ -138,10 +138,13 @@ impl Module {
 
     /// The arguments after `cargo` that run this module, with `extra` for cargo-mutants.
     pub fn cargo_args(&self, ctx: &Context, extra: &[String]) -> Vec<String> {
-        let mut a: Vec<String> = ["mutants", "--package", self.package, "--jobs", "1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut a: Vec<String> =
+            ["mutants", "--package", self.package].iter().map(|s| s.to_string()).collect();
+        // One mutant at a time (cargo-mutants refuses `--jobs` with `--in-place`, which is
+        // sequential anyway).
+        if !extra.iter().any(|e| e == "--in-place") {
+            a.extend(["--jobs".to_string(), "1".to_string()]);
+        }
         for f in self.files {
             a.push("--file".into());
             a.push(f.to_string());
@@ -161,6 +164,10 @@ impl Module {
     }
 }
 
+/// Settings for every mutant's build, unless the caller set them: no debug information (a
+/// mutant's build is never debugged; it links faster and takes a fraction of the disk).
+const LEAN: [(&str, &str); 2] = [("CARGO_PROFILE_DEV_DEBUG", "0"), ("CARGO_PROFILE_TEST_DEBUG", "0")];
+
 /// The build directory every run shares (dependencies built once; see the module docs).
 fn build_dir(ctx: &Context) -> PathBuf {
     ctx.target_dir.join("mutants").join("build")
@@ -171,13 +178,20 @@ pub fn list(ctx: &Context) -> String {
     let mut out = String::new();
     for m in MODULES {
         out.push_str(&format!("{:<8} {}\n", m.name, m.about));
+        let env: Vec<String> = LEAN.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!(
-            "         CARGO_TARGET_DIR={} cargo {}\n",
+            "         CARGO_TARGET_DIR={} {} cargo {}\n",
             build_dir(ctx).display(),
-            m.cargo_args(ctx, &[]).join(" ")
+            env.join(" "),
+            m.cargo_args(ctx, &[]).iter().map(|a| quoted(a)).collect::<Vec<_>>().join(" ")
         ));
     }
     out
+}
+
+/// `arg` as a shell reads it back (quoted when it holds a glob).
+fn quoted(arg: &str) -> String {
+    if arg.contains('*') { format!("'{arg}'") } else { arg.to_string() }
 }
 
 /// What one module's run found, counted from cargo-mutants' report files.
@@ -262,11 +276,14 @@ pub fn run(modules: &[&str], extra: &[String], ctx: &Context) -> i32 {
         let args = m.cargo_args(ctx, extra);
         let build = build_dir(ctx);
         eprintln!("==> {}: CARGO_TARGET_DIR={} cargo {}", m.name, build.display(), args.join(" "));
-        let status = Command::new(&ctx.cargo)
-            .args(&args)
-            .env("CARGO_TARGET_DIR", &build)
-            .current_dir(&ctx.root)
-            .status();
+        let mut cmd = Command::new(&ctx.cargo);
+        cmd.args(&args).env("CARGO_TARGET_DIR", &build).current_dir(&ctx.root);
+        for (k, v) in LEAN {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
+        let status = cmd.status();
         let out = m.output_dir(ctx).join("mutants.out");
         match status {
             Ok(s) => {
@@ -348,6 +365,8 @@ mod tests {
         assert!(line.contains("--no-default-features"), "{line}");
         assert!(line.contains("--output /ws/target/mutants/proto --shard 1/2 --"), "{line}");
         assert!(line.ends_with("-- --lib --test proto_props"), "{line}");
+        let line = proto.cargo_args(&ctx(), &s(&["--in-place"])).join(" ");
+        assert!(!line.contains("--jobs"), "cargo-mutants refuses --jobs with --in-place: {line}");
     }
 
     #[test]
