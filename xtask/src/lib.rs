@@ -8,6 +8,8 @@
 //! - `bench <name>` runs one benchmark of [`rows::BENCHES`] in release.
 //! - `fuzz [target] [--time S]` builds the cargo-fuzz targets of `fuzz/` and runs them
 //!   ([`fuzz`]).
+//! - `mutants [module]` runs cargo-mutants over the modules whose tests must prove what they
+//!   claim, each with its own files and test targets ([`mutants`]).
 //!
 //! What it does not do: install anything (`.ci/run` installs what CI needs), run rows in
 //! parallel (the machine has two cores and cargo uses both), or depend on any crate beyond the
@@ -18,9 +20,13 @@ pub mod bench;
 pub mod fuzz;
 pub mod glob;
 pub mod matrix;
+pub mod mutants;
 pub mod row;
 pub mod rows;
 pub mod run;
+
+#[cfg(test)]
+mod invariants;
 
 /// The README's code example, compiled and run as a doc test so that it cannot rot.
 #[cfg(doctest)]

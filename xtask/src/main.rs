@@ -20,6 +20,10 @@ commands:
   fuzz [<target>... | all] [--time <seconds>]
       Build the fuzz targets (fuzz/) with libFuzzer and AddressSanitizer, replay the saved
       crash inputs (fuzz/regressions/), then fuzz each target (default: all, 60 s each).
+  mutants [<module>... | all] [--list] [-- <cargo-mutants args>...]
+      Mutation testing with cargo-mutants (not installed by this; `cargo install --locked
+      cargo-mutants`) of each module's files against its own tests: proto, select, kernels,
+      ring (default: all; hours on two cores). --list prints each module's command.
   help
       Print this.
 ";
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "test-matrix" => test_matrix(rest),
         Some((cmd, rest)) if cmd == "bench" => bench(rest),
         Some((cmd, rest)) if cmd == "fuzz" => fuzz(rest),
+        Some((cmd, rest)) if cmd == "mutants" => mutants(rest),
         Some((cmd, _)) if cmd == "help" || cmd == "--help" || cmd == "-h" => {
             print!("{USAGE}");
             0
@@ -100,6 +105,20 @@ fn fuzz(args: &[String]) -> u8 {
     match xtask::fuzz::parse(args, &known) {
         Ok(req) => clamp(xtask::fuzz::run(&req, &ctx)),
         Err(e) => usage_error(&format!("fuzz: {e}")),
+    }
+}
+
+fn mutants(args: &[String]) -> u8 {
+    let ctx = Context::from_env();
+    match xtask::mutants::parse(args) {
+        Ok(xtask::mutants::Request::List) => {
+            print!("{}", xtask::mutants::list(&ctx));
+            0
+        }
+        Ok(xtask::mutants::Request::Run { modules, extra }) => {
+            clamp(xtask::mutants::run(&modules, &extra, &ctx))
+        }
+        Err(e) => usage_error(&format!("mutants: {e}")),
     }
 }
 

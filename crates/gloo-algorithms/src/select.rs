@@ -358,6 +358,164 @@ mod tests {
         }
     }
 
+    /// The allreduce rows as measured (see [`TABLE`]), at both sides of every threshold:
+    /// recursive doubling below 64 KiB; from 3 ranks halving-doubling up to 2 MiB; at 1 or 2
+    /// ranks recursive doubling up to 2 MiB; ring from 2 MiB.
+    #[test]
+    fn allreduce_follows_the_measured_table() {
+        use Algorithm::{HalvingDoubling as Hd, RecursiveDoubling as Rd, Ring};
+        let cases: [(u32, u64, Algorithm); 16] = [
+            (1, 0, Rd),
+            (2, 0, Rd),
+            (2, 64 * KIB - 1, Rd),
+            (2, 64 * KIB, Rd),
+            (2, 2048 * KIB - 1, Rd),
+            (2, 2048 * KIB, Ring),
+            (1, 2048 * KIB, Ring),
+            (3, 4, Rd),
+            (3, 64 * KIB - 1, Rd),
+            (3, 64 * KIB, Hd),
+            (3, 2048 * KIB - 1, Hd),
+            (3, 2048 * KIB, Ring),
+            (16, 64 * KIB - 1, Rd),
+            (16, 1 << 20, Hd),
+            (16, 64 << 20, Ring),
+            (16, u64::MAX, Ring),
+        ];
+        for (ranks, bytes, want) in cases {
+            assert_eq!(
+                choose(Collective::Allreduce, ranks, bytes),
+                want,
+                "{ranks} ranks, {bytes} B"
+            );
+        }
+    }
+
+    /// Collectives with one algorithm have no row and always get it; those with several
+    /// offer exactly the ones their docs name (the values a `GLOO_ALGORITHM_*` variable
+    /// accepts), the table's default first.
+    #[test]
+    fn each_collective_offers_its_algorithms() {
+        use Algorithm::*;
+        let want: [(Collective, &[Algorithm]); 15] = [
+            (Collective::Allreduce, &[Ring, HalvingDoubling, Bcube, RecursiveDoubling]),
+            (Collective::Reduce, &[BinomialTree]),
+            (Collective::Broadcast, &[BinomialTree, ScatterAllgather]),
+            (Collective::Allgather, &[Ring, Bruck]),
+            (Collective::Allgatherv, &[Ring]),
+            (Collective::Gather, &[Direct, BinomialTree]),
+            (Collective::Gatherv, &[Direct, BinomialTree]),
+            (Collective::Scatter, &[Direct, BinomialTree]),
+            (Collective::Scatterv, &[Direct, BinomialTree]),
+            (Collective::ReduceScatter, &[Ring]),
+            (Collective::ReduceScatterv, &[Ring]),
+            (Collective::Alltoall, &[Pairwise]),
+            (Collective::Alltoallv, &[Pairwise]),
+            (Collective::Barrier, &[Dissemination]),
+            (Collective::SendRecv, &[Direct]),
+        ];
+        for (c, algorithms) in want {
+            assert_eq!(c.algorithms(), algorithms, "{c}");
+            let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
+            assert_eq!(c.algorithm_names(), names, "{c}");
+            if !TABLE.iter().any(|r| r.collective == c) {
+                assert_eq!(choose(c, 5, 1 << 20), algorithms[0], "{c}");
+            }
+        }
+    }
+
+    /// Names and wire ids, as errors, fingerprints and environment variables spell them.
+    #[test]
+    fn names_and_ids_round_trip() {
+        let names = [
+            "allreduce",
+            "reduce",
+            "broadcast",
+            "allgather",
+            "allgatherv",
+            "gather",
+            "gatherv",
+            "scatter",
+            "scatterv",
+            "reduce_scatter",
+            "reduce_scatterv",
+            "alltoall",
+            "alltoallv",
+            "barrier",
+            "send_recv",
+        ];
+        for (i, (c, name)) in Collective::ALL.into_iter().zip(names).enumerate() {
+            assert_eq!(c.name(), name);
+            assert_eq!(c.to_string(), name);
+            assert_eq!(c as usize, i + 1);
+            assert_eq!(Collective::from_id(i as u8 + 1), Some(c));
+            assert_eq!(c.env_var(), format!("GLOO_ALGORITHM_{}", name.to_ascii_uppercase()));
+        }
+        assert_eq!(Collective::from_id(0), None);
+        assert_eq!(Collective::from_id(16), None);
+        let names = [
+            "ring",
+            "halving_doubling",
+            "bcube",
+            "recursive_doubling",
+            "binomial",
+            "scatter_allgather",
+            "bruck",
+            "dissemination",
+            "pairwise",
+            "direct",
+        ];
+        for (i, (a, name)) in Algorithm::ALL.into_iter().zip(names).enumerate() {
+            assert_eq!(a.name(), name);
+            assert_eq!(a.to_string(), name);
+            assert_eq!(Algorithm::from_name(name), Some(a));
+            assert_eq!(a as usize, i + 1);
+            assert_eq!(Algorithm::from_id(i as u8 + 1), Some(a));
+        }
+        assert_eq!(Algorithm::from_name("Ring"), None, "names are matched as given");
+        assert_eq!(Algorithm::from_id(0), None);
+        assert_eq!(Algorithm::from_id(11), None);
+    }
+
+    /// `from_env` reads the process environment (in a child process started with the
+    /// variables set, since a test cannot change its own environment safely): a name in any
+    /// case and with spaces around it selects the algorithm, and `Group::new` refuses an
+    /// algorithm of another collective, naming the variable.
+    #[test]
+    fn overrides_come_from_the_process_environment() {
+        use gloo_testing::procs;
+        const NAME: &str = "select::tests::overrides_come_from_the_process_environment";
+        if let Some((rank, _)) = procs::child_rank() {
+            let o = EnvOverrides::from_env();
+            if rank == 0 {
+                let o = o.expect("valid overrides");
+                assert_eq!(o.algorithm(Collective::Allreduce), Some(Algorithm::Bcube));
+                assert_eq!(o.algorithm(Collective::Allgather), Some(Algorithm::Bruck));
+                assert_eq!(o.algorithm(Collective::Broadcast), None);
+            } else {
+                let comm = gloo_transport::loopback::group(1, Default::default()).remove(0);
+                let e = crate::Group::new(comm).map(|_| ()).unwrap_err();
+                assert!(e.to_string().contains("GLOO_ALGORITHM_BARRIER"), "{e}");
+                assert!(matches!(o, Err(crate::Error::UnknownAlgorithm { .. })), "{o:?}");
+            }
+            return;
+        }
+        let env = |rank: u32| -> Vec<(String, String)> {
+            let v = |k: &str, v: &str| (k.to_string(), v.to_string());
+            if rank == 0 {
+                vec![
+                    v("GLOO_ALGORITHM_ALLREDUCE", " BCube "),
+                    v("GLOO_ALGORITHM_ALLGATHER", "bruck"),
+                ]
+            } else {
+                vec![v("GLOO_ALGORITHM_BARRIER", "ring")]
+            }
+        };
+        for outcome in procs::spawn_self_with(NAME, 2, env).wait(gloo_testing::deadline(60)) {
+            outcome.assert_success();
+        }
+    }
+
     #[test]
     fn broadcast_uses_scatter_allgather_only_for_large_messages_on_eight_ranks_or_more() {
         assert_eq!(choose(Collective::Broadcast, 8, 4 << 20), Algorithm::ScatterAllgather);

@@ -366,8 +366,9 @@ fn dropped_and_misbehaving_clients_leave_no_connection_behind() {
     drop(clients);
     assert_connections(&srv, 1);
     // Refused and stalled clients are gone too.
-    let _ =
+    let refused =
         TcpStore::connect(srv.local_addr().to_string(), Some(b"bad-token-0123456789"), deadline(5));
+    assert!(matches!(refused, Err(Error::Auth { .. })), "a wrong token was let in: {refused:?}");
     let idle: Vec<TcpStream> =
         (0..20).map(|_| TcpStream::connect(srv.local_addr()).unwrap()).collect();
     assert_connections(&srv, 1);

@@ -153,3 +153,254 @@ fn impossible_lends_are_refused() {
     set(0, 0x1000, 10, 0);
     assert_eq!(c.lent().unwrap(), None, "state 0 is no lend");
 }
+
+/// Writes and reads larger than one publication piece (64 KiB), across the wrap: the bytes
+/// come out in order, and the consumer sees each piece published as it is copied (its
+/// `available` counts the whole write afterwards).
+#[test]
+fn large_writes_and_reads_cross_pieces_and_the_wrap() {
+    const CAP: usize = 1 << 18;
+    let (mut p, mut c) = ring::split(MappedRing::private(CAP).unwrap());
+    let mut seed = 1u64;
+    let mut next = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect()
+    };
+    // 100 KiB first, so that later transfers start off the ring's start and wrap.
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    for len in [100 << 10, 200 << 10, 250 << 10, 3, CAP] {
+        let bytes = next(len);
+        let n = p.write(&[&bytes]).unwrap();
+        assert_eq!(n, len.min(CAP), "a write of {len} bytes into an empty ring");
+        assert_eq!(c.available().unwrap(), n);
+        sent.extend_from_slice(&bytes[..n]);
+        let mut buf = vec![0u8; n + 7];
+        assert_eq!(c.read(&mut buf).unwrap(), n);
+        got.extend_from_slice(&buf[..n]);
+        assert!(p.drained().unwrap(), "everything read, yet not drained");
+    }
+    assert!(got == sent, "bytes out of order or corrupt");
+    assert_eq!(p.written(), c.consumed());
+}
+
+/// `drained` is true only once the consumer has read everything written.
+#[test]
+fn drained_waits_for_the_consumer() {
+    let (mut p, mut c) = ring::split(MappedRing::private(4096).unwrap());
+    assert!(p.drained().unwrap());
+    p.write(&[b"abc"]).unwrap();
+    assert!(!p.drained().unwrap());
+    let mut b = [0u8; 2];
+    c.read(&mut b).unwrap();
+    assert!(!p.drained().unwrap());
+    c.read(&mut b).unwrap();
+    assert!(p.drained().unwrap());
+}
+
+/// A lend end to end: the consumer finds it once the ring is empty at its position, claims
+/// bytes in steps (each claim moving the lend on), and the producer's end returns exactly the
+/// bytes claimed; while it is out the producer writes nothing, and it caps at MAX_LEND.
+#[test]
+fn a_lend_is_found_claimed_in_steps_and_ended() {
+    let mem = MappedRing::private(4096).unwrap();
+    let (mut p, mut c) = ring::split(mem.clone());
+    assert!(!p.lend(0x1000, 0), "an empty lend");
+    assert_eq!(p.write(&[b"before"]).unwrap(), 6);
+    assert!(p.lend(0x1000, 100));
+    assert!(p.lending());
+    assert!(!p.lend(0x9000, 10), "a second lend while one is out");
+    assert_eq!(p.write(&[b"during"]).unwrap(), 0, "written past a lend");
+    assert_eq!(p.lent_taken().unwrap(), 0);
+    // The ring's bytes come first.
+    assert_eq!(c.lent().unwrap(), None, "a lend found before the bytes ahead of it");
+    let mut b = [0u8; 6];
+    assert_eq!(c.read(&mut b).unwrap(), 6);
+    let l = c.lent().unwrap().expect("the lend, now that the ring is empty");
+    assert_eq!((l.addr, l.remaining), (0x1000, 100));
+    assert!(c.claim(l, 30));
+    assert_eq!(p.lent_taken().unwrap(), 30);
+    // A claim against the state it read: a second claim with the same (now stale) view fails.
+    assert!(!c.claim(l, 10), "a stale claim succeeded");
+    let l = c.lent().unwrap().unwrap();
+    assert_eq!((l.addr, l.remaining), (0x1000 + 30, 70));
+    assert!(c.claim(l, 70));
+    assert_eq!(c.lent().unwrap(), None, "a lend taken whole is no lend");
+    assert_eq!(p.end_lend().unwrap(), 100);
+    assert!(!p.lending());
+    assert_eq!(p.end_lend().unwrap(), 0, "ending no lend");
+    assert_eq!(p.lent_taken().unwrap(), 0, "taken with no lend out");
+    assert_eq!(mem.lend_state().load(Ordering::Relaxed), 0, "the ended lend is withdrawn");
+    assert_eq!(p.write(&[b"after"]).unwrap(), 5);
+    // A claim on an ended lend loses: the producer's end came first.
+    assert!(p.lend(0x2000, 10));
+    let mut b = [0u8; 5];
+    c.read(&mut b).unwrap();
+    let l = c.lent().unwrap().unwrap();
+    assert_eq!((l.addr, l.remaining), (0x2000, 10));
+    assert_eq!(p.end_lend().unwrap(), 0);
+    assert!(!c.claim(l, 4), "a claim on an ended lend");
+    // A new lend has a new id, so a claim read from an older lend cannot land on it.
+    assert!(p.lend(0x2000, 10));
+    assert!(!c.claim(l, 4), "a claim from an older lend landed on a new one");
+    assert_eq!(p.end_lend().unwrap(), 0);
+    // One lend covers at most MAX_LEND bytes.
+    assert!(p.lend(0x4000, ring::MAX_LEND * 2));
+    let l = c.lent().unwrap().unwrap();
+    assert_eq!(l.remaining, ring::MAX_LEND as u64);
+    assert_eq!(p.end_lend().unwrap(), 0);
+}
+
+/// A consumer that stores nonsense into the lend state: the producer refuses it when it
+/// reads it (a state of another lend, or more taken than lent).
+#[test]
+fn a_forged_lend_state_is_refused_by_the_producer() {
+    let mem = MappedRing::private(4096).unwrap();
+    let mut p = ring::Producer::new(mem.clone());
+    for forged in [|s: u64| s + 11, |s: u64| s ^ (1 << 32), |_| u64::MAX] {
+        assert!(p.lend(0x1000, 10));
+        let state = mem.lend_state().load(Ordering::Relaxed);
+        assert_eq!(state & 0xFFFF_FFFF, 0, "nothing taken yet");
+        mem.lend_state().store(forged(state), Ordering::Release);
+        assert!(matches!(p.lent_taken(), Err(RingError::BadLend { .. })), "{state:#x}");
+        assert!(matches!(p.end_lend(), Err(RingError::BadLend { .. })), "{state:#x}");
+        assert!(!p.lending());
+    }
+    // Exactly all of it taken is fine.
+    assert!(p.lend(0x1000, 10));
+    let state = mem.lend_state().load(Ordering::Relaxed);
+    mem.lend_state().store(state + 10, Ordering::Release);
+    assert_eq!(p.lent_taken().unwrap(), 10);
+    assert_eq!(p.end_lend().unwrap(), 10);
+}
+
+/// A lend at another position than the consumer's: stale (the ring has moved on: bytes are
+/// available past it) is no lend; with the ring empty it is a lie.
+#[test]
+fn a_lend_at_another_position_is_stale_or_refused() {
+    let mem = MappedRing::private(4096).unwrap();
+    let (mut p, mut c) = ring::split(mem.clone());
+    assert!(p.lend(0x1000, 10));
+    assert_eq!(p.end_lend().unwrap(), 0);
+    // A state left behind at position 0 (as a peer might leave it), with bytes after it.
+    mem.lend_state().store(7 << 32, Ordering::Release);
+    p.write(&[b"xyz"]).unwrap();
+    let mut b = [0u8; 3];
+    c.read(&mut b).unwrap();
+    p.write(&[b"more"]).unwrap();
+    assert_eq!(c.lent().unwrap(), None, "bytes are available: no lend");
+    let mut b = [0u8; 4];
+    c.read(&mut b).unwrap();
+    assert!(matches!(c.lent(), Err(RingError::BadLend { .. })), "a lend behind the stream");
+}
+
+/// Every error names the values that were wrong.
+#[test]
+fn ring_errors_say_what_was_wrong() {
+    let head = RingError::HeadOutOfRange { head: 9, accepted: 5, tail: 7 }.to_string();
+    assert!(head.contains("9") && head.contains("[5, 7]"), "{head}");
+    let tail =
+        RingError::TailOutOfRange { tail: 99, head: 3, accepted: 4, capacity: 64 }.to_string();
+    assert!(tail.contains("99") && tail.contains("[4, 3 + 64]"), "{tail}");
+    let lend = RingError::BadLend { detail: "odd".into() }.to_string();
+    assert!(lend.contains("bad lend: odd"), "{lend}");
+}
+
+/// The sleep handshake: announcing makes the word odd (a new value each sleep), the peer
+/// rings once per sleep however many changes it makes, and clearing makes it even (no ring).
+#[test]
+fn the_sleep_word_rings_once_per_sleep() {
+    use gloo_shm::ring::sleep;
+    use std::sync::atomic::AtomicU64;
+    let word = AtomicU64::new(0);
+    let (mut count, mut rung) = (0u64, 0u64);
+    assert!(!sleep::must_ring(&word, &mut rung), "rang an awake peer");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        sleep::announce(&word, &mut count);
+        let v = word.load(Ordering::Relaxed);
+        assert_eq!(v % 2, 1, "announced sleep is odd");
+        assert_eq!(v, count);
+        assert!(!seen.contains(&v), "a sleep value reused");
+        seen.push(v);
+        assert!(sleep::must_ring(&word, &mut rung), "did not ring a sleeper");
+        assert!(!sleep::must_ring(&word, &mut rung), "rang twice for one sleep");
+        sleep::clear(&word, &mut count);
+        let v = word.load(Ordering::Relaxed);
+        assert_eq!(v % 2, 0, "cleared is even");
+        assert!(v > seen[seen.len() - 1], "the word counts up");
+        assert!(!sleep::must_ring(&word, &mut rung), "rang an awake peer");
+    }
+}
+
+/// A ring memory whose producer writes `bytes` into the ring just as the consumer looks at
+/// the lend state (once armed): the interleaving that makes a lend the consumer finds at an
+/// old position stale rather than a lie.
+#[derive(Clone)]
+struct WritesDuringLendCheck {
+    mem: MappedRing,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bytes: u64,
+}
+
+impl RingMem for WritesDuringLendCheck {
+    fn tail(&self) -> &std::sync::atomic::AtomicU64 {
+        self.mem.tail()
+    }
+    fn head(&self) -> &std::sync::atomic::AtomicU64 {
+        self.mem.head()
+    }
+    fn lend_state(&self) -> &std::sync::atomic::AtomicU64 {
+        if self.armed.swap(false, Ordering::Relaxed) {
+            self.mem.tail().fetch_add(self.bytes, Ordering::Release);
+        }
+        self.mem.lend_state()
+    }
+    fn lend_at(&self) -> &std::sync::atomic::AtomicU64 {
+        self.mem.lend_at()
+    }
+    fn lend_addr(&self) -> &std::sync::atomic::AtomicU64 {
+        self.mem.lend_addr()
+    }
+    fn lend_len(&self) -> &std::sync::atomic::AtomicU64 {
+        self.mem.lend_len()
+    }
+    fn capacity(&self) -> usize {
+        self.mem.capacity()
+    }
+    fn write_at(&self, index: usize, src: &[u8]) {
+        self.mem.write_at(index, src)
+    }
+    fn read_at(&self, index: usize, dst: &mut [u8]) {
+        self.mem.read_at(index, dst)
+    }
+}
+
+/// The consumer finds the ring empty, then a lend at a position behind its own: if the
+/// producer wrote meanwhile (the lend ended and the stream moved on), that is a stale lend,
+/// no error; the bytes are read next.
+#[test]
+fn a_lend_left_behind_while_the_producer_writes_is_stale() {
+    let mem = MappedRing::private(4096).unwrap();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racy = WritesDuringLendCheck { mem: mem.clone(), armed: armed.clone(), bytes: 4 };
+    let mut c = ring::Consumer::new(racy);
+    let mut p = ring::Producer::new(mem.clone());
+    p.write(&[b"abc"]).unwrap();
+    let mut b = [0u8; 3];
+    assert_eq!(c.read(&mut b).unwrap(), 3);
+    // A lend state left at position 0; the ring is empty at position 3 ...
+    mem.lend_state().store(7 << 32, Ordering::Release);
+    mem.lend_len().store(10, Ordering::Relaxed);
+    armed.store(true, Ordering::Relaxed);
+    // ... until the producer's next 4 bytes land as the consumer reads the lend state.
+    mem.write_at(3, b"more");
+    assert_eq!(c.lent().unwrap(), None);
+    let mut b = [0u8; 4];
+    assert_eq!(c.read(&mut b).unwrap(), 4);
+    assert_eq!(&b, b"more");
+}

@@ -453,6 +453,22 @@ pub fn assert_rejected(needles: &[&str]) {
     assert!(logged(&all), "no logged rejection with {all:?}; logs:\n{}", logs());
 }
 
+/// For silent connections made one after another to one listener, the first of which the
+/// victim has just closed to stay within its cap of handshakes under way: panics unless every
+/// later one is still open (the victim dropped the oldest, not another).
+#[track_caller]
+pub fn assert_only_the_oldest_closed(conns: &mut [Rogue]) {
+    let dropped: Vec<usize> = conns
+        .iter_mut()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(i, c)| {
+            (c.wait_closed(Instant::now() + Duration::from_millis(5)) == Closed::Yes).then_some(i)
+        })
+        .collect();
+    assert!(dropped.is_empty(), "connections {dropped:?} were dropped, not only the oldest");
+}
+
 /// Connect a rogue to `addr` and send `bytes`; panics if either fails (the set-up of an
 /// attack, not its outcome).
 #[track_caller]

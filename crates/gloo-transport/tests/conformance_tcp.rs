@@ -2,6 +2,8 @@
 #![cfg(feature = "tcp")]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use gloo_testing::conformance::pattern;
@@ -114,12 +116,6 @@ fn drop_closes_cleanly_and_peer_sees_it() {
 }
 
 #[test]
-fn listener_trait_is_implemented() {
-    fn is_listener<L: Listener>() {}
-    is_listener::<TcpListener>();
-}
-
-#[test]
 fn messages_larger_than_the_eager_credit_and_several_chunks() {
     // 9 MiB: more than the 4 MiB credit window and more than two 4 MiB data chunks.
     exchange(group(2), 9 << 20);
@@ -167,14 +163,14 @@ fn raw_peer(
     to: u32,
     size: u32,
     token: Option<&[u8]>,
-) -> std::net::TcpStream {
+) -> Result<std::net::TcpStream, Error> {
     use gloo_transport::proto::{Handshake, HandshakeConfig, job_hash};
     use std::io::{Read, Write};
     // The address bytes are "GTCP", version, family 4, port (LE), IPv4 octets.
     assert_eq!(&addr[..6], b"GTCP\x01\x04");
     let port = u16::from_le_bytes([addr[6], addr[7]]);
     let ip = std::net::Ipv4Addr::new(addr[8], addr[9], addr[10], addr[11]);
-    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+    let mut s = std::net::TcpStream::connect((ip, port)).expect("connect to the listener");
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let cfg = HandshakeConfig {
         job: job_hash(job),
@@ -186,15 +182,15 @@ fn raw_peer(
     let mut buf = [0u8; 256];
     while hs.done().is_none() {
         let out = hs.output().to_vec();
-        s.write_all(&out).unwrap();
+        s.write_all(&out).expect("send handshake bytes");
         hs.consumed_output(out.len());
-        let n = s.read(&mut buf).unwrap();
+        let n = s.read(&mut buf).expect("read handshake bytes");
         assert!(n > 0, "acceptor closed the connection");
-        hs.feed(&buf[..n]).unwrap();
+        hs.feed(&buf[..n])?;
     }
     let out = hs.output().to_vec();
-    s.write_all(&out).unwrap();
-    s
+    s.write_all(&out).expect("send the last handshake frame");
+    Ok(s)
 }
 
 #[test]
@@ -207,7 +203,7 @@ fn silent_peer_is_lost_after_the_peer_timeout() {
     let until = deadline(20);
     let t = std::thread::spawn(move || l.connect_all(&addrs, until));
     // Rank 1 shakes hands and then says nothing at all, like a frozen process.
-    let _silent = raw_peer(&a0, "silent", 1, 0, 2, None);
+    let _silent = raw_peer(&a0, "silent", 1, 0, 2, None).expect("handshake");
     let c = t.join().unwrap().expect("connect_all with the hand-made peer");
     let mut b = [0u8; 8];
     let e = c.recv(Rank(1), Slot::new(1, 0), &mut b, deadline(20)).unwrap_err();
@@ -255,10 +251,12 @@ fn impostor_with_wrong_token_is_refused_and_the_real_rank_joins() {
     // The impostor claims rank 1 with the wrong token: the acceptor's MAC does not verify
     // on its side either, so it gets an authentication error from its own handshake.
     let addr0 = addrs[0].clone();
-    let imp = std::thread::spawn(move || {
-        std::panic::catch_unwind(|| raw_peer(&addr0, "impostor", 1, 0, 2, Some(b"wrong"))).is_err()
-    });
-    assert!(imp.join().unwrap(), "the impostor completed a handshake");
+    let imp = std::thread::spawn(move || raw_peer(&addr0, "impostor", 1, 0, 2, Some(b"wrong")));
+    match imp.join().unwrap() {
+        Err(Error::Auth { peer: Some(Rank(0)), .. }) => {}
+        Err(e) => panic!("the impostor failed for another reason than its token: {e}"),
+        Ok(_) => panic!("the impostor completed a handshake"),
+    }
     let a = addrs.clone();
     let c1 = l1.connect_all(&a, until).expect("the real rank 1 connects");
     let c0 = t0.join().unwrap().expect("rank 0 connects");
@@ -377,12 +375,22 @@ fn eager_credit_exhaustion_falls_back_to_rendezvous_in_order() {
 }
 
 /// A toy stream layer (every byte XORed with a key) standing in for TLS, to check the seam.
-struct XorLayer(u8);
+/// It counts the bytes it coded each way and the streams it wrapped, so a test can show
+/// that the data went through it.
+#[derive(Default)]
+struct XorLayer {
+    key: u8,
+    wrapped: AtomicU64,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
 
 struct XorStream {
     socket: mio::net::TcpStream,
     key: u8,
     early: Vec<u8>,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
 }
 
 impl gloo_transport::tcp::ByteStream for XorStream {
@@ -396,13 +404,16 @@ impl gloo_transport::tcp::ByteStream for XorStream {
             std::io::Read::read(&mut self.socket, buf)?
         };
         buf[..n].iter_mut().for_each(|b| *b ^= self.key);
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
         let plain: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).take(1 << 20).collect();
         let coded: Vec<u8> = plain.iter().map(|b| b ^ self.key).collect();
-        std::io::Write::write(&mut self.socket, &coded)
+        let n = std::io::Write::write(&mut self.socket, &coded)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn source(&mut self) -> &mut dyn mio::event::Source {
@@ -418,20 +429,58 @@ impl gloo_transport::tcp::StreamLayer for XorLayer {
         socket: mio::net::TcpStream,
         early: Vec<u8>,
     ) -> std::io::Result<Box<dyn gloo_transport::tcp::ByteStream>> {
+        self.wrapped.fetch_add(1, Ordering::Relaxed);
         // Early bytes are still coded; `read` decodes them like the rest.
-        Ok(Box::new(XorStream { socket, key: self.0, early }))
+        Ok(Box::new(XorStream {
+            socket,
+            key: self.key,
+            early,
+            read: self.read.clone(),
+            written: self.written.clone(),
+        }))
     }
 }
 
 #[test]
 fn a_stream_layer_sits_between_socket_and_protocol() {
-    let layer = std::sync::Arc::new(XorLayer(0x5A));
-    let comms =
-        group_with(2, |r| TcpConfig::loopback("layer", Rank(r), 2).stream_layer(layer.clone()));
-    exchange(comms, 5 << 20);
-    let comms =
-        group_with(2, |r| TcpConfig::loopback("layer", Rank(r), 2).stream_layer(layer.clone()));
-    exchange(comms, 100);
+    for len in [5 << 20, 100] {
+        let layer = Arc::new(XorLayer { key: 0x5A, ..XorLayer::default() });
+        let comms =
+            group_with(2, |r| TcpConfig::loopback("layer", Rank(r), 2).stream_layer(layer.clone()));
+        exchange(comms, len);
+        // Each rank wrapped its one connection, and every message byte went through the layer
+        // both ways (plus frame headers).
+        assert_eq!(layer.wrapped.load(Ordering::Relaxed), 2);
+        let (read, written) =
+            (layer.read.load(Ordering::Relaxed), layer.written.load(Ordering::Relaxed));
+        assert!(
+            read >= 2 * len as u64 && written >= 2 * len as u64,
+            "{read} read, {written} written"
+        );
+    }
+    // The layer really codes the bytes: a rank without it cannot read a rank with it, and
+    // the exchange fails instead of delivering coded bytes.
+    let layer = Arc::new(XorLayer { key: 0x5A, ..XorLayer::default() });
+    let comms = group_with(2, |r| {
+        let cfg = TcpConfig::loopback("half-layer", Rank(r), 2);
+        if r == 0 { cfg.stream_layer(layer.clone()) } else { cfg }
+    });
+    let results = gloo_testing::run_ranks(comms, |c| {
+        let peer = Rank(1 - c.rank().0);
+        let out = pattern(1000, 1);
+        let mut inb = vec![0u8; 1000];
+        let mut ops = [
+            gloo_transport::Op::send(peer, Slot::new(1, 0), &out),
+            gloo_transport::Op::recv(peer, Slot::new(1, 0), &mut inb),
+        ];
+        c.run(&mut ops, deadline(20))
+    });
+    for (rank, r) in results.iter().enumerate() {
+        assert!(
+            matches!(r, Err(Error::Protocol { .. } | Error::PeerLost { .. })),
+            "rank {rank}: {r:?}"
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gloo_testing::deadline;
-use gloo_testing::rogue::{Siege, all_exchange, fd_count, hello_frame};
+use gloo_testing::rogue::{
+    Rogue, Siege, all_exchange, assert_only_the_oldest_closed, fd_count, hello_frame,
+};
 use gloo_transport::proto::{HEADER_LEN, HELLO_LEN, fresh_nonce};
 use gloo_transport::tcp::{TcpConfig, TcpListener};
 use gloo_transport::{Error, Rank};
@@ -158,4 +160,37 @@ fn addr_bytes(addr: std::net::SocketAddr) -> Vec<u8> {
     b.extend_from_slice(&v4.port().to_le_bytes());
     b.extend_from_slice(&v4.ip().octets());
     b
+}
+
+/// With its cap of 64 handshakes under way reached, a rank drops the connection that has
+/// waited longest, not one at random: 65 silent connections made one after another (all
+/// waiting in the listener's backlog, so the rank accepts them in batches at one instant),
+/// and the first one, only it, is closed; the real rank 1 still connects.
+#[test]
+fn the_oldest_waiting_handshake_is_the_one_dropped() {
+    const CAP: usize = 64;
+    // A handshake timeout far beyond the test, so no connection is closed for its silence.
+    let mut ls: Vec<TcpListener> = (0..2)
+        .map(|r| {
+            let cfg =
+                TcpConfig::loopback("oldest", Rank(r), 2).peer_timeout(Duration::from_secs(600));
+            TcpListener::bind(cfg).expect("bind on loopback")
+        })
+        .collect();
+    let victim = ls[0].local_addr();
+    let addrs: Vec<Vec<u8>> = ls.iter().map(TcpListener::address_bytes).collect();
+    let rank1 = ls.pop().expect("two listeners");
+    let until = deadline(60);
+    let mut silent: Vec<Rogue> =
+        (0..=CAP).map(|_| Rogue::connect(victim, until).expect("connect")).collect();
+    let mut siege = Siege::with_addrs(ls, addrs.clone(), until);
+    siege.start(&[0]);
+    silent[0].assert_closed(deadline(30), "the oldest waiting connection");
+    assert_only_the_oldest_closed(&mut silent);
+    // The real rank 1 still gets in (pushing out the next oldest); once the group is
+    // connected, the handshakes still waiting are closed with the listener.
+    let h = std::thread::spawn(move || rank1.connect_all(&addrs, until));
+    let c0 = siege.connected().pop().expect("rank 0's communicator");
+    let c1 = h.join().expect("rank 1's thread").expect("rank 1 connects");
+    all_exchange(&[c0, c1], deadline(30));
 }

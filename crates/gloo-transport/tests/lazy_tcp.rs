@@ -597,3 +597,32 @@ fn an_abort_reaches_a_peer_that_connects_afterwards_and_nobody_else() {
     assert_eq!(c2.poisoned(), None);
     drop(c0);
 }
+
+/// As in full-mesh mode: with its cap of 64 handshakes under way reached, a lazy rank drops
+/// the connection that has waited longest (65 silent connections in its backlog: the first
+/// is closed, no other), and the real rank 1 still gets in.
+#[test]
+fn the_oldest_waiting_handshake_is_the_one_dropped() {
+    const CAP: usize = 64;
+    let (size, job) = (2, "lazy-oldest");
+    // A handshake timeout far beyond the test, so no connection is closed for its silence.
+    let (listeners, addrs) = bind_group(size, |r| {
+        let cfg = TcpConfig::loopback(job, Rank(r), size).peer_timeout(Duration::from_secs(600));
+        TcpListener::bind(cfg).expect("bind")
+    });
+    let victim: SocketAddr = ([127, 0, 0, 1], port_of(&addrs[0])).into();
+    let until = deadline(60);
+    let mut silent: Vec<Rogue> =
+        (0..=CAP).map(|_| Rogue::connect(victim, until).expect("connect")).collect();
+    let mut comms = listeners.into_iter().map(|l| l.connect_lazy(&addrs, until).expect("lazy"));
+    let (c0, c1) = (comms.next().unwrap(), comms.next().unwrap());
+    // Rank 0 is inside a call, so it accepts.
+    let t0 = std::thread::spawn(move || {
+        let mut b = [0u8; 2];
+        c0.recv(Rank(1), Slot::new(1, 0), &mut b, until).map(|_| b)
+    });
+    silent[0].assert_closed(deadline(30), "the oldest waiting connection");
+    gloo_testing::rogue::assert_only_the_oldest_closed(&mut silent);
+    c1.send(Rank(0), Slot::new(1, 0), b"in", until).expect("rank 1 gets in");
+    assert_eq!(&t0.join().unwrap().expect("rank 0 hears rank 1"), b"in");
+}

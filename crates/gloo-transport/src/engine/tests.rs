@@ -256,6 +256,60 @@ fn a_frame_split_at_every_byte_is_read_whole() {
     assert_eq!(&b, b"split me");
 }
 
+/// A receiver reading a transfer far larger than one pump's byte budget (16 MiB) leaves the
+/// pump at every budget, so the liveness tick between pumps keeps its heartbeats going and
+/// the sender never takes it for dead. Reading is modelled as taking time in proportion to
+/// the bytes read (16 MiB a second): without the budget one pump would read the whole
+/// 80 MiB, five seconds in which the sender hears nothing, past its 4 s peer timeout.
+#[test]
+fn a_long_transfer_is_read_in_bounded_pumps_and_heartbeats_keep_going() {
+    const LEN: usize = 80 << 20;
+    const RATE: f64 = (16 << 20) as f64;
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, mut e1, to_1, _) = pair_at(cfg, t0);
+    let big = vec![0xA5u8; LEN];
+    let mut sends = [Op::send(Rank(1), S, &big)];
+    e0.post(&mut sends[0], false);
+    let mut b = vec![0u8; LEN];
+    let mut recvs = [Op::recv(Rank(0), S, &mut b)];
+    e1.post(&mut recvs[0], false);
+    // The request to send and the clear to send, at t0; then rank 0 writes the whole
+    // message before rank 1 reads any of it.
+    e0.pump(&mut Mine { ops: &mut sends }, true, t0);
+    e1.pump(&mut Mine { ops: &mut recvs }, true, t0);
+    for _ in 0..100 {
+        e0.pump(&mut Mine { ops: &mut sends }, true, t0);
+        assert_eq!(e0.reap(&mut sends), None);
+        if sends[0].is_done() {
+            break;
+        }
+    }
+    assert!(sends[0].is_done(), "rank 0 did not write the message");
+    let mut now = t0;
+    let mut pumps = 0;
+    while !recvs[0].is_done() {
+        pumps += 1;
+        assert!(pumps < 100, "rank 1 never finished reading");
+        // As the communicator does: the tick (a heartbeat when due), then a pump, which
+        // reads and then writes what is queued.
+        e1.tick(now);
+        let before = to_1.lock().unwrap().bytes.len();
+        e1.pump(&mut Mine { ops: &mut recvs }, true, now);
+        let read = before - to_1.lock().unwrap().bytes.len();
+        assert!(read <= (16 << 20) + (64 << 10), "one pump read {read} bytes");
+        now += Duration::from_secs_f64(read as f64 / RATE);
+        assert_eq!(e1.reap(&mut recvs), None);
+        // Rank 0 checks its peer just before the heartbeat written at the end of that pump
+        // reaches it, then reads it.
+        assert!(!e0.tick(now), "rank 0 lost rank 1 after {pumps} pumps: {:?}", e0.poisoned());
+        e0.pump(&mut Mine { ops: &mut [] }, true, now);
+    }
+    assert!(pumps >= 5, "{pumps} pumps for 80 MiB");
+    assert!(b == big);
+    assert!(e0.poisoned().is_none() && e1.poisoned().is_none());
+}
+
 /// A peer that sends nothing but heartbeats, without end; counts the bytes read from it.
 struct Flood {
     read: Arc<Mutex<u64>>,

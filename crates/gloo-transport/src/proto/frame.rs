@@ -344,6 +344,100 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_follows_its_header_and_sets_the_flag() {
+        let fp = Fingerprint([0xC3; Fingerprint::LEN]);
+        let h = Header::new(Opcode::Rts, 5, 1 << 33, 2);
+        let mut out = [0u8; HEADER_LEN + Fingerprint::LEN];
+        assert_eq!(encode_with_fp(h, Some(&fp), &mut out), HEADER_LEN + Fingerprint::LEN);
+        assert_eq!(out[7], FLAG_FP);
+        assert_eq!(&out[HEADER_LEN..], &fp.0);
+        let mut r = FrameReader::new(None);
+        let (n, step) = r.feed(&out).unwrap();
+        assert_eq!(n, out.len());
+        assert_eq!(step, Step::Header(Header { flags: FLAG_FP, ..h }, Some(fp)));
+        // Without one: the bare header, flag clear.
+        let mut out = [0xFFu8; HEADER_LEN + Fingerprint::LEN];
+        assert_eq!(encode_with_fp(h, None, &mut out), HEADER_LEN);
+        assert_eq!(out[..HEADER_LEN], h.encode());
+        assert_eq!(out[7], 0);
+    }
+
+    /// The reader is between frames only when it holds no part of one: not inside a header,
+    /// a fingerprint or a payload (the engine parks a peer's read side only at a boundary).
+    #[test]
+    fn the_reader_is_at_a_boundary_only_between_frames() {
+        let fp = Fingerprint([1; Fingerprint::LEN]);
+        let mut wire = [0u8; HEADER_LEN + Fingerprint::LEN];
+        encode_with_fp(Header::new(Opcode::Eager, 1, 3, 0), Some(&fp), &mut wire);
+        let mut wire = wire.to_vec();
+        wire.extend_from_slice(b"abc");
+        let mut r = FrameReader::new(None);
+        assert!(r.at_boundary());
+        for (i, b) in wire.iter().enumerate() {
+            r.feed(std::slice::from_ref(b)).unwrap();
+            let last = i + 1 == wire.len();
+            assert_eq!(r.at_boundary(), last, "after {} of {} bytes", i + 1, wire.len());
+        }
+        // An Rts announces a message but carries no payload: the next frame follows at once.
+        let rts = Header::new(Opcode::Rts, 1, 1 << 40, 3).encode();
+        let (_, step) = r.feed(&rts).unwrap();
+        assert!(matches!(step, Step::Header(Header { opcode: Opcode::Rts, .. }, None)));
+        assert_eq!(r.payload_left(), 0);
+        assert!(r.at_boundary());
+    }
+
+    #[test]
+    fn errors_name_the_peer_once_it_is_known() {
+        let mut bad = Header::new(Opcode::Heartbeat, 0, 0, 0).encode();
+        bad[0] ^= 0xFF;
+        let mut r = FrameReader::new(None);
+        assert!(matches!(r.feed(&bad), Err(Error::Protocol { peer: None, .. })));
+        r.set_peer(Rank(4));
+        assert!(matches!(r.feed(&bad), Err(Error::Protocol { peer: Some(Rank(4)), .. })));
+    }
+
+    /// Each opcode's length limit from the wire format's table, at its edge: the largest
+    /// length allowed decodes, the next one is refused; and the fingerprint flag only where
+    /// the table allows it.
+    #[test]
+    fn every_length_limit_is_exact() {
+        let decodes = |op, len, flags| {
+            Header::decode(&Header { opcode: op, flags, slot: 0, len, arg: 0 }.encode(), None)
+                .is_ok()
+        };
+        let exact = [(Opcode::Hello, HELLO_LEN), (Opcode::Auth, AUTH_LEN)];
+        for (op, len) in exact {
+            assert!(decodes(op, len, 0), "{op:?}");
+            assert!(!decodes(op, len - 1, 0) && !decodes(op, len + 1, 0), "{op:?}");
+        }
+        for (op, max) in [(Opcode::Eager, EAGER_MAX), (Opcode::Abort, ABORT_REASON_MAX)] {
+            assert!(decodes(op, 0, 0) && decodes(op, max, 0), "{op:?}");
+            assert!(!decodes(op, max + 1, 0), "{op:?}");
+        }
+        for op in [Opcode::Rts, Opcode::Data] {
+            assert!(decodes(op, 0, 0) && decodes(op, u64::MAX, 0), "{op:?}");
+        }
+        for op in [Opcode::Cts, Opcode::Credit, Opcode::Heartbeat, Opcode::Goodbye] {
+            assert!(decodes(op, 0, 0), "{op:?}");
+            assert!(!decodes(op, 1, 0), "{op:?}");
+        }
+        let all = (1..=10).filter_map(Opcode::from_u8);
+        for op in all {
+            let len = match op {
+                Opcode::Hello => HELLO_LEN,
+                Opcode::Auth => AUTH_LEN,
+                _ => 0,
+            };
+            let allowed = matches!(op, Opcode::Eager | Opcode::Rts);
+            assert_eq!(decodes(op, len, FLAG_FP), allowed, "fingerprint on {op:?}");
+            assert!(!decodes(op, len, 2) && !decodes(op, len, 0x80), "unknown flag on {op:?}");
+        }
+        assert_eq!((1..=10).filter_map(Opcode::from_u8).count(), 10);
+        assert_eq!(Opcode::from_u8(0), None);
+        assert_eq!(Opcode::from_u8(11), None);
+    }
+
+    #[test]
     fn lengths_beyond_4_gib_pass_through_the_codec() {
         // A 5 GiB message: the header carries it as a u64, Rts has no payload of its own and
         // Data frames announce u64 payload lengths the reader counts down without allocating.

@@ -454,13 +454,14 @@ impl Setup {
     /// Drop the accepted connection that has been in its handshake longest (see
     /// [`MAX_INCOMING`]), preferring one that has not even sent a valid `Hello`: a real
     /// rank's connection, accepted a moment ago, is then kept through a flood of silent
-    /// ones for the round trip its handshake needs.
+    /// ones for the round trip its handshake needs. Tokens grow in accept order, so the
+    /// lowest is the oldest (`until` is not: one batch of accepts shares an instant).
     fn evict_oldest(&mut self, poll: &mio::Poll) {
         let oldest = self
             .conns
             .iter()
             .filter(|(_, c)| c.dialled.is_none())
-            .min_by_key(|(_, c)| (c.hs.claimed().is_some(), c.until))
+            .min_by_key(|(t, c)| (c.hs.claimed().is_some(), **t))
             .map(|(t, _)| *t);
         if let Some(mut c) = oldest.and_then(|t| self.conns.remove(&t)) {
             let _ = poll.registry().deregister(&mut c.stream);

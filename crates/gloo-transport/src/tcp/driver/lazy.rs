@@ -314,7 +314,9 @@ impl Lazy {
             .conns
             .iter()
             .filter(|(t, p)| p.conn.dialled.is_none() && !links.contains(&Link::Accepting(**t)))
-            .min_by_key(|(_, p)| p.conn.until)
+            // Tokens grow in accept order: the lowest is the oldest (one batch of accepts
+            // shares an instant, so `until` cannot tell them apart).
+            .min_by_key(|(t, _)| **t)
             .map(|(t, _)| *t);
         if let Some(t) = oldest
             && let Some(mut p) = self.conns.remove(&t)
