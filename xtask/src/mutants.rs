@@ -166,7 +166,8 @@ impl Module {
 
 /// Settings for every mutant's build, unless the caller set them: no debug information (a
 /// mutant's build is never debugged; it links faster and takes a fraction of the disk).
-const LEAN: [(&str, &str); 2] = [("CARGO_PROFILE_DEV_DEBUG", "0"), ("CARGO_PROFILE_TEST_DEBUG", "0")];
+const LEAN: [(&str, &str); 2] =
+    [("CARGO_PROFILE_DEV_DEBUG", "0"), ("CARGO_PROFILE_TEST_DEBUG", "0")];
 
 /// The build directory every run shares (dependencies built once; see the module docs).
 fn build_dir(ctx: &Context) -> PathBuf {
