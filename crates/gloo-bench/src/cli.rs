@@ -94,7 +94,7 @@ pub(crate) struct LaunchArgs {
     pub(crate) limit_secs: f64,
     /// SO_SNDBUF/SO_RCVBUF of the plain sockets the limits are measured with. The default, 0,
     /// keeps the kernel's defaults and its autotuning, as gloo-transport's tcp and
-    /// ../shared/peers' C tools do; a fixed size turns autotuning off.
+    /// the usual C stream tools do; a fixed size turns autotuning off.
     #[arg(long, global = true, default_value = "0", value_parser = parse_bytes, value_name = "BYTES")]
     pub(crate) plain_sockbuf: u64,
     /// Skip measuring the plain-socket and memory limits.

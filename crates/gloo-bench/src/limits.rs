@@ -1,7 +1,7 @@
 //! The machine's limits, measured in the same run between the same two processes (ranks 0 and
 //! 1) with plain sockets, so every figure of the library can be read as a fraction of them.
 //!
-//! The measurements follow `../shared/peers/tcp_pingpong.c` and `tcp_bidir.c`: TCP_NODELAY on
+//! The measurements follow the usual C ping-pong and stream tools (as in NetPIPE): TCP_NODELAY on
 //! both ends; 1-byte ping-pong with 1,000 warm-up round trips, then round trips for the set
 //! time (at most 1,000,000), reporting min / p50 / p99; the busy-poll variant spins on
 //! non-blocking reads on both ends without yielding, like the C tool's `recv(MSG_DONTWAIT)`
