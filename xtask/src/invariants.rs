@@ -33,3 +33,43 @@ fn gloo_algorithms_has_no_mio_in_its_tree() {
     let transport = normal_tree("gloo-transport");
     assert!(transport.iter().any(|p| p == "mio"), "{transport:?}");
 }
+
+/// The repository stands on its own: no file in it sends a reader to the development machine's
+/// folder beside the checkout (the development machine's `shared` folder), which a clone does not have. The
+/// needle is assembled so that this file does not match itself.
+#[test]
+fn no_file_points_outside_the_repository() {
+    fn walk(dir: &Path, hits: &mut Vec<String>, seen: &mut usize) {
+        for entry in std::fs::read_dir(dir).expect("the repository is readable") {
+            let path = entry.expect("a directory entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !matches!(name, "target" | ".git" | "corpus" | "artifacts") {
+                    walk(&path, hits, seen);
+                }
+                continue;
+            }
+            let text_like = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("rs" | "md" | "toml" | "sh" | "py" | "txt" | "yml" | "yaml")
+            ) || path.parent().and_then(|p| p.file_name()) == Some(".ci".as_ref());
+            if !text_like {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            *seen += 1;
+            let needles = [format!("..{}", "/shared"), format!("/work{}", "/shared")];
+            for (n, line) in text.lines().enumerate() {
+                if needles.iter().any(|needle| line.contains(needle.as_str())) {
+                    hits.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (mut hits, mut seen) = (Vec::new(), 0);
+    walk(&root, &mut hits, &mut seen);
+    // The walk must have read the workspace's own sources, or an empty result proves nothing.
+    assert!(seen > 50, "only {seen} files read under {}", root.display());
+    assert!(hits.is_empty(), "files that point outside the repository:\n{}", hits.join("\n"));
+}
