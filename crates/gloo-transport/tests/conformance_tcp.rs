@@ -10,7 +10,7 @@ use gloo_testing::conformance::pattern;
 use gloo_testing::deadline;
 use gloo_testing::rogue::bind_group;
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
-use gloo_transport::{Communicator, Error, Listener, Rank, Slot};
+use gloo_transport::{Communicator, Error, Rank, Slot};
 
 /// Binds `size` listeners from `cfg(rank)`, then connects them on one thread per rank.
 fn group_with(size: u32, cfg: impl Fn(u32) -> TcpConfig) -> Vec<TcpComm> {
