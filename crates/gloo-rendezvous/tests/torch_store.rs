@@ -5,9 +5,11 @@
 //!
 //! Needs the PyTorch environment `.ci/torch-venv` installs (see `gloo_testing::torch`).
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gloo_rendezvous::{Error, Store, TorchOptions, TorchStore, connect};
+use gloo_rendezvous::{Error, PrefixStore, Store, TorchOptions, TorchStore, connect};
 use gloo_testing::deadline;
 use gloo_testing::torch::{Backend, TorchServer, run_python};
 use gloo_transport::tcp::{TcpConfig, TcpListener};
@@ -18,18 +20,40 @@ use gloo_transport::{Communicator, Rank, Slot};
 mod store_suite;
 use store_suite::{Fixture, suite};
 
-struct Torch(TorchServer);
+/// One server per backend for every conformance case, each case under its own key prefix:
+/// starting a Python server imports PyTorch, which costs seconds of CPU, and 32 of them made
+/// this row the slowest of the matrix. A `PrefixStore` names keys in errors as its caller did,
+/// so the cases check exactly what they check against a server of their own.
+struct Torch {
+    server: &'static TorchServer,
+    prefix: String,
+}
+
+impl Torch {
+    fn shared(backend: Backend) -> Torch {
+        static LIBUV: OnceLock<TorchServer> = OnceLock::new();
+        static LEGACY: OnceLock<TorchServer> = OnceLock::new();
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        let cell = if backend == Backend::Libuv { &LIBUV } else { &LEGACY };
+        // The server lives until the test process exits; it reads its stdin until then, so
+        // it ends with us even though a static is never dropped.
+        let server = cell.get_or_init(|| TorchServer::start(backend));
+        Torch { server, prefix: format!("case{}", CASES.fetch_add(1, Ordering::Relaxed)) }
+    }
+}
+
 impl Fixture for Torch {
     fn client(&self) -> Box<dyn Store> {
-        Box::new(TorchStore::connect(self.0.endpoint(), deadline(10)).unwrap())
+        let store = TorchStore::connect(self.server.endpoint(), deadline(10)).unwrap();
+        Box::new(PrefixStore::new(store, &self.prefix))
     }
     fn refuses_overflow(&self) -> bool {
         false
     }
 }
 
-conformance!(torch_libuv, Torch(TorchServer::start(Backend::Libuv)));
-conformance!(torch_legacy, Torch(TorchServer::start(Backend::Legacy)));
+conformance!(torch_libuv, Torch::shared(Backend::Libuv));
+conformance!(torch_legacy, Torch::shared(Backend::Legacy));
 
 /// Python's `TCPStore` client and ours see the same keys: each sets, waits for and reads the
 /// other's keys, both add to one counter, and Python reads a value Rust set with every byte.
