@@ -77,6 +77,8 @@
 #[cfg(not(loom))]
 mod channel;
 #[cfg(not(loom))]
+mod comm;
+#[cfg(not(loom))]
 mod config;
 mod error;
 #[cfg(not(loom))]
@@ -94,9 +96,13 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod wait;
+#[cfg(not(loom))]
+mod wire;
 
 #[cfg(not(loom))]
 pub use channel::{Channel, Interest, Lending, SleepHandle, lending};
+#[cfg(not(loom))]
+pub use comm::{LinkKind, ShmComm};
 #[cfg(not(loom))]
 pub use config::{
     DEFAULT_LEND_MIN, DEFAULT_PEER_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, DEFAULT_YIELD,

@@ -1547,6 +1547,20 @@ fn eof<L>(peer: &Peer<L>) -> (Error, bool) {
 /// A link error: group-fatal, unless the peer said goodbye first (then a reset is just how
 /// its close arrived).
 fn lost<L>(peer: &Peer<L>, e: &io::Error) -> (Error, bool) {
+    // A link that knows what went wrong says so with a typed error inside the `io::Error`
+    // (see the `Link` contract): a peer that broke the protocol (scribbled on a shared ring)
+    // or failed authentication keeps that scope, and a loss keeps the link's own reason.
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(t @ (Error::Protocol { peer: Some(p), .. } | Error::Auth { peer: Some(p), .. }))
+            if *p == peer.rank =>
+        {
+            return (t.clone(), true);
+        }
+        Some(Error::PeerLost { peer: p, reason }) if *p == peer.rank && !peer.said_goodbye => {
+            return (Error::PeerLost { peer: peer.rank, reason: reason.clone() }, true);
+        }
+        _ => {}
+    }
     let reason = if peer.said_goodbye {
         format!("closed its communicator ({e})")
     } else {
