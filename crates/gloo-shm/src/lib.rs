@@ -74,6 +74,8 @@
 // unit test `every_module_outside_sys_forbids_unsafe` keeps it so.
 #![deny(unsafe_code)]
 
+#[cfg(all(feature = "tcp", not(loom)))]
+pub mod auto;
 #[cfg(not(loom))]
 mod channel;
 #[cfg(not(loom))]
