@@ -130,10 +130,21 @@ fn run_with(
     };
     let in_process = cli.launch.transport == TransportKind::Loopback;
     let busy_poll = cli.launch.busy_poll_us.map(Duration::from_micros);
-    let spin_window = busy_poll.unwrap_or(gloo_transport::tcp::DEFAULT_BUSY_POLL);
+    let shm_waits = matches!(cli.launch.transport, TransportKind::Shm | TransportKind::Auto);
+    let spin_window = busy_poll.unwrap_or(if shm_waits {
+        gloo_shm::DEFAULT_SPIN + gloo_shm::DEFAULT_YIELD
+    } else {
+        gloo_transport::tcp::DEFAULT_BUSY_POLL
+    });
     let waiting = |w: Duration| {
         if w.is_zero() {
             "blocking".to_string()
+        } else if shm_waits && busy_poll.is_none() {
+            format!(
+                "shm: spin {} us, yield {} us, then sleep (yield only when ranks outnumber cpus)",
+                gloo_shm::DEFAULT_SPIN.as_micros(),
+                gloo_shm::DEFAULT_YIELD.as_micros()
+            )
         } else {
             format!("busy-poll {} us, then sleep", w.as_micros())
         }
@@ -144,9 +155,14 @@ fn run_with(
         mode: String::new(),
         command: report::command_line(),
         host: report::host_name(),
-        cpus: report::cpu_count(),
+        cpus: gloo_shm::placement::online_cpus(),
         transport: cli.launch.transport.name().into(),
         waiting: if in_process { "in-process threads".into() } else { waiting(spin_window) },
+        placement: match (in_process, cli.launch.cpu) {
+            (true, _) => "threads of one process".into(),
+            (false, Some(c)) => format!("rank {rank} bound to cpu {c}"),
+            (false, None) => "not bound".into(),
+        },
         ranks: size,
         store: store_name.to_string(),
         collective: None,

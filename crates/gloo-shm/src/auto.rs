@@ -263,10 +263,12 @@ impl AutoListener {
             remote = remote.len(),
             "auto: shared memory within the host, tcp across"
         );
-        let mut engine_cfg = engine_config(&cfg);
+        let on_host = 1 + local.iter().filter(|l| **l).count();
+        let mut engine_cfg = engine_config(&cfg.for_local_ranks(on_host));
         let tcp_engine = self.tcp.engine_config();
         if local.iter().all(|l| !l) {
-            engine_cfg = engine_cfg.busy_poll(tcp_engine.busy_poll_value());
+            engine_cfg =
+                engine_cfg.busy_poll(tcp_engine.busy_poll_value()).spin(tcp_engine.spin_value());
         }
         if let (Some(a), Some(b)) =
             (engine_cfg.peer_timeout_value(), tcp_engine.peer_timeout_value())

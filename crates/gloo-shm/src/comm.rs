@@ -132,7 +132,7 @@ impl ShmListener {
     /// engine over the channels. `addrs` holds every rank's address bytes, indexed by rank
     /// (this rank's own entry is ignored).
     pub fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<ShmComm> {
-        let cfg = self.config().clone();
+        let cfg = self.config().for_local_ranks(self.config().size() as usize);
         let chans = self.connect_channels(addrs, deadline)?;
         let links = chans
             .into_iter()

@@ -49,6 +49,9 @@ pub struct ShmConfig {
     pub(crate) yield_for: Duration,
     pub(crate) single_copy: SingleCopy,
     pub(crate) lend_min: usize,
+    /// The waits were left to their defaults: a group with more ranks on this host than it
+    /// has CPUs gets [`ShmConfig::oversubscribed`]'s.
+    pub(crate) spin_default: bool,
 }
 
 impl ShmConfig {
@@ -64,6 +67,7 @@ impl ShmConfig {
             yield_for: DEFAULT_YIELD,
             single_copy: SingleCopy::Auto,
             lend_min: DEFAULT_LEND_MIN,
+            spin_default: true,
         }
     }
 
@@ -82,11 +86,25 @@ impl ShmConfig {
 
     /// How long a waiting rank spins on the rings, then how long it yields the CPU between
     /// checks, before it sleeps on its doorbell. When ranks outnumber cores, spinning steals
-    /// the CPU a peer needs: use [`ShmConfig::oversubscribed`].
+    /// the CPU a peer needs: use [`ShmConfig::oversubscribed`]. Left unset, a group whose
+    /// ranks on this host outnumber its CPUs gets the oversubscribed waits by itself.
     pub fn spin(mut self, spin: Duration, yield_for: Duration) -> ShmConfig {
         self.spin = spin;
         self.yield_for = yield_for;
+        self.spin_default = false;
         self
+    }
+
+    /// The waits for `local` ranks on this host: the oversubscribed ones when they
+    /// outnumber the CPUs and the waits were left to their defaults.
+    pub(crate) fn for_local_ranks(&self, local: usize) -> ShmConfig {
+        if self.spin_default && local > crate::placement::online_cpus() {
+            let mut c = self.clone().oversubscribed();
+            c.spin_default = true;
+            c
+        } else {
+            self.clone()
+        }
     }
 
     /// Settings for more ranks on this host than cores: no spinning, a short yield phase,

@@ -87,6 +87,8 @@ mod error;
 mod hello;
 #[cfg(not(loom))]
 mod monitor;
+#[cfg(not(loom))]
+pub mod placement;
 pub mod ring;
 #[cfg(all(feature = "rogue", not(loom)))]
 pub mod rogue;
