@@ -153,7 +153,12 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
         Err(_) => None,
     };
     // The user ran the launcher, not rank 0's command line with its added flags.
-    let report = report.map(|r| Report { command: crate::report::command_line(), placement, ..r });
+    // The header says both how the ranks were placed and where rank 0 found itself.
+    let report = report.map(|r| Report {
+        command: crate::report::command_line(),
+        placement: format!("{placement}; {}", r.placement),
+        ..r
+    });
     Ok(Launched { report, failures })
 }
 
@@ -169,10 +174,10 @@ fn placement(bind: Bind, ranks: u32) -> (Option<Vec<usize>>, String) {
                 let text = format!("bind core: rank r on cpu [{}][r]", list.join(","));
                 (Some(cpus), text)
             }
-            Ok(None) => (
-                None,
-                format!("bind core: not bound, {ranks} ranks on {online} cpus (oversubscribed)"),
-            ),
+            Ok(None) => {
+                let allowed = gloo_shm::placement::allowed_cpus().map_or(online, |c| c.len());
+                (None, format!("bind core: not bound, {ranks} ranks on {allowed} allowed cpus"))
+            }
             Err(e) => (None, format!("bind core: not bound ({e})")),
         },
     }

@@ -21,6 +21,9 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// sleeps on its doorbell.
 pub const DEFAULT_YIELD: Duration = Duration::from_micros(200);
 
+/// The yield phase of [`ShmConfig::oversubscribed`]'s waits (it does not spin at all).
+pub const OVERSUBSCRIBED_YIELD: Duration = Duration::from_micros(50);
+
 /// The default smallest write that is lent (single copy) instead of copied into the ring.
 pub const DEFAULT_LEND_MIN: usize = 256 << 10;
 
@@ -110,7 +113,7 @@ impl ShmConfig {
     /// Settings for more ranks on this host than cores: no spinning, a short yield phase,
     /// then sleep, so the rank with work to do gets the CPU.
     pub fn oversubscribed(self) -> ShmConfig {
-        self.spin(Duration::ZERO, Duration::from_micros(50))
+        self.spin(Duration::ZERO, OVERSUBSCRIBED_YIELD)
     }
 
     /// Whether large writes may go single-copy; see [`SingleCopy`].

@@ -110,7 +110,7 @@ pub use comm::{LinkKind, ShmComm};
 #[cfg(not(loom))]
 pub use config::{
     DEFAULT_LEND_MIN, DEFAULT_PEER_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, DEFAULT_YIELD,
-    ShmConfig, SingleCopy,
+    OVERSUBSCRIBED_YIELD, ShmConfig, SingleCopy,
 };
 pub use error::{Error, Result};
 #[cfg(not(loom))]
