@@ -5,8 +5,8 @@
 //! both on one, so an unpinned run reads either by chance. A launcher that starts the ranks
 //! of one host binds each to a core of its own when there are enough
 //! ([`cores_for`]), as `mpirun` does; with more ranks than cores it leaves them unbound and
-//! the transport's waits give the CPU away early (see [`ShmConfig::oversubscribed`]
-//! (crate::ShmConfig::oversubscribed)).
+//! the transport's waits give the CPU away early (see
+//! [`ShmConfig::oversubscribed`](crate::ShmConfig::oversubscribed)).
 #![forbid(unsafe_code)]
 
 use std::io;

@@ -113,6 +113,9 @@ impl Link for ShmLink {
 pub(crate) struct TcpLink(pub(crate) Box<dyn gloo_transport::tcp::ByteStream>);
 
 /// One peer's link: shared memory or tcp.
+// Not boxed: one per peer, held for the communicator's life, and the shm variant is the one
+// every call on this host reads through (a box would add a pointer chase to each).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum HostLink {
     /// A peer on this host.
     Shm(ShmLink),
@@ -320,6 +323,8 @@ impl Wire for HostWire {
 }
 
 /// A peer's link before the communicator starts.
+// Not boxed: one per peer, moved once into its `HostLink`.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum NewLink {
     /// A channel to a rank of this host.
     Shm(Channel),
