@@ -13,8 +13,8 @@ pub(crate) const MAX_BYTES_LIMIT: u64 = 16 << 30;
 
 /// Measure the Rust Gloo's collectives against this machine's limits.
 ///
-/// With no arguments: starts 2 ranks as processes on this machine over an embedded store and
-/// tcp, sweeps allreduce of f32 sum from 4 B to 64 MiB, checks every result and prints a table
+/// With no arguments: starts 2 ranks as processes on this machine over an embedded store, each
+/// on a core of its own, connected through shared memory (`--transport auto`), sweeps allreduce of f32 sum from 4 B to 64 MiB, checks every result and prints a table
 /// beside the limits it measured in the same run (plain-socket ping-pong and streams between
 /// ranks 0 and 1, memcpy).
 #[derive(Parser, Debug, Clone)]
