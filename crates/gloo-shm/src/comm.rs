@@ -123,7 +123,12 @@ impl Communicator for ShmComm {
 /// The engine's settings for channels configured by `cfg`: its busy-poll window (the spin
 /// and yield phases) and its peer timeout.
 pub(crate) fn engine_config(cfg: &ShmConfig) -> EngineConfig {
-    EngineConfig::default().busy_poll(cfg.spin + cfg.yield_for).peer_timeout(Some(cfg.peer_timeout))
+    // The busy-poll window is the spin then the yield phase; its head spins without giving
+    // the CPU away (zero when ranks outnumber cores: see `ShmConfig::oversubscribed`).
+    EngineConfig::default()
+        .busy_poll(cfg.spin + cfg.yield_for)
+        .spin(cfg.spin)
+        .peer_timeout(Some(cfg.peer_timeout))
 }
 
 impl ShmListener {
