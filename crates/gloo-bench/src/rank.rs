@@ -158,6 +158,11 @@ fn run_with(
                     "shm: no spin, yield {} us, then sleep (ranks outnumber cpus)",
                     gloo_shm::OVERSUBSCRIBED_YIELD.as_micros()
                 )
+            } else if !gloo_shm::placement::bound_to_one_cpu() {
+                format!(
+                    "shm: no spin, yield {} us, then sleep (not bound to a cpu)",
+                    (gloo_shm::DEFAULT_SPIN + gloo_shm::DEFAULT_YIELD).as_micros()
+                )
             } else {
                 format!(
                     "shm: spin {} us, yield {} us, then sleep",

@@ -28,6 +28,12 @@ pub fn online_cpus() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Whether this thread may run on one CPU only (a launcher placed it: it has that core to
+/// itself, as far as its own job goes). `false` when the affinity cannot be read.
+pub fn bound_to_one_cpu() -> bool {
+    allowed_cpus().is_ok_and(|c| c.len() == 1)
+}
+
 /// Run the calling thread, and the threads it starts from now on, on `cpu` only. Call it
 /// first thing in a rank's `main`, before any thread starts, to bind the whole process.
 pub fn bind_to_cpu(cpu: usize) -> io::Result<()> {
@@ -98,6 +104,42 @@ mod tests {
         for bad in ["a", "3-1", "1,,2", "0-99999999"] {
             assert_eq!(parse_cpu_list(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn default_waits_spin_only_on_a_cpu_of_its_own() {
+        use crate::{DEFAULT_SPIN, DEFAULT_YIELD, OVERSUBSCRIBED_YIELD, ShmConfig};
+        use gloo_transport::Rank;
+        use std::time::Duration;
+        let waits = |c: &ShmConfig| (c.spin, c.yield_for);
+        let cfg = ShmConfig::new("waits", Rank(0), 2);
+        let allowed = allowed_cpus().unwrap();
+        // On threads of their own, so the test runner's threads keep their affinity.
+        let bound = std::thread::spawn({
+            let (cfg, cpu) = (cfg.clone(), allowed[0]);
+            move || {
+                bind_to_cpu(cpu).unwrap();
+                assert!(bound_to_one_cpu());
+                (waits(&cfg.for_local_ranks(1)), waits(&cfg.for_local_ranks(online_cpus() + 1)))
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(bound.0, (DEFAULT_SPIN, DEFAULT_YIELD));
+        assert_eq!(bound.1, (Duration::ZERO, OVERSUBSCRIBED_YIELD));
+        if allowed.len() > 1 {
+            // Unbound: the whole window yields.
+            assert!(!bound_to_one_cpu());
+            assert_eq!(
+                waits(&cfg.for_local_ranks(1)),
+                (Duration::ZERO, DEFAULT_SPIN + DEFAULT_YIELD)
+            );
+        }
+        // Waits the caller chose are kept whatever the placement.
+        let mine = cfg.spin(Duration::from_micros(7), Duration::from_micros(9));
+        let want = (Duration::from_micros(7), Duration::from_micros(9));
+        assert_eq!(waits(&mine.for_local_ranks(1)), want);
+        assert_eq!(waits(&mine.for_local_ranks(online_cpus() + 1)), want);
     }
 
     #[test]
