@@ -115,6 +115,10 @@ pub const ROWS: &[Row] = &[
     Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
     Row::test("shm/procs", "gloo-shm").targets(&[Test("procs")]),
     Row::test("shm/rogue", "gloo-shm").features(&["rogue"]).targets(&[Test("rogue")]),
+    // The transport conformance suite over shared memory (default and sleeping waits), and
+    // over `auto` (ranks in pairs of hosts: shm within, tcp across, one communicator).
+    Row::test("shm/conformance", "gloo-shm").targets(&[Test("conformance_shm")]),
+    Row::test("shm/auto", "gloo-shm").targets(&[Test("auto")]),
     Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),

@@ -13,8 +13,8 @@ pub(crate) const MAX_BYTES_LIMIT: u64 = 16 << 30;
 
 /// Measure the Rust Gloo's collectives against this machine's limits.
 ///
-/// With no arguments: starts 2 ranks as processes on this machine over an embedded store and
-/// tcp, sweeps allreduce of f32 sum from 4 B to 64 MiB, checks every result and prints a table
+/// With no arguments: starts 2 ranks as processes on this machine over an embedded store, each
+/// on a core of its own, connected through shared memory (`--transport auto`), sweeps allreduce of f32 sum from 4 B to 64 MiB, checks every result and prints a table
 /// beside the limits it measured in the same run (plain-socket ping-pong and streams between
 /// ranks 0 and 1, memcpy).
 #[derive(Parser, Debug, Clone)]
@@ -76,8 +76,17 @@ pub(crate) struct LaunchArgs {
     #[arg(long, global = true, value_name = "URL", value_parser = parse_store)]
     pub(crate) store: Option<StoreUrl>,
     /// The transport between ranks.
-    #[arg(long, global = true, value_enum, default_value_t = TransportKind::Tcp)]
+    #[arg(long, global = true, value_enum, default_value_t = TransportKind::Auto)]
     pub(crate) transport: TransportKind,
+    /// How the local launcher places the ranks it starts: `core` binds each to a core of its
+    /// own when there are at least as many cores as ranks (as mpirun does), `none` leaves
+    /// them to the scheduler.
+    #[arg(long, global = true, value_enum, default_value_t = Bind::Core)]
+    pub(crate) bind: Bind,
+    /// Set by the local launcher on the processes it starts with `--bind core`: the CPU this
+    /// rank runs on.
+    #[arg(long, global = true, hide = true, value_name = "CPU")]
+    pub(crate) cpu: Option<usize>,
     /// How long a waiting call of the transport spins before it sleeps, in microseconds (0:
     /// sleep at once). Default: the transport's own, shown in the output's header.
     #[arg(long, global = true, value_name = "US",
@@ -237,9 +246,22 @@ pub(crate) struct OutputArgs {
     pub(crate) format: Format,
 }
 
+/// Where the local launcher puts its ranks.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// Each rank on a core of its own, when there are enough cores.
+    Core,
+    /// Wherever the scheduler puts them.
+    None,
+}
+
 /// Transports this build can use.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TransportKind {
+    /// Shared memory between the ranks of one host, tcp between hosts (gloo-shm's `auto`).
+    Auto,
+    /// Shared memory only (gloo-shm): every rank on this host.
+    Shm,
     /// TCP (gloo-transport's `tcp`), ranks as processes.
     Tcp,
     /// gloo-transport's in-process transport: ranks as threads of one process (no network;
@@ -251,6 +273,8 @@ impl TransportKind {
     /// The name printed in the header.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            TransportKind::Auto => "auto",
+            TransportKind::Shm => "shm",
             TransportKind::Tcp => "tcp",
             TransportKind::Loopback => "loopback",
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, StoreUrl};
+use crate::cli::{Bind, Cli, StoreUrl};
 use crate::error::{Error, Result};
 use crate::report::Report;
 use crate::store;
@@ -82,10 +82,17 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's path", e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let mut children = Children(Vec::new(), Vec::new());
-    say!("gloo-bench: starting {n} ranks as processes of {} (store {url})", exe.display());
+    let (cpus, placement) = placement(cli.launch.bind, n);
+    say!(
+        "gloo-bench: starting {n} ranks as processes of {} (store {url}; {placement})",
+        exe.display()
+    );
     for r in 0..n {
         let mut cmd = Command::new(&exe);
         cmd.args(&args).args(["--rank", &r.to_string(), "--size", &n.to_string()]);
+        if let Some(cpus) = &cpus {
+            cmd.arg("--cpu").arg(cpus[r as usize].to_string());
+        }
         if cli.launch.store.is_none() {
             cmd.arg("--store").arg(url.to_string());
         }
@@ -146,6 +153,32 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
         Err(_) => None,
     };
     // The user ran the launcher, not rank 0's command line with its added flags.
-    let report = report.map(|r| Report { command: crate::report::command_line(), ..r });
+    // The header says both how the ranks were placed and where rank 0 found itself.
+    let report = report.map(|r| Report {
+        command: crate::report::command_line(),
+        placement: format!("{placement}; {}", r.placement),
+        ..r
+    });
     Ok(Launched { report, failures })
+}
+
+/// Where the ranks go, and how the header says it: with `--bind core`, one CPU per rank on
+/// distinct cores when there are enough (as mpirun binds), else none.
+fn placement(bind: Bind, ranks: u32) -> (Option<Vec<usize>>, String) {
+    let online = gloo_shm::placement::online_cpus();
+    match bind {
+        Bind::None => (None, format!("bind none: {ranks} ranks, {online} cpus")),
+        Bind::Core => match gloo_shm::placement::cores_for(ranks as usize) {
+            Ok(Some(cpus)) => {
+                let list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+                let text = format!("bind core: rank r on cpu [{}][r]", list.join(","));
+                (Some(cpus), text)
+            }
+            Ok(None) => {
+                let allowed = gloo_shm::placement::allowed_cpus().map_or(online, |c| c.len());
+                (None, format!("bind core: not bound, {ranks} ranks on {allowed} allowed cpus"))
+            }
+            Err(e) => (None, format!("bind core: not bound ({e})")),
+        },
+    }
 }

@@ -233,6 +233,12 @@ fn run_rank(cli: &Cli) -> ExitCode {
             _ => return fail("--rank needs --size and --store"),
         }
     };
+    // Before any thread starts, so every thread of the rank inherits the binding.
+    if let Some(cpu) = cli.launch.cpu
+        && let Err(e) = gloo_shm::placement::bind_to_cpu(cpu)
+    {
+        return fail(format_args!("rank {rank}: binding to cpu {cpu}: {e}"));
+    }
     if cli.launch.exit_with_launcher {
         exit_with_launcher(rank);
     }

@@ -5,8 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use gloo_shm::auto::{AutoConfig, AutoListener};
+use gloo_shm::{ShmComm, ShmConfig, ShmListener};
 use gloo_transport::tcp::{TcpConfig, TcpListener};
-use gloo_transport::{Communicator, Rank};
+use gloo_transport::{Communicator, Listener, Rank};
 
 use crate::cli::TransportKind;
 use crate::error::{Error, Result};
@@ -25,6 +27,87 @@ pub(crate) struct NetConfig {
     pub(crate) busy_poll: Option<Duration>,
 }
 
+impl NetConfig {
+    fn tcp(&self, rank: u32, size: u32) -> TcpConfig {
+        let mut tcp = if self.ip.is_loopback() {
+            TcpConfig::loopback(&self.job, Rank(rank), size)
+        } else {
+            TcpConfig::new(&self.job, Rank(rank), size).bind_addr(SocketAddr::new(self.ip, 0))
+        };
+        if let Some(b) = self.busy_poll {
+            tcp = tcp.busy_poll(b);
+        }
+        tcp
+    }
+
+    fn shm(&self, rank: u32, size: u32) -> ShmConfig {
+        let shm = ShmConfig::new(&self.job, Rank(rank), size);
+        match self.busy_poll {
+            // The whole window yields between looks (the transport's own waits spin first).
+            Some(b) => shm.spin(Duration::ZERO, b),
+            None => shm,
+        }
+    }
+}
+
+/// Connect `listener` through the store, scoped to the job.
+fn bootstrap<L: Listener>(
+    listener: L,
+    cfg: &NetConfig,
+    rank: u32,
+    size: u32,
+    kv: &dyn Kv,
+    deadline: Instant,
+) -> Result<L::Comm> {
+    let store = kv.scoped(&cfg.job);
+    gloo_rendezvous::connect(store.as_ref(), listener, Rank(rank), size, deadline).map_err(|e| {
+        Error::Store { doing: format!("connecting the {} mesh", cfg.kind.name()), source: e }
+    })
+}
+
+/// A connected communicator, and which transport reaches each peer.
+pub(crate) struct Connected {
+    /// The communicator.
+    pub(crate) comm: Box<dyn Communicator>,
+    /// `shm to ranks 1, 2; tcp to ranks 3` (the peers of this rank by the link to them).
+    pub(crate) links: String,
+}
+
+impl Connected {
+    /// Every peer of `rank` in a group of `size` over one transport named `kind`.
+    pub(crate) fn uniform(comm: Box<dyn Communicator>, kind: &str, rank: u32, size: u32) -> Self {
+        let peers: Vec<u32> = (0..size).filter(|r| *r != rank).collect();
+        Connected { comm, links: describe(&[(kind, peers)]) }
+    }
+
+    fn shm(comm: ShmComm, rank: u32, size: u32) -> Self {
+        // shm and tcp always named (a reader looks for both); any other kind as it comes.
+        let mut kinds: Vec<(&str, Vec<u32>)> = vec![("shm", Vec::new()), ("tcp", Vec::new())];
+        for r in (0..size).filter(|r| *r != rank) {
+            let Some(kind) = comm.link_kind(Rank(r)) else { continue };
+            let name = kind.name();
+            match kinds.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, ranks)) => ranks.push(r),
+                None => kinds.push((name, vec![r])),
+            }
+        }
+        Connected { comm: Box::new(comm), links: describe(&kinds) }
+    }
+}
+
+/// `shm to ranks 1, 2; tcp to no rank`.
+fn describe(kinds: &[(&str, Vec<u32>)]) -> String {
+    let one = |(kind, ranks): &(&str, Vec<u32>)| {
+        if ranks.is_empty() {
+            format!("{kind} to no rank")
+        } else {
+            let list: Vec<String> = ranks.iter().map(u32::to_string).collect();
+            format!("{kind} to ranks {}", list.join(", "))
+        }
+    };
+    kinds.iter().map(one).collect::<Vec<_>>().join("; ")
+}
+
 /// A connected communicator of `size` ranks.
 pub(crate) fn connect(
     cfg: &NetConfig,
@@ -32,28 +115,27 @@ pub(crate) fn connect(
     size: u32,
     kv: &dyn Kv,
     deadline: Instant,
-) -> Result<Box<dyn Communicator>> {
+) -> Result<Connected> {
+    let listening = |what: &str, e| Error::transport(format!("listening for {what}"), e);
     match cfg.kind {
         TransportKind::Tcp => {
-            let mut tcp = if cfg.ip.is_loopback() {
-                TcpConfig::loopback(&cfg.job, Rank(rank), size)
-            } else {
-                TcpConfig::new(&cfg.job, Rank(rank), size).bind_addr(SocketAddr::new(cfg.ip, 0))
-            };
-            if let Some(b) = cfg.busy_poll {
-                tcp = tcp.busy_poll(b);
-            }
-            let listener = TcpListener::bind(tcp)
-                .map_err(|e| Error::transport(format!("listening on {} for tcp", cfg.ip), e))?;
-            let store = kv.scoped(&cfg.job);
-
-            let comm =
-                gloo_rendezvous::connect(store.as_ref(), listener, Rank(rank), size, deadline)
-                    .map_err(|e| Error::Store {
-                        doing: "connecting the tcp mesh".into(),
-                        source: e,
-                    })?;
-            Ok(Box::new(comm))
+            let listener = TcpListener::bind(cfg.tcp(rank, size))
+                .map_err(|e| listening(&format!("tcp on {}", cfg.ip), e))?;
+            let comm = bootstrap(listener, cfg, rank, size, kv, deadline)?;
+            Ok(Connected::uniform(Box::new(comm), "tcp", rank, size))
+        }
+        TransportKind::Shm => {
+            let listener = ShmListener::bind(cfg.shm(rank, size))
+                .map_err(|e| listening("shared memory", e.into()))?;
+            let comm = bootstrap(listener, cfg, rank, size, kv, deadline)?;
+            Ok(Connected::shm(comm, rank, size))
+        }
+        TransportKind::Auto => {
+            let auto = AutoConfig::with(cfg.shm(rank, size), cfg.tcp(rank, size));
+            let listener = AutoListener::bind(auto)
+                .map_err(|e| listening(&format!("shared memory and tcp on {}", cfg.ip), e))?;
+            let comm = bootstrap(listener, cfg, rank, size, kv, deadline)?;
+            Ok(Connected::shm(comm, rank, size))
         }
         TransportKind::Loopback => Err(Error::Invalid(
             "--transport loopback runs ranks as threads of one process: drop --rank/--store".into(),

@@ -7,13 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use gloo_rendezvous::HashStore;
-use gloo_transport::Communicator;
 use gloo_transport::loopback::{self, LoopbackConfig};
 
 use crate::cli::{Cli, Command, StoreUrl, TransportKind, Which};
 use crate::error::{Error, Result};
 use crate::limits::{self, LimitConfig, Limits};
-use crate::net::NetConfig;
+use crate::net::{Connected, NetConfig};
 use crate::p2p::Waiting;
 use crate::report::{self, Report, Summary};
 use crate::{net, p2p, store, sweep};
@@ -56,9 +55,10 @@ pub(crate) fn run_in_process(cli: &Cli) -> Result<Report> {
                     let kv = store::in_process(store);
                     let mut comm = Some(comm);
                     let mut connect = |_: &NetConfig| {
-                        comm.take().map(|c| Box::new(c) as Box<dyn Communicator>).ok_or_else(|| {
+                        let c = comm.take().ok_or_else(|| {
                             Error::Invalid("the loopback transport has one group per run".into())
-                        })
+                        })?;
+                        Ok(Connected::uniform(Box::new(c), "loopback", rank, size))
                     };
                     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
                     run_with(cli, rank, size, &kv, ip, "in-process", &mut connect, deadline)
@@ -84,6 +84,17 @@ pub(crate) fn run_in_process(cli: &Cli) -> Result<Report> {
     report.ok_or_else(|| Error::Invalid("rank 0 made no report".into()))
 }
 
+/// The CPUs this rank may run on, as the kernel says (after any `--cpu` binding).
+fn runs_on(rank: u32) -> String {
+    match gloo_shm::placement::allowed_cpus() {
+        Ok(cpus) => {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            format!("rank {rank} runs on cpus [{}]", list.join(","))
+        }
+        Err(e) => format!("rank {rank}: its cpus are unknown ({e})"),
+    }
+}
+
 /// Checks that need the world size.
 fn check(cli: &Cli, rank: u32, size: u32) -> Result<()> {
     if rank >= size {
@@ -100,7 +111,7 @@ fn check(cli: &Cli, rank: u32, size: u32) -> Result<()> {
 }
 
 /// A connected communicator for a mesh configuration.
-type Connect<'a> = dyn FnMut(&NetConfig) -> Result<Box<dyn Communicator>> + 'a;
+type Connect<'a> = dyn FnMut(&NetConfig) -> Result<Connected> + 'a;
 
 /// The part of a rank's run after it has met the others: limits, mode, report.
 #[allow(clippy::too_many_arguments)] // One call site each; a struct would only rename them.
@@ -130,10 +141,35 @@ fn run_with(
     };
     let in_process = cli.launch.transport == TransportKind::Loopback;
     let busy_poll = cli.launch.busy_poll_us.map(Duration::from_micros);
-    let spin_window = busy_poll.unwrap_or(gloo_transport::tcp::DEFAULT_BUSY_POLL);
+    let shm_waits = matches!(cli.launch.transport, TransportKind::Shm | TransportKind::Auto);
+    let spin_window = busy_poll.unwrap_or(if shm_waits {
+        gloo_shm::DEFAULT_SPIN + gloo_shm::DEFAULT_YIELD
+    } else {
+        gloo_transport::tcp::DEFAULT_BUSY_POLL
+    });
     let waiting = |w: Duration| {
         if w.is_zero() {
             "blocking".to_string()
+        } else if shm_waits && busy_poll.is_none() {
+            // As gloo-shm picks them: the oversubscribed waits when this host's ranks (all of
+            // them, as far as this rank can tell before connecting) outnumber its CPUs.
+            if size as usize > gloo_shm::placement::online_cpus() {
+                format!(
+                    "shm: no spin, yield {} us, then sleep (ranks outnumber cpus)",
+                    gloo_shm::OVERSUBSCRIBED_YIELD.as_micros()
+                )
+            } else if !gloo_shm::placement::bound_to_one_cpu() {
+                format!(
+                    "shm: no spin, yield {} us, then sleep (not bound to a cpu)",
+                    (gloo_shm::DEFAULT_SPIN + gloo_shm::DEFAULT_YIELD).as_micros()
+                )
+            } else {
+                format!(
+                    "shm: spin {} us, yield {} us, then sleep",
+                    gloo_shm::DEFAULT_SPIN.as_micros(),
+                    gloo_shm::DEFAULT_YIELD.as_micros()
+                )
+            }
         } else {
             format!("busy-poll {} us, then sleep", w.as_micros())
         }
@@ -144,9 +180,10 @@ fn run_with(
         mode: String::new(),
         command: report::command_line(),
         host: report::host_name(),
-        cpus: report::cpu_count(),
+        cpus: gloo_shm::placement::online_cpus(),
         transport: cli.launch.transport.name().into(),
         waiting: if in_process { "in-process threads".into() } else { waiting(spin_window) },
+        placement: if in_process { "threads of one process".into() } else { runs_on(rank) },
         ranks: size,
         store: store_name.to_string(),
         collective: None,
@@ -160,7 +197,8 @@ fn run_with(
         Some(Command::Limits) => report.mode = "limits".into(),
         Some(Command::Transport(t)) => {
             report.mode = "transport".into();
-            let comm = connect(&net)?;
+            let Connected { comm, links } = connect(&net)?;
+            report.notes.push(format!("links of rank {rank}: {links}"));
             let mut waitings = vec![Waiting {
                 comm: comm.as_ref(),
                 label: report.waiting.clone(),
@@ -176,7 +214,7 @@ fn run_with(
             let blocking = if spin_window.is_zero() || in_process {
                 None
             } else {
-                Some(connect(&blocking_net)?)
+                Some(connect(&blocking_net)?.comm)
             };
             if let Some(b) = &blocking {
                 waitings.push(Waiting {
@@ -204,7 +242,8 @@ fn run_with(
                 Which::All => "all".into(),
             });
             report.notes = sweep::notes(&which.each(size), size, spin);
-            let comm = connect(&net)?;
+            let Connected { comm, links } = connect(&net)?;
+            report.notes.push(format!("links of rank {rank}: {links}"));
             report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, spin, deadline)?;
             if which == Which::All {
                 report.summary = Summary::of(&report.rows);

@@ -27,6 +27,9 @@ pub(crate) struct Report {
     pub(crate) transport: String,
     /// How the transport waits (spin window, then sleep).
     pub(crate) waiting: String,
+    /// Where the ranks ran (`--bind`).
+    #[serde(default)]
+    pub(crate) placement: String,
     /// World size.
     pub(crate) ranks: u32,
     /// The store ranks met through.
@@ -215,6 +218,9 @@ impl Report {
                 "# limits (plain sockets between ranks 0 and 1, this run): {}",
                 lim.join(", ")
             );
+        }
+        if !self.placement.is_empty() {
+            let _ = writeln!(s, "# placement: {}", self.placement);
         }
         if !self.command.is_empty() {
             let _ = writeln!(s, "# command: {}", self.command);
@@ -453,11 +459,6 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// CPUs this process may run on.
-pub(crate) fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +472,7 @@ mod tests {
             cpus: 2,
             transport: "tcp".into(),
             waiting: "busy-poll 50 us".into(),
+            placement: "bind core".into(),
             ranks: 2,
             store: "file".into(),
             collective: Some("sendrecv".into()),

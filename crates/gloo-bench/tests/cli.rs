@@ -267,19 +267,23 @@ fn every_allreduce_algorithm_can_be_forced_and_checks_out() {
     }
 }
 
-#[test]
-fn env_start_up_runs_ranks_launched_like_torchrun() {
+/// Starts `size` ranks as torchrun does (`env://`: RANK, WORLD_SIZE, MASTER_ADDR and
+/// MASTER_PORT; rank 0 serves the store), each with `args` and the variables `env(rank)`, and
+/// waits for all of them (killing them and failing the test after 90 s); asserts each
+/// succeeded and returns rank 0's output.
+fn env_ranks(size: u32, args: &[&str], env: impl Fn(u32) -> Vec<(String, String)>) -> Run {
     // A free port for rank 0's store: bind, read it, release it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let children: Vec<_> = (0..2)
+    let children: Vec<_> = (0..size)
         .map(|rank| {
             Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
-                .args(["--store", "env://", "--collective", "sendrecv", "--max-bytes", "1K"])
-                .args(["--iters", "2", "--no-limits", "--format", "csv", "--timeout", "60"])
+                .args(["--store", "env://", "--timeout", "60"])
+                .args(args)
                 .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
+                .env("WORLD_SIZE", size.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", port.to_string())
+                .envs(env(rank))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -306,13 +310,163 @@ fn env_start_up_runs_ranks_launched_like_torchrun() {
     for (rank, o) in outs.iter().enumerate() {
         assert!(o.status.success(), "rank {rank}: {}", String::from_utf8_lossy(&o.stderr));
     }
-    let r = Run {
+    for (rank, o) in outs.iter().enumerate().skip(1) {
+        assert!(o.stdout.is_empty(), "only rank 0 prints the table, rank {rank} printed too");
+    }
+    Run {
         code: outs[0].status.code(),
         stdout: String::from_utf8_lossy(&outs[0].stdout).into_owned(),
         stderr: String::from_utf8_lossy(&outs[0].stderr).into_owned(),
-    };
+    }
+}
+
+#[test]
+fn env_start_up_runs_ranks_launched_like_torchrun() {
+    let args = ["--collective", "sendrecv", "--max-bytes", "1K", "--iters", "2", "--no-limits"];
+    let r = env_ranks(2, &[&args[..], &["--format", "csv"]].concat(), |_| Vec::new());
     assert_sweep_csv(&r, 5);
-    assert!(outs[1].stdout.is_empty(), "only rank 0 prints the table");
+}
+
+/// A temporary path for a `--json` report, and the report read back (and removed).
+struct JsonOut(std::path::PathBuf);
+
+impl JsonOut {
+    fn new(label: &str) -> JsonOut {
+        JsonOut(
+            std::env::temp_dir()
+                .join(format!("gloo-bench-cli-{label}-{}.json", std::process::id())),
+        )
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The report's `placement` and its `notes`.
+    fn read(self) -> (String, Vec<String>) {
+        let body = std::fs::read_to_string(&self.0).expect("the run wrote its --json report");
+        std::fs::remove_file(&self.0).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let placement = v["placement"].as_str().unwrap_or_default().to_string();
+        let notes = v["notes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        (placement, notes)
+    }
+}
+
+#[test]
+fn every_process_transport_connects_the_links_it_names_and_checks_every_result() {
+    // Sizes from 4 B to 4 MiB: the shared-memory rings wrap and large writes are lent.
+    for (transport, links) in [
+        ("shm", "links of rank 0: shm to ranks 1, 2; tcp to no rank"),
+        ("auto", "links of rank 0: shm to ranks 1, 2; tcp to no rank"),
+        ("tcp", "links of rank 0: tcp to ranks 1, 2"),
+    ] {
+        for coll in ["allreduce", "alltoall"] {
+            let json = JsonOut::new(transport);
+            let rows = csv_sweep(
+                &[
+                    "--transport",
+                    transport,
+                    "--ranks",
+                    "3",
+                    "--collective",
+                    coll,
+                    "--min-bytes",
+                    "4",
+                    "--max-bytes",
+                    "4M",
+                    "--step-factor",
+                    "16",
+                    "--iters",
+                    "2",
+                    "--warmup",
+                    "1",
+                    "--json",
+                    json.path(),
+                ],
+                6,
+            );
+            // (alltoall rounds each size down to a whole number of elements per rank)
+            let largest: u64 = rows.last().unwrap()[0].parse().unwrap();
+            assert!(largest > (4 << 20) - 64, "{transport} {coll}: {rows:?}");
+            let (_, notes) = json.read();
+            assert!(notes.iter().any(|n| n == links), "{transport} {coll}: {notes:?}");
+        }
+    }
+}
+
+#[test]
+fn auto_uses_shm_within_a_host_and_tcp_across_hosts() {
+    // Four ranks as two "hosts" of two (the host identity overridden per rank).
+    let json = JsonOut::new("auto-hosts");
+    let args = ["--transport", "auto", "--max-bytes", "1M", "--step-factor", "64"];
+    let more = ["--iters", "2", "--no-limits", "--format", "csv", "--json", json.path()];
+    let r = env_ranks(4, &[&args[..], &more].concat(), |r| {
+        vec![("GLOO_HOST_ID".into(), format!("host-{}", r / 2))]
+    });
+    assert_sweep_csv(&r, 4);
+    let (_, notes) = json.read();
+    let want = "links of rank 0: shm to ranks 1; tcp to ranks 2, 3";
+    assert!(notes.iter().any(|n| n == want), "{notes:?}");
+}
+
+/// The placement line of a short 2-rank run with `args` added.
+fn placement_of(args: &[&str], label: &str) -> String {
+    let json = JsonOut::new(label);
+    let base = ["--ranks", "2", "--collective", "barrier", "--iters", "2", "--json", json.path()];
+    csv_sweep(&[&base[..], args].concat(), 1);
+    json.read().0
+}
+
+/// `[a,b,c]` as numbers.
+fn cpu_list(s: &str) -> Vec<usize> {
+    let inner = s.trim().strip_prefix('[').and_then(|s| s.strip_suffix(']')).expect(s);
+    inner.split(',').map(|c| c.trim().parse().expect(s)).collect()
+}
+
+#[test]
+fn bind_core_pins_each_rank_to_a_cpu_of_its_own_when_there_are_enough() {
+    let allowed = gloo_shm::placement::allowed_cpus().unwrap();
+    let p = placement_of(&["--bind", "core"], "bind-core");
+    let (launcher, rank0) = p.split_once("; ").expect(&p);
+    let runs_on = cpu_list(rank0.strip_prefix("rank 0 runs on cpus ").expect(&p));
+    if allowed.len() >= 2 {
+        // `bind core: rank r on cpu [a,b][r]`: two distinct allowed CPUs, rank 0 on the first.
+        let given = launcher.strip_prefix("bind core: rank r on cpu ").expect(&p);
+        let given = cpu_list(given.strip_suffix("[r]").expect(&p));
+        assert_eq!(given.len(), 2, "{p}");
+        assert_ne!(given[0], given[1], "{p}");
+        assert!(given.iter().all(|c| allowed.contains(c)), "{p} (allowed {allowed:?})");
+        assert_eq!(runs_on, [given[0]], "{p}");
+    } else {
+        assert!(launcher.starts_with("bind core: not bound"), "{p}");
+        assert_eq!(runs_on, allowed, "{p}");
+    }
+    // Unbound, rank 0 may run wherever the launcher may.
+    let p = placement_of(&["--bind", "none"], "bind-none");
+    assert!(p.starts_with("bind none: "), "{p}");
+    let rank0 = p.split_once("; rank 0 runs on cpus ").expect(&p).1;
+    assert_eq!(cpu_list(rank0), allowed, "{p}");
+}
+
+#[test]
+fn bind_core_leaves_ranks_unbound_when_they_outnumber_the_cpus() {
+    // The launcher started from a thread bound to one CPU inherits that one CPU: two ranks
+    // outnumber it, so neither is bound (and both still complete their checked run).
+    let allowed = gloo_shm::placement::allowed_cpus().unwrap();
+    let cpu = *allowed.last().unwrap();
+    let p = std::thread::spawn(move || {
+        gloo_shm::placement::bind_to_cpu(cpu).unwrap();
+        placement_of(&["--bind", "core"], "bind-over")
+    })
+    .join()
+    .unwrap();
+    assert!(p.starts_with("bind core: not bound, 2 ranks on"), "{p}");
+    let rank0 = p.split_once("; rank 0 runs on cpus ").expect(&p).1;
+    assert_eq!(cpu_list(rank0), [cpu], "{p}");
 }
 
 #[test]

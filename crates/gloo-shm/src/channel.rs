@@ -689,4 +689,72 @@ impl SleepHandle {
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.sock.as_ref().map(|s| s.as_fd())
     }
+
+    /// Mark this side sleeping on the channel (the first half of [`prepare_sleep`]
+    /// (SleepHandle::prepare_sleep)): from now on a peer that changes anything rings the
+    /// doorbell, so a [`look`](SleepHandle::look) taken after this cannot miss a change.
+    pub(crate) fn announce(&self) {
+        let mut count = self.sleeps.lock().unwrap_or_else(|p| p.into_inner());
+        sleep::announce(self.mine.sleeping(), &mut count);
+    }
+
+    /// The shared words a sleeper compares between looks (loads only; a peer that scribbles
+    /// on them costs spurious wake-ups, never a missed one: every change it makes is a
+    /// change).
+    pub(crate) fn look(&self) -> Seen {
+        use crate::ring::RingMem;
+        Seen {
+            tail_in: self.incoming.tail().load(Ordering::Acquire),
+            lend_in: self.incoming.lend_state().load(Ordering::Acquire),
+            head_out: self.outgoing.head().load(Ordering::Acquire),
+            lend_out: self.outgoing.lend_state().load(Ordering::Acquire),
+            end: self.watch.lost().is_some() || self.watch.peer_closed(),
+        }
+    }
+
+    /// Check the set-up socket for a hang-up now (without waiting) and, if the peer did not
+    /// close cleanly, mark the peer lost; returns whether it hung up.
+    pub(crate) fn check_hangup(&self) -> bool {
+        let Some(sock) = self.sock.as_ref() else { return false };
+        let mut rev = Vec::new();
+        let hung = event::poll(&[(sock.as_fd(), Watch::HangUp)], Some(Duration::ZERO), &mut rev)
+            .is_ok()
+            && rev.first().is_some_and(|r| r.hangup);
+        if hung && !self.watch.peer_closed() {
+            self.watch.mark_lost(self.watch.hangup_reason());
+        }
+        hung
+    }
+}
+
+/// What a sleeper saw of a channel's shared words at one look. A sleeper reports a channel
+/// ready only when something moved between two looks, as edge-triggered epoll reports a
+/// socket: bytes left unread on purpose (they belong to a receive nobody drives now) do not
+/// keep a sleeper awake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// Bytes the peer wrote to us.
+    pub(crate) tail_in: u64,
+    /// The peer's lend to us.
+    pub(crate) lend_in: u64,
+    /// Bytes the peer read of ours.
+    pub(crate) head_out: u64,
+    /// Our lend, as the peer took it.
+    pub(crate) lend_out: u64,
+    /// The peer closed or is lost.
+    pub(crate) end: bool,
+}
+
+impl Seen {
+    /// Whether there is news for a reader since `before`.
+    pub(crate) fn readable_since(&self, before: &Seen) -> bool {
+        self.tail_in != before.tail_in || self.lend_in != before.lend_in || self.end != before.end
+    }
+
+    /// Whether there is news for a writer since `before`.
+    pub(crate) fn writable_since(&self, before: &Seen) -> bool {
+        self.head_out != before.head_out
+            || self.lend_out != before.lend_out
+            || self.end != before.end
+    }
 }

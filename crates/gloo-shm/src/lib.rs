@@ -74,8 +74,12 @@
 // unit test `every_module_outside_sys_forbids_unsafe` keeps it so.
 #![deny(unsafe_code)]
 
+#[cfg(all(feature = "tcp", not(loom)))]
+pub mod auto;
 #[cfg(not(loom))]
 mod channel;
+#[cfg(not(loom))]
+mod comm;
 #[cfg(not(loom))]
 mod config;
 mod error;
@@ -83,6 +87,8 @@ mod error;
 mod hello;
 #[cfg(not(loom))]
 mod monitor;
+#[cfg(not(loom))]
+pub mod placement;
 pub mod ring;
 #[cfg(all(feature = "rogue", not(loom)))]
 pub mod rogue;
@@ -94,13 +100,17 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod wait;
+#[cfg(not(loom))]
+mod wire;
 
 #[cfg(not(loom))]
 pub use channel::{Channel, Interest, Lending, SleepHandle, lending};
 #[cfg(not(loom))]
+pub use comm::{LinkKind, ShmComm};
+#[cfg(not(loom))]
 pub use config::{
     DEFAULT_LEND_MIN, DEFAULT_PEER_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, DEFAULT_YIELD,
-    ShmConfig, SingleCopy,
+    OVERSUBSCRIBED_YIELD, ShmConfig, SingleCopy,
 };
 pub use error::{Error, Result};
 #[cfg(not(loom))]

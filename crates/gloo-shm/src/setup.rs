@@ -429,25 +429,39 @@ impl ShmListener {
     /// then accept the higher ones (refusing strays and duplicates and going on). Entry `r`
     /// of `addresses` is rank `r`'s address bytes (ours is ignored); entry `r` of the result
     /// is the channel to rank `r` (`None` for ourselves).
-    pub fn connect_all(
+    pub fn connect_channels(
         &self,
         addresses: &[Vec<u8>],
         deadline: Instant,
     ) -> Result<Vec<Option<Channel>>> {
+        let all: Vec<bool> = (0..self.config.size).map(|r| r != self.config.rank.0).collect();
+        self.connect_some(addresses, &all, deadline)
+    }
+
+    /// [`connect_channels`](ShmListener::connect_channels) to the ranks `want` marks only
+    /// (the ranks on this host, when the others are reached another way); the addresses of
+    /// the others are not looked at.
+    pub(crate) fn connect_some(
+        &self,
+        addresses: &[Vec<u8>],
+        want: &[bool],
+        deadline: Instant,
+    ) -> Result<Vec<Option<Channel>>> {
         let cfg = &self.config;
-        if addresses.len() != cfg.size as usize {
+        if addresses.len() != cfg.size as usize || want.len() != cfg.size as usize {
             return Err(Error::InvalidArgument {
                 what: format!("{} addresses for a group of {}", addresses.len(), cfg.size),
             });
         }
         let mut chans: Vec<Option<Channel>> = (0..cfg.size).map(|_| None).collect();
-        for p in 0..cfg.rank.0 {
+        for p in (0..cfg.rank.0).filter(|p| want[*p as usize]) {
             chans[p as usize] = Some(self.connect(Rank(p), &addresses[p as usize], deadline)?);
         }
         let start = Instant::now();
         loop {
-            let missing: Vec<u32> =
-                (cfg.rank.0 + 1..cfg.size).filter(|&r| chans[r as usize].is_none()).collect();
+            let missing: Vec<u32> = (cfg.rank.0 + 1..cfg.size)
+                .filter(|&r| want[r as usize] && chans[r as usize].is_none())
+                .collect();
             if missing.is_empty() {
                 return Ok(chans);
             }

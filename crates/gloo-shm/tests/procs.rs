@@ -25,7 +25,7 @@ fn mesh(
     let l = ShmListener::bind(tune(ShmConfig::new(job, Rank(rank), size))).unwrap();
     board.put(rank, &l.address_bytes()).unwrap();
     let addrs = board.get_all(size, deadline(60)).unwrap();
-    l.connect_all(&addrs, deadline(60)).unwrap()
+    l.connect_channels(&addrs, deadline(60)).unwrap()
 }
 
 /// Rank 0 streams to rank 1 until it fails; rank 1 reads, says so on the board after 1 MiB,

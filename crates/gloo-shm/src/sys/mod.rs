@@ -12,8 +12,11 @@
 //!   credentials (`SO_PEERCRED`).
 //! - [`event`]: the doorbell (an `eventfd`) and `poll` over several descriptors.
 //! - [`cma`]: single-copy reads from another process (`process_vm_readv`).
+//! - [`affinity`]: the CPUs the calling thread may run on (placing ranks on cores).
 #![allow(unsafe_code)]
 
+#[cfg(not(loom))]
+pub(crate) mod affinity;
 #[cfg(not(loom))]
 pub(crate) mod cma;
 #[cfg(not(loom))]

@@ -61,6 +61,7 @@ struct Shared<W: Wire> {
     cv: Condvar,
     waker: W::Waker,
     busy_poll: Duration,
+    spin: Duration,
 }
 
 impl<W: Wire> Shared<W> {
@@ -125,6 +126,7 @@ impl<W: Wire> EngineComm<W> {
         let me = engine.rank();
         let size = engine.size();
         let busy_poll = engine.cfg.busy_poll_value();
+        let spin = engine.cfg.spin_value();
         let nap = wire.background_nap();
         let shared = Arc::new(Shared {
             me,
@@ -133,6 +135,7 @@ impl<W: Wire> EngineComm<W> {
             cv: Condvar::new(),
             waker,
             busy_poll,
+            spin,
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let background = Self::spawn_background(&shared, &stop, nap)?;
@@ -307,7 +310,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
         st.settle();
         st.in_progress += 1;
         let active = st.eng.mark_active(ops);
-        let mut spin_until: Option<Instant> = None;
+        let mut spin_until: Option<(Instant, Instant)> = None;
         let mut last_look = false;
         // The time the pump stamps on what it hears and sends: the last reading of the clock,
         // taken again after every sleep (a busy-poll round makes it older only by a yield),
@@ -358,17 +361,23 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 // Progress was made: look again before waiting.
                 continue;
             }
-            let spin_end = *spin_until.get_or_insert(now + s.busy_poll);
+            let (hot_end, spin_end) = *spin_until.get_or_insert((now + s.spin, now + s.busy_poll));
             match st.sleeper.take() {
                 Some(sl) if now < spin_end => {
                     // Busy-poll: the next pump tries the links of this call's own operations
                     // directly (a non-blocking read costs less than asking the wire first),
-                    // and in between the lock is released and the core yielded: when ranks
-                    // outnumber cores, the peer we wait for may need this very core.
+                    // and in between the lock is released (other threads of this process
+                    // may need it) and, after the spinning part of the window, the core
+                    // yielded: when ranks outnumber cores, the peer we wait for may need
+                    // this very core.
                     st.sleeper = Some(sl);
                     st.eng.mark_ops_ready(ops);
                     drop(st);
-                    crate::sync::yield_now();
+                    if now < hot_end {
+                        std::hint::spin_loop();
+                    } else {
+                        crate::sync::yield_now();
+                    }
                     st = s.lock();
                 }
                 Some(mut sl) => {

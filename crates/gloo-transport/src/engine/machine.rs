@@ -57,13 +57,18 @@ static ID_BLOCKS: AtomicU64 = AtomicU64::new(1);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     busy_poll: Duration,
+    spin: Duration,
     peer_timeout: Option<Duration>,
 }
 
 impl Default for EngineConfig {
     /// No busy polling; a peer heard from for nothing in 5 seconds is lost.
     fn default() -> EngineConfig {
-        EngineConfig { busy_poll: Duration::ZERO, peer_timeout: Some(Duration::from_secs(5)) }
+        EngineConfig {
+            busy_poll: Duration::ZERO,
+            spin: Duration::ZERO,
+            peer_timeout: Some(Duration::from_secs(5)),
+        }
     }
 }
 
@@ -73,6 +78,20 @@ impl EngineConfig {
     pub fn busy_poll(mut self, window: Duration) -> EngineConfig {
         self.busy_poll = window;
         self
+    }
+
+    /// How much of the busy-poll window, at its start, spins without giving the CPU away
+    /// (the rest yields between tries). Spinning answers fastest when every rank has a core
+    /// of its own; when ranks outnumber cores it steals the time slice the peer needs, so
+    /// leave it at zero then (the default).
+    pub fn spin(mut self, spin: Duration) -> EngineConfig {
+        self.spin = spin;
+        self
+    }
+
+    /// The spinning part of the busy-poll window.
+    pub fn spin_value(&self) -> Duration {
+        self.spin.min(self.busy_poll)
     }
 
     /// A peer heard from for nothing (not even a heartbeat) for this long is
@@ -1547,6 +1566,20 @@ fn eof<L>(peer: &Peer<L>) -> (Error, bool) {
 /// A link error: group-fatal, unless the peer said goodbye first (then a reset is just how
 /// its close arrived).
 fn lost<L>(peer: &Peer<L>, e: &io::Error) -> (Error, bool) {
+    // A link that knows what went wrong says so with a typed error inside the `io::Error`
+    // (see the `Link` contract): a peer that broke the protocol (scribbled on a shared ring)
+    // or failed authentication keeps that scope, and a loss keeps the link's own reason.
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(t @ (Error::Protocol { peer: Some(p), .. } | Error::Auth { peer: Some(p), .. }))
+            if *p == peer.rank =>
+        {
+            return (t.clone(), true);
+        }
+        Some(Error::PeerLost { peer: p, reason }) if *p == peer.rank && !peer.said_goodbye => {
+            return (Error::PeerLost { peer: peer.rank, reason: reason.clone() }, true);
+        }
+        _ => {}
+    }
     let reason = if peer.said_goodbye {
         format!("closed its communicator ({e})")
     } else {

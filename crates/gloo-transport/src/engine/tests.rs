@@ -436,3 +436,63 @@ fn a_peer_can_pin_a_bounded_number_of_messages_with_lean_bookkeeping() {
     );
     assert_eq!(e0.matcher_len(), 0);
 }
+
+/// A link whose every call fails with the `io::Error` it is given.
+struct FailLink(fn() -> io::Error);
+
+impl Link for FailLink {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err((self.0)())
+    }
+
+    fn write_vectored(&mut self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+        Err((self.0)())
+    }
+}
+
+/// Rank 0's engine with a failing link to rank 1; a receive from rank 1 pumped once.
+fn fail_with(make: fn() -> io::Error) -> (Option<Error>, Option<Error>) {
+    let mut e0 = Engine::new(Rank(0), 2, EngineConfig::default());
+    e0.attach(Rank(1), FailLink(make), &[]);
+    let mut buf = [0u8; 4];
+    let mut ops = [Op::recv(Rank(1), S, &mut buf)];
+    e0.post(&mut ops[0], false);
+    e0.pump(&mut Mine { ops: &mut ops }, true, Instant::now());
+    (e0.reap(&mut ops), e0.poisoned().cloned())
+}
+
+#[test]
+fn a_typed_link_error_keeps_its_scope_and_reason() {
+    // A protocol breach the link found (a peer scribbling on a shared ring) fails that peer
+    // only, as Protocol naming it, and does not poison the group.
+    let (e, poison) = fail_with(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            Error::protocol(Rank(1), "ring tail past capacity"),
+        )
+    });
+    assert!(
+        matches!(&e, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("ring tail")),
+        "{e:?}"
+    );
+    assert_eq!(poison, None);
+    // A loss the link explains keeps the link's reason, and poisons the group.
+    let (e, poison) = fail_with(|| {
+        let lost = Error::PeerLost { peer: Rank(1), reason: "process 7 exited".into() };
+        io::Error::new(io::ErrorKind::ConnectionReset, lost)
+    });
+    assert!(
+        matches!(&e, Some(Error::PeerLost { peer: Rank(1), reason }) if reason == "process 7 exited"),
+        "{e:?}"
+    );
+    assert!(matches!(poison, Some(Error::PeerLost { .. })), "{poison:?}");
+    // A typed error that names another rank is not believed: the link's peer is lost.
+    let (e, poison) = fail_with(|| {
+        io::Error::new(io::ErrorKind::InvalidData, Error::protocol(Rank(5), "not this pair"))
+    });
+    assert!(matches!(&e, Some(Error::PeerLost { peer: Rank(1), .. })), "{e:?}");
+    assert!(poison.is_some());
+    // An untyped error is a lost peer, as before.
+    let (e, _) = fail_with(|| io::ErrorKind::BrokenPipe.into());
+    assert!(matches!(&e, Some(Error::PeerLost { peer: Rank(1), .. })), "{e:?}");
+}

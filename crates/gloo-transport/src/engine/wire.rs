@@ -39,6 +39,12 @@ use crate::Rank;
 ///   buffer, is a broken link: the peer is lost. A link whose peer died must report it
 ///   within bounded time (an error or end of stream); a peer that is only silent is caught
 ///   by the engine's heartbeats.
+/// - **Typed errors.** A link that knows more than an `io::ErrorKind` may carry a
+///   [`crate::Error`] naming its peer inside the `io::Error` (`io::Error::new(kind, error)`).
+///   [`Protocol`](crate::Error::Protocol) and [`Auth`](crate::Error::Auth) then keep their
+///   scope, that peer only (a peer that scribbled on a shared ring breaks its own link, not
+///   the group), and a [`PeerLost`](crate::Error::PeerLost) keeps the link's reason; any
+///   other error, or one naming another rank, is a lost peer as above.
 /// - **No borrowed memory kept.** A write copies (or sends) the bytes it accepts before it
 ///   returns; the slices passed in are the caller's buffers and are gone afterwards.
 ///

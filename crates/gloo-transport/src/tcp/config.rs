@@ -104,6 +104,16 @@ impl TcpConfig {
         }
     }
 
+    /// This rank.
+    pub fn rank(&self) -> Rank {
+        self.rank
+    }
+
+    /// The group's size.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
     /// Like [`new`](TcpConfig::new), bound to `127.0.0.1` on an ephemeral port: every rank on
     /// this host, no authentication needed (unless `GLOO_AUTH_TOKEN` is set, then it is used).
     pub fn loopback(job: &str, rank: Rank, size: u32) -> TcpConfig {

@@ -11,7 +11,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::comm::{TcpComm, engine_config, new_poll};
 use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
 use super::driver::{Lazy, TcpLink, WAKE};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineConfig};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, Listener, Rank, Result};
 
@@ -96,7 +96,55 @@ impl TcpListener {
     /// nobody. `addrs` holds every rank's address bytes, indexed by rank (this rank's own
     /// entry is ignored).
     pub fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
-        Setup::new(self, addrs)?.run(deadline)
+        let (poll, done, cfg) = Setup::new(self, addrs, None)?.run(deadline)?;
+        finish(poll, done, &cfg)
+    }
+
+    /// Connect to `peers` only (a subset of the other ranks), exactly as
+    /// [`connect_all`](TcpListener::connect_all) connects every rank, and hand back each
+    /// authenticated connection instead of a communicator: for a transport that carries
+    /// some of its peers over tcp and the others over something else, in one engine
+    /// (gloo-shm's per-host choice: shared memory to the ranks on this host, tcp to the
+    /// rest). Each side of a pair must name the other; a rank outside `peers` that dials is
+    /// refused like a stray. `addrs` holds every rank's address bytes, indexed by rank; only
+    /// those of `peers` are parsed.
+    ///
+    /// The streams are non-blocking, registered with no poller, and carry the stream layer
+    /// the configuration names (TLS); run the protocol over them with the engine, feeding
+    /// each one's [`early`](TcpPeer::early) bytes first.
+    pub fn connect_peers(
+        self,
+        addrs: &[Vec<u8>],
+        peers: &[Rank],
+        deadline: Instant,
+    ) -> Result<Vec<TcpPeer>> {
+        let (me, size) = (self.cfg.rank, self.cfg.size);
+        let mut want = vec![false; size as usize];
+        for p in peers {
+            if p.0 >= size || *p == me {
+                return Err(Error::invalid(format!(
+                    "connect_peers: rank {p} is not another rank of a group of {size}"
+                )));
+            }
+            want[p.index()] = true;
+        }
+        let (poll, done, cfg) = Setup::new(self, addrs, Some(want))?.run(deadline)?;
+        let mut out = Vec::new();
+        for (r, slot) in done.into_iter().enumerate() {
+            let Some((mut stream, leftover)) = slot else { continue };
+            let rank = Rank(r as u32);
+            let _ = poll.registry().deregister(&mut stream);
+            let (stream, early) =
+                data_stream(cfg.layer.as_ref(), rank, rank < me, stream, leftover)?;
+            out.push(TcpPeer { rank, stream, early });
+        }
+        Ok(out)
+    }
+
+    /// The engine settings this listener's configuration asks for (busy-poll window, peer
+    /// timeout), for a transport that runs its connections in an engine of its own.
+    pub fn engine_config(&self) -> EngineConfig {
+        engine_config(&self.cfg)
     }
 
     /// Return a communicator at once, with no connection yet: each pair connects on its
@@ -113,7 +161,7 @@ impl TcpListener {
     pub fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
         let _ = deadline;
         let (me, size) = (self.cfg.rank, self.cfg.size);
-        let parsed = parse_addrs(me, size, addrs, "connect_lazy")?;
+        let parsed = parse_addrs(me, size, addrs, "connect_lazy", None)?;
         let (poll, _) = new_poll()?;
         let TcpListener { cfg, token, addr, mut listener } = self;
         poll.registry()
@@ -129,13 +177,35 @@ impl TcpListener {
     }
 }
 
-/// Parse every rank's address bytes (this rank's own entry is not looked at), so a bad one
-/// fails before anything is dialled, naming its rank.
+/// One authenticated connection handed out by
+/// [`TcpListener::connect_peers`].
+pub struct TcpPeer {
+    /// The rank at the other end.
+    pub rank: Rank,
+    /// The connection's byte stream (with the configured stream layer, if any).
+    pub stream: Box<dyn super::stream::ByteStream>,
+    /// Bytes already read past the handshake that the protocol must see first.
+    pub early: Vec<u8>,
+}
+
+impl std::fmt::Debug for TcpPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpPeer")
+            .field("rank", &self.rank)
+            .field("early", &self.early.len())
+            .finish()
+    }
+}
+
+/// Parse the address bytes of every rank `want` names (every other rank when it is `None`;
+/// this rank's own entry is never looked at), so a bad one fails before anything is
+/// dialled, naming its rank.
 fn parse_addrs(
     me: Rank,
     size: u32,
     addrs: &[Vec<u8>],
     what: &str,
+    want: Option<&[bool]>,
 ) -> Result<Vec<Option<SocketAddr>>> {
     if addrs.len() != size as usize {
         return Err(Error::invalid(format!(
@@ -146,7 +216,8 @@ fn parse_addrs(
     let mut parsed = Vec::with_capacity(addrs.len());
     for (r, a) in addrs.iter().enumerate() {
         let r = Rank(r as u32);
-        parsed.push(if r == me { None } else { Some(decode_addr(r, a)?) });
+        let wanted = r != me && want.is_none_or(|w| w[r.index()]);
+        parsed.push(if wanted { Some(decode_addr(r, a)?) } else { None });
     }
     Ok(parsed)
 }
@@ -247,15 +318,25 @@ struct Setup {
     hs_timeout: Duration,
     /// Accepted connections in `conns` (at most [`MAX_INCOMING`]).
     incoming: usize,
+    /// The ranks to connect (every other rank for the full mesh).
+    want: Vec<bool>,
 }
 
 impl Setup {
-    fn new(l: TcpListener, addrs: &[Vec<u8>]) -> Result<Setup> {
+    fn new(l: TcpListener, addrs: &[Vec<u8>], want: Option<Vec<bool>>) -> Result<Setup> {
         let (me, size) = (l.cfg.rank, l.cfg.size);
-        let parsed = parse_addrs(me, size, addrs, "connect_all")?;
+        let want = want.unwrap_or_else(|| (0..size).map(|r| r != me.0).collect());
+        let what = if want.iter().filter(|w| **w).count() + 1 == size as usize {
+            "connect_all"
+        } else {
+            "connect_peers"
+        };
+        let parsed = parse_addrs(me, size, addrs, what, Some(&want))?;
         let now = Instant::now();
-        let dials =
-            (0..me.0).map(|r| (Rank(r), Dial::Wait { at: now, backoff: FIRST_BACKOFF })).collect();
+        let dials = (0..me.0)
+            .filter(|r| want[*r as usize])
+            .map(|r| (Rank(r), Dial::Wait { at: now, backoff: FIRST_BACKOFF }))
+            .collect();
         let hs = HandshakeConfig { job: job_hash(&l.cfg.job), me, size, token: l.token.clone() };
         let hs_timeout = handshake_timeout(&l.cfg);
         Ok(Setup {
@@ -269,6 +350,7 @@ impl Setup {
             refused: HashMap::new(),
             hs_timeout,
             incoming: 0,
+            want,
             l,
         })
     }
@@ -279,12 +361,14 @@ impl Setup {
 
     fn missing(&self) -> Vec<Rank> {
         (0..self.done.len())
-            .filter(|r| *r != self.me().index() && self.done[*r].is_none())
+            .filter(|r| self.want[*r] && self.done[*r].is_none())
             .map(|r| Rank(r as u32))
             .collect()
     }
 
-    fn run(mut self, deadline: Instant) -> Result<TcpComm> {
+    /// Connect every wanted rank; returns the poller the connections are registered with,
+    /// each rank's connection and early bytes, and the configuration.
+    fn run(mut self, deadline: Instant) -> Result<(mio::Poll, Connected, TcpConfig)> {
         let start = Instant::now();
         let (mut poll, mut events) = new_poll()?;
         poll.registry()
@@ -493,7 +577,7 @@ impl Setup {
                 let duplicate = self.done[rank.index()].is_some();
                 let wrong = match dialled {
                     Some(r) => r != rank,
-                    None => rank <= self.me(),
+                    None => rank <= self.me() || !self.want[rank.index()],
                 };
                 if duplicate || wrong {
                     tracing::warn!(rank = %self.me(), peer = %rank, "refusing a duplicate connection");
@@ -544,32 +628,39 @@ impl Setup {
         }
     }
 
-    fn finish(mut self, poll: mio::Poll, start: Instant) -> Result<TcpComm> {
+    fn finish(
+        mut self,
+        poll: mio::Poll,
+        start: Instant,
+    ) -> Result<(mio::Poll, Connected, TcpConfig)> {
         let _ = poll.registry().deregister(&mut self.l.listener);
         for (_, mut c) in self.conns.drain() {
             let _ = poll.registry().deregister(&mut c.stream);
         }
-        let me = self.me();
-        let mut engine = Engine::new(me, self.l.cfg.size, engine_config(&self.l.cfg));
-        for (r, slot) in self.done.into_iter().enumerate() {
-            match slot {
-                None => {}
-                Some((mut stream, leftover)) => {
-                    let rank = Rank(r as u32);
-                    poll.registry()
-                        .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
-                        .map_err(|e| Error::io(Some(rank), "registering", &e))?;
-                    let layer = self.l.cfg.layer.as_ref();
-                    let (stream, early) = data_stream(layer, rank, rank < me, stream, leftover)?;
-                    engine.attach(rank, TcpLink(stream), &early);
-                }
-            }
-        }
-        let waker = Waker::new(poll.registry(), WAKE)
-            .map_err(|e| Error::io(None, "creating a waker", &e))?;
-        tracing::debug!(rank = %me, took = ?start.elapsed(), "group connected");
-        TcpComm::start(engine, poll, waker, None)
+        tracing::debug!(rank = %self.me(), took = ?start.elapsed(), "connected");
+        Ok((poll, self.done, self.l.cfg))
     }
+}
+
+/// Each rank's connection whose handshake succeeded, and the bytes read past it.
+type Connected = Vec<Option<(mio::net::TcpStream, Vec<u8>)>>;
+
+/// The communicator over the full mesh `run` connected.
+fn finish(poll: mio::Poll, done: Connected, cfg: &TcpConfig) -> Result<TcpComm> {
+    let me = cfg.rank;
+    let mut engine = Engine::new(me, cfg.size, engine_config(cfg));
+    for (r, slot) in done.into_iter().enumerate() {
+        let Some((mut stream, leftover)) = slot else { continue };
+        let rank = Rank(r as u32);
+        poll.registry()
+            .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| Error::io(Some(rank), "registering", &e))?;
+        let (stream, early) = data_stream(cfg.layer.as_ref(), rank, rank < me, stream, leftover)?;
+        engine.attach(rank, TcpLink(stream), &early);
+    }
+    let waker =
+        Waker::new(poll.registry(), WAKE).map_err(|e| Error::io(None, "creating a waker", &e))?;
+    TcpComm::start(engine, poll, waker, None)
 }
 
 /// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A

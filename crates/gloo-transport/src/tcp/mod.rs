@@ -100,5 +100,5 @@ pub use config::{
     DEFAULT_BUSY_POLL, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, MASTER_ADDR_ENV, Security, TOKEN_ENV,
     TcpConfig,
 };
-pub use connect::TcpListener;
+pub use connect::{TcpListener, TcpPeer};
 pub use stream::{ByteStream, StreamLayer};
