@@ -87,7 +87,7 @@ pub mod select;
 pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use fingerprint::CallInfo;
-pub use group::{DynComm, Group, block_ranges};
+pub use group::{Group, block_ranges};
 pub use options::Options;
 pub use reduce_op::ReduceOp;
 pub use select::{Algorithm, Collective};

@@ -62,7 +62,7 @@ mod sync;
 pub mod tcp;
 mod types;
 
-pub use comm::{Batch, Communicator, Listener, Wait};
+pub use comm::{Batch, Communicator, LazyListener, Listener, Wait};
 pub use error::{Error, Pending, Result};
 pub use op::{Op, OpKind, OpState};
 pub use types::{Fingerprint, Rank, Slot};
