@@ -62,7 +62,7 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// use gloo_transport::loopback::{LoopbackConfig, group};
 ///
 /// let comms = group(3, LoopbackConfig::default());
-/// let sums = gloo_testing::run_ranks(comms, |comm| {
+/// let sums = gloo_transport::threads::run_ranks(comms, |comm| {
 ///     let g = Group::new(comm).unwrap();
 ///     let mut v = vec![g.rank().0 as f32; 4];
 ///     g.allreduce(&mut v, ReduceOp::Sum, &Options::new()).unwrap();
@@ -286,7 +286,7 @@ impl<C: Communicator> Group<C> {
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
     ///
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |comm| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |comm| {
     ///     let g = Group::new(comm).unwrap();
     ///     let side = g.fork(1).unwrap();
     ///     std::thread::scope(|s| {
@@ -493,7 +493,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(4, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(4, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut v = [g.rank().0 as i64, 1];
     ///     g.allreduce(&mut v, ReduceOp::Max, &Options::new()).unwrap();
@@ -591,7 +591,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let (mut a, mut b) = ([1u32, 2], [10u32, 20]);
     ///     g.allreduce_many(&mut [&mut a, &mut b], ReduceOp::Sum, &Options::new()).unwrap();
@@ -751,7 +751,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
-    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(3, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut v = if g.rank() == Rank(2) { [7u8, 8] } else { [0, 0] };
     ///     g.broadcast(&mut v, Rank(2), &Options::new()).unwrap();
@@ -934,7 +934,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(3, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut all = [0u16; 3];
     ///     g.allgather(&[g.rank().0 as u16 * 10], &mut all, &Options::new()).unwrap();
@@ -1038,7 +1038,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut mine = [0i32; 2];
     ///     g.reduce_scatter(&[1, 2, 3, 4], &mut mine, ReduceOp::Sum, &Options::new()).unwrap();
@@ -1221,7 +1221,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let r = g.rank().0 as u8;
     ///     let mut got = [0u8; 2];
@@ -1370,7 +1370,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut buf = [0f64; 4];
     ///     if g.rank() == Rank(0) {

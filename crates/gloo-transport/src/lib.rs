@@ -60,6 +60,7 @@ pub mod proto;
 mod sync;
 #[cfg(feature = "tcp")]
 pub mod tcp;
+pub mod threads;
 mod types;
 
 pub use comm::{Batch, Communicator, LazyListener, Listener, Wait};
