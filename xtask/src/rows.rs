@@ -153,6 +153,9 @@ pub const ROWS: &[Row] = &[
     // gloo-bench launched unchanged by torchrun, mpirun and a srun-style environment, and the
     // start-up failures every rank must name.
     Row::test("bench/launchers", "gloo-bench").targets(&[Test("launchers")]).needs(&[TORCH, MPIRUN]),
+    // rgloo, the facade: its unit tests and doc examples, and the README's program built (all
+    // targets, so the example too) and run as three processes started the way the README says.
+    Row::test("rgloo/all", "rgloo"),
     // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
     // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
     Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "20"]).timeout_secs(1800),

@@ -15,7 +15,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Timeouts, lost peers and aborts come from the transport, wrapped in
 /// [`Transport`](Error::Transport) with the collective that was running; the transport's
 /// error names the peer (a `Timeout` lists what was still pending, and from whom).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Display` of a [`Transport`](Error::Transport) error includes the transport's message, so
+/// [`source`](std::error::Error::source) skips to what lies under that error (nothing, for
+/// the transport's own errors): a reporter that prints the whole chain prints each message
+/// once. [`transport`](Error::transport) gives the transport error itself.
+///
+/// `Debug` (what `fn main() -> Result<..>` prints) decodes a mismatch's fingerprints into
+/// the calls they stand for and lists what differs, as `Display` does.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// A caller passed an argument that cannot work; nothing was sent.
@@ -174,11 +182,134 @@ impl fmt::Display for Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument { collective, what } => f
+                .debug_struct("InvalidArgument")
+                .field("collective", collective)
+                .field("what", what)
+                .finish(),
+            Error::UnknownAlgorithm { collective, source, name, valid } => f
+                .debug_struct("UnknownAlgorithm")
+                .field("collective", collective)
+                .field("source", source)
+                .field("name", name)
+                .field("valid", valid)
+                .finish(),
+            Error::Mismatch { collective, peer, slot, ours, theirs } => {
+                // The fingerprints' bytes mean nothing to a reader: show the calls they
+                // encode, in the words of `Display`, and what differs between them.
+                let o = CallInfo::decode(ours);
+                let t = theirs.as_ref().map(CallInfo::decode);
+                let mut d = f.debug_struct("Mismatch");
+                d.field("collective", collective)
+                    .field("peer", peer)
+                    .field("slot", slot)
+                    .field("ours", &format_args!("{o}"));
+                match &t {
+                    Some(t) => d
+                        .field("theirs", &format_args!("{t}"))
+                        .field("differences", &o.differences(t)),
+                    None => d.field("theirs", &format_args!("(no fingerprint)")),
+                };
+                d.finish()
+            }
+            Error::LengthMismatch { collective, peer, slot, expected, received } => f
+                .debug_struct("LengthMismatch")
+                .field("collective", collective)
+                .field("peer", peer)
+                .field("slot", slot)
+                .field("expected", expected)
+                .field("received", received)
+                .finish(),
+            Error::Busy { collective, tag } => {
+                f.debug_struct("Busy").field("collective", collective).field("tag", tag).finish()
+            }
+            Error::TagInUse { tag } => f.debug_struct("TagInUse").field("tag", tag).finish(),
+            Error::Transport { collective, source } => f
+                .debug_struct("Transport")
+                .field("collective", collective)
+                .field("source", source)
+                .finish(),
+        }
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Transport { source, .. } => Some(source),
+            // `Display` already includes the transport's message: skip past it (see the
+            // type's docs).
+            Error::Transport { source, .. } => std::error::Error::source(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::element::DType;
+    use crate::select::Algorithm;
+
+    fn call(count: u64) -> Fingerprint {
+        let c = CallInfo::new(
+            Collective::Allreduce,
+            Some(DType::F32),
+            1,
+            Algorithm::Ring,
+            None,
+            count,
+            0,
+            0,
+        );
+        c.encode()
+    }
+
+    /// `fn main() -> Result<..>` prints `Debug`: a mismatch reads as the two calls and what
+    /// differs, not as fingerprint bytes.
+    #[test]
+    fn a_mismatch_debugs_as_the_calls_not_their_bytes() {
+        let e = Error::Mismatch {
+            collective: Collective::Allreduce,
+            peer: Rank(2),
+            slot: Slot(7),
+            ours: call(10),
+            theirs: Some(call(12)),
+        };
+        let d = format!("{e:?}");
+        assert!(d.starts_with("Mismatch {"), "{d}");
+        assert!(d.contains("peer: rank 2"), "{d}");
+        assert!(d.contains("count: ours 10, theirs 12"), "{d}");
+        assert!(!d.contains("Fingerprint("), "{d}");
+        let none = Error::Mismatch {
+            collective: Collective::Allreduce,
+            peer: Rank(2),
+            slot: Slot(7),
+            ours: call(10),
+            theirs: None,
+        };
+        assert!(format!("{none:?}").contains("no fingerprint"), "{none:?}");
+    }
+
+    /// A transport error's message appears once when the chain is printed: in the wrapper's
+    /// `Display`, not again as its `source`.
+    #[test]
+    fn a_transport_error_is_printed_once_along_the_chain() {
+        let inner = gloo_transport::Error::PeerLost { peer: Rank(3), reason: "reset".into() };
+        let e = Error::Transport { collective: Collective::Broadcast, source: inner.clone() };
+        let mut chain = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            chain.push(s.to_string());
+            next = s.source();
+        }
+        let all = chain.join("\n");
+        assert_eq!(all.matches(&inner.to_string()).count(), 1, "{all}");
+        assert!(all.contains("rank 3"), "{all}");
+        assert_eq!(e.transport(), Some(&inner));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::ops::{Deref, Range};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use gloo_transport::{Communicator, Rank};
@@ -62,7 +62,7 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// use gloo_transport::loopback::{LoopbackConfig, group};
 ///
 /// let comms = group(3, LoopbackConfig::default());
-/// let sums = gloo_testing::run_ranks(comms, |comm| {
+/// let sums = gloo_transport::threads::run_ranks(comms, |comm| {
 ///     let g = Group::new(comm).unwrap();
 ///     let mut v = vec![g.rank().0 as f32; 4];
 ///     g.allreduce(&mut v, ReduceOp::Sum, &Options::new()).unwrap();
@@ -115,13 +115,6 @@ impl<C> Drop for Group<C> {
         if let Some(t) = self.shared.tags().get_mut(&self.tag) {
             t.held = false;
         }
-    }
-}
-
-impl<C> Deref for Group<C> {
-    type Target = C;
-    fn deref(&self) -> &C {
-        &self.shared.comm
     }
 }
 
@@ -223,6 +216,14 @@ fn check_split(c: Collective, name: &str, len: usize, n: usize) -> Result<usize>
     Ok(len / n)
 }
 
+/// A root-only buffer argument: the buffer at the root (where it must be given), an empty
+/// one elsewhere (where it is not touched).
+fn at_root<B>(c: Collective, name: &str, buf: Option<B>) -> Result<B> {
+    buf.ok_or_else(|| {
+        Error::invalid(c, format!("{name}: None at the root, which needs the buffer (Some)"))
+    })
+}
+
 /// A rank's part in a reduce: the root's buffer (its contribution, and where the result
 /// goes) or another rank's contribution (left as it was).
 enum Part<'b, T> {
@@ -285,7 +286,7 @@ impl<C: Communicator> Group<C> {
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
     ///
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |comm| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |comm| {
     ///     let g = Group::new(comm).unwrap();
     ///     let side = g.fork(1).unwrap();
     ///     std::thread::scope(|s| {
@@ -440,6 +441,19 @@ impl<C: Communicator> Group<C> {
         Ok(total)
     }
 
+    /// A root-only buffer argument: `buf` at the root (which must give one), an empty
+    /// buffer at the other ranks (whatever they gave is left alone).
+    fn root_buffer<B: Default>(
+        &self,
+        c: Collective,
+        root: Rank,
+        name: &str,
+        buf: Option<B>,
+    ) -> Result<B> {
+        let r = check_root(c, root, self.n())?;
+        if self.rank().index() == r { at_root(c, name, buf) } else { Ok(B::default()) }
+    }
+
     /// The start of gather and scatter and their v forms, which differ only in which buffer
     /// is this rank's block (`own`) and which is the root's whole (`whole`, checked at the
     /// root only). Returns the context, the root's index, the blocks' sizes in bytes and the
@@ -479,7 +493,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(4, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(4, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut v = [g.rank().0 as i64, 1];
     ///     g.allreduce(&mut v, ReduceOp::Max, &Options::new()).unwrap();
@@ -577,7 +591,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let (mut a, mut b) = ([1u32, 2], [10u32, 20]);
     ///     g.allreduce_many(&mut [&mut a, &mut b], ReduceOp::Sum, &Options::new()).unwrap();
@@ -632,12 +646,35 @@ impl<C: Communicator> Group<C> {
         }
     }
 
-    /// Reduce `input` across all ranks into `output` at `root` (`output` must be as long as
-    /// `input` there, and is ignored elsewhere: pass `&mut []`).
+    /// Reduce `input` across all ranks into `root`'s `output`, leaving `input` alone.
+    ///
+    /// `output` is the root's buffer, as long as `input`: the root passes `Some`, the other
+    /// ranks `None` (a buffer they pass anyway is left untouched).
+    ///
+    /// ```
+    /// # use gloo_algorithms::{Group, Options, ReduceOp};
+    /// # use gloo_transport::{Rank, loopback::{LoopbackConfig, group}};
+    /// # let ranks: Vec<_> = group(3, LoopbackConfig::default()).into_iter().map(|c| {
+    /// #     std::thread::spawn(move || {
+    /// #         let g = Group::new(c).unwrap();
+    /// let root = Rank(0);
+    /// let mine = [g.rank().0 + 1; 2];
+    /// if g.rank() == root {
+    ///     let mut total = [0u32; 2];
+    ///     g.reduce_into(&mine, Some(&mut total), root, ReduceOp::Sum, &Options::new())?;
+    ///     assert_eq!(total, [6, 6]);
+    /// } else {
+    ///     g.reduce_into(&mine, None, root, ReduceOp::Sum, &Options::new())?;
+    /// }
+    /// #         Ok::<(), gloo_algorithms::Error>(())
+    /// #     })
+    /// # }).collect();
+    /// # for r in ranks { r.join().unwrap().unwrap(); }
+    /// ```
     pub fn reduce_into<T: Element>(
         &self,
         input: &[T],
-        output: &mut [T],
+        output: Option<&mut [T]>,
         root: Rank,
         op: ReduceOp<'_, T>,
         opts: &Options,
@@ -645,6 +682,7 @@ impl<C: Communicator> Group<C> {
         let c = Collective::Reduce;
         let r = check_root(c, root, self.n())?;
         if self.rank().index() == r {
+            let output = at_root(c, "output", output)?;
             check_len(c, "output", output.len(), input.len(), "the input's length (at the root)")?;
             output.copy_from_slice(input);
             self.reduce(output, root, op, opts)
@@ -713,7 +751,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
-    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(3, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut v = if g.rank() == Rank(2) { [7u8, 8] } else { [0, 0] };
     ///     g.broadcast(&mut v, Rank(2), &Options::new()).unwrap();
@@ -743,11 +781,34 @@ impl<C: Communicator> Group<C> {
     }
 
     /// Gather every rank's `input` (all the same length) into `root`'s `output`, in rank
-    /// order (`output` is `size × input.len()` at the root and ignored elsewhere).
+    /// order.
+    ///
+    /// `output` is the root's buffer of `size × input.len()` elements: the root passes
+    /// `Some`, the other ranks `None` (a buffer they pass anyway is left untouched).
+    ///
+    /// ```
+    /// # use gloo_algorithms::{Group, Options};
+    /// # use gloo_transport::{Rank, loopback::{LoopbackConfig, group}};
+    /// # let ranks: Vec<_> = group(3, LoopbackConfig::default()).into_iter().map(|c| {
+    /// #     std::thread::spawn(move || {
+    /// #         let g = Group::new(c).unwrap();
+    /// let root = Rank(1);
+    /// let mine = [g.rank().0 as u8 * 10];
+    /// // Only the root holds a buffer for the result.
+    /// let mut all = (g.rank() == root).then(|| vec![0u8; g.size() as usize]);
+    /// g.gather(&mine, all.as_deref_mut(), root, &Options::new())?;
+    /// if let Some(all) = all {
+    ///     assert_eq!(all, [0, 10, 20]);
+    /// }
+    /// #         Ok::<(), gloo_algorithms::Error>(())
+    /// #     })
+    /// # }).collect();
+    /// # for r in ranks { r.join().unwrap().unwrap(); }
+    /// ```
     pub fn gather<T: Element>(
         &self,
         input: &[T],
-        output: &mut [T],
+        output: Option<&mut [T]>,
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
@@ -756,11 +817,12 @@ impl<C: Communicator> Group<C> {
     }
 
     /// Gather `counts[q]` elements from each rank `q` into `root`'s `output`, in rank order.
-    /// Every rank passes the same `counts`; `input.len()` must be `counts[rank]`.
+    /// Every rank passes the same `counts`; `input.len()` must be `counts[rank]`. `output`
+    /// (the sum of the counts) is the root's, as in [`gather`](Self::gather).
     pub fn gatherv<T: Element>(
         &self,
         input: &[T],
-        output: &mut [T],
+        output: Option<&mut [T]>,
         counts: &[usize],
         root: Rank,
         opts: &Options,
@@ -772,16 +834,17 @@ impl<C: Communicator> Group<C> {
         &self,
         c: Collective,
         input: &[T],
-        output: &mut [T],
+        output: Option<&mut [T]>,
         counts: &[usize],
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
         let own = ("input", input.len());
+        let output = self.root_buffer(c, root, "output", output)?;
         let whole = ("output", output.len(), "the sum of the counts (at the root)");
         let (ctx, root, sizes, algorithm) =
             self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
-        let out: &mut [u8] = if ctx.rank == root { as_bytes_mut(output) } else { &mut [] };
+        let out = as_bytes_mut(output);
         match algorithm {
             Algorithm::Direct => s::gather_direct(&ctx, as_bytes(input), out, &sizes, root)?,
             _ => s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?,
@@ -789,46 +852,71 @@ impl<C: Communicator> Group<C> {
         ctx.finish_agreement()
     }
 
-    /// Split `root`'s `input` (`size × output.len()` elements, read only at the root: pass
-    /// `&[]` elsewhere) into equal blocks and give block `q` to rank `q`'s `output`.
+    /// Split `root`'s `input` into equal blocks and give block `q` to rank `q`'s `output`.
+    ///
+    /// `input` is the root's `size × output.len()` elements: the root passes `Some`, the
+    /// other ranks `None` (a buffer they pass anyway is not read).
+    ///
+    /// ```
+    /// # use gloo_algorithms::{Group, Options};
+    /// # use gloo_transport::{Rank, loopback::{LoopbackConfig, group}};
+    /// # let ranks: Vec<_> = group(2, LoopbackConfig::default()).into_iter().map(|c| {
+    /// #     std::thread::spawn(move || {
+    /// #         let g = Group::new(c).unwrap();
+    /// let root = Rank(0);
+    /// let mut mine = [0i16; 2];
+    /// if g.rank() == root {
+    ///     g.scatter(Some(&[1, 2, 3, 4]), &mut mine, root, &Options::new())?;
+    /// } else {
+    ///     g.scatter(None, &mut mine, root, &Options::new())?;
+    /// }
+    /// assert_eq!(mine, if g.rank() == root { [1, 2] } else { [3, 4] });
+    /// #         Ok::<(), gloo_algorithms::Error>(())
+    /// #     })
+    /// # }).collect();
+    /// # for r in ranks { r.join().unwrap().unwrap(); }
+    /// ```
     pub fn scatter<T: Element>(
         &self,
-        input: &[T],
+        input: Option<&[T]>,
         output: &mut [T],
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
         let n = self.n();
-        self.scatter_impl(Collective::Scatter, input, &vec![output.len(); n], output, root, opts)
+        self.scatter_impl(Collective::Scatter, input, output, &vec![output.len(); n], root, opts)
     }
 
     /// Give `counts[q]` elements of `root`'s `input` (blocks in rank order) to rank `q`'s
-    /// `output`. Every rank passes the same `counts`.
+    /// `output`. Every rank passes the same `counts`; `output.len()` must be
+    /// `counts[rank]`. `input` (the sum of the counts) is the root's, as in
+    /// [`scatter`](Self::scatter).
     pub fn scatterv<T: Element>(
         &self,
-        input: &[T],
-        counts: &[usize],
+        input: Option<&[T]>,
         output: &mut [T],
+        counts: &[usize],
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
-        self.scatter_impl(Collective::Scatterv, input, counts, output, root, opts)
+        self.scatter_impl(Collective::Scatterv, input, output, counts, root, opts)
     }
 
     fn scatter_impl<T: Element>(
         &self,
         c: Collective,
-        input: &[T],
-        counts: &[usize],
+        input: Option<&[T]>,
         output: &mut [T],
+        counts: &[usize],
         root: Rank,
         opts: &Options,
     ) -> Result<()> {
         let own = ("output", output.len());
+        let input: &[T] = self.root_buffer(c, root, "input", input)?;
         let whole = ("input", input.len(), "size × output (at the root)");
         let (ctx, root, sizes, algorithm) =
             self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
-        let inp: &[u8] = if ctx.rank == root { as_bytes(input) } else { &[] };
+        let inp = as_bytes(input);
         match algorithm {
             Algorithm::Direct => s::scatter_direct(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
             _ => s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
@@ -846,7 +934,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(3, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut all = [0u16; 3];
     ///     g.allgather(&[g.rank().0 as u16 * 10], &mut all, &Options::new()).unwrap();
@@ -950,7 +1038,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options, ReduceOp};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut mine = [0i32; 2];
     ///     g.reduce_scatter(&[1, 2, 3, 4], &mut mine, ReduceOp::Sum, &Options::new()).unwrap();
@@ -1133,7 +1221,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::loopback::{LoopbackConfig, group};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let r = g.rank().0 as u8;
     ///     let mut got = [0u8; 2];
@@ -1174,8 +1262,8 @@ impl<C: Communicator> Group<C> {
     pub fn alltoallv<T: Element>(
         &self,
         input: &[T],
-        send_counts: &[usize],
         output: &mut [T],
+        send_counts: &[usize],
         recv_counts: &[usize],
         opts: &Options,
     ) -> Result<()> {
@@ -1282,7 +1370,7 @@ impl<C: Communicator> Group<C> {
     /// ```
     /// use gloo_algorithms::{Group, Options};
     /// use gloo_transport::{loopback::{LoopbackConfig, group}, Rank};
-    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |c| {
+    /// let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
     ///     let g = Group::new(c).unwrap();
     ///     let mut buf = [0f64; 4];
     ///     if g.rank() == Rank(0) {
@@ -1318,57 +1406,6 @@ impl<C: Communicator> Group<C> {
 /// tests and tools that want to know which rank computes which block).
 pub fn block_ranges(count: usize, parts: usize) -> Vec<Range<usize>> {
     partition(count, parts)
-}
-
-/// A communicator behind a pointer to a trait object (`&dyn Communicator`,
-/// `Box<dyn Communicator>`, `Arc<dyn Communicator>`), usable as a [`Group`]'s communicator.
-///
-/// ```
-/// use gloo_algorithms::{DynComm, Group, Options};
-/// use gloo_transport::{Communicator, loopback::{LoopbackConfig, group}};
-/// let comms: Vec<Box<dyn Communicator>> = group(2, LoopbackConfig::default())
-///     .into_iter()
-///     .map(|c| Box::new(c) as Box<dyn Communicator>)
-///     .collect();
-/// gloo_testing::run_ranks(comms, |c| {
-///     let g = Group::new(DynComm(c)).unwrap();
-///     g.barrier(&Options::new()).unwrap();
-/// });
-/// ```
-pub struct DynComm<P>(pub P);
-
-impl<'d, P> Communicator for DynComm<P>
-where
-    P: Deref<Target = dyn Communicator + 'd> + Send + Sync,
-{
-    fn rank(&self) -> Rank {
-        self.0.rank()
-    }
-
-    fn size(&self) -> u32 {
-        self.0.size()
-    }
-
-    fn progress(
-        &self,
-        ops: &mut [gloo_transport::Op<'_>],
-        wait: gloo_transport::Wait,
-        deadline: std::time::Instant,
-    ) -> gloo_transport::Result<()> {
-        self.0.progress(ops, wait, deadline)
-    }
-
-    fn cancel(&self, ops: &mut [gloo_transport::Op<'_>]) {
-        self.0.cancel(ops)
-    }
-
-    fn abort(&self, reason: &str) {
-        self.0.abort(reason)
-    }
-
-    fn poisoned(&self) -> Option<gloo_transport::Error> {
-        self.0.poisoned()
-    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 //! use gloo_algorithms::{Group, Options, ReduceOp};
 //! use gloo_transport::loopback::{LoopbackConfig, group};
 //!
-//! let results = gloo_testing::run_ranks(group(4, LoopbackConfig::default()), |comm| {
+//! let results = gloo_transport::threads::run_ranks(group(4, LoopbackConfig::default()), |comm| {
 //!     let g = Group::new(comm).unwrap();
 //!     let mut grads = vec![1.0f32; 1000];
 //!     g.allreduce(&mut grads, ReduceOp::Average, &Options::new()).unwrap();
@@ -87,7 +87,7 @@ pub mod select;
 pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use fingerprint::CallInfo;
-pub use group::{DynComm, Group, block_ranges};
+pub use group::{Group, block_ranges};
 pub use options::Options;
 pub use reduce_op::ReduceOp;
 pub use select::{Algorithm, Collective};

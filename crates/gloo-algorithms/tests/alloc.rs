@@ -77,7 +77,7 @@ fn cases() -> Vec<(&'static str, Option<Algorithm>, Call)> {
             g.reduce(&mut b.ints, Rank(0), ReduceOp::Average, o).unwrap()
         }),
         ("reduce_into", None, |g, b, o| {
-            let out: &mut [f32] = if g.rank() == Rank(0) { &mut b.b } else { &mut [] };
+            let out = (g.rank() == Rank(0)).then_some(&mut b.b[..]);
             g.reduce_into(&b.a, out, Rank(0), ReduceOp::Sum, o).unwrap()
         }),
         ("broadcast", Some(BinomialTree), |g, b, o| g.broadcast(&mut b.a, Rank(1), o).unwrap()),
@@ -123,31 +123,27 @@ fn cases() -> Vec<(&'static str, Option<Algorithm>, Call)> {
         ("alltoallv", None, |g, b, o| {
             let n = g.size() as usize;
             let counts = vec![COUNT / n; n];
-            g.alltoallv(&b.a[..COUNT / n * n], &counts, &mut b.b[..COUNT / n * n], &counts, o)
+            g.alltoallv(&b.a[..COUNT / n * n], &mut b.b[..COUNT / n * n], &counts, &counts, o)
                 .unwrap()
         }),
         ("gather", Some(Direct), |g, b, o| {
             let k = COUNT / g.size() as usize;
-            let out: &mut [f32] =
-                if g.rank() == Rank(1) { &mut b.b[..k * g.size() as usize] } else { &mut [] };
+            let out = (g.rank() == Rank(1)).then_some(&mut b.b[..k * g.size() as usize]);
             g.gather(&b.a[..k], out, Rank(1), o).unwrap()
         }),
         ("gather", Some(BinomialTree), |g, b, o| {
             let k = COUNT / g.size() as usize;
-            let out: &mut [f32] =
-                if g.rank() == Rank(0) { &mut b.b[..k * g.size() as usize] } else { &mut [] };
+            let out = (g.rank() == Rank(0)).then_some(&mut b.b[..k * g.size() as usize]);
             g.gather(&b.a[..k], out, Rank(0), o).unwrap()
         }),
         ("scatter", Some(Direct), |g, b, o| {
             let k = COUNT / g.size() as usize;
-            let input: &[f32] =
-                if g.rank() == Rank(0) { &b.a[..k * g.size() as usize] } else { &[] };
+            let input = (g.rank() == Rank(0)).then_some(&b.a[..k * g.size() as usize]);
             g.scatter(input, &mut b.b[..k], Rank(0), o).unwrap()
         }),
         ("scatter", Some(BinomialTree), |g, b, o| {
             let k = COUNT / g.size() as usize;
-            let input: &[f32] =
-                if g.rank() == Rank(1) { &b.a[..k * g.size() as usize] } else { &[] };
+            let input = (g.rank() == Rank(1)).then_some(&b.a[..k * g.size() as usize]);
             g.scatter(input, &mut b.b[..k], Rank(1), o).unwrap()
         }),
         ("barrier", None, |g, _, o| g.barrier(o).unwrap()),

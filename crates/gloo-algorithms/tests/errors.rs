@@ -165,13 +165,13 @@ fn a_root_disagreement_is_a_mismatch_on_every_rank_of_every_rooted_collective() 
                 });
                 assert_mismatch_everywhere(n, "root", |g| {
                     let root = root_of(g);
-                    let mut out = vec![0u8; if g.rank() == root { len * n as usize } else { 0 }];
-                    g.gather(&vec![1u8; len], &mut out, root, &short())
+                    let mut out = (g.rank() == root).then(|| vec![0u8; len * n as usize]);
+                    g.gather(&vec![1u8; len], out.as_deref_mut(), root, &short())
                 });
                 assert_mismatch_everywhere(n, "root", |g| {
                     let root = root_of(g);
-                    let input = vec![1u8; if g.rank() == root { len * n as usize } else { 0 }];
-                    g.scatter(&input, &mut vec![0u8; len], root, &short())
+                    let input = (g.rank() == root).then(|| vec![1u8; len * n as usize]);
+                    g.scatter(input.as_deref(), &mut vec![0u8; len], root, &short())
                 });
             }
         }
@@ -199,9 +199,9 @@ fn gather_against_scatter_is_a_mismatch() {
     assert_mismatch_everywhere(3, "collective", |g| {
         let mut out = [0u8; 6];
         if g.rank() == Rank(1) {
-            g.scatter(&[], &mut out[..2], Rank(0), &short())
+            g.scatter(None, &mut out[..2], Rank(0), &short())
         } else {
-            let o: &mut [u8] = if g.rank() == Rank(0) { &mut out } else { &mut [] };
+            let o = (g.rank() == Rank(0)).then_some(&mut out[..]);
             g.gather(&[1, 2], o, Rank(0), &short())
         }
     });
@@ -214,7 +214,7 @@ fn different_gatherv_counts_are_a_mismatch() {
         let me = g.rank().index();
         let input = vec![5u8; counts[me]];
         let mut out = vec![0u8; counts.iter().sum()];
-        g.gatherv(&input, &mut out, &counts, Rank(0), &short())
+        g.gatherv(&input, Some(&mut out), &counts, Rank(0), &short())
     });
 }
 
@@ -224,9 +224,9 @@ fn alltoallv_counts_that_disagree_are_a_mismatch() {
         // Rank 0 sends 2 to rank 1, which expects 3; rank 1 sends 2 to rank 0, which
         // expects 1.
         if g.rank() == Rank(0) {
-            g.alltoallv(&[1i8, 2, 3], &[1, 2], &mut [0; 2], &[1, 1], &short())
+            g.alltoallv(&[1i8, 2, 3], &mut [0; 2], &[1, 2], &[1, 1], &short())
         } else {
-            g.alltoallv(&[4i8, 5, 6], &[2, 1], &mut [0; 4], &[3, 1], &short())
+            g.alltoallv(&[4i8, 5, 6], &mut [0; 4], &[2, 1], &[3, 1], &short())
         }
     });
 }
@@ -262,38 +262,54 @@ fn assert_invalid(
 fn root_out_of_range_is_refused() {
     assert_invalid("root", |g| g.broadcast(&mut [0u8; 4], Rank(3), &short()));
     assert_invalid("root", |g| g.reduce(&mut [0u8; 4], Rank(7), sum(), &short()));
-    assert_invalid("root", |g| g.gather(&[0u8; 4], &mut [0; 12], Rank(3), &short()));
-    assert_invalid("root", |g| g.scatter(&[0u8; 12], &mut [0; 4], Rank(9), &short()));
+    assert_invalid("root", |g| g.gather(&[0u8; 4], Some(&mut [0; 12]), Rank(3), &short()));
+    assert_invalid("root", |g| g.scatter(Some(&[0u8; 12]), &mut [0; 4], Rank(9), &short()));
+}
+
+/// A root-only buffer is typed as such (`Option`): the root must give it.
+#[test]
+fn a_root_without_its_buffer_is_refused() {
+    assert_invalid("output", |g| g.gather(&[0u8; 4], None, Rank(0), &short()));
+    assert_invalid("output", |g| g.gatherv(&[0u8; 1], None, &[1, 1, 1], Rank(0), &short()));
+    assert_invalid("input", |g| g.scatter::<u8>(None, &mut [0; 4], Rank(0), &short()));
+    assert_invalid("input", |g| g.scatterv::<u8>(None, &mut [0; 1], &[1, 1, 1], Rank(0), &short()));
+    assert_invalid("output", |g| g.reduce_into(&[0u8; 3], None, Rank(0), sum(), &short()));
 }
 
 #[test]
 fn counts_of_the_wrong_length_are_refused() {
-    assert_invalid("counts", |g| g.gatherv(&[0u8; 1], &mut [0; 3], &[1, 2], Rank(0), &short()));
+    assert_invalid("counts", |g| {
+        g.gatherv(&[0u8; 1], Some(&mut [0; 3]), &[1, 2], Rank(0), &short())
+    });
     assert_invalid("counts", |g| g.allgatherv(&[0u8; 1], &mut [0; 3], &[1, 1, 1, 0], &short()));
-    assert_invalid("counts", |g| g.scatterv(&[0u8; 3], &[3], &mut [0; 3], Rank(0), &short()));
+    assert_invalid("counts", |g| g.scatterv(Some(&[0u8; 3]), &mut [0; 3], &[3], Rank(0), &short()));
     assert_invalid("counts", |g| {
         g.reduce_scatterv(&[0u8; 3], &mut [0; 1], &[1, 2], sum(), &short())
     });
     assert_invalid("send_counts", |g| {
-        g.alltoallv(&[0u8; 3], &[1, 2], &mut [0; 3], &[1, 1, 1], &short())
+        g.alltoallv(&[0u8; 3], &mut [0; 3], &[1, 2], &[1, 1, 1], &short())
     });
     assert_invalid("recv_counts", |g| {
-        g.alltoallv(&[0u8; 3], &[1, 1, 1], &mut [0; 3], &[1, 1, 1, 0], &short())
+        g.alltoallv(&[0u8; 3], &mut [0; 3], &[1, 1, 1], &[1, 1, 1, 0], &short())
     });
 }
 
 #[test]
 fn buffers_that_disagree_with_the_counts_are_refused() {
     assert_invalid("input", |g| g.allgatherv(&[0u8; 2], &mut [0; 3], &[1, 1, 1], &short()));
-    assert_invalid("input", |g| g.gatherv(&[0u8; 2], &mut [0; 3], &[1, 1, 1], Rank(0), &short()));
     assert_invalid("input", |g| {
-        g.alltoallv(&[0u8; 2], &[1, 1, 1], &mut [0; 3], &[1, 1, 1], &short())
+        g.gatherv(&[0u8; 2], Some(&mut [0; 3]), &[1, 1, 1], Rank(0), &short())
     });
-    assert_invalid("output", |g| g.scatterv(&[0u8; 3], &[1, 1, 1], &mut [0; 2], Rank(0), &short()));
+    assert_invalid("input", |g| {
+        g.alltoallv(&[0u8; 2], &mut [0; 3], &[1, 1, 1], &[1, 1, 1], &short())
+    });
+    assert_invalid("output", |g| {
+        g.scatterv(Some(&[0u8; 3]), &mut [0; 2], &[1, 1, 1], Rank(0), &short())
+    });
     assert_invalid("input", |g| {
         g.reduce_scatterv(&[0u8; 4], &mut [0; 1], &[1, 1, 1], sum(), &short())
     });
-    assert_invalid("input", |g| g.scatter(&[0u8; 5], &mut [0; 2], Rank(0), &short()));
+    assert_invalid("input", |g| g.scatter(Some(&[0u8; 5]), &mut [0; 2], Rank(0), &short()));
     assert_invalid("bufs[1]", |g| {
         let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
         g.allreduce_many(&mut [&mut a, &mut b], sum(), &short())
@@ -304,10 +320,12 @@ fn buffers_that_disagree_with_the_counts_are_refused() {
 #[test]
 fn outputs_that_are_too_small_are_refused() {
     assert_invalid("output", |g| g.allgather(&[0u8; 2], &mut [0; 5], &short()));
-    assert_invalid("output", |g| g.gather(&[0u8; 2], &mut [0; 5], Rank(0), &short()));
+    assert_invalid("output", |g| g.gather(&[0u8; 2], Some(&mut [0; 5]), Rank(0), &short()));
     assert_invalid("output", |g| g.allgatherv(&[0u8; 1], &mut [0; 2], &[1, 1, 1], &short()));
     assert_invalid("output", |g| g.allreduce_into(&[0u8; 3], &mut [0; 2], sum(), &short()));
-    assert_invalid("output", |g| g.reduce_into(&[0u8; 3], &mut [0; 2], Rank(0), sum(), &short()));
+    assert_invalid("output", |g| {
+        g.reduce_into(&[0u8; 3], Some(&mut [0; 2]), Rank(0), sum(), &short())
+    });
     assert_invalid("output", |g| g.reduce_scatter(&[0u8; 6], &mut [0; 1], sum(), &short()));
     assert_invalid("output", |g| g.alltoall(&[0u8; 3], &mut [0; 2], &short()));
 }

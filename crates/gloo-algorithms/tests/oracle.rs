@@ -112,10 +112,10 @@ fn check_reduce<T: TestElem>(n: u32, count: usize, op: OpKind, root: u32, seed: 
             }
             buf
         } else {
-            let mut out =
-                if me == root as usize { vec![T::from_i64(0); count] } else { Vec::new() };
-            g.reduce_into(&buf, &mut out, Rank(root), reduce_op(op, &custom), &o).unwrap();
-            if me == root as usize { out } else { buf }
+            let mut out = (me == root as usize).then(|| vec![T::from_i64(0); count]);
+            g.reduce_into(&buf, out.as_deref_mut(), Rank(root), reduce_op(op, &custom), &o)
+                .unwrap();
+            out.unwrap_or(buf)
         }
     });
     assert_close(&results[root as usize], &want, &what);
@@ -196,15 +196,14 @@ fn check_gather<T: TestElem>(
     let what = format!("gather(v={varied}) n={n} counts={counts:?} {alg} root={root}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
-        let mut out =
-            if me == root as usize { vec![T::from_i64(3); want.len()] } else { Vec::new() };
+        let mut out = (me == root as usize).then(|| vec![T::from_i64(3); want.len()]);
         let o = opts(alg, 64, 2);
         if varied {
-            g.gatherv(&inputs[me], &mut out, &counts, Rank(root), &o).unwrap();
+            g.gatherv(&inputs[me], out.as_deref_mut(), &counts, Rank(root), &o).unwrap();
         } else {
-            g.gather(&inputs[me], &mut out, Rank(root), &o).unwrap();
+            g.gather(&inputs[me], out.as_deref_mut(), Rank(root), &o).unwrap();
         }
-        out
+        out.unwrap_or_default()
     });
     assert!(T::bits_eq(&results[root as usize], &want), "{what}: got {:?}", results[root as usize]);
 }
@@ -224,11 +223,11 @@ fn check_scatter<T: TestElem>(
     let what = format!("scatter(v={varied}) n={n} counts={counts:?} {alg} root={root}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
-        let input: &[T] = if me == root as usize { &all } else { &[] };
+        let input = (me == root as usize).then_some(&all[..]);
         let mut out = vec![T::from_i64(3); counts[me]];
         let o = opts(alg, 64, 2);
         if varied {
-            g.scatterv(input, &counts, &mut out, Rank(root), &o).unwrap();
+            g.scatterv(input, &mut out, &counts, Rank(root), &o).unwrap();
         } else {
             g.scatter(input, &mut out, Rank(root), &o).unwrap();
         }
@@ -312,7 +311,7 @@ fn check_alltoall<T: TestElem>(n: u32, block: usize, seed: u64, varied: bool) {
         let mut out = vec![T::from_i64(3); recv.iter().sum()];
         let o = Options::new().with_timeout(Duration::from_secs(60));
         if varied {
-            g.alltoallv(&inputs[me], &counts[me], &mut out, &recv, &o).unwrap();
+            g.alltoallv(&inputs[me], &mut out, &counts[me], &recv, &o).unwrap();
         } else {
             g.alltoall(&inputs[me], &mut out, &o).unwrap();
         }

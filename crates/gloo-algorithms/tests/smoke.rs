@@ -60,20 +60,31 @@ fn every_collective_on_loopback_at_several_sizes() {
     }
 }
 
+/// `Communicator` is implemented for `&C`, `Box<C>` and `Arc<C>` (trait objects included),
+/// so a group runs over any of them with no wrapper.
 #[test]
-fn a_group_over_a_borrowed_trait_object() {
-    use gloo_algorithms::{DynComm, Group};
+fn a_group_over_borrowed_boxed_and_shared_trait_objects() {
+    use gloo_algorithms::Group;
     use gloo_transport::Communicator;
+    use std::sync::Arc;
     let comms =
         gloo_transport::loopback::group(3, gloo_transport::loopback::LoopbackConfig::havoc(2));
     let out = gloo_testing::run_ranks(comms, |c| {
-        let d: &dyn Communicator = &c;
-        let g = Group::new(DynComm(d)).unwrap();
-        let mut v = [c.rank().0 as u64 + 1; 4];
-        g.allreduce(&mut v, ReduceOp::Product, &Options::new()).unwrap();
-        v
+        fn product<C: Communicator>(g: &Group<C>) -> [u64; 4] {
+            let mut v = [g.rank().0 as u64 + 1; 4];
+            g.allreduce(&mut v, ReduceOp::Product, &Options::new()).unwrap();
+            v
+        }
+        let borrowed: &dyn Communicator = &c;
+        let a = product(&Group::new(borrowed).unwrap());
+        let boxed: Box<dyn Communicator + '_> = Box::new(&c);
+        let b = product(&Group::new(boxed).unwrap());
+        let shared: Arc<dyn Communicator> = Arc::new(c);
+        let g = Group::new(Arc::clone(&shared)).unwrap();
+        let d = product(&g);
+        (a, b, d, Arc::strong_count(&shared))
     });
-    assert_eq!(out, vec![[6; 4]; 3]);
+    assert_eq!(out, vec![([6; 4], [6; 4], [6; 4], 2); 3]);
 }
 
 /// An integer average does not wrap before it divides: three `u8` 255s average to 255 (the

@@ -308,19 +308,14 @@ pub enum Collective {
 }
 
 impl Collective {
-    /// The name used on the command line and in the output.
+    /// The name used on the command line and in the output: the library's own
+    /// ([`gloo_algorithms::Collective::name`]), except `sendrecv`, which is not the library's
+    /// point-to-point `send_recv` but nccl-tests' ring shift built on it, and keeps
+    /// nccl-tests' name.
     pub fn name(self) -> &'static str {
         match self {
-            Collective::Allreduce => "allreduce",
-            Collective::Reduce => "reduce",
-            Collective::Broadcast => "broadcast",
-            Collective::Allgather => "allgather",
-            Collective::ReduceScatter => "reduce_scatter",
-            Collective::Alltoall => "alltoall",
-            Collective::Gather => "gather",
-            Collective::Scatter => "scatter",
-            Collective::Barrier => "barrier",
             Collective::Sendrecv => "sendrecv",
+            c => crate::collectives::library_collective(c).name(),
         }
     }
 
@@ -367,22 +362,28 @@ impl Dtype {
         }
     }
 
-    /// The name used on the command line and in the output.
-    pub(crate) fn name(self) -> &'static str {
+    /// The library's element type.
+    pub(crate) fn library(self) -> gloo_algorithms::DType {
+        use gloo_algorithms::DType as L;
         match self {
-            Dtype::U8 => "u8",
-            Dtype::U16 => "u16",
-            Dtype::U32 => "u32",
-            Dtype::U64 => "u64",
-            Dtype::I8 => "i8",
-            Dtype::I16 => "i16",
-            Dtype::I32 => "i32",
-            Dtype::I64 => "i64",
-            Dtype::F16 => "f16",
-            Dtype::Bf16 => "bf16",
-            Dtype::F32 => "f32",
-            Dtype::F64 => "f64",
+            Dtype::U8 => L::U8,
+            Dtype::U16 => L::U16,
+            Dtype::U32 => L::U32,
+            Dtype::U64 => L::U64,
+            Dtype::I8 => L::I8,
+            Dtype::I16 => L::I16,
+            Dtype::I32 => L::I32,
+            Dtype::I64 => L::I64,
+            Dtype::F16 => L::F16,
+            Dtype::Bf16 => L::BF16,
+            Dtype::F32 => L::F32,
+            Dtype::F64 => L::F64,
         }
+    }
+
+    /// The name used on the command line and in the output: the library's own.
+    pub(crate) fn name(self) -> &'static str {
+        self.library().name()
     }
 }
 
@@ -398,15 +399,17 @@ pub(crate) enum ReduceOp {
 }
 
 impl ReduceOp {
-    /// The name used on the command line and in the output.
+    /// The name used on the command line and in the output: the library's own.
     pub(crate) fn name(self) -> &'static str {
+        use gloo_algorithms::ReduceOp as L;
         match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Product => "product",
-            ReduceOp::Min => "min",
-            ReduceOp::Max => "max",
-            ReduceOp::Average => "average",
+            ReduceOp::Sum => L::<u8>::Sum,
+            ReduceOp::Product => L::Product,
+            ReduceOp::Min => L::Min,
+            ReduceOp::Max => L::Max,
+            ReduceOp::Average => L::Average,
         }
+        .name()
     }
 }
 
@@ -515,6 +518,26 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The command line, the output and the library spell every collective, type and op the
+    /// same way (they once disagreed: `bf16` here, `BF16` there).
+    #[test]
+    fn names_are_the_librarys_and_the_command_lines() {
+        let clap_name = |v: Option<clap::builder::PossibleValue>| v.unwrap().get_name().to_string();
+        for c in Collective::value_variants() {
+            assert_eq!(clap_name(c.to_possible_value()), c.name());
+            if *c != Collective::Sendrecv {
+                assert_eq!(c.name(), crate::collectives::library_collective(*c).name());
+            }
+        }
+        for d in Dtype::value_variants() {
+            assert_eq!(clap_name(d.to_possible_value()), d.name());
+            assert_eq!(d.name(), d.library().name());
+        }
+        for o in ReduceOp::value_variants() {
+            assert_eq!(clap_name(o.to_possible_value()), o.name());
+        }
     }
 
     #[test]

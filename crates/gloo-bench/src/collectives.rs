@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use gloo_algorithms::{Algorithm, DynComm, Element, Group, Options, ReduceOp};
+use gloo_algorithms::{Algorithm, Element, Group, Options, ReduceOp};
 use gloo_transport::{Communicator, Rank};
 use half::{bf16, f16};
 
@@ -17,8 +17,8 @@ use crate::cli::{Collective, Dtype, ReduceOp as OpArg, SweepArgs};
 use crate::error::{Error, Result};
 use crate::sweep::SizeBench;
 
-/// A borrowed communicator, as a [`Group`] (which owns its communicator) takes it.
-pub(crate) type Shared<'a> = DynComm<&'a dyn Communicator>;
+/// A borrowed communicator, as a [`Group`] over it (`Communicator` is implemented for `&C`).
+pub(crate) type Shared<'a> = &'a dyn Communicator;
 
 /// The library's name for one of the bench's operations.
 pub(crate) fn library_collective(c: Collective) -> gloo_algorithms::Collective {
@@ -364,8 +364,8 @@ impl<T: Num> SizeBench for CollBench<'_, '_, T> {
             Collective::Allgather => g.allgather(&self.input, &mut self.output, &opts),
             Collective::ReduceScatter => g.reduce_scatter(&self.input, &mut self.output, op, &opts),
             Collective::Alltoall => g.alltoall(&self.input, &mut self.output, &opts),
-            Collective::Gather => g.gather(&self.input, &mut self.output, root, &opts),
-            Collective::Scatter => g.scatter(&self.input, &mut self.output, root, &opts),
+            Collective::Gather => g.gather(&self.input, Some(&mut self.output), root, &opts),
+            Collective::Scatter => g.scatter(Some(&self.input), &mut self.output, root, &opts),
             Collective::Barrier => g.barrier(&opts),
             Collective::Sendrecv => {
                 return Err(Error::Invalid("sendrecv does not run through a collective".into()));

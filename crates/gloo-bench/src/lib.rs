@@ -54,6 +54,16 @@ use crate::report::Report;
 /// Runs gloo-bench with this process's command line (what `main` does).
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // The library's tracing (a `collective` span per call, naming the rank; connection and
+    // failure events) goes to stderr when `RUST_LOG` asks for it, e.g.
+    // `RUST_LOG=gloo_algorithms=debug,gloo_transport=info`; without `RUST_LOG` nothing is
+    // installed and the output is the table alone. Ranks started by the launcher inherit it.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if let Err((kind, msg)) = validate(&cli) {
         // clap's usage errors exit with status 2, like the ones it finds itself.
         Cli::command().error(kind, msg).exit();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use gloo_algorithms::{DynComm, Group};
+use gloo_algorithms::Group;
 use gloo_transport::{Communicator, Op, Rank, Slot};
 
 use crate::cli::{Collective, SweepArgs};
@@ -127,7 +127,7 @@ pub(crate) fn run(
     spin: bool,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
-    let group = Group::new(DynComm(comm)).map_err(|e| Error::Collective {
+    let group = Group::new(comm).map_err(|e| Error::Collective {
         doing: "reading the GLOO_ALGORITHM_* variables".into(),
         source: e,
     })?;

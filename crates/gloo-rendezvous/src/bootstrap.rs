@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use gloo_transport::{Listener, Rank};
+use gloo_transport::{LazyListener, Listener, Rank};
 
 use crate::error::{Error, Result};
 use crate::store::{CompareSet, Store};
@@ -60,15 +60,31 @@ pub fn connect<L: Listener>(
 }
 
 /// Like [`connect`], but the communicator connects each pair of ranks on its first use
-/// ([`Listener::connect_lazy`]) instead of the full mesh up front: the same rendezvous (so a
-/// rank that never shows up is still named in [`Error::MissingRanks`], and every address is
-/// checked before this returns), then a communicator with no connection yet.
+/// ([`LazyListener::connect_lazy`]) instead of the full mesh up front: the same rendezvous
+/// (so a rank that never shows up is still named in [`Error::MissingRanks`], and every
+/// address is checked before this returns), then a communicator with no connection yet.
 ///
-/// A transport without a lazy mode fails with its configuration error
-/// ([`Error::Transport`] holding [`gloo_transport::Error::Config`]) rather than quietly
-/// connecting the full mesh. The TCP transport has one; see `gloo_transport::tcp` for what
-/// lazy connection means for errors and aborts.
-pub fn connect_lazy<L: Listener>(
+/// Only a transport with a lazy mode (a [`LazyListener`]) is accepted, so asking one without
+/// it does not compile. The TCP transport has one; see `gloo_transport::tcp` for what lazy
+/// connection means for errors and aborts.
+///
+/// ```
+/// // A transport with a lazy mode is accepted ...
+/// fn lazy<L: gloo_transport::LazyListener>(store: &dyn gloo_rendezvous::Store, l: L) {
+///     let deadline = std::time::Instant::now();
+///     let _ = gloo_rendezvous::connect_lazy(store, l, gloo_transport::Rank(0), 1, deadline);
+/// }
+/// ```
+///
+/// ```compile_fail
+/// // ... one with only the full mesh (a `Listener` that is not a `LazyListener`) is refused
+/// // at compile time.
+/// fn lazy<L: gloo_transport::Listener>(store: &dyn gloo_rendezvous::Store, l: L) {
+///     let deadline = std::time::Instant::now();
+///     let _ = gloo_rendezvous::connect_lazy(store, l, gloo_transport::Rank(0), 1, deadline);
+/// }
+/// ```
+pub fn connect_lazy<L: LazyListener>(
     store: &dyn Store,
     listener: L,
     rank: Rank,

@@ -8,6 +8,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything a store or the bootstrap can fail with. Every variant names the key, rank or
 /// endpoint involved and, where a wait was involved, the time waited.
+///
+/// `Display` of a [`Transport`](Error::Transport) error includes the transport's message, so
+/// [`source`](std::error::Error::source) skips to what lies under it: a reporter that prints
+/// the whole chain prints each message once (match the variant for the transport error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -168,7 +172,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Transport(e) => Some(e),
+            // `Display` already includes the transport's message: skip past it.
+            Error::Transport(e) => std::error::Error::source(e),
             _ => None,
         }
     }
@@ -197,5 +202,31 @@ impl Error {
     /// Whether this error is a timeout (the deadline passed while waiting for keys).
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A transport error's message appears once when the chain is printed: in this error's
+    /// `Display`, not again as its `source`.
+    #[test]
+    fn a_transport_error_is_printed_once_along_the_chain() {
+        let inner = gloo_transport::Error::PeerLost {
+            peer: gloo_transport::Rank(1),
+            reason: "connection reset".into(),
+        };
+        let e = Error::from(inner.clone());
+        let mut chain = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            chain.push(s.to_string());
+            next = s.source();
+        }
+        let all = chain.join("\n");
+        assert_eq!(all.matches(&inner.to_string()).count(), 1, "{all}");
     }
 }

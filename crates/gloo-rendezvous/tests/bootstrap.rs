@@ -398,17 +398,6 @@ fn lazy_ranks_over_a_tcp_store_connect_only_the_pair_that_talks() {
 }
 
 #[test]
-fn lazy_connect_over_a_transport_without_a_lazy_mode_fails_with_its_config_error() {
-    let store = HashStore::new();
-    let l = listeners(1).into_iter().next().unwrap();
-    let e = gloo_rendezvous::connect_lazy(&store, l, Rank(0), 1, deadline(5)).unwrap_err();
-    assert!(
-        matches!(&e, Error::Transport(gloo_transport::Error::Config { .. })),
-        "expected the transport's configuration error, got {e}"
-    );
-}
-
-#[test]
 fn lazy_connect_still_names_ranks_that_never_publish() {
     use gloo_transport::tcp::{TcpConfig, TcpListener};
     let store = HashStore::new();

@@ -135,6 +135,45 @@ pub trait Communicator: Send + Sync {
     }
 }
 
+/// Forwards every method to the communicator pointed to, so that `&C`, `Box<C>` and
+/// `Arc<C>` (including `Box<dyn Communicator>` and `Arc<dyn Communicator>`) are communicators
+/// themselves, as `Arc<S>` is a store in `gloo-rendezvous`.
+macro_rules! forward_communicator {
+    ($($ptr:ty),*) => {$(
+        impl<C: Communicator + ?Sized> Communicator for $ptr {
+            fn rank(&self) -> Rank {
+                (**self).rank()
+            }
+
+            fn size(&self) -> u32 {
+                (**self).size()
+            }
+
+            fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()> {
+                (**self).progress(ops, wait, deadline)
+            }
+
+            fn cancel(&self, ops: &mut [Op<'_>]) {
+                (**self).cancel(ops)
+            }
+
+            fn abort(&self, reason: &str) {
+                (**self).abort(reason)
+            }
+
+            fn poisoned(&self) -> Option<Error> {
+                (**self).poisoned()
+            }
+
+            fn run(&self, ops: &mut [Op<'_>], deadline: Instant) -> Result<()> {
+                (**self).run(ops, deadline)
+            }
+        }
+    )*};
+}
+
+forward_communicator!(&C, Box<C>, std::sync::Arc<C>);
+
 /// A batch of operations that is cancelled when dropped, for pipelined algorithms that wait
 /// for one operation at a time.
 ///
@@ -193,8 +232,9 @@ impl Drop for Batch<'_, '_, '_> {
 
 /// The first half of a transport's connection set-up, in the shape the store-based bootstrap
 /// of `gloo-rendezvous` needs: bind, publish [`address_bytes`](Listener::address_bytes)
-/// through a store, collect everybody's, then [`connect_all`](Listener::connect_all) (or
-/// [`connect_lazy`](Listener::connect_lazy), where the transport offers it).
+/// through a store, collect everybody's, then [`connect_all`](Listener::connect_all) (or,
+/// for a transport that also implements [`LazyListener`],
+/// [`connect_lazy`](LazyListener::connect_lazy)).
 ///
 /// Address bytes are opaque to everybody but the transport that made them; a transport must
 /// treat the bytes it is given as untrusted (a store can hold anything) and fail with an error
@@ -209,23 +249,17 @@ pub trait Listener: Send {
     /// Connect to every other rank, given every rank's address bytes indexed by rank (this
     /// rank's own entry is ignored), and return the connected group.
     fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>;
+}
 
+/// A [`Listener`] that can also return its group with no connection made, each pair
+/// connecting on its first use (for large jobs in which a rank talks to few peers).
+///
+/// A separate trait rather than a method with a failing default, so that asking a transport
+/// without a lazy mode for one (`gloo_rendezvous::connect_lazy` over it) fails to compile
+/// instead of failing at run time.
+pub trait LazyListener: Listener {
     /// Return the group at once with no connection made: each pair connects on its first
     /// use. Same arguments as [`connect_all`](Listener::connect_all); the addresses are still
     /// checked up front.
-    ///
-    /// A transport that can only connect eagerly keeps this default, which fails with
-    /// [`Error::Config`] rather than quietly connecting the full mesh (a job that asked for
-    /// lazy connection may be too large for that).
-    fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>
-    where
-        Self: Sized,
-    {
-        let _ = (addrs, deadline);
-        Err(Error::Config {
-            detail: "this transport connects only eagerly (the full mesh, with connect_all); \
-                     it has no lazy connect-on-first-use mode"
-                .into(),
-        })
-    }
+    fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<Self::Comm>;
 }

@@ -37,69 +37,15 @@
 //! taking the factory, so a transport can run one case on its own. Every wait in every case
 //! is bounded by a deadline; no case asserts a timing.
 
-use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use crate::threads::{panic_message, run_ranks};
 use crate::{Batch, Communicator, Error, Fingerprint, Op, OpState, Pending, Rank, Slot, Wait};
 
 /// A deadline `secs` seconds from now: every wait in a case is bounded by one.
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
-}
-
-/// Run `f` once per rank, each on its own scoped thread named `rank-<i>`, and return the
-/// results in rank order.
-///
-/// A panic in any rank is re-raised here once every thread has finished, naming each rank
-/// that panicked and its message. (Threads are joined, not abandoned: a rank that waits for a
-/// panicked peer ends at its own deadline, or sooner when the transport notices the peer's
-/// communicator being dropped.)
-///
-/// ```
-/// use gloo_transport::loopback::{LoopbackConfig, group};
-/// use gloo_transport::Communicator;
-/// use gloo_transport::conformance::run_ranks;
-/// let ranks = run_ranks(group(3, LoopbackConfig::default()), |c| c.rank().0);
-/// assert_eq!(ranks, vec![0, 1, 2]);
-/// ```
-pub fn run_ranks<C: Send, R: Send>(comms: Vec<C>, f: impl Fn(C) -> R + Send + Sync) -> Vec<R> {
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .enumerate()
-            .map(|(rank, comm)| {
-                std::thread::Builder::new()
-                    .name(format!("rank-{rank}"))
-                    .spawn_scoped(s, move || f(comm))
-                    .unwrap_or_else(|e| panic!("cannot spawn a thread for rank {rank}: {e}"))
-            })
-            .collect();
-        let mut results = Vec::with_capacity(handles.len());
-        let mut failures = Vec::new();
-        for (rank, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok(r) => results.push(r),
-                Err(payload) => failures.push(format!("rank {rank}: {}", panic_message(&*payload))),
-            }
-        }
-        if !failures.is_empty() {
-            panic!("{} rank(s) panicked: {}", failures.len(), failures.join("; "));
-        }
-        results
-    })
-}
-
-/// The text of a panic payload (a `&str` or `String` message), or a placeholder.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic payload that is not a string)".to_string()
-    }
 }
 
 /// Builds a connected group of `size` communicators in this process; element `i` is rank `i`.

@@ -60,9 +60,10 @@ pub mod proto;
 mod sync;
 #[cfg(feature = "tcp")]
 pub mod tcp;
+pub mod threads;
 mod types;
 
-pub use comm::{Batch, Communicator, Listener, Wait};
+pub use comm::{Batch, Communicator, LazyListener, Listener, Wait};
 pub use error::{Error, Pending, Result};
 pub use op::{Op, OpKind, OpState};
 pub use types::{Fingerprint, Rank, Slot};

@@ -94,7 +94,7 @@ impl LoopbackConfig {
 
 /// Build a connected group of `size` in-process communicators; element `i` is rank `i`.
 ///
-/// Hand each one to its own thread (for example with `gloo_testing::run_ranks`). Dropping a
+/// Hand each one to its own thread (for example with [`run_ranks`](crate::threads::run_ranks)). Dropping a
 /// communicator tells its peers: their operations that can only be satisfied by it fail with
 /// [`Error::PeerLost`] once the messages it already sent are consumed.
 pub fn group(size: u32, cfg: LoopbackConfig) -> Vec<LoopbackComm> {

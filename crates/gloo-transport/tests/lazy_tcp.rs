@@ -13,7 +13,7 @@ use gloo_testing::deadline;
 use gloo_testing::rogue::{Closed, Rogue, bind_group};
 use gloo_transport::proto::{Handshake, HandshakeConfig, job_hash};
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
-use gloo_transport::{Communicator, Error, Listener, Op, Rank, Slot};
+use gloo_transport::{Communicator, Error, Op, Rank, Slot};
 
 /// Binds `size` listeners from `cfg(rank)` and makes each a lazy communicator (which returns
 /// at once: nothing is connected yet); also returns every rank's address bytes.
@@ -444,22 +444,6 @@ fn a_flood_of_silent_connections_is_capped_and_a_real_rank_still_gets_in() {
         }
     }
     assert!(closed >= 100 - 64, "only {closed} of 100 silent connections were dropped");
-}
-
-#[test]
-fn the_default_connect_lazy_of_an_eager_only_transport_says_so() {
-    struct EagerOnly;
-    impl Listener for EagerOnly {
-        type Comm = TcpComm;
-        fn address_bytes(&self) -> Vec<u8> {
-            Vec::new()
-        }
-        fn connect_all(self, _: &[Vec<u8>], _: Instant) -> gloo_transport::Result<TcpComm> {
-            Err(Error::invalid("not used"))
-        }
-    }
-    let e = EagerOnly.connect_lazy(&[], deadline(5)).unwrap_err();
-    assert!(matches!(&e, Error::Config { detail } if detail.contains("eagerly")), "{e}");
 }
 
 /// A stream layer that changes no byte and records, per connection, which side dialled.

@@ -289,14 +289,14 @@ pub fn every_collective_on_this_rank<C: gloo_transport::Communicator>(g: &Group<
                 g.broadcast(&mut b, Rank(root), &o(Some(*alg))).unwrap();
                 assert_eq!(b, inputs[root as usize], "broadcast {alg} root {root}");
             }
-            let mut all = if me == root { vec![0.0f32; count * nn] } else { Vec::new() };
-            g.gather(&inputs[me as usize], &mut all, Rank(root), &o(None)).unwrap();
-            if me == root {
+            let mut all = (me == root).then(|| vec![0.0f32; count * nn]);
+            g.gather(&inputs[me as usize], all.as_deref_mut(), Rank(root), &o(None)).unwrap();
+            if let Some(all) = all {
                 assert_eq!(all, inputs.concat(), "gather root {root}");
             }
-            let src: Vec<f32> = if me == root { inputs.concat() } else { Vec::new() };
+            let src = (me == root).then(|| inputs.concat());
             let mut mine = vec![0.0f32; count];
-            g.scatter(&src, &mut mine, Rank(root), &o(None)).unwrap();
+            g.scatter(src.as_deref(), &mut mine, Rank(root), &o(None)).unwrap();
             assert_eq!(mine, inputs[me as usize], "scatter root {root}");
         }
         for alg in Collective::Allgather.algorithms() {
@@ -310,14 +310,14 @@ pub fn every_collective_on_this_rank<C: gloo_transport::Communicator>(g: &Group<
         let mut all = vec![0.0f32; counts.iter().sum()];
         g.allgatherv(&vin[me as usize], &mut all, &counts, &o(None)).unwrap();
         assert_eq!(all, vin.concat(), "allgatherv");
-        let mut at0 = if me == 0 { vec![0.0f32; counts.iter().sum()] } else { Vec::new() };
-        g.gatherv(&vin[me as usize], &mut at0, &counts, Rank(0), &o(None)).unwrap();
-        if me == 0 {
+        let mut at0 = (me == 0).then(|| vec![0.0f32; counts.iter().sum()]);
+        g.gatherv(&vin[me as usize], at0.as_deref_mut(), &counts, Rank(0), &o(None)).unwrap();
+        if let Some(at0) = at0 {
             assert_eq!(at0, vin.concat(), "gatherv");
         }
         let mut part = vec![0.0f32; counts[me as usize]];
-        let src = if me == n - 1 { vin.concat() } else { Vec::new() };
-        g.scatterv(&src, &counts, &mut part, Rank(n - 1), &o(None)).unwrap();
+        let src = (me == n - 1).then(|| vin.concat());
+        g.scatterv(src.as_deref(), &mut part, &counts, Rank(n - 1), &o(None)).unwrap();
         assert_eq!(part, vin[me as usize], "scatterv");
         // Reduce-scatter over the whole vector of size × count elements.
         let big: Vec<Vec<f32>> =
@@ -348,7 +348,7 @@ pub fn every_collective_on_this_rank<C: gloo_transport::Communicator>(g: &Group<
         let rc: Vec<usize> = (0..nn).map(|j| (j + me as usize + count) % 4).collect();
         let ain: Vec<f32> = data(seed + 5, me, sc.iter().sum(), OpKind::Sum);
         let mut aout = vec![0.0f32; rc.iter().sum()];
-        g.alltoallv(&ain, &sc, &mut aout, &rc, &o(None)).unwrap();
+        g.alltoallv(&ain, &mut aout, &sc, &rc, &o(None)).unwrap();
         let mut off = 0;
         for (j, &k) in rc.iter().enumerate() {
             let theirs: Vec<f32> =

@@ -13,7 +13,7 @@ use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
 use super::driver::{Lazy, TcpLink, WAKE};
 use crate::engine::{Engine, EngineConfig};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
-use crate::{Error, Listener, Rank, Result};
+use crate::{Error, LazyListener, Listener, Rank, Result};
 
 /// The poll token of the listening socket (set-up, and a lazy communicator's whole life).
 pub(super) const LISTEN: Token = Token(usize::MAX - 1);
@@ -274,7 +274,9 @@ impl Listener for TcpListener {
     fn connect_all(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
         TcpListener::connect_all(self, addrs, deadline)
     }
+}
 
+impl LazyListener for TcpListener {
     fn connect_lazy(self, addrs: &[Vec<u8>], deadline: Instant) -> Result<TcpComm> {
         TcpListener::connect_lazy(self, addrs, deadline)
     }
