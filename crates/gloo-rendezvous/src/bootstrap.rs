@@ -544,6 +544,29 @@ fn parse_entry(rank: u32, size: u32, entry: Vec<u8>) -> Result<Vec<u8>> {
     Ok(addr)
 }
 
+/// The `bootstrap` fuzz target: the first byte picks the decoder (even: rank 1's reading of
+/// a published result in a world of 3, odd: rank 1's entry in a world of 3), the rest is the
+/// store value. Never a panic; what is accepted is what the format allows.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decoders(data: &[u8]) {
+    let Some((&pick, value)) = data.split_first() else { return };
+    if pick % 2 == 0 {
+        if let Ok(addrs) = read_result(value, 1, 3) {
+            assert_eq!(addrs.len(), 3);
+            assert!(addrs.iter().all(|a| !a.is_empty() && a.len() <= MAX_ADDRESS));
+            assert_eq!(encode_addresses(3, &addrs), value, "an accepted result re-encodes");
+        }
+    } else {
+        match parse_entry(1, 3, value.to_vec()) {
+            Ok(addr) => assert_eq!(&value[8..], &addr[..]),
+            Err(Error::BadAddress { rank, .. }) | Err(Error::WorldSizeMismatch { rank, .. }) => {
+                assert_eq!(rank, 1)
+            }
+            Err(e) => panic!("an entry error of an unexpected kind: {e:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

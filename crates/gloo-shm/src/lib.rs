@@ -79,6 +79,9 @@ mod channel;
 #[cfg(not(loom))]
 mod config;
 mod error;
+#[cfg(all(feature = "fuzzing", not(loom)))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(not(loom))]
 mod hello;
 #[cfg(not(loom))]

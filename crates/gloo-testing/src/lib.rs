@@ -2,7 +2,8 @@
 //!
 //! What it holds: the transport conformance suite that every transport passes
 //! ([`conformance`]), helpers that run one closure per rank on threads ([`run_ranks`]) or one
-//! process per rank ([`procs`]), and bounded deadlines for tests.
+//! process per rank ([`procs`]), network faults (a fault proxy and network namespaces whose
+//! link can be cut or throttled: [`netfault`]), and bounded deadlines for tests.
 //!
 //! What it does not hold: assertions about timing (tests never assert timings), or anything a
 //! library needs at run time.
@@ -14,6 +15,7 @@
 pub mod conformance {
     pub use gloo_transport::conformance::*;
 }
+pub mod netfault;
 pub mod procs;
 pub mod redis;
 pub mod rng;
