@@ -22,8 +22,8 @@ use gloo_rendezvous::{
     CompareSet, HashStore, Store, TcpStore, TcpStoreServer, TorchStore, exchange_addresses,
 };
 use gloo_testing::netfault::{Dir, Proxy};
-use gloo_transport::tcp::{TcpConfig, TcpListener};
 use gloo_transport::Rank;
+use gloo_transport::tcp::{TcpConfig, TcpListener};
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(20)
@@ -269,7 +269,12 @@ fn bootstrap(dir: &Path) {
             };
             let mut seed = vec![pick];
             seed.extend_from_slice(value);
-            write(dir, "bootstrap", &format!("{}_{n}", key.rsplit('/').next().unwrap_or("v")), &seed);
+            write(
+                dir,
+                "bootstrap",
+                &format!("{}_{n}", key.rsplit('/').next().unwrap_or("v")),
+                &seed,
+            );
             n += 1;
         }
     }
@@ -359,7 +364,10 @@ fn env(dir: &Path) {
                 ("GLOO_AUTH_TOKEN", "0123456789abcdef0123"),
             ],
         ),
-        ("pmi", &[("PMI_RANK", "1"), ("PMI_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]),
+        (
+            "pmi",
+            &[("PMI_RANK", "1"), ("PMI_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")],
+        ),
     ];
     for (name, vars) in launchers {
         let map: HashMap<String, String> =

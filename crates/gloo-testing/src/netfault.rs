@@ -235,7 +235,8 @@ fn accept_loop(
             let _ = s.set_read_timeout(Some(TICK));
         }
         let mut spawned = Vec::new();
-        for (from, to, dir) in [(&client, &server, Dir::ToTarget), (&server, &client, Dir::ToClient)]
+        for (from, to, dir) in
+            [(&client, &server, Dir::ToTarget), (&server, &client, Dir::ToClient)]
         {
             let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else { continue };
             let (tx, rx) = mpsc::channel();
@@ -315,7 +316,8 @@ fn read_side(mut from: TcpStream, dir: Dir, shared: &Shared, tx: &Sender<Piece>)
                 if end > after {
                     bytes.truncate(after.saturating_sub(start) as usize);
                     if !bytes.is_empty() {
-                        let _ = tx.send(Piece::Bytes { due: now, bytes: std::mem::take(&mut bytes) });
+                        let _ =
+                            tx.send(Piece::Bytes { due: now, bytes: std::mem::take(&mut bytes) });
                     }
                     closed = true;
                     if matches!(fault, Fault::HalfClose { .. }) {
@@ -507,8 +509,21 @@ impl NetnsLink {
             run(
                 "ip",
                 &[
-                    "netns", "exec", &self.names[i], "tc", "qdisc", "replace", "dev",
-                    &self.devs[i], "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
+                    "netns",
+                    "exec",
+                    &self.names[i],
+                    "tc",
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    &self.devs[i],
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    "32kbit",
+                    "latency",
                     "400ms",
                 ],
             )?;

@@ -118,7 +118,7 @@ pub use frame::{
 };
 pub use handshake::{
     HELLO_INTEGRITY, HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR,
-    LABEL_CONNECTOR, NONCE_LEN, fresh_nonce, job_hash, transcript_mac,
+    LABEL_CONNECTOR, MIN_TOKEN_LEN, NONCE_LEN, fresh_nonce, job_hash, transcript_mac, weak_token,
 };
 pub use matching::{Body, Matcher, Message, Outcome, RecvId};
 pub use peer::{Incoming, PeerProto, SendId, eager_charge};
