@@ -102,6 +102,7 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
+    Row::test("transport/netfault", "gloo-transport").targets(&[Test("netfault_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
     // A transport written only against the engine's public traits (Unix-domain socket pairs),
     // run through the public conformance suite (feature `conformance`) by its example's main.
