@@ -485,12 +485,12 @@ mod tests {
         out
     }
 
-    /// Every frame of `stream`, read one byte at a time: (header, fingerprint, payload).
-    fn read_all(
-        r: &mut FrameReader,
-        stream: &[u8],
-    ) -> Result<Vec<(Header, Option<Fingerprint>, Vec<u8>)>> {
-        let mut frames: Vec<(Header, Option<Fingerprint>, Vec<u8>)> = Vec::new();
+    /// A frame as read back: header, fingerprint, payload.
+    type Read = (Header, Option<Fingerprint>, Vec<u8>);
+
+    /// Every frame of `stream`, read one byte at a time.
+    fn read_all(r: &mut FrameReader, stream: &[u8]) -> Result<Vec<Read>> {
+        let mut frames: Vec<Read> = Vec::new();
         for i in 0..stream.len() {
             let (n, step) = r.feed(&stream[i..=i])?;
             assert_eq!(n, 1);
