@@ -99,6 +99,7 @@ struct Shared {
     stop: AtomicBool,
     faults: Mutex<[Fault; 2]>,
     relayed: [AtomicU64; 2],
+    seen: [AtomicU64; 2],
     connections: AtomicU64,
     record: bool,
     recorded: Mutex<[Vec<u8>; 2]>,
@@ -141,6 +142,7 @@ impl Proxy {
             stop: AtomicBool::new(false),
             faults: Mutex::new([Fault::None; 2]),
             relayed: [AtomicU64::new(0), AtomicU64::new(0)],
+            seen: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: AtomicU64::new(0),
             record,
             recorded: Mutex::new([Vec::new(), Vec::new()]),
@@ -168,6 +170,13 @@ impl Proxy {
     /// Bytes delivered in direction `dir` so far, over every connection.
     pub fn relayed(&self, dir: Dir) -> u64 {
         self.shared.relayed[dir.index()].load(Ordering::SeqCst)
+    }
+
+    /// Bytes read in direction `dir` so far, over every connection: unlike
+    /// [`relayed`](Proxy::relayed), counted before the bytes are passed on, so once a receiver
+    /// has some bytes, this counts them (the offset to give a fault meant for what comes next).
+    pub fn seen(&self, dir: Dir) -> u64 {
+        self.shared.seen[dir.index()].load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -280,6 +289,7 @@ fn read_side(mut from: TcpStream, dir: Dir, shared: &Shared, tx: &Sender<Piece>)
                 return;
             }
         };
+        shared.seen[dir.index()].fetch_add(n as u64, Ordering::SeqCst);
         let now = Instant::now();
         let mut bytes = buf[..n].to_vec();
         if shared.record {

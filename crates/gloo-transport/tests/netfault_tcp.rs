@@ -79,9 +79,11 @@ fn transfer(
 }
 
 /// Flip one bit deep inside the payload of the next eager message rank 1 sends: heartbeats
-/// sent before it (a few 32- or 40-byte frames) only move the flip within the payload.
+/// sent before it (a few 32- or 40-byte frames) only move the flip within the payload. (The
+/// offset counts from what the proxy has read, every byte of earlier messages included;
+/// what it has delivered can lag behind that.)
 fn flip_inside_the_next_payload(p: &Pair) {
-    let at = p.proxy.relayed(Dir::ToTarget) + 30_000;
+    let at = p.proxy.seen(Dir::ToTarget) + 30_000;
     p.proxy.set(Dir::ToTarget, Fault::FlipBit { at, bit: 3 });
 }
 
@@ -130,7 +132,7 @@ fn delay_stall_and_trickle_heal_and_the_bytes_arrive_intact() {
             0 => Fault::Delay(Duration::from_millis(30)),
             // Offsets count from the connection's first byte.
             1 => Fault::Stall {
-                after: p.proxy.relayed(Dir::ToTarget) + 100_000,
+                after: p.proxy.seen(Dir::ToTarget) + 100_000,
                 pause: Duration::from_millis(500),
             },
             _ => Fault::Trickle { bytes: 64 << 10, every: Duration::from_millis(5) },
@@ -146,7 +148,7 @@ fn delay_stall_and_trickle_heal_and_the_bytes_arrive_intact() {
 #[test]
 fn a_black_hole_is_peer_lost_naming_the_peer_long_before_the_deadline() {
     let p = pair("netfault-black-hole", false, PEER_TIMEOUT);
-    let after = p.proxy.relayed(Dir::ToTarget) + 100_000;
+    let after = p.proxy.seen(Dir::ToTarget) + 100_000;
     p.proxy.set(Dir::ToTarget, Fault::BlackHole { after });
     // The deadline is far: a Timeout instead would mean the silence went unnoticed.
     let (r0, _, _) = transfer(&p, &message(1 << 20), deadline(60));
@@ -159,7 +161,7 @@ fn a_black_hole_is_peer_lost_naming_the_peer_long_before_the_deadline() {
 #[test]
 fn a_half_close_is_peer_lost_naming_the_peer() {
     let p = pair("netfault-half-close", false, PEER_TIMEOUT);
-    let after = p.proxy.relayed(Dir::ToTarget) + 100_000;
+    let after = p.proxy.seen(Dir::ToTarget) + 100_000;
     p.proxy.set(Dir::ToTarget, Fault::HalfClose { after });
     // The deadline is far: a Timeout instead would mean the silence went unnoticed.
     let (r0, _, _) = transfer(&p, &message(1 << 20), deadline(60));
