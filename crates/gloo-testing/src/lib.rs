@@ -9,6 +9,7 @@
 //! library needs at run time.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap_keys;
 /// The transport conformance suite. It lives in `gloo-transport` behind its `conformance`
 /// feature, so that a transport written outside this workspace can run it too; the
 /// workspace's tests reach it here.
