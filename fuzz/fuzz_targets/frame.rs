@@ -1,5 +1,6 @@
-//! The frame reader, fed arbitrary bytes in arbitrary pieces: it must never panic, never
-//! hand out more payload than a header announced, and stop at the first error.
+//! The frame reader (plain, and checking integrity when the first byte's top bit is set),
+//! fed arbitrary bytes in arbitrary pieces: it must never panic, never hand out more payload
+//! than a header announced, and stop at the first error.
 #![no_main]
 
 use gloo_transport::proto::{FrameReader, HEADER_LEN, Step};
@@ -9,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     // The first byte chooses the piece size, so the reader sees every split.
     let Some((&split, mut input)) = data.split_first() else { return };
     let piece = usize::from(split % 64) + 1;
-    let mut reader = FrameReader::new(None);
+    let mut reader =
+        if split & 0x80 != 0 { FrameReader::with_integrity(None) } else { FrameReader::new(None) };
     let mut announced: u64 = 0;
     while !input.is_empty() {
         let take = piece.min(input.len());

@@ -1,4 +1,4 @@
-//! Both sides of the handshake (token and insecure, eager and lazy), fed arbitrary bytes in
+//! Both sides of the handshake (token and insecure, eager and lazy, with and without integrity), fed arbitrary bytes in
 //! arbitrary pieces as the peer's: never a panic, never done for a peer that did not
 //! authenticate, and never more output than the protocol's frames.
 #![no_main]
@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if mode & 4 != 0 {
         hs = hs.lazy();
+    }
+    if mode & 16 != 0 {
+        hs = hs.integrity();
     }
     let piece = usize::from(split % 48) + 1;
     for chunk in input.chunks(piece) {

@@ -76,6 +76,18 @@ pub const MPIRUN: Need = Need {
     install: "apt-get update && apt-get install -y openmpi-bin",
 };
 
+/// Network namespaces: root and iproute2's `ip` and `tc` (the multi-host fault tests make two
+/// namespaces joined by a veth pair).
+pub const NETNS: Need = Need {
+    what: "root and iproute2 (ip netns, tc)",
+    probe: &[
+        "sh",
+        "-c",
+        "tc -V >/dev/null && ip netns add gloo-probe-$$ && ip netns del gloo-probe-$$",
+    ],
+    install: "apt-get update && apt-get install -y iproute2 (and run as root)",
+};
+
 /// Every test-matrix row, in the order they run: quick lints first, so a formatting slip
 /// fails in seconds, then the tests crate by crate.
 #[rustfmt::skip]
@@ -102,6 +114,8 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
     Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
+    Row::test("transport/netfault", "gloo-transport").targets(&[Test("netfault_tcp")]),
+    Row::test("transport/netns", "gloo-transport").targets(&[Test("netns_tcp")]).needs(&[NETNS]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
     // A transport written only against the engine's public traits (Unix-domain socket pairs),
     // run through the public conformance suite (feature `conformance`) by its example's main.

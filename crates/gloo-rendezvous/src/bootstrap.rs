@@ -27,12 +27,163 @@ const SLICE: Duration = Duration::from_millis(200);
 /// other ranks to read a failure, at most.
 const LINGER: Duration = Duration::from_secs(2);
 
-fn key(what: &str, rank: u32) -> Vec<u8> {
-    format!("{PREFIX}/{what}/{rank}").into_bytes()
+/// Tag and version of the run marker at `gloo/bootstrap/run`: `"GBN1"`, the run's id
+/// ([`RUN_ID_LEN`] random bytes), the time the run is over by (`u64` LE, milliseconds since
+/// the Unix epoch: the deadline of the latest rank to join, plus [`LINGER`]).
+const RUN_MAGIC: &[u8; 4] = b"GBN1";
+/// The length of a run id.
+const RUN_ID_LEN: usize = 16;
+/// How far another host's clock may be ahead of ours before a run it marked as over is
+/// taken for over when it is not.
+const CLOCK_SLACK: Duration = Duration::from_secs(5);
+/// Most attempts at joining or starting a run while other ranks change the marker.
+const RUN_ATTEMPTS: usize = 64;
+
+/// The store key of the run marker.
+fn run_marker_key() -> Vec<u8> {
+    format!("{PREFIX}/run").into_bytes()
 }
 
-fn named(what: &str) -> Vec<u8> {
-    format!("{PREFIX}/{what}").into_bytes()
+/// One run of the rendezvous: every key but the run marker lives under the run's own prefix,
+/// `gloo/bootstrap/<run id in hex>/`, so no run ever reads another's claims, entries, result
+/// or counters.
+struct Run {
+    id: [u8; RUN_ID_LEN],
+    prefix: String,
+}
+
+impl Run {
+    fn new(id: &[u8; RUN_ID_LEN]) -> Run {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        Run { id: *id, prefix: format!("{PREFIX}/{hex}") }
+    }
+
+    /// Delete the run marker if it still marks this run (the run is over: the next one
+    /// starts afresh at once instead of when this one's end has passed).
+    fn end(&self, store: &dyn Store, deadline: Instant) -> Result<()> {
+        let key = run_marker_key();
+        if let Some(v) = store.try_get(&key, deadline)?
+            && Marker::decode(&v).is_some_and(|m| m.id == self.id)
+        {
+            store.delete(&key, deadline)?;
+        }
+        Ok(())
+    }
+
+    fn key(&self, what: &str, rank: u32) -> Vec<u8> {
+        format!("{}/{what}/{rank}", self.prefix).into_bytes()
+    }
+
+    fn named(&self, what: &str) -> Vec<u8> {
+        format!("{}/{what}", self.prefix).into_bytes()
+    }
+}
+
+/// A run marker's contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Marker {
+    id: [u8; RUN_ID_LEN],
+    over_by_ms: u64,
+}
+
+impl Marker {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = RUN_MAGIC.to_vec();
+        v.extend_from_slice(&self.id);
+        v.extend_from_slice(&self.over_by_ms.to_le_bytes());
+        v
+    }
+
+    /// The marker in `v`; `None` for anything else (untrusted: the store may hold anything).
+    fn decode(v: &[u8]) -> Option<Marker> {
+        let rest = v.strip_prefix(&RUN_MAGIC[..])?;
+        if rest.len() != RUN_ID_LEN + 8 {
+            return None;
+        }
+        let (id, t) = rest.split_at(RUN_ID_LEN);
+        Some(Marker { id: id.try_into().ok()?, over_by_ms: u64::from_le_bytes(t.try_into().ok()?) })
+    }
+
+    /// Whether the run it marks is over (by this host's clock, with [`CLOCK_SLACK`]).
+    fn is_over(&self, now_ms: u64) -> bool {
+        now_ms > self.over_by_ms.saturating_add(CLOCK_SLACK.as_millis() as u64)
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 16 bytes from the system's random source.
+fn random_id() -> Result<[u8; RUN_ID_LEN]> {
+    use ring::rand::SecureRandom;
+    let mut id = [0u8; RUN_ID_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| Error::Config { detail: "the system random source failed".into() })?;
+    Ok(id)
+}
+
+/// Join the run in progress on this store, or start one: the marker's run while it is not
+/// over; a fresh run in place of a marker whose run is over (a job that died and left its
+/// keys) or that is not a marker at all. Every rank that arrives while a run is in progress
+/// joins it, and pushes its end back to its own deadline.
+fn join_run(store: &dyn Store, deadline: Instant) -> Result<Run> {
+    let key = run_marker_key();
+    let wait = deadline.saturating_duration_since(Instant::now()) + LINGER;
+    let fresh = Marker { id: random_id()?, over_by_ms: unix_ms() + wait.as_millis() as u64 };
+    let mut expected: Option<Vec<u8>> = None;
+    for _ in 0..RUN_ATTEMPTS {
+        let current = match store.compare_set(
+            &key,
+            expected.as_deref(),
+            &fresh.encode(),
+            deadline,
+        )? {
+            CompareSet::Swapped => {
+                if expected.is_some() {
+                    tracing::info!(
+                        "the store held the keys of an earlier run that is over (a job that died \
+                         before it cleaned up); started a new run in its place"
+                    );
+                }
+                return Ok(Run::new(&fresh.id));
+            }
+            CompareSet::Mismatch { current } => current,
+        };
+        let Some(current) = current else {
+            // Deleted in between (the previous run tidied up): start one.
+            expected = None;
+            continue;
+        };
+        match Marker::decode(&current) {
+            Some(m) if !m.is_over(unix_ms()) => {
+                if fresh.over_by_ms > m.over_by_ms {
+                    let later = Marker { over_by_ms: fresh.over_by_ms, ..m };
+                    match store.compare_set(&key, Some(&current), &later.encode(), deadline)? {
+                        CompareSet::Swapped => {}
+                        // Changed in between: look again.
+                        CompareSet::Mismatch { .. } => {
+                            expected = Some(current);
+                            continue;
+                        }
+                    }
+                }
+                return Ok(Run::new(&m.id));
+            }
+            // Over, or not a marker: replace it.
+            _ => expected = Some(current),
+        }
+    }
+    Err(Error::Protocol {
+        detail: format!(
+            "the run marker {} changed {RUN_ATTEMPTS} times while this rank tried to join",
+            crate::error::KeyDisplay(&key)
+        ),
+    })
 }
 
 /// Connect this rank into a group of `size` ranks through `store`, and return the
@@ -123,8 +274,20 @@ pub fn connect_lazy<L: LazyListener>(
 /// and exits next, then deletes them. Once every rank has read the addresses, the last one
 /// deletes the bootstrap's keys. Either way a store may serve one run after another. Runs that
 /// overlap in time need a [`PrefixStore`](crate::PrefixStore) each: while a run is in its
-/// rendezvous, a rank number it claimed counts as claimed. A run whose rank 0 dies leaves its
-/// keys behind (a Redis store's expiry removes them; a file store's directory needs cleaning).
+/// rendezvous, a rank number it claimed counts as claimed.
+///
+/// A run that dies (rank 0 killed mid-rendezvous, a rank killed before it cleaned up) leaves
+/// its keys behind, and a job restarted on the same store with the same prefix must not take
+/// them for its own. So every run has a random id, and all its keys but the run marker
+/// (`gloo/bootstrap/run`: the id and the wall-clock time by which the run is over, its
+/// latest rank's deadline plus 2 s) live under `gloo/bootstrap/<id>/`: a new run never reads
+/// a dead run's entries or result, so it never connects to a stale address. A rank joins the
+/// run the marker names while that run is not over, else replaces the marker with a new run.
+/// A job restarted before the dead run is over (plus 5 s for clocks of other hosts that run
+/// ahead) joins the dead run, finds its rank claimed and fails at once with
+/// [`Error::RankConflict`] on every rank, saying when it can start again; after that it starts
+/// a fresh run. (Ranks' wall clocks are assumed to agree within those 5 s.) The dead run's keys stay in the store as litter (a Redis store's expiry
+/// removes them).
 pub fn exchange_addresses(
     store: &dyn Store,
     rank: Rank,
@@ -149,35 +312,37 @@ pub fn exchange_addresses(
     // A margin before the deadline for telling every rank which ranks are missing.
     let margin = ((deadline.saturating_duration_since(start)) / 20)
         .clamp(Duration::from_millis(20), Duration::from_secs(1));
-    claim(store, rank, deadline)?;
-    store.add(&named("joined"), 1, deadline)?;
+    let run = join_run(store, deadline)?;
+    let run = &run;
+    claim(store, run, rank, deadline)?;
+    store.add(&run.named("joined"), 1, deadline)?;
 
     let mut entry = Vec::with_capacity(8 + address.len());
     entry.extend_from_slice(ENTRY_MAGIC);
     entry.extend_from_slice(&size.to_le_bytes());
     entry.extend_from_slice(address);
-    store.set(&key("addr", rank), &entry, deadline)?;
+    store.set(&run.key("addr", rank), &entry, deadline)?;
     tracing::debug!(rank, size, "published address; waiting for the others");
 
     let outcome = if rank == 0 {
-        lead(store, size, entry, start, deadline, margin)
+        lead(store, run, size, entry, start, deadline, margin)
     } else {
-        follow(store, rank, size, start, deadline, margin)
+        follow(store, run, rank, size, start, deadline, margin)
     };
     match outcome {
         Ok(addrs) => {
-            tidy_up(store, rank, size, deadline);
+            tidy_up(store, run, rank, size, deadline);
             Ok(addrs)
         }
         Err(e) => {
             if rank == 0 && is_start_up_failure(&e) {
-                linger(store, deadline);
+                linger(store, run, deadline);
                 // The run is over: its keys must not block (or mislead) the next run on this
                 // store, so rank 0 deletes them. Best effort, bounded on its own.
-                clear(store, size, Instant::now() + Duration::from_secs(2));
+                clear(store, run, size, Instant::now() + Duration::from_secs(2));
             } else if is_start_up_failure(&e) {
                 // Tell rank 0 this rank has read the failure (best effort).
-                let _ = store.add(&named("failed"), 1, deadline.max(Instant::now() + margin));
+                let _ = store.add(&run.named("failed"), 1, deadline.max(Instant::now() + margin));
             }
             Err(e)
         }
@@ -198,10 +363,10 @@ fn is_start_up_failure(e: &Error) -> bool {
 
 /// Rank 0 after a failure: keep going until every other rank that joined has read the
 /// failure, for at most [`LINGER`] and never past the deadline.
-fn linger(store: &dyn Store, deadline: Instant) {
+fn linger(store: &dyn Store, run: &Run, deadline: Instant) {
     let end = deadline.min(Instant::now() + LINGER);
     while Instant::now() < end {
-        let read = |what| store.add(&named(what), 0, end);
+        let read = |what| store.add(&run.named(what), 0, end);
         match (read("joined"), read("failed")) {
             (Ok(joined), Ok(failed)) if failed >= joined - 1 => return,
             (Ok(_), Ok(_)) => std::thread::sleep(Duration::from_millis(10)),
@@ -211,16 +376,16 @@ fn linger(store: &dyn Store, deadline: Instant) {
 }
 
 /// Delete every bootstrap key of a failed run of `size` ranks (best effort: logged).
-fn clear(store: &dyn Store, size: u32, deadline: Instant) {
+fn clear(store: &dyn Store, run: &Run, size: u32, deadline: Instant) {
     let all = || -> Result<()> {
         for r in 0..size {
-            store.delete(&key("addr", r), deadline)?;
-            store.delete(&key("claim", r), deadline)?;
+            store.delete(&run.key("addr", r), deadline)?;
+            store.delete(&run.key("claim", r), deadline)?;
         }
         for what in ["result", "joined", "failed", "done"] {
-            store.delete(&named(what), deadline)?;
+            store.delete(&run.named(what), deadline)?;
         }
-        Ok(())
+        run.end(store, deadline)
     };
     if let Err(e) = all() {
         tracing::warn!(error = %e, "could not delete a failed bootstrap's keys from the store");
@@ -231,13 +396,14 @@ fn clear(store: &dyn Store, size: u32, deadline: Instant) {
 /// failure found.
 fn lead(
     store: &dyn Store,
+    run: &Run,
     size: u32,
     own: Vec<u8>,
     start: Instant,
     deadline: Instant,
     margin: Duration,
 ) -> Result<Vec<Vec<u8>>> {
-    let keys: Vec<Vec<u8>> = (0..size).map(|r| key("addr", r)).collect();
+    let keys: Vec<Vec<u8>> = (0..size).map(|r| run.key("addr", r)).collect();
     let mut addrs: Vec<Option<Vec<u8>>> = vec![None; size as usize];
     addrs[0] = Some(parse_entry(0, size, own)?);
     let give_up = deadline.checked_sub(2 * margin).unwrap_or(deadline).max(start);
@@ -280,22 +446,22 @@ fn lead(
         for (r, entry) in arrived {
             match parse_entry(r, size, entry) {
                 Ok(a) => addrs[r as usize] = Some(a),
-                Err(e) => return publish_failure(store, e, size, deadline),
+                Err(e) => return publish_failure(store, run, e, size, deadline),
             }
         }
-        if let Some(v) = store.try_get(&named("result"), deadline)? {
+        if let Some(v) = store.try_get(&run.named("result"), deadline)? {
             return read_result(&v, 0, size);
         }
         if Instant::now() >= give_up && addrs.iter().any(Option::is_none) {
             let ranks = (0..size).filter(|r| addrs[*r as usize].is_none()).collect();
             let e = Error::MissingRanks { ranks, waited: start.elapsed() };
-            return publish_failure(store, e, size, deadline);
+            return publish_failure(store, run, e, size, deadline);
         }
     }
     // Every entry arrived and checked out.
     let addrs: Vec<Vec<u8>> = addrs.into_iter().map(Option::unwrap_or_default).collect();
     let blob = encode_addresses(size, &addrs);
-    match store.compare_set(&named("result"), None, &blob, deadline)? {
+    match store.compare_set(&run.named("result"), None, &blob, deadline)? {
         CompareSet::Swapped => Ok(addrs),
         // A rank published a failure first: it holds for everybody.
         CompareSet::Mismatch { current } => read_result(&current.unwrap_or_default(), 0, size),
@@ -306,6 +472,7 @@ fn lead(
 /// missing from the store itself (rank 0 may be one of them).
 fn follow(
     store: &dyn Store,
+    run: &Run,
     rank: u32,
     size: u32,
     start: Instant,
@@ -313,7 +480,7 @@ fn follow(
     margin: Duration,
 ) -> Result<Vec<Vec<u8>>> {
     let wait_end = deadline.checked_sub(margin).unwrap_or(deadline).max(start);
-    let result = named("result");
+    let result = run.named("result");
     loop {
         match store.get(&result, wait_end) {
             Ok(v) => return read_result(&v, rank, size),
@@ -334,7 +501,7 @@ fn follow(
     if let Some(v) = store.try_get(&result, end)? {
         return read_result(&v, rank, size);
     }
-    let keys: Vec<Vec<u8>> = (0..size).map(|r| key("addr", r)).collect();
+    let keys: Vec<Vec<u8>> = (0..size).map(|r| run.key("addr", r)).collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let ranks: Vec<u32> = match store.wait(&refs, Instant::now()) {
         Ok(()) => vec![0],
@@ -352,12 +519,13 @@ fn follow(
 /// case that one is returned (every rank reports the same failure).
 fn publish_failure(
     store: &dyn Store,
+    run: &Run,
     failure: Error,
     size: u32,
     deadline: Instant,
 ) -> Result<Vec<Vec<u8>>> {
     let value = encode_failure(&failure);
-    match store.compare_set(&named("result"), None, &value, deadline)? {
+    match store.compare_set(&run.named("result"), None, &value, deadline)? {
         CompareSet::Swapped => Err(failure),
         CompareSet::Mismatch { current } => read_result(&current.unwrap_or_default(), 0, size),
     }
@@ -366,21 +534,21 @@ fn publish_failure(
 /// Count this rank as done with the bootstrap's keys (this rank deletes its own entry); the
 /// last rank deletes the rest. Best effort: the group is formed whatever happens here, so a
 /// failure is only logged.
-fn tidy_up(store: &dyn Store, rank: u32, size: u32, deadline: Instant) {
+fn tidy_up(store: &dyn Store, run: &Run, rank: u32, size: u32, deadline: Instant) {
     let tidy = || -> Result<()> {
-        store.delete(&key("addr", rank), deadline)?;
+        store.delete(&run.key("addr", rank), deadline)?;
         // Every rank increments only after it has read every address, so when the count
         // reaches the world size nobody needs a key any more.
-        if store.add(&named("done"), 1, deadline)? != i64::from(size) {
+        if store.add(&run.named("done"), 1, deadline)? != i64::from(size) {
             return Ok(());
         }
         for r in 0..size {
-            store.delete(&key("claim", r), deadline)?;
+            store.delete(&run.key("claim", r), deadline)?;
         }
         for what in ["result", "joined", "failed", "done"] {
-            store.delete(&named(what), deadline)?;
+            store.delete(&run.named(what), deadline)?;
         }
-        Ok(())
+        run.end(store, deadline)
     };
     if let Err(e) = tidy() {
         tracing::warn!(error = %e, "could not delete the bootstrap's keys from the store");
@@ -388,22 +556,20 @@ fn tidy_up(store: &dyn Store, rank: u32, size: u32, deadline: Instant) {
 }
 
 /// Claim `rank` with a fresh random identity; a lost claim is reported to the whole group.
-fn claim(store: &dyn Store, rank: u32, deadline: Instant) -> Result<()> {
-    use ring::rand::SecureRandom;
-    let mut id = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut id)
-        .map_err(|_| Error::Config { detail: "the system random source failed".into() })?;
-    match store.compare_set(&key("claim", rank), None, &id, deadline)? {
+fn claim(store: &dyn Store, run: &Run, rank: u32, deadline: Instant) -> Result<()> {
+    let id = random_id()?;
+    match store.compare_set(&run.key("claim", rank), None, &id, deadline)? {
         CompareSet::Swapped => Ok(()),
         CompareSet::Mismatch { .. } => {
             let why = format!(
                 "rank {rank} was claimed by a second process (a launcher started two processes \
-                 with the same rank, or the store holds an earlier run of this job)"
+                 with the same rank, or a run of this job died and left its keys in the store: \
+                 a new run starts in their place {} s after the dead run's deadline)",
+                (LINGER + CLOCK_SLACK).as_secs(),
             );
             let e = Error::RankConflict { rank, detail: why };
             // Tell the winner and everybody else, so nobody waits on a broken group.
-            let _ = store.compare_set(&named("result"), None, &encode_failure(&e), deadline)?;
+            let _ = store.compare_set(&run.named("result"), None, &encode_failure(&e), deadline)?;
             Err(e)
         }
     }
@@ -462,7 +628,7 @@ fn encode_failure(e: &Error) -> Vec<u8> {
 fn read_result(v: &[u8], me: u32, size: u32) -> Result<Vec<Vec<u8>>> {
     let corrupt = |what: &str| Error::Protocol {
         detail: format!(
-            "the bootstrap's result ({} bytes at key \"{PREFIX}/result\") is corrupt: {what}",
+            "the bootstrap's result ({} bytes at key \"{PREFIX}/<run>/result\") is corrupt: {what}",
             v.len()
         ),
     };
@@ -560,9 +726,68 @@ fn parse_entry(rank: u32, size: u32, entry: Vec<u8>) -> Result<Vec<u8>> {
     Ok(addr)
 }
 
+/// The `bootstrap` fuzz target: the first byte picks the decoder (0 mod 3: rank 1's reading
+/// of a published result in a world of 3, 1: rank 1's entry in a world of 3, 2: the run
+/// marker), the rest is the store value. Never a panic; what is accepted is what the format
+/// allows.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decoders(data: &[u8]) {
+    let Some((&pick, value)) = data.split_first() else { return };
+    if pick % 3 == 2 {
+        if let Some(m) = Marker::decode(value) {
+            assert_eq!(m.encode(), value, "an accepted marker re-encodes");
+        }
+    } else if pick % 3 == 0 {
+        if let Ok(addrs) = read_result(value, 1, 3) {
+            assert_eq!(addrs.len(), 3);
+            assert!(addrs.iter().all(|a| !a.is_empty() && a.len() <= MAX_ADDRESS));
+            assert_eq!(encode_addresses(3, &addrs), value, "an accepted result re-encodes");
+        }
+    } else {
+        match parse_entry(1, 3, value.to_vec()) {
+            Ok(addr) => assert_eq!(&value[8..], &addr[..]),
+            Err(Error::BadAddress { rank, .. }) | Err(Error::WorldSizeMismatch { rank, .. }) => {
+                assert_eq!(rank, 1)
+            }
+            Err(e) => panic!("an entry error of an unexpected kind: {e:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_joined_while_its_marker_says_it_is_not_over_and_replaced_after() {
+        let store = crate::HashStore::new();
+        let d = Instant::now() + Duration::from_secs(10);
+        let first = join_run(&store, d).unwrap();
+        // A second rank with a later deadline joins it and pushes its end back.
+        let before = Marker::decode(&store.get(&run_marker_key(), d).unwrap()).unwrap();
+        let second = join_run(&store, d + Duration::from_secs(60)).unwrap();
+        assert_eq!(second.prefix, first.prefix);
+        let after = Marker::decode(&store.get(&run_marker_key(), d).unwrap()).unwrap();
+        assert_eq!(after.id, before.id);
+        assert!(after.over_by_ms >= before.over_by_ms + 59_000, "{before:?} {after:?}");
+        // Over by this host's clock only past the slack.
+        let now = unix_ms();
+        let m = |over_by_ms| Marker { id: [1; RUN_ID_LEN], over_by_ms };
+        assert!(!m(now).is_over(now + CLOCK_SLACK.as_millis() as u64));
+        assert!(m(now).is_over(now + CLOCK_SLACK.as_millis() as u64 + 1));
+        assert!(!m(u64::MAX).is_over(u64::MAX));
+        assert_eq!(Marker::decode(&m(42).encode()), Some(m(42)));
+        // An over run is replaced by a new one.
+        store.set(&run_marker_key(), &m(now.saturating_sub(60_000)).encode(), d).unwrap();
+        let third = join_run(&store, d).unwrap();
+        assert_ne!(third.prefix, first.prefix);
+        assert_ne!(third.id, [1; RUN_ID_LEN]);
+        // Ending a run deletes the marker only while it is that run's.
+        first.end(&store, d).unwrap();
+        assert!(store.try_get(&run_marker_key(), d).unwrap().is_some());
+        third.end(&store, d).unwrap();
+        assert_eq!(store.try_get(&run_marker_key(), d).unwrap(), None);
+    }
 
     #[test]
     fn entries_are_checked_before_the_transport_sees_them() {

@@ -271,7 +271,11 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
         if addr.is_empty() {
             return Err(bad("MASTER_ADDR is empty".into()));
         }
-        Ok(addr.trim_start_matches('[').trim_end_matches(']').to_owned())
+        let host = addr.trim_start_matches('[').trim_end_matches(']').trim();
+        if host.is_empty() {
+            return Err(bad(format!("MASTER_ADDR={addr:?} names no host")));
+        }
+        Ok(host.to_owned())
     };
     let master_addr = vars.get("MASTER_ADDR").map(|a| addr_var(a)).transpose()?;
     let master_port = vars.get("MASTER_PORT").map(|p| port_var(p)).transpose()?;
@@ -835,6 +839,21 @@ mod tests {
                 ("MASTER_PORT", port),
             ]);
             assert!(e.contains("MASTER_PORT"), "{e}");
+        }
+    }
+
+    /// Found by the `env` fuzz target: `MASTER_ADDR` of only brackets (`[]`, `]`) was taken
+    /// as an empty host, and the store was looked for at ":<port>".
+    #[test]
+    fn a_master_address_of_only_brackets_is_refused() {
+        for addr in ["[]", "]", " [ ] ", "["] {
+            let e = err(&[
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", addr),
+                ("MASTER_PORT", "29500"),
+            ]);
+            assert!(e.contains("MASTER_ADDR") && e.contains("no host"), "{addr:?}: {e}");
         }
     }
 

@@ -58,6 +58,9 @@ mod bootstrap;
 pub mod env;
 mod error;
 mod file;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod prefix;
 #[cfg(feature = "redis")]

@@ -357,36 +357,7 @@ impl RedisStore {
             }
             cmd.arg(MAX_VALUE_LEN).query(c)
         })?;
-        if reply.len() != keys.len() {
-            return Err(Error::Protocol {
-                detail: format!("a read of {} keys returned {} values", keys.len(), reply.len()),
-            });
-        }
-        let corrupt = |key: &[u8], what: String| Error::Protocol {
-            detail: format!(
-                "key {} in Redis at {} is corrupt: it {what}",
-                crate::error::KeyDisplay(key),
-                self.endpoint
-            ),
-        };
-        keys.iter()
-            .zip(reply)
-            .map(|(key, v)| match v {
-                Value::Nil => Ok(None),
-                Value::BulkString(b) => Ok(Some(b)),
-                Value::Array(items) => Err(match items.as_slice() {
-                    [_, Value::Int(n)] => {
-                        corrupt(key, format!("holds {n} bytes, over the limit of {MAX_VALUE_LEN}"))
-                    }
-                    [Value::BulkString(t)] => corrupt(
-                        key,
-                        format!("is a Redis {}, not a string", String::from_utf8_lossy(t)),
-                    ),
-                    other => corrupt(key, format!("reads as {other:?}")),
-                }),
-                other => Err(corrupt(key, format!("reads as {other:?}"))),
-            })
-            .collect()
+        read_reply(keys, reply, &self.endpoint)
     }
 
     /// Poll until every key exists; `None` entries are missing keys.
@@ -416,6 +387,89 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// What the read script answered for `keys` (untrusted: the server's bytes, decoded by the
+/// `redis` crate): per key its value, `None` for a missing key, and for a key of another type
+/// or over the size limit a [`Error::Protocol`] naming it.
+fn read_reply(keys: &[&[u8]], reply: Vec<Value>, endpoint: &str) -> Result<Vec<Option<Vec<u8>>>> {
+    if reply.len() != keys.len() {
+        return Err(Error::Protocol {
+            detail: format!("a read of {} keys returned {} values", keys.len(), reply.len()),
+        });
+    }
+    let corrupt = |key: &[u8], what: String| Error::Protocol {
+        detail: format!(
+            "key {} in Redis at {endpoint} is corrupt: it {what}",
+            crate::error::KeyDisplay(key),
+        ),
+    };
+    keys.iter()
+        .zip(reply)
+        .map(|(key, v)| match v {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) if b.len() <= MAX_VALUE_LEN => Ok(Some(b)),
+            Value::BulkString(b) => Err(corrupt(
+                key,
+                format!("holds {} bytes, over the limit of {MAX_VALUE_LEN}", b.len()),
+            )),
+            Value::Array(items) => Err(match items.as_slice() {
+                [_, Value::Int(n)] => {
+                    corrupt(key, format!("holds {n} bytes, over the limit of {MAX_VALUE_LEN}"))
+                }
+                [Value::BulkString(t)] => {
+                    corrupt(key, format!("is a Redis {}, not a string", String::from_utf8_lossy(t)))
+                }
+                other => corrupt(key, format!("reads as {}", shown(other))),
+            }),
+            other => Err(corrupt(key, format!("reads as {}", shown(&[other])))),
+        })
+        .collect()
+}
+
+/// What the compare-and-set script answered (untrusted, like every reply).
+fn compare_set_reply(reply: Vec<Value>) -> Result<CompareSet> {
+    match reply.as_slice() {
+        [Value::Int(1)] => Ok(CompareSet::Swapped),
+        [Value::Int(0)] => Ok(CompareSet::Mismatch { current: None }),
+        [Value::Int(0), Value::BulkString(cur)] if cur.len() <= MAX_VALUE_LEN => {
+            Ok(CompareSet::Mismatch { current: Some(cur.clone()) })
+        }
+        other => Err(Error::Protocol {
+            detail: format!("unexpected compare_set script answer {}", shown(other)),
+        }),
+    }
+}
+
+/// An unexpected reply for an error message: its first bytes only, whatever the server sent.
+fn shown(v: &[Value]) -> String {
+    let mut s = format!("{v:?}");
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The `redis_reply` fuzz target: `data` is a RESP reply as a server would send it, parsed
+/// by the `redis` crate and interpreted as the answer to a read of three keys and to a
+/// compare-and-set.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_reply(data: &[u8]) {
+    let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+    let Ok(value) = redis::parse_redis_value(data) else { return };
+    if let Ok(reply) = redis::from_redis_value::<Vec<Value>>(value.clone()) {
+        if let Ok(values) = read_reply(&keys, reply.clone(), "fuzz") {
+            assert_eq!(values.len(), keys.len());
+            assert!(values.iter().flatten().all(|v| v.len() <= MAX_VALUE_LEN));
+        }
+        let _ = compare_set_reply(reply);
+    }
+    let _ = redis::from_redis_value::<i64>(value);
 }
 
 /// `e` with the call's keys named (an unreachable server's error says which keys the call
@@ -648,17 +702,7 @@ impl Store for RedisStore {
                 .arg(ttl)
                 .query(c)
         })?;
-        let bad = || Error::Protocol {
-            detail: format!("unexpected compare_set script answer {reply:?}"),
-        };
-        match reply.as_slice() {
-            [Value::Int(1)] => Ok(CompareSet::Swapped),
-            [Value::Int(0)] => Ok(CompareSet::Mismatch { current: None }),
-            [Value::Int(0), Value::BulkString(cur)] => {
-                Ok(CompareSet::Mismatch { current: Some(cur.clone()) })
-            }
-            _ => Err(bad()),
-        }
+        compare_set_reply(reply)
     }
 
     fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {

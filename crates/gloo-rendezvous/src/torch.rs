@@ -331,7 +331,7 @@ impl TorchStore {
         }
     }
 
-    fn handshake(&self, conn: &mut Conn, deadline: Instant) -> Attempt<()> {
+    fn handshake(&self, conn: &mut impl Replies, deadline: Instant) -> Attempt<()> {
         let validate = Req::new(VALIDATE).u32(VALIDATION_MAGIC);
         if self.opts.ping {
             let nonce = std::process::id();
@@ -416,7 +416,7 @@ impl TorchStore {
 
     /// Wait on `conn` until every key exists (`Ok(true)`) or the deadline passes and the wait
     /// is cancelled (`Ok(false)`).
-    fn wait_on(conn: &mut Conn, keys: &[&[u8]], deadline: Instant) -> Attempt<bool> {
+    fn wait_on(conn: &mut impl Replies, keys: &[&[u8]], deadline: Instant) -> Attempt<bool> {
         conn.send(&Req::new(WAIT).keys(keys).0, deadline.max(Instant::now() + MIN_BUDGET))?;
         match conn.u8(deadline) {
             Ok(STOP_WAITING) => return Ok(true),
@@ -439,7 +439,11 @@ impl TorchStore {
     }
 
     /// The keys of `keys` missing now: one `CHECK` per key, pipelined in one write.
-    fn missing(conn: &mut Conn, keys: &[&[u8]], deadline: Instant) -> Attempt<Vec<Vec<u8>>> {
+    fn missing(
+        conn: &mut impl Replies,
+        keys: &[&[u8]],
+        deadline: Instant,
+    ) -> Attempt<Vec<Vec<u8>>> {
         let mut req = Vec::new();
         for k in keys {
             req.extend_from_slice(&Req::new(CHECK).keys(&[k]).0);
@@ -547,19 +551,17 @@ impl Conn {
             matches!(self.stream.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         ok && self.stream.set_nonblocking(false).is_ok()
     }
+}
 
-    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Attempt<()> {
-        self.stream
-            .set_write_timeout(Some(budget(deadline)))
-            .map_err(|err| Fail::Conn { sent: false, err })?;
-        self.stream.write_all(bytes).map_err(|err| {
-            if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                Fail::NoAnswer
-            } else {
-                Fail::Conn { sent: true, err }
-            }
-        })
-    }
+/// Where a client's requests go and its replies come from: a connection, or (the fuzz
+/// target `torch_client`) bytes. Every reply is decoded by the provided methods, from the
+/// bytes `read_some` hands them, so a server's bytes reach nothing else.
+trait Replies {
+    /// Send a request.
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Attempt<()>;
+
+    /// One read of at least one byte by the deadline.
+    fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> Attempt<usize>;
 
     /// Read exactly `buf.len()` bytes by the deadline.
     fn read_exact(&mut self, buf: &mut [u8], deadline: Instant) -> Attempt<()> {
@@ -569,46 +571,6 @@ impl Conn {
             got += n;
         }
         Ok(())
-    }
-
-    /// One read of at least one byte by the deadline.
-    fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> Attempt<usize> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Fail::NoAnswer);
-            }
-            // Rounded down to 10 ms, so a far deadline does not cost a system call per read.
-            let t = Duration::from_millis(((left.as_millis() / 10) * 10) as u64)
-                .max(Duration::from_millis(1))
-                .min(left);
-            if self.read_timeout != Some(t) {
-                self.stream
-                    .set_read_timeout(Some(t))
-                    .map_err(|err| Fail::Conn { sent: true, err })?;
-                self.read_timeout = Some(t);
-            }
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    return Err(Fail::Conn {
-                        sent: true,
-                        err: io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the torch store closed the connection",
-                        ),
-                    });
-                }
-                Ok(n) => return Ok(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(err) => return Err(Fail::Conn { sent: true, err }),
-            }
-        }
     }
 
     fn u8(&mut self, deadline: Instant) -> Attempt<u8> {
@@ -656,6 +618,149 @@ impl Conn {
             value.extend_from_slice(&chunk[..n]);
         }
         Ok(value)
+    }
+
+    /// The answer to `CHECK keys` then `MULTI_GET keys` sent in one write: the values, or
+    /// `None` when a key was missing at the check. At most [`MAX_REPLY_BYTES`] in all.
+    fn multi_get_answer(
+        &mut self,
+        keys: &[&[u8]],
+        deadline: Instant,
+    ) -> Attempt<Option<Vec<Vec<u8>>>> {
+        let ready = self.check_answer(keys.first().copied(), deadline)?;
+        let mut total = 0usize;
+        let mut values = Vec::with_capacity(keys.len());
+        for k in keys {
+            let left = MAX_REPLY_BYTES - total;
+            let v = self.value(k, TORCH_MAX_VALUE_LEN.min(left), deadline)?;
+            total += v.len();
+            values.push(v);
+        }
+        Ok(ready.then_some(values))
+    }
+}
+
+impl Replies for Conn {
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Attempt<()> {
+        self.stream
+            .set_write_timeout(Some(budget(deadline)))
+            .map_err(|err| Fail::Conn { sent: false, err })?;
+        self.stream.write_all(bytes).map_err(|err| {
+            if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                Fail::NoAnswer
+            } else {
+                Fail::Conn { sent: true, err }
+            }
+        })
+    }
+
+    fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> Attempt<usize> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Fail::NoAnswer);
+            }
+            // Rounded down to 10 ms, so a far deadline does not cost a system call per read.
+            let t = Duration::from_millis(((left.as_millis() / 10) * 10) as u64)
+                .max(Duration::from_millis(1))
+                .min(left);
+            if self.read_timeout != Some(t) {
+                self.stream
+                    .set_read_timeout(Some(t))
+                    .map_err(|err| Fail::Conn { sent: true, err })?;
+                self.read_timeout = Some(t);
+            }
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    return Err(Fail::Conn {
+                        sent: true,
+                        err: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the torch store closed the connection",
+                        ),
+                    });
+                }
+                Ok(n) => return Ok(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => return Err(Fail::Conn { sent: true, err }),
+            }
+        }
+    }
+}
+
+/// The `torch_client` fuzz target: `data` is what a server sends, read as the answers to a
+/// series of requests (the byte before each answer picks the request). Nothing may panic,
+/// and no value may exceed the limit it was read under.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_replies(data: &[u8]) {
+    /// The server's bytes; at their end the server goes silent once (`NoAnswer`, which sends
+    /// a wait into its cancel), then closes.
+    struct Bytes<'a> {
+        data: &'a [u8],
+        silent_once: bool,
+    }
+    impl Replies for Bytes<'_> {
+        fn send(&mut self, _bytes: &[u8], _deadline: Instant) -> Attempt<()> {
+            Ok(())
+        }
+        fn read_some(&mut self, buf: &mut [u8], _deadline: Instant) -> Attempt<usize> {
+            if self.data.is_empty() {
+                if std::mem::take(&mut self.silent_once) {
+                    return Err(Fail::NoAnswer);
+                }
+                let err = io::Error::new(io::ErrorKind::UnexpectedEof, "end of the fuzz input");
+                return Err(Fail::Conn { sent: true, err });
+            }
+            let n = buf.len().min(self.data.len()).min(usize::from(self.data[0] % 7) + 1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+    let keys: [&[u8]; 3] = [b"a", b"bb", b"ccc"];
+    let mut r = Bytes { data, silent_once: true };
+    let d = Instant::now() + Duration::from_secs(1);
+    let store = |ping| TorchStore {
+        endpoint: "fuzz:1".into(),
+        opts: TorchOptions { ping },
+        pool: Mutex::new(Vec::new()),
+    };
+    loop {
+        let Ok(op) = r.u8(d) else { return };
+        let n = usize::from(op >> 4) % (keys.len() + 1);
+        let ok = match op % 8 {
+            0 => r.check_answer(keys.first().copied(), d).is_ok(),
+            1 => r.i64(d).is_ok(),
+            2 => match r.value(b"k", 1 << 12, d) {
+                Ok(v) => {
+                    assert!(v.len() <= 1 << 12, "a value over its limit");
+                    true
+                }
+                Err(_) => false,
+            },
+            3 => match r.multi_get_answer(&keys[..n], d) {
+                Ok(Some(values)) => {
+                    assert_eq!(values.len(), n);
+                    assert!(values.iter().map(Vec::len).sum::<usize>() <= MAX_REPLY_BYTES);
+                    true
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            },
+            4 => TorchStore::wait_on(&mut r, &keys[..n.max(1)], d).is_ok(),
+            5 => TorchStore::missing(&mut r, &keys[..n], d).is_ok_and(|m| m.len() <= n),
+            6 => store(false).handshake(&mut r, d).is_ok(),
+            _ => store(true).handshake(&mut r, d).is_ok(),
+        };
+        if !ok {
+            return;
+        }
     }
 }
 
@@ -749,16 +854,7 @@ impl Store for TorchStore {
             self.wait_keys(keys, deadline)?;
             let got = self.call(Retry::Always, keys.first().copied(), deadline, |c, d| {
                 c.send(&req, d)?;
-                let ready = c.check_answer(keys.first().copied(), d)?;
-                let mut total = 0usize;
-                let mut values = Vec::with_capacity(keys.len());
-                for k in keys {
-                    let left = MAX_REPLY_BYTES - total;
-                    let v = c.value(k, TORCH_MAX_VALUE_LEN.min(left), d)?;
-                    total += v.len();
-                    values.push(v);
-                }
-                Ok(ready.then_some(values))
+                c.multi_get_answer(keys, d)
             })?;
             if let Some(values) = got {
                 return Ok(values);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gloo_rendezvous::{
     Error, FileStore, HashStore, PrefixStore, Store, TcpStore, TcpStoreServer, connect,
 };
+use gloo_testing::bootstrap_keys::{RUN_MARKER, planted_run, run_prefix};
 use gloo_testing::deadline;
 use gloo_transport::loopback::{LoopbackComm, LoopbackConfig, group};
 use gloo_transport::{Communicator, Listener, Rank, Slot};
@@ -97,22 +98,8 @@ fn the_last_rank_deletes_the_bootstrap_keys_so_the_store_serves_the_next_run() {
     let store = Arc::new(HashStore::new());
     for run in 0..3 {
         rendezvous((0..4).map(|_| Box::new(store.clone()) as Box<dyn Store>).collect());
-        let mut keys: Vec<Vec<u8>> = (0..4)
-            .flat_map(|r| [format!("gloo/bootstrap/claim/{r}"), format!("gloo/bootstrap/addr/{r}")])
-            .map(String::into_bytes)
-            .collect();
-        for k in ["result", "joined", "failed", "done"] {
-            keys.push(format!("gloo/bootstrap/{k}").into_bytes());
-        }
-        for k in &keys {
-            let left = store.try_get(k, deadline(5)).unwrap();
-            assert_eq!(
-                left,
-                None,
-                "run {run}: {} is still in the store",
-                String::from_utf8_lossy(k)
-            );
-        }
+        // Claims, entries, result, counters and the run marker: nothing is left.
+        assert_eq!(store.len(), 0, "run {run} left keys in the store");
     }
 }
 
@@ -197,7 +184,9 @@ fn two_processes_claiming_one_rank_both_fail() {
             );
         }
         // Start the other ranks once the conflict is on record, so the order is fixed.
-        store.wait(&[b"gloo/bootstrap/result"], deadline(20)).unwrap();
+        store.wait(&[RUN_MARKER], deadline(20)).unwrap();
+        let run = run_prefix(&store.get(RUN_MARKER, deadline(20)).unwrap()).unwrap();
+        store.wait(&[format!("{run}/result").as_bytes()], deadline(20)).unwrap();
         for l in ls {
             let store = store.clone();
             let r = Rank(l.rank);
@@ -215,8 +204,11 @@ fn two_processes_claiming_one_rank_both_fail() {
 fn a_malformed_entry_names_its_rank() {
     let store = Arc::new(HashStore::new());
     // Something other than a bootstrap entry sits where rank 2's address belongs.
-    store.set(b"gloo/bootstrap/claim/2", b"x", deadline(5)).unwrap();
-    store.set(b"gloo/bootstrap/addr/2", b"\xff\x00garbage", deadline(5)).unwrap();
+    // Rank 0 joins the run planted here, whose other ranks published these entries.
+    let (marker, run) = planted_run([7; 16]);
+    store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+    store.set(format!("{run}/claim/2").as_bytes(), b"x", deadline(5)).unwrap();
+    store.set(format!("{run}/addr/2").as_bytes(), b"\xff\x00garbage", deadline(5)).unwrap();
     let size = 3;
     let errors: Vec<Error> = std::thread::scope(|s| {
         let handles: Vec<_> = listeners(size)
@@ -242,14 +234,17 @@ fn an_address_the_transport_rejects_names_its_rank() {
     let mut entry = b"GBS1".to_vec();
     entry.extend_from_slice(&3u32.to_le_bytes());
     entry.extend_from_slice(b"not-an-address");
-    store.set(b"gloo/bootstrap/claim/2", b"x", deadline(5)).unwrap();
-    store.set(b"gloo/bootstrap/addr/2", &entry, deadline(5)).unwrap();
+    // Rank 0 joins the run planted here, whose other ranks published these entries.
+    let (marker, run) = planted_run([7; 16]);
+    store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+    store.set(format!("{run}/claim/2").as_bytes(), b"x", deadline(5)).unwrap();
+    store.set(format!("{run}/addr/2").as_bytes(), &entry, deadline(5)).unwrap();
     // Rank 1 published a good one.
     let mut good = b"GBS1".to_vec();
     good.extend_from_slice(&3u32.to_le_bytes());
     good.extend_from_slice(b"fake:1");
-    store.set(b"gloo/bootstrap/claim/1", b"y", deadline(5)).unwrap();
-    store.set(b"gloo/bootstrap/addr/1", &good, deadline(5)).unwrap();
+    store.set(format!("{run}/claim/1").as_bytes(), b"y", deadline(5)).unwrap();
+    store.set(format!("{run}/addr/1").as_bytes(), &good, deadline(5)).unwrap();
     let l = listeners(3).into_iter().next().unwrap();
     let e = connect(&store, l, Rank(0), 3, deadline(20)).unwrap_err();
     match &e {
@@ -268,8 +263,11 @@ fn the_tcp_transport_rejects_a_malformed_address_naming_the_rank() {
     let mut entry = b"GBS1".to_vec();
     entry.extend_from_slice(&2u32.to_le_bytes());
     entry.extend_from_slice(b"GTCP\x01\x04garbage");
-    store.set(b"gloo/bootstrap/claim/1", b"x", deadline(5)).unwrap();
-    store.set(b"gloo/bootstrap/addr/1", &entry, deadline(5)).unwrap();
+    // Rank 0 joins the run planted here, whose other ranks published these entries.
+    let (marker, run) = planted_run([7; 16]);
+    store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+    store.set(format!("{run}/claim/1").as_bytes(), b"x", deadline(5)).unwrap();
+    store.set(format!("{run}/addr/1").as_bytes(), &entry, deadline(5)).unwrap();
     let l = TcpListener::bind(TcpConfig::loopback("bad-addr", Rank(0), 2)).unwrap();
     let e = connect(&store, l, Rank(0), 2, deadline(10)).unwrap_err();
     match &e {
@@ -664,8 +662,10 @@ mod multiprocess {
             ),
             Guard::Dir(_) => unreachable!("only network stores can be killed"),
         };
+        probe.wait(&[RUN_MARKER], deadline(60)).unwrap();
+        let run = run_prefix(&probe.get(RUN_MARKER, deadline(60)).unwrap()).unwrap();
         let claims: Vec<Vec<u8>> =
-            (0..size).map(|r| format!("gloo/bootstrap/addr/{r}").into_bytes()).collect();
+            (0..size).map(|r| format!("{run}/addr/{r}").into_bytes()).collect();
         let refs: Vec<&[u8]> = claims.iter().map(Vec::as_slice).collect();
         probe.wait(&refs, deadline(60)).unwrap();
         drop(probe);
@@ -718,8 +718,11 @@ fn the_tcp_transport_refuses_undialable_addresses_at_once_naming_the_rank() {
         let mut entry = b"GBS1".to_vec();
         entry.extend_from_slice(&2u32.to_le_bytes());
         entry.extend_from_slice(&addr);
-        store.set(b"gloo/bootstrap/claim/1", b"x", deadline(5)).unwrap();
-        store.set(b"gloo/bootstrap/addr/1", &entry, deadline(5)).unwrap();
+        // Rank 0 joins the run planted here, whose other ranks published these entries.
+        let (marker, run) = planted_run([7; 16]);
+        store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+        store.set(format!("{run}/claim/1").as_bytes(), b"x", deadline(5)).unwrap();
+        store.set(format!("{run}/addr/1").as_bytes(), &entry, deadline(5)).unwrap();
         let l = TcpListener::bind(TcpConfig::loopback("undialable", Rank(0), 2)).unwrap();
         let e = connect(&store, l, Rank(0), 2, deadline(60)).unwrap_err();
         match &e {
@@ -759,5 +762,179 @@ fn a_failed_start_up_leaves_nothing_that_blocks_the_next_job_on_the_store() {
     }
     for r in run(&[3, 3, 3]) {
         r.unwrap();
+    }
+}
+
+/// A rank's store that goes dead (every call fails, nothing more is written) from the first
+/// call of one kind on: the rank's process died at that point of the rendezvous, leaving in
+/// the store whatever it had written.
+struct DiesAt {
+    inner: FileStore,
+    at: &'static str,
+    dead: std::sync::atomic::AtomicBool,
+}
+
+impl DiesAt {
+    fn new(dir: &std::path::Path, at: &'static str) -> DiesAt {
+        DiesAt { inner: FileStore::new(dir).unwrap(), at, dead: Default::default() }
+    }
+
+    fn call(&self, what: &str) -> gloo_rendezvous::Result<()> {
+        use std::sync::atomic::Ordering;
+        if what == self.at {
+            self.dead.store(true, Ordering::SeqCst);
+        }
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(Error::Unreachable {
+                endpoint: "a dead process".into(),
+                detail: format!("killed at its first {what}"),
+                waited: Duration::ZERO,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Store for DiesAt {
+    fn set(&self, key: &[u8], value: &[u8], d: Instant) -> gloo_rendezvous::Result<()> {
+        self.call("set")?;
+        self.inner.set(key, value, d)
+    }
+    fn try_get(&self, key: &[u8], d: Instant) -> gloo_rendezvous::Result<Option<Vec<u8>>> {
+        self.call("try_get")?;
+        self.inner.try_get(key, d)
+    }
+    fn wait(&self, keys: &[&[u8]], d: Instant) -> gloo_rendezvous::Result<()> {
+        self.call("wait")?;
+        self.inner.wait(keys, d)
+    }
+    fn add(&self, key: &[u8], delta: i64, d: Instant) -> gloo_rendezvous::Result<i64> {
+        self.call("add")?;
+        self.inner.add(key, delta, d)
+    }
+    fn compare_set(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+        d: Instant,
+    ) -> gloo_rendezvous::Result<gloo_rendezvous::CompareSet> {
+        self.call("compare_set")?;
+        self.inner.compare_set(key, expected, new, d)
+    }
+    fn multi_get(&self, keys: &[&[u8]], d: Instant) -> gloo_rendezvous::Result<Vec<Vec<u8>>> {
+        self.call("multi_get")?;
+        self.inner.multi_get(keys, d)
+    }
+    fn multi_set(&self, pairs: &[(&[u8], &[u8])], d: Instant) -> gloo_rendezvous::Result<()> {
+        self.call("multi_set")?;
+        self.inner.multi_set(pairs, d)
+    }
+    fn append(&self, key: &[u8], value: &[u8], d: Instant) -> gloo_rendezvous::Result<()> {
+        self.call("append")?;
+        self.inner.append(key, value, d)
+    }
+    fn delete(&self, key: &[u8], d: Instant) -> gloo_rendezvous::Result<bool> {
+        self.call("delete")?;
+        self.inner.delete(key, d)
+    }
+}
+
+/// Every rank's outcome of one run of `exchange_addresses` (rank r publishes `<tag>:<r>`).
+fn exchange(
+    stores: Vec<Box<dyn Store>>,
+    tag: &str,
+    until: Instant,
+) -> Vec<gloo_rendezvous::Result<Vec<Vec<u8>>>> {
+    let size = stores.len() as u32;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(r, store)| {
+                let addr = format!("{tag}:{r}").into_bytes();
+                s.spawn(move || {
+                    gloo_rendezvous::exchange_addresses(&*store, Rank(r as u32), size, &addr, until)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn file_stores(dir: &std::path::Path, n: usize) -> Vec<Box<dyn Store>> {
+    (0..n).map(|_| Box::new(FileStore::new(dir).unwrap()) as Box<dyn Store>).collect()
+}
+
+/// A run of 2 ranks over a file store in `dir` whose rank `dies` dies at its first `at`.
+fn dead_run(dir: &std::path::Path, dies: usize, at: &'static str) {
+    let mut stores = file_stores(dir, 2);
+    stores[dies] = Box::new(DiesAt::new(dir, at));
+    // Short: the survivor gives up soon (a follower left alone names the missing rank).
+    let outcomes = exchange(stores, "old", Instant::now() + Duration::from_secs(2));
+    assert!(outcomes[dies].is_err() || at == "delete", "{:?}", outcomes[dies]);
+}
+
+/// Set the time the run in `dir`'s marker is over by (ms since the Unix epoch).
+fn set_marker_end(dir: &std::path::Path, over_by_ms: u64) -> String {
+    let store = FileStore::new(dir).unwrap();
+    let mut marker = store.get(RUN_MARKER, deadline(5)).unwrap();
+    let run = run_prefix(&marker).expect("the dead run left its marker");
+    let n = marker.len();
+    marker[n - 8..].copy_from_slice(&over_by_ms.to_le_bytes());
+    store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+    run
+}
+
+/// Issue 14 §2: a job whose rank died in its rendezvous left its keys in the store (here a
+/// file store directory: nothing expires there). The job restarted on the same store with the
+/// same prefix must never read the dead run's entries or result as its own (it would connect
+/// to stale addresses, or wait for ranks that are gone). While the dead run is not over by its
+/// marker, every restarted rank fails at once with `RankConflict` (not at its deadline); once
+/// it is over, the restarted job starts a new run and gets the new addresses.
+#[test]
+fn a_job_restarted_after_a_rank_died_never_takes_the_dead_runs_keys_for_its_own() {
+    // Rank 0 dies as it starts gathering; rank 1 dies after reading the addresses, before it
+    // cleaned up (the dead run's result, with its addresses, stays in the store).
+    for (dies, at) in [(0, "multi_get"), (1, "delete")] {
+        let dir = tempfile::tempdir().unwrap();
+        dead_run(dir.path(), dies, at);
+        // Not over for a long while yet (the test does not wait for clocks).
+        set_marker_end(dir.path(), u64::MAX / 2);
+        for (r, outcome) in
+            exchange(file_stores(dir.path(), 2), "new", deadline(60)).into_iter().enumerate()
+        {
+            match outcome {
+                Err(Error::RankConflict { rank, .. }) => assert_eq!(rank as usize, r),
+                other => panic!("rank {dies} died at {at}: restarted rank {r} got {other:?}"),
+            }
+        }
+        // Over (as if its deadline and the slack for clocks had passed).
+        let dead = set_marker_end(dir.path(), 0);
+        for outcome in exchange(file_stores(dir.path(), 2), "new", deadline(60)) {
+            assert_eq!(
+                outcome.unwrap(),
+                vec![b"new:0".to_vec(), b"new:1".to_vec()],
+                "rank {dies} died at {at}"
+            );
+        }
+        // The new run did not touch the dead one's keys (they are litter in a file store).
+        let store = FileStore::new(dir.path()).unwrap();
+        assert!(
+            store.try_get(format!("{dead}/claim/1").as_bytes(), deadline(5)).unwrap().is_some()
+        );
+    }
+}
+
+/// Anything in the run marker's place that is not a marker is replaced by a new run.
+#[test]
+fn a_run_marker_that_is_not_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path()).unwrap();
+    for junk in [&b"garbage"[..], b"", b"GBN1", &[0u8; 28]] {
+        store.set(RUN_MARKER, junk, deadline(5)).unwrap();
+        for outcome in exchange(file_stores(dir.path(), 2), "new", deadline(60)) {
+            assert_eq!(outcome.unwrap(), vec![b"new:0".to_vec(), b"new:1".to_vec()]);
+        }
     }
 }

@@ -200,7 +200,9 @@ fn a_key_of_the_wrong_type_or_size_is_corrupt_at_once_naming_it() {
         }
     }
     // Rank 1's bootstrap entry is a list: rank 0 fails at once naming it.
-    assert_eq!(raw(&server, None, "RPUSH p/gloo/bootstrap/addr/1 x"), ":1");
+    let (marker, run) = gloo_testing::bootstrap_keys::planted_run([7; 16]);
+    store.set(gloo_testing::bootstrap_keys::RUN_MARKER, &marker, deadline(5)).unwrap();
+    assert_eq!(raw(&server, None, &format!("RPUSH p/{run}/addr/1 x")), ":1");
     let l = gloo_transport::tcp::TcpListener::bind(gloo_transport::tcp::TcpConfig::loopback(
         "corrupt",
         gloo_transport::Rank(0),
@@ -209,5 +211,5 @@ fn a_key_of_the_wrong_type_or_size_is_corrupt_at_once_naming_it() {
     .unwrap();
     let e =
         gloo_rendezvous::connect(&store, l, gloo_transport::Rank(0), 2, deadline(60)).unwrap_err();
-    assert!(e.to_string().contains("gloo/bootstrap/addr/1"), "{e}");
+    assert!(e.to_string().contains(&format!("{run}/addr/1")), "{e}");
 }

@@ -83,6 +83,9 @@ mod comm;
 #[cfg(not(loom))]
 mod config;
 mod error;
+#[cfg(all(feature = "fuzzing", not(loom)))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(not(loom))]
 mod hello;
 #[cfg(not(loom))]

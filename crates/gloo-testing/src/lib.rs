@@ -2,18 +2,21 @@
 //!
 //! What it holds: the transport conformance suite that every transport passes
 //! ([`conformance`]), helpers that run one closure per rank on threads ([`run_ranks`]) or one
-//! process per rank ([`procs`]), and bounded deadlines for tests.
+//! process per rank ([`procs`]), network faults (a fault proxy and network namespaces whose
+//! link can be cut or throttled: [`netfault`]), and bounded deadlines for tests.
 //!
 //! What it does not hold: assertions about timing (tests never assert timings), or anything a
 //! library needs at run time.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap_keys;
 /// The transport conformance suite. It lives in `gloo-transport` behind its `conformance`
 /// feature, so that a transport written outside this workspace can run it too; the
 /// workspace's tests reach it here.
 pub mod conformance {
     pub use gloo_transport::conformance::*;
 }
+pub mod netfault;
 pub mod procs;
 pub mod redis;
 pub mod rng;

@@ -94,8 +94,10 @@ fn rogue_wrong_magic() {
 #[test]
 fn rogue_wrong_version() {
     let mut hello = good_hello("version");
-    hello[4..6].copy_from_slice(&2u16.to_le_bytes());
-    refused("version", &hello, &["protocol error from an unidentified peer", "protocol version 2"]);
+    let other = proto::VERSION + 1;
+    hello[4..6].copy_from_slice(&other.to_le_bytes());
+    let said = format!("protocol version {other}");
+    refused("version", &hello, &["protocol error from an unidentified peer", &said]);
 }
 
 #[test]

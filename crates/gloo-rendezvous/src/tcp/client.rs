@@ -163,18 +163,10 @@ impl TcpStore {
         let frame = f.finish().map_err(HandshakeError::Fatal)?;
         let reply = deadline.max(Instant::now() + MIN_BUDGET);
         let (status, body) = conn.roundtrip(&frame, 0, reply).map_err(HandshakeError::from)?;
-        let mut r = Reader::new(&body, "hello answer");
         if status != ST_OK {
             return Err(HandshakeError::Fatal(remote_error(status, &body, &self.endpoint)));
         }
-        let parsed = (|| {
-            let version = r.u16()?;
-            let auth = r.u8()?;
-            let server_nonce: [u8; NONCE_LEN] = r.array()?;
-            r.end()?;
-            Ok::<_, Error>((version, auth, server_nonce))
-        })();
-        let (version, auth, server_nonce) = parsed.map_err(HandshakeError::Fatal)?;
+        let (version, auth, server_nonce) = answers::hello(&body).map_err(HandshakeError::Fatal)?;
         if version != VERSION {
             return Err(HandshakeError::Fatal(Error::Protocol {
                 detail: format!(
@@ -394,18 +386,12 @@ impl Conn {
         }
         loop {
             self.fill(4, deadline)?;
-            let b = &self.buf[self.start..];
-            let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-            if !(5..=MAX_FRAME).contains(&len) {
-                return Err(Fail::Protocol(Error::Protocol {
-                    detail: format!("store answer of {len} bytes is outside the valid range"),
-                }));
-            }
+            let len = answers::frame_len(&self.buf[self.start..self.start + 4])
+                .map_err(Fail::Protocol)?;
             self.fill(4 + len, deadline)?;
-            let frame = &self.buf[self.start + 4..self.start + 4 + len];
-            let status = frame[0];
-            let id = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]);
-            let body = frame[5..].to_vec();
+            let (status, id, body) =
+                answers::frame_parts(&self.buf[self.start + 4..self.start + 4 + len]);
+            let body = body.to_vec();
             self.start += 4 + len;
             if self.start == self.end {
                 self.start = 0;
@@ -528,15 +514,12 @@ impl Store for TcpStore {
         let mut f = Frame::request(Cmd::TryGet, id);
         f.bytes(key);
         let body = self.call(&f.finish()?, id, Retry::Always, None, deadline)?;
-        let mut r = Reader::new(&body, "try_get answer");
-        let v = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
-        r.end()?;
-        Ok(v)
+        answers::try_get(&body)
     }
 
     fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
         let body = self.waiting(Cmd::Wait, keys, deadline)?;
-        Reader::new(&body, "wait answer").end()
+        answers::wait(&body)
     }
 
     fn add(&self, key: &[u8], delta: i64, deadline: Instant) -> Result<i64> {
@@ -545,10 +528,7 @@ impl Store for TcpStore {
         let mut f = Frame::request(Cmd::Add, id);
         f.bytes(key).i64(delta);
         let body = self.call(&f.finish()?, id, Retry::OnlyIfUnsent, None, deadline)?;
-        let mut r = Reader::new(&body, "add answer");
-        let v = r.i64()?;
-        r.end()?;
-        Ok(v)
+        answers::add(&body)
     }
 
     fn compare_set(
@@ -568,32 +548,12 @@ impl Store for TcpStore {
         };
         f.bytes(new);
         let body = self.call(&f.finish()?, id, Retry::OnlyIfUnsent, None, deadline)?;
-        let mut r = Reader::new(&body, "compare_set answer");
-        let outcome = if r.u8()? == 1 {
-            CompareSet::Swapped
-        } else {
-            let current = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
-            CompareSet::Mismatch { current }
-        };
-        r.end()?;
-        Ok(outcome)
+        answers::compare_set(&body)
     }
 
     fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
         let body = self.waiting(Cmd::Get, keys, deadline)?;
-        let mut r = Reader::new(&body, "get answer");
-        let n = r.count(4)?;
-        if n != keys.len() {
-            return Err(Error::Protocol {
-                detail: format!("asked for {} values, the store sent {n}", keys.len()),
-            });
-        }
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            values.push(r.bytes()?.to_vec());
-        }
-        r.end()?;
-        Ok(values)
+        answers::get(&body, keys.len())
     }
 
     fn multi_set(&self, pairs: &[(&[u8], &[u8])], deadline: Instant) -> Result<()> {
@@ -623,9 +583,135 @@ impl Store for TcpStore {
         let mut f = Frame::request(Cmd::Delete, id);
         f.bytes(key);
         let body = self.call(&f.finish()?, id, Retry::Always, None, deadline)?;
-        let mut r = Reader::new(&body, "delete answer");
+        answers::delete(&body)
+    }
+}
+
+/// The decoders of the server's answers: pure functions of the bytes received (untrusted),
+/// kept apart from the connection so that the fuzz target `store_client` runs exactly these.
+pub(crate) mod answers {
+    use super::*;
+
+    /// The body length announced by an answer's 4-byte prefix, checked against the frame
+    /// limit before anything is read for it.
+    pub(crate) fn frame_len(prefix: &[u8]) -> Result<usize> {
+        let len = match prefix {
+            [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+            _ => {
+                return Err(Error::Protocol {
+                    detail: format!("an answer prefix of {} bytes", prefix.len()),
+                });
+            }
+        };
+        if !(5..=MAX_FRAME).contains(&len) {
+            return Err(Error::Protocol {
+                detail: format!("store answer of {len} bytes is outside the valid range"),
+            });
+        }
+        Ok(len)
+    }
+
+    /// Status, request id and payload of an answer body of a length [`frame_len`] accepted
+    /// (at least 5 bytes).
+    pub(crate) fn frame_parts(frame: &[u8]) -> (u8, u32, &[u8]) {
+        match frame {
+            [status, a, b, c, d, body @ ..] => {
+                (*status, u32::from_le_bytes([*a, *b, *c, *d]), body)
+            }
+            // frame_len refuses bodies under 5 bytes; an empty status would be refused as
+            // an unknown status by every caller.
+            _ => (u8::MAX, 0, &[]),
+        }
+    }
+
+    /// The hello answer: version, whether the server asks for the token, its nonce.
+    pub(crate) fn hello(body: &[u8]) -> Result<(u16, u8, [u8; NONCE_LEN])> {
+        let mut r = Reader::new(body, "hello answer");
+        let version = r.u16()?;
+        let auth = r.u8()?;
+        let server_nonce: [u8; NONCE_LEN] = r.array()?;
+        r.end()?;
+        Ok((version, auth, server_nonce))
+    }
+
+    pub(crate) fn try_get(body: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut r = Reader::new(body, "try_get answer");
+        let v = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
+        r.end()?;
+        Ok(v)
+    }
+
+    pub(crate) fn wait(body: &[u8]) -> Result<()> {
+        Reader::new(body, "wait answer").end()
+    }
+
+    pub(crate) fn add(body: &[u8]) -> Result<i64> {
+        let mut r = Reader::new(body, "add answer");
+        let v = r.i64()?;
+        r.end()?;
+        Ok(v)
+    }
+
+    pub(crate) fn compare_set(body: &[u8]) -> Result<CompareSet> {
+        let mut r = Reader::new(body, "compare_set answer");
+        let outcome = if r.u8()? == 1 {
+            CompareSet::Swapped
+        } else {
+            let current = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
+            CompareSet::Mismatch { current }
+        };
+        r.end()?;
+        Ok(outcome)
+    }
+
+    /// The values of a `get` of `asked` keys.
+    pub(crate) fn get(body: &[u8], asked: usize) -> Result<Vec<Vec<u8>>> {
+        let mut r = Reader::new(body, "get answer");
+        let n = r.count(4)?;
+        if n != asked {
+            return Err(Error::Protocol {
+                detail: format!("asked for {asked} values, the store sent {n}"),
+            });
+        }
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            values.push(r.bytes()?.to_vec());
+        }
+        r.end()?;
+        Ok(values)
+    }
+
+    pub(crate) fn delete(body: &[u8]) -> Result<bool> {
+        let mut r = Reader::new(body, "delete answer");
         let existed = r.u8()? == 1;
         r.end()?;
         Ok(existed)
+    }
+}
+
+/// The `store_client` fuzz target: `data` read as a stream of answers, each frame handed to
+/// every decoder (as an answer to each kind of request). Nothing may panic; a frame the
+/// prefix check accepts is within the frame limit.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_answers(mut data: &[u8]) {
+    while data.len() >= 4 {
+        let Ok(len) = answers::frame_len(&data[..4]) else { return };
+        assert!(len <= MAX_FRAME);
+        let Some(frame) = data.get(4..4 + len) else { return };
+        data = &data[4 + len..];
+        let (status, _id, body) = answers::frame_parts(frame);
+        let _ = answers::hello(body);
+        let _ = answers::try_get(body);
+        let _ = answers::wait(body);
+        let _ = answers::add(body);
+        let _ = answers::compare_set(body);
+        let asked = usize::from(status);
+        if let Ok(values) = answers::get(body, asked) {
+            assert_eq!(values.len(), asked);
+            assert!(values.iter().map(|v| 4 + v.len()).sum::<usize>() + 4 == body.len());
+        }
+        let _ = answers::delete(body);
+        let _ = remote_error(status, body, "fuzz");
+        let _ = timeout_from(body, Instant::now());
     }
 }

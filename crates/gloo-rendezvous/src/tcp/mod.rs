@@ -11,6 +11,11 @@ mod client;
 pub(crate) mod proto;
 mod server;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use client::fuzz_answers;
+#[cfg(feature = "fuzzing")]
+pub(crate) use server::fuzz::Harness;
+
 pub use client::TcpStore;
 pub use server::{ServerConfig, TcpStoreServer};
 

@@ -21,6 +21,10 @@ use super::proto::{
 use crate::error::{Error, Result};
 use crate::store::{add_counter, check_key, check_value};
 
+#[cfg(feature = "fuzzing")]
+#[path = "server_fuzz.rs"]
+pub(crate) mod fuzz;
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 

@@ -5,7 +5,16 @@ use crate::{Error, Fingerprint, Rank, Result};
 /// `"GLOO"` read as a big-endian `u32`; written little-endian it is the bytes `4F 4F 4C 47`.
 pub const MAGIC: u32 = 0x474C_4F4F;
 /// The protocol version this build speaks. A peer with another version is refused.
-pub const VERSION: u16 = 1;
+///
+/// Version 2 added the integrity check (a `Hello` flag, and when both sides set it the
+/// [`CHECK_LEN`]-byte check block after every header); version 1 peers are refused at their
+/// first frame.
+pub const VERSION: u16 = 2;
+/// The check block that follows every header on a connection that checks integrity, before
+/// the fingerprint and payload: CRC32C (Castagnoli) of the 32 header bytes as sent, then
+/// CRC32C of the frame's body, its fingerprint (if any) followed by its payload (`u32`
+/// little-endian each; an empty body's is 0).
+pub const CHECK_LEN: usize = 8;
 /// The size of every frame header.
 pub const HEADER_LEN: usize = 32;
 /// Flag bit: a [`Fingerprint`] of [`Fingerprint::LEN`] bytes follows the header.
@@ -168,6 +177,15 @@ impl Header {
     }
 }
 
+/// The check block of a frame with `header` whose body (fingerprint, then payload) has the
+/// CRC32C `body_crc` (see [`CHECK_LEN`]).
+pub fn check_block(header: &[u8; HEADER_LEN], body_crc: u32) -> [u8; CHECK_LEN] {
+    let mut b = [0u8; CHECK_LEN];
+    b[..4].copy_from_slice(&crc32c::crc32c(header).to_le_bytes());
+    b[4..].copy_from_slice(&body_crc.to_le_bytes());
+    b
+}
+
 /// Encode a header, followed by `fp` if given, into `out`; returns the bytes used (32 or 64).
 pub fn encode_with_fp(
     mut h: Header,
@@ -204,13 +222,23 @@ pub enum Step<'a> {
 /// It buffers only the fixed-size header and fingerprint; it never allocates, and payload
 /// bytes are handed out as slices of the input (or read by the caller straight into their
 /// destination, then reported with [`consume_payload`](FrameReader::consume_payload)).
+///
+/// A reader [with integrity](FrameReader::with_integrity) also takes each frame's check block
+/// and verifies it: the header's CRC before the header is decoded or acted on, the body's
+/// (fingerprint and payload) before the header is handed out when it has no payload, else as
+/// the payload's last byte is handed out (or [consumed](FrameReader::consume_payload_bytes)).
+/// A mismatch is an [`Error::Protocol`] naming the peer.
 #[derive(Debug)]
 pub struct FrameReader {
     peer: Option<Rank>,
-    buf: [u8; HEADER_LEN + Fingerprint::LEN],
+    /// The header, the check block (with integrity), the fingerprint.
+    buf: [u8; HEADER_LEN + CHECK_LEN + Fingerprint::LEN],
     have: usize,
     header: Option<Header>,
     payload_left: u64,
+    integrity: bool,
+    /// With integrity: the current body's expected CRC32C and the CRC of its bytes so far.
+    payload_crc: (u32, u32),
 }
 
 impl FrameReader {
@@ -218,11 +246,45 @@ impl FrameReader {
     pub fn new(peer: Option<Rank>) -> FrameReader {
         FrameReader {
             peer,
-            buf: [0; HEADER_LEN + Fingerprint::LEN],
+            buf: [0; HEADER_LEN + CHECK_LEN + Fingerprint::LEN],
             have: 0,
             header: None,
             payload_left: 0,
+            integrity: false,
+            payload_crc: (0, 0),
         }
+    }
+
+    /// A reader for frames from `peer` that each carry a check block ([`CHECK_LEN`]).
+    pub fn with_integrity(peer: Option<Rank>) -> FrameReader {
+        FrameReader { integrity: true, ..FrameReader::new(peer) }
+    }
+
+    /// Whether this reader verifies check blocks.
+    pub fn checks_integrity(&self) -> bool {
+        self.integrity
+    }
+
+    fn corrupted(&self, what: &str) -> Error {
+        Error::Protocol {
+            peer: self.peer,
+            detail: format!(
+                "a frame failed its integrity check ({what} does not match its CRC32C): the \
+                 bytes were corrupted between the peers (a faulty NIC, switch or middlebox); \
+                 the connection is closed"
+            ),
+        }
+    }
+
+    /// Count `bytes` into the current payload's CRC; at the payload's end, check it.
+    fn payload_checked(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.integrity {
+            self.payload_crc.1 = crc32c::crc32c_append(self.payload_crc.1, bytes);
+            if self.payload_left == 0 && self.payload_crc.1 != self.payload_crc.0 {
+                return Err(self.corrupted("the payload"));
+            }
+        }
+        Ok(())
     }
 
     /// Name the peer in later errors (once the handshake told who it is).
@@ -246,9 +308,25 @@ impl FrameReader {
     ///
     /// If `n` exceeds [`payload_left`](FrameReader::payload_left), which would be a bug in the
     /// caller, never a consequence of peer input.
+    ///
+    /// A reader with integrity cannot check bytes it did not see: use
+    /// [`consume_payload_bytes`](FrameReader::consume_payload_bytes) with it.
     pub fn consume_payload(&mut self, n: u64) {
         assert!(n <= self.payload_left, "consumed more payload than the frame holds");
         self.payload_left -= n;
+    }
+
+    /// Record that the caller read `bytes` of payload itself (straight into their
+    /// destination): with integrity, they count into the payload's check, and the payload's
+    /// last bytes are checked here (an error means the payload was corrupted).
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` is longer than [`payload_left`](FrameReader::payload_left), as
+    /// [`consume_payload`](FrameReader::consume_payload).
+    pub fn consume_payload_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.consume_payload(bytes.len() as u64);
+        self.payload_checked(bytes)
     }
 
     /// Consume a prefix of `input`; returns how many bytes were used and what they made.
@@ -259,16 +337,37 @@ impl FrameReader {
                 return Ok((0, Step::NeedMore));
             }
             self.payload_left -= n as u64;
+            self.payload_checked(&input[..n])?;
             return Ok((n, Step::Payload(&input[..n])));
         }
         let mut used = 0;
-        if self.have < HEADER_LEN {
-            let n = (HEADER_LEN - self.have).min(input.len());
+        // The header, and with integrity its check block: the header is checked before it is
+        // decoded, so no field of a corrupted header (a length, the fingerprint flag) is
+        // ever acted on.
+        let first = if self.integrity { HEADER_LEN + CHECK_LEN } else { HEADER_LEN };
+        if self.have < first {
+            let n = (first - self.have).min(input.len());
             self.buf[self.have..self.have + n].copy_from_slice(&input[..n]);
             self.have += n;
             used += n;
-            if self.have < HEADER_LEN {
+            if self.have < first {
                 return Ok((used, Step::NeedMore));
+            }
+            if self.integrity {
+                let word = |i: usize| {
+                    u32::from_le_bytes([
+                        self.buf[i],
+                        self.buf[i + 1],
+                        self.buf[i + 2],
+                        self.buf[i + 3],
+                    ])
+                };
+                let (head_crc, body_crc) = (word(HEADER_LEN), word(HEADER_LEN + 4));
+                if crc32c::crc32c(&self.buf[..HEADER_LEN]) != head_crc {
+                    self.have = 0;
+                    return Err(self.corrupted("the header"));
+                }
+                self.payload_crc = (body_crc, 0);
             }
             let mut hb = [0u8; HEADER_LEN];
             hb.copy_from_slice(&self.buf[..HEADER_LEN]);
@@ -284,7 +383,7 @@ impl FrameReader {
         let Some(h) = self.header else {
             return Err(Error::Protocol { peer: self.peer, detail: "reader state lost".into() });
         };
-        let want = if h.has_fp() { HEADER_LEN + Fingerprint::LEN } else { HEADER_LEN };
+        let want = if h.has_fp() { first + Fingerprint::LEN } else { first };
         if self.have < want {
             let n = (want - self.have).min(input.len() - used);
             self.buf[self.have..self.have + n].copy_from_slice(&input[used..used + n]);
@@ -296,12 +395,21 @@ impl FrameReader {
         }
         let fp = h.has_fp().then(|| {
             let mut f = [0u8; Fingerprint::LEN];
-            f.copy_from_slice(&self.buf[HEADER_LEN..]);
+            f.copy_from_slice(&self.buf[first..want]);
             Fingerprint(f)
         });
         self.have = 0;
         self.header = None;
         self.payload_left = h.payload_len();
+        if self.integrity {
+            // The body check covers the fingerprint, then the payload.
+            if let Some(f) = &fp {
+                self.payload_crc.1 = crc32c::crc32c(&f.0);
+            }
+            if self.payload_left == 0 {
+                self.payload_checked(&[])?;
+            }
+        }
         Ok((used, Step::Header(h, fp)))
     }
 }
@@ -455,5 +563,95 @@ mod tests {
         let (n, step) = r.feed(&[1, 2, 3, 4]).unwrap();
         assert_eq!((n, step), (3, Step::Payload(&[1, 2, 3])));
         assert!(r.at_boundary());
+    }
+
+    /// A frame as a connection that checks integrity sends it: header, check block, body.
+    fn checked(h: Header, fp: Option<Fingerprint>, payload: &[u8]) -> Vec<u8> {
+        let mut b = [0u8; HEADER_LEN + Fingerprint::LEN];
+        let n = encode_with_fp(h, fp.as_ref(), &mut b);
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&b[..HEADER_LEN]);
+        let body_crc = crc32c::crc32c_append(crc32c::crc32c(&b[HEADER_LEN..n]), payload);
+        let mut out = header.to_vec();
+        out.extend_from_slice(&check_block(&header, body_crc));
+        out.extend_from_slice(&b[HEADER_LEN..n]);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A frame as read back: header, fingerprint, payload.
+    type Read = (Header, Option<Fingerprint>, Vec<u8>);
+
+    /// Every frame of `stream`, read one byte at a time.
+    fn read_all(r: &mut FrameReader, stream: &[u8]) -> Result<Vec<Read>> {
+        let mut frames: Vec<Read> = Vec::new();
+        for i in 0..stream.len() {
+            let (n, step) = r.feed(&stream[i..=i])?;
+            assert_eq!(n, 1);
+            match step {
+                Step::Header(h, fp) => frames.push((h, fp, Vec::new())),
+                Step::Payload(p) => {
+                    frames.last_mut().expect("a header first").2.extend_from_slice(p)
+                }
+                Step::NeedMore => {}
+            }
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn integrity_frames_read_back_and_a_flipped_bit_anywhere_is_an_error() {
+        let fp = Fingerprint([7; Fingerprint::LEN]);
+        let frames = [
+            (Header::new(Opcode::Eager, 3, 5, 0), Some(fp), b"hello".to_vec()),
+            (Header::new(Opcode::Rts, 4, 1 << 20, 9), Some(fp), Vec::new()),
+            (Header::new(Opcode::Heartbeat, 0, 0, 0), None, Vec::new()),
+            (Header::new(Opcode::Data, 0, 3, 9), None, b"abc".to_vec()),
+        ];
+        let mut stream = Vec::new();
+        for (h, fp, p) in &frames {
+            stream.extend(checked(*h, *fp, p));
+        }
+        let got = read_all(&mut FrameReader::with_integrity(Some(Rank(2))), &stream).unwrap();
+        let want: Vec<_> = frames
+            .iter()
+            .map(|(h, fp, p)| {
+                let flags = if fp.is_some() { FLAG_FP } else { 0 };
+                (Header { flags, ..*h }, *fp, p.clone())
+            })
+            .collect();
+        assert_eq!(got, want);
+        // A reader without integrity takes the check block for the next header.
+        assert!(read_all(&mut FrameReader::new(None), &stream).is_err());
+        for bit in 0..stream.len() * 8 {
+            let mut bad = stream.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            match read_all(&mut FrameReader::with_integrity(Some(Rank(2))), &bad) {
+                Err(Error::Protocol { peer: Some(Rank(2)), detail }) => {
+                    assert!(detail.contains("integrity"), "bit {bit}: {detail}")
+                }
+                other => panic!("bit {bit}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn integrity_payload_read_by_the_caller_is_checked_too() {
+        let payload = vec![0x33u8; 1000];
+        let stream = checked(Header::new(Opcode::Data, 0, 1000, 1), None, &payload);
+        for corrupt in [false, true] {
+            let mut r = FrameReader::with_integrity(Some(Rank(1)));
+            let (n, step) = r.feed(&stream).unwrap();
+            assert!(matches!(step, Step::Header(..)));
+            let mut landed = stream[n..].to_vec();
+            if corrupt {
+                landed[999] ^= 0x80;
+            }
+            // Read by the caller in two pieces, straight into its buffer.
+            r.consume_payload_bytes(&landed[..400]).unwrap();
+            let end = r.consume_payload_bytes(&landed[400..]);
+            assert_eq!(end.is_err(), corrupt, "{end:?}");
+            assert!(r.at_boundary());
+        }
     }
 }

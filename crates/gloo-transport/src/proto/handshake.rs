@@ -37,6 +37,10 @@ pub const HELLO_TOKEN: u32 = 1;
 /// `Hello` flag bit: the sender connects lazily (either rank of a pair may dial, and the
 /// acceptor ends the handshake with a verdict; see [`Handshake::lazy`]).
 pub(crate) const HELLO_LAZY: u32 = 2;
+/// `Hello` flag bit: the sender checks the integrity of every data-phase frame (each carries
+/// a [check block](super::CHECK_LEN)); see [`Handshake::integrity`]. Both sides must set it,
+/// or neither.
+pub const HELLO_INTEGRITY: u32 = 4;
 
 /// The SHA-256 of a job id, as carried in `Hello`.
 pub fn job_hash(job: &str) -> [u8; 32] {
@@ -201,13 +205,14 @@ pub struct Handshake {
     peer: Option<Rank>,
     expect: Option<Rank>,
     lazy: bool,
+    integrity: bool,
     verdict: Option<bool>,
 }
 
 impl Handshake {
-    fn my_flags(cfg: &HandshakeConfig, lazy: bool) -> u32 {
+    fn my_flags(cfg: &HandshakeConfig, lazy: bool, integrity: bool) -> u32 {
         let token = if cfg.token.is_some() { HELLO_TOKEN } else { 0 };
-        token | if lazy { HELLO_LAZY } else { 0 }
+        token | if lazy { HELLO_LAZY } else { 0 } | if integrity { HELLO_INTEGRITY } else { 0 }
     }
 
     /// The connector's `Hello` frame.
@@ -216,13 +221,14 @@ impl Handshake {
         to: Rank,
         nonce: [u8; NONCE_LEN],
         lazy: bool,
+        integrity: bool,
     ) -> Vec<u8> {
         Hello {
             job: cfg.job,
             from: cfg.me,
             to,
             size: cfg.size,
-            flags: Self::my_flags(cfg, lazy),
+            flags: Self::my_flags(cfg, lazy, integrity),
             nonce,
         }
         .encode()
@@ -231,7 +237,7 @@ impl Handshake {
 
     /// The connecting side, which dials `to` and speaks first.
     pub fn connector(cfg: HandshakeConfig, to: Rank, nonce: [u8; NONCE_LEN]) -> Handshake {
-        let hello = Self::connector_hello(&cfg, to, nonce, false);
+        let hello = Self::connector_hello(&cfg, to, nonce, false, false);
         Handshake {
             role: Role::Connector,
             state: State::Hello,
@@ -244,6 +250,7 @@ impl Handshake {
             peer: None,
             expect: Some(to),
             lazy: false,
+            integrity: false,
             verdict: None,
             cfg,
         }
@@ -263,6 +270,7 @@ impl Handshake {
             peer: None,
             expect: None,
             lazy: false,
+            integrity: false,
             verdict: None,
             cfg,
         }
@@ -281,13 +289,30 @@ impl Handshake {
     /// sides must be lazy: a `Hello` whose lazy flag differs from ours is refused.
     pub fn lazy(mut self) -> Handshake {
         self.lazy = true;
+        self.rebuild_hello();
+        self
+    }
+
+    /// Switch this (fresh) side to the integrity-checked data phase: its `Hello` says so
+    /// ([`HELLO_INTEGRITY`]), and a peer whose `Hello` says otherwise is refused, naming the
+    /// difference (the connector gets [`Error::Config`] at once). After the handshake every
+    /// frame each way carries a check block (see [`CHECK_LEN`](super::CHECK_LEN)); the
+    /// handshake's own frames do not (in token mode their MACs cover them).
+    pub fn integrity(mut self) -> Handshake {
+        self.integrity = true;
+        self.rebuild_hello();
+        self
+    }
+
+    /// A connector's `Hello` after its mode changed (it is the first thing it sends).
+    fn rebuild_hello(&mut self) {
         if self.role == Role::Connector {
             let to = self.expect.expect("a connector always knows whom it dials");
-            let hello = Self::connector_hello(&self.cfg, to, self.my_nonce, true);
+            let hello =
+                Self::connector_hello(&self.cfg, to, self.my_nonce, self.lazy, self.integrity);
             self.conn_hello = hello.clone();
             self.out = hello;
         }
-        self
     }
 
     /// A lazy acceptor whose connector has authenticated: the connector's rank, until
@@ -398,16 +423,18 @@ impl Handshake {
                     // closing, so that it can name the mismatch at once instead of retrying
                     // until its deadline. Nothing secret is in a `Hello`.
                     let theirs_token = hello.flags & HELLO_TOKEN != 0;
+                    let theirs_integrity = hello.flags & HELLO_INTEGRITY != 0;
                     let config = hello.job != self.cfg.job
                         || hello.size != self.cfg.size
-                        || theirs_token != self.cfg.token.is_some();
+                        || theirs_token != self.cfg.token.is_some()
+                        || theirs_integrity != self.integrity;
                     if self.role == Role::Acceptor && config {
                         let mine = Hello {
                             job: self.cfg.job,
                             from: self.cfg.me,
                             to: hello.from,
                             size: self.cfg.size,
-                            flags: Self::my_flags(&self.cfg, self.lazy),
+                            flags: Self::my_flags(&self.cfg, self.lazy, self.integrity),
                             nonce: self.my_nonce,
                         };
                         self.out.extend_from_slice(&mine.encode());
@@ -426,7 +453,7 @@ impl Handshake {
                             from: self.cfg.me,
                             to: hello.from,
                             size: self.cfg.size,
-                            flags: Self::my_flags(&self.cfg, self.lazy),
+                            flags: Self::my_flags(&self.cfg, self.lazy, self.integrity),
                             nonce: self.my_nonce,
                         }
                         .encode();
@@ -589,6 +616,21 @@ impl Handshake {
                 h.from
             ));
         }
+        let theirs = h.flags & HELLO_INTEGRITY != 0;
+        if theirs != self.integrity {
+            let says = |on: bool| if on { "checks" } else { "does not check" };
+            let detail = format!(
+                "integrity settings differ: this rank {} the integrity of every frame \
+                 (CRC32C), the peer {} (every rank must use the same setting: \
+                 TcpConfig::integrity or GLOO_INTEGRITY)",
+                says(self.integrity),
+                says(theirs)
+            );
+            if dialled {
+                return Err(Error::Config { detail: format!("rank {}: {detail}", h.from) });
+            }
+            return refuse(detail);
+        }
         let theirs = h.flags & HELLO_TOKEN != 0;
         let ours = self.cfg.token.is_some();
         if theirs != ours {
@@ -668,6 +710,39 @@ mod tests {
         let a = Handshake::acceptor(cfg(1, Some(b"u")), [2; 32]);
         let (x, _) = run(c, a);
         assert!(matches!(x, Err(Error::Auth { peer: Some(Rank(1)), .. })), "{x:?}");
+    }
+
+    #[test]
+    fn integrity_is_agreed_by_both_sides_or_refused_naming_it() {
+        for token in [Some(&b"t"[..]), None] {
+            let c = Handshake::connector(cfg(3, token), Rank(1), [1; 32]).integrity();
+            let a = Handshake::acceptor(cfg(1, token), [2; 32]).integrity();
+            let (x, y) = run(c, a);
+            assert_eq!((x.unwrap(), y.unwrap()), (Rank(1), Rank(3)));
+            // One side checks, the other does not: the connector is told at once which
+            // setting differs (a configuration error), the acceptor refuses the peer.
+            for connector_checks in [true, false] {
+                let mut c = Handshake::connector(cfg(3, token), Rank(1), [1; 32]);
+                let mut a = Handshake::acceptor(cfg(1, token), [2; 32]);
+                if connector_checks {
+                    c = c.integrity();
+                } else {
+                    a = a.integrity();
+                }
+                let out = c.output().to_vec();
+                let refused = a.feed(&out).unwrap_err();
+                assert!(
+                    matches!(&refused, Error::Protocol { peer: Some(Rank(3)), detail } if detail.contains("integrity")),
+                    "{refused:?}"
+                );
+                let answer = a.output().to_vec();
+                let told = c.feed(&answer).unwrap_err();
+                assert!(
+                    matches!(&told, Error::Config { detail } if detail.contains("integrity settings differ")),
+                    "{told:?}"
+                );
+            }
+        }
     }
 
     #[test]

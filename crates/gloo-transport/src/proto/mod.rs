@@ -112,13 +112,13 @@ mod matching;
 mod peer;
 
 pub use frame::{
-    ABORT_REASON_MAX, AUTH_LEN, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, FLAG_FP,
-    FrameReader, HEADER_LEN, HELLO_LEN, Header, MAGIC, MAX_UNEXPECTED_RTS, Opcode, Step, VERSION,
-    encode_with_fp,
+    ABORT_REASON_MAX, AUTH_LEN, CHECK_LEN, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD,
+    FLAG_FP, FrameReader, HEADER_LEN, HELLO_LEN, Header, MAGIC, MAX_UNEXPECTED_RTS, Opcode, Step,
+    VERSION, check_block, encode_with_fp,
 };
 pub use handshake::{
-    HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR, LABEL_CONNECTOR, MIN_TOKEN_LEN,
-    NONCE_LEN, fresh_nonce, job_hash, transcript_mac, weak_token,
+    HELLO_INTEGRITY, HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR,
+    LABEL_CONNECTOR, MIN_TOKEN_LEN, NONCE_LEN, fresh_nonce, job_hash, transcript_mac, weak_token,
 };
 pub use matching::{Body, Matcher, Message, Outcome, RecvId};
 pub use peer::{Incoming, PeerProto, SendId, eager_charge};

@@ -26,7 +26,10 @@ impl std::fmt::Debug for TcpComm {
 
 /// The engine's settings from a tcp configuration.
 pub(crate) fn engine_config(cfg: &TcpConfig) -> EngineConfig {
-    EngineConfig::default().busy_poll(cfg.busy_poll).peer_timeout(Some(cfg.peer_timeout))
+    EngineConfig::default()
+        .busy_poll(cfg.busy_poll)
+        .peer_timeout(Some(cfg.peer_timeout))
+        .integrity(cfg.integrity_on())
 }
 
 impl TcpComm {

@@ -13,6 +13,11 @@ pub const TOKEN_ENV: &str = "GLOO_AUTH_TOKEN";
 /// The environment variable naming the interface(s) to bind, in [`TcpConfig::interface`]
 /// syntax, when the configuration names none.
 pub const IFNAME_ENV: &str = "GLOO_SOCKET_IFNAME";
+/// The environment variable that turns the integrity check on (`1`, `true`, `yes`) or off
+/// (`0`, `false`, `no`) when the configuration does not say; see [`TcpConfig::integrity`].
+pub const INTEGRITY_ENV: &str = "GLOO_INTEGRITY";
+/// Whether a configuration that does not say (and `GLOO_INTEGRITY` unset) checks integrity.
+pub const DEFAULT_INTEGRITY: bool = false;
 
 /// How connections are authenticated.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,6 +74,7 @@ pub struct TcpConfig {
     pub(crate) peer_timeout: Duration,
     pub(crate) busy_poll: Duration,
     pub(crate) layer: Option<Layer>,
+    integrity: Option<bool>,
 }
 
 /// A [`StreamLayer`] in a configuration.
@@ -101,6 +107,7 @@ impl TcpConfig {
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             busy_poll: DEFAULT_BUSY_POLL,
             layer: None,
+            integrity: None,
         }
     }
 
@@ -165,6 +172,41 @@ impl TcpConfig {
     pub fn busy_poll(mut self, window: Duration) -> TcpConfig {
         self.busy_poll = window;
         self
+    }
+
+    /// Check the integrity of every frame with a CRC32C of its header and of its payload
+    /// (hardware-accelerated), so that bytes corrupted between the ranks by a faulty NIC,
+    /// switch or middlebox, which TCP's 16-bit checksum can miss, fail the pair with
+    /// [`Error::Protocol`] naming the peer instead of reaching a receive buffer as `Ok`.
+    ///
+    /// Every rank must use the same setting: the handshake refuses a peer that differs,
+    /// naming both settings. Default: `GLOO_INTEGRITY` when set, else
+    /// [`DEFAULT_INTEGRITY`]. A TLS [stream layer](TcpConfig::stream_layer) already detects
+    /// any change to the bytes (its AEAD), so this adds nothing under TLS. What it detects
+    /// and what it does not is in `SECURITY.md`.
+    pub fn integrity(mut self, on: bool) -> TcpConfig {
+        self.integrity = Some(on);
+        self
+    }
+
+    /// Whether frames are checked: the setting, else `GLOO_INTEGRITY`, else the default.
+    pub(crate) fn integrity_on(&self) -> bool {
+        self.integrity.unwrap_or_else(|| match std::env::var(INTEGRITY_ENV) {
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                other => {
+                    tracing::warn!("{INTEGRITY_ENV}={other:?} is not a boolean; ignored");
+                    DEFAULT_INTEGRITY
+                }
+            },
+            Err(_) => DEFAULT_INTEGRITY,
+        })
+    }
+
+    /// This configuration's integrity mode applied to a fresh handshake.
+    pub(crate) fn handshake_mode(&self, hs: crate::proto::Handshake) -> crate::proto::Handshake {
+        if self.integrity_on() { hs.integrity() } else { hs }
     }
 
     /// Put `layer` (TLS) between every connection's socket and the protocol.
@@ -414,6 +456,28 @@ pub(crate) fn encode_addr(addr: &SocketAddr) -> Vec<u8> {
         }
     }
     b
+}
+
+/// Parse the address bytes that `rank` published through a store (what
+/// [`TcpListener::address_bytes`](crate::Listener::address_bytes) returns), as the
+/// bootstrap does before dialling: for tools that show or check a job's published addresses.
+///
+/// The bytes are untrusted: anything that is not a well-formed address, and an address no
+/// rank can be reached at (port 0, unspecified, multicast or broadcast, also IPv4-mapped), is
+/// [`Error::Protocol`] naming `rank`; never a panic.
+///
+/// ```
+/// use gloo_transport::tcp::{TcpConfig, TcpListener, parse_address};
+/// use gloo_transport::{Listener, Rank};
+///
+/// let listener = TcpListener::bind(TcpConfig::loopback("doc", Rank(0), 2))?;
+/// let published = listener.address_bytes();
+/// assert!(parse_address(Rank(0), &published)?.ip().is_loopback());
+/// assert!(parse_address(Rank(3), b"garbage").is_err());
+/// # Ok::<(), gloo_transport::Error>(())
+/// ```
+pub fn parse_address(rank: Rank, bytes: &[u8]) -> Result<SocketAddr> {
+    decode_addr(rank, bytes)
 }
 
 /// Parse address bytes published by `rank` (untrusted: the store may hold anything).

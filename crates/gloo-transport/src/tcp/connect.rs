@@ -171,7 +171,14 @@ impl TcpListener {
             .map_err(|e| Error::io(None, "creating a waker", &e))?;
         let hs = HandshakeConfig { job: job_hash(&cfg.job), me, size, token };
         let engine = Engine::new(me, size, engine_config(&cfg));
-        let lazy = Lazy::new(listener, parsed, hs, cfg.layer.clone(), handshake_timeout(&cfg));
+        let lazy = Lazy::new(
+            listener,
+            parsed,
+            hs,
+            cfg.layer.clone(),
+            handshake_timeout(&cfg),
+            cfg.integrity_on(),
+        );
         tracing::debug!(rank = %me, %addr, "lazy communicator ready; no connection yet");
         TcpComm::start(engine, poll, waker, Some(Box::new(lazy)))
     }
@@ -476,6 +483,7 @@ impl Setup {
                         .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
                         .map_err(|e| Error::io(Some(r), "registering a connection", &e))?;
                     let hs = Handshake::connector(self.hs.clone(), r, fresh_nonce()?);
+                    let hs = self.l.cfg.handshake_mode(hs);
                     let until = (now + self.hs_timeout).min(deadline);
                     self.conns.insert(
                         t,
@@ -519,7 +527,7 @@ impl Setup {
                         Err(_) => continue,
                     };
                     tracing::trace!(rank = %self.me(), %from, "accepted");
-                    let hs = Handshake::acceptor(self.hs.clone(), nonce);
+                    let hs = self.l.cfg.handshake_mode(Handshake::acceptor(self.hs.clone(), nonce));
                     let until = now + self.hs_timeout;
                     self.conns
                         .insert(t, Conn { stream, hs, leftover: Vec::new(), until, dialled: None });

@@ -97,8 +97,8 @@ mod stream;
 
 pub use comm::TcpComm;
 pub use config::{
-    DEFAULT_BUSY_POLL, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, MASTER_ADDR_ENV, Security, TOKEN_ENV,
-    TcpConfig,
+    DEFAULT_BUSY_POLL, DEFAULT_INTEGRITY, DEFAULT_PEER_TIMEOUT, IFNAME_ENV, INTEGRITY_ENV,
+    MASTER_ADDR_ENV, Security, TOKEN_ENV, TcpConfig, parse_address,
 };
 pub use connect::{TcpListener, TcpPeer};
 pub use stream::{ByteStream, StreamLayer};

@@ -94,6 +94,8 @@ pub(crate) struct Lazy {
     hs: HandshakeConfig,
     layer: Option<Layer>,
     hs_timeout: Duration,
+    /// Whether every frame carries a check block (both sides of a pair must agree).
+    integrity: bool,
     links: Links,
     conns: HashMap<usize, Pending>,
     /// Tokens of handshaking connections start above every rank (peers' tokens are their
@@ -148,6 +150,7 @@ impl Lazy {
         hs: HandshakeConfig,
         layer: Option<Layer>,
         hs_timeout: Duration,
+        integrity: bool,
     ) -> Lazy {
         let n = addrs.len();
         Lazy {
@@ -155,6 +158,7 @@ impl Lazy {
             hs,
             layer,
             hs_timeout,
+            integrity,
             links: Links { v: vec![Link::Idle; n], declined: 0 },
             conns: HashMap::new(),
             next_token: n,
@@ -253,7 +257,10 @@ impl Lazy {
             }
         };
         tracing::debug!(rank = %self.hs.me, peer = %r, %addr, "dialling on first use");
-        let hs = Handshake::connector(self.hs.clone(), r, nonce).lazy();
+        let mut hs = Handshake::connector(self.hs.clone(), r, nonce).lazy();
+        if self.integrity {
+            hs = hs.integrity();
+        }
         let conn = Conn {
             stream,
             hs,
@@ -281,7 +288,10 @@ impl Lazy {
                     }
                     let Ok(nonce) = fresh_nonce() else { continue };
                     tracing::trace!(rank = %self.hs.me, %from, "accepted");
-                    let hs = Handshake::acceptor(self.hs.clone(), nonce).lazy();
+                    let mut hs = Handshake::acceptor(self.hs.clone(), nonce).lazy();
+                    if self.integrity {
+                        hs = hs.integrity();
+                    }
                     let until = now + self.hs_timeout;
                     let conn = Conn { stream, hs, leftover: Vec::new(), until, dialled: None };
                     self.conns.insert(t, Pending { conn, ready: true });
