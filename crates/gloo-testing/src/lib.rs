@@ -13,6 +13,7 @@ pub mod procs;
 pub mod redis;
 pub mod rng;
 pub mod rogue;
+pub mod tls;
 
 use std::any::Any;
 use std::time::{Duration, Instant};
