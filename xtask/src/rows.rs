@@ -94,10 +94,11 @@ pub const ROWS: &[Row] = &[
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
     // gloo-tls: identities and certificate checks, loading (key permissions), the session
-    // over sockets (refusals, clean and cut ends), the minting command. `cli` on so that the
-    // rows share one build.
+    // over sockets (refusals, clean and cut ends). `cli` on so that the rows share one build.
     Row::test("tls/unit", "gloo-tls").features(&["cli"]).targets(&[Lib, Test("config"), Test("session")]),
     Row::test("tls/doc", "gloo-tls").features(&["cli"]).targets(&[Doc]),
+    // The transport conformance suite over tls: full mesh, token on top, sleeping, lazy.
+    Row::test("tls/conformance", "gloo-tls").features(&["cli"]).targets(&[Test("conformance_tls")]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),

@@ -15,9 +15,11 @@ use crate::verify::Expect;
 /// Mutual TLS for the TCP transport ([`TcpConfig::stream_layer`]): every connection of this
 /// rank is a TLS 1.3 session in which both sides present their certificates.
 ///
-/// The side that dials requires the other's certificate to name exactly the rank it dialled;
-/// the side that accepts requires a certificate of some rank of this job, and the session
-/// then stands for exactly that rank: a connection whose `Hello` claims another is refused
+/// The session wraps each connection from its first byte, so the transport's own handshake
+/// (`Hello` with job and ranks, and the token's MACs if one is set) runs inside it. The side
+/// that dials requires the other's certificate to name exactly the rank it dialled; the side
+/// that accepts requires a certificate of some rank of this job, and the session then stands
+/// for exactly that rank: a connection whose `Hello` claims another is refused
 /// ([`Error::Auth`](gloo_transport::Error::Auth)). Since the layer authenticates peers
 /// ([`StreamLayer::authenticates_peers`]), a routable address may be bound without a job
 /// token (one may still be set on top).
@@ -71,6 +73,22 @@ impl StreamLayer for TlsLayer {
     fn authenticates_peers(&self) -> bool {
         true
     }
+
+    fn wraps_handshake(&self) -> bool {
+        true
+    }
+
+    fn wrap_connection(
+        &self,
+        dialled: Option<Rank>,
+        socket: mio::net::TcpStream,
+    ) -> io::Result<Box<dyn ByteStream>> {
+        let s = match dialled {
+            Some(peer) => TlsStream::client(socket, self.tls.client_config(Expect::Rank(peer)))?,
+            None => TlsStream::server(socket, self.server.clone())?,
+        };
+        Ok(Box::new(s))
+    }
 }
 
 impl ByteStream for TlsStream<mio::net::TcpStream> {
@@ -96,5 +114,13 @@ impl ByteStream for TlsStream<mio::net::TcpStream> {
 
     fn flush_pending(&mut self) -> io::Result<()> {
         TlsStream::flush_pending(self)
+    }
+
+    fn connect_finished(&mut self) -> io::Result<bool> {
+        self.socket_mut().connect_finished()
+    }
+
+    fn peer_rank(&self) -> Option<Rank> {
+        self.peer_identity().and_then(|id| id.as_rank())
     }
 }

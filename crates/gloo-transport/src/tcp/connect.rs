@@ -1,7 +1,7 @@
 //! Binding, publishing the address, and connecting the full mesh with handshakes.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::comm::{TcpComm, new_poll};
 use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
 use super::driver::{Driver, Lazy, Peer, WAKE};
+use super::stream::{ByteStream, stream_error};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, Listener, Rank, Result};
 
@@ -177,9 +178,14 @@ pub(super) fn data_stream(
     layer: Option<&Layer>,
     rank: Rank,
     dialled: bool,
-    stream: mio::net::TcpStream,
+    wire: Wire,
     leftover: Vec<u8>,
-) -> Result<(Box<dyn super::stream::ByteStream>, Vec<u8>)> {
+) -> Result<(Box<dyn ByteStream>, Vec<u8>)> {
+    let stream = match wire {
+        // The layer has been there since the start; the leftover is its plaintext.
+        Wire::Layered { stream, .. } => return Ok((stream, leftover)),
+        Wire::Socket(s) => s,
+    };
     match layer {
         Some(layer) => {
             let wrapped = layer
@@ -208,9 +214,56 @@ impl Listener for TcpListener {
     }
 }
 
+/// A connection's stream while its handshake runs: the socket itself, or, for a layer that
+/// [wraps the handshake](super::StreamLayer::wraps_handshake), the layer's stream over it.
+pub(super) enum Wire {
+    Socket(mio::net::TcpStream),
+    /// `vouches`: the layer authenticates peers, so the rank it proved must be the rank the
+    /// peer's `Hello` claims.
+    Layered {
+        stream: Box<dyn ByteStream>,
+        vouches: bool,
+    },
+}
+
+impl Wire {
+    /// A new connection (to `dialled`, or accepted), wrapped now if the layer wants the
+    /// transport's handshake inside it.
+    pub(super) fn new(
+        layer: Option<&Layer>,
+        dialled: Option<Rank>,
+        socket: mio::net::TcpStream,
+    ) -> Result<Wire> {
+        match layer {
+            Some(l) if l.0.wraps_handshake() => {
+                let stream =
+                    l.0.wrap_connection(dialled, socket)
+                        .map_err(|e| Error::io(dialled, "setting up the stream layer", &e))?;
+                Ok(Wire::Layered { stream, vouches: l.0.authenticates_peers() })
+            }
+            _ => Ok(Wire::Socket(socket)),
+        }
+    }
+
+    pub(super) fn io(&mut self) -> &mut dyn ByteStream {
+        match self {
+            Wire::Socket(s) => s,
+            Wire::Layered { stream, .. } => stream.as_mut(),
+        }
+    }
+
+    /// Close the connection now (a layered stream closes when dropped, after saying so in
+    /// its own protocol).
+    pub(super) fn shutdown(&self) {
+        if let Wire::Socket(s) = self {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// A connection whose handshake is under way.
 pub(super) struct Conn {
-    pub(super) stream: mio::net::TcpStream,
+    pub(super) stream: Wire,
     pub(super) hs: Handshake,
     /// Bytes read past the end of the handshake, for the data phase.
     pub(super) leftover: Vec<u8>,
@@ -232,7 +285,7 @@ struct Setup {
     dials: HashMap<Rank, Dial>,
     conns: HashMap<usize, Conn>,
     next_token: usize,
-    done: Vec<Option<(mio::net::TcpStream, Vec<u8>)>>,
+    done: Vec<Option<(Wire, Vec<u8>)>>,
     last_err: HashMap<Rank, String>,
     hs_timeout: Duration,
 }
@@ -347,11 +400,16 @@ impl Setup {
                 _ => FIRST_BACKOFF,
             };
             match dial(addr) {
-                Ok(mut stream) => {
+                Ok(stream) => {
                     let t = self.next_token;
                     self.next_token += 1;
+                    let mut stream = Wire::new(self.l.cfg.layer.as_ref(), Some(r), stream)?;
                     poll.registry()
-                        .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            stream.io().source(),
+                            Token(t),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .map_err(|e| Error::io(Some(r), "registering a connection", &e))?;
                     let hs = Handshake::connector(self.hs.clone(), r, fresh_nonce()?);
                     let until = (now + self.hs_timeout).min(deadline);
@@ -377,12 +435,15 @@ impl Setup {
     fn accept(&mut self, poll: &mio::Poll, now: Instant) {
         loop {
             match self.l.listener.accept() {
-                Ok((mut stream, from)) => {
+                Ok((stream, from)) => {
                     let _ = stream.set_nodelay(true);
                     let t = self.next_token;
                     self.next_token += 1;
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if poll.registry().register(&mut stream, Token(t), interest).is_err() {
+                    let Ok(mut stream) = Wire::new(self.l.cfg.layer.as_ref(), None, stream) else {
+                        continue;
+                    };
+                    if poll.registry().register(stream.io().source(), Token(t), interest).is_err() {
                         continue;
                     }
                     let nonce = match fresh_nonce() {
@@ -434,7 +495,7 @@ impl Setup {
             }
             Err(e) => {
                 let c = self.conns.remove(&t).expect("present above");
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                c.stream.shutdown();
                 let claimed = c.hs.claimed();
                 match dialled {
                     Some(r) => {
@@ -459,7 +520,7 @@ impl Setup {
     fn finish(mut self, poll: mio::Poll, start: Instant) -> Result<TcpComm> {
         let _ = poll.registry().deregister(&mut self.l.listener);
         for (_, mut c) in self.conns.drain() {
-            let _ = poll.registry().deregister(&mut c.stream);
+            let _ = poll.registry().deregister(c.stream.io().source());
         }
         let me = self.me();
         let mut peers = Vec::with_capacity(self.done.len());
@@ -469,7 +530,11 @@ impl Setup {
                 Some((mut stream, leftover)) => {
                     let rank = Rank(r as u32);
                     poll.registry()
-                        .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
+                        .reregister(
+                            stream.io().source(),
+                            Token(r),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .map_err(|e| Error::io(Some(rank), "registering", &e))?;
                     let layer = self.l.cfg.layer.as_ref();
                     let (stream, early) = data_stream(layer, rank, rank < me, stream, leftover)?;
@@ -486,26 +551,56 @@ impl Setup {
     }
 }
 
-/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
-/// lazy acceptor stops at its decision (`Ok(None)` with
-/// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
-/// Write what the handshake has to send until the socket would block.
+/// Write what the handshake has to send until the stream would block, and push out what a
+/// stream layer holds of its own (its handshake records, or our frames it encrypted).
 fn write_handshake(c: &mut Conn, peer: Option<Rank>) -> Result<()> {
+    let s = c.stream.io();
     while !c.hs.output().is_empty() {
-        match c.stream.write(c.hs.output()) {
+        match s.write_vectored(&[IoSlice::new(c.hs.output())]) {
             Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
             Ok(n) => c.hs.consumed_output(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(peer, "handshake", &e)),
+            Err(e) => return Err(stream_error(peer, "handshake", &e)),
+        }
+    }
+    if s.has_pending_output() {
+        match s.flush_pending() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(stream_error(peer, "handshake", &e)),
         }
     }
     Ok(())
 }
 
+/// A layer that authenticates peers proved which rank is at the other end: the rank the
+/// peer's `Hello` claims must be that one (a valid certificate of rank 2 cannot serve as
+/// rank 3). Checked as soon as a claim is known, before any decision on the connection.
+fn check_claim(c: &Conn) -> Result<()> {
+    let Wire::Layered { stream, vouches: true } = &c.stream else { return Ok(()) };
+    let Some(claimed) = c.hs.claimed() else { return Ok(()) };
+    match stream.peer_rank() {
+        Some(r) if r == claimed => Ok(()),
+        // We dialled `claimed`, and the layer checks that itself; its handshake may still
+        // be running.
+        None if c.dialled.is_some() => Ok(()),
+        Some(r) => Err(Error::Auth {
+            peer: Some(claimed),
+            detail: format!("claims to be rank {claimed}, but its certificate is rank {r}'s"),
+        }),
+        None => Err(Error::Auth {
+            peer: Some(claimed),
+            detail: "claims a rank its stream layer did not authenticate".into(),
+        }),
+    }
+}
+
+/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
+/// lazy acceptor stops at its decision (`Ok(None)` with
+/// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
 pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     let peer = c.hs.claimed();
-    let lost = |e: &io::Error| Error::io(peer, "handshake", e);
     if now >= c.until {
         return Err(Error::Protocol {
             peer,
@@ -515,13 +610,10 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     if let Some((_, established)) = &mut c.dialled
         && !*established
     {
-        if let Some(e) = c.stream.take_error().map_err(|e| lost(&e))? {
-            return Err(lost(&e));
-        }
-        match c.stream.peer_addr() {
-            Ok(_) => *established = true,
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
-            Err(e) => return Err(lost(&e)),
+        match c.stream.io().connect_finished() {
+            Ok(true) => *established = true,
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(Error::io(peer, "handshake", &e)),
         }
     }
     write_handshake(c, peer)?;
@@ -529,18 +621,19 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     // Nothing is read while a decision is pending, so a peer cannot make us buffer more than
     // one read past its handshake.
     while c.hs.done().is_none() && c.hs.pending_verdict().is_none() {
-        match c.stream.read(&mut buf) {
+        match c.stream.io().read(&mut buf) {
             Ok(0) => {
                 let detail = "the connection closed during the handshake".to_string();
-                return Err(Error::Protocol { peer, detail });
+                return Err(Error::Protocol { peer: c.hs.claimed(), detail });
             }
             Ok(n) => {
                 let used = c.hs.feed(&buf[..n])?;
                 c.leftover.extend_from_slice(&buf[used..n]);
+                check_claim(c)?;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(stream_error(c.hs.claimed(), "handshake", &e)),
         }
     }
     // Our last frame may have been produced by the read above.

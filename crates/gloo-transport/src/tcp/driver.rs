@@ -1262,8 +1262,12 @@ fn eof(peer: &Peer) -> (Error, bool) {
 }
 
 /// A connection error: group-fatal, unless the peer said goodbye first (then a reset is
-/// just how its close arrived).
+/// just how its close arrived). A stream layer's verdict on the peer's bytes (forged or
+/// broken records) is the peer's protocol error, as garbage frames are.
 fn lost(peer: &Peer, e: &io::Error) -> (Error, bool) {
+    if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::PermissionDenied) {
+        return (super::stream::stream_error(Some(peer.rank), "the stream layer", e), false);
+    }
     let reason = if peer.said_goodbye {
         format!("closed its communicator ({e})")
     } else {

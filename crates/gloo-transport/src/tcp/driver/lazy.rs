@@ -57,7 +57,7 @@ use mio::{Interest, Token};
 use super::{Driver, Rec, SendSt};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce};
 use crate::tcp::config::Layer;
-use crate::tcp::connect::{Conn, LISTEN, data_stream, dial, step};
+use crate::tcp::connect::{Conn, LISTEN, Wire, data_stream, dial, step};
 use crate::{Error, Rank};
 
 /// The most incoming connections whose handshake may be under way at once, so that nobody
@@ -235,20 +235,22 @@ impl Lazy {
         }
         let Some(addr) = self.addrs[i] else { return false };
         let t = self.token();
-        let started = dial(addr).and_then(|mut s| {
-            d.registry.register(&mut s, Token(t), Interest::READABLE | Interest::WRITABLE)?;
-            Ok(s)
-        });
-        let nonce = fresh_nonce();
-        let (stream, nonce) = match (started, nonce) {
-            (Ok(s), Ok(n)) => (s, n),
-            (Err(e), _) => {
-                let reason = format!("could not connect to {addr}: {e}");
-                self.links.set(i, Link::Settled);
-                d.fail_peer(r, Error::PeerLost { peer: r, reason }, false);
-                return true;
-            }
-            (_, Err(e)) => {
+        let started = dial(addr)
+            .map_err(|e| Error::PeerLost {
+                peer: r,
+                reason: format!("could not connect to {addr}: {e}"),
+            })
+            .and_then(|s| Wire::new(self.layer.as_ref(), Some(r), s))
+            .and_then(|mut s| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                d.registry.register(s.io().source(), Token(t), interest).map_err(|e| {
+                    Error::PeerLost { peer: r, reason: format!("could not connect to {addr}: {e}") }
+                })?;
+                Ok(s)
+            });
+        let (stream, nonce) = match started.and_then(|s| Ok((s, fresh_nonce()?))) {
+            Ok(x) => x,
+            Err(e) => {
                 self.links.set(i, Link::Settled);
                 d.fail_peer(r, e, false);
                 return true;
@@ -271,14 +273,17 @@ impl Lazy {
     fn accept(&mut self, d: &mut Driver, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, from)) => {
+                Ok((stream, from)) => {
                     if self.incoming >= MAX_INCOMING {
                         self.evict_oldest(d);
                     }
                     let _ = stream.set_nodelay(true);
                     let t = self.token();
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if d.registry.register(&mut stream, Token(t), interest).is_err() {
+                    let Ok(mut stream) = Wire::new(self.layer.as_ref(), None, stream) else {
+                        continue;
+                    };
+                    if d.registry.register(stream.io().source(), Token(t), interest).is_err() {
                         continue;
                     }
                     let Ok(nonce) = fresh_nonce() else { continue };
@@ -321,8 +326,8 @@ impl Lazy {
         if let Some(t) = oldest
             && let Some(mut p) = self.conns.remove(&t)
         {
-            let _ = d.registry.deregister(&mut p.conn.stream);
-            let _ = p.conn.stream.shutdown(std::net::Shutdown::Both);
+            let _ = d.registry.deregister(p.conn.stream.io().source());
+            p.conn.stream.shutdown();
             self.incoming -= 1;
             tracing::warn!(rank = %self.hs.me, max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
         }
@@ -365,7 +370,7 @@ impl Lazy {
         if hs.accepted() != Some(true) {
             // Declined, by us (the verdict is written; closing now is a clean end of
             // stream after it) or by the peer.
-            let _ = d.registry.deregister(&mut stream);
+            let _ = d.registry.deregister(stream.io().source());
             if self.links[i] == Link::Dialling(t) {
                 tracing::debug!(rank = %self.hs.me, peer = %rank, "dial declined; the peer's dial wins");
                 self.links.set(i, Link::Declined(Instant::now()));
@@ -376,13 +381,13 @@ impl Lazy {
             // Our dial was accepted although the pair is connected another way: only a peer
             // that broke the tie-break rule can cause this. Keep the first connection.
             tracing::warn!(rank = %self.hs.me, peer = %rank, "dropping a second connection to a connected peer");
-            let _ = d.registry.deregister(&mut stream);
+            let _ = d.registry.deregister(stream.io().source());
             return false;
         }
         self.links.set(i, Link::Settled);
         let attached = d
             .registry
-            .reregister(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .reregister(stream.io().source(), Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io(Some(rank), "registering", &e))
             .and_then(|()| {
                 data_stream(self.layer.as_ref(), rank, dialled.is_some(), stream, leftover)
@@ -426,8 +431,8 @@ impl Lazy {
     /// A handshake failed.
     fn failed(&mut self, d: &mut Driver, t: usize, e: Error) -> bool {
         let mut p = self.conns.remove(&t).expect("advance found it");
-        let _ = d.registry.deregister(&mut p.conn.stream);
-        let _ = p.conn.stream.shutdown(std::net::Shutdown::Both);
+        let _ = d.registry.deregister(p.conn.stream.io().source());
+        p.conn.stream.shutdown();
         let me = self.hs.me;
         match p.conn.dialled {
             None => {
