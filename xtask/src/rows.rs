@@ -99,6 +99,10 @@ pub const ROWS: &[Row] = &[
     Row::test("tls/doc", "gloo-tls").features(&["cli"]).targets(&[Doc]),
     // The transport conformance suite over tls: full mesh, token on top, sleeping, lazy.
     Row::test("tls/conformance", "gloo-tls").features(&["cli"]).targets(&[Test("conformance_tls")]),
+    // Rogues against a TLS job: foreign CA, another rank, job or time, a store certificate,
+    // plaintext either way, a stalled ClientHello, a replayed handshake, and an insider's
+    // forged records (garbage, truncated, close_notify and renegotiation mid-message).
+    Row::test("tls/rogue", "gloo-tls").features(&["cli"]).targets(&[Test("rogue_tls")]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),

@@ -177,15 +177,238 @@ pub fn reckless_client(
         .collect::<Result<_, _>>()
         .expect("a minted certificate parses");
     let key = PrivateKeyDer::from_pem_slice(m.key_pem.as_bytes()).expect("a minted key parses");
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("ring supports TLS 1.3")
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(Reckless(algs)))
         .with_client_auth_cert(chain, key)
         .expect("a minted key matches its certificate");
+    // A rogue may forge records with its own session's keys.
+    cfg.enable_secret_extraction = true;
     let name = ServerName::try_from("gloo.invalid").expect("a valid name");
     let conn =
         rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).expect("a client connection");
     rustls::StreamOwned::new(conn, sock)
+}
+
+/// A socket that keeps a copy of everything written to it (to replay a captured handshake).
+#[derive(Debug)]
+pub struct Recorder {
+    sock: std::net::TcpStream,
+    /// Every byte written so far.
+    pub written: Vec<u8>,
+}
+
+impl std::io::Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.read(buf)
+    }
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+use std::io::{Read as _, Write as _};
+
+/// A rank played by hand over TLS: a real TLS 1.3 client session (any certificate, checking
+/// nothing about the server) over a blocking socket, through which the test runs the
+/// transport's handshake and sends what it likes; then, with the session's keys extracted,
+/// a [`Forger`] of raw records.
+#[derive(Debug)]
+pub struct TlsRogue {
+    conn: rustls::ClientConnection,
+    sock: Recorder,
+}
+
+impl TlsRogue {
+    /// Connect to `addr` (retrying refusals until `deadline`) presenting `m`; the TLS
+    /// handshake runs with the first write.
+    pub fn connect(
+        addr: std::net::SocketAddr,
+        m: &Minted,
+        deadline: std::time::Instant,
+    ) -> std::io::Result<TlsRogue> {
+        let stream = crate::rogue::Rogue::connect(addr, deadline)?;
+        let sock = stream.stream().try_clone()?;
+        drop(stream);
+        sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut client = reckless_client(m, sock);
+        client.conn.set_buffer_limit(None);
+        let rustls::StreamOwned { conn, sock } = client;
+        Ok(TlsRogue { conn, sock: Recorder { sock, written: Vec::new() } })
+    }
+
+    /// The raw socket (a clone of it: to watch for the victim closing, or to write bytes
+    /// that bypass TLS).
+    pub fn raw(&self) -> std::net::TcpStream {
+        self.sock.sock.try_clone().expect("cloning a socket")
+    }
+
+    /// Every byte this rogue has written to the socket so far (its side of the handshakes).
+    pub fn written(&self) -> &[u8] {
+        &self.sock.written
+    }
+
+    fn stream(&mut self) -> rustls::Stream<'_, rustls::ClientConnection, Recorder> {
+        rustls::Stream::new(&mut self.conn, &mut self.sock)
+    }
+
+    /// Send `bytes` inside the session.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut s = self.stream();
+        s.write_all(bytes)?;
+        s.flush()
+    }
+
+    /// Run the connector's side of the transport's handshake inside the session, as
+    /// `cfg.me` towards `to` (the transport's own handshake code).
+    pub fn handshake(
+        &mut self,
+        cfg: gloo_transport::proto::HandshakeConfig,
+        to: Rank,
+    ) -> std::io::Result<()> {
+        let bad = |e: gloo_transport::Error| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+        };
+        let nonce = gloo_transport::proto::fresh_nonce().map_err(bad)?;
+        let mut hs = gloo_transport::proto::Handshake::connector(cfg, to, nonce);
+        let mut buf = [0u8; 4096];
+        loop {
+            let out = hs.output().to_vec();
+            if !out.is_empty() {
+                self.send(&out)?;
+                hs.consumed_output(out.len());
+            }
+            if hs.done().is_some() {
+                return Ok(());
+            }
+            let n = self.stream().read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the victim closed the session during the handshake",
+                ));
+            }
+            let used = hs.feed(&buf[..n]).map_err(bad)?;
+            assert_eq!(used, n, "the victim sent bytes after its handshake before any request");
+        }
+    }
+
+    /// Send the session's `ClientHello` and nothing more (a client that then stalls).
+    pub fn client_hello_only(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        Ok(())
+    }
+
+    /// Send a TLS `close_notify` inside the session.
+    pub fn close_notify(&mut self) -> std::io::Result<()> {
+        self.conn.send_close_notify();
+        self.stream().flush()
+    }
+
+    /// Ask for new keys (a TLS 1.3 `KeyUpdate`, which a peer may send at any time).
+    pub fn key_update(&mut self) -> std::io::Result<()> {
+        self.conn.refresh_traffic_keys().map_err(std::io::Error::other)?;
+        self.stream().flush()
+    }
+
+    /// Take the session's sending keys, to write raw records from now on.
+    pub fn into_forger(mut self) -> Forger {
+        self.stream().flush().expect("flushing the rogue's session");
+        let secrets = self.conn.dangerous_extract_secrets().expect("secret extraction is on");
+        let (seq, tx) = secrets.tx;
+        let (alg, key, iv) = match tx {
+            rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+                (&ring::aead::AES_128_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+                (&ring::aead::AES_256_GCM, key, iv)
+            }
+            rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&ring::aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => panic!("an AEAD this test does not know"),
+        };
+        let key = ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(alg, key.as_ref()).expect("a key of the suite's length"),
+        );
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(iv.as_ref());
+        Forger { sock: self.sock.sock, key, iv: nonce, seq }
+    }
+}
+
+/// Writes TLS 1.3 records by hand, with a session's real sending keys: records the victim
+/// will decrypt and then judge by their contents.
+pub struct Forger {
+    sock: std::net::TcpStream,
+    key: ring::aead::LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl std::fmt::Debug for Forger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forger").field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
+/// TLS record content types.
+pub const ALERT: u8 = 21;
+/// The handshake content type.
+pub const HANDSHAKE: u8 = 22;
+/// The application data content type.
+pub const APPLICATION_DATA: u8 = 23;
+
+impl Forger {
+    /// The bytes of one protected record carrying `payload` of inner type `content_type`.
+    pub fn record(&mut self, content_type: u8, payload: &[u8]) -> Vec<u8> {
+        let mut inner = payload.to_vec();
+        inner.push(content_type);
+        let len = u16::try_from(inner.len() + 16).expect("a record fits in 64 KiB");
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        self.seq += 1;
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(header),
+                &mut inner,
+            )
+            .expect("sealing a record");
+        let mut out = header.to_vec();
+        out.extend_from_slice(&inner);
+        out
+    }
+
+    /// Write raw bytes to the socket.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(bytes)
+    }
+
+    /// Write one protected record.
+    pub fn send_record(&mut self, content_type: u8, payload: &[u8]) -> std::io::Result<()> {
+        let r = self.record(content_type, payload);
+        self.send_raw(&r)
+    }
+
+    /// The raw socket (to close it, or watch it close).
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.sock
+    }
 }

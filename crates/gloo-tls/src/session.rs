@@ -374,11 +374,15 @@ impl<S: Socket> TlsStream<S> {
         self.st.tx.pending() > 0
     }
 
-    /// Whether bytes from the peer wait: decrypted, received and not yet decrypted, or in
-    /// the socket.
+    /// Whether bytes from the peer wait: decrypted, a whole record received and not yet
+    /// decrypted, or anything in the socket. (Part of a record with nothing behind it proves
+    /// nothing: a peer that stops mid-record is as silent as one that stops between records.)
     pub fn input_waiting(&self) -> bool {
+        let rx = self.rx.live();
+        let whole_record =
+            rx.len() >= 5 && rx.len() >= 5 + usize::from(u16::from_be_bytes([rx[3], rx[4]]));
         self.st.plain.pending() > 0
-            || self.rx.pending() > 0
+            || whole_record
             || matches!(self.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0)
     }
 
@@ -578,9 +582,9 @@ impl<S: Socket> TlsStream<S> {
         k
     }
 
-    /// Read decrypted bytes: `Ok(0)` once the peer closed the session with `close_notify`
-    /// (or the connection ended before the handshake), `WouldBlock` when nothing is there
-    /// now. Drives the handshake as needed.
+    /// Read decrypted bytes: `Ok(0)` once the peer closed the session with `close_notify`,
+    /// `WouldBlock` when nothing is there now, `UnexpectedEof` when the connection ended
+    /// without `close_notify` (during the handshake too). Drives the handshake as needed.
     pub fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
         if dst.is_empty() {
             return Ok(0);
@@ -601,8 +605,13 @@ impl<S: Socket> TlsStream<S> {
             }
             if !self.recv()? {
                 if !self.st.open {
-                    // Closed before any session existed: an ordinary end of stream.
-                    return Ok(0);
+                    // Typically a peer without TLS, which gave up on our ClientHello.
+                    return Err(self.fail(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed during the TLS handshake (does the peer use \
+                         TLS, with this job's CA?)"
+                            .into(),
+                    ));
                 }
                 let detail = if self.rx.pending() > 0 {
                     "the connection ended in the middle of a TLS record"

@@ -156,6 +156,20 @@ impl Verifier {
     }
 }
 
+/// Log a refused certificate with the identity it presents (unverified, but what tells an
+/// operator which rank or job was knocking).
+fn refusing<T>(
+    r: Result<T, rustls::Error>,
+    presented: &CertificateDer<'_>,
+) -> Result<T, rustls::Error> {
+    if let Err(e) = &r {
+        let presented = identity_of_der(presented)
+            .map_or_else(|why| format!("no identity: {why}"), |id| id.uri());
+        tracing::warn!(%presented, error = %e, "refused a TLS certificate");
+    }
+    r
+}
+
 impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
@@ -165,7 +179,8 @@ impl ServerCertVerifier for Verifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, now, webpki::KeyUsage::server_auth())?;
+        let r = self.check(end_entity, intermediates, now, webpki::KeyUsage::server_auth());
+        refusing(r, end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -205,7 +220,8 @@ impl ClientCertVerifier for Verifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, now, webpki::KeyUsage::client_auth())?;
+        let r = self.check(end_entity, intermediates, now, webpki::KeyUsage::client_auth());
+        refusing(r, end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 
