@@ -91,6 +91,9 @@ pub const ROWS: &[Row] = &[
     Row::test("rendezvous/stores", "gloo-rendezvous").features(&["cli"]).targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store"), Test("gloo_store_bin")]),
     Row::test("rendezvous/bootstrap", "gloo-rendezvous").features(&["cli"]).targets(&[Test("bootstrap")]),
     Row::test("rendezvous/doc", "gloo-rendezvous").features(&["cli"]).targets(&[Doc]),
+    // The TCP store over mutual TLS (and `env://` with GLOO_TLS_*), and the plain store's
+    // tests again in a build with TLS compiled in.
+    Row::test("rendezvous/tls", "gloo-rendezvous").features(&["cli", "tls"]).targets(&[Lib, Test("tcp_store"), Test("tcp_store_tls"), Test("gloo_store_bin")]),
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
     // gloo-tls: identities and certificate checks, loading (key permissions), the session

@@ -50,6 +50,10 @@ pub struct EnvConfig {
     pub master: Option<(String, u16)>,
     /// The job token (`GLOO_AUTH_TOKEN`), if set.
     pub token: Option<Vec<u8>>,
+    /// This process's TLS files (`GLOO_TLS_CA`, `GLOO_TLS_CERT`, `GLOO_TLS_KEY`), if set
+    /// (feature `tls`): the store is then reached, and served, over mutual TLS.
+    #[cfg(feature = "tls")]
+    pub tls: Option<gloo_tls::TlsFiles>,
     /// Whose variables gave the rank and size.
     pub launcher: Launcher,
 }
@@ -172,8 +176,31 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     };
     let token =
         vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
-    Ok(EnvConfig { rank, size, local_rank, master, token, launcher })
+    #[cfg(feature = "tls")]
+    let tls =
+        gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned()).map_err(|e| bad(e.to_string()))?;
+    #[cfg(not(feature = "tls"))]
+    if let Some(k) = TLS_VARS.iter().find(|k| vars.get(**k).is_some_and(|v| !v.is_empty())) {
+        return Err(bad(format!(
+            "{k} is set, but this program was built without TLS (gloo-rendezvous's `tls` \
+             feature): it would reach the store in the clear"
+        )));
+    }
+    Ok(EnvConfig {
+        rank,
+        size,
+        local_rank,
+        master,
+        token,
+        #[cfg(feature = "tls")]
+        tls,
+        launcher,
+    })
 }
+
+/// The variables that ask for TLS (refused by a build without it rather than ignored).
+#[cfg(not(feature = "tls"))]
+const TLS_VARS: [&str; 3] = ["GLOO_TLS_CA", "GLOO_TLS_CERT", "GLOO_TLS_KEY"];
 
 /// The first host of a Slurm node list (`node[01-04,07],gpu5` gives `node01`).
 fn first_host(list: &str) -> Option<String> {
@@ -207,25 +234,56 @@ pub struct EnvStore {
     /// The client (every rank, rank 0 included, talks to the store through it).
     pub store: TcpStore,
     server: Option<TcpStoreServer>,
+    #[cfg(feature = "tls")]
+    tls: Option<gloo_tls::TlsConfig>,
 }
 
 impl EnvStore {
     /// Rank 0 binds the store server at `MASTER_ADDR:MASTER_PORT` (with the job token if
-    /// `GLOO_AUTH_TOKEN` is set); every rank then connects to it, retrying until `deadline`.
+    /// `GLOO_AUTH_TOKEN` is set, and TLS with this process's certificate if the `GLOO_TLS_*`
+    /// files are given); every rank then connects to it, retrying until `deadline`.
     pub fn start(config: EnvConfig, deadline: Instant) -> Result<EnvStore> {
         let endpoint = config.master_endpoint().ok_or_else(|| Error::Config {
             detail: "env:// start-up needs MASTER_ADDR and MASTER_PORT (where rank 0 hosts the \
                      store)"
                 .into(),
         })?;
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(files) => {
+                Some(files.load().map_err(|e| Error::Config { detail: format!("TLS: {e}") })?)
+            }
+            None => None,
+        };
         let server = if config.rank == 0 {
             let addr = resolve(&endpoint)?;
-            Some(TcpStoreServer::bind(addr, config.token.as_deref())?)
+            let cfg = crate::tcp::ServerConfig::with_token(config.token.as_deref());
+            #[cfg(feature = "tls")]
+            let cfg = crate::tcp::ServerConfig { tls: tls.clone(), ..cfg };
+            Some(TcpStoreServer::bind_with(addr, cfg)?)
         } else {
             None
         };
+        #[cfg(feature = "tls")]
+        let store =
+            TcpStore::connect_with(endpoint, config.token.as_deref(), tls.as_ref(), deadline)?;
+        #[cfg(not(feature = "tls"))]
         let store = TcpStore::connect(endpoint, config.token.as_deref(), deadline)?;
-        Ok(EnvStore { config, store, server })
+        Ok(EnvStore {
+            config,
+            store,
+            server,
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    /// This process's TLS configuration, loaded from the `GLOO_TLS_*` files (feature `tls`):
+    /// what the transport's layer is made from
+    /// (`tls.layer(job, rank)` for `TcpConfig::stream_layer`).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&gloo_tls::TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// Whether this process hosts the store server.
@@ -402,6 +460,32 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.master, None);
+    }
+
+    #[test]
+    fn tls_variables_come_in_threes_and_are_never_ignored() {
+        let base = [("RANK", "0"), ("WORLD_SIZE", "2")];
+        let partial = [base[0], base[1], ("GLOO_TLS_CERT", "/c.pem")];
+        let all = [
+            base[0],
+            base[1],
+            ("GLOO_TLS_CA", "/ca.pem"),
+            ("GLOO_TLS_CERT", "/c.pem"),
+            ("GLOO_TLS_KEY", "/c.key"),
+        ];
+        #[cfg(feature = "tls")]
+        {
+            assert_eq!(parse_env(&vars(&base)).unwrap().tls, None);
+            let e = err(&partial);
+            assert!(e.contains("GLOO_TLS_CA and GLOO_TLS_KEY not set"), "{e}");
+            let files = parse_env(&vars(&all)).unwrap().tls.unwrap();
+            assert_eq!(files.key, std::path::PathBuf::from("/c.key"));
+        }
+        #[cfg(not(feature = "tls"))]
+        for set in [&partial[..], &all[..]] {
+            let e = err(set);
+            assert!(e.contains("built without TLS"), "{e}");
+        }
     }
 
     #[test]
