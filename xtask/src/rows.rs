@@ -43,6 +43,14 @@ pub const REDIS: Need = Need {
     install: "apt-get update && apt-get install -y redis-server",
 };
 
+/// `ip` from iproute2, for tests that create network namespaces (they also need root, which
+/// they check themselves, failing with a message that says so).
+pub const IPROUTE: Need = Need {
+    what: "ip (iproute2)",
+    probe: &["ip", "-V"],
+    install: "apt-get update && apt-get install -y iproute2",
+};
+
 /// rustfmt, for `lint/fmt`.
 pub const RUSTFMT: Need = Need {
     what: "rustfmt",
@@ -106,6 +114,9 @@ pub const ROWS: &[Row] = &[
     // plaintext either way, a stalled ClientHello, a replayed handshake, and an insider's
     // forged records (garbage, truncated, close_notify and renegotiation mid-message).
     Row::test("tls/rogue", "gloo-tls").features(&["cli"]).targets(&[Test("rogue_tls")]),
+    // Real jobs over TLS: the `gloo-tls mint` command's files running three processes, and
+    // four processes on routable addresses in two network namespaces with no token.
+    Row::test("tls/jobs", "gloo-tls").features(&["cli"]).targets(&[Test("mint_cli"), Test("netns_tls")]).needs(&[IPROUTE]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),

@@ -181,6 +181,10 @@ pub(crate) struct OutputArgs {
 pub(crate) enum TransportKind {
     /// TCP (gloo-transport's `tcp`), ranks as processes.
     Tcp,
+    /// TCP with mutual TLS 1.3 (gloo-tls), ranks as processes: certificates from
+    /// GLOO_TLS_CA/CERT/KEY (`{rank}` in them is each rank's number), else a throwaway job
+    /// CA made for the run.
+    Tls,
     /// gloo-transport's in-process transport: ranks as threads of one process (no network;
     /// measures the algorithms and the library's own overhead).
     Loopback,
@@ -191,6 +195,7 @@ impl TransportKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
             TransportKind::Loopback => "loopback",
         }
     }

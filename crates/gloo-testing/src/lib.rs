@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod netns;
 pub mod procs;
 pub mod redis;
 pub mod rng;

@@ -98,10 +98,30 @@ pub fn spawn_self_with(
     size: u32,
     env_for: impl Fn(u32) -> Vec<(String, String)>,
 ) -> Group {
+    spawn_self_in(test_name, size, |_| Vec::new(), env_for)
+}
+
+/// Like [`spawn_self_with`], each rank's command run through the command `prefix_for(rank)`
+/// when that is not empty (for instance `ip netns exec <namespace>`, which execs the test
+/// binary in place, keeping its process id).
+pub fn spawn_self_in(
+    test_name: &str,
+    size: u32,
+    prefix_for: impl Fn(u32) -> Vec<String>,
+    env_for: impl Fn(u32) -> Vec<(String, String)>,
+) -> Group {
     let exe = std::env::current_exe().expect("the path of the running test binary");
     let mut group = Group { test_name: test_name.to_string(), children: Vec::new() };
     for rank in 0..size {
-        let mut cmd = Command::new(&exe);
+        let prefix = prefix_for(rank);
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
         cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
             .env(RANK_ENV, rank.to_string())
             .env(SIZE_ENV, size.to_string())
