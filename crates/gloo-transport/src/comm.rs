@@ -69,7 +69,10 @@ pub trait Communicator: Send + Sync {
     /// Post the operations not posted yet and drive them until `wait` is satisfied or
     /// `deadline` passes.
     ///
-    /// Completed operations are marked done ([`Op::completed`] tells the peer and byte count).
+    /// Completed operations are marked done ([`Op::completed`] tells the peer and byte count);
+    /// an operation that failed (the error returned is the first failure found) is marked
+    /// [`OpState::Cancelled`](crate::OpState::Cancelled), as a withdrawn one is, so a caller
+    /// can tell which operations of a batch failed and which completed.
     /// An operation's peer must be a rank of the group other than this one, or the call fails
     /// with [`Error::InvalidArgument`] before anything is posted.
     fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()>;

@@ -503,7 +503,10 @@ impl Driver {
                         self.recs.remove(&id);
                     }
                     SendSt::Failed(e) => {
+                        // A failed operation is over, as a withdrawn one is: Cancelled.
                         first_err.get_or_insert_with(|| e.clone());
+                        op.set_state(OpState::Cancelled);
+                        self.recs.remove(&id);
                     }
                     _ => {}
                 },
@@ -536,6 +539,8 @@ impl Driver {
                     }
                     RecvSt::Failed(e) => {
                         first_err.get_or_insert_with(|| e.clone());
+                        op.set_state(OpState::Cancelled);
+                        self.recs.remove(&id);
                     }
                     _ => {}
                 },
