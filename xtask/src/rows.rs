@@ -126,6 +126,7 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
+    Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
     Row::test("bench/smoke", "gloo-bench"),
 ];
