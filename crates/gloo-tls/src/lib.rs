@@ -15,8 +15,8 @@
 //! - [`TlsStream`] is the session itself (rustls's unbuffered API over a blocking or
 //!   non-blocking socket), also used by the TCP store ([`TlsConfig::store_acceptor`],
 //!   [`TlsConfig::store_connector`]);
-//! - with the `mint` feature, [`mint`] makes a job CA and per-rank certificates (the
-//!   `gloo-tls mint` command, feature `cli`, writes them to files).
+//! - with the `mint` feature, the `mint` module makes a job CA and per-rank certificates
+//!   (the `gloo-tls mint` command, feature `cli`, writes them to files).
 //!
 //! What it does not do: find peers, move collective data, or consult the system's trust
 //! store. TLS 1.2, session resumption, 0-RTT data and SNI are all off.

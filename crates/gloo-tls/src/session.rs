@@ -148,7 +148,22 @@ enum Next {
     Wait,
 }
 
-/// One TLS 1.3 session over a socket (see the [module docs](self)).
+/// One TLS 1.3 session over a socket, blocking (with timeouts) or not.
+///
+/// Made by [`TlsLayer`](crate::TlsLayer) for the transport, and by
+/// [`TlsAcceptor`](crate::TlsAcceptor) / [`TlsConnector`](crate::TlsConnector) for the store.
+/// The handshake runs inside the first reads and writes. It owns its buffers (rustls's
+/// unbuffered API): reads up to 256 KiB per system call, decrypts records where they landed
+/// and copies each record's plaintext straight into the caller's buffer; gathers a write's
+/// small pieces into one record and encrypts up to 256 KiB per call into one buffer written
+/// with one system call. Every operation does what it can and returns the socket's
+/// `WouldBlock` (or `TimedOut`) when it must wait; nothing is lost by returning.
+///
+/// Errors say what happened by their kind: `PermissionDenied` for a failed handshake or a
+/// refused certificate, `InvalidData` for a peer that does not speak TLS or sends a bad
+/// record, `UnexpectedEof` for a connection that ends without `close_notify`. Once failed,
+/// the stream keeps returning the same error. Dropping it sends `close_notify` (as far as the
+/// socket takes it at once).
 pub struct TlsStream<S: Socket> {
     sock: S,
     conn: Conn,
