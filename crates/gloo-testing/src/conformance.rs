@@ -623,15 +623,16 @@ pub fn a_failed_operation_is_cancelled_and_the_rest_keep_their_state(factory: Fa
             drop(c);
         } else {
             let (mut got, mut never) = ([0u8; 4], [0u8; 4]);
-            let mut ops = [Op::recv(Rank(1), a, &mut got), Op::recv(Rank(1), b, &mut never)];
-            c.progress(&mut ops, Wait::Any, dl).unwrap();
-            assert_eq!(ops[0].completed(), Some((Rank(1), 4)));
-            received.store(true, Ordering::SeqCst);
-            let e = c.progress(&mut ops, Wait::All, dl).unwrap_err();
-            assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
-            assert_eq!(ops[0].completed(), Some((Rank(1), 4)), "a completed operation stays so");
-            assert_eq!(ops[1].state(), OpState::Cancelled, "the failed operation: {e}");
-            drop(ops);
+            {
+                let mut ops = [Op::recv(Rank(1), a, &mut got), Op::recv(Rank(1), b, &mut never)];
+                c.progress(&mut ops, Wait::Any, dl).unwrap();
+                assert_eq!(ops[0].completed(), Some((Rank(1), 4)));
+                received.store(true, Ordering::SeqCst);
+                let e = c.progress(&mut ops, Wait::All, dl).unwrap_err();
+                assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
+                assert_eq!(ops[0].completed(), Some((Rank(1), 4)), "a completed one stays so");
+                assert_eq!(ops[1].state(), OpState::Cancelled, "the failed operation: {e}");
+            }
             assert_eq!(&got, b"last");
         }
     });
