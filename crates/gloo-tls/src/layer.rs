@@ -104,6 +104,12 @@ impl ByteStream for TlsStream<mio::net::TcpStream> {
         self.socket_mut()
     }
 
+    fn drains_on_short_io(&self) -> bool {
+        // Only right after a read that drained the socket (a write that takes less than
+        // offered was cut at the session's chunk, not by the socket).
+        self.read_drained()
+    }
+
     fn has_pending_output(&self) -> bool {
         TlsStream::has_pending_output(self)
     }

@@ -179,6 +179,8 @@ pub struct TlsStream<S: Socket> {
     peer: Option<Identity>,
     /// The rank the peer's certificate must name, when the caller knows it.
     expect: Option<gloo_transport::Rank>,
+    /// The last `read` saw the socket drained (a socket read in it came back short).
+    drained: bool,
 }
 
 impl<S: Socket> std::fmt::Debug for TlsStream<S> {
@@ -344,6 +346,7 @@ impl<S: Socket> TlsStream<S> {
             first_byte: None,
             peer: None,
             expect: None,
+            drained: false,
         }
     }
 
@@ -393,12 +396,22 @@ impl<S: Socket> TlsStream<S> {
     /// decrypted, or anything in the socket. (Part of a record with nothing behind it proves
     /// nothing: a peer that stops mid-record is as silent as one that stops between records.)
     pub fn input_waiting(&self) -> bool {
-        let rx = self.rx.live();
-        let whole_record =
-            rx.len() >= 5 && rx.len() >= 5 + usize::from(u16::from_be_bytes([rx[3], rx[4]]));
         self.st.plain.pending() > 0
-            || whole_record
+            || self.whole_record_received()
             || matches!(self.sock.peek(&mut [0u8; 1]), Ok(n) if n > 0)
+    }
+
+    /// Whether a whole record waits, received and not yet decrypted.
+    fn whole_record_received(&self) -> bool {
+        let rx = self.rx.live();
+        rx.len() >= 5 && rx.len() >= 5 + usize::from(u16::from_be_bytes([rx[3], rx[4]]))
+    }
+
+    /// Whether the last call was a `read` that drained the socket and left nothing to
+    /// decrypt or hand out: then a read that returned less than asked used the readiness up,
+    /// as a short read of a plain socket does (see `ByteStream::drains_on_short_io`).
+    pub(crate) fn read_drained(&self) -> bool {
+        self.drained && self.st.plain.pending() == 0 && !self.whole_record_received()
     }
 
     fn check(&self) -> io::Result<()> {
@@ -552,6 +565,9 @@ impl<S: Socket> TlsStream<S> {
                         self.first_byte = Some(self.rx.v[self.rx.end]);
                     }
                     self.rx.end += n;
+                    // A short read under edge-triggered readiness: the socket is empty now,
+                    // and what arrives later raises a new event.
+                    self.drained = n < spare;
                     if n == spare && self.rx.v.len() < RX_MAX {
                         let grown = (self.rx.v.len() * 2).min(RX_MAX);
                         self.rx.v.resize(grown, 0);
@@ -601,6 +617,7 @@ impl<S: Socket> TlsStream<S> {
     /// `WouldBlock` when nothing is there now, `UnexpectedEof` when the connection ended
     /// without `close_notify` (during the handshake too). Drives the handshake as needed.
     pub fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        self.drained = false;
         if dst.is_empty() {
             return Ok(0);
         }
@@ -642,6 +659,8 @@ impl<S: Socket> TlsStream<S> {
     /// it; `WouldBlock` when earlier output still fills the socket. Before the handshake has
     /// finished, up to 64 KiB are kept and sent once it has.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // A write that takes less than offered says nothing of the socket's room.
+        self.drained = false;
         self.check()?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
