@@ -6,6 +6,8 @@
 //!   feature set, plus the lints) one after the other, streams their output, and prints a
 //!   pass/fail/skip matrix with durations. `--list`, `--only <glob>`, `--ci`.
 //! - `bench <name>` runs one benchmark of [`rows::BENCHES`] in release.
+//! - `fuzz [target] [--time S]` builds the cargo-fuzz targets of `fuzz/` and runs them
+//!   ([`fuzz`]).
 //!
 //! What it does not do: install anything (`.ci/run` installs what CI needs), run rows in
 //! parallel (the machine has two cores and cargo uses both), or depend on any crate beyond the
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod fuzz;
 pub mod glob;
 pub mod matrix;
 pub mod row;

@@ -17,6 +17,9 @@ commands:
                      environment has CI or GLOO_CI set (to anything but 0 or false)
   bench [--list] <name> [--] [<args>...]
       Run one benchmark in release (xtask/src/rows.rs, BENCHES), passing <args> to it.
+  fuzz [<target>... | all] [--time <seconds>]
+      Build the fuzz targets (fuzz/) with libFuzzer and AddressSanitizer, replay the saved
+      crash inputs (fuzz/regressions/), then fuzz each target (default: all, 60 s each).
   help
       Print this.
 ";
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     let code = match args.split_first() {
         Some((cmd, rest)) if cmd == "test-matrix" => test_matrix(rest),
         Some((cmd, rest)) if cmd == "bench" => bench(rest),
+        Some((cmd, rest)) if cmd == "fuzz" => fuzz(rest),
         Some((cmd, _)) if cmd == "help" || cmd == "--help" || cmd == "-h" => {
             print!("{USAGE}");
             0
@@ -84,6 +88,18 @@ fn bench(args: &[String]) -> u8 {
             }
             usage_error(&format!("bench: {e}"))
         }
+    }
+}
+
+fn fuzz(args: &[String]) -> u8 {
+    let ctx = Context::from_env();
+    let known = match xtask::fuzz::targets(&ctx.root) {
+        Ok(k) => k,
+        Err(e) => return usage_error(&format!("fuzz: {e}")),
+    };
+    match xtask::fuzz::parse(args, &known) {
+        Ok(req) => clamp(xtask::fuzz::run(&req, &ctx)),
+        Err(e) => usage_error(&format!("fuzz: {e}")),
     }
 }
 

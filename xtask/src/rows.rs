@@ -65,6 +65,25 @@ pub const CLIPPY: Need = Need {
     install: "rustup component add clippy",
 };
 
+/// A real PyTorch (torchrun, `torch.distributed.TCPStore`) in the virtual environment
+/// `.ci/torch-venv` installs (or `GLOO_TORCH_VENV`).
+pub const TORCH: Need = Need {
+    what: "PyTorch 2.5.1 (a virtual environment from .ci/torch-venv)",
+    probe: &[
+        "sh",
+        "-c",
+        "\"${GLOO_TORCH_VENV:-$HOME/.cache/gloo-rust-ci/torch-2.5.1}/bin/python\" -W ignore -c 'import torch.distributed'",
+    ],
+    install: "bash .ci/torch-venv",
+};
+
+/// Open MPI's `mpirun`.
+pub const MPIRUN: Need = Need {
+    what: "mpirun (Open MPI)",
+    probe: &["mpirun", "--version"],
+    install: "apt-get update && apt-get install -y openmpi-bin",
+};
+
 /// Every test-matrix row, in the order they run: quick lints first, so a formatting slip
 /// fails in seconds, then the tests crate by crate.
 #[rustfmt::skip]
@@ -77,8 +96,9 @@ pub const ROWS: &[Row] = &[
     // xtask checks its own tables (unique names, every test target has a row, ...) and runs the
     // README's example as a doc test.
     Row::test("xtask/self", "xtask"),
-    // gloo-transport: the sans-io protocol (unit tests, proptests), the conformance suite over
-    // loopback (plain and havoc) and over tcp, processes, faults, rogue peers, loom models.
+    // gloo-transport: the engine and the sans-io protocol (unit tests, proptests), the
+    // conformance suite over loopback (plain and havoc) and over tcp, processes, faults, rogue
+    // peers, loom models, and an example transport built from outside the crate.
     Row::test("transport/unit", "gloo-transport").lib(),
     Row::test("transport/doc", "gloo-transport").targets(&[Doc]),
     Row::test("transport/no-tcp", "gloo-transport").no_default_features().lib(),
@@ -88,9 +108,22 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/lazy", "gloo-transport").targets(&[Test("lazy_tcp")]),
     Row::test("transport/multiproc", "gloo-transport").targets(&[Test("multiproc_tcp")]),
     Row::test("transport/faults", "gloo-transport").targets(&[Test("faults_tcp")]),
-    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks")]),
+    Row::test("transport/rogue", "gloo-transport").targets(&[Test("rogue_handshake"), Test("rogue_acceptor"), Test("rogue_data"), Test("rogue_leaks"), Test("flood_tcp"), Test("setup_errors_tcp")]),
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
+    // A transport written only against the engine's public traits (Unix-domain socket pairs),
+    // run through the public conformance suite (feature `conformance`) by its example's main.
+    Row::cargo("transport/example-uds", &["run", "-p", "gloo-transport", "--features", "conformance", "--example", "uds_transport"]),
+    // gloo-shm: sys wrappers, segment and handshake codec (unit), the ring against a VecDeque
+    // model and hostile indices, channels between threads, rogue peers scribbling on the
+    // segment, processes killed, stopped and oversubscribed, and loom models of the ring.
+    Row::test("shm/unit", "gloo-shm").lib(),
+    Row::test("shm/doc", "gloo-shm").targets(&[Doc]),
+    Row::test("shm/ring", "gloo-shm").targets(&[Test("ring")]),
+    Row::test("shm/channel", "gloo-shm").targets(&[Test("channel")]),
+    Row::test("shm/procs", "gloo-shm").targets(&[Test("procs")]),
+    Row::test("shm/rogue", "gloo-shm").features(&["rogue"]).targets(&[Test("rogue")]),
+    Row::test("shm/loom", "gloo-shm").targets(&[Test("loom_ring")]).loom(),
     // gloo-testing: its own helpers (multi-process ranks, ...).
     Row::test("testing/self", "gloo-testing"),
     // gloo-rendezvous: every store through the conformance suite, the gloo-store binary, the
@@ -104,6 +137,9 @@ pub const ROWS: &[Row] = &[
     Row::test("rendezvous/tls", "gloo-rendezvous").features(&["cli", "tls"]).targets(&[Lib, Test("tcp_store"), Test("tcp_store_tls"), Test("gloo_store_bin")]),
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
+    // TorchStore against a real PyTorch TCPStore server: the conformance suite, Python and Rust
+    // exchanging keys, a group bootstrapped through it.
+    Row::test("rendezvous/torch", "gloo-rendezvous").features(&["cli"]).targets(&[Test("torch_store")]).needs(&[TORCH]),
     // gloo-tls: identities and certificate checks, loading (key permissions), the session
     // over sockets (refusals, clean and cut ends). `cli` on so that the rows share one build.
     Row::test("tls/unit", "gloo-tls").features(&["cli"]).targets(&[Lib, Test("config"), Test("session")]),
@@ -118,8 +154,11 @@ pub const ROWS: &[Row] = &[
     // four processes on routable addresses in two network namespaces with no token.
     Row::test("tls/jobs", "gloo-tls").features(&["cli"]).targets(&[Test("mint_cli"), Test("netns_tls")]).needs(&[IPROUTE]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
-    // mismatches, threads sharing a communicator, real processes over tcp.
+    // mismatches, threads sharing a communicator, real processes over tcp, allocations.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
+    // The reduce kernels again as users run them (release): each float kernel at every
+    // instruction-set level this CPU has, against one reference (AVX-512 once differed).
+    Row::test("algorithms/kernels-release", "gloo-algorithms").lib().release().test_args(&["element::"]),
     Row::test("algorithms/doc", "gloo-algorithms").targets(&[Doc]),
     Row::test("algorithms/smoke", "gloo-algorithms").targets(&[Test("smoke")]),
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),
@@ -127,8 +166,17 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
+    // A warm call of every collective allocates nothing in proportion to its message
+    // (a counting global allocator, so a test binary of its own).
+    Row::test("algorithms/alloc", "gloo-algorithms").targets(&[Test("alloc")]),
     // gloo-bench: a short checked run of the tool and its usage errors (never timings).
-    Row::test("bench/smoke", "gloo-bench"),
+    Row::test("bench/smoke", "gloo-bench").targets(&[Lib, Test("cli")]),
+    // gloo-bench launched unchanged by torchrun, mpirun and a srun-style environment, and the
+    // start-up failures every rank must name.
+    Row::test("bench/launchers", "gloo-bench").targets(&[Test("launchers")]).needs(&[TORCH, MPIRUN]),
+    // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
+    // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
+    Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "20"]).timeout_secs(1800),
 ];
 
 /// Every benchmark `cargo xtask bench <name>` can run, in release.
@@ -137,6 +185,7 @@ pub const BENCHES: &[Bench] = &[
     Bench { name: "sweep", about: "the main job: gloo-bench with your arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &[] },
     Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["transport"] },
     Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["limits"] },
+    Bench { name: "shm", about: "shared-memory channel between two processes: 1 B ping-pong, 64 MiB one-way (ring, single copy) beside memcpy [--cores A,B]", package: "gloo-shm", features: &[], target: Example("shm_bench"), args: &[] },
     Bench { name: "kernels", about: "reduce kernels (every element type) beside memcpy [MiB, default 64]", package: "gloo-algorithms", features: &[], target: Example("kernels"), args: &[] },
     Bench { name: "rendezvous", about: "rendezvous + full-mesh connect of N local processes through a TcpStore [N...]", package: "gloo-rendezvous", features: &[], target: Example("rendezvous_bench"), args: &[] },
     Bench { name: "store", about: "TcpStore vs redis-server set/get ops/s from 64 clients (needs redis-server, redis-benchmark)", package: "gloo-rendezvous", features: &["redis"], target: Example("store_bench"), args: &[] },

@@ -51,8 +51,8 @@ fn kernel_op<T: Element>(
     black_box(&dst);
 }
 
-/// The other built-in ops too, for the half types whose kernels convert (their cost
-/// differs by op; for the others every op is one vector instruction).
+/// The other built-in ops too: for the half types, whose kernels convert (their cost
+/// differs by op), and for f32, whose min and max carry the NaN and signed-zero rules.
 fn other_ops<T: Element>(name: &str, bytes: usize, reps: usize, one: T, memcpy: f64) {
     for op in [ReduceOp::Product, ReduceOp::Min, ReduceOp::Max] {
         kernel_op(name, op, bytes, reps, one, memcpy);
@@ -75,6 +75,7 @@ fn main() {
     kernel::<u8>("u8", bytes, reps, 1, memcpy);
     kernel::<f16>("f16", bytes, reps, f16::ONE, memcpy);
     kernel::<bf16>("bf16", bytes, reps, bf16::ONE, memcpy);
+    other_ops::<f32>("f32", bytes, reps, 1.0, memcpy);
     other_ops::<f16>("f16", bytes, reps, f16::ONE, memcpy);
     other_ops::<bf16>("bf16", bytes, reps, bf16::ONE, memcpy);
     // Memcpy again at the end, so drift over the run shows.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use gloo_transport::{Communicator, Fingerprint, Op, OpState, Rank, Slot, Wait};
 use smallvec::SmallVec;
 
-use crate::element::ByteFn;
 use crate::error::{Error, Result};
 use crate::fingerprint::CallInfo;
 use crate::select::Collective;
@@ -37,6 +36,24 @@ const ALARM_GRACE: Duration = Duration::from_millis(500);
 /// A batch of operations; most rounds have a handful.
 pub(crate) type Ops<'b> = SmallVec<[Op<'b>; 8]>;
 
+/// A call's mark on its [`Group`](crate::Group) handle, so that a call re-entering the
+/// handle (from a custom reduction) is refused instead of taking call numbers out of
+/// order; cleared when dropped, after the call's context has withdrawn what it posted.
+pub(crate) struct CallGuard<'a>(&'a Cell<bool>);
+
+impl<'a> CallGuard<'a> {
+    /// Mark `flag`, unless a call has it marked.
+    pub(crate) fn take(flag: &'a Cell<bool>) -> Option<CallGuard<'a>> {
+        (!flag.replace(true)).then_some(CallGuard(flag))
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// One collective call in progress.
 pub(crate) struct Ctx<'a> {
     pub(crate) comm: &'a dyn Communicator,
@@ -46,6 +63,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) tag: u32,
     pub(crate) fp: Fingerprint,
     pub(crate) deadline: Instant,
+    /// When the call started (what a timeout reports as waited).
+    start: Instant,
     /// Every rank but this one.
     peers: Vec<Rank>,
     /// Where scratch comes from.
@@ -59,6 +78,9 @@ pub(crate) struct Ctx<'a> {
     agreement: Cell<Option<Agreement>>,
     /// The call's tracing span, entered for as long as the call runs.
     _span: tracing::span::EnteredSpan,
+    /// The call's hold on its tag (fields drop after [`Drop::drop`], so it is released
+    /// only once the call has withdrawn what it posted).
+    _busy: Option<CallGuard<'a>>,
 }
 
 impl Drop for Ctx<'_> {
@@ -95,6 +117,7 @@ impl<'a> Ctx<'a> {
             tag,
             fp,
             deadline,
+            start: Instant::now(),
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
             pool: None,
             watches: None,
@@ -108,7 +131,14 @@ impl<'a> Ctx<'a> {
                 epoch = fp.epoch()
             )
             .entered(),
+            _busy: None,
         }
+    }
+
+    /// Hold `guard` until the call ends.
+    pub(crate) fn with_busy(mut self, guard: CallGuard<'a>) -> Ctx<'a> {
+        self._busy = Some(guard);
+        self
     }
 
     /// Take scratch from `pool` from now on.
@@ -473,6 +503,18 @@ impl<'a> Ctx<'a> {
     /// waiting on this one see the mismatch at once rather than at their deadline).
     pub(crate) fn fail(&self, e: gloo_transport::Error) -> Error {
         match e {
+            gloo_transport::Error::Mismatch { peer, slot, theirs: Some(theirs), .. }
+                if self.stale(&theirs) =>
+            {
+                // The transport's rule 3 read a leftover of an old call on another tag: this
+                // call simply timed out.
+                self.timed_out(gloo_transport::Error::Timeout {
+                    rank: Rank(self.rank as u32),
+                    waited: Duration::ZERO,
+                    pending: vec![gloo_transport::Pending::Recv { from: vec![peer], slot }],
+                })
+            }
+            source @ gloo_transport::Error::Timeout { .. } => self.timed_out(source),
             gloo_transport::Error::Mismatch { peer, slot, ours, theirs } => {
                 tracing::debug!(collective = %self.collective, %peer, %slot, "fingerprint mismatch");
                 self.alarm();
@@ -487,6 +529,43 @@ impl<'a> Ctx<'a> {
             }
             source => Error::Transport { collective: self.collective, source },
         }
+    }
+
+    /// Whether `theirs`, a fingerprint the transport turned this call's timeout into a
+    /// mismatch with (its rule 3: a message of the same call number on another tag), is a
+    /// leftover of some other call rather than this call run on another tag: it differs in
+    /// more than the tag. Call numbers count per tag, so an old call on another tag that
+    /// failed (and left messages unread) can share this call's number by chance; the error
+    /// belongs to this call, which timed out.
+    fn stale(&self, theirs: &Fingerprint) -> bool {
+        let (mut ours, mut other) = (CallInfo::decode(&self.fp), CallInfo::decode(theirs));
+        if ours.tag == other.tag {
+            return false;
+        }
+        other.tag = ours.tag;
+        (ours.relayed, other.relayed) = (false, false);
+        ours != other
+    }
+
+    /// This call's timeout, with the time the whole call waited (the transport counts from
+    /// the start of its last `progress`, which is one round of the call). A collective that
+    /// times out also revokes the group: it aborts the communicator, so that every rank's
+    /// current or next call fails with `Aborted` naming this rank, rather than some ranks
+    /// finishing the call and going on with a rank that gave up (their call counters would
+    /// no longer agree). Point-to-point calls only report it: a receive that timed out is
+    /// withdrawn and the stream stays usable.
+    fn timed_out(&self, mut source: gloo_transport::Error) -> Error {
+        if let gloo_transport::Error::Timeout { waited, .. } = &mut source {
+            *waited = self.start.elapsed();
+        }
+        if self.collective != Collective::SendRecv && self.size > 1 {
+            let call = CallInfo::decode(&self.fp);
+            self.comm.abort(&format!(
+                "rank {} gave up on {} (tag {}, call {}): {source}; the group is revoked",
+                self.rank, self.collective, self.tag, call.epoch
+            ));
+        }
+        Error::Transport { collective: self.collective, source }
     }
 
     /// Send every peer a zero-byte message on the alarm slot carrying our own fingerprint
@@ -670,190 +749,51 @@ pub(crate) fn carve<'b>(buf: &'b mut [u8], ranges: &[Range<usize>]) -> SmallVec<
     out
 }
 
-/// What a pipelined ring pass does with what it receives.
-pub(crate) enum Land<'r> {
-    /// Reduce it into the buffer's block (through a scratch lane).
-    Reduce(&'r ByteFn<'r>),
-    /// Write it into the buffer's block directly.
-    Copy,
-}
-
-/// The state of one (step, segment) item of a ring pass.
-#[derive(Clone)]
-struct Item {
-    index: usize,
-    send: Range<usize>,
-    recv: Range<usize>,
-    send_state: Option<OpState>,
-    recv_state: Option<OpState>,
-    reduced: bool,
-}
-
-/// `steps` steps around the ring (send to `rank + 1`, receive from `rank - 1`), cut into
-/// segments of at most `seg_bytes` with two segments in flight.
-///
-/// At step `s` this rank sends block `base - s` and receives block `base - s - 1` (indices
-/// mod the world size, `blocks` are byte ranges of `buf`), reducing what it receives into
-/// its own copy or writing it over, per `land`. The send of segment `k` at step `s + 1`
-/// waits for segment `k` of step `s` to land, because it is the same bytes.
-///
-/// Operations are rebuilt for each wait from the saved op state: the transport remembers a
-/// posted operation by id only, so the borrows of the buffer last for one wait and the
-/// reductions run between waits while the next segment is already posted.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn ring_pass(
-    ctx: &Ctx<'_>,
-    buf: &mut [u8],
-    blocks: &[Range<usize>],
-    base: usize,
-    steps: usize,
-    land: Land<'_>,
-    seg_bytes: usize,
-    step_slot: u32,
-) -> Result<()> {
-    let n = ctx.size;
-    if n < 2 || steps == 0 {
-        return Ok(());
-    }
-    let right = (ctx.rank + 1) % n;
-    let left = (ctx.rank + n - 1) % n;
-    let seg = seg_bytes.max(1);
-    let nseg = blocks.iter().map(|b| b.len().div_ceil(seg)).max().unwrap_or(0).max(1);
-    let total = steps * nseg;
-    let piece = |b: usize, k: usize| -> Range<usize> {
-        let r = &blocks[b];
-        let start = (r.start + k * seg).min(r.end);
-        start..(start + seg).min(r.end)
-    };
-    let reducing = matches!(land, Land::Reduce(_));
-    let make = |i: usize| -> Item {
-        let (s, k) = (i / nseg, i % nseg);
-        let sb = (base + n - s % n) % n;
-        let rb = (base + 2 * n - s % n - 1) % n;
-        let send = piece(sb, k);
-        let recv = piece(rb, k);
-        Item {
-            index: i,
-            send_state: (!send.is_empty()).then_some(OpState::New),
-            recv_state: (!recv.is_empty()).then_some(OpState::New),
-            // Copies land in place: nothing to reduce.
-            reduced: recv.is_empty() || !reducing,
-            send,
-            recv,
-        }
-    };
-    // A lane holds one segment; small buffers need less than a whole segment.
-    let lane =
-        if reducing { seg.min(blocks.iter().map(|b| b.len()).max().unwrap_or(0)) } else { 0 };
-    let mut lanes = [ctx.scratch(lane), ctx.scratch(lane)];
-    let mut window: SmallVec<[Item; 2]> = SmallVec::new();
-    let mut next = 0;
-    let mut retired = 0;
-    let done = |s: &Option<OpState>| matches!(s, None | Some(OpState::Done { .. }));
-    while retired < total {
-        let waited;
-        while window.len() < 2 && next < total {
-            window.push(make(next));
-            next += 1;
-        }
-        // A send may go once the same bytes' previous step has landed.
-        let ready = |it: &Item| it.index < nseg || it.index - nseg < retired;
-        {
-            let mut ranges: SmallVec<[Range<usize>; 4]> = SmallVec::new();
-            let mut roles: SmallVec<[(usize, bool); 4]> = SmallVec::new();
-            for (w, it) in window.iter().enumerate() {
-                if !done(&it.send_state) && ready(it) {
-                    ranges.push(it.send.clone());
-                    roles.push((w, true));
-                }
-                if !done(&it.recv_state) && !reducing {
-                    ranges.push(it.recv.clone());
-                    roles.push((w, false));
-                }
-            }
-            let pieces = carve(buf, &ranges);
-            let mut ops = Ops::new();
-            let mut owners: SmallVec<[(usize, bool); 4]> = SmallVec::new();
-            for (p, &(w, is_send)) in pieces.into_iter().zip(&roles) {
-                let it = &window[w];
-                let mut op = if is_send {
-                    ctx.send(right, step_slot, p)
-                } else {
-                    ctx.recv(left, step_slot, p)
-                };
-                let st = if is_send { it.send_state } else { it.recv_state };
-                if let Some(st @ OpState::Posted(_)) = st {
-                    op.set_state(st);
-                }
-                ops.push(op);
-                owners.push((w, is_send));
-            }
-            if reducing {
-                let [l0, l1] = &mut lanes;
-                let (mut l0, mut l1) = (Some(l0.bytes()), Some(l1.bytes()));
-                for (w, it) in window.iter().enumerate() {
-                    if done(&it.recv_state) {
-                        continue;
-                    }
-                    let lane = if it.index % 2 == 0 { l0.take() } else { l1.take() };
-                    // Two consecutive items use the two lanes, so a lane is taken once.
-                    let lane = lane.expect("consecutive items alternate lanes");
-                    let mut op = ctx.recv(left, step_slot, &mut lane[..it.recv.len()]);
-                    if let Some(st @ OpState::Posted(_)) = it.recv_state {
-                        op.set_state(st);
-                    }
-                    ops.push(op);
-                    owners.push((w, false));
-                }
-            }
-            waited = !ops.is_empty();
-            if waited {
-                if let Err(e) = ctx.drive(&mut ops, false) {
-                    if !matches!(e, Error::Transport { .. } | Error::Mismatch { .. }) {
-                        // A length error leaves our other operations posted.
-                        ctx.comm.cancel(&mut ops);
-                    }
-                    return Err(e);
-                }
-                for (op, &(w, is_send)) in ops.iter().zip(&owners) {
-                    let st = Some(op.state());
-                    if is_send {
-                        window[w].send_state = st;
-                    } else {
-                        window[w].recv_state = st;
-                    }
-                }
-            }
-        }
-        if let Land::Reduce(f) = land {
-            for it in window.iter_mut() {
-                if !it.reduced && done(&it.recv_state) {
-                    let lane = lanes[it.index % 2].bytes();
-                    f(&mut buf[it.recv.clone()], &lane[..it.recv.len()]);
-                    it.reduced = true;
-                }
-            }
-        }
-        let before = retired;
-        while let Some(first) = window.first() {
-            if done(&first.send_state) && done(&first.recv_state) && first.reduced {
-                window.remove(0);
-                retired += 1;
-            } else {
-                break;
-            }
-        }
-        if !waited && retired == before {
-            // Nothing to wait for and nothing retired would spin forever: a schedule bug.
-            return Err(Error::invalid(ctx.collective, "internal: the ring pipeline stalled"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::element::DType;
+    use crate::select::Algorithm;
+
+    /// The fingerprint of call `epoch` of a 16-element f32 sum allreduce on `tag`.
+    fn allreduce_fp(tag: u32, count: u64, epoch: u64) -> Fingerprint {
+        let mut info = CallInfo::new(
+            Collective::Allreduce,
+            Some(DType::F32),
+            1,
+            Algorithm::Ring,
+            None,
+            count,
+            tag,
+            0,
+        );
+        info.epoch = epoch;
+        info.encode()
+    }
+
+    /// An error belongs to the call that met it: a mismatch the transport found with a
+    /// leftover of another call on another tag (same call number by chance) is this call's
+    /// timeout; one with this very call run on another tag is a mismatch, as before.
+    #[test]
+    fn a_leftover_of_another_tag_is_a_timeout_not_a_mismatch() {
+        let comms = gloo_transport::loopback::group(2, Default::default());
+        let ctx =
+            Ctx::new(&comms[0], Collective::Allreduce, 5, allreduce_fp(5, 16, 3), Instant::now());
+        let slot = ctx.slot(0);
+        let mismatch = |theirs| gloo_transport::Error::Mismatch {
+            peer: Rank(1),
+            slot,
+            ours: Some(ctx.fp),
+            theirs: Some(theirs),
+        };
+        // The same call on tag 6: the ranks used different tags.
+        let e = ctx.fail(mismatch(allreduce_fp(6, 16, 3)));
+        assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
+        // Another call (another count) on tag 6 that shares the call number: a timeout.
+        let e = ctx.fail(mismatch(allreduce_fp(6, 99, 3)));
+        assert!(e.is_timeout(), "{e:?}");
+        assert!(e.to_string().contains("from rank 1"), "{e}");
+    }
 
     #[test]
     fn partition_spreads_the_remainder_over_the_first_parts() {

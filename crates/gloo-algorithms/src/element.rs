@@ -93,11 +93,26 @@ mod sealed {
 /// `f64`. Sealed: the set is fixed because every rank must agree on the wire id.
 ///
 /// Integer sums and products wrap on overflow (they never panic); `f16` and `bf16` are
-/// computed in `f32` and rounded once per pairwise step; an integer average truncates
-/// toward zero.
+/// computed in `f32` and rounded once per pairwise step.
+///
+/// An integer average is exact: it is the true mean of the ranks' values truncated toward
+/// zero, whatever their sum (three `u8` 255s average to 255), because every rank splits its
+/// value into a quotient and a remainder by the world size and the two are summed apart
+/// (the remainders in 64 bits), so nothing wraps before the division.
+///
+/// Floating-point results are the same bits on every CPU, whichever instruction set the
+/// kernels run with: a NaN result is always the canonical quiet NaN (sign clear, quiet bit
+/// set, payload zero: `f32` `0x7fc0_0000`, `f64` `0x7ff8_0000_0000_0000`, `f16` `0x7e00`,
+/// `bf16` `0x7fc0`), since which operand's payload an operation keeps differs between
+/// instruction sets and compilers. `Min` and `Max` ignore a NaN operand (IEEE 754
+/// `minNum`/`maxNum`: only two NaNs give NaN) and order `-0.0` below `+0.0`.
 pub trait Element: bytemuck::Pod + Send + Sync + sealed::Sealed {
     /// The wire id of the type.
     const DTYPE: DType;
+
+    /// Whether this is an integer type (whose average is computed exactly, see above).
+    #[doc(hidden)]
+    const INTEGER: bool;
 
     /// `dst[i] = dst[i] op src[i]` for a built-in op (`Average` sums).
     #[doc(hidden)]
@@ -106,6 +121,21 @@ pub trait Element: bytemuck::Pod + Send + Sync + sealed::Sealed {
     /// `buf[i] = buf[i] / n`, the last step of an average.
     #[doc(hidden)]
     fn divide_slice(buf: &mut [Self], n: u32);
+
+    /// An integer's split for an exact average over `n` ranks: `x = q * n + r` with
+    /// `0 <= r < n` (floor division). Floats return `(x, 0)`; they never take this path.
+    #[doc(hidden)]
+    fn average_split(x: Self, n: u32) -> (Self, u64);
+
+    /// The exact average over `n` ranks, truncated toward zero, from the wrapping sum of the
+    /// quotients `q` and the exact sum of the remainders `r` of values split by `n * b`
+    /// (`b` values per rank, whose per-rank sums are averaged: a multi-buffer allreduce).
+    #[doc(hidden)]
+    fn average_join(q: Self, r: u64, n: u32, b: u32) -> Self;
+
+    /// `a + b`, wrapping (integers).
+    #[doc(hidden)]
+    fn wrapping_sum(a: Self, b: Self) -> Self;
 }
 
 /// The built-in reductions, as the kernels see them.
@@ -160,6 +190,7 @@ macro_rules! int_element {
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
+            const INTEGER: bool = true;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
                 let ops =
                     (<$t>::wrapping_add, <$t>::wrapping_mul, <$t as Ord>::min, <$t as Ord>::max);
@@ -170,6 +201,34 @@ macro_rules! int_element {
                 // |x / n| <= |x|, so the quotient always fits back.
                 let n = i128::from(n.max(1));
                 buf.iter_mut().for_each(|x| *x = (i128::from(*x) / n) as $t);
+            }
+            fn average_split(x: Self, n: u32) -> (Self, u64) {
+                // |q| <= |x|, so q fits back; 0 <= r < n.
+                let (x, n) = (i128::from(x), i128::from(n.max(1)));
+                (x.div_euclid(n) as $t, x.rem_euclid(n) as u64)
+            }
+            fn average_join(q: Self, r: u64, n: u32, b: u32) -> Self {
+                // The values were split by d = n * b, so their total is Q * d + R, where Q
+                // is the true sum of the quotients and `q` is Q modulo 2^bits. F =
+                // floor(total / d) = Q + floor(R / d) is a value of the type (a mean of
+                // values of the type), so computing it modulo 2^bits (the wrapping cast)
+                // gives it exactly. With R' = R mod d, total / n = F * b + R' / n: its floor
+                // is exact in i128, and it is negative exactly when F is. Then truncate
+                // toward zero, and wrap (a sum of b values per rank may not fit).
+                let (n, b) = (u64::from(n.max(1)), u64::from(b.max(1)));
+                let d = n * b;
+                let f = (i128::from(q) + i128::from(r / d)) as $t;
+                let rest = r % d;
+                let floor = i128::from(f) * i128::from(b) + i128::from(rest / n);
+                if rest % n != 0 && f < (0 as $t) {
+                    // A negative mean with a fraction: floor is one below the truncation.
+                    (floor + 1) as $t
+                } else {
+                    floor as $t
+                }
+            }
+            fn wrapping_sum(a: Self, b: Self) -> Self {
+                a.wrapping_add(b)
             }
         }
     };
@@ -185,23 +244,92 @@ int_element!(i32, I32);
 int_element!(i64, I64);
 
 macro_rules! float_element {
-    ($t:ty, $d:ident) => {
+    ($t:ty, $d:ident, $reduce:ident, $canon:ident, $min:ident, $max:ident) => {
+        /// The kernel at instruction-set level `isa`, one dispatch per op's loop (as
+        /// `half_reduce` does): the float rules cost a few selects per element, which wider
+        /// vectors pay for (f32 min measured 8 GB/s at the baseline, 14 with AVX-512).
+        pub(crate) fn $reduce(isa: Isa, op: Builtin, dst: &mut [$t], src: &[$t]) {
+            let arch = isa.arch();
+            match op {
+                Builtin::Sum => arch.dispatch(|| zip_with(dst, src, |a, b| $canon(a + b))),
+                Builtin::Product => arch.dispatch(|| zip_with(dst, src, |a, b| $canon(a * b))),
+                Builtin::Min => arch.dispatch(|| zip_with(dst, src, $min)),
+                Builtin::Max => arch.dispatch(|| zip_with(dst, src, $max)),
+            }
+        }
+
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
+            const INTEGER: bool = false;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-                reduce_with(op, dst, src, (|a, b| a + b, |a, b| a * b, <$t>::min, <$t>::max));
+                $reduce(Isa::best(), op, dst, src);
             }
             fn divide_slice(buf: &mut [Self], n: u32) {
                 let n = n.max(1) as $t;
-                buf.iter_mut().for_each(|x| *x /= n);
+                buf.iter_mut().for_each(|x| *x = $canon(*x / n));
+            }
+            fn average_split(x: Self, _: u32) -> (Self, u64) {
+                (x, 0)
+            }
+            fn average_join(q: Self, _: u64, _: u32, _: u32) -> Self {
+                q
+            }
+            fn wrapping_sum(a: Self, b: Self) -> Self {
+                a + b
             }
         }
     };
 }
 
-float_element!(f32, F32);
-float_element!(f64, F64);
+/// Deterministic float rules, shared by every kernel path: one canonical NaN, and min/max
+/// that order the signed zeros and ignore a single NaN.
+///
+/// Without them the bits of a result depend on the code the compiler emitted: x86's vector
+/// and scalar instructions keep the first operand's NaN payload, but the compiler may swap
+/// the operands of a commutative operation, and `f32::min(0.0, -0.0)` may return either
+/// zero. (On an AVX-512 CPU the f16 sum of NaNs `0xfe3d` and `0xfd9a` gave `0xff9a` on one
+/// path and `0xfe3d` on another.) Each rule is a compare and a select, so loops over them
+/// still vectorise.
+macro_rules! float_rules {
+    ($t:ty, $canon:ident, $min:ident, $max:ident, $nan:expr) => {
+        /// The canonical NaN if `x` is a NaN, else `x`.
+        #[inline(always)]
+        pub(crate) fn $canon(x: $t) -> $t {
+            if x.is_nan() { <$t>::from_bits($nan) } else { x }
+        }
+
+        /// IEEE `minNum` with `-0 < +0`; two NaNs give the canonical NaN.
+        #[inline(always)]
+        pub(crate) fn $min(a: $t, b: $t) -> $t {
+            // Selects only (no chain of branches), so that loops vectorise: replace a NaN
+            // operand by the other one, then pick; equal operands are the same bits or the
+            // two zeros, and OR keeps a sign bit.
+            let a = if a.is_nan() { b } else { a };
+            let b = if b.is_nan() { a } else { b };
+            let pick = if b < a { b } else { a };
+            let r = if a == b { <$t>::from_bits(a.to_bits() | b.to_bits()) } else { pick };
+            $canon(r)
+        }
+
+        /// IEEE `maxNum` with `+0 > -0`; two NaNs give the canonical NaN.
+        #[inline(always)]
+        pub(crate) fn $max(a: $t, b: $t) -> $t {
+            // As `min`; AND clears a sign bit.
+            let a = if a.is_nan() { b } else { a };
+            let b = if b.is_nan() { a } else { b };
+            let pick = if b > a { b } else { a };
+            let r = if a == b { <$t>::from_bits(a.to_bits() & b.to_bits()) } else { pick };
+            $canon(r)
+        }
+    };
+}
+
+float_rules!(f32, canon32, min32, max32, 0x7FC0_0000);
+float_rules!(f64, canon64, min64, max64, 0x7FF8_0000_0000_0000);
+
+float_element!(f32, F32, f32_reduce, canon32, min32, max32);
+float_element!(f64, F64, f64_reduce, canon64, min64, max64);
 
 /// Bit-exact, branch-free conversions between the half-precision types and `f32`.
 ///
@@ -278,6 +406,62 @@ mod conv {
     }
 }
 
+/// The instruction-set levels the half kernels are compiled for; [`Isa::best`] is the one
+/// the CPU runs them with. Every level gives the same bits for every input (the tests run
+/// each level this CPU has against the same reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Whatever the target's baseline is (SSE2 on x86-64).
+    Portable,
+    /// x86-64-v3: AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// x86-64-v4: AVX-512, whose f16 conversion instructions the f16 kernels use.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// The best `pulp` finds on another architecture (NEON on aarch64).
+    #[cfg(not(target_arch = "x86_64"))]
+    Native,
+}
+
+impl Isa {
+    /// The best level this CPU has, detected once.
+    pub(crate) fn best() -> Isa {
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().unwrap_or(&Isa::Portable))
+    }
+
+    /// Every level this CPU can run, worst first.
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if pulp::x86::V3::try_new().is_some() {
+                v.push(Isa::Avx2);
+            }
+            if pulp::x86::V4::try_new().is_some() {
+                v.push(Isa::Avx512);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        v.push(Isa::Native);
+        v
+    }
+
+    /// `pulp`'s dispatcher for this level.
+    fn arch(self) -> pulp::Arch {
+        match self {
+            Isa::Portable => pulp::Arch::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => pulp::x86::V3::try_new().map_or(pulp::Arch::Scalar, pulp::Arch::V3),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => pulp::x86::V4::try_new().map_or(pulp::Arch::Scalar, pulp::Arch::V4),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Native => pulp::Arch::new(),
+        }
+    }
+}
+
 /// The f16 kernels on x86-64 CPUs with AVX-512: the CPU's own conversions (`vcvtph2ps`,
 /// `vcvtps2ph`, round to nearest even), 16 elements an instruction, where the branch-free
 /// software ones cost a dozen operations each way and leave the kernel at half of memcpy's
@@ -290,30 +474,40 @@ mod f16_avx512 {
     use pulp::x86::V4;
     use std::arch::x86_64::{__m256i, __m512};
 
-    use super::Builtin;
+    use super::{Builtin, Isa, canon32, max32, min32};
 
     /// Elements per vector.
     const LANES: usize = 16;
 
     /// `dst = dst op src` (`op` given) or `dst = dst / n` (`op` `None`, `src` unused) over
-    /// the whole 16-element blocks at the front of `dst`, if the CPU has AVX-512; returns
-    /// how many elements were done (0 without AVX-512), the rest is the caller's.
-    pub(super) fn prefix(op: Option<Builtin>, n: f32, dst: &mut [u16], src: &[u16]) -> usize {
+    /// the whole 16-element blocks at the front of `dst`, at level `isa` (only
+    /// [`Isa::Avx512`] has this path); returns how many elements were done, the rest is the
+    /// caller's.
+    pub(super) fn prefix(
+        isa: Isa,
+        op: Option<Builtin>,
+        n: f32,
+        dst: &mut [u16],
+        src: &[u16],
+    ) -> usize {
+        if isa != Isa::Avx512 {
+            return 0;
+        }
         let Some(v4) = V4::try_new() else {
             return 0;
         };
         match op {
-            Some(Builtin::Sum) => blocks(v4, dst, src, |a, b| a + b),
-            Some(Builtin::Product) => blocks(v4, dst, src, |a, b| a * b),
-            Some(Builtin::Min) => blocks(v4, dst, src, f32::min),
-            Some(Builtin::Max) => blocks(v4, dst, src, f32::max),
+            Some(Builtin::Sum) => blocks(v4, dst, src, |a, b| canon32(a + b)),
+            Some(Builtin::Product) => blocks(v4, dst, src, |a, b| canon32(a * b)),
+            Some(Builtin::Min) => blocks(v4, dst, src, min32),
+            Some(Builtin::Max) => blocks(v4, dst, src, max32),
             None => v4.vectorize(
                 #[inline(always)]
                 || {
                     let len = dst.len();
                     let mut chunks = dst.chunks_exact_mut(LANES);
                     for d in &mut chunks {
-                        store(v4, d, widen(v4, d).map(|x| x / n));
+                        store(v4, d, widen(v4, d).map(|x| canon32(x / n)));
                     }
                     len - chunks.into_remainder().len()
                 },
@@ -356,10 +550,10 @@ mod f16_avx512 {
 }
 
 /// The elements a hardware path did at the front of the slices; see [`f16_avx512::prefix`].
-type Prefix = fn(Option<Builtin>, f32, &mut [u16], &[u16]) -> usize;
+type Prefix = fn(Isa, Option<Builtin>, f32, &mut [u16], &[u16]) -> usize;
 
 /// No hardware path: everything is left to the portable loop.
-fn no_prefix(_: Option<Builtin>, _: f32, _: &mut [u16], _: &[u16]) -> usize {
+fn no_prefix(_: Isa, _: Option<Builtin>, _: f32, _: &mut [u16], _: &[u16]) -> usize {
     0
 }
 
@@ -372,30 +566,32 @@ const F16_PREFIX: Prefix = no_prefix;
 /// `dst[i] = narrow(f(widen(dst[i]), widen(src[i])))` over 16-bit elements: one zipped loop
 /// with every step inlined and branch-free, so it vectorises.
 ///
-/// Run through `pulp`'s dispatch, which compiles the loop once per instruction set (SSE2,
-/// AVX2, AVX-512 on x86) and picks the best the CPU has at run time: the conversions cost
-/// a dozen vector operations per element each way, so the vector width decides whether
-/// the kernel keeps up with memory. The results are the same on every path (IEEE f32
-/// arithmetic, and conversions exact by construction).
+/// Run through `pulp`'s dispatch at level `isa`, which compiles the loop once per
+/// instruction set (SSE2, AVX2, AVX-512 on x86) : the conversions cost a dozen vector
+/// operations per element each way, so the vector width decides whether the kernel keeps
+/// up with memory. The results are the same on every path (IEEE f32 arithmetic, the float
+/// rules above, and conversions exact by construction).
 #[inline(always)]
 fn zip_half(
+    isa: Isa,
     dst: &mut [u16],
     src: &[u16],
     widen: impl Fn(u16) -> f32,
     narrow: impl Fn(f32) -> u16,
     f: impl Fn(f32, f32) -> f32,
 ) {
-    pulp::Arch::new().dispatch(|| zip_with(dst, src, |a, b| narrow(f(widen(a), widen(b)))));
+    isa.arch().dispatch(|| zip_with(dst, src, |a, b| narrow(f(widen(a), widen(b)))));
 }
 
 /// The portable half kernel: `dst = dst op src`, computed in f32 and rounded once per
-/// element, bit for bit `from_f32(a.to_f32() op b.to_f32())`.
+/// element, bit for bit `from_f32(a.to_f32() op b.to_f32())` under the float rules.
 ///
 /// It repeats [`reduce_with`]'s match on purpose: one `pulp` dispatch per op's loop. A
 /// single dispatch around `reduce_with` measured bf16 sum at 2.8–3.0 GB/s instead of 7 (the
 /// four loops no longer inline into the dispatched function, so nothing vectorises).
 #[inline(always)]
 fn half_reduce(
+    isa: Isa,
     op: Builtin,
     dst: &mut [u16],
     src: &[u16],
@@ -403,43 +599,73 @@ fn half_reduce(
     narrow: impl Fn(f32) -> u16 + Copy,
 ) {
     match op {
-        Builtin::Sum => zip_half(dst, src, widen, narrow, |a, b| a + b),
-        Builtin::Product => zip_half(dst, src, widen, narrow, |a, b| a * b),
-        Builtin::Min => zip_half(dst, src, widen, narrow, f32::min),
-        Builtin::Max => zip_half(dst, src, widen, narrow, f32::max),
+        Builtin::Sum => zip_half(isa, dst, src, widen, narrow, |a, b| canon32(a + b)),
+        Builtin::Product => zip_half(isa, dst, src, widen, narrow, |a, b| canon32(a * b)),
+        Builtin::Min => zip_half(isa, dst, src, widen, narrow, min32),
+        Builtin::Max => zip_half(isa, dst, src, widen, narrow, max32),
     }
 }
 
 /// The portable half division `buf = buf / n`, rounded once per element.
 #[inline(always)]
-fn half_divide(buf: &mut [u16], n: f32, widen: impl Fn(u16) -> f32, narrow: impl Fn(f32) -> u16) {
-    pulp::Arch::new().dispatch(|| buf.iter_mut().for_each(|x| *x = narrow(widen(*x) / n)));
+fn half_divide(
+    isa: Isa,
+    buf: &mut [u16],
+    n: f32,
+    widen: impl Fn(u16) -> f32,
+    narrow: impl Fn(f32) -> u16,
+) {
+    isa.arch().dispatch(|| buf.iter_mut().for_each(|x| *x = narrow(canon32(widen(*x) / n))));
 }
 
+/// The half kernels at a given instruction-set level: what [`Element::reduce_slices`] and
+/// [`Element::divide_slice`] run at [`Isa::best`], and what the tests run at every level.
+macro_rules! half_kernels {
+    ($reduce:ident, $divide:ident, $widen:path, $narrow:path, $prefix:expr) => {
+        pub(crate) fn $reduce(isa: Isa, op: Builtin, dst: &mut [u16], src: &[u16]) {
+            let done = $prefix(isa, Some(op), 1.0, dst, src);
+            let (dst, src) = (&mut dst[done..], src.get(done..).unwrap_or_default());
+            half_reduce(isa, op, dst, src, $widen, $narrow);
+        }
+
+        pub(crate) fn $divide(isa: Isa, buf: &mut [u16], n: u32) {
+            let n = n.max(1) as f32;
+            let done = $prefix(isa, None, n, buf, &[]);
+            half_divide(isa, &mut buf[done..], n, $widen, $narrow);
+        }
+    };
+}
+
+half_kernels!(f16_reduce, f16_divide, conv::f16_to_f32, conv::f32_to_f16, F16_PREFIX);
+half_kernels!(bf16_reduce, bf16_divide, conv::bf16_to_f32, conv::f32_to_bf16, no_prefix);
+
 macro_rules! half_element {
-    ($t:ty, $d:ident, $widen:path, $narrow:path, $prefix:expr) => {
+    ($t:ty, $d:ident, $reduce:ident, $divide:ident) => {
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
+            const INTEGER: bool = false;
             fn reduce_slices(op: Builtin, dst: &mut [Self], src: &[Self]) {
-                let dst: &mut [u16] = bytemuck::cast_slice_mut(dst);
-                let src: &[u16] = bytemuck::cast_slice(src);
-                let done = $prefix(Some(op), 1.0, dst, src);
-                let (dst, src) = (&mut dst[done..], src.get(done..).unwrap_or_default());
-                half_reduce(op, dst, src, $widen, $narrow);
+                $reduce(Isa::best(), op, bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
             }
             fn divide_slice(buf: &mut [Self], n: u32) {
-                let n = n.max(1) as f32;
-                let buf: &mut [u16] = bytemuck::cast_slice_mut(buf);
-                let done = $prefix(None, n, buf, &[]);
-                half_divide(&mut buf[done..], n, $widen, $narrow);
+                $divide(Isa::best(), bytemuck::cast_slice_mut(buf), n);
+            }
+            fn average_split(x: Self, _: u32) -> (Self, u64) {
+                (x, 0)
+            }
+            fn average_join(q: Self, _: u64, _: u32, _: u32) -> Self {
+                q
+            }
+            fn wrapping_sum(a: Self, b: Self) -> Self {
+                <$t>::from_f32(a.to_f32() + b.to_f32())
             }
         }
     };
 }
 
-half_element!(f16, F16, conv::f16_to_f32, conv::f32_to_f16, F16_PREFIX);
-half_element!(bf16, BF16, conv::bf16_to_f32, conv::f32_to_bf16, no_prefix);
+half_element!(f16, F16, f16_reduce, f16_divide);
+half_element!(bf16, BF16, bf16_reduce, bf16_divide);
 
 /// A reduction over bytes holding whole elements: `dst = dst op src`.
 pub(crate) type ByteFn<'a> = dyn Fn(&mut [u8], &[u8]) + 'a;
@@ -514,9 +740,39 @@ mod tests {
         assert_eq!(c, [bf16::from_f32(6.0), bf16::from_f32(-4.0)]);
     }
 
+    /// The float rules stated on [`Element`], written out element by element as the
+    /// reference every kernel path must match: a NaN result is the canonical NaN, min/max
+    /// ignore one NaN and order -0 below +0.
+    fn ref_op(op: Option<Builtin>, x: f32, y: f32, n: u32) -> f32 {
+        let r = match op {
+            Some(Builtin::Sum) => x + y,
+            Some(Builtin::Product) => x * y,
+            Some(b @ (Builtin::Min | Builtin::Max)) => match (x.is_nan(), y.is_nan()) {
+                (true, true) => f32::NAN,
+                (true, false) => y,
+                (false, true) => x,
+                (false, false) if x == y => {
+                    // Equal: the same value, or +0 and -0.
+                    let neg = if x.is_sign_negative() { x } else { y };
+                    let pos = if x.is_sign_negative() { y } else { x };
+                    if b == Builtin::Min { neg } else { pos }
+                }
+                (false, false) => {
+                    if (x < y) == (b == Builtin::Min) {
+                        x
+                    } else {
+                        y
+                    }
+                }
+            },
+            None => x / n.max(1) as f32,
+        };
+        if r.is_nan() { f32::from_bits(0x7FC0_0000) } else { r }
+    }
+
     /// The element-at-a-time reference the half kernels must match bit for bit: widen with
-    /// `half`, compute in f32, round back with `half`. `black_box` keeps each element a
-    /// scalar computation of its own.
+    /// `half`, compute [`ref_op`] in f32, round back with `half`. `black_box` keeps each
+    /// element a scalar computation of its own.
     fn half_reference(
         op: Option<Builtin>,
         a: u16,
@@ -526,66 +782,89 @@ mod tests {
         from_f32: fn(f32) -> u16,
     ) -> u16 {
         let (x, y) = (std::hint::black_box(to_f32(a)), std::hint::black_box(to_f32(b)));
-        let r = match op {
-            Some(Builtin::Sum) => x + y,
-            Some(Builtin::Product) => x * y,
-            Some(Builtin::Min) => x.min(y),
-            Some(Builtin::Max) => x.max(y),
-            None => x / n.max(1) as f32,
-        };
-        from_f32(std::hint::black_box(r))
+        from_f32(std::hint::black_box(ref_op(op, x, y, n)))
     }
 
     const OPS: [Option<Builtin>; 5] =
         [Some(Builtin::Sum), Some(Builtin::Product), Some(Builtin::Min), Some(Builtin::Max), None];
 
-    /// Run the kernel of `T` for `op` (`None`: divide by `n`) over bit patterns and compare
-    /// every element with [`half_reference`]; the first mismatch names the op and operands.
-    fn check_half_kernel<T: Element>(
-        op: Option<Builtin>,
-        dst: &[u16],
-        src: &[u16],
-        n: u32,
+    /// A half type's kernels at a given level, and its `half` conversions for the reference.
+    struct HalfKind {
+        dtype: DType,
+        reduce: fn(Isa, Builtin, &mut [u16], &[u16]),
+        divide: fn(Isa, &mut [u16], u32),
         to_f32: fn(u16) -> f32,
         from_f32: fn(f32) -> u16,
-    ) {
-        let mut out: Vec<T> = dst.iter().map(|&b| bytemuck::cast(b)).collect();
-        let s: Vec<T> = src.iter().map(|&b| bytemuck::cast(b)).collect();
-        match op {
-            Some(op) => T::reduce_slices(op, &mut out, &s),
-            None => T::divide_slice(&mut out, n),
-        }
-        let out: Vec<u16> = out.iter().map(|&o| bytemuck::cast(o)).collect();
-        compare_half(T::DTYPE, op, dst, src, n, &out, to_f32, from_f32);
-        if T::DTYPE == DType::F16 {
-            // The f16 kernel takes a hardware path where the CPU has one; check the portable
-            // one over the same operands too.
-            let mut soft = dst.to_vec();
+    }
+
+    const F16: HalfKind = HalfKind {
+        dtype: DType::F16,
+        reduce: f16_reduce,
+        divide: f16_divide,
+        to_f32: f16_to_f32_half,
+        from_f32: f16_from_f32_half,
+    };
+    const BF16: HalfKind = HalfKind {
+        dtype: DType::BF16,
+        reduce: bf16_reduce,
+        divide: bf16_divide,
+        to_f32: bf16_to_f32_half,
+        from_f32: bf16_from_f32_half,
+    };
+
+    /// Run the kernel of `kind` for `op` (`None`: divide by `n`) over bit patterns at every
+    /// instruction-set level this CPU has, and through the public `Element` path, comparing
+    /// every element with [`half_reference`]; the first mismatch names the level, the op and
+    /// the operands.
+    fn check_half_kernel(kind: &HalfKind, op: Option<Builtin>, dst: &[u16], src: &[u16], n: u32) {
+        let levels = Isa::available();
+        assert!(levels.contains(&Isa::best()), "the best level {:?} is tested", Isa::best());
+        for isa in levels {
+            let mut out = dst.to_vec();
             match op {
-                Some(op) => half_reduce(op, &mut soft, src, conv::f16_to_f32, conv::f32_to_f16),
-                None => half_divide(&mut soft, n.max(1) as f32, conv::f16_to_f32, conv::f32_to_f16),
+                Some(op) => (kind.reduce)(isa, op, &mut out, src),
+                None => (kind.divide)(isa, &mut out, n),
             }
-            compare_half(T::DTYPE, op, dst, src, n, &soft, to_f32, from_f32);
+            compare_half(kind, isa, op, dst, src, n, &out);
         }
+        let mut out = dst.to_vec();
+        if kind.dtype == DType::F16 {
+            let mut typed: Vec<f16> = bytemuck::cast_slice(&out).to_vec();
+            let s: &[f16] = bytemuck::cast_slice(src);
+            match op {
+                Some(op) => f16::reduce_slices(op, &mut typed, s),
+                None => f16::divide_slice(&mut typed, n),
+            }
+            out.copy_from_slice(bytemuck::cast_slice(&typed));
+        } else {
+            let mut typed: Vec<bf16> = bytemuck::cast_slice(&out).to_vec();
+            let s: &[bf16] = bytemuck::cast_slice(src);
+            match op {
+                Some(op) => bf16::reduce_slices(op, &mut typed, s),
+                None => bf16::divide_slice(&mut typed, n),
+            }
+            out.copy_from_slice(bytemuck::cast_slice(&typed));
+        }
+        compare_half(kind, Isa::best(), op, dst, src, n, &out);
     }
 
     /// Compare a kernel's output with [`half_reference`] element by element.
-    #[allow(clippy::too_many_arguments)]
     fn compare_half(
-        dtype: DType,
+        kind: &HalfKind,
+        isa: Isa,
         op: Option<Builtin>,
         dst: &[u16],
         src: &[u16],
         n: u32,
         out: &[u16],
-        to_f32: fn(u16) -> f32,
-        from_f32: fn(f32) -> u16,
     ) {
+        let dtype = kind.dtype;
         for (i, &got) in out.iter().enumerate() {
-            let want = half_reference(op, dst[i], src[i], n, to_f32, from_f32);
+            let want = half_reference(op, dst[i], src[i], n, kind.to_f32, kind.from_f32);
             assert_eq!(
                 got, want,
-                "{dtype} {op:?} (n = {n}) of {:#06x} and {:#06x}: got {got:#06x}, want {want:#06x}",
+                "{dtype} {op:?} (n = {n}) at {isa:?} of {:#06x} and {:#06x}: got {got:#06x}, \
+                 want {want:#06x}",
                 dst[i], src[i]
             );
         }
@@ -672,8 +951,8 @@ mod tests {
         ) {
             let (dst, src) = (patterns(seed, len), patterns(!seed, len));
             for op in OPS {
-                check_half_kernel::<f16>(op, &dst, &src, n, f16_to_f32_half, f16_from_f32_half);
-                check_half_kernel::<bf16>(op, &dst, &src, n, bf16_to_f32_half, bf16_from_f32_half);
+                check_half_kernel(&F16, op, &dst, &src, n);
+                check_half_kernel(&BF16, op, &dst, &src, n);
             }
         }
     }
@@ -683,31 +962,20 @@ mod tests {
     #[test]
     fn half_kernels_match_the_reference_for_every_bit_pattern() {
         let all: Vec<u16> = (0..=u16::MAX).collect();
-        type Conv = (fn(u16) -> f32, fn(f32) -> u16);
-        let f16c: Conv = (f16_to_f32_half, f16_from_f32_half);
-        let bf16c: Conv = (bf16_to_f32_half, bf16_from_f32_half);
         for op in OPS {
             for (seed, n) in [(1u64, 3u32), (2, 7)] {
                 let src = patterns(seed, all.len());
-                check_half_kernel::<f16>(op, &all, &src, n, f16c.0, f16c.1);
-                check_half_kernel::<bf16>(op, &all, &src, n, bf16c.0, bf16c.1);
+                check_half_kernel(&F16, op, &all, &src, n);
+                check_half_kernel(&BF16, op, &all, &src, n);
             }
-            for e in F16_EDGES {
-                check_half_kernel::<f16>(op, &all, &vec![e; all.len()], 1, f16c.0, f16c.1);
-            }
-            for e in BF16_EDGES {
-                check_half_kernel::<bf16>(op, &all, &vec![e; all.len()], 1, bf16c.0, bf16c.1);
-            }
-            for (edges, is_f16) in [(F16_EDGES, true), (BF16_EDGES, false)] {
+            for (kind, edges) in [(&F16, F16_EDGES), (&BF16, BF16_EDGES)] {
+                for e in edges {
+                    check_half_kernel(kind, op, &all, &vec![e; all.len()], 1);
+                }
                 let dst: Vec<u16> = edges.iter().flat_map(|&a| edges.map(|_| a)).collect();
                 let src: Vec<u16> = edges.iter().flat_map(|_| edges).collect();
                 // 255 of the 256 pairs: a length no vector width divides.
-                let (dst, src) = (&dst[..255], &src[..255]);
-                if is_f16 {
-                    check_half_kernel::<f16>(op, dst, src, 5, f16c.0, f16c.1);
-                } else {
-                    check_half_kernel::<bf16>(op, dst, src, 5, bf16c.0, bf16c.1);
-                }
+                check_half_kernel(kind, op, &dst[..255], &src[..255], 5);
             }
         }
     }
@@ -727,6 +995,154 @@ mod tests {
         let mut b = [bf16::MAX, bf16::MIN];
         bf16::reduce_slices(Builtin::Product, &mut b, &[bf16::from_f32(2.0), bf16::from_f32(2.0)]);
         assert_eq!(b, [bf16::INFINITY, bf16::NEG_INFINITY]);
+    }
+
+    /// f32 kernels against [`ref_op`] over random bit patterns and the edge values (NaNs
+    /// with payloads and signs, signed zeros, infinities), every op.
+    #[test]
+    fn f32_kernels_follow_the_float_rules() {
+        const EDGES: [u32; 12] = [
+            0x0000_0000,
+            0x8000_0000,
+            0x7F80_0000,
+            0xFF80_0000,
+            0x7FC0_0000,
+            0xFFC0_0000,
+            0x7F80_0001,
+            0xFFA5_5A5A,
+            0x3F80_0000,
+            0xBF80_0000,
+            0x0000_0001,
+            0x7F7F_FFFF,
+        ];
+        let mut g = gloo_testing::rng::SplitMix(7);
+        let mut a: Vec<u32> = (0..4000).map(|_| g.next_u64() as u32).collect();
+        let mut b: Vec<u32> = (0..4000).map(|_| g.next_u64() as u32).collect();
+        for x in EDGES {
+            for y in EDGES {
+                a.push(x);
+                b.push(y);
+            }
+        }
+        let src: Vec<f32> = b.iter().map(|&x| f32::from_bits(x)).collect();
+        for op in OPS {
+            // Every level this CPU has, then the public path (`None`: the best level).
+            for isa in Isa::available().into_iter().map(Some).chain([None]) {
+                let mut out: Vec<f32> = a.iter().map(|&x| f32::from_bits(x)).collect();
+                match (op, isa) {
+                    (Some(op), Some(isa)) => f32_reduce(isa, op, &mut out, &src),
+                    (Some(op), None) => f32::reduce_slices(op, &mut out, &src),
+                    (None, _) => f32::divide_slice(&mut out, 3),
+                }
+                for (i, o) in out.iter().enumerate() {
+                    let want = ref_op(op, f32::from_bits(a[i]), src[i], 3);
+                    assert_eq!(
+                        o.to_bits(),
+                        want.to_bits(),
+                        "f32 {op:?} at {isa:?} of {:#010x} and {:#010x}",
+                        a[i],
+                        b[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f64_kernels_give_one_nan_and_order_the_zeros() {
+        let nan_a = f64::from_bits(0xFFF8_0000_0000_1234);
+        let nan_b = f64::from_bits(0x7FF0_0000_0000_0001);
+        let canon = 0x7FF8_0000_0000_0000u64;
+        let neg0 = (-0.0f64).to_bits();
+        // Each case repeated past every vector width, so vector loops and tails both run.
+        let cases: [(Builtin, f64, f64, u64); 11] = [
+            (Builtin::Sum, nan_a, nan_b, canon),
+            (Builtin::Sum, 1.0, nan_b, canon),
+            (Builtin::Sum, nan_a, 2.0, canon),
+            (Builtin::Sum, f64::INFINITY, f64::NEG_INFINITY, canon),
+            (Builtin::Sum, 0.0, -0.0, 0),
+            (Builtin::Min, 0.0, -0.0, neg0),
+            (Builtin::Min, -0.0, 0.0, neg0),
+            (Builtin::Min, nan_a, 5.0, 5.0f64.to_bits()),
+            (Builtin::Min, nan_a, nan_b, canon),
+            (Builtin::Max, -0.0, 0.0, 0),
+            (Builtin::Max, 3.0, nan_b, 3.0f64.to_bits()),
+        ];
+        for isa in Isa::available() {
+            for (op, x, y, want) in cases {
+                let mut d = vec![x; 37];
+                f64_reduce(isa, op, &mut d, &vec![y; 37]);
+                for r in d {
+                    assert_eq!(r.to_bits(), want, "{op:?} at {isa:?} of {x:?} and {y:?}");
+                }
+            }
+        }
+    }
+
+    /// The average split and join give the exact mean truncated toward zero, for values
+    /// whose sum overflows the type, for every integer type and several world sizes.
+    #[test]
+    fn integer_average_is_exact() {
+        fn check<T: Element + Into<i128> + std::fmt::Debug>(values: &[T]) {
+            let n = values.len() as u32;
+            let mut q = T::zeroed();
+            let mut r = 0u64;
+            for &v in values {
+                let (vq, vr) = T::average_split(v, n);
+                q = T::wrapping_sum(q, vq);
+                r += vr;
+            }
+            let got: i128 = T::average_join(q, r, n, 1).into();
+            let sum: i128 = values.iter().map(|&v| v.into()).sum();
+            assert_eq!(got, sum / i128::from(n), "average of {values:?}");
+        }
+        // `b` values per rank: the truncated mean of the per-rank sums, wrapped into the
+        // type when it does not fit (two u8 ranks of 255 + 255 + 10 average to 520 → 8).
+        fn check_many<T: Element + Into<i128> + std::fmt::Debug + PartialEq>(
+            ranks: &[&[T]],
+            wrap: fn(i128) -> T,
+        ) {
+            let (n, b) = (ranks.len() as u32, ranks[0].len() as u32);
+            let mut q = T::zeroed();
+            let mut r = 0u64;
+            for &v in ranks.iter().flat_map(|r| r.iter()) {
+                let (vq, vr) = T::average_split(v, n * b);
+                q = T::wrapping_sum(q, vq);
+                r += vr;
+            }
+            let got = T::average_join(q, r, n, b);
+            let sum: i128 = ranks.iter().flat_map(|r| r.iter()).map(|&v| v.into()).sum();
+            assert_eq!(got, wrap(sum / i128::from(n)), "average of {ranks:?}");
+        }
+        check_many::<u8>(&[&[255, 255, 10], &[255, 255, 10]], |v| v as u8);
+        check_many::<i8>(&[&[100, 50, -20], &[101, 50, -20]], |v| v as i8);
+        check_many::<i8>(&[&[-100, -50, -20], &[-101, -50, -20]], |v| v as i8);
+        check_many::<i8>(&[&[-128, -128], &[127, -1], &[5, 3]], |v| v as i8);
+        check_many::<u64>(&[&[u64::MAX, u64::MAX], &[u64::MAX, 3]], |v| v as u64);
+        check_many::<i64>(&[&[i64::MIN, i64::MIN], &[i64::MIN, 1]], |v| v as i64);
+        check(&[255u8, 255, 255]);
+        check(&[255u8, 254]);
+        check(&[-128i8, -127]);
+        check(&[-128i8, 127, -1]);
+        check(&[127i8, 127, 127, -128]);
+        check(&[u64::MAX, u64::MAX, 1]);
+        check(&[i64::MIN, i64::MIN, i64::MAX]);
+        check(&[i64::MIN, 1]);
+        let mut g = gloo_testing::rng::SplitMix(3);
+        for n in 1..12 {
+            for _ in 0..200 {
+                let v: Vec<i16> = (0..n).map(|_| g.next_u64() as i16).collect();
+                check(&v);
+                let v: Vec<u32> = (0..n).map(|_| g.next_u64() as u32).collect();
+                check(&v);
+                let v: Vec<i64> = (0..n).map(|_| g.next_u64() as i64).collect();
+                check(&v);
+                let v: Vec<u8> = (0..n).map(|_| g.next_u64() as u8).collect();
+                check(&v);
+            }
+        }
+        // 300 ranks of u8: the quotient is 0 and the remainders carry everything.
+        check(&[200u8; 300]);
     }
 
     #[test]

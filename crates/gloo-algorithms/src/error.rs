@@ -67,6 +67,22 @@ pub enum Error {
         /// Bytes received.
         received: usize,
     },
+    /// A call on a [`Group`](crate::Group) handle while another call on the same handle
+    /// was running (a custom reduction that calls back into its group). Nothing was sent
+    /// and the tag's call counter did not move.
+    Busy {
+        /// The collective this rank was asked to start.
+        collective: Collective,
+        /// The handle's tag.
+        tag: u32,
+    },
+    /// [`Group::fork`](crate::Group::fork) on a tag that a live handle holds: two handles on
+    /// one tag would let two threads run calls on it at once, which could pair up
+    /// differently on different ranks and swap their data.
+    TagInUse {
+        /// The tag.
+        tag: u32,
+    },
     /// The transport failed (timeout, lost peer, abort, ...).
     Transport {
         /// The collective that was running.
@@ -142,6 +158,16 @@ impl fmt::Display for Error {
                 f,
                 "{collective}: rank {peer} sent {received} bytes on {slot} where {expected} \
                  were expected (do the ranks' counts agree?)"
+            ),
+            Error::Busy { collective, tag } => write!(
+                f,
+                "{collective}: a call is already running on this handle (tag {tag}); a \
+                 custom reduction must not call back into its group"
+            ),
+            Error::TagInUse { tag } => write!(
+                f,
+                "tag {tag} is held by another handle of this group; each thread needs a \
+                 handle on a tag of its own (Group::fork)"
             ),
             Error::Transport { collective, source } => write!(f, "{collective}: {source}"),
         }

@@ -1,13 +1,17 @@
 //! [`Group`]: a communicator plus the per-tag call counters that make fingerprints, and every
 //! collective as a method.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::{Deref, Range};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use gloo_transport::{Communicator, Rank};
 
-use crate::ctx::{Ctx, Ops, STEP_P2P, ScratchPool, Watches, byte_ranges, bytes_of, partition};
+use crate::average;
+use crate::ctx::{
+    CallGuard, Ctx, Ops, STEP_P2P, ScratchPool, Watches, byte_ranges, bytes_of, partition,
+};
 use crate::element::{DType, Element, divide_bytes};
 use crate::error::{Error, Result};
 use crate::fingerprint::{CallInfo, hash_counts};
@@ -19,19 +23,39 @@ use crate::select::{Algorithm, Collective, EnvOverrides, choose};
 /// Bit 63 of a point-to-point epoch, so that it never equals a collective's call number.
 const P2P_EPOCH: u64 = 1 << 63;
 
-/// A communicator ready for collectives.
+/// A communicator ready for collectives: a handle on one tag of it.
 ///
-/// It keeps one call counter per tag: the counter goes into every message's fingerprint
-/// (see [`CallInfo`]), which is how ranks that call different collectives, counts, types,
-/// ops, roots or tags get [`Error::Mismatch`] instead of corrupt data or a hang. Every rank
-/// must therefore make the same sequence of calls on each tag. After a call fails, the
-/// ranks' counters for that tag may disagree: use another tag or a new group.
+/// Every message of a collective carries a fingerprint with the handle's tag and its call
+/// counter (see [`CallInfo`]), which is how ranks that call different collectives, counts,
+/// types, ops, roots or tags get [`Error::Mismatch`] instead of corrupt data or a hang.
+/// Every rank must therefore make the same sequence of calls on each tag. After a call
+/// fails, the ranks' counters for that tag may disagree: continue on another tag
+/// ([`fork`](Group::fork)) or a new group.
 ///
 /// A call that fails may have written part of its output (a collective's data and its checks
 /// travel together): after an error, the contents of output buffers are unspecified.
 ///
-/// `Group` is `Sync`: several threads may run collectives at once, each with its own tag.
-/// It dereferences to the communicator.
+/// A collective that times out **revokes the group** (as MPI's ULFM does): the rank aborts
+/// the communicator, so every other rank's current or next call fails with
+/// `Aborted { by: <that rank> }` instead of finishing the call, or going on, with a rank
+/// that gave up (the ranks' call counters would no longer agree). Continue with a new group.
+/// A point-to-point [`send`](Group::send) or [`recv`](Group::recv) that times out does not
+/// revoke: its operation is withdrawn and the stream stays usable.
+///
+/// # Threads
+///
+/// A `Group` is `Send` but not `Sync`: one thread at a time makes calls on it. To run
+/// collectives from several threads at once, give each thread its own handle on its own
+/// tag with [`fork`](Group::fork); handles share the connections, and calls on distinct
+/// tags never see each other's messages. Two handles on one tag cannot exist at once, so
+/// two threads can never run calls on the same tag concurrently: such calls would pair up
+/// differently on different ranks and could return each other's data. Sharing one handle
+/// between threads does not compile:
+///
+/// ```compile_fail
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<gloo_algorithms::Group<gloo_transport::loopback::LoopbackComm>>();
+/// ```
 ///
 /// ```
 /// use gloo_algorithms::{Group, Options, ReduceOp};
@@ -47,27 +71,66 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// assert!(sums.iter().all(|v| v == &vec![3.0f32; 4]));
 /// ```
 pub struct Group<C> {
+    shared: Arc<Shared<C>>,
+    /// This handle's tag (held in `shared.tags` until the handle drops).
+    tag: u32,
+    /// Set while a call runs on this handle: a call that re-enters the handle (from a
+    /// custom reduction) is refused with [`Error::Busy`]. Also what makes the handle
+    /// `!Sync`.
+    in_call: Cell<bool>,
+}
+
+/// What every handle on one communicator shares.
+struct Shared<C> {
     comm: C,
-    epochs: Mutex<HashMap<u32, u64>>,
-    p2p: Mutex<HashMap<(u32, u32, bool), u64>>,
+    /// Per tag: whether a handle holds it, and its call counters (kept when a handle drops,
+    /// for the next handle on the tag).
+    tags: Mutex<HashMap<u32, TagState>>,
     overrides: EnvOverrides,
     pool: ScratchPool,
     /// Alarm watches parked between calls.
     watches: Watches,
 }
 
+/// The call counters of one tag.
+#[derive(Default)]
+struct TagState {
+    held: bool,
+    /// The next collective's call number.
+    epoch: u64,
+    /// The next point-to-point call number per (peer, sending).
+    p2p: HashMap<(u32, bool), u64>,
+}
+
+impl<C> Shared<C> {
+    fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<u32, TagState>> {
+        // A poisoned lock only means a panic elsewhere between two updates of plain
+        // counters; the map is still consistent.
+        self.tags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<C> Drop for Group<C> {
+    fn drop(&mut self) {
+        if let Some(t) = self.shared.tags().get_mut(&self.tag) {
+            t.held = false;
+        }
+    }
+}
+
 impl<C> Deref for Group<C> {
     type Target = C;
     fn deref(&self) -> &C {
-        &self.comm
+        &self.shared.comm
     }
 }
 
 impl<C: std::fmt::Debug> std::fmt::Debug for Group<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group")
-            .field("comm", &self.comm)
-            .field("overrides", &self.overrides)
+            .field("comm", &self.shared.comm)
+            .field("tag", &self.tag)
+            .field("overrides", &self.shared.overrides)
             .finish()
     }
 }
@@ -160,6 +223,13 @@ fn check_split(c: Collective, name: &str, len: usize, n: usize) -> Result<usize>
     Ok(len / n)
 }
 
+/// A rank's part in a reduce: the root's buffer (its contribution, and where the result
+/// goes) or another rank's contribution (left as it was).
+enum Part<'b, T> {
+    Root(&'b mut [T]),
+    Other(&'b [T]),
+}
+
 /// A buffer argument as an error names it: its name and its length in elements.
 type Arg<'a> = (&'a str, usize);
 
@@ -186,47 +256,107 @@ fn es<T>() -> usize {
 }
 
 impl<C: Communicator> Group<C> {
-    /// Wrap a connected communicator, reading the `GLOO_ALGORITHM_<COLLECTIVE>` environment
-    /// variables (an unknown algorithm name there is an error listing the valid ones).
+    /// Wrap a connected communicator (as the handle on tag 0), reading the
+    /// `GLOO_ALGORITHM_<COLLECTIVE>` environment variables (an unknown algorithm name there
+    /// is an error listing the valid ones).
     pub fn new(comm: C) -> Result<Group<C>> {
         Ok(Group::with_overrides(comm, EnvOverrides::from_env()?))
     }
 
     /// Wrap a communicator with explicit algorithm overrides instead of the environment's.
     pub fn with_overrides(comm: C, overrides: EnvOverrides) -> Group<C> {
-        Group {
+        let shared = Shared {
             comm,
-            epochs: Mutex::new(HashMap::new()),
-            p2p: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::from([(0, TagState { held: true, ..TagState::default() })])),
             overrides,
             pool: ScratchPool::default(),
             watches: Watches::default(),
+        };
+        Group { shared: Arc::new(shared), tag: 0, in_call: Cell::new(false) }
+    }
+
+    /// A handle on `tag` of the same communicator, for another thread: calls on it run
+    /// concurrently with calls on other tags, over the same connections. Fails with
+    /// [`Error::TagInUse`] while another handle holds `tag`; once that handle is dropped,
+    /// a new one continues the tag's call counters (so every rank must drop and fork in
+    /// the same order, as with calls).
+    ///
+    /// ```
+    /// use gloo_algorithms::{Group, Options, ReduceOp};
+    /// use gloo_transport::loopback::{LoopbackConfig, group};
+    ///
+    /// let out = gloo_testing::run_ranks(group(2, LoopbackConfig::default()), |comm| {
+    ///     let g = Group::new(comm).unwrap();
+    ///     let side = g.fork(1).unwrap();
+    ///     std::thread::scope(|s| {
+    ///         let t = s.spawn(move || {
+    ///             let mut v = [1u32];
+    ///             side.allreduce(&mut v, ReduceOp::Sum, &Options::new()).unwrap();
+    ///             v[0]
+    ///         });
+    ///         let mut w = [10u32];
+    ///         g.allreduce(&mut w, ReduceOp::Sum, &Options::new()).unwrap();
+    ///         (w[0], t.join().unwrap())
+    ///     })
+    /// });
+    /// assert_eq!(out, vec![(20, 2); 2]);
+    /// ```
+    pub fn fork(&self, tag: u32) -> Result<Group<C>> {
+        let mut tags = self.shared.tags();
+        let state = tags.entry(tag).or_default();
+        if state.held {
+            return Err(Error::TagInUse { tag });
         }
+        state.held = true;
+        Ok(Group { shared: Arc::clone(&self.shared), tag, in_call: Cell::new(false) })
+    }
+
+    /// This handle's tag.
+    pub fn tag(&self) -> u32 {
+        self.tag
     }
 
     /// The communicator.
     pub fn comm(&self) -> &C {
-        &self.comm
+        &self.shared.comm
     }
 
-    /// Unwrap the communicator.
-    pub fn into_inner(self) -> C {
-        self.watches.cancel_all(&self.comm);
-        self.comm
+    /// Unwrap the communicator; gives the handle back while other handles
+    /// ([`fork`](Group::fork)) on the communicator are alive.
+    pub fn into_inner(self) -> std::result::Result<C, Group<C>> {
+        // Only a handle can fork another, so when this is the only one, nothing can make
+        // another while we unwrap.
+        if Arc::strong_count(&self.shared) > 1 {
+            return Err(self);
+        }
+        let (shared, tag) = (Arc::clone(&self.shared), self.tag);
+        drop(self);
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => {
+                shared.watches.cancel_all(&shared.comm);
+                Ok(shared.comm)
+            }
+            // Not reached (see the count above); if it were, hold the tag again and give
+            // the handle back rather than lose the communicator.
+            Err(shared) => {
+                shared.tags().entry(tag).or_default().held = true;
+                Err(Group { shared, tag, in_call: Cell::new(false) })
+            }
+        }
     }
 
     /// This rank.
     pub fn rank(&self) -> Rank {
-        self.comm.rank()
+        self.shared.comm.rank()
     }
 
     /// The number of ranks.
     pub fn size(&self) -> u32 {
-        self.comm.size()
+        self.shared.comm.size()
     }
 
     fn n(&self) -> usize {
-        self.comm.size() as usize
+        self.shared.comm.size() as usize
     }
 
     /// The algorithm for a call: the option, else the environment, else the table.
@@ -245,21 +375,26 @@ impl<C: Communicator> Group<C> {
             }
             return Ok(a);
         }
-        if let Some(a) = self.overrides.algorithm(c) {
+        if let Some(a) = self.shared.overrides.algorithm(c) {
             return Ok(a);
         }
-        Ok(choose(c, self.comm.size(), bytes as u64))
+        Ok(choose(c, self.shared.comm.size(), bytes as u64))
+    }
+
+    /// Mark a call of `collective` as running on this handle, or fail with
+    /// [`Error::Busy`] if one already is (a custom reduction calling back into the group).
+    fn hold(&self, collective: Collective) -> Result<CallGuard<'_>> {
+        CallGuard::take(&self.in_call).ok_or(Error::Busy { collective, tag: self.tag })
     }
 
     /// Start a call: take the tag's next call number and build the context.
     fn begin(&self, call: Call, opts: &Options) -> Result<Ctx<'_>> {
+        let busy = self.hold(call.collective)?;
         let epoch = {
-            // A poisoned lock only means another thread panicked mid-increment of a plain
-            // integer map; the map itself is still consistent.
-            let mut e = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = e.entry(opts.tag).or_insert(0);
-            let v = *slot;
-            *slot += 1;
+            let mut tags = self.shared.tags();
+            let state = tags.entry(self.tag).or_default();
+            let v = state.epoch;
+            state.epoch += 1;
             v
         };
         let mut info = CallInfo::new(
@@ -269,15 +404,16 @@ impl<C: Communicator> Group<C> {
             call.algorithm,
             call.root.map(|r| r as u32),
             call.count as u64,
-            opts.tag,
+            self.tag,
             call.param,
         );
         info.epoch = epoch;
-        tracing::trace!(rank = self.comm.rank().0, call = %info, "collective");
+        tracing::trace!(rank = self.rank().0, call = %info, "collective");
         let deadline = opts.deadline_from_now();
-        let ctx = Ctx::new(&self.comm, call.collective, opts.tag, info.encode(), deadline)
-            .with_pool(&self.pool)
-            .with_watches(&self.watches);
+        let ctx = Ctx::new(&self.shared.comm, call.collective, self.tag, info.encode(), deadline)
+            .with_busy(busy)
+            .with_pool(&self.shared.pool)
+            .with_watches(&self.shared.watches);
         if call.check {
             ctx.start_agreement();
         }
@@ -306,7 +442,8 @@ impl<C: Communicator> Group<C> {
 
     /// The start of gather and scatter and their v forms, which differ only in which buffer
     /// is this rank's block (`own`) and which is the root's whole (`whole`, checked at the
-    /// root only). Returns the context, the root's index and the blocks' sizes in bytes.
+    /// root only). Returns the context, the root's index, the blocks' sizes in bytes and the
+    /// algorithm.
     fn start_rooted<T: Element>(
         &self,
         c: Collective,
@@ -315,7 +452,7 @@ impl<C: Communicator> Group<C> {
         own: Arg<'_>,
         whole: (&str, usize, &str),
         opts: &Options,
-    ) -> Result<(Ctx<'_>, usize, Vec<usize>)> {
+    ) -> Result<(Ctx<'_>, usize, Vec<usize>, Algorithm)> {
         let root = check_root(c, root, self.n())?;
         let at_root = self.rank().index() == root;
         let total = self.check_blocks(c, counts, Some(own), at_root.then_some(whole))?;
@@ -329,7 +466,7 @@ impl<C: Communicator> Group<C> {
         let call = Call { count, param, ..Call::new::<T>(c, algorithm) }.rooted(root);
         let ctx = self.begin(call, opts)?;
         let sizes = counts.iter().map(|k| k * es::<T>()).collect();
-        Ok((ctx, root, sizes))
+        Ok((ctx, root, sizes, algorithm))
     }
 
     // -----------------------------------------------------------------------------------
@@ -356,9 +493,21 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<()> {
+        self.allreduce_parts(buf, &mut [], op, opts)
+    }
+
+    /// Allreduce of `first` with this rank's `rest` reduced into it first (the rest are not
+    /// written).
+    fn allreduce_parts<T: Element>(
+        &self,
+        first: &mut [T],
+        rest: &mut [&mut [T]],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
         let c = Collective::Allreduce;
         let n = self.n();
-        let bytes = std::mem::size_of_val(buf);
+        let bytes = std::mem::size_of_val(first);
         let algorithm = self.algorithm(c, bytes, opts)?;
         let seg = segment(opts, es::<T>());
         let param = match algorithm {
@@ -366,21 +515,36 @@ impl<C: Communicator> Group<C> {
             Algorithm::Bcube => opts.bcube_base,
             _ => 0,
         };
-        let call = Call { op: op.id(), count: buf.len(), param, ..Call::new::<T>(c, algorithm) };
+        let call = Call { op: op.id(), count: first.len(), param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
-        let b = as_bytes_mut(buf);
-        if n > 1 {
+        let run = |b: &mut [u8], es: usize, f: &dyn Fn(&mut [u8], &[u8])| -> Result<()> {
             match algorithm {
-                Algorithm::Ring => s::allreduce_ring(&ctx, b, es::<T>(), &f, seg)?,
-                Algorithm::HalvingDoubling => {
-                    s::allreduce_halving_doubling(&ctx, b, es::<T>(), &f)?
-                }
-                Algorithm::Bcube => {
-                    s::allreduce_bcube(&ctx, b, es::<T>(), &f, opts.bcube_base as usize)?
-                }
-                _ => s::allreduce_recursive_doubling(&ctx, b, &f)?,
+                Algorithm::Ring => s::allreduce_ring(&ctx, b, es, f, segment(opts, es)),
+                Algorithm::HalvingDoubling => s::allreduce_halving_doubling(&ctx, b, es, f),
+                Algorithm::Bcube => s::allreduce_bcube(&ctx, b, es, f, opts.bcube_base as usize),
+                _ => s::allreduce_recursive_doubling(&ctx, b, f),
             }
+        };
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`).
+            if average::divisor(n as u32, 1 + rest.len()).is_none() {
+                return Err(Error::invalid(c, "bufs: too many buffers for an exact average"));
+            }
+            let mut records = ctx.scratch(first.len() * average::record::<T>());
+            average::pack_into(first, rest, n as u32, records.bytes());
+            if n > 1 {
+                run(records.bytes(), average::record::<T>(), &average::sum::<T>)?;
+            }
+            average::unpack(records.bytes(), first, n as u32, 1 + rest.len());
+            return Ok(());
+        }
+        for b in rest.iter() {
+            op.apply(first, b);
+        }
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        let b = as_bytes_mut(first);
+        if n > 1 {
+            run(b, es::<T>(), &f)?;
         }
         if let ReduceOp::Average = op {
             divide_bytes::<T>(b, n as u32);
@@ -434,10 +598,7 @@ impl<C: Communicator> Group<C> {
         for (i, b) in rest.iter().enumerate() {
             check_len(c, &format!("bufs[{}]", i + 1), b.len(), first.len(), "bufs[0]'s length")?;
         }
-        for b in rest.iter() {
-            op.apply(first, b);
-        }
-        self.allreduce(first, op, opts)?;
+        self.allreduce_parts(first, rest, op, opts)?;
         for b in rest.iter_mut() {
             b.copy_from_slice(first);
         }
@@ -457,24 +618,18 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<()> {
-        let c = Collective::Reduce;
-        let n = self.n();
-        let root = check_root(c, root, n)?;
-        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
-        let call =
-            Call { op: op.id(), count: buf.len(), ..Call::new::<T>(c, algorithm) }.rooted(root);
-        let ctx = self.begin(call, opts)?;
-        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
-        if n > 1 {
-            s::reduce_binomial(&ctx, as_bytes_mut(buf), root, &f)?;
+        let root = check_root(Collective::Reduce, root, self.n())?;
+        if self.rank().index() == root {
+            self.reduce_run(Part::Root(&mut *buf), root, op, opts)?;
+            if let ReduceOp::Average = op
+                && !T::INTEGER
+            {
+                divide_bytes::<T>(as_bytes_mut(buf), self.size());
+            }
+            Ok(())
+        } else {
+            self.reduce_run(Part::Other(buf), root, op, opts)
         }
-        ctx.finish_agreement()?;
-        if ctx.rank == root
-            && let ReduceOp::Average = op
-        {
-            divide_bytes::<T>(as_bytes_mut(buf), n as u32);
-        }
-        Ok(())
     }
 
     /// Reduce `input` across all ranks into `output` at `root` (`output` must be as long as
@@ -494,9 +649,63 @@ impl<C: Communicator> Group<C> {
             output.copy_from_slice(input);
             self.reduce(output, root, op, opts)
         } else {
-            let mut copy = input.to_vec();
-            self.reduce(&mut copy, root, op, opts)
+            self.reduce_run(Part::Other(input), r, op, opts)
         }
+    }
+
+    /// A reduce to `root`, this rank's part being `mine` (for an exact integer average the
+    /// root's buffer receives the mean; for a float average it receives the sum, which the
+    /// caller divides).
+    fn reduce_run<T: Element>(
+        &self,
+        mine: Part<'_, T>,
+        root: usize,
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Reduce;
+        let n = self.n();
+        let count = match &mine {
+            Part::Root(b) => b.len(),
+            Part::Other(b) => b.len(),
+        };
+        let algorithm = self.algorithm(c, count * es::<T>(), opts)?;
+        let seg = segment(opts, es::<T>());
+        let call =
+            Call { op: op.id(), count, param: seg_param(seg), ..Call::new::<T>(c, algorithm) }
+                .rooted(root);
+        let ctx = self.begin(call, opts)?;
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`).
+            let (rec, nn) = (average::record::<T>(), n as u32);
+            let mut records = ctx.scratch(count * rec);
+            let values: &[T] = match &mine {
+                Part::Root(b) => b,
+                Part::Other(b) => b,
+            };
+            average::pack_into(values, &[], nn, records.bytes());
+            if n > 1 {
+                let part = match &mine {
+                    Part::Root(_) => s::Mine::Root(records.bytes()),
+                    Part::Other(_) => s::Mine::Other(records.bytes()),
+                };
+                s::reduce_tree(&ctx, part, root, &average::sum::<T>, segment(opts, rec))?;
+            }
+            ctx.finish_agreement()?;
+            if let Part::Root(b) = mine {
+                average::unpack(records.bytes(), b, nn, 1);
+            }
+            return Ok(());
+        }
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        if n > 1 {
+            let part = match mine {
+                Part::Root(b) => s::Mine::Root(as_bytes_mut(b)),
+                Part::Other(b) => s::Mine::Other(as_bytes(b)),
+            };
+            s::reduce_tree(&ctx, part, root, &f, seg)?;
+        }
+        ctx.finish_agreement()
     }
 
     /// Send `root`'s `buf` to every rank's `buf`.
@@ -570,9 +779,13 @@ impl<C: Communicator> Group<C> {
     ) -> Result<()> {
         let own = ("input", input.len());
         let whole = ("output", output.len(), "the sum of the counts (at the root)");
-        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let (ctx, root, sizes, algorithm) =
+            self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let out: &mut [u8] = if ctx.rank == root { as_bytes_mut(output) } else { &mut [] };
-        s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?;
+        match algorithm {
+            Algorithm::Direct => s::gather_direct(&ctx, as_bytes(input), out, &sizes, root)?,
+            _ => s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?,
+        }
         ctx.finish_agreement()
     }
 
@@ -613,9 +826,13 @@ impl<C: Communicator> Group<C> {
     ) -> Result<()> {
         let own = ("output", output.len());
         let whole = ("input", input.len(), "size × output (at the root)");
-        let (ctx, root, sizes) = self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
+        let (ctx, root, sizes, algorithm) =
+            self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let inp: &[u8] = if ctx.rank == root { as_bytes(input) } else { &[] };
-        s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?;
+        match algorithm {
+            Algorithm::Direct => s::scatter_direct(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
+            _ => s::scatter_binomial(&ctx, inp, as_bytes_mut(output), &sizes, root)?,
+        }
         ctx.finish_agreement()
     }
 
@@ -675,11 +892,7 @@ impl<C: Communicator> Group<C> {
         let b = as_bytes_mut(buf);
         let bb = block * es::<T>();
         match algorithm {
-            Algorithm::Bruck => {
-                let me = ctx.rank;
-                let own = b[me * bb..(me + 1) * bb].to_vec();
-                s::allgather_bruck(&ctx, &own, b, bb)
-            }
+            Algorithm::Bruck => s::allgather_bruck(&ctx, b, bb),
             _ => {
                 let blocks = byte_ranges(&vec![block; n], es::<T>());
                 s::allgather_ring(&ctx, b, &blocks, seg)
@@ -783,10 +996,58 @@ impl<C: Communicator> Group<C> {
         let own = ("output", output.len());
         let whole = ("input", input.len(), "the sum of the counts (size × output)");
         self.check_blocks(c, counts, Some(own), Some(whole))?;
-        let mut work = input.to_vec();
-        let range = self.reduce_scatter_run(c, &mut work, counts, op, opts)?;
-        output.copy_from_slice(&work[range]);
+        let (ctx, seg, range) = self.reduce_scatter_begin::<T>(c, input.len(), counts, op, opts)?;
+        let n = ctx.size;
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`), reduced in place in
+            // scratch.
+            let (rec, nn) = (average::record::<T>(), n as u32);
+            let mut records = ctx.scratch(input.len() * rec);
+            average::pack_into(input, &[], nn, records.bytes());
+            if n > 1 {
+                let blocks = byte_ranges(counts, rec);
+                s::reduce_scatter_ring(
+                    &ctx,
+                    records.bytes(),
+                    &blocks,
+                    &average::sum::<T>,
+                    segment(opts, rec),
+                )?;
+            }
+            average::unpack(&records.bytes()[bytes_of(&range, rec)], output, nn, 1);
+            return Ok(());
+        }
+        let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
+        let blocks = byte_ranges(counts, es::<T>());
+        s::reduce_scatter_ring_into(&ctx, as_bytes(input), as_bytes_mut(output), &blocks, &f, seg)?;
+        if let ReduceOp::Average = op {
+            divide_bytes::<T>(as_bytes_mut(output), n as u32);
+        }
         Ok(())
+    }
+
+    /// Start a reduce-scatter of `len` elements split by `counts`: the context, the ring's
+    /// segment and the element range of this rank's block.
+    fn reduce_scatter_begin<T: Element>(
+        &self,
+        c: Collective,
+        len: usize,
+        counts: &[usize],
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<(Ctx<'_>, usize, Range<usize>)> {
+        let algorithm = self.algorithm(c, len * es::<T>(), opts)?;
+        let seg = segment(opts, es::<T>());
+        let (count, param) = if c == Collective::ReduceScatter {
+            (counts[0], seg_param(seg))
+        } else {
+            (len, hash_counts(counts) ^ seg_param(seg))
+        };
+        let call = Call { op: op.id(), count, param, ..Call::new::<T>(c, algorithm) };
+        let ctx = self.begin(call, opts)?;
+        let me = ctx.rank;
+        let start: usize = counts[..me].iter().sum();
+        Ok((ctx, seg, start..start + counts[me]))
     }
 
     /// Reduce-scatter in place over equal blocks (`buf.len()` divisible by the size); returns
@@ -825,19 +1086,31 @@ impl<C: Communicator> Group<C> {
         op: ReduceOp<'_, T>,
         opts: &Options,
     ) -> Result<Range<usize>> {
-        let n = self.n();
-        let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
-        let seg = segment(opts, es::<T>());
-        let (count, param) = if c == Collective::ReduceScatter {
-            (counts[0], seg_param(seg))
-        } else {
-            (buf.len(), hash_counts(counts) ^ seg_param(seg))
-        };
-        let call = Call { op: op.id(), count, param, ..Call::new::<T>(c, algorithm) };
-        let ctx = self.begin(call, opts)?;
-        let me = ctx.rank;
-        let start: usize = counts[..me].iter().sum();
-        let range = start..start + counts[me];
+        let (ctx, seg, range) = self.reduce_scatter_begin::<T>(c, buf.len(), counts, op, opts)?;
+        let n = ctx.size;
+        if matches!(op, ReduceOp::Average) && T::INTEGER {
+            // Exact: quotient and remainder records (see `average`).
+            let (rec, nn) = (average::record::<T>(), n as u32);
+            let mut records = ctx.scratch(buf.len() * rec);
+            average::pack_into(buf, &[], nn, records.bytes());
+            if n > 1 {
+                let blocks = byte_ranges(counts, rec);
+                s::reduce_scatter_ring(
+                    &ctx,
+                    records.bytes(),
+                    &blocks,
+                    &average::sum::<T>,
+                    segment(opts, rec),
+                )?;
+            }
+            average::unpack(
+                &records.bytes()[bytes_of(&range, rec)],
+                &mut buf[range.clone()],
+                nn,
+                1,
+            );
+            return Ok(range);
+        }
         let f = |d: &mut [u8], s: &[u8]| op.apply_bytes(d, s);
         let b = as_bytes_mut(buf);
         if n > 1 {
@@ -980,17 +1253,18 @@ impl<C: Communicator> Group<C> {
                 valid: c.algorithm_names(),
             });
         }
+        let busy = self.hold(c)?;
         let epoch = {
-            // As in `begin`: the map stays consistent even if a holder panicked.
-            let mut m = self.p2p.lock().unwrap_or_else(|p| p.into_inner());
-            let e = m.entry((opts.tag, peer.0, sending)).or_insert(0);
+            let mut tags = self.shared.tags();
+            let e = tags.entry(self.tag).or_default().p2p.entry((peer.0, sending)).or_insert(0);
             let v = *e;
             *e += 1;
             v
         };
-        let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, opts.tag, 0);
+        let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, self.tag, 0);
         info.epoch = epoch | P2P_EPOCH;
-        Ok(Ctx::new(&self.comm, c, opts.tag, info.encode(), opts.deadline_from_now()))
+        Ok(Ctx::new(&self.shared.comm, c, self.tag, info.encode(), opts.deadline_from_now())
+            .with_busy(busy))
     }
 
     /// Send `buf` to rank `to` (matched by the `n`-th [`recv`](Self::recv) from this rank on

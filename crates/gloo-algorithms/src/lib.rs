@@ -52,7 +52,17 @@
 //!
 //! A rank therefore returns `Ok` only when every rank made the same call. After an error the
 //! buffers' contents are unspecified and the ranks' call counters for that tag may disagree:
-//! continue on another tag, or with a new [`Group`].
+//! continue on another tag ([`Group::fork`]), or with a new [`Group`]. A collective that
+//! times out revokes the whole group (every rank's current or next call fails with
+//! `Aborted`, naming the rank that gave up), and an error always belongs to the call that met
+//! it: a leftover message of an old failed call on another tag never turns a later call's
+//! timeout into a mismatch.
+//!
+//! # Threads
+//!
+//! A [`Group`] is a handle on one tag; it is `Send` but not `Sync`. Threads that run
+//! collectives at once each take a handle on a tag of their own with [`Group::fork`]; two
+//! handles on one tag cannot exist at once, so no two calls on one tag ever overlap.
 //!
 //! # Which algorithm runs
 //!
@@ -62,6 +72,7 @@
 //! with the same choice; the algorithm is part of the fingerprint.
 #![forbid(unsafe_code)]
 
+mod average;
 mod ctx;
 mod element;
 mod error;
@@ -69,6 +80,7 @@ mod fingerprint;
 mod group;
 mod options;
 mod reduce_op;
+mod ring;
 mod schedules;
 pub mod select;
 

@@ -4,27 +4,24 @@ use std::time::{Duration, Instant};
 
 use crate::select::Algorithm;
 
-/// Options of one collective call: tag, deadline, algorithm and tuning.
+/// Options of one collective call: deadline, algorithm and tuning. (The tag is the
+/// [`Group`](crate::Group) handle's: see [`Group::fork`](crate::Group::fork).)
 ///
-/// Every rank must pass the same tag, algorithm, segment size and bcube base for a call (they
+/// Every rank must pass the same algorithm, segment size and bcube base for a call (they
 /// are part of the fingerprint; a disagreement is a [`Mismatch`](crate::Error::Mismatch)).
 ///
 /// ```
 /// use gloo_algorithms::{Algorithm, Options};
 /// use std::time::Duration;
 /// let opts = Options::new()
-///     .with_tag(7)
 ///     .with_timeout(Duration::from_secs(5))
 ///     .with_algorithm(Algorithm::Ring)
 ///     .with_segment_bytes(256 << 10);
-/// assert_eq!(opts.tag, 7);
+/// assert_eq!(opts.algorithm, Some(Algorithm::Ring));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
-    /// Collectives with distinct tags never see each other's messages, so several threads
-    /// may run collectives on one communicator at once, one tag each. Default 0.
-    pub tag: u32,
     /// How long the call may take when no [`deadline`](Self::deadline) is set. Default 30 s.
     pub timeout: Duration,
     /// An absolute deadline; overrides [`timeout`](Self::timeout).
@@ -41,7 +38,6 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            tag: 0,
             timeout: Duration::from_secs(30),
             deadline: None,
             algorithm: None,
@@ -52,15 +48,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: tag 0, 30 s, automatic algorithm.
+    /// The defaults: 30 s, automatic algorithm.
     pub fn new() -> Options {
         Options::default()
-    }
-
-    /// Set the tag.
-    pub fn with_tag(mut self, tag: u32) -> Options {
-        self.tag = tag;
-        self
     }
 
     /// Set the timeout (measured from the start of each call).

@@ -25,11 +25,17 @@ pub enum ReduceOp<'f, T> {
     Sum,
     /// Product (integers wrap).
     Product,
-    /// Minimum.
+    /// Minimum. A NaN operand is ignored (only NaNs everywhere give NaN), and `-0.0` is
+    /// below `+0.0`. See [`Element`] for the float rules.
     Min,
-    /// Maximum.
+    /// Maximum. A NaN operand is ignored, and `+0.0` is above `-0.0`.
     Max,
-    /// Sum divided by the world size on every rank at the end (integers truncate).
+    /// The mean over the ranks. Floats: the sum divided by the world size at the end.
+    /// Integers: exact (the true mean, truncated toward zero, never wrapped on the way; see
+    /// [`Element`]). With [`allreduce_many`](crate::Group::allreduce_many), the result is the
+    /// mean over the ranks of each rank's sum of its buffers (the division is by the world
+    /// size only); for integers it is exact and truncated, and wraps into the type only when
+    /// it does not fit.
     Average,
     /// A user closure, `dst = dst op src`.
     Custom(&'f dyn Fn(&mut [T], &[T])),

@@ -8,11 +8,13 @@
 
 use std::ops::Range;
 
-use smallvec::smallvec;
+use gloo_transport::OpState;
+use smallvec::{SmallVec, smallvec};
 
-use crate::ctx::{Ctx, Land, Ops, bytes_of, carve, partition, ring_pass};
+use crate::ctx::{Ctx, Ops, bytes_of, carve, partition};
 use crate::element::ByteFn;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ring::{self, Land, Mem, ring_pass};
 
 /// The step of the message that hands a folded rank its result (after the at most 64 steps
 /// of halving and doubling, below the steps the context reserves at the top).
@@ -45,11 +47,14 @@ pub(crate) fn allreduce_ring(
     let n = ctx.size;
     let blocks: Vec<Range<usize>> =
         partition(buf.len() / es, n).iter().map(|r| bytes_of(r, es)).collect();
-    ring_pass(ctx, buf, &blocks, ctx.rank + n - 1, n - 1, Land::Reduce(f), seg, 0)?;
-    ring_pass(ctx, buf, &blocks, ctx.rank, n - 1, Land::Copy, seg, 1)
+    let reduce = ring::in_place(&blocks, ctx.rank + n - 1, n - 1);
+    ring_pass(ctx, Mem::in_place(buf), &reduce, Land::Reduce(f), seg, 0)?;
+    let gather = ring::in_place(&blocks, ctx.rank, n - 1);
+    ring_pass(ctx, Mem::in_place(buf), &gather, Land::Copy, seg, 1)
 }
 
-/// Reduce-scatter around the ring; afterwards block `rank` of `buf` holds the result.
+/// Reduce-scatter around the ring, in place; afterwards block `rank` of `buf` holds the
+/// result.
 pub(crate) fn reduce_scatter_ring(
     ctx: &Ctx<'_>,
     buf: &mut [u8],
@@ -58,7 +63,29 @@ pub(crate) fn reduce_scatter_ring(
     seg: usize,
 ) -> Result<()> {
     let n = ctx.size;
-    ring_pass(ctx, buf, blocks, ctx.rank + n - 1, n - 1, Land::Reduce(f), seg, 0)
+    let plan = ring::in_place(blocks, ctx.rank + n - 1, n - 1);
+    ring_pass(ctx, Mem::in_place(buf), &plan, Land::Reduce(f), seg, 0)
+}
+
+/// Reduce-scatter around the ring from `input` (blocks `blocks`, left as they are) into
+/// `output` (this rank's block): every message lands where it is reduced, partial results
+/// wait in a few blocks of scratch, and the input is never copied.
+pub(crate) fn reduce_scatter_ring_into(
+    ctx: &Ctx<'_>,
+    input: &[u8],
+    output: &mut [u8],
+    blocks: &[Range<usize>],
+    f: &ByteFn<'_>,
+    seg: usize,
+) -> Result<()> {
+    if ctx.size < 2 {
+        output.copy_from_slice(&input[blocks[ctx.rank].clone()]);
+        return Ok(());
+    }
+    let (plan, scratch) = ring::reduce_scatter_into(blocks, ctx.rank);
+    let mut tmp = ctx.scratch(scratch);
+    let mem = Mem { buf: tmp.bytes(), src: input, out: output };
+    ring_pass(ctx, mem, &plan, Land::ReduceFrom(f), seg, 0)
 }
 
 /// Folding of the ranks beyond the largest power of two `p`: among the first `2 * (n - p)`
@@ -415,43 +442,176 @@ pub(crate) fn broadcast_scatter_allgather(
         ctx.run(ops)?;
     }
     let blocks: Vec<Range<usize>> = (0..n).map(|q| rel[(q + n - root) % n].clone()).collect();
-    ring_pass(ctx, buf, &blocks, ctx.rank, n - 1, Land::Copy, seg, 1)
+    let plan = ring::in_place(&blocks, ctx.rank, n - 1);
+    ring_pass(ctx, Mem::in_place(buf), &plan, Land::Copy, seg, 1)
 }
 
-/// Binomial-tree reduce to `root`: each rank folds its children's partial results into its
-/// own (in order of subtree size), then hands the result to its parent. Non-root ranks work
-/// on a copy, so their `buf` is left as it was.
-pub(crate) fn reduce_binomial(
-    ctx: &Ctx<'_>,
-    buf: &mut [u8],
-    root: usize,
-    f: &ByteFn<'_>,
-) -> Result<()> {
-    let t = Tree::new(ctx, root);
-    let has_children = t.children().next().is_some();
-    let mut acc = if t.vr != 0 && has_children {
-        let mut s = ctx.scratch(buf.len());
-        s.bytes().copy_from_slice(buf);
-        Some(s)
-    } else {
-        None
-    };
-    if has_children {
-        let mut tmp = ctx.scratch(buf.len());
-        for child in t.children() {
-            ctx.run(smallvec![ctx.recv(t.real(child.start), 0, tmp.bytes())])?;
-            match acc.as_mut() {
-                Some(a) => f(a.bytes(), tmp.bytes()),
-                None => f(buf, tmp.bytes()),
-            }
+/// A rank's part in a reduce: the root's buffer (its contribution, and where the result
+/// goes), or another rank's contribution (read only: it is left as it was).
+pub(crate) enum Mine<'b> {
+    Root(&'b mut [u8]),
+    Other(&'b [u8]),
+}
+
+impl Mine<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Mine::Root(b) => b.len(),
+            Mine::Other(b) => b.len(),
         }
     }
-    if let Some(parent) = t.parent() {
-        let out: &[u8] = match acc.as_mut() {
-            Some(a) => a.bytes(),
-            None => buf,
-        };
-        ctx.run(smallvec![ctx.send(parent, 0, out)])?;
+}
+
+/// The state of one segment of a pipelined tree reduce.
+struct TreeItem {
+    k: usize,
+    range: Range<usize>,
+    /// Per child, the receive of its partial result for this segment.
+    recvs: SmallVec<[Option<OpState>; 8]>,
+    /// How many children's partials have been reduced (in child order).
+    reduced: usize,
+    /// The send of this segment's partial result to the parent.
+    send: Option<OpState>,
+}
+
+/// Binomial-tree reduce to `root`, pipelined by segments of `seg` bytes with
+/// [`ring::WINDOW`] segments in flight: each rank reduces its children's partial results
+/// for a segment into its own (children in order of subtree size, so a run gives the same
+/// bits every time) and sends the segment on to its parent while the next ones arrive.
+/// Children's segments land in scratch lanes (a segment each, so the reduction reads them
+/// from cache), and a rank between the root and the leaves keeps its partials in a window of
+/// segment-sized slots: no rank needs scratch the size of the message.
+pub(crate) fn reduce_tree(
+    ctx: &Ctx<'_>,
+    mut mine: Mine<'_>,
+    root: usize,
+    f: &ByteFn<'_>,
+    seg: usize,
+) -> Result<()> {
+    const W: usize = ring::WINDOW;
+    let t = Tree::new(ctx, root);
+    let children: SmallVec<[usize; 8]> = t.children().map(|c| t.real(c.start)).collect();
+    let parent = t.parent();
+    let len = mine.len();
+    let seg = seg.max(1).min(len.max(1));
+    let nseg = len.div_ceil(seg).max(1);
+    let nc = children.len();
+    // Lane (k % W, c) holds child c's segment k; slot k % W a middle rank's partial.
+    let mut lanes = ctx.scratch(W * nc * seg);
+    let middle = parent.is_some() && nc > 0;
+    let mut slots = ctx.scratch(if middle { W * seg } else { 0 });
+    let make = |k: usize| {
+        let range = (k * seg).min(len)..((k + 1) * seg).min(len);
+        let some = !range.is_empty();
+        TreeItem {
+            k,
+            recvs: children.iter().map(|_| some.then_some(OpState::New)).collect(),
+            reduced: if some { 0 } else { nc },
+            send: (some && parent.is_some()).then_some(OpState::New),
+            range,
+        }
+    };
+    let done = |s: &Option<OpState>| matches!(s, None | Some(OpState::Done { .. }));
+    let mut window: SmallVec<[TreeItem; W]> = SmallVec::new();
+    let (mut next, mut retired) = (0, 0);
+    while retired < nseg {
+        while window.len() < W && next < nseg {
+            let it = make(next);
+            if middle
+                && !it.range.is_empty()
+                && let Mine::Other(input) = &mine
+            {
+                // The partial starts as this rank's own contribution.
+                let at = (it.k % W) * seg;
+                slots.bytes()[at..at + it.range.len()].copy_from_slice(&input[it.range.clone()]);
+            }
+            window.push(it);
+            next += 1;
+        }
+        let waited;
+        {
+            let mut lane_bufs: SmallVec<[Option<&mut [u8]>; 16]> =
+                lanes.bytes().chunks_mut(seg).map(Some).collect();
+            let slot_bufs: SmallVec<[&[u8]; W]> = slots.bytes().chunks(seg).collect();
+            let mut roles: SmallVec<[(usize, Option<usize>); 8]> = SmallVec::new();
+            let mut ops = Ops::new();
+            // Sends go to the parent in segment order (children's segments may complete
+            // out of order), so a send waits for every earlier one to be under way.
+            let mut in_order = true;
+            for (w, it) in window.iter().enumerate() {
+                let n = it.range.len();
+                in_order &= it.reduced == nc;
+                if let Some(p) = parent
+                    && !done(&it.send)
+                    && in_order
+                {
+                    let out: &[u8] = match &mine {
+                        Mine::Other(input) if !middle => &input[it.range.clone()],
+                        _ => &slot_bufs[it.k % W][..n],
+                    };
+                    let mut op = ctx.send(p, 0, out);
+                    if let Some(st @ OpState::Posted(_)) = it.send {
+                        op.set_state(st);
+                    }
+                    ops.push(op);
+                    roles.push((w, None));
+                }
+                for (c, &child) in children.iter().enumerate() {
+                    if done(&it.recvs[c]) {
+                        continue;
+                    }
+                    // Each (item, child) pair has its own lane.
+                    let lane = lane_bufs[(it.k % W) * nc + c].take().expect("one lane per pair");
+                    let mut op = ctx.recv(child, 0, &mut lane[..n]);
+                    if let Some(st @ OpState::Posted(_)) = it.recvs[c] {
+                        op.set_state(st);
+                    }
+                    ops.push(op);
+                    roles.push((w, Some(c)));
+                }
+            }
+            waited = !ops.is_empty();
+            if waited {
+                if let Err(e) = ctx.drive(&mut ops, false) {
+                    if !matches!(e, Error::Transport { .. } | Error::Mismatch { .. }) {
+                        // A length error leaves our other operations posted.
+                        ctx.comm.cancel(&mut ops);
+                    }
+                    return Err(e);
+                }
+                for (op, &(w, role)) in ops.iter().zip(&roles) {
+                    match role {
+                        None => window[w].send = Some(op.state()),
+                        Some(c) => window[w].recvs[c] = Some(op.state()),
+                    }
+                }
+            }
+        }
+        for it in window.iter_mut() {
+            let n = it.range.len();
+            while it.reduced < nc && done(&it.recvs[it.reduced]) {
+                let c = it.reduced;
+                let lane = &lanes.bytes()[((it.k % W) * nc + c) * seg..][..n];
+                match &mut mine {
+                    Mine::Root(buf) => f(&mut buf[it.range.clone()], lane),
+                    Mine::Other(_) => f(&mut slots.bytes()[(it.k % W) * seg..][..n], lane),
+                }
+                it.reduced += 1;
+            }
+        }
+        let before = retired;
+        while let Some(first) = window.first() {
+            if first.reduced == nc && done(&first.send) {
+                window.remove(0);
+                retired += 1;
+            } else {
+                break;
+            }
+        }
+        if !waited && retired == before {
+            // Nothing to wait for and nothing retired would spin forever: a schedule bug.
+            return Err(Error::invalid(ctx.collective, "internal: the reduce pipeline stalled"));
+        }
     }
     Ok(())
 }
@@ -541,6 +701,53 @@ pub(crate) fn scatter_binomial(
     Ok(())
 }
 
+/// Gather by direct exchange with the root: every rank sends its block straight to the
+/// root, which receives each into its place in `output` (rank order) and copies its own.
+pub(crate) fn gather_direct(
+    ctx: &Ctx<'_>,
+    input: &[u8],
+    output: &mut [u8],
+    sizes: &[usize],
+    root: usize,
+) -> Result<()> {
+    if ctx.rank != root {
+        return ctx.run(smallvec![ctx.send(root, 0, input)]);
+    }
+    let blocks = crate::ctx::byte_ranges(sizes, 1);
+    let mut pieces = carve(output, &blocks);
+    let mine = std::mem::take(&mut pieces[root]);
+    let mut ops = Ops::new();
+    // The nearest ranks after the root first, as a tree's first children are.
+    for i in 1..ctx.size {
+        let q = (root + i) % ctx.size;
+        ops.push(ctx.recv(q, 0, std::mem::take(&mut pieces[q])));
+    }
+    mine.copy_from_slice(input);
+    ctx.run(ops)
+}
+
+/// Scatter by direct exchange with the root: the root sends block `q` of `input` straight to
+/// rank `q` and copies its own; every other rank receives its block into `output`.
+pub(crate) fn scatter_direct(
+    ctx: &Ctx<'_>,
+    input: &[u8],
+    output: &mut [u8],
+    sizes: &[usize],
+    root: usize,
+) -> Result<()> {
+    if ctx.rank != root {
+        return ctx.run(smallvec![ctx.recv(root, 0, output)]);
+    }
+    let blocks = crate::ctx::byte_ranges(sizes, 1);
+    let mut ops = Ops::new();
+    for i in 1..ctx.size {
+        let q = (root + i) % ctx.size;
+        ops.push(ctx.send(q, 0, &input[blocks[q].clone()]));
+    }
+    output.copy_from_slice(&input[blocks[root].clone()]);
+    ctx.run(ops)
+}
+
 // ---------------------------------------------------------------------------------------
 // Allgather, alltoall, barrier
 // ---------------------------------------------------------------------------------------
@@ -552,22 +759,18 @@ pub(crate) fn allgather_ring(
     blocks: &[Range<usize>],
     seg: usize,
 ) -> Result<()> {
-    ring_pass(ctx, buf, blocks, ctx.rank, ctx.size - 1, Land::Copy, seg, 0)
+    let plan = ring::in_place(blocks, ctx.rank, ctx.size - 1);
+    ring_pass(ctx, Mem::in_place(buf), &plan, Land::Copy, seg, 0)
 }
 
-/// Bruck's allgather of equal blocks of `block` bytes: `input` is this rank's block,
-/// `output` receives all blocks in rank order.
-pub(crate) fn allgather_bruck(
-    ctx: &Ctx<'_>,
-    input: &[u8],
-    output: &mut [u8],
-    block: usize,
-) -> Result<()> {
+/// Bruck's allgather of equal blocks of `block` bytes over `output`, whose block `rank`
+/// already holds this rank's part; afterwards it holds all blocks in rank order.
+pub(crate) fn allgather_bruck(ctx: &Ctx<'_>, output: &mut [u8], block: usize) -> Result<()> {
     let n = ctx.size;
     let r = ctx.rank;
     let mut tmp = ctx.scratch(n * block);
     let t = tmp.bytes();
-    t[..block].copy_from_slice(input);
+    t[..block].copy_from_slice(&output[r * block..(r + 1) * block]);
     let mut pow = 1;
     let mut step = 0;
     while pow < n {

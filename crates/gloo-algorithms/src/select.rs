@@ -100,11 +100,11 @@ impl Collective {
             Collective::Allgatherv | Collective::ReduceScatter | Collective::ReduceScatterv => {
                 &[Ring]
             }
-            Collective::Reduce
-            | Collective::Gather
+            Collective::Reduce => &[BinomialTree],
+            Collective::Gather
             | Collective::Gatherv
             | Collective::Scatter
-            | Collective::Scatterv => &[BinomialTree],
+            | Collective::Scatterv => &[Direct, BinomialTree],
             Collective::Alltoall | Collective::Alltoallv => &[Pairwise],
             Collective::Barrier => &[Dissemination],
             Collective::SendRecv => &[Direct],
@@ -154,7 +154,8 @@ pub enum Algorithm {
     /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
     /// `rank - s`.
     Pairwise = 9,
-    /// A single point-to-point message.
+    /// A single point-to-point message; for gather and scatter, every block exchanged
+    /// directly with the root.
     Direct = 10,
 }
 
@@ -249,17 +250,33 @@ const KIB: u64 = 1024;
 /// CPU time more than a network would). Allgather (bytes = the whole output): Bruck won up to
 /// 64 KiB at 4 ranks (51 µs vs 86 µs at 16 B) and up to 128 KiB at 8 (445 µs vs 454 µs there;
 /// 170 µs vs 420 µs at 128 B); ring won above (at 16 MiB: 13.9 ms vs 27.4 ms at 4 ranks); at 2
-/// ranks both are one exchange and ring was level or ahead from 2 KiB. Broadcast: binomial won
-/// at every size at 2 ranks; scatter-allgather won from 1 MiB at 4 ranks (0.69 ms vs 0.87 ms)
-/// but only from 4 MiB at 8 (9.0 ms vs 14.1 ms; at 2 MiB 6.1 ms vs 5.8 ms), so it starts at
-/// 2 MiB, where the two are level.
+/// ranks both are one exchange and ring was level or ahead from 2 KiB.
+///
+/// Broadcast, gather and scatter: re-measured 2026-12 on the same machine, busy (load 5-11
+/// from other jobs, so figures are rough; each pair alternated and run twice), with
+/// `gloo-bench --ranks N --collective C --algorithm A --min-bytes 4K --max-bytes 64M
+/// --step-factor 4 --time-per-size 0.3 --no-limits --no-check`, and CPU time per call (both
+/// ranks, `perf stat -e task-clock`, 13 calls minus 3). Broadcast at 4 ranks: the binomial
+/// tree won at every size from 1 MiB (p50 0.63-0.83 ms vs 1.41-1.52 at 1 MiB, 6.6-7.0 vs
+/// 8.7-9.2 at 4 MiB, 24-29 vs 46-47 at 16 MiB, 107-111 vs 121-128 at 64 MiB; CPU 108 vs 128
+/// ms per 64 MiB call: on loopback every byte is copied by a CPU, and scatter-allgather moves
+/// 4/3 of the binomial's bytes), where the earlier table had chosen scatter-allgather from 2
+/// MiB; at 8 ranks scatter-allgather won from 4 MiB (7.9-11.8 ms vs 10.8-17.5; 16 MiB 36-49 vs
+/// 40-66) and lost at 1 MiB (3.7-5.3 vs 3.3-3.5), so it starts at 8 ranks and 4 MiB (5 to 7
+/// ranks were not measured and keep the tree). Gather and scatter: the direct exchange with
+/// the root (every block straight into or out of the root's buffer) won or tied at 2, 4 and 8
+/// ranks from 4 KiB to 64 MiB (4 ranks, 16 MiB: gather 5.4-5.7 ms vs 8.2-11.7, scatter 5.6-6.6
+/// vs 9.6-11.8; 64 MiB CPU per call 24.6 vs 39.8 ms gather, 31.9 vs 44.8 scatter; at 2 ranks,
+/// where both are one message, the tree's root copied every block through scratch), except
+/// 4-rank scatter at 1 MiB (0.31-0.33 ms vs 0.27-0.29), within the noise of a busy machine, so
+/// gather and scatter have no rows: direct, their first algorithm, everywhere.
 pub const TABLE: &[Rule] = &[
     rule(Collective::Allreduce, 1, 64 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 3, 2048 * KIB, Algorithm::HalvingDoubling),
     rule(Collective::Allreduce, 1, 2048 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 1, u64::MAX, Algorithm::Ring),
-    rule(Collective::Broadcast, 1, 2048 * KIB, Algorithm::BinomialTree),
-    rule(Collective::Broadcast, 3, u64::MAX, Algorithm::ScatterAllgather),
+    rule(Collective::Broadcast, 8, 4096 * KIB, Algorithm::BinomialTree),
+    rule(Collective::Broadcast, 8, u64::MAX, Algorithm::ScatterAllgather),
     rule(Collective::Broadcast, 1, u64::MAX, Algorithm::BinomialTree),
     rule(Collective::Allgather, 3, 128 * KIB, Algorithm::Bruck),
     rule(Collective::Allgather, 1, u64::MAX, Algorithm::Ring),
@@ -342,12 +359,24 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_uses_scatter_allgather_only_for_large_messages_on_three_ranks_or_more() {
+    fn broadcast_uses_scatter_allgather_only_for_large_messages_on_eight_ranks_or_more() {
         assert_eq!(choose(Collective::Broadcast, 8, 4 << 20), Algorithm::ScatterAllgather);
-        assert_eq!(choose(Collective::Broadcast, 3, 2 << 20), Algorithm::ScatterAllgather);
-        assert_eq!(choose(Collective::Broadcast, 8, 1 << 20), Algorithm::BinomialTree);
+        assert_eq!(choose(Collective::Broadcast, 16, 64 << 20), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 4, 64 << 20), Algorithm::BinomialTree);
+        assert_eq!(choose(Collective::Broadcast, 8, (4 << 20) - 1), Algorithm::BinomialTree);
         assert_eq!(choose(Collective::Broadcast, 2, 64 << 20), Algorithm::BinomialTree);
         assert_eq!(choose(Collective::Broadcast, 8, 1024), Algorithm::BinomialTree);
+    }
+
+    #[test]
+    fn gather_and_scatter_exchange_directly_with_the_root() {
+        for c in
+            [Collective::Gather, Collective::Gatherv, Collective::Scatter, Collective::Scatterv]
+        {
+            for (ranks, bytes) in [(2, 4), (4, 4096), (8, 64 << 20), (64, 1 << 20)] {
+                assert_eq!(choose(c, ranks, bytes), Algorithm::Direct, "{c} {ranks} {bytes}");
+            }
+        }
     }
 
     #[test]

@@ -23,11 +23,13 @@ fn assert_mismatch_everywhere(
     field: &str,
     f: impl Fn(&Group<LoopbackComm>) -> Result<(), Error> + Send + Sync,
 ) {
+    let done = Barrier::new(n as usize);
     let errors = on_ranks(n, 11, |g| {
         let r = f(&g);
         // Keep every communicator alive until all ranks are done, so that nobody sees a
-        // dropped peer instead of the mismatch.
-        g.barrier(&Options::new().with_tag(999).with_timeout(Duration::from_secs(20))).ok();
+        // dropped peer instead of the mismatch (a thread barrier: a group's barrier would
+        // fail at once in a group that a rank's timeout revoked).
+        done.wait();
         r
     });
     let mut named = false;
@@ -179,8 +181,8 @@ fn a_root_disagreement_is_a_mismatch_on_every_rank_of_every_rooted_collective() 
 #[test]
 fn different_tags_are_a_mismatch_by_the_deadline() {
     assert_mismatch_everywhere(2, "tag", |g| {
-        let o = Options::new().with_tag(1 + g.rank().0).with_timeout(Duration::from_secs(1));
-        g.allreduce(&mut [1u64; 4], sum(), &o)
+        let o = Options::new().with_timeout(Duration::from_secs(1));
+        g.fork(1 + g.rank().0).unwrap().allreduce(&mut [1u64; 4], sum(), &o)
     });
 }
 
@@ -360,6 +362,8 @@ fn a_rank_that_never_joins_is_named_in_a_timeout() {
         done.wait();
         r
     });
+    // A rank that times out revokes the group, so a rank may instead get `Aborted` by one
+    // that timed out first; at least one rank reports its own timeout.
     let mut pending_peers = Vec::new();
     for (rank, r) in out.iter().enumerate().take(3) {
         match r {
@@ -370,7 +374,9 @@ fn a_rank_that_never_joins_is_named_in_a_timeout() {
                     }
                 }
             }
-            other => panic!("rank {rank}: expected a Timeout, got {other:?}"),
+            Some(Err(Error::Transport { source: TError::Aborted { reason, .. }, .. }))
+                if reason.contains("gave up") => {}
+            other => panic!("rank {rank}: expected a Timeout or a revocation, got {other:?}"),
         }
     }
     assert!(pending_peers.contains(&Rank(3)), "nobody names rank 3: {pending_peers:?}");
@@ -393,6 +399,48 @@ fn a_timeout_names_the_missing_peer_in_its_message() {
     let e = out[0].clone().unwrap().unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert!(e.to_string().contains("from rank 1"), "{e}");
+    // The figure is the whole call's wait, not that of its last round.
+    match e.transport() {
+        Some(TError::Timeout { waited, .. }) => {
+            assert!(*waited >= Duration::from_millis(500), "waited {waited:?} for a 500 ms call")
+        }
+        other => panic!("expected a transport Timeout, got {other:?}"),
+    }
+}
+
+/// A collective that times out revokes the group (as ULFM's revoke): a rank that comes to
+/// the call late, or makes its next call, fails with `Aborted` naming the rank that gave
+/// up, instead of going on (or finishing the call) with it; the one that timed out gets
+/// `Aborted` on its next call too.
+#[test]
+fn a_timeout_revokes_the_group_on_every_rank() {
+    let (gave_up, answered) = (Barrier::new(3), Barrier::new(3));
+    let out = on_ranks(3, 13, |g| {
+        let short = Options::new().with_timeout(Duration::from_millis(300));
+        let long = Options::new().with_timeout(Duration::from_secs(20));
+        let first = match g.rank() {
+            // Rank 0 waits for ranks that are not there yet.
+            Rank(0) => Some(g.allreduce(&mut [1u32; 8], sum(), &short)),
+            _ => None,
+        };
+        gave_up.wait();
+        // Everybody (rank 0 included) makes the call now: nobody may complete it.
+        let late = g.allreduce(&mut [1u32; 8], sum(), &long);
+        // Keep every communicator until all have their answer, so that nobody reads a peer
+        // that finished and left instead of the revocation.
+        answered.wait();
+        (first, late)
+    });
+    let (first, _) = &out[0];
+    assert!(first.as_ref().is_some_and(|r| r.as_ref().is_err_and(Error::is_timeout)), "{first:?}");
+    for (rank, (_, late)) in out.iter().enumerate() {
+        match late {
+            Err(Error::Transport { source: TError::Aborted { by: Rank(0), reason }, .. }) => {
+                assert!(reason.contains("gave up") && reason.contains("allreduce"), "{reason}")
+            }
+            other => panic!("rank {rank}: expected Aborted by rank 0, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -413,7 +461,8 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
         first_done.wait();
         if g.rank() == Rank(2) {
             // Gone while the others start the next allreduce.
-            g.into_inner().crash();
+            let Ok(comm) = g.into_inner() else { panic!("the only handle unwraps") };
+            comm.crash();
             return (first, None);
         }
         let r = g.allreduce(&mut v, sum(), &o);
@@ -438,6 +487,7 @@ fn a_rank_lost_mid_allreduce_is_peer_lost_on_every_survivor() {
 fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm() {
     let comms =
         gloo_transport::loopback::group(3, gloo_transport::loopback::LoopbackConfig::havoc(8));
+    let done = Barrier::new(3);
     let out = gloo_testing::run_ranks(comms, |c| {
         let rank = gloo_transport::Communicator::rank(&c).0;
         let env = gloo_algorithms::select::EnvOverrides::from_lookup(|k| {
@@ -446,7 +496,7 @@ fn an_environment_override_on_one_rank_only_is_a_mismatch_naming_the_algorithm()
         .unwrap();
         let g = Group::with_overrides(c, env);
         let r = g.allreduce(&mut [1u32; 3], sum(), &short());
-        g.barrier(&Options::new().with_tag(9).with_timeout(Duration::from_secs(20))).ok();
+        done.wait();
         r
     });
     for (rank, r) in out.iter().enumerate() {

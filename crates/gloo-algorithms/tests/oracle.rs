@@ -60,13 +60,20 @@ fn check_allreduce<T: TestElem>(
 fn check_allreduce_many<T: TestElem>(n: u32, count: usize, op: OpKind, alg: Algorithm, seed: u64) {
     // Three buffers per rank: as if 3n ranks with one buffer each.
     let inputs: Vec<Vec<T>> = (0..3 * n).map(|r| data(seed, r, count, op)).collect();
-    // The local part of an average is a sum; the division is by the world size only.
+    // The local part of an average is a sum; the division is by the world size only. For
+    // integers the mean of the ranks' sums is exact, truncated toward zero, and wrapped into
+    // the type only when it does not fit (a sum of several buffers can exceed the type).
     let want: Vec<f64> = if op == OpKind::Average {
-        let sums = oracle(&inputs, OpKind::Sum);
         if T::FLOAT {
+            let sums = oracle(&inputs, OpKind::Sum);
             sums.iter().map(|s| s / f64::from(n)).collect()
         } else {
-            sums.iter().map(|s| (*s as i128 / i128::from(n)) as f64).collect()
+            (0..count)
+                .map(|i| {
+                    let sum: i128 = inputs.iter().map(|v| v[i].to_i128()).sum();
+                    T::wrap(sum / i128::from(n)).to_i128() as f64
+                })
+                .collect()
         }
     } else {
         oracle(&inputs, op)
@@ -86,15 +93,15 @@ fn check_allreduce_many<T: TestElem>(n: u32, count: usize, op: OpKind, alg: Algo
     assert_close(&results[0], &want, &what);
 }
 
-fn check_reduce<T: TestElem>(n: u32, count: usize, op: OpKind, root: u32, seed: u64) {
+fn check_reduce<T: TestElem>(n: u32, count: usize, op: OpKind, root: u32, seed: u64, seg: usize) {
     let inputs: Vec<Vec<T>> = (0..n).map(|r| data(seed, r, count, op)).collect();
     let want = oracle(&inputs, op);
-    let what = format!("reduce n={n} count={count} {op:?} root={root}");
+    let what = format!("reduce n={n} count={count} {op:?} root={root} seg={seg}");
     let results = on_ranks(n, seed, |g| {
         let custom = |d: &mut [T], s: &[T]| T::custom_add(d, s);
         let me = g.rank().index();
         let mut buf = inputs[me].clone();
-        let o = opts(Algorithm::BinomialTree, 64, 2);
+        let o = opts(Algorithm::BinomialTree, seg, 2);
         if me % 2 == 0 {
             g.reduce(&mut buf, Rank(root), reduce_op(op, &custom), &o).unwrap();
             if me != root as usize {
@@ -174,17 +181,24 @@ fn check_allgatherv<T: TestElem>(n: u32, max: usize, seed: u64, seg: usize) {
     }
 }
 
-fn check_gather<T: TestElem>(n: u32, count: usize, root: u32, seed: u64, varied: bool) {
+fn check_gather<T: TestElem>(
+    n: u32,
+    count: usize,
+    alg: Algorithm,
+    root: u32,
+    seed: u64,
+    varied: bool,
+) {
     let counts = if varied { counts_for(seed, n, count) } else { vec![count; n as usize] };
     let inputs: Vec<Vec<T>> =
         (0..n).map(|r| data(seed, r, counts[r as usize], OpKind::Sum)).collect();
     let want: Vec<T> = inputs.concat();
-    let what = format!("gather(v={varied}) n={n} counts={counts:?} root={root}");
+    let what = format!("gather(v={varied}) n={n} counts={counts:?} {alg} root={root}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
         let mut out =
             if me == root as usize { vec![T::from_i64(3); want.len()] } else { Vec::new() };
-        let o = opts(Algorithm::BinomialTree, 64, 2);
+        let o = opts(alg, 64, 2);
         if varied {
             g.gatherv(&inputs[me], &mut out, &counts, Rank(root), &o).unwrap();
         } else {
@@ -195,17 +209,24 @@ fn check_gather<T: TestElem>(n: u32, count: usize, root: u32, seed: u64, varied:
     assert!(T::bits_eq(&results[root as usize], &want), "{what}: got {:?}", results[root as usize]);
 }
 
-fn check_scatter<T: TestElem>(n: u32, count: usize, root: u32, seed: u64, varied: bool) {
+fn check_scatter<T: TestElem>(
+    n: u32,
+    count: usize,
+    alg: Algorithm,
+    root: u32,
+    seed: u64,
+    varied: bool,
+) {
     let counts = if varied { counts_for(seed, n, count) } else { vec![count; n as usize] };
     let blocks: Vec<Vec<T>> =
         (0..n).map(|r| data(seed, r, counts[r as usize], OpKind::Sum)).collect();
     let all: Vec<T> = blocks.concat();
-    let what = format!("scatter(v={varied}) n={n} counts={counts:?} root={root}");
+    let what = format!("scatter(v={varied}) n={n} counts={counts:?} {alg} root={root}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
         let input: &[T] = if me == root as usize { &all } else { &[] };
         let mut out = vec![T::from_i64(3); counts[me]];
-        let o = opts(Algorithm::BinomialTree, 64, 2);
+        let o = opts(alg, 64, 2);
         if varied {
             g.scatterv(input, &counts, &mut out, Rank(root), &o).unwrap();
         } else {
@@ -338,8 +359,8 @@ proptest! {
 
     #[test]
     fn reduce_matches_the_oracle(n in size(), count in count(), dt in 0usize..12, op in 0usize..6,
-                                 root in 0u32..16, seed: u64) {
-        each_dtype!(dt, check_reduce(n, count, OPS[op], root % n, seed));
+                                 root in 0u32..16, seed: u64, seg in 1usize..48) {
+        each_dtype!(dt, check_reduce(n, count, OPS[op], root % n, seed, seg));
     }
 
     #[test]
@@ -363,14 +384,18 @@ proptest! {
 
     #[test]
     fn gather_and_gatherv_collect_at_the_root(n in size(), count in count(), dt in 0usize..12,
-                                              root in 0u32..16, seed: u64, varied: bool) {
-        each_dtype!(dt, check_gather(n, count, root % n, seed, varied));
+                                              alg in 0usize..2, root in 0u32..16, seed: u64,
+                                              varied: bool) {
+        let alg = alg_of(Collective::Gather, alg);
+        each_dtype!(dt, check_gather(n, count, alg, root % n, seed, varied));
     }
 
     #[test]
     fn scatter_and_scatterv_hand_out_blocks(n in size(), count in count(), dt in 0usize..12,
-                                            root in 0u32..16, seed: u64, varied: bool) {
-        each_dtype!(dt, check_scatter(n, count, root % n, seed, varied));
+                                            alg in 0usize..2, root in 0u32..16, seed: u64,
+                                            varied: bool) {
+        let alg = alg_of(Collective::Scatter, alg);
+        each_dtype!(dt, check_scatter(n, count, alg, root % n, seed, varied));
     }
 
     #[test]
@@ -417,7 +442,7 @@ fn every_rooted_and_gathering_collective_and_dtype() {
         let root = (dt as u32 * 7) % n;
         let seed = 1000 + dt as u64;
         for op in OPS {
-            each_dtype!(dt, check_reduce(n, count, op, root, seed));
+            each_dtype!(dt, check_reduce(n, count, op, root, seed, 4 + dt * 8));
             each_dtype!(dt, check_reduce_scatter(n, count, op, seed, 8, dt % 2 == 0));
         }
         for alg in Collective::Broadcast.algorithms() {
@@ -427,10 +452,14 @@ fn every_rooted_and_gathering_collective_and_dtype() {
             each_dtype!(dt, check_allgather(n, count, *alg, seed, 12));
         }
         each_dtype!(dt, check_allgatherv(n, count, seed, 12));
-        each_dtype!(dt, check_gather(n, count, root, seed, false));
-        each_dtype!(dt, check_gather(n, count, root, seed, true));
-        each_dtype!(dt, check_scatter(n, count, root, seed, false));
-        each_dtype!(dt, check_scatter(n, count, root, seed, true));
+        for alg in Collective::Gather.algorithms() {
+            each_dtype!(dt, check_gather(n, count, *alg, root, seed, false));
+            each_dtype!(dt, check_gather(n, count, *alg, root, seed, true));
+        }
+        for alg in Collective::Scatter.algorithms() {
+            each_dtype!(dt, check_scatter(n, count, *alg, root, seed, false));
+            each_dtype!(dt, check_scatter(n, count, *alg, root, seed, true));
+        }
         each_dtype!(dt, check_alltoall(n, count % 6, seed, false));
         each_dtype!(dt, check_alltoall(n, count % 6, seed, true));
     }
@@ -442,6 +471,18 @@ fn large_allreduce_is_identical_on_every_rank_for_every_algorithm() {
     for alg in Collective::Allreduce.algorithms() {
         check_allreduce::<f32>(6, 10_007, OpKind::Sum, *alg, 77, 1024, 3);
         check_allreduce::<f64>(5, 4_099, OpKind::Average, *alg, 78, 512, 2);
+    }
+}
+
+#[test]
+fn large_reductions_to_one_rank_or_a_block_each_pipeline_many_segments() {
+    // Many segments in flight: scratch slots of the out-of-place reduce-scatter are reused
+    // (n - 2 > 3 partials), and middle ranks of the reduce tree keep partials in slots.
+    for (n, seed) in [(2u32, 1u64), (5, 2), (7, 3), (16, 4)] {
+        check_reduce_scatter::<f32>(n, 1_001, OpKind::Sum, seed, 256, false);
+        check_reduce_scatter::<i16>(n, 997, OpKind::Average, seed, 96, true);
+        check_reduce::<f64>(n, 4_099, OpKind::Sum, n - 1, seed, 512);
+        check_reduce::<u8>(n, 3_001, OpKind::Average, n / 2, seed, 100);
     }
 }
 
@@ -465,7 +506,8 @@ fn send_and_recv_carry_typed_messages_around_a_ring() {
             let me = g.rank().0;
             let right = Rank((me + 1) % n);
             let left = Rank((me + n - 1) % n);
-            let o = Options::new().with_tag(3);
+            let o = Options::new();
+            let g = g.fork(3).unwrap();
             let mut buf = [0i32; 8];
             for round in 0..3 {
                 let msg: Vec<i32> = (0..=round).map(|k| (me * 100 + k) as i32).collect();

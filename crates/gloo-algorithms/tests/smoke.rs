@@ -75,3 +75,52 @@ fn a_group_over_a_borrowed_trait_object() {
     });
     assert_eq!(out, vec![[6; 4]; 3]);
 }
+
+/// An integer average does not wrap before it divides: three `u8` 255s average to 255 (the
+/// old sum-then-divide gave 84), through every reducing collective and every allreduce
+/// algorithm, and a negative mean truncates toward zero.
+#[test]
+fn integer_averages_are_exact() {
+    for a in [
+        Algorithm::Ring,
+        Algorithm::HalvingDoubling,
+        Algorithm::Bcube,
+        Algorithm::RecursiveDoubling,
+    ] {
+        let out = on_ranks_plain(3, |g| {
+            let mut v = [255u8, g.rank().0 as u8];
+            g.allreduce(&mut v, ReduceOp::Average, &o(a)).unwrap();
+            let mut w = [i64::MIN, -1 - g.rank().0 as i64];
+            g.allreduce(&mut w, ReduceOp::Average, &o(a)).unwrap();
+            (v, w)
+        });
+        // (0 + 1 + 2) / 3 = 1; (-1 - 2 - 3) / 3 = -2.
+        assert_eq!(out, vec![([255, 1], [i64::MIN, -2]); 3], "{a}");
+    }
+    let out = on_ranks_plain(3, |g| {
+        let mut v = [255u8; 3];
+        g.reduce(&mut v, Rank(1), ReduceOp::Average, &o(Algorithm::BinomialTree)).unwrap();
+        let mut mine = [0i16; 2];
+        g.reduce_scatter(&sc_input(g.rank().0), &mut mine, ReduceOp::Average, &Options::new())
+            .unwrap();
+        let (mut a, mut b) = ([250u8], [250u8]);
+        g.allreduce_many(&mut [&mut a, &mut b], ReduceOp::Average, &Options::new()).unwrap();
+        (v, mine, a[0])
+    });
+    assert_eq!(out[1].0, [255; 3]);
+    // Reduce-scatter: the exact means, truncated toward zero.
+    for (rank, r) in out.iter().enumerate() {
+        let want: Vec<i16> = (2 * rank..2 * rank + 2)
+            .map(|i| ((0..3).map(|q| i32::from(sc_input(q)[i])).sum::<i32>() / 3) as i16)
+            .collect();
+        assert_eq!(r.1.to_vec(), want, "rank {rank}");
+    }
+    // Each rank's two buffers sum to 500; the exact mean over ranks, 500, wraps to 244 in u8.
+    assert!(out.iter().all(|r| r.2 == (500u32 % 256) as u8), "{out:?}");
+}
+
+/// Rank `r`'s reduce-scatter input: extremes whose sums overflow, and negative means.
+fn sc_input(r: u32) -> Vec<i16> {
+    let base = [i16::MAX, i16::MIN, -7, 7, 1, 1];
+    base.iter().map(|x| x.wrapping_sub((r % 2) as i16)).collect()
+}

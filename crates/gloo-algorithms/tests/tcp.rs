@@ -103,7 +103,10 @@ fn different_counts_over_tcp_are_a_mismatch_on_every_rank() {
         // Rank 1's messages are longer than the others' receives: the fingerprint must still
         // be what is reported, not the length. Large enough for rendezvous transfers.
         for (tag, count) in [(0u32, 10usize), (1, 300_000)] {
-            let o = o.clone().with_tag(tag).with_algorithm(gloo_algorithms::Algorithm::Ring);
+            let o = o.clone().with_algorithm(gloo_algorithms::Algorithm::Ring);
+            // A failed call leaves the tag's counters in disagreement: go on on a new tag.
+            let forked = (tag != 0).then(|| g.fork(tag).unwrap());
+            let g = forked.as_ref().unwrap_or(&g);
             let mut v = vec![1f32; if rank == 1 { count * 2 } else { count }];
             let e = g.allreduce(&mut v, gloo_algorithms::ReduceOp::Sum, &o).unwrap_err();
             assert!(

@@ -113,9 +113,10 @@ pub(crate) struct LaunchArgs {
 /// Flags of the collective sweep.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct SweepArgs {
-    /// The collective to measure.
-    #[arg(long, value_enum, default_value_t = Collective::Allreduce)]
-    pub(crate) collective: Collective,
+    /// The collective to measure; `all` sweeps every one in turn (sendrecv only with 2 ranks
+    /// or more) and ends with a summary of each at the largest size.
+    #[arg(long, value_enum, default_value_t = Which::One(Collective::Allreduce))]
+    pub(crate) collective: Which,
     /// The algorithm ("auto" lets the library choose by size and world size).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub(crate) algorithm: String,
@@ -162,6 +163,66 @@ impl SweepArgs {
     /// Whether results are verified: on unless `--no-check` came last.
     pub(crate) fn checking(&self) -> bool {
         !self.no_check
+    }
+}
+
+/// What `--collective` names: one operation, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// One operation.
+    One(Collective),
+    /// Every operation in turn.
+    All,
+}
+
+impl Which {
+    /// The operations swept in a run of `size` ranks, in order.
+    pub(crate) fn each(self, size: u32) -> Vec<Collective> {
+        match self {
+            Which::One(c) => vec![c],
+            Which::All => Collective::value_variants()
+                .iter()
+                .copied()
+                .filter(|&c| c != Collective::Sendrecv || size >= 2)
+                .collect(),
+        }
+    }
+
+    /// Whether any of the operations has a root.
+    pub(crate) fn rooted(self) -> bool {
+        match self {
+            Which::One(c) => c.rooted(),
+            Which::All => true,
+        }
+    }
+}
+
+impl ValueEnum for Which {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [Which; 11] = [
+            Which::One(Collective::Allreduce),
+            Which::One(Collective::Reduce),
+            Which::One(Collective::Broadcast),
+            Which::One(Collective::Allgather),
+            Which::One(Collective::ReduceScatter),
+            Which::One(Collective::Alltoall),
+            Which::One(Collective::Gather),
+            Which::One(Collective::Scatter),
+            Which::One(Collective::Barrier),
+            Which::One(Collective::Sendrecv),
+            Which::All,
+        ];
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            Which::One(c) => c.to_possible_value(),
+            Which::All => Some(
+                clap::builder::PossibleValue::new("all")
+                    .help("Every operation in turn, then a summary at the largest size"),
+            ),
+        }
     }
 }
 
@@ -473,6 +534,17 @@ mod tests {
         assert!(!c.sweep.checking());
         let c = Cli::try_parse_from(["gloo-bench", "--no-check", "--check"]).unwrap();
         assert!(c.sweep.checking());
+    }
+
+    #[test]
+    fn collective_takes_every_operation_and_all() {
+        let c = Cli::try_parse_from(["gloo-bench", "--collective", "reduce-scatter"]).unwrap();
+        assert_eq!(c.sweep.collective, Which::One(Collective::ReduceScatter));
+        let c = Cli::try_parse_from(["gloo-bench", "--collective", "all"]).unwrap();
+        assert_eq!(c.sweep.collective, Which::All);
+        assert_eq!(c.sweep.collective.each(2).len(), Collective::value_variants().len());
+        assert!(!c.sweep.collective.each(1).contains(&Collective::Sendrecv));
+        assert!(Cli::try_parse_from(["gloo-bench", "--collective", "everything"]).is_err());
     }
 
     #[test]

@@ -222,10 +222,11 @@ struct CollBench<'g, 'c, T: Num> {
     output: Vec<T>,
 }
 
-/// Builds the bench of `bytes` for the sweep's operation and element type.
+/// Builds the bench of `bytes` for operation `c` and the sweep's element type.
 pub(crate) fn make<'g, 'c>(
     group: &'g Group<Shared<'c>>,
     args: &SweepArgs,
+    c: Collective,
     bytes: u64,
 ) -> Result<Box<dyn SizeBench + 'g>>
 where
@@ -233,7 +234,7 @@ where
 {
     macro_rules! typed {
         ($t:ty) => {
-            Ok(Box::new(CollBench::<$t>::new(group, args, bytes)?) as Box<dyn SizeBench + 'g>)
+            Ok(Box::new(CollBench::<$t>::new(group, args, c, bytes)?) as Box<dyn SizeBench + 'g>)
         };
     }
     match args.dtype {
@@ -265,12 +266,16 @@ fn blocked(c: Collective) -> bool {
 }
 
 impl<'g, 'c, T: Num> CollBench<'g, 'c, T> {
-    fn new(group: &'g Group<Shared<'c>>, args: &SweepArgs, bytes: u64) -> Result<Self> {
+    fn new(
+        group: &'g Group<Shared<'c>>,
+        args: &SweepArgs,
+        c: Collective,
+        bytes: u64,
+    ) -> Result<Self> {
         let n = group.size() as usize;
         let es = std::mem::size_of::<T>() as u64;
         let elems = usize::try_from((bytes / es).max(1))
             .map_err(|_| Error::Invalid(format!("{bytes} bytes do not fit this machine")))?;
-        let c = args.collective;
         // Block operations move whole blocks: round down to a multiple of the world size
         // (at least one element per rank).
         let count = if blocked(c) { (elems / n).max(1) } else { elems };

@@ -50,7 +50,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
 pub use crate::cli::Collective;
-use crate::cli::{Cli, Command, StoreUrl, TransportKind};
+use crate::cli::{Cli, Command, StoreUrl, TransportKind, Which};
 use crate::report::Report;
 
 /// Runs gloo-bench with this process's command line (what `main` does).
@@ -133,23 +133,36 @@ fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
                     ),
                 ));
             }
-            if s.collective == Collective::Sendrecv && size < 2 {
-                return Err((
-                    ErrorKind::InvalidValue,
-                    "--collective sendrecv needs --ranks 2 or more".into(),
-                ));
-            }
-            let valid = collectives::algorithm_choices(s.collective);
-            if !valid.contains(&s.algorithm.as_str()) {
-                return Err((
-                    ErrorKind::InvalidValue,
-                    format!(
-                        "invalid value '{}' for '--algorithm' with --collective {} [possible values: {}]",
-                        s.algorithm,
-                        s.collective.name(),
-                        valid.join(", ")
-                    ),
-                ));
+            match s.collective {
+                Which::One(Collective::Sendrecv) if size < 2 => {
+                    return Err((
+                        ErrorKind::InvalidValue,
+                        "--collective sendrecv needs --ranks 2 or more".into(),
+                    ));
+                }
+                Which::One(c) => {
+                    let valid = collectives::algorithm_choices(c);
+                    if !valid.contains(&s.algorithm.as_str()) {
+                        return Err((
+                            ErrorKind::InvalidValue,
+                            format!(
+                                "invalid value '{}' for '--algorithm' with --collective {} [possible values: {}]",
+                                s.algorithm,
+                                c.name(),
+                                valid.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                Which::All if s.algorithm != "auto" => {
+                    return Err((
+                        ErrorKind::ArgumentConflict,
+                        "--collective all runs each operation with the library's own choice: \
+                         --algorithm must be auto"
+                            .into(),
+                    ));
+                }
+                Which::All => {}
             }
         }
         Some(Command::Transport(t)) => {

@@ -10,12 +10,12 @@ use gloo_rendezvous::HashStore;
 use gloo_transport::Communicator;
 use gloo_transport::loopback::{self, LoopbackConfig};
 
-use crate::cli::{Cli, Command, StoreUrl, TransportKind};
+use crate::cli::{Cli, Command, StoreUrl, TransportKind, Which};
 use crate::error::{Error, Result};
 use crate::limits::{self, LimitConfig, Limits};
 use crate::net::NetConfig;
 use crate::p2p::Waiting;
-use crate::report::{self, Report};
+use crate::report::{self, Report, Summary};
 use crate::{ctl, net, p2p, store, sweep, versus};
 
 /// What a rank ended with.
@@ -31,8 +31,9 @@ pub(crate) fn run(cli: &Cli, rank: u32, size: u32, url: &StoreUrl) -> Result<Out
     let mut kv = store::open(url, rank, deadline)?;
     kv.join(size, deadline)?;
     let ip = limits::local_ip_towards(store::host_port(url).as_deref());
+    let name = kv.name().to_string();
     let mut connect = |cfg: &NetConfig| net::connect(cfg, rank, size, &kv, deadline);
-    run_with(cli, rank, size, &kv, ip, &url.to_string(), &mut connect, deadline)
+    run_with(cli, rank, size, &kv, ip, &name, &mut connect, deadline)
 }
 
 /// Runs every rank of a `--transport loopback` run as a thread of this process, over an
@@ -154,6 +155,7 @@ fn run_with(
         collective: None,
         limits: lim,
         rows: Vec::new(),
+        summary: Vec::new(),
         figures: Vec::new(),
         notes: Vec::new(),
     };
@@ -250,12 +252,18 @@ fn run_with(
         }
         None => {
             report.mode = "sweep".into();
-            let c = cli.sweep.collective;
+            let which = cli.sweep.collective;
             let spin = !spin_window.is_zero() && !in_process;
-            report.collective = Some(c.name().into());
-            report.notes = sweep::notes(c, size, spin);
+            report.collective = Some(match which {
+                Which::One(c) => c.name().into(),
+                Which::All => "all".into(),
+            });
+            report.notes = sweep::notes(&which.each(size), size, spin);
             let comm = connect(&net)?;
             report.rows = sweep::run(comm.as_ref(), &cli.sweep, &report.limits, spin, deadline)?;
+            if which == Which::All {
+                report.summary = Summary::of(&report.rows);
+            }
         }
     }
     Ok(Outcome { report: (rank == 0).then_some(report) })

@@ -35,8 +35,11 @@ pub(crate) struct Report {
     pub(crate) collective: Option<String>,
     /// Limits measured in this run.
     pub(crate) limits: Limits,
-    /// One row per message size (sweep mode).
+    /// One row per message size (sweep mode), operation after operation.
     pub(crate) rows: Vec<Row>,
+    /// With `--collective all`: each operation at its largest size.
+    #[serde(default)]
+    pub(crate) summary: Vec<Summary>,
     /// One row per figure (transport mode).
     pub(crate) figures: Vec<Figure>,
     /// Definitions a reader needs (e.g. what busbw means for this operation).
@@ -46,6 +49,9 @@ pub(crate) struct Report {
 /// One message size of a sweep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Row {
+    /// The operation.
+    #[serde(default)]
+    pub(crate) collective: String,
     /// Message size in bytes (see the notes for which buffer).
     pub(crate) bytes: u64,
     /// Elements in that buffer.
@@ -76,6 +82,53 @@ pub(crate) struct Row {
     pub(crate) x_rtt: Option<f64>,
     /// `ok`, `off`, or `FAIL: <what>`.
     pub(crate) check: String,
+}
+
+/// One operation of a `--collective all` run at its largest size: the line to look at for a
+/// regression.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Summary {
+    /// The operation.
+    pub(crate) collective: String,
+    /// The algorithm that ran at that size.
+    pub(crate) algorithm: String,
+    /// The size, bytes.
+    pub(crate) bytes: u64,
+    /// Median iteration, µs.
+    pub(crate) p50_us: f64,
+    /// Bus bandwidth, GB/s.
+    pub(crate) busbw_gbps: Option<f64>,
+    /// Which measured limit busbw is compared with.
+    pub(crate) limit: Option<String>,
+    /// busbw as a percentage of that limit.
+    pub(crate) limit_pct: Option<f64>,
+    /// `ok`, `off`, or `FAIL: <what>`.
+    pub(crate) check: String,
+}
+
+impl Summary {
+    /// Each operation's row at its largest size, in the order the operations ran.
+    pub(crate) fn of(rows: &[Row]) -> Vec<Summary> {
+        let mut out: Vec<Summary> = Vec::new();
+        for r in rows {
+            let s = Summary {
+                collective: r.collective.clone(),
+                algorithm: r.algorithm.clone(),
+                bytes: r.bytes,
+                p50_us: r.p50_us,
+                busbw_gbps: r.busbw_gbps,
+                limit: r.limit.clone(),
+                limit_pct: r.limit_pct,
+                check: r.check.clone(),
+            };
+            match out.iter_mut().find(|o| o.collective == r.collective) {
+                Some(o) if o.bytes <= r.bytes => *o = s,
+                Some(_) => {}
+                None => out.push(s),
+            }
+        }
+        out
+    }
 }
 
 /// One figure of the transport benchmark, beside its plain-socket counterpart.
@@ -174,9 +227,23 @@ impl Report {
 
     fn table(&self) -> String {
         let mut s = self.header();
-        if !self.rows.is_empty() {
-            let header: Vec<String> = ROW_COLUMNS.iter().map(|c| c.to_string()).collect();
-            let body: Vec<Vec<String>> = self.rows.iter().map(row_cells).collect();
+        let header: Vec<String> = ROW_COLUMNS.iter().map(|c| c.to_string()).collect();
+        if self.summary.is_empty() {
+            if !self.rows.is_empty() {
+                let body: Vec<Vec<String>> = self.rows.iter().map(row_cells).collect();
+                s.push_str(&align(&header, &body));
+            }
+        } else {
+            // One table per operation, then the summary.
+            for sum in &self.summary {
+                let rows = self.rows.iter().filter(|r| r.collective == sum.collective);
+                let body: Vec<Vec<String>> = rows.map(row_cells).collect();
+                let _ = writeln!(s, "\n# {}", sum.collective);
+                s.push_str(&align(&header, &body));
+            }
+            let _ = writeln!(s, "\n# summary: each operation at its largest size");
+            let header: Vec<String> = SUMMARY_COLUMNS.iter().map(|c| c.to_string()).collect();
+            let body: Vec<Vec<String>> = self.summary.iter().map(summary_cells).collect();
             s.push_str(&align(&header, &body));
         }
         if !self.figures.is_empty() {
@@ -190,10 +257,13 @@ impl Report {
     fn csv(&self) -> String {
         let mut s = String::new();
         if !self.rows.is_empty() {
+            // The operation goes last, so that the columns keep the table's positions.
             s.push_str(&ROW_COLUMNS.join(","));
-            s.push('\n');
+            s.push_str(",collective\n");
             for r in &self.rows {
-                s.push_str(&row_cells(r).iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+                let mut cells = row_cells(r);
+                cells.push(r.collective.clone());
+                s.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
                 s.push('\n');
             }
         }
@@ -236,6 +306,10 @@ pub(crate) const ROW_COLUMNS: [&str; 15] = [
     "check",
 ];
 
+/// The summary's columns.
+pub(crate) const SUMMARY_COLUMNS: [&str; 8] =
+    ["collective", "algorithm", "bytes", "p50_us", "busbw_GBps", "limit", "pct_limit", "check"];
+
 /// The transport benchmark's columns.
 pub(crate) const FIGURE_COLUMNS: [&str; 6] = ["measure", "value", "unit", "plain", "ratio", "goal"];
 
@@ -259,6 +333,19 @@ fn row_cells(r: &Row) -> Vec<String> {
         r.limit.clone().unwrap_or_else(|| "-".into()),
         opt(r.limit_pct, 1),
         opt(r.x_rtt, 2),
+        r.check.clone(),
+    ]
+}
+
+fn summary_cells(r: &Summary) -> Vec<String> {
+    vec![
+        r.collective.clone(),
+        r.algorithm.clone(),
+        r.bytes.to_string(),
+        format!("{:.1}", r.p50_us),
+        opt(r.busbw_gbps, 3),
+        r.limit.clone().unwrap_or_else(|| "-".into()),
+        opt(r.limit_pct, 1),
         r.check.clone(),
     ]
 }
@@ -389,6 +476,7 @@ mod tests {
             collective: Some("sendrecv".into()),
             limits: Limits::default(),
             rows: vec![Row {
+                collective: "sendrecv".into(),
                 bytes: 4,
                 elements: 1,
                 dtype: "f32".into(),
@@ -405,6 +493,7 @@ mod tests {
                 x_rtt: None,
                 check: "ok".into(),
             }],
+            summary: vec![],
             figures: vec![],
             notes: vec!["a, note".into()],
         }
@@ -419,8 +508,32 @@ mod tests {
         }
         let csv = r.csv();
         let mut lines = csv.lines();
-        assert_eq!(lines.next().unwrap(), ROW_COLUMNS.join(","));
-        assert_eq!(lines.next().unwrap().split(',').count(), ROW_COLUMNS.len());
+        assert_eq!(lines.next().unwrap(), ROW_COLUMNS.join(",") + ",collective");
+        assert_eq!(lines.next().unwrap().split(',').count(), ROW_COLUMNS.len() + 1);
+    }
+
+    #[test]
+    fn the_summary_keeps_each_operations_largest_size_and_the_table_shows_it() {
+        let mut r = sample();
+        let row = r.rows[0].clone();
+        let big = Row { bytes: 64, p50_us: 9.0, ..row.clone() };
+        let other = Row {
+            collective: "barrier".into(),
+            bytes: 0,
+            algorithm: "dissemination".into(),
+            ..row
+        };
+        r.rows = vec![r.rows[0].clone(), big, other];
+        r.summary = Summary::of(&r.rows);
+        let got: Vec<(&str, u64)> =
+            r.summary.iter().map(|s| (s.collective.as_str(), s.bytes)).collect();
+        assert_eq!(got, [("sendrecv", 64), ("barrier", 0)]);
+        let t = r.table();
+        assert!(t.contains("# summary"), "{t}");
+        for c in SUMMARY_COLUMNS {
+            assert!(t.contains(c), "{c} missing from\n{t}");
+        }
+        assert!(t.contains("# sendrecv") && t.contains("# barrier"), "{t}");
     }
 
     #[test]

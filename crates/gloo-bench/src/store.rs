@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Instant;
 
+use gloo_rendezvous::env::StoreSpec as EnvSpec;
 use gloo_rendezvous::{
     EnvConfig, EnvStore, FileStore, HashStore, PrefixStore, RedisOptions, RedisStore, Store,
     TcpStore, TcpStoreServer,
@@ -50,6 +51,16 @@ impl Opened {
         url: String,
     ) -> Opened {
         Opened { store: Arc::new(store), _server: server, _env: env, url, prefix: PREFIX.into() }
+    }
+
+    fn shared(store: Arc<dyn Store>, env: Option<EnvStore>, url: String) -> Opened {
+        Opened { store, _server: None, _env: env, url, prefix: PREFIX.into() }
+    }
+
+    /// The store as the report names it (for `env://`, which store the launcher's variables
+    /// chose).
+    pub(crate) fn name(&self) -> &str {
+        &self.url
     }
 
     /// Count this rank in and scope every later key to this run, so that a long-lived store
@@ -133,23 +144,28 @@ pub(crate) fn open(url: &StoreUrl, rank: u32, deadline: Instant) -> Result<Opene
         }
         StoreUrl::Env => {
             let cfg = env_config()?;
-            let endpoint = cfg.master_endpoint().ok_or_else(|| {
-                Error::Invalid("--store env:// needs MASTER_ADDR and MASTER_PORT".into())
-            })?;
-            let token = cfg.token.clone();
-            // Rank 0 starts the server inside EnvStore; the bench talks to it through a
-            // client of its own, so that it can share the client (Arc) with the bootstrap.
+            let shown = match &cfg.store {
+                EnvSpec::TorchAgent { .. } => format!(
+                    "env:// (torchrun's agent store at {})",
+                    cfg.master_endpoint().unwrap_or_default()
+                ),
+                EnvSpec::Hosted { .. } => {
+                    format!(
+                        "env:// (rank 0 hosts tcp://{})",
+                        cfg.master_endpoint().unwrap_or_default()
+                    )
+                }
+                EnvSpec::File { dir } => format!("env:// (file://{})", dir.display()),
+                _ => "env://".into(),
+            };
+            let launcher = cfg.launcher.name();
+            // Every rank, rank 0 included, talks to the store through the EnvStore's client,
+            // shared (Arc) with the bootstrap.
             let env = EnvStore::start(cfg, deadline).map_err(|e| Error::Store {
-                doing: format!("starting env:// at {endpoint}"),
+                doing: format!("starting {shown}, launched by {launcher}"),
                 source: e,
             })?;
-            let store =
-                TcpStore::connect_with(endpoint.clone(), token.as_deref(), env.tls(), deadline)
-                    .map_err(|e| Error::Store {
-                        doing: format!("connecting to {endpoint}"),
-                        source: e,
-                    })?;
-            Ok(Opened::new(store, None, Some(env), format!("env:// ({endpoint})")))
+            Ok(Opened::shared(env.store.clone(), Some(env), shown))
         }
     }
 }
@@ -168,7 +184,10 @@ pub(crate) fn host_port(url: &StoreUrl) -> Option<String> {
             let after_auth = rest.rsplit_once('@').map_or(rest.as_str(), |(_, h)| h);
             Some(after_auth.split_once('/').map_or(after_auth, |(h, _)| h).to_string())
         }
-        StoreUrl::Env => env_config().ok().and_then(|c| c.master_endpoint()),
+        // Ranks the launcher put on one host meet and connect over loopback.
+        StoreUrl::Env => {
+            env_config().ok().filter(|c| !c.single_host).and_then(|c| c.master_endpoint())
+        }
         StoreUrl::File(_) => None,
     }
 }

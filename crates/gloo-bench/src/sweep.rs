@@ -89,14 +89,24 @@ pub(crate) fn limit_for(c: Collective, l: &Limits) -> Option<(&'static str, f64)
     }
 }
 
-/// The definitions printed under the header for operation `c`.
-pub(crate) fn notes(c: Collective, n: u32, spin: bool) -> Vec<String> {
-    let mut v = Vec::new();
+/// The definitions printed under the header for operations `cs` (each named when there are
+/// several).
+pub(crate) fn notes(cs: &[Collective], n: u32, spin: bool) -> Vec<String> {
+    let mut v: Vec<String> = match cs {
+        [c] => vec![bus_note(*c, n)],
+        _ => cs.iter().map(|c| format!("{}: {}", c.name(), bus_note(*c, n))).collect(),
+    };
+    v.push(format!("algbw = bytes / p50 time; each time is the slowest rank's; pct_limit = busbw / the plain-socket limit named in `limit`; x_rtt = p50 / plain {} ping-pong p50 (the plain socket waiting as the transport does)", if spin { "busy-poll" } else { "blocking" }));
+    v
+}
+
+/// What `bytes` and busbw mean for operation `c`.
+fn bus_note(c: Collective, n: u32) -> String {
     let factor = match bus_factor(c, n) {
         Some(f) => format!("{f:.3}"),
         None => "-".into(),
     };
-    v.push(match c {
+    match c {
         Collective::Allreduce => format!("bytes = each rank's buffer; busbw = algbw x 2(n-1)/n = algbw x {factor} (nccl-tests)"),
         Collective::Allgather => format!("bytes = the gathered output (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (nccl-tests)"),
         Collective::ReduceScatter => format!("bytes = each rank's input (n blocks); busbw = algbw x (n-1)/n = algbw x {factor} (nccl-tests)"),
@@ -105,12 +115,11 @@ pub(crate) fn notes(c: Collective, n: u32, spin: bool) -> Vec<String> {
         Collective::Broadcast | Collective::Reduce => "bytes = the buffer; busbw = algbw (nccl-tests)".to_string(),
         Collective::Sendrecv => "sendrecv: every rank sends `bytes` to rank+1 and receives `bytes` from rank-1 at once (a ring shift, as nccl-tests' sendrecv); busbw = algbw = bytes / p50, per direction".to_string(),
         Collective::Barrier => "barrier: no data, so no algbw or busbw; x_rtt compares its p50 with the plain ping-pong round trip".to_string(),
-    });
-    v.push(format!("algbw = bytes / p50 time; each time is the slowest rank's; pct_limit = busbw / the plain-socket limit named in `limit`; x_rtt = p50 / plain {} ping-pong p50 (the plain socket waiting as the transport does)", if spin { "busy-poll" } else { "blocking" }));
-    v
+    }
 }
 
-/// Runs the sweep on every rank; rank 0 returns the rows.
+/// Runs the sweep of every operation `--collective` names on every rank (one group for all
+/// of them); rank 0 returns the rows.
 pub(crate) fn run(
     comm: &dyn Communicator,
     args: &SweepArgs,
@@ -118,21 +127,38 @@ pub(crate) fn run(
     spin: bool,
     deadline: Instant,
 ) -> Result<Vec<Row>> {
-    let rtt = if spin { limits.pingpong_spin_us } else { limits.pingpong_blocking_us };
-    let n = comm.size();
     let group = Group::new(DynComm(comm)).map_err(|e| Error::Collective {
         doing: "reading the GLOO_ALGORITHM_* variables".into(),
         source: e,
     })?;
     let mut rows = Vec::new();
+    for c in args.collective.each(comm.size()) {
+        rows.extend(run_one(comm, &group, args, c, limits, spin, deadline)?);
+    }
+    Ok(rows)
+}
+
+/// The sweep of operation `c`.
+fn run_one(
+    comm: &dyn Communicator,
+    group: &Group<Shared<'_>>,
+    args: &SweepArgs,
+    c: Collective,
+    limits: &Limits,
+    spin: bool,
+    deadline: Instant,
+) -> Result<Vec<Row>> {
+    let rtt = if spin { limits.pingpong_spin_us } else { limits.pingpong_blocking_us };
+    let n = comm.size();
+    let mut rows = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let sizes = if args.collective == Collective::Barrier {
+    let sizes = if c == Collective::Barrier {
         vec![0]
     } else {
         sizes(args.min_bytes, args.max_bytes, args.step_factor)
     };
     for bytes in sizes {
-        let mut bench = make(comm, &group, args, bytes)?;
+        let mut bench = make(comm, group, args, c, bytes)?;
         if !seen.insert(bench.bytes()) {
             // Rounding to whole elements (and blocks) made this size equal to an earlier one.
             continue;
@@ -177,20 +203,17 @@ pub(crate) fn run(
             (0..samples.len()).map(|i| all.iter().map(|s| s[i]).fold(0.0, f64::max)).collect();
         let lat = Latency::from_samples(&mut slowest);
         let check = summarise(&statuses);
-        let algbw = bus_factor(args.collective, n)
+        let algbw = bus_factor(c, n)
             .map(|_| bench.bytes() as f64 / (lat.p50 * 1e-6) / 1e9)
             .filter(|v| v.is_finite());
-        let busbw = algbw.zip(bus_factor(args.collective, n)).map(|(a, f)| a * f);
-        let limit = limit_for(args.collective, limits);
+        let busbw = algbw.zip(bus_factor(c, n)).map(|(a, f)| a * f);
+        let limit = limit_for(c, limits);
         let row = Row {
+            collective: c.name().into(),
             bytes: bench.bytes(),
             elements: bench.elements(),
-            dtype: if args.collective == Collective::Barrier {
-                "-".into()
-            } else {
-                args.dtype.name().into()
-            },
-            op: if args.collective.reduces() { args.op.name().into() } else { "-".into() },
+            dtype: if c == Collective::Barrier { "-".into() } else { args.dtype.name().into() },
+            op: if c.reduces() { args.op.name().into() } else { "-".into() },
             algorithm: bench.algorithm(),
             iters,
             min_us: lat.min,
@@ -205,7 +228,7 @@ pub(crate) fn run(
         };
         say!(
             "gloo-bench: {} {} B: {} iterations, p50 {:.1} us, check {}",
-            args.collective.name(),
+            c.name(),
             row.bytes,
             row.iters,
             row.p50_us,
@@ -289,14 +312,15 @@ fn summarise(statuses: &[String]) -> String {
     }
 }
 
-/// The bench of one size of the chosen operation.
+/// The bench of one size of operation `c`.
 fn make<'g, 'c: 'g>(
     comm: &'c dyn Communicator,
     group: &'g Group<Shared<'c>>,
     args: &SweepArgs,
+    c: Collective,
     bytes: u64,
 ) -> Result<Box<dyn SizeBench + 'g>> {
-    match args.collective {
+    match c {
         Collective::Sendrecv => {
             if comm.size() < 2 {
                 return Err(Error::Invalid("--collective sendrecv needs at least 2 ranks".into()));
@@ -305,7 +329,7 @@ fn make<'g, 'c: 'g>(
             let elements = (bytes / esize).max(1);
             Ok(Box::new(SendRecv::new(comm, elements * esize, elements)))
         }
-        _ => collectives::make(group, args, bytes),
+        _ => collectives::make(group, args, c, bytes),
     }
 }
 

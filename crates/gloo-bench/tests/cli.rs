@@ -61,7 +61,7 @@ fn run_env(args: &[&str], env: &[(&str, String)], secs: u64) -> Run {
 }
 
 const COLUMNS: &str = "bytes,elements,dtype,op,algorithm,iters,min_us,p50_us,p99_us,algbw_GBps,\
-                       busbw_GBps,limit,pct_limit,x_rtt,check";
+                       busbw_GBps,limit,pct_limit,x_rtt,check,collective";
 
 /// Asserts a CSV sweep has the full header, at least `min_rows` rows with every cell filled,
 /// and every check `ok`; returns the rows.
@@ -73,7 +73,7 @@ fn assert_sweep_csv(r: &Run, min_rows: usize) -> Vec<Vec<String>> {
         lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
     assert!(rows.len() >= min_rows, "{} rows:\n{}", rows.len(), r.stdout);
     for row in &rows {
-        assert_eq!(row.len(), 15, "{row:?}");
+        assert_eq!(row.len(), 16, "{row:?}");
         assert!(row.iter().all(|c| !c.is_empty()), "{row:?}");
         assert_eq!(row[14], "ok", "{row:?}");
     }
@@ -159,6 +159,53 @@ fn every_collective_sweeps_over_2_and_3_ranks_with_every_check_passing() {
                 assert!(rows.len() >= 3, "{c} with {ranks} ranks: {rows:?}");
             }
         }
+    }
+}
+
+#[test]
+fn collective_all_sweeps_every_operation_and_ends_with_a_summary() {
+    let ops: Vec<&str> = Collective::value_variants().iter().map(|c| c.name()).collect();
+    let args = [
+        "--ranks",
+        "2",
+        "--collective",
+        "all",
+        "--root",
+        "1",
+        "--min-bytes",
+        "1K",
+        "--max-bytes",
+        "8K",
+        "--step-factor",
+        "8",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--no-limits",
+    ];
+    // CSV: every operation's rows, each checked, named in the last column.
+    let mut csv = args.to_vec();
+    csv.extend(["--format", "csv"]);
+    let rows = assert_sweep_csv(&run(&csv, 240), ops.len());
+    for op in &ops {
+        let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[15] == *op).collect();
+        let want = if *op == "barrier" { 1 } else { 2 };
+        assert_eq!(mine.len(), want, "{op}: {rows:?}");
+    }
+    // The table: a section per operation, then the summary with each at 8 KiB.
+    let r = run(&args, 240);
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let (_, summary) = r.stdout.split_once("# summary").expect("a summary");
+    let lines: Vec<&str> = summary.lines().skip(1).collect();
+    assert!(lines[0].starts_with("collective") && lines[0].contains("pct_limit"), "{summary}");
+    for op in &ops {
+        let line = lines.iter().find(|l| l.split_whitespace().next() == Some(op));
+        let line = line.unwrap_or_else(|| panic!("{op} missing from the summary:\n{summary}"));
+        let size = if *op == "barrier" { "0" } else { "8192" };
+        assert!(line.split_whitespace().any(|c| c == size), "{line}");
+        assert!(line.ends_with("ok"), "{line}");
+        assert!(r.stdout.contains(&format!("# {op}\n")), "{}", r.stdout);
     }
 }
 
@@ -417,7 +464,8 @@ fn the_limits_subcommand_measures_every_limit() {
 #[test]
 fn wrong_flags_exit_2_naming_the_flag_and_the_choices() {
     let cases: &[(&[&str], &[&str])] = &[
-        (&["--collective", "allreduse"], &["--collective", "allreduce", "sendrecv"]),
+        (&["--collective", "allreduse"], &["--collective", "allreduce", "sendrecv", "all"]),
+        (&["--collective", "all", "--algorithm", "ring"], &["--algorithm", "auto"]),
         (&["--dtype", "f128"], &["--dtype", "bf16"]),
         (&["--op", "xor"], &["--op", "average"]),
         (&["--format", "xml"], &["--format", "csv"]),

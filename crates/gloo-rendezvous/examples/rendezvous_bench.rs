@@ -8,12 +8,15 @@
 //! this binary as ranks, and reports: the wall time from the first spawn until every rank has
 //! its connected communicator (process start-up included), and the slowest rank's own time
 //! from connecting to the store to holding the communicator. With `RDV_BENCH_STORE_ONLY=1`
-//! the ranks only publish 30 bytes each and wait for everybody's (the store's share).
+//! the ranks run only the bootstrap's store part ([`exchange_addresses`] with 30-byte
+//! addresses). With `RDV_BENCH_STORE=torch` the store is a real PyTorch `TCPStore` (libuv)
+//! started with the Python of `.ci/torch-venv` (see `gloo_testing::torch`), and the ranks are
+//! [`TorchStore`] clients.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gloo_rendezvous::{Store, TcpStore, TcpStoreServer, connect};
+use gloo_rendezvous::{Store, TcpStore, TcpStoreServer, TorchStore, connect, exchange_addresses};
 use gloo_transport::tcp::{TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Rank};
 
@@ -36,9 +39,29 @@ fn main() {
     }
 }
 
+fn torch() -> bool {
+    std::env::var("RDV_BENCH_STORE").is_ok_and(|s| s == "torch")
+}
+
+/// A client of the store at `addr` (ours with the token, or the torch store).
+fn client(addr: String, deadline: Instant) -> Box<dyn Store> {
+    if torch() {
+        Box::new(TorchStore::connect(addr, deadline).unwrap())
+    } else {
+        Box::new(TcpStore::connect(addr, Some(TOKEN), deadline).unwrap())
+    }
+}
+
 fn run(n: u32) {
-    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(TOKEN)).unwrap();
-    let addr = server.local_addr().to_string();
+    let (_ours, _theirs, addr) = if torch() {
+        let t = gloo_testing::torch::TorchServer::start(gloo_testing::torch::Backend::Libuv);
+        let addr = t.endpoint();
+        (None, Some(t), addr)
+    } else {
+        let s = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(TOKEN)).unwrap();
+        let addr = s.local_addr().to_string();
+        (Some(s), None, addr)
+    };
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
     let mut children = Vec::new();
@@ -51,8 +74,7 @@ fn run(n: u32) {
                 .unwrap(),
         );
     }
-    let store =
-        TcpStore::connect(addr, Some(TOKEN), Instant::now() + Duration::from_secs(10)).unwrap();
+    let store = client(addr, Instant::now() + Duration::from_secs(10));
     let keys: Vec<Vec<u8>> = (0..n).map(|r| format!("bench/connected/{r}").into_bytes()).collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let times = store.multi_get(&refs, Instant::now() + Duration::from_secs(300)).unwrap();
@@ -78,13 +100,15 @@ fn child(spec: &str) {
     let size: u32 = it.next().unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let start = Instant::now();
-    let store = TcpStore::connect(addr, Some(TOKEN), deadline).unwrap();
+    let store = client(addr, deadline);
+    if std::env::var_os("RDV_BENCH_DEBUG").is_some() && start.elapsed() > Duration::from_millis(500)
+    {
+        eprintln!("rank {rank}: connect took {:?}", start.elapsed());
+    }
     if std::env::var_os("RDV_BENCH_STORE_ONLY").is_some() {
-        // The store's part alone: publish 30 bytes, wait for everybody's.
-        store.set(format!("probe/{rank}").as_bytes(), &[7u8; 30], deadline).unwrap();
-        let keys: Vec<Vec<u8>> = (0..size).map(|r| format!("probe/{r}").into_bytes()).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        store.multi_get(&refs, deadline).unwrap();
+        // The bootstrap's store part alone: publish 30 bytes, learn everybody's.
+        let addrs = exchange_addresses(&*store, Rank(rank), size, &[7u8; 30], deadline).unwrap();
+        assert_eq!(addrs.len(), size as usize);
         let took = start.elapsed().as_secs_f64();
         store
             .set(
@@ -96,7 +120,7 @@ fn child(spec: &str) {
         return;
     }
     let listener = TcpListener::bind(TcpConfig::loopback("bench", Rank(rank), size)).unwrap();
-    let comm = connect(&store, listener, Rank(rank), size, deadline).unwrap();
+    let comm = connect(&*store, listener, Rank(rank), size, deadline).unwrap();
     let took = start.elapsed().as_secs_f64();
     assert_eq!(comm.size(), size);
     store

@@ -80,6 +80,15 @@ pub enum Error {
         /// What the store showed.
         detail: String,
     },
+    /// Ranks were started with different world sizes.
+    WorldSizeMismatch {
+        /// The rank whose world size differs.
+        rank: u32,
+        /// The world size that rank was started with.
+        size: u32,
+        /// The world size rank 0 (which gathers the addresses) was started with.
+        expected: u32,
+    },
     /// A rank published something the transport could not use as an address.
     BadAddress {
         /// The rank whose entry is malformed.
@@ -146,6 +155,11 @@ impl fmt::Display for Error {
             Error::BadAddress { rank, detail } => {
                 write!(f, "rank {rank} published a malformed address: {detail}")
             }
+            Error::WorldSizeMismatch { rank, size, expected } => write!(
+                f,
+                "rank {rank} was started with a world of {size} ranks but rank 0 with {expected}: \
+                 every rank must be given the same world size"
+            ),
             Error::Transport(e) => write!(f, "transport error while connecting: {e}"),
         }
     }

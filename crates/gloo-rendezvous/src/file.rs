@@ -40,11 +40,46 @@ pub struct FileStore {
     dir: PathBuf,
 }
 
+/// Refuse a directory another user could tamper with: one owned by another user (who could
+/// replace any key, or the directory itself), or one every user may write to without the
+/// sticky bit (anyone could delete or rename the job's files).
+fn check_private(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = fs::metadata("/proc/self")
+        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", &e))?
+        .uid();
+    if meta.uid() != me {
+        return Err(Error::Config {
+            detail: format!(
+                "the store directory {} is owned by user {}, not by this process's user {me}: \
+                 its owner could replace the job's keys; use a directory of your own",
+                dir.display(),
+                meta.uid()
+            ),
+        });
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(Error::Config {
+            detail: format!(
+                "the store directory {} is writable by every user and has no sticky bit \
+                 (mode {:o}): anyone could delete or replace the job's keys; `chmod o-w` it or \
+                 use a private directory",
+                dir.display(),
+                mode & 0o7777
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Distinguishes temp files made by one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl FileStore {
-    /// A store in `dir`, created (mode `0700`) if missing.
+    /// A store in `dir`, created (mode `0700`) if missing. A directory owned by another user,
+    /// or writable by every user without the sticky bit, is refused with
+    /// [`Error::Config`] naming it: whoever can write there can replace the job's keys.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| {
@@ -55,6 +90,7 @@ impl FileStore {
         if !meta.is_dir() {
             return Err(Error::Config { detail: format!("{} is not a directory", dir.display()) });
         }
+        check_private(&dir, &meta)?;
         Ok(FileStore { dir })
     }
 

@@ -40,6 +40,24 @@ if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return len
 ";
 
+/// For each key: nil when absent, the value when it is a string of at most `ARGV[1]` bytes,
+/// else `{type}` or `{"string", length}`: a key of another type or an oversized value is a
+/// corrupt entry to report at once (`MGET` would answer nil, as for a missing key, and the
+/// caller would wait out its deadline), and an oversized value is never sent.
+const READ_SCRIPT: &str = r"
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'none' then out[i] = false
+  elseif t ~= 'string' then out[i] = {t}
+  else
+    local n = redis.call('STRLEN', k)
+    if n > tonumber(ARGV[1]) then out[i] = {'string', n} else out[i] = redis.call('GET', k) end
+  end
+end
+return out
+";
+
 /// Settings of a [`RedisStore`].
 ///
 /// TLS (feature `redis-tls`) is chosen by the URL's scheme, `rediss://`; the `tls_*` fields
@@ -187,17 +205,40 @@ impl RedisStore {
         let mut backoff = Backoff::new(Duration::from_millis(200));
         loop {
             let budget = deadline.saturating_duration_since(Instant::now()).max(MIN_BUDGET);
-            let err =
-                match self.client.get_connection_with_timeout(budget.min(Duration::from_secs(5))) {
-                    Ok(c) => return Ok(c),
-                    Err(e) => e,
-                };
+            let err = match self.connect_within(budget.min(Duration::from_secs(5))) {
+                Ok(c) => return Ok(c),
+                Err(e) => e,
+            };
             if !transient(&err) {
                 return Err(self.fatal(&err));
             }
             if !backoff.sleep(deadline) {
                 return Err(self.unreachable(&err, start));
             }
+        }
+    }
+
+    /// A new connection within `budget`. The `redis` crate applies its timeout to each read of
+    /// the connection's set-up commands, not to the whole, so a frozen server would hold the
+    /// caller for a multiple of it; the set-up runs on a helper thread instead, and a late one
+    /// is abandoned (it ends by itself at the crate's timeout, dropping its connection).
+    fn connect_within(&self, budget: Duration) -> redis::RedisResult<Connection> {
+        let client = self.client.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned =
+            std::thread::Builder::new().name("gloo-redis-connect".into()).spawn(move || {
+                let _ = tx.send(client.get_connection_with_timeout(budget));
+            });
+        if let Err(e) = spawned {
+            return Err(e.into());
+        }
+        match rx.recv_timeout(budget) {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to the connection's set-up before the deadline",
+            )
+            .into()),
         }
     }
 
@@ -242,8 +283,19 @@ impl RedisStore {
         }
     }
 
-    /// Run `f` on a connection, reconnecting on connection failures until the deadline.
+    /// Run `f` on a connection, reconnecting on connection failures until the deadline; an
+    /// error names `keys` (the call's keys, as the caller named them).
     fn with_conn<T>(
+        &self,
+        retry: Retry,
+        keys: &[&[u8]],
+        deadline: Instant,
+        f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        self.with_conn_unnamed(retry, deadline, f).map_err(|e| name_keys(e, keys))
+    }
+
+    fn with_conn_unnamed<T>(
         &self,
         retry: Retry,
         deadline: Instant,
@@ -289,7 +341,55 @@ impl RedisStore {
         }
     }
 
-    /// Poll `MGET` until every key exists; `None` entries are missing keys.
+    /// The values of `keys` (scoped as `scoped`) now, `None` for a missing key; a key of
+    /// another Redis type or over the size limit is a [`Error::Protocol`] naming it.
+    fn read(
+        &self,
+        keys: &[&[u8]],
+        scoped: &[Vec<u8>],
+        deadline: Instant,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let reply: Vec<Value> = self.with_conn(Retry::Always, keys, deadline, |c| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(READ_SCRIPT).arg(scoped.len());
+            for k in scoped {
+                cmd.arg(k.as_slice());
+            }
+            cmd.arg(MAX_VALUE_LEN).query(c)
+        })?;
+        if reply.len() != keys.len() {
+            return Err(Error::Protocol {
+                detail: format!("a read of {} keys returned {} values", keys.len(), reply.len()),
+            });
+        }
+        let corrupt = |key: &[u8], what: String| Error::Protocol {
+            detail: format!(
+                "key {} in Redis at {} is corrupt: it {what}",
+                crate::error::KeyDisplay(key),
+                self.endpoint
+            ),
+        };
+        keys.iter()
+            .zip(reply)
+            .map(|(key, v)| match v {
+                Value::Nil => Ok(None),
+                Value::BulkString(b) => Ok(Some(b)),
+                Value::Array(items) => Err(match items.as_slice() {
+                    [_, Value::Int(n)] => {
+                        corrupt(key, format!("holds {n} bytes, over the limit of {MAX_VALUE_LEN}"))
+                    }
+                    [Value::BulkString(t)] => corrupt(
+                        key,
+                        format!("is a Redis {}, not a string", String::from_utf8_lossy(t)),
+                    ),
+                    other => corrupt(key, format!("reads as {other:?}")),
+                }),
+                other => Err(corrupt(key, format!("reads as {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// Poll until every key exists; `None` entries are missing keys.
     fn poll(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
         for k in keys {
             check_key(k)?;
@@ -301,18 +401,7 @@ impl RedisStore {
         let start = Instant::now();
         let mut backoff = Backoff::new(POLL_CAP);
         loop {
-            let values: Vec<Option<Vec<u8>>> = self.with_conn(Retry::Always, deadline, |c| {
-                let mut cmd = redis::cmd("MGET");
-                for k in &scoped {
-                    cmd.arg(k.as_slice());
-                }
-                cmd.query(c)
-            })?;
-            if values.len() != keys.len() {
-                return Err(Error::Protocol {
-                    detail: format!("MGET of {} keys returned {} values", keys.len(), values.len()),
-                });
-            }
+            let values = self.read(keys, &scoped, deadline)?;
             if values.iter().all(Option::is_some) {
                 return Ok(values.into_iter().map(Option::unwrap_or_default).collect());
             }
@@ -326,6 +415,26 @@ impl RedisStore {
                 return Err(Error::Timeout { keys: missing, waited: start.elapsed() });
             }
         }
+    }
+}
+
+/// `e` with the call's keys named (an unreachable server's error says which keys the call
+/// was for; an I/O error carries the first).
+fn name_keys(e: Error, keys: &[&[u8]]) -> Error {
+    let Some(first) = keys.first() else { return e };
+    let shown: Vec<String> =
+        keys.iter().take(4).map(|k| crate::error::KeyDisplay(k).to_string()).collect();
+    let more = if keys.len() > 4 { format!(" and {} more", keys.len() - 4) } else { String::new() };
+    match e {
+        Error::Unreachable { endpoint, detail, waited } => Error::Unreachable {
+            endpoint,
+            detail: format!("{detail} (keys {}{more})", shown.join(", ")),
+            waited,
+        },
+        Error::Io { key: None, kind, detail } => {
+            Error::Io { key: Some(first.to_vec()), kind, detail }
+        }
+        other => other,
     }
 }
 
@@ -474,7 +583,7 @@ impl Store for RedisStore {
         check_value(key, value.len())?;
         let k = self.scoped(key);
         let ttl = self.ttl_ms();
-        self.with_conn(Retry::Always, deadline, |c| {
+        self.with_conn(Retry::Always, &[key], deadline, |c| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(k.as_slice()).arg(value);
             if ttl > 0 {
@@ -486,8 +595,8 @@ impl Store for RedisStore {
 
     fn try_get(&self, key: &[u8], deadline: Instant) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let k = self.scoped(key);
-        self.with_conn(Retry::Always, deadline, |c| redis::cmd("GET").arg(k.as_slice()).query(c))
+        let mut values = self.read(&[key], &[self.scoped(key)], deadline)?;
+        Ok(values.pop().flatten())
     }
 
     fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
@@ -498,7 +607,7 @@ impl Store for RedisStore {
         check_key(key)?;
         let k = self.scoped(key);
         let ttl = self.ttl_ms();
-        let r = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+        let r = self.with_conn(Retry::OnlyIfUnsent, &[key], deadline, |c| {
             let mut p = redis::pipe();
             p.atomic().cmd("INCRBY").arg(k.as_slice()).arg(delta);
             if ttl > 0 {
@@ -528,7 +637,7 @@ impl Store for RedisStore {
         check_value(key, new.len())?;
         let k = self.scoped(key);
         let ttl = self.ttl_ms();
-        let reply: Vec<Value> = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+        let reply: Vec<Value> = self.with_conn(Retry::OnlyIfUnsent, &[key], deadline, |c| {
             redis::cmd("EVAL")
                 .arg(CAS_SCRIPT)
                 .arg(1)
@@ -565,25 +674,30 @@ impl Store for RedisStore {
         }
         let ttl = self.ttl_ms();
         let scoped: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| self.scoped(k)).collect();
-        self.with_conn(Retry::Always, deadline, |c| {
-            let mut p = redis::pipe();
-            p.atomic();
-            for (k, (_, v)) in scoped.iter().zip(pairs) {
-                let cmd = p.cmd("SET").arg(k.as_slice()).arg(*v);
-                if ttl > 0 {
-                    cmd.arg("PX").arg(ttl);
+        self.with_conn(
+            Retry::Always,
+            &pairs.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            deadline,
+            |c| {
+                let mut p = redis::pipe();
+                p.atomic();
+                for (k, (_, v)) in scoped.iter().zip(pairs) {
+                    let cmd = p.cmd("SET").arg(k.as_slice()).arg(*v);
+                    if ttl > 0 {
+                        cmd.arg("PX").arg(ttl);
+                    }
+                    cmd.ignore();
                 }
-                cmd.ignore();
-            }
-            p.query::<()>(c)
-        })
+                p.query::<()>(c)
+            },
+        )
     }
 
     fn append(&self, key: &[u8], value: &[u8], deadline: Instant) -> Result<()> {
         check_value(key, value.len())?;
         let k = self.scoped(key);
         let ttl = self.ttl_ms();
-        let len: i64 = self.with_conn(Retry::OnlyIfUnsent, deadline, |c| {
+        let len: i64 = self.with_conn(Retry::OnlyIfUnsent, &[key], deadline, |c| {
             redis::cmd("EVAL")
                 .arg(APPEND_SCRIPT)
                 .arg(1)
@@ -607,8 +721,9 @@ impl Store for RedisStore {
     fn delete(&self, key: &[u8], deadline: Instant) -> Result<bool> {
         check_key(key)?;
         let k = self.scoped(key);
-        let n: i64 = self
-            .with_conn(Retry::Always, deadline, |c| redis::cmd("DEL").arg(k.as_slice()).query(c))?;
+        let n: i64 = self.with_conn(Retry::Always, &[key], deadline, |c| {
+            redis::cmd("DEL").arg(k.as_slice()).query(c)
+        })?;
         Ok(n > 0)
     }
 }

@@ -101,7 +101,9 @@ fn the_last_rank_deletes_the_bootstrap_keys_so_the_store_serves_the_next_run() {
             .flat_map(|r| [format!("gloo/bootstrap/claim/{r}"), format!("gloo/bootstrap/addr/{r}")])
             .map(String::into_bytes)
             .collect();
-        keys.push(b"gloo/bootstrap/done".to_vec());
+        for k in ["result", "joined", "failed", "done"] {
+            keys.push(format!("gloo/bootstrap/{k}").into_bytes());
+        }
         for k in &keys {
             let left = store.try_get(k, deadline(5)).unwrap();
             assert_eq!(
@@ -137,13 +139,17 @@ fn eight_ranks_over_a_file_store() {
 
 #[test]
 fn eight_ranks_over_a_tcp_store() {
-    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"tok")).unwrap();
+    let server =
+        TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"bootstrap-test-token"))
+            .unwrap();
     let addr = server.local_addr().to_string();
     rendezvous(
         (0..8)
             .map(|_| {
-                Box::new(TcpStore::connect(addr.clone(), Some(b"tok"), deadline(10)).unwrap())
-                    as Box<dyn Store>
+                Box::new(
+                    TcpStore::connect(addr.clone(), Some(b"bootstrap-test-token"), deadline(10))
+                        .unwrap(),
+                ) as Box<dyn Store>
             })
             .collect(),
     );
@@ -191,7 +197,7 @@ fn two_processes_claiming_one_rank_both_fail() {
             );
         }
         // Start the other ranks once the conflict is on record, so the order is fixed.
-        store.wait(&[b"gloo/bootstrap/abort"], deadline(20)).unwrap();
+        store.wait(&[b"gloo/bootstrap/result"], deadline(20)).unwrap();
         for l in ls {
             let store = store.clone();
             let r = Rank(l.rank);
@@ -288,13 +294,11 @@ fn ranks_started_with_different_world_sizes_fail() {
         });
         vec![h1.join().unwrap(), h2.join().unwrap()]
     });
-    assert!(matches!(errors[0], Error::BadAddress { rank: 1, .. }), "{}", errors[0]);
-    // Rank 1 of a world of 3 sees rank 0's entry with the wrong size, or rank 2 missing.
-    assert!(
-        matches!(errors[1], Error::BadAddress { rank: 0, .. } | Error::MissingRanks { .. }),
-        "{}",
-        errors[1]
-    );
+    // Both ranks, the misconfigured one included, name rank 1 and both sizes, at once.
+    for e in &errors {
+        assert_eq!(*e, Error::WorldSizeMismatch { rank: 1, size: 3, expected: 2 }, "{e}");
+        assert!(e.to_string().contains("world of 3 ranks but rank 0 with 2"), "{e}");
+    }
 }
 
 #[test]
@@ -376,14 +380,18 @@ fn lazy_ranks_over_a_hash_store_connect_only_the_pair_that_talks() {
 
 #[test]
 fn lazy_ranks_over_a_tcp_store_connect_only_the_pair_that_talks() {
-    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"tok")).unwrap();
+    let server =
+        TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"bootstrap-test-token"))
+            .unwrap();
     let addr = server.local_addr().to_string();
     lazy_rendezvous(
         "lazy-tcp-store",
         (0..4)
             .map(|_| {
-                Box::new(TcpStore::connect(addr.clone(), Some(b"tok"), deadline(10)).unwrap())
-                    as Box<dyn Store>
+                Box::new(
+                    TcpStore::connect(addr.clone(), Some(b"bootstrap-test-token"), deadline(10))
+                        .unwrap(),
+                ) as Box<dyn Store>
             })
             .collect(),
     );
@@ -622,7 +630,7 @@ mod multiprocess {
                     ("LOCAL_WORLD_SIZE", "4".to_string()),
                     ("MASTER_ADDR", "127.0.0.1".to_string()),
                     ("MASTER_PORT", port.to_string()),
-                    ("GLOO_AUTH_TOKEN", "env-job-token".to_string()),
+                    ("GLOO_AUTH_TOKEN", "env-job-token-0123456789".to_string()),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -687,5 +695,80 @@ mod multiprocess {
     #[test]
     fn redis_store_killed_mid_rendezvous() {
         store_killed("multiprocess::redis_store_killed_mid_rendezvous", Kind::Redis);
+    }
+}
+
+/// An address in the store that is multicast, broadcast or unspecified (also as an
+/// IPv4-mapped IPv6 address) is refused at once as a corrupt entry naming the rank, never
+/// dialled until the deadline (it used to be).
+#[test]
+fn the_tcp_transport_refuses_undialable_addresses_at_once_naming_the_rank() {
+    use gloo_transport::tcp::{TcpConfig, TcpListener};
+    let v4 = |ip: [u8; 4]| {
+        let mut a = b"GTCP\x01\x04".to_vec();
+        a.extend_from_slice(&29500u16.to_le_bytes());
+        a.extend_from_slice(&ip);
+        a
+    };
+    let v6 = |ip: std::net::Ipv6Addr| {
+        let mut a = b"GTCP\x01\x06".to_vec();
+        a.extend_from_slice(&29500u16.to_le_bytes());
+        a.extend_from_slice(&ip.octets());
+        a.extend_from_slice(&[0u8; 8]);
+        a
+    };
+    for (what, addr) in [
+        ("224.0.0.1", v4([224, 0, 0, 1])),
+        ("255.255.255.255", v4([255, 255, 255, 255])),
+        ("0.0.0.0", v4([0, 0, 0, 0])),
+        ("::ffff:0.0.0.0", v6("::ffff:0.0.0.0".parse().unwrap())),
+        ("::ffff:224.0.0.1", v6("::ffff:224.0.0.1".parse().unwrap())),
+        ("ff02::1", v6("ff02::1".parse().unwrap())),
+    ] {
+        let store = HashStore::new();
+        let mut entry = b"GBS1".to_vec();
+        entry.extend_from_slice(&2u32.to_le_bytes());
+        entry.extend_from_slice(&addr);
+        store.set(b"gloo/bootstrap/claim/1", b"x", deadline(5)).unwrap();
+        store.set(b"gloo/bootstrap/addr/1", &entry, deadline(5)).unwrap();
+        let l = TcpListener::bind(TcpConfig::loopback("undialable", Rank(0), 2)).unwrap();
+        let e = connect(&store, l, Rank(0), 2, deadline(60)).unwrap_err();
+        match &e {
+            Error::Transport(t) => assert_eq!(t.peer(), Some(Rank(1)), "{what}: {e}"),
+            other => panic!("{what}: expected a transport error naming rank 1, got {other}"),
+        }
+        assert!(e.to_string().contains("cannot be dialled"), "{what}: {e}");
+    }
+}
+
+/// A failed start-up (here a rank with the wrong world size) does not block the next job on
+/// the same file store directory: rank 0 deletes the failed run's keys once the others have
+/// read the failure. (The next job used to fail with a rank conflict until someone cleaned
+/// the directory.)
+#[test]
+fn a_failed_start_up_leaves_nothing_that_blocks_the_next_job_on_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sizes: &[u32]| -> Vec<gloo_rendezvous::Result<()>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(r, &size)| {
+                    let store = FileStore::new(dir.path()).unwrap();
+                    let l = listeners(size.max(sizes.len() as u32)).into_iter().nth(r).unwrap();
+                    s.spawn(move || {
+                        connect(&store, l, Rank(r as u32), size, deadline(30)).map(drop)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let failed = run(&[3, 3, 4]);
+    for r in &failed {
+        assert!(matches!(r, Err(Error::WorldSizeMismatch { rank: 2, .. })), "{r:?}");
+    }
+    for r in run(&[3, 3, 3]) {
+        r.unwrap();
     }
 }

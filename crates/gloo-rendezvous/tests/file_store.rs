@@ -133,3 +133,39 @@ fn two_processes_worth_of_clients_share_one_directory() {
     assert!(b.delete(b"x/y", deadline(5)).unwrap());
     assert_eq!(a.try_get(b"x/y", deadline(5)).unwrap(), None);
 }
+
+/// A directory every user may write to (without the sticky bit), or one owned by another
+/// user, is refused naming it; both used to be accepted.
+#[test]
+fn a_directory_others_could_tamper_with_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("world-writable");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = FileStore::new(&open).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    assert!(e.to_string().contains(&open.display().to_string()), "{e}");
+    assert!(e.to_string().contains("sticky"), "{e}");
+    // With the sticky bit (as /tmp has), others cannot remove our files: accepted.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    FileStore::new(&open).unwrap();
+
+    // A directory of another user: as root, make one; otherwise "/" is one (owned by root).
+    let theirs = if is_root() {
+        let d = tmp.path().join("theirs");
+        std::fs::create_dir(&d).unwrap();
+        let status = std::process::Command::new("chown").arg("65534").arg(&d).status().unwrap();
+        assert!(status.success());
+        d
+    } else {
+        std::path::PathBuf::from("/")
+    };
+    let e = FileStore::new(&theirs).unwrap_err();
+    assert!(e.to_string().contains("owned by user"), "{e}");
+    assert!(e.to_string().contains(&theirs.display().to_string()), "{e}");
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}

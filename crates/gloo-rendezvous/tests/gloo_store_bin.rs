@@ -23,7 +23,7 @@ impl Drop for Killed {
 fn serves_clients_that_hold_the_token() {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--token-env", "STORE_TEST_TOKEN"])
-        .env("STORE_TEST_TOKEN", "bin-token")
+        .env("STORE_TEST_TOKEN", "bin-token-0123456789")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -41,10 +41,11 @@ fn serves_clients_that_hold_the_token() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .trim_matches(|c: char| !c.is_ascii_graphic())
         .to_string();
-    let store = TcpStore::connect(addr.clone(), Some(b"bin-token"), deadline(10)).unwrap();
+    let store =
+        TcpStore::connect(addr.clone(), Some(b"bin-token-0123456789"), deadline(10)).unwrap();
     store.set(b"k", b"v", deadline(10)).unwrap();
     assert_eq!(store.get(b"k", deadline(10)).unwrap(), b"v");
-    let err = TcpStore::connect(addr, Some(b"other"), deadline(10)).unwrap_err();
+    let err = TcpStore::connect(addr, Some(b"other-token-0123456789"), deadline(10)).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
 }
 

@@ -135,3 +135,79 @@ fn tls_options_with_a_plain_url_are_refused_not_ignored() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("rediss://"), "{err}");
 }
+
+/// A frozen server (SIGSTOP): every call returns by its deadline (plus a small grace for the
+/// last reply) and names its keys. It used to return after twice the deadline, naming none.
+#[test]
+fn a_frozen_server_fails_each_call_by_its_deadline_naming_its_keys() {
+    let server = RedisServer::start(None);
+    let store = RedisStore::connect(&server.url(), RedisOptions::default(), deadline(5)).unwrap();
+    store.set(b"warm", b"v", deadline(5)).unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let budget = Duration::from_secs(2);
+    type Call<'a> = Box<dyn Fn(Instant) -> gloo_rendezvous::Result<()> + 'a>;
+    let calls: [(&str, Call<'_>); 4] = [
+        ("frozen/get", Box::new(|d| store.get(b"frozen/get", d).map(drop))),
+        ("frozen/set", Box::new(|d| store.set(b"frozen/set", b"v", d))),
+        ("frozen/add", Box::new(|d| store.add(b"frozen/add", 1, d).map(drop))),
+        ("frozen/wait", Box::new(|d| store.wait(&[b"frozen/wait"], d))),
+    ];
+    let mut late = Vec::new();
+    for (key, call) in &calls {
+        let start = Instant::now();
+        let err = call(start + budget).unwrap_err();
+        let took = start.elapsed();
+        assert!(err.to_string().contains(key), "{key}: the error names no key: {err}");
+        // The contract under test is the deadline itself; the grace covers a busy machine.
+        if took > budget + Duration::from_millis(1500) {
+            late.push(format!("{key}: {took:?}"));
+        }
+    }
+    signal("-CONT");
+    assert!(late.is_empty(), "calls past their 2 s deadline: {late:?}");
+}
+
+/// A key of another Redis type, or a value over the size limit, is reported at once as a
+/// corrupt entry naming the key; it used to read as missing, so a rank waited out its
+/// deadline. The bootstrap reports it too.
+#[test]
+fn a_key_of_the_wrong_type_or_size_is_corrupt_at_once_naming_it() {
+    let server = RedisServer::start(None);
+    let store =
+        RedisStore::connect(&server.url(), RedisOptions::with_prefix("p"), deadline(5)).unwrap();
+    assert_eq!(raw(&server, None, "RPUSH p/wrong/type x"), ":1");
+    // A string of 64 MiB + 1 bytes, made in the server (never sent to us).
+    let over = gloo_rendezvous::MAX_VALUE_LEN;
+    assert!(raw(&server, None, &format!("SETRANGE p/too/big {over} x")).starts_with(':'));
+    for (key, what) in [(&b"wrong/type"[..], "list"), (b"too/big", "over the limit")] {
+        let far = deadline(60);
+        for e in [
+            store.get(key, far).unwrap_err(),
+            store.try_get(key, far).unwrap_err(),
+            store.wait(&[b"present-later", key], far).unwrap_err(),
+        ] {
+            let shown = String::from_utf8_lossy(key).into_owned();
+            assert!(e.to_string().contains(&shown) && e.to_string().contains(what), "{e}");
+            assert!(!e.is_timeout(), "{e}");
+        }
+    }
+    // Rank 1's bootstrap entry is a list: rank 0 fails at once naming it.
+    assert_eq!(raw(&server, None, "RPUSH p/gloo/bootstrap/addr/1 x"), ":1");
+    let l = gloo_transport::tcp::TcpListener::bind(gloo_transport::tcp::TcpConfig::loopback(
+        "corrupt",
+        gloo_transport::Rank(0),
+        2,
+    ))
+    .unwrap();
+    let e =
+        gloo_rendezvous::connect(&store, l, gloo_transport::Rank(0), 2, deadline(60)).unwrap_err();
+    assert!(e.to_string().contains("gloo/bootstrap/addr/1"), "{e}");
+}

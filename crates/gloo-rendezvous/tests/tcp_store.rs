@@ -156,13 +156,14 @@ fn two_hundred_idle_connections_are_dropped_and_others_served() {
 
 #[test]
 fn clients_without_the_token_are_refused() {
-    let srv = server(Some(b"the-job-token"));
-    let good = client(&srv, Some(b"the-job-token"));
+    let srv = server(Some(b"the-job-token-0123456789"));
+    let good = client(&srv, Some(b"the-job-token-0123456789"));
     let addr = srv.local_addr().to_string();
 
     let err = TcpStore::connect(addr.clone(), None, deadline(5)).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
-    let err = TcpStore::connect(addr.clone(), Some(b"wrong-token"), deadline(5)).unwrap_err();
+    let err =
+        TcpStore::connect(addr.clone(), Some(b"wrong-token-0123456789"), deadline(5)).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
 
     // A raw client that skips authentication and sends a command is dropped unserved.
@@ -178,7 +179,8 @@ fn clients_without_the_token_are_refused() {
 fn a_client_with_a_token_refuses_a_server_without_one() {
     let srv = server(None);
     let err =
-        TcpStore::connect(srv.local_addr().to_string(), Some(b"tok"), deadline(5)).unwrap_err();
+        TcpStore::connect(srv.local_addr().to_string(), Some(b"tcp-store-test-token"), deadline(5))
+            .unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
 }
 
@@ -229,7 +231,7 @@ fn a_store_that_dies_gives_a_clear_error_by_the_deadline() {
 
 #[test]
 fn a_thousand_clients_on_one_server() {
-    let srv = server(Some(b"tok"));
+    let srv = server(Some(b"tcp-store-test-token"));
     let addr = srv.local_addr().to_string();
     let clients: Vec<TcpStore> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -238,8 +240,12 @@ fn a_thousand_clients_on_one_server() {
                 s.spawn(move || {
                     (0..125)
                         .map(|i| {
-                            let c = TcpStore::connect(addr.clone(), Some(b"tok"), deadline(60))
-                                .unwrap();
+                            let c = TcpStore::connect(
+                                addr.clone(),
+                                Some(b"tcp-store-test-token"),
+                                deadline(60),
+                            )
+                            .unwrap();
                             c.set(
                                 format!("client/{}", t * 125 + i).as_bytes(),
                                 b"here",
@@ -349,9 +355,10 @@ fn assert_connections(srv: &TcpStoreServer, n: usize) {
 
 #[test]
 fn dropped_and_misbehaving_clients_leave_no_connection_behind() {
-    let srv = server(Some(b"tok"));
-    let good = client(&srv, Some(b"tok"));
-    let clients: Vec<TcpStore> = (0..50).map(|_| client(&srv, Some(b"tok"))).collect();
+    let srv = server(Some(b"tcp-store-test-token"));
+    let good = client(&srv, Some(b"tcp-store-test-token"));
+    let clients: Vec<TcpStore> =
+        (0..50).map(|_| client(&srv, Some(b"tcp-store-test-token"))).collect();
     for c in &clients {
         c.add(b"n", 1, deadline(10)).unwrap();
     }
@@ -359,7 +366,8 @@ fn dropped_and_misbehaving_clients_leave_no_connection_behind() {
     drop(clients);
     assert_connections(&srv, 1);
     // Refused and stalled clients are gone too.
-    let _ = TcpStore::connect(srv.local_addr().to_string(), Some(b"bad"), deadline(5));
+    let _ =
+        TcpStore::connect(srv.local_addr().to_string(), Some(b"bad-token-0123456789"), deadline(5));
     let idle: Vec<TcpStream> =
         (0..20).map(|_| TcpStream::connect(srv.local_addr()).unwrap()).collect();
     assert_connections(&srv, 1);
@@ -415,4 +423,20 @@ mod fuzz {
         static SERVER: std::sync::OnceLock<TcpStoreServer> = std::sync::OnceLock::new();
         SERVER.get_or_init(|| server(None))
     }
+}
+
+/// A token too short to be a secret is refused by the server and the client, saying how to
+/// make one (it used to be accepted: `GLOO_AUTH_TOKEN=y`).
+#[test]
+fn a_token_shorter_than_16_bytes_is_refused_saying_how_to_make_one() {
+    for short in [&b"y"[..], b"fifteen-bytes!!"] {
+        let e = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(short)).unwrap_err();
+        assert!(matches!(e, gloo_rendezvous::Error::Config { .. }), "{e}");
+        assert!(e.to_string().contains("head -c 32 /dev/urandom"), "{e}");
+        let srv = server(None);
+        let e =
+            TcpStore::connect(srv.local_addr().to_string(), Some(short), deadline(5)).unwrap_err();
+        assert!(e.to_string().contains("at least 16 bytes"), "{e}");
+    }
+    TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"sixteen-bytes-ok")).unwrap();
 }

@@ -26,7 +26,7 @@ fn tls_server(tls: TlsConfig, token: Option<&[u8]>) -> TcpStoreServer {
 #[test]
 fn ranks_use_the_store_over_tls_with_and_without_a_token() {
     let pki = Pki::new("store-tls", 3);
-    for token in [None, Some(&b"and-a-token"[..])] {
+    for token in [None, Some(&b"and-a-token-of-16-bytes-or-more"[..])] {
         // Rank 0 hosts the store with its own certificate; ranks 1 and 2 are clients.
         let server = tls_server(pki.rank(0), token);
         let addr = server.local_addr().to_string();

@@ -8,15 +8,20 @@
 //! library needs at run time.
 #![forbid(unsafe_code)]
 
-pub mod conformance;
+/// The transport conformance suite. It lives in `gloo-transport` behind its `conformance`
+/// feature, so that a transport written outside this workspace can run it too; the
+/// workspace's tests reach it here.
+pub mod conformance {
+    pub use gloo_transport::conformance::*;
+}
 pub mod netns;
 pub mod procs;
 pub mod redis;
 pub mod rng;
 pub mod rogue;
 pub mod tls;
+pub mod torch;
 
-use std::any::Any;
 use std::time::{Duration, Instant};
 
 /// A deadline `secs` seconds from now: every wait in a test is bounded by one.
@@ -36,55 +41,49 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Run `f` once per rank, each on its own scoped thread named `rank-<i>`, and return the
-/// results in rank order.
-///
-/// A panic in any rank is re-raised here once every thread has finished, naming each rank
-/// that panicked and its message. (Threads are joined, not abandoned: a rank that waits for a
-/// panicked peer ends at its own deadline, or sooner when the transport notices the peer's
-/// communicator being dropped.)
-///
-/// ```
-/// use gloo_transport::loopback::{LoopbackConfig, group};
-/// use gloo_transport::Communicator;
-/// let ranks = gloo_testing::run_ranks(group(3, LoopbackConfig::default()), |c| c.rank().0);
-/// assert_eq!(ranks, vec![0, 1, 2]);
-/// ```
-pub fn run_ranks<C: Send, R: Send>(comms: Vec<C>, f: impl Fn(C) -> R + Send + Sync) -> Vec<R> {
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .into_iter()
-            .enumerate()
-            .map(|(rank, comm)| {
-                std::thread::Builder::new()
-                    .name(format!("rank-{rank}"))
-                    .spawn_scoped(s, move || f(comm))
-                    .unwrap_or_else(|e| panic!("cannot spawn a thread for rank {rank}: {e}"))
-            })
-            .collect();
-        let mut results = Vec::with_capacity(handles.len());
-        let mut failures = Vec::new();
-        for (rank, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok(r) => results.push(r),
-                Err(payload) => failures.push(format!("rank {rank}: {}", panic_message(&*payload))),
-            }
-        }
-        if !failures.is_empty() {
-            panic!("{} rank(s) panicked: {}", failures.len(), failures.join("; "));
-        }
-        results
-    })
+pub use gloo_transport::conformance::{panic_message, run_ranks};
+
+/// Expand to one `#[test]` per conformance case over `$factory`, each installing the test
+/// log subscriber first ([`init_tracing`]): `gloo_transport::conformance_tests!` with the
+/// workspace's logging. See [`conformance`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        ::gloo_transport::conformance_tests!($factory, setup = $crate::init_tracing);
+    };
 }
 
-/// The text of a panic payload (a `&str` or `String` message), or a placeholder.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic payload that is not a string)".to_string()
-    }
+/// Expand to two modules that run the conformance suite over tcp two more ways: `token`,
+/// with job-token authentication, and `sleeping`, with busy polling off (every wait sleeps in
+/// epoll). `$group` names a function in the calling module, `fn(u32, impl Fn(u32) ->
+/// TcpConfig) -> Vec<C>`, that builds a connected group from one config per rank; `$job`
+/// prefixes the two groups' job names.
+#[macro_export]
+macro_rules! tcp_conformance_variants {
+    ($group:ident, $job:literal) => {
+        /// The conformance suite with token authentication.
+        mod token {
+            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
+                $crate::conformance::boxed(super::$group(size, |r| {
+                    let job = concat!($job, "token");
+                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
+                        .security(::gloo_transport::tcp::Security::Token(b"s3cret".to_vec()))
+                }))
+            }
+            $crate::conformance_tests!(factory);
+        }
+
+        /// The conformance suite with busy polling off: every wait sleeps in epoll, so
+        /// readiness events alone must drive the transport (and, in lazy mode, connecting).
+        mod sleeping {
+            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
+                $crate::conformance::boxed(super::$group(size, |r| {
+                    let job = concat!($job, "sleeping");
+                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
+                        .busy_poll(::std::time::Duration::ZERO)
+                }))
+            }
+            $crate::conformance_tests!(factory);
+        }
+    };
 }

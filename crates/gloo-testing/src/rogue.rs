@@ -204,6 +204,15 @@ impl Rogue {
         self.stream.write_all(bytes)
     }
 
+    /// Send `bytes` and close the write side so that the bytes and the end of stream travel
+    /// in one TCP segment (the socket is corked until the close), so the victim learns of
+    /// both in one readiness event.
+    pub fn send_then_close(&mut self, bytes: &[u8]) -> io::Result<()> {
+        socket2::SockRef::from(&self.stream).set_tcp_cork(true)?;
+        self.stream.write_all(bytes)?;
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+
     /// Send a header with no payload and no flags.
     pub fn send_header(&mut self, opcode: Opcode, slot: u64, len: u64, arg: u64) -> io::Result<()> {
         self.send(&header(opcode, slot, len, arg))

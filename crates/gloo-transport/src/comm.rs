@@ -69,20 +69,27 @@ pub trait Communicator: Send + Sync {
     /// Post the operations not posted yet and drive them until `wait` is satisfied or
     /// `deadline` passes.
     ///
-    /// Completed operations are marked done ([`Op::completed`] tells the peer and byte count);
-    /// an operation that failed (the error returned is the first failure found) is marked
-    /// [`OpState::Cancelled`](crate::OpState::Cancelled), as a withdrawn one is, so a caller
-    /// can tell which operations of a batch failed and which completed.
-    /// An operation's peer must be a rank of the group other than this one, or the call fails
-    /// with [`Error::InvalidArgument`] before anything is posted.
+    /// Completed operations are marked done ([`Op::completed`] tells the peer and byte count).
+    /// When an operation fails, the call returns its error and the operation is withdrawn
+    /// (its state becomes [`OpState::Cancelled`]); when several failed, the first in `ops`
+    /// is reported and the others stay posted, each to report its own error to the next call
+    /// that drives it. Operations still pending when the call returns an error (a timeout, a
+    /// poisoned group) stay posted. An operation's
+    /// peer must be a rank of the group other than this one, or the call fails with
+    /// [`Error::InvalidArgument`] before anything is posted.
+    ///
+    /// [`OpState::Cancelled`]: crate::OpState::Cancelled
     fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()>;
 
     /// Withdraw every incomplete operation in `ops`.
     ///
-    /// An operation that no byte of a message has moved for is simply forgotten. One that is
-    /// part-way through a message cannot be taken back without corrupting the stream: the
-    /// connection to that peer is closed and later operations with it fail with
-    /// [`Error::Cancelled`].
+    /// An operation that no byte of a message has moved for is simply forgotten. A send may
+    /// still be delivered after it is withdrawn, as a letter already posted is: an eager one
+    /// is on its way, and a small one (up to 64 KiB) that the receiver was told about but has
+    /// not yet asked for is delivered from a copy when it does. A large send in that state,
+    /// or an operation part-way through a message, cannot be taken back without corrupting
+    /// the stream: the connection to that peer is closed and later operations with it fail
+    /// with [`Error::Cancelled`].
     fn cancel(&self, ops: &mut [Op<'_>]);
 
     /// Fail every current and future operation on this communicator, here and on every peer

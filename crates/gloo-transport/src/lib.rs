@@ -5,9 +5,15 @@
 //!   collective in `gloo-algorithms` is written against;
 //! - holds the sans-io wire protocol ([`proto`]): the frame codec, the handshake with its
 //!   HMAC token authentication, and the per-peer matching state machine;
+//! - runs every transport on one I/O-free [`engine`] (operations, matching, framing, credit,
+//!   cancel, abort, error scopes, liveness), so that a transport supplies only byte movement
+//!   and readiness per peer through the small [`engine::Link`] and [`engine::Wire`] traits;
 //! - ships an in-process transport ([`loopback`], threads as ranks, with seeded "havoc" that
-//!   chops and reorders deliveries to shake out matching bugs) and, behind the default `tcp`
-//!   feature, a TCP transport on `mio` ([`tcp`]).
+//!   splits and delays deliveries to shake out bugs) and, behind the default `tcp` feature, a
+//!   TCP transport on `mio` ([`tcp`]);
+//! - behind the `conformance` feature, the conformance suite every transport passes (the
+//!   `conformance` module and the `conformance_tests!` macro), for checking a transport of
+//!   your own; the `uds_transport` example is one, over Unix-domain socket pairs.
 //!
 //! What it does not do: find peers (that is `gloo-rendezvous`), run collectives
 //! (`gloo-algorithms`), encrypt (`gloo-tls`), or share memory between processes (`gloo-shm`).
@@ -44,6 +50,9 @@
 #![forbid(unsafe_code)]
 
 mod comm;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod engine;
 mod error;
 pub mod loopback;
 mod op;

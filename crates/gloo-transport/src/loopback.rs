@@ -1,56 +1,63 @@
 //! The in-process transport: threads as ranks.
 //!
-//! [`group`] builds `size` connected [`LoopbackComm`]s that share one set of mailboxes, one
-//! per rank. It is always built (no feature, no I/O) and is what the collectives' tests run
-//! on, so it implements every rule of the [`Communicator`] contract the way a network
-//! transport must: FIFO matching per `(peer, slot)`, receives from any of a set of ranks,
-//! deadlines that name what was pending, cancellation, abort, and the three fingerprint rules
-//! documented on [`Fingerprint`].
+//! [`group`] builds `size` connected [`LoopbackComm`]s. Each is the [engine](crate::engine)'s
+//! communicator over in-process pipes, one bounded byte pipe per ordered pair of ranks, so it
+//! runs exactly the code every other transport runs (matching, the fingerprint rules,
+//! framing, credit, rendezvous, cancellation, abort, the error scopes): what the collectives'
+//! tests check over loopback holds over tcp for the same reason. It is always built (no
+//! feature, no I/O).
 //!
 //! # How a message moves
 //!
-//! A send copies the caller's bytes into an owned `Vec<u8>` and drops it into the receiver's
-//! mailbox, under the receiver's lock. A receive is registered in its own rank's mailbox by
-//! id, and the mailbox pairs messages with receives in arrival and posting order. The bytes
-//! are copied into the caller's buffer only inside a `progress` call that was handed the
-//! receive, so no pointer to caller memory is ever kept between calls.
+//! A send is framed by the engine and written into the pipe to its peer (a copy, as into a
+//! socket buffer), which wakes the peer; the peer's engine reads the frames out and matches
+//! them. A pipe holds at most a few MiB: a writer that finds it full waits, as on a socket,
+//! and the reader wakes it when it makes room. As on every engine transport, the bytes of a
+//! message reach the receiver's buffer only inside a `progress` call that was handed the
+//! receive, and a large (rendezvous) message moves only while its sender drives its send.
 //!
 //! # Havoc
 //!
-//! With [`LoopbackConfig::havoc`] a seeded generator (one stream per rank, so runs repeat for a
-//! given seed up to thread scheduling) shakes out matching bugs:
-//! - a delivered message becomes visible to its receiver only after a random number of the
-//!   receiver's progress rounds, which reorders messages *across* slots of a pair (never within
-//!   one `(peer, slot)` stream);
-//! - a matched receive copies its message in random-sized chunks over several rounds;
-//! - about half of the sends are "rendezvous" sends that complete only once the receiver has
-//!   consumed the message (as a network transport does for large messages), so an algorithm
-//!   that needs sends to complete before the matching receive is posted times out here too.
+//! With [`LoopbackConfig::havoc`] a seeded generator (one stream per rank and one per pipe,
+//! so runs repeat for a given seed up to thread scheduling) shakes out bugs in the engine
+//! and in the algorithms above it:
+//! - a pipe holds back what is written to it for a random number of the reader's progress
+//!   rounds (its pumps), which delays one peer's messages against another's and leaves
+//!   large messages part-way (never reordering one pair's stream);
+//! - reads and writes move random-sized pieces, so frames arrive split anywhere;
+//! - about half of the sends go by rendezvous (ready-to-send, clear-to-send, data) whatever
+//!   their size, so an algorithm that needs sends to complete before the matching receive is
+//!   posted times out here too.
 //!
-//! Havoc reorders only what a network could: when a rank breaks a pair (it cancels an
-//! operation part-way through its message), what it sent whole before becomes visible to the
-//! peer at once and in order, as the bytes written before a tcp connection closes still
-//! arrive, so a peer never sees the break before an earlier message (an alarm, say).
+//! Havoc holds back only what a network could: a rank that closes its end of a pair (it
+//! dropped its communicator, or a cancel part-way through a message broke the pair) lets
+//! everything it wrote before become visible at once, as the bytes written before a tcp
+//! connection closes still arrive, so a peer never sees the close before an earlier message
+//! (an alarm, say).
+//!
+//! # Goodbye and crash
+//!
+//! Dropping a communicator is a goodbye: its peers receive what it sent, then fail only the
+//! operations that need it, without poisoning their groups. [`LoopbackComm::crash`] is a
+//! death: every pipe of the rank is reset at once, so every survivor fails with
+//! [`PeerLost`](Error::PeerLost) and is poisoned, as over tcp when a process is killed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
 
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering, lock, wait_until, yield_now};
-use crate::{
-    Communicator, Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot, Wait,
+use crate::engine::{Engine, EngineComm, EngineConfig, Link, Sleeper, Waker, Wire};
+use crate::sync::{
+    Arc, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering, lock, wait_until, yield_now,
 };
+use crate::{Communicator, Error, Op, Rank, Result, Wait};
 
-/// The keys of a mailbox's streams from `peer` (streams are ordered by sender, then slot).
-fn from_peer(peer: Rank) -> std::ops::RangeInclusive<(Rank, Slot)> {
-    (peer, Slot(0))..=(peer, Slot(u64::MAX))
-}
+/// How many bytes a pipe holds before its writer must wait, like a socket's buffer.
+const PIPE_CAP: usize = 4 << 20;
 
-/// The most progress rounds havoc holds a message back before the receiver sees it.
+/// The most progress rounds of its reader havoc holds written bytes back for.
 const MAX_DELAY_ROUNDS: u64 = 4;
-
-/// How many pending operations a [`Error::Timeout`] lists.
-const MAX_PENDING_LISTED: usize = 16;
 
 /// How a loopback group behaves.
 ///
@@ -65,11 +72,11 @@ const MAX_PENDING_LISTED: usize = 16;
 pub struct LoopbackConfig {
     /// The seed of the havoc generator, or `None` for plain, immediate delivery.
     pub havoc: Option<u64>,
-    /// Sends longer than this many bytes complete only once the receiver has consumed the
-    /// message, as large sends do on a network transport (`None`, the default: every send
-    /// completes at once unless havoc picks it). `Some(0)` makes every non-empty send wait,
-    /// which turns an algorithm that relies on sends being buffered into a deterministic
-    /// timeout.
+    /// Sends longer than this many bytes go by rendezvous, as large sends do on a network
+    /// transport: they complete only once the receiver has posted a matching receive and the
+    /// data moved (`None`, the default: every send that fits the eager rules goes eagerly,
+    /// unless havoc picks it). `Some(0)` makes every non-empty send wait, which turns an
+    /// algorithm that relies on sends being buffered into a deterministic timeout.
     pub eager_limit: Option<usize>,
 }
 
@@ -91,64 +98,83 @@ impl LoopbackConfig {
 /// communicator tells its peers: their operations that can only be satisfied by it fail with
 /// [`Error::PeerLost`] once the messages it already sent are consumed.
 pub fn group(size: u32, cfg: LoopbackConfig) -> Vec<LoopbackComm> {
-    let hub = Arc::new(Hub {
-        nodes: (0..size)
-            .map(|r| Node {
-                inbox: Mutex::new(Inbox::new(
-                    Rank(r),
-                    size,
-                    cfg.havoc.map(|seed| SplitMix::new(seed, r)),
-                )),
-                cv: Condvar::new(),
+    let n = size as usize;
+    let bells: Vec<Arc<Bell>> = (0..n).map(|_| Arc::new(Bell::new())).collect();
+    // pipes[from * n + to], none from a rank to itself.
+    let pipes: Vec<Option<Arc<Pipe>>> = (0..n * n)
+        .map(|i| {
+            let (from, to) = (i / n, i % n);
+            (from != to).then(|| {
+                let rng = cfg.havoc.map(|seed| SplitMix::new(seed ^ 0x5049_5045, i as u64));
+                Arc::new(Pipe {
+                    st: Mutex::new(PipeState::new(rng)),
+                    reader_bell: Arc::clone(&bells[to]),
+                    writer_bell: Arc::clone(&bells[from]),
+                })
             })
-            .collect(),
-        next_id: AtomicU64::new(1),
-        havoc: cfg.havoc.is_some(),
-        eager_limit: cfg.eager_limit,
-    });
-    (0..size).map(|r| LoopbackComm { rank: Rank(r), size, hub: Arc::clone(&hub) }).collect()
+        })
+        .collect();
+    let hub = Arc::new(Hub { size, pipes });
+    (0..size)
+        .map(|r| {
+            let mut engine = Engine::new(Rank(r), size, EngineConfig::default().peer_timeout(None));
+            for p in (0..size).filter(|p| *p != r) {
+                let link =
+                    PipeEnd { tx: Arc::clone(hub.pipe(r, p)), rx: Arc::clone(hub.pipe(p, r)) };
+                engine.attach(Rank(p), link, &[]);
+            }
+            let wire = LoopbackWire {
+                bell: Arc::clone(&bells[r as usize]),
+                rng: cfg.havoc.map(|seed| SplitMix::new(seed, u64::from(r))),
+                eager_limit: cfg.eager_limit,
+            };
+            let bell = &bells[r as usize];
+            let sleeper = BellSleeper { bell: Arc::clone(bell), seen: 0 };
+            let inner = EngineComm::start(engine, wire, sleeper, BellWaker(Arc::clone(bell)))
+                .unwrap_or_else(|e| panic!("cannot start loopback rank {r}: {e}"));
+            LoopbackComm { rank: Rank(r), hub: Arc::clone(&hub), havoc: cfg.havoc.is_some(), inner }
+        })
+        .collect()
 }
 
 /// One rank of a loopback group: a [`Communicator`] whose peers are other threads of this
 /// process. `Send + Sync`; several threads may drive it at once with distinct slots.
 pub struct LoopbackComm {
     rank: Rank,
-    size: u32,
     hub: Arc<Hub>,
+    havoc: bool,
+    inner: EngineComm<LoopbackWire>,
 }
 
 impl fmt::Debug for LoopbackComm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoopbackComm")
             .field("rank", &self.rank)
-            .field("size", &self.size)
-            .field("havoc", &self.hub.havoc)
+            .field("size", &self.hub.size)
+            .field("havoc", &self.havoc)
             .finish()
     }
 }
 
-/// What the ranks of one group share.
+/// What the ranks of one group share: the pipes between them.
 struct Hub {
-    nodes: Vec<Node>,
-    /// Ids for posted operations, unique in the group so that an op handed to the wrong
-    /// communicator is recognised as foreign rather than confused with another op.
-    next_id: AtomicU64,
-    havoc: bool,
-    eager_limit: Option<usize>,
+    size: u32,
+    pipes: Vec<Option<Arc<Pipe>>>,
 }
 
-/// One rank's mailbox and the condition variable its waiting threads sleep on.
-struct Node {
-    inbox: Mutex<Inbox>,
-    cv: Condvar,
+impl Hub {
+    fn pipe(&self, from: u32, to: u32) -> &Arc<Pipe> {
+        let i = from as usize * self.size as usize + to as usize;
+        self.pipes[i].as_ref().expect("no pipe from a rank to itself is ever asked for")
+    }
 }
 
 /// A small, seeded generator (SplitMix64): enough randomness for havoc, no dependency.
 struct SplitMix(u64);
 
 impl SplitMix {
-    fn new(seed: u64, rank: u32) -> SplitMix {
-        let mut g = SplitMix(seed ^ (u64::from(rank) + 1).wrapping_mul(0xA076_1D64_78BD_642F));
+    fn new(seed: u64, stream: u64) -> SplitMix {
+        let mut g = SplitMix(seed ^ (stream + 1).wrapping_mul(0xA076_1D64_78BD_642F));
         g.next();
         g
     }
@@ -165,759 +191,340 @@ impl SplitMix {
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
+
+    /// A piece of `n` bytes: anything from 1 to `n`.
+    fn piece(&mut self, n: usize) -> usize {
+        if n > 1 { 1 + self.below(n as u64) as usize } else { n }
+    }
 }
 
-/// A message in a receiver's mailbox. It owns its bytes: the sender's buffer was copied when
-/// the send was posted.
-struct Msg {
-    from: Rank,
-    slot: Slot,
-    data: Vec<u8>,
-    fp: Option<Fingerprint>,
-    /// Arrival order in this mailbox, to pick the oldest message for a receive-from-any.
-    seq: u64,
-    /// The receiver's round from which the message is visible (havoc only).
-    visible_at: u64,
-    /// For a rendezvous send, the sender's id of it, acknowledged once the message is consumed.
-    ack: Option<u64>,
+/// One rank's doorbell: rung when one of its pipes got bytes, room, or a close, and by its
+/// communicator's waker. Its sleeper waits for a ring it has not seen.
+struct Bell {
+    rung: Mutex<u64>,
+    cv: Condvar,
+    /// Pipes into this rank that hold havoc-delayed bytes: while there are any, the rank's
+    /// sleeper does not block (havoc's clock is the rank's progress rounds, so they must go
+    /// on).
+    held: AtomicUsize,
+    /// Havoc's clock: the rank's progress rounds (pumps) while something is held back.
+    rounds: AtomicU64,
 }
 
-enum RecvState {
-    /// Posted, no message matched yet.
-    Waiting,
-    /// A message is matched; `pos` bytes of it are already in the caller's buffer.
-    Matched { msg: Msg, pos: usize },
-    /// The receive failed; the error is reported by the next call that drives it.
-    Failed(Error),
+impl Bell {
+    fn new() -> Bell {
+        Bell {
+            rung: Mutex::new(0),
+            cv: Condvar::new(),
+            held: AtomicUsize::new(0),
+            rounds: AtomicU64::new(0),
+        }
+    }
+
+    fn ring(&self) {
+        *lock(&self.rung) += 1;
+        self.cv.notify_all();
+    }
 }
 
-struct RecvEntry {
-    from: Vec<Rank>,
-    slot: Slot,
-    capacity: usize,
-    fp: Option<Fingerprint>,
-    state: RecvState,
+/// How one side of a pipe ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Open,
+    /// A clean close: the reader sees the end of the stream after the bytes before it; a
+    /// writer to a closed reader has its bytes accepted and dropped (as a socket does until
+    /// the peer's reset arrives).
+    Closed,
+    /// A crash: reads and writes fail at once, and what was buffered is lost.
+    Reset,
 }
 
-enum SendState {
-    InFlight,
-    Acked(usize),
-}
-
-struct SendEntry {
-    to: Rank,
-    state: SendState,
-}
-
-/// The visible messages of one `(peer, slot)` stream, oldest first.
-#[derive(Default)]
-struct Stream {
-    queue: VecDeque<Msg>,
-    /// The latest `visible_at` given to a message of this stream, so that havoc never lets a
-    /// later message overtake an earlier one.
-    last_visible_at: u64,
-}
-
-/// One rank's mailbox.
-struct Inbox {
-    me: Rank,
-    poison: Option<Error>,
-    /// Progress rounds run on this rank so far (havoc's clock).
-    rounds: u64,
-    seq: u64,
-    /// Delivered messages not yet visible (havoc only), in arrival order. Invariant: every
-    /// one has `visible_at > rounds`.
-    limbo: Vec<Msg>,
-    /// Visible, unmatched messages. Invariant: no `Waiting` receive accepts the head of any
-    /// of these streams (it would have been matched).
-    streams: BTreeMap<(Rank, Slot), Stream>,
-    recvs: HashMap<u64, RecvEntry>,
-    /// Ids of `Waiting` receives per slot, in posting order.
-    waiting: BTreeMap<Slot, Vec<u64>>,
-    /// This rank's rendezvous sends not yet acknowledged by their receiver.
-    sends: HashMap<u64, SendEntry>,
-    /// Per peer: why operations with it can no longer complete (it dropped its communicator,
-    /// or the pair was broken by a cancel mid-message).
-    unusable: Vec<Option<Error>>,
-    /// Acknowledgements of consumed rendezvous messages, to hand to their senders once this
-    /// mailbox's lock is released: `(sender, send id, length)`.
-    acks: Vec<(Rank, u64, usize)>,
+struct PipeState {
+    buf: VecDeque<u8>,
+    /// How many bytes at the front of `buf` the reader may see.
+    visible: usize,
+    /// Havoc: the bytes behind those, in segments, each with the reader's round from which
+    /// it becomes visible (non-decreasing, so the stream keeps its order).
+    held: VecDeque<(usize, u64)>,
+    writer: End,
+    reader: End,
     rng: Option<SplitMix>,
 }
 
-impl Inbox {
-    fn new(me: Rank, size: u32, rng: Option<SplitMix>) -> Inbox {
-        Inbox {
-            me,
-            poison: None,
-            rounds: 0,
-            seq: 0,
-            limbo: Vec::new(),
-            streams: BTreeMap::new(),
-            recvs: HashMap::new(),
-            waiting: BTreeMap::new(),
-            sends: HashMap::new(),
-            unusable: vec![None; size as usize],
-            acks: Vec::new(),
+impl PipeState {
+    fn new(rng: Option<SplitMix>) -> PipeState {
+        PipeState {
+            buf: VecDeque::new(),
+            visible: 0,
+            held: VecDeque::new(),
+            writer: End::Open,
+            reader: End::Open,
             rng,
         }
     }
 
-    /// Take in a message from a sender (who holds this mailbox's lock).
-    fn deliver(&mut self, mut msg: Msg) {
-        msg.seq = self.seq;
-        self.seq += 1;
-        let rounds = self.rounds;
-        let Some(rng) = self.rng.as_mut() else {
-            self.make_visible(msg);
-            return;
-        };
-        let delay = rng.below(MAX_DELAY_ROUNDS + 1);
-        let stream = self.streams.entry((msg.from, msg.slot)).or_default();
-        let at = (rounds + delay).max(stream.last_visible_at);
-        stream.last_visible_at = at;
-        msg.visible_at = at;
-        if at <= rounds {
-            self.make_visible(msg);
-        } else {
-            self.limbo.push(msg);
+    /// Make everything held back visible (the writer closed: what it wrote before arrives).
+    fn release_all(&mut self, bell: &Bell) {
+        if !self.held.is_empty() {
+            self.held.clear();
+            self.visible = self.buf.len();
+            bell.held.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// One progress round: advance havoc's clock and let through what is due. Returns whether
-    /// any message became visible (so other waiting threads should look).
-    fn round(&mut self) -> bool {
-        self.rounds += 1;
-        if self.limbo.is_empty() {
-            return false;
-        }
-        let rounds = self.rounds;
-        let (due, later): (Vec<Msg>, Vec<Msg>) =
-            std::mem::take(&mut self.limbo).into_iter().partition(|m| m.visible_at <= rounds);
-        self.limbo = later;
-        let any = !due.is_empty();
-        // `due` is in arrival order, and visibility is monotone within a stream, so each
-        // stream's messages become visible in their order.
-        for m in due {
-            self.make_visible(m);
-        }
-        any
-    }
-
-    /// A message the receiver can now see: apply fingerprint rule 2 to the waiting receives,
-    /// then match it with the oldest waiting receive that accepts it, or queue it.
-    fn make_visible(&mut self, msg: Msg) {
-        if let Some(theirs) = msg.fp {
-            let mut failed = Vec::new();
-            for (&id, r) in &mut self.recvs {
-                if let (RecvState::Waiting, Some(ours)) = (&r.state, r.fp)
-                    && ours != theirs
-                    && ours.epoch() == theirs.epoch()
-                    && r.slot != msg.slot
-                    && r.slot.tag() == msg.slot.tag()
-                    && r.from.contains(&msg.from)
-                {
-                    r.state = RecvState::Failed(Error::Mismatch {
-                        peer: msg.from,
-                        slot: r.slot,
-                        ours: Some(ours),
-                        theirs: Some(theirs),
-                    });
-                    failed.push((r.slot, id));
-                }
-            }
-            for (slot, id) in failed {
-                self.unwait(slot, id);
-            }
-        }
-        let key = (msg.from, msg.slot);
-        if let Some(id) = self.first_waiting(msg.from, msg.slot) {
-            self.unwait(msg.slot, id);
-            self.assign(id, msg);
-            self.tidy(key);
-        } else {
-            self.streams.entry(key).or_default().queue.push_back(msg);
-        }
-    }
-
-    /// The oldest waiting receive on `slot` that accepts a message from `from`.
-    fn first_waiting(&self, from: Rank, slot: Slot) -> Option<u64> {
-        let ids = self.waiting.get(&slot)?;
-        ids.iter().copied().find(|id| self.recvs.get(id).is_some_and(|r| r.from.contains(&from)))
-    }
-
-    fn unwait(&mut self, slot: Slot, id: u64) {
-        if let Some(ids) = self.waiting.get_mut(&slot) {
-            ids.retain(|&i| i != id);
-            if ids.is_empty() {
-                self.waiting.remove(&slot);
-            }
-        }
-    }
-
-    /// Forget an empty stream once havoc holds nothing more back for it.
-    fn tidy(&mut self, key: (Rank, Slot)) {
-        if let Some(s) = self.streams.get(&key)
-            && s.queue.is_empty()
-            && s.last_visible_at <= self.rounds
-        {
-            self.streams.remove(&key);
-        }
-    }
-
-    /// Pair receive `id` with `msg`, applying fingerprint rule 1 and the length check.
-    fn assign(&mut self, id: u64, msg: Msg) {
-        let Some(r) = self.recvs.get_mut(&id) else {
-            // The receive is gone (cannot happen: only waiting receives are assigned); keep
-            // the message rather than lose it.
-            self.streams.entry((msg.from, msg.slot)).or_default().queue.push_front(msg);
-            return;
-        };
-        if let Some(ours) = r.fp
-            && msg.fp != Some(ours)
-        {
-            r.state = RecvState::Failed(Error::Mismatch {
-                peer: msg.from,
-                slot: msg.slot,
-                ours: Some(ours),
-                theirs: msg.fp,
-            });
-            self.consumed(&msg);
-        } else if msg.data.len() > r.capacity {
-            r.state = RecvState::Failed(Error::MessageTooLong {
-                peer: msg.from,
-                slot: msg.slot,
-                len: msg.data.len() as u64,
-                capacity: r.capacity as u64,
-            });
-            self.consumed(&msg);
-        } else {
-            r.state = RecvState::Matched { msg, pos: 0 };
-        }
-    }
-
-    /// A message was used up (delivered or failed a receive): acknowledge a rendezvous send.
-    fn consumed(&mut self, msg: &Msg) {
-        if let Some(id) = msg.ack {
-            self.acks.push((msg.from, id, msg.data.len()));
-        }
-    }
-
-    /// Register a receive: match it with the oldest visible message it accepts, else check
-    /// fingerprint rule 2 against what is queued and wait.
-    fn post_recv(&mut self, id: u64, entry: RecvEntry) {
-        let slot = entry.slot;
-        let mut best: Option<(u64, Rank)> = None;
-        for &p in &entry.from {
-            if let Some(m) = self.streams.get(&(p, slot)).and_then(|s| s.queue.front())
-                && best.is_none_or(|(seq, _)| m.seq < seq)
-            {
-                best = Some((m.seq, p));
-            }
-        }
-        let fp = entry.fp;
-        let from = entry.from.clone();
-        self.recvs.insert(id, entry);
-        if let Some((_, p)) = best {
-            let msg = self
-                .streams
-                .get_mut(&(p, slot))
-                .and_then(|s| s.queue.pop_front())
-                .expect("the stream head was seen just above under the same lock");
-            self.tidy((p, slot));
-            self.assign(id, msg);
+    /// What is due by the reader's round becomes visible.
+    fn due(&mut self, bell: &Bell) {
+        if self.held.is_empty() {
             return;
         }
-        if let Some(ours) = fp {
-            for &p in &from {
-                let range = (p, Slot::new(slot.tag(), 0))..=(p, Slot::new(slot.tag(), u32::MAX));
-                for (&(_, s), stream) in self.streams.range(range) {
-                    if s == slot {
-                        continue;
-                    }
-                    if let Some(theirs) = stream
-                        .queue
-                        .iter()
-                        .filter_map(|m| m.fp)
-                        .find(|t| *t != ours && t.epoch() == ours.epoch())
-                    {
-                        if let Some(r) = self.recvs.get_mut(&id) {
-                            r.state = RecvState::Failed(Error::Mismatch {
-                                peer: p,
-                                slot,
-                                ours: Some(ours),
-                                theirs: Some(theirs),
-                            });
-                        }
-                        return;
-                    }
-                }
+        let round = bell.rounds.load(Ordering::SeqCst);
+        while let Some(&(n, at)) = self.held.front() {
+            if at > round {
+                break;
             }
+            self.held.pop_front();
+            self.visible += n;
         }
-        self.waiting.entry(slot).or_default().push(id);
-    }
-
-    /// Put back a matched message no byte of which was copied (its receive was cancelled):
-    /// to the next waiting receive that accepts it, else to the front of its stream.
-    fn requeue(&mut self, msg: Msg) {
-        if let Some(id) = self.first_waiting(msg.from, msg.slot) {
-            self.unwait(msg.slot, id);
-            self.assign(id, msg);
-        } else {
-            self.streams.entry((msg.from, msg.slot)).or_default().queue.push_front(msg);
+        if self.held.is_empty() {
+            bell.held.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// `peer` broke the pair (it cancelled an operation with us part-way): deliver what it
-    /// sent whole before that, and drop what it can no longer finish, as over tcp, where the
-    /// bytes written before the connection closed still arrive, in order, and a payload still
-    /// waiting for clear-to-send never does. So the eager messages from `peer` that havoc holds
-    /// back become visible now, in their order (a peer's alarm sent before its cancel must
-    /// reach us before the broken pair does), and its rendezvous messages no receive has
-    /// matched yet are dropped.
-    fn sever(&mut self, peer: Rank) {
-        let (held, others): (Vec<Msg>, Vec<Msg>) =
-            std::mem::take(&mut self.limbo).into_iter().partition(|m| m.from == peer);
-        self.limbo = others;
-        let keys: Vec<_> = self.streams.range(from_peer(peer)).map(|(k, _)| *k).collect();
-        for k in &keys {
-            if let Some(s) = self.streams.get_mut(k) {
-                s.queue.retain(|m| m.ack.is_none());
-            }
-        }
-        for m in held.into_iter().filter(|m| m.ack.is_none()) {
-            self.make_visible(m);
-        }
-        for k in keys {
-            self.tidy(k);
-        }
-    }
-
-    /// Drop every message from `peer` (the pair was broken).
-    fn purge(&mut self, peer: Rank) {
-        self.limbo.retain(|m| m.from != peer);
-        self.streams.retain(|&(from, _), _| from != peer);
-    }
-
-    /// Whether a message from one of `from` on `slot` is still held back by havoc.
-    fn in_limbo(&self, from: &[Rank], slot: Slot) -> bool {
-        self.limbo.iter().any(|m| m.slot == slot && from.contains(&m.from))
-    }
-
-    /// Fingerprint rule 3, at the deadline: an unmatched message from a peer of a waiting
-    /// receive that carries the receive's epoch with another description.
-    fn epoch_conflict(&self, entry: &RecvEntry) -> Option<Error> {
-        let ours = entry.fp?;
-        for &p in &entry.from {
-            let queued = self.streams.range(from_peer(p)).flat_map(|(_, s)| s.queue.iter());
-            let held = self.limbo.iter().filter(|m| m.from == p);
-            if let Some(theirs) = queued
-                .chain(held)
-                .filter_map(|m| m.fp)
-                .find(|t| *t != ours && t.epoch() == ours.epoch())
-            {
-                return Some(Error::Mismatch {
-                    peer: p,
-                    slot: entry.slot,
-                    ours: Some(ours),
-                    theirs: Some(theirs),
-                });
-            }
-        }
-        None
+    /// Drop everything (the reader went away or the pipe was reset).
+    fn clear(&mut self, bell: &Bell) {
+        self.release_all(bell);
+        self.buf.clear();
+        self.visible = 0;
     }
 }
 
-/// What driving one receive produced.
-enum Drive {
-    Idle,
-    Partial,
+/// The bytes from one rank to another.
+struct Pipe {
+    st: Mutex<PipeState>,
+    reader_bell: Arc<Bell>,
+    writer_bell: Arc<Bell>,
+}
+
+/// One rank's end of the pipes to and from one peer: the engine's link to that peer.
+struct PipeEnd {
+    tx: Arc<Pipe>,
+    rx: Arc<Pipe>,
+}
+
+impl Link for PipeEnd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let p = &*self.rx;
+        let mut st = lock(&p.st);
+        if st.writer == End::Reset || st.reader == End::Reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        st.due(&p.reader_bell);
+        if st.visible == 0 {
+            return if st.writer == End::Closed && st.held.is_empty() {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let mut n = buf.len().min(st.visible);
+        if let Some(rng) = st.rng.as_mut() {
+            n = rng.piece(n);
+        }
+        let was_full = st.buf.len() >= PIPE_CAP;
+        let (a, b) = st.buf.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        st.buf.drain(..n);
+        st.visible -= n;
+        drop(st);
+        if was_full {
+            // A writer that found the pipe full waits for room.
+            p.writer_bell.ring();
+        }
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let p = &*self.tx;
+        let mut st = lock(&p.st);
+        if st.writer == End::Reset || st.reader == End::Reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if st.reader == End::Closed {
+            return Ok(total);
+        }
+        let room = PIPE_CAP.saturating_sub(st.buf.len());
+        if room == 0 && total > 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut n = total.min(room);
+        let mut delay = 0;
+        if let Some(rng) = st.rng.as_mut() {
+            n = rng.piece(n);
+            delay = rng.below(MAX_DELAY_ROUNDS + 1);
+        }
+        let mut left = n;
+        for b in bufs {
+            let k = left.min(b.len());
+            st.buf.extend(&b[..k]);
+            left -= k;
+            if left == 0 {
+                break;
+            }
+        }
+        if delay == 0 && st.held.is_empty() {
+            st.visible += n;
+        } else {
+            let round = p.reader_bell.rounds.load(Ordering::SeqCst);
+            let at = (round + delay).max(st.held.back().map_or(0, |h| h.1));
+            if st.held.is_empty() {
+                p.reader_bell.held.fetch_add(1, Ordering::SeqCst);
+            }
+            st.held.push_back((n, at));
+        }
+        drop(st);
+        p.reader_bell.ring();
+        Ok(n)
+    }
+
+    fn input_waiting(&self) -> bool {
+        let st = lock(&self.rx.st);
+        st.visible > 0 || !st.held.is_empty()
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        {
+            let mut st = lock(&self.tx.st);
+            if st.writer == End::Open {
+                st.writer = End::Closed;
+            }
+            st.release_all(&self.tx.reader_bell);
+        }
+        self.tx.reader_bell.ring();
+        {
+            let mut st = lock(&self.rx.st);
+            if st.reader == End::Open {
+                st.reader = End::Closed;
+            }
+            st.clear(&self.rx.reader_bell);
+        }
+        // A writer that waits for room writes (into nothing) at once.
+        self.rx.writer_bell.ring();
+    }
+}
+
+/// What a waiting thread of a rank sleeps on: the rank's doorbell.
+struct BellSleeper {
+    bell: Arc<Bell>,
+    seen: u64,
+}
+
+impl Sleeper for BellSleeper {
+    fn sleep(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.bell.held.load(Ordering::SeqCst) > 0 {
+            // Bytes held back by havoc become visible as the reads go on.
+            yield_now();
+            return Ok(());
+        }
+        let until = Instant::now() + timeout;
+        let mut rung = lock(&self.bell.rung);
+        while *rung == self.seen {
+            // Under loom a wait ends only by a ring: a lost wake-up is a deadlock loom sees.
+            if !cfg!(loom) && Instant::now() >= until {
+                break;
+            }
+            rung = wait_until(&self.bell.cv, rung, until);
+        }
+        self.seen = *rung;
+        Ok(())
+    }
+}
+
+/// Rings a rank's doorbell.
+struct BellWaker(Arc<Bell>);
+
+impl Waker for BellWaker {
+    fn wake(&self) {
+        self.0.ring();
+    }
+}
+
+/// The loopback side of one communicator.
+struct LoopbackWire {
+    /// This rank's doorbell, whose clock havoc advances once per pump.
+    bell: Arc<Bell>,
+    rng: Option<SplitMix>,
+    eager_limit: Option<usize>,
+}
+
+impl Wire for LoopbackWire {
+    type Link = PipeEnd;
+    type Sleeper = BellSleeper;
+    type Waker = BellWaker;
+
+    const NAME: &'static str = "loopback";
+
+    fn note_ready(&mut self, _sleeper: &mut BellSleeper, engine: &mut Engine<PipeEnd>) {
+        // A ring does not say which pipe; trying each costs a lock.
+        engine.set_all_ready();
+    }
+
+    fn drive(&mut self, _engine: &mut Engine<PipeEnd>, _force: bool, _now: Instant) -> bool {
+        // One progress round more for havoc's clock, when something waits for it.
+        if self.bell.held.load(Ordering::SeqCst) > 0 {
+            self.bell.rounds.fetch_add(1, Ordering::SeqCst);
+        }
+        false
+    }
+
+    fn rendezvous(&mut self, _to: Rank, len: usize) -> bool {
+        self.eager_limit.is_some_and(|limit| len > limit)
+            || self.rng.as_mut().is_some_and(|r| r.below(2) == 0)
+    }
 }
 
 impl LoopbackComm {
-    /// Die the way a process does when it is killed: every other rank's communicator is
-    /// poisoned with [`Error::PeerLost`] naming this rank, so their pending and future
-    /// operations fail at once whichever peer they wait on, as over a network transport
-    /// (whose driver poisons the group when a connection breaks without a goodbye).
+    /// Die the way a process does when it is killed: every pipe to and from this rank is
+    /// reset at once, so every other rank's communicator is poisoned with
+    /// [`Error::PeerLost`] naming this rank as soon as it looks, whichever peer it waits on,
+    /// as over a network transport (whose engine poisons the group when a connection breaks
+    /// without a goodbye). What this rank sent and nobody has read yet is lost.
     ///
     /// Dropping a communicator instead is a goodbye: peers fail only the operations that
     /// need this rank, once they have consumed what it sent.
     pub fn crash(self) {
-        let err = Error::PeerLost {
-            peer: self.rank,
-            reason: "its loopback communicator crashed".to_string(),
-        };
-        // Every mailbox is locked before any is poisoned, so no survivor can react to the
-        // loss (cancelling its half-done exchange with another survivor, say) before every
-        // survivor has it. Elsewhere one inbox lock is held at a time, so taking them all in
-        // rank order cannot deadlock.
-        let mut guards: Vec<_> = self.hub.nodes.iter().map(|n| lock(&n.inbox)).collect();
-        for g in guards.iter_mut().filter(|g| g.me != self.rank) {
-            if g.poison.is_none() {
-                g.poison = Some(err.clone());
-            }
+        let me = self.rank.0;
+        let pipes: Vec<&Arc<Pipe>> = (0..self.hub.size)
+            .filter(|p| *p != me)
+            .flat_map(|p| [self.hub.pipe(me, p), self.hub.pipe(p, me)])
+            .collect();
+        // Every pipe is locked before any is reset, so no survivor can react to the loss
+        // (cancelling its exchange with another survivor, say) before every survivor would
+        // see it. Elsewhere one pipe lock is held at a time, so taking them all cannot
+        // deadlock.
+        let mut guards: Vec<_> = pipes.iter().map(|p| lock(&p.st)).collect();
+        for (g, p) in guards.iter_mut().zip(&pipes) {
+            g.writer = End::Reset;
+            g.reader = End::Reset;
+            g.clear(&p.reader_bell);
         }
         drop(guards);
-        for node in &self.hub.nodes {
-            node.cv.notify_all();
+        for p in &pipes {
+            p.reader_bell.ring();
         }
+        // The communicator's goodbyes now meet reset pipes and reach nobody.
+        drop(self);
     }
 
-    fn node(&self, r: Rank) -> &Node {
-        &self.hub.nodes[r.index()]
-    }
-
-    fn next_id(&self) -> u64 {
-        self.hub.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn check_peer(&self, p: Rank, role: &str) -> Result<()> {
-        if p.0 >= self.size {
-            return Err(Error::invalid(format!(
-                "{role} rank {p} is out of range for a group of {} (on rank {})",
-                self.size, self.rank
-            )));
-        }
-        if p == self.rank {
-            return Err(Error::invalid(format!("{role} rank {p} is this communicator's own rank")));
-        }
-        Ok(())
-    }
-
-    fn validate_new(&self, op: &Op<'_>) -> Result<()> {
-        match op.kind() {
-            OpKind::Send { to, .. } => self.check_peer(*to, "destination"),
-            OpKind::Recv { from, .. } => self.check_peer(*from, "source"),
-            OpKind::RecvAny { from, .. } => {
-                if from.is_empty() {
-                    return Err(Error::invalid("recv_any with an empty set of sources"));
-                }
-                from.iter().try_for_each(|p| self.check_peer(*p, "source"))
-            }
-        }
-    }
-
-    /// Hand acknowledgements of consumed rendezvous messages to their senders. Called with
-    /// no lock held: it takes each sender's lock in turn.
-    fn flush_acks(&self) {
-        let acks = std::mem::take(&mut lock(&self.node(self.rank).inbox).acks);
-        for (sender, id, len) in acks {
-            let node = self.node(sender);
-            let mut g = lock(&node.inbox);
-            if let Some(e) = g.sends.get_mut(&id) {
-                e.state = SendState::Acked(len);
-            }
-            drop(g);
-            node.cv.notify_all();
-        }
-    }
-
-    /// Post a send: copy the bytes and deliver them. An eager send is done at once; a
-    /// rendezvous send (havoc) waits for the receiver's acknowledgement.
-    fn post_send(&self, op: &mut Op<'_>) -> Result<()> {
-        let (to, slot, data) = match op.kind() {
-            OpKind::Send { to, slot, buf } => (*to, *slot, buf.to_vec()),
-            _ => return Ok(()),
-        };
-        let len = data.len();
-        let ack = {
-            let mut g = lock(&self.node(self.rank).inbox);
-            if let Some(e) = g.unusable[to.index()].clone() {
-                op.set_state(OpState::Cancelled);
-                return Err(e);
-            }
-            let rendezvous = self.hub.eager_limit.is_some_and(|limit| len > limit)
-                || g.rng.as_mut().is_some_and(|r| r.below(2) == 0);
-            rendezvous.then(|| {
-                let id = self.next_id();
-                g.sends.insert(id, SendEntry { to, state: SendState::InFlight });
-                id
-            })
-        };
-        let msg =
-            Msg { from: self.rank, slot, data, fp: op.fingerprint(), seq: 0, visible_at: 0, ack };
-        let node = self.node(to);
-        lock(&node.inbox).deliver(msg);
-        node.cv.notify_all();
-        op.set_state(match ack {
-            Some(id) => OpState::Posted(id),
-            None => OpState::Done { peer: to, len },
-        });
-        Ok(())
-    }
-
-    /// Drive one posted receive: report its failure, or copy (part of) its message.
-    fn drive_recv(&self, g: &mut Inbox, op: &mut Op<'_>, id: u64) -> Result<Drive> {
-        let Some(entry) = g.recvs.get_mut(&id) else {
-            return Err(Error::invalid(format!(
-                "receive {id} is not posted on rank {}",
-                self.rank
-            )));
-        };
-        match &mut entry.state {
-            RecvState::Failed(e) => {
-                let e = e.clone();
-                g.recvs.remove(&id);
-                op.set_state(OpState::Cancelled);
-                Err(e)
-            }
-            RecvState::Waiting => {
-                // A receive that only unusable peers could satisfy fails, once havoc holds
-                // back nothing more from them.
-                let Some(first) = entry.from.first().copied() else {
-                    return Ok(Drive::Idle);
-                };
-                if !entry.from.iter().all(|p| g.unusable[p.index()].is_some()) {
-                    return Ok(Drive::Idle);
-                }
-                let (from, slot) = (entry.from.clone(), entry.slot);
-                if g.in_limbo(&from, slot) {
-                    return Ok(Drive::Idle);
-                }
-                let Some(lost) = g.unusable[first.index()].clone() else {
-                    return Ok(Drive::Idle);
-                };
-                // A fingerprint conflict explains the failure better than the lost peer.
-                let err = g.recvs.get(&id).and_then(|e| g.epoch_conflict(e)).unwrap_or(lost);
-                g.recvs.remove(&id);
-                g.unwait(slot, id);
-                op.set_state(OpState::Cancelled);
-                Err(err)
-            }
-            RecvState::Matched { msg, pos } => {
-                let buf = match op.kind_mut() {
-                    OpKind::Recv { buf, .. } | OpKind::RecvAny { buf, .. } => buf,
-                    OpKind::Send { .. } => {
-                        return Err(Error::invalid(format!(
-                            "op {id} is a send posted as a receive"
-                        )));
-                    }
-                };
-                let len = msg.data.len();
-                if buf.len() < len {
-                    // The op was tampered with (another buffer under a posted id).
-                    let err = Error::MessageTooLong {
-                        peer: msg.from,
-                        slot: msg.slot,
-                        len: len as u64,
-                        capacity: buf.len() as u64,
-                    };
-                    if let Some(RecvEntry { state: RecvState::Matched { msg, .. }, .. }) =
-                        g.recvs.remove(&id)
-                    {
-                        g.consumed(&msg);
-                    }
-                    op.set_state(OpState::Cancelled);
-                    return Err(err);
-                }
-                let remaining = len - *pos;
-                let n = match g.rng.as_mut() {
-                    Some(rng) if remaining > 1 => 1 + rng.below(remaining as u64) as usize,
-                    _ => remaining,
-                };
-                buf[*pos..*pos + n].copy_from_slice(&msg.data[*pos..*pos + n]);
-                *pos += n;
-                if *pos < len {
-                    return Ok(Drive::Partial);
-                }
-                if let Some(RecvEntry { state: RecvState::Matched { msg, .. }, .. }) =
-                    g.recvs.remove(&id)
-                {
-                    g.consumed(&msg);
-                    op.set_state(OpState::Done { peer: msg.from, len });
-                }
-                Ok(Drive::Idle)
-            }
-        }
-    }
-
-    /// Drive one posted rendezvous send.
-    fn drive_send(&self, g: &mut Inbox, op: &mut Op<'_>, id: u64) -> Result<()> {
-        let Some(entry) = g.sends.get(&id) else {
-            return Err(Error::invalid(format!("send {id} is not posted on rank {}", self.rank)));
-        };
-        match entry.state {
-            SendState::Acked(len) => {
-                op.set_state(OpState::Done { peer: entry.to, len });
-                g.sends.remove(&id);
-            }
-            SendState::InFlight => {
-                if let Some(e) = g.unusable[entry.to.index()].clone() {
-                    g.sends.remove(&id);
-                    op.set_state(OpState::Cancelled);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn deadline_error(&self, g: &Inbox, ops: &mut [Op<'_>], start: Instant) -> Error {
-        for op in ops.iter_mut() {
-            if let OpState::Posted(id) = op.state()
-                && !op.is_send()
-                && let Some(entry) = g.recvs.get(&id)
-                && matches!(entry.state, RecvState::Waiting)
-                && let Some(e) = g.epoch_conflict(entry)
-            {
-                // The caller's `run` cancels the op; a bare `progress` caller may retry.
-                return e;
-            }
-        }
-        let pending = ops
-            .iter()
-            .filter(|op| matches!(op.state(), OpState::New | OpState::Posted(_)))
-            .take(MAX_PENDING_LISTED)
-            .map(|op| match op.kind() {
-                OpKind::Send { to, slot, .. } => Pending::Send { to: *to, slot: *slot },
-                OpKind::Recv { from, slot, .. } => Pending::Recv { from: vec![*from], slot: *slot },
-                OpKind::RecvAny { from, slot, .. } => {
-                    Pending::Recv { from: from.to_vec(), slot: *slot }
-                }
-            })
-            .collect();
-        Error::Timeout { rank: self.rank, waited: start.elapsed(), pending }
-    }
-
-    fn progress_inner(
-        &self,
-        ops: &mut [Op<'_>],
-        wait: Wait,
-        deadline: Instant,
-        start: Instant,
-    ) -> Result<()> {
-        let me = self.node(self.rank);
-        {
-            let g = lock(&me.inbox);
-            if let Some(e) = &g.poison {
-                return Err(e.clone());
-            }
-            for op in ops.iter() {
-                match op.state() {
-                    OpState::Cancelled => {
-                        return Err(Error::invalid(format!("{op:?} was cancelled")));
-                    }
-                    OpState::Posted(id) => {
-                        let known = if op.is_send() {
-                            g.sends.contains_key(&id)
-                        } else {
-                            g.recvs.get(&id).is_some_and(|r| r.slot == op.slot())
-                        };
-                        if !known {
-                            return Err(Error::invalid(format!(
-                                "{op:?} is not posted on loopback rank {}",
-                                self.rank
-                            )));
-                        }
-                    }
-                    OpState::New | OpState::Done { .. } => {}
-                }
-            }
-        }
-        for op in ops.iter() {
-            if op.state() == OpState::New {
-                self.validate_new(op)?;
-            }
-        }
-        let incomplete: Vec<bool> = ops.iter().map(|op| !op.is_done()).collect();
-        if wait == Wait::Any && !incomplete.contains(&true) {
-            return Ok(());
-        }
-        for op in ops.iter_mut() {
-            if op.state() == OpState::New && op.is_send() {
-                self.post_send(op)?;
-            }
-        }
-        let mut g = lock(&me.inbox);
-        for op in ops.iter_mut() {
-            if op.state() != OpState::New {
-                continue;
-            }
-            let id = self.next_id();
-            let entry = match op.kind() {
-                OpKind::Recv { from, slot, buf } => RecvEntry {
-                    from: vec![*from],
-                    slot: *slot,
-                    capacity: buf.len(),
-                    fp: op.fingerprint(),
-                    state: RecvState::Waiting,
-                },
-                OpKind::RecvAny { from, slot, buf } => RecvEntry {
-                    from: from.to_vec(),
-                    slot: *slot,
-                    capacity: buf.len(),
-                    fp: op.fingerprint(),
-                    state: RecvState::Waiting,
-                },
-                OpKind::Send { .. } => continue,
-            };
-            g.post_recv(id, entry);
-            op.set_state(OpState::Posted(id));
-        }
-        loop {
-            if let Some(e) = &g.poison {
-                return Err(e.clone());
-            }
-            if g.round() {
-                // A message that became visible may complete another thread's receive.
-                me.cv.notify_all();
-            }
-            let mut partial = false;
-            for op in ops.iter_mut() {
-                let OpState::Posted(id) = op.state() else { continue };
-                if op.is_send() {
-                    self.drive_send(&mut g, op, id)?;
-                } else if let Drive::Partial = self.drive_recv(&mut g, op, id)? {
-                    partial = true;
-                }
-            }
-            let satisfied = match wait {
-                Wait::All => ops.iter().all(Op::is_done),
-                Wait::Any => ops.iter().zip(&incomplete).any(|(op, &was)| was && op.is_done()),
-            };
-            if satisfied {
-                return Ok(());
-            }
-            if !g.acks.is_empty() {
-                drop(g);
-                self.flush_acks();
-                g = lock(&me.inbox);
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Err(self.deadline_error(&g, ops, start));
-            }
-            if self.hub.havoc && (partial || !g.limbo.is_empty()) {
-                // Havoc's clock is this rank's rounds: keep them coming while something is
-                // held back, letting other threads in between.
-                drop(g);
-                yield_now();
-                g = lock(&me.inbox);
-                continue;
-            }
-            g = wait_until(&me.cv, g, deadline);
-        }
-    }
-
-    /// Break the pair with `peer` after a cancel mid-message: later operations between the two
-    /// fail with [`Error::Cancelled`]. This rank drops what it holds from the peer (it closed
-    /// the connection, unread); the peer still gets what this rank sent whole before the
-    /// break ([`Inbox::sever`]).
-    fn break_pair(&self, peer: Rank, slot: Slot) {
-        for (a, b) in [(self.rank, peer), (peer, self.rank)] {
-            let node = self.node(a);
-            let mut g = lock(&node.inbox);
-            if g.unusable[b.index()].is_none() {
-                g.unusable[b.index()] = Some(Error::Cancelled { peer: b, slot });
-            }
-            if a == self.rank {
-                g.purge(b);
-            } else {
-                g.sever(b);
-            }
-            drop(g);
-            node.cv.notify_all();
-        }
+    /// Bytes received so far of the rendezvous message `op` (a posted receive) is taking in,
+    /// for tests that need a transfer part-way.
+    #[cfg(test)]
+    fn received_so_far(&self, op: &Op<'_>) -> Option<u64> {
+        self.inner.received_so_far(op)
     }
 }
 
@@ -927,120 +534,33 @@ impl Communicator for LoopbackComm {
     }
 
     fn size(&self) -> u32 {
-        self.size
+        self.hub.size
     }
 
     fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()> {
-        let start = Instant::now();
-        let r = self.progress_inner(ops, wait, deadline, start);
-        self.flush_acks();
-        r
+        self.inner.progress(ops, wait, deadline)
     }
 
     fn cancel(&self, ops: &mut [Op<'_>]) {
-        let mut broken = Vec::new();
-        {
-            let mut g = lock(&self.node(self.rank).inbox);
-            let g: &mut Inbox = &mut g;
-            for op in ops.iter_mut() {
-                match op.state() {
-                    OpState::New => op.set_state(OpState::Cancelled),
-                    OpState::Posted(id) if op.is_send() => {
-                        if let Some(SendEntry { to, state }) = g.sends.remove(&id) {
-                            match state {
-                                SendState::Acked(len) => {
-                                    op.set_state(OpState::Done { peer: to, len });
-                                    continue;
-                                }
-                                SendState::InFlight => broken.push((to, op.slot(), Some(id))),
-                            }
-                        }
-                        op.set_state(OpState::Cancelled);
-                    }
-                    OpState::Posted(id) => {
-                        match g.recvs.remove(&id).map(|r| (r.slot, r.state)) {
-                            Some((slot, RecvState::Waiting)) => g.unwait(slot, id),
-                            Some((_, RecvState::Matched { msg, pos: 0 })) => g.requeue(msg),
-                            Some((slot, RecvState::Matched { msg, .. })) => {
-                                broken.push((msg.from, slot, None));
-                            }
-                            Some((_, RecvState::Failed(_))) | None => {}
-                        }
-                        op.set_state(OpState::Cancelled);
-                    }
-                    OpState::Done { .. } | OpState::Cancelled => {}
-                }
-            }
-        }
-        for (peer, slot, send) in broken {
-            match send {
-                // A rendezvous send whose message the receiver has not touched is withdrawn
-                // from its mailbox; one it has started on breaks the pair.
-                Some(id) => {
-                    let node = self.node(peer);
-                    let mut g = lock(&node.inbox);
-                    let before = g.limbo.len();
-                    g.limbo.retain(|m| !(m.from == self.rank && m.ack == Some(id)));
-                    let mut found = g.limbo.len() != before;
-                    if let Some(s) = g.streams.get_mut(&(self.rank, slot)) {
-                        let before = s.queue.len();
-                        s.queue.retain(|m| m.ack != Some(id));
-                        found |= s.queue.len() != before;
-                    }
-                    drop(g);
-                    if !found {
-                        self.break_pair(peer, slot);
-                    }
-                }
-                None => self.break_pair(peer, slot),
-            }
-        }
-        // A requeued message may have gone to a receive another thread waits on.
-        self.node(self.rank).cv.notify_all();
-        self.flush_acks();
+        self.inner.cancel(ops);
     }
 
     fn abort(&self, reason: &str) {
-        let err = Error::Aborted { by: self.rank, reason: reason.to_string() };
-        // This rank first, so that its own waiting threads fail with the abort before any
-        // peer can react to it (by dropping its communicator, say).
-        let me = self.rank.index();
-        let order = std::iter::once(me).chain((0..self.hub.nodes.len()).filter(|&i| i != me));
-        for node in order.map(|i| &self.hub.nodes[i]) {
-            let mut g = lock(&node.inbox);
-            if g.poison.is_none() {
-                g.poison = Some(err.clone());
-            }
-            drop(g);
-            node.cv.notify_all();
-        }
+        self.inner.abort(reason);
     }
 
+    /// What has arrived is read first, so an abort or a crash elsewhere in the group shows
+    /// here as soon as it happened, even on a rank that is inside no call.
     fn poisoned(&self) -> Option<Error> {
-        lock(&self.node(self.rank).inbox).poison.clone()
-    }
-}
-
-impl Drop for LoopbackComm {
-    fn drop(&mut self) {
-        for node in &self.hub.nodes {
-            let mut g = lock(&node.inbox);
-            if g.me != self.rank && g.unusable[self.rank.index()].is_none() {
-                g.unusable[self.rank.index()] = Some(Error::PeerLost {
-                    peer: self.rank,
-                    reason: "its loopback communicator was dropped".to_string(),
-                });
-            }
-            drop(g);
-            node.cv.notify_all();
-        }
+        self.inner.poll_now();
+        self.inner.poisoned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::{Fingerprint, OpState, Pending, Slot};
 
     fn soon(secs: u64) -> Instant {
         Instant::now() + Duration::from_secs(secs)
@@ -1063,39 +583,6 @@ mod tests {
     }
 
     const S: Slot = Slot::new(1, 0);
-
-    #[test]
-    fn a_break_delivers_what_was_sent_whole_before_it_and_drops_the_unfinished() {
-        for seed in 0..20 {
-            let comms = group(2, LoopbackConfig::havoc(seed));
-            let (c0, c1) = (&comms[0], &comms[1]);
-            let bufs: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
-            let slot = |i: usize| Slot::new(10 + i as u32, 0);
-            // Havoc makes each send eager (done at once, perhaps held back from the receiver
-            // for a few rounds) or rendezvous (posted until the receiver consumes it).
-            let mut ops: Vec<Op<'_>> =
-                bufs.iter().enumerate().map(|(i, b)| Op::send(Rank(1), slot(i), b)).collect();
-            for op in ops.iter_mut() {
-                c0.post_send(op).unwrap();
-            }
-            let eager: Vec<bool> = ops.iter().map(Op::is_done).collect();
-            // Rank 0 breaks the pair, as a cancel part-way through a message does.
-            c0.break_pair(Rank(1), Slot::new(99, 0));
-            // Rank 1 then gets every eager message, whole and at once (a look with no time
-            // for havoc's rounds), and the break for every rendezvous one.
-            for (i, &eager) in eager.iter().enumerate() {
-                let mut b = [0u8; 1];
-                let r = c1.recv(Rank(0), slot(i), &mut b, Instant::now());
-                if eager {
-                    assert_eq!(r, Ok(1), "seed {seed}: eager message {i}");
-                    assert_eq!(b, bufs[i], "seed {seed}: eager message {i}");
-                } else {
-                    assert!(matches!(r, Err(Error::Cancelled { .. })), "seed {seed}, {i}: {r:?}");
-                }
-            }
-            assert!(eager.contains(&true) && eager.contains(&false), "seed {seed}: both kinds");
-        }
-    }
 
     #[test]
     fn loopback_comm_is_send_and_sync() {
@@ -1365,65 +852,145 @@ mod tests {
     }
 
     #[test]
+    fn a_break_delivers_what_was_sent_whole_before_it_and_fails_the_unfinished() {
+        let mut both_kinds = 0;
+        for seed in 0..20 {
+            let comms = group(2, LoopbackConfig::havoc(seed));
+            let (c0, c1) = (&comms[0], &comms[1]);
+            let bufs: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
+            let slot = |i: usize| Slot::new(10 + i as u32, 0);
+            // Havoc makes each send eager (done at once, perhaps held back by the pipe for a
+            // few of the receiver's reads) or rendezvous (posted until the receiver clears it).
+            let mut ops: Vec<Op<'_>> =
+                bufs.iter().enumerate().map(|(i, b)| Op::send(Rank(1), slot(i), b)).collect();
+            let _ = c0.progress(&mut ops, Wait::All, Instant::now());
+            let eager: Vec<bool> = ops.iter().map(Op::is_done).collect();
+            // Rank 0 breaks the pair: a large send withdrawn before its clear-to-send cannot
+            // be taken off the stream, so cancelling it closes the pair (and the small
+            // rendezvous sends withdrawn with it can no longer go).
+            let big = vec![0u8; 1 << 20];
+            let mut large = [Op::send(Rank(1), Slot::new(99, 0), &big)];
+            let _ = c0.progress(&mut large, Wait::All, Instant::now());
+            c0.cancel(&mut ops);
+            c0.cancel(&mut large);
+            // Rank 1 then gets every eager message, whole and at once (a look with no time
+            // for havoc's rounds), and the closed pair for every rendezvous one.
+            for (i, &eager) in eager.iter().enumerate() {
+                let mut b = [0u8; 1];
+                let r = c1.recv(Rank(0), slot(i), &mut b, Instant::now());
+                if eager {
+                    assert_eq!(r, Ok(1), "seed {seed}: eager message {i}");
+                    assert_eq!(b, bufs[i], "seed {seed}: eager message {i}");
+                } else {
+                    assert!(
+                        matches!(r, Err(Error::PeerLost { peer: Rank(0), .. })),
+                        "seed {seed}, {i}: {r:?}"
+                    );
+                }
+            }
+            assert_eq!(c1.poisoned(), None, "seed {seed}: a closed pair is not a lost group");
+            both_kinds += usize::from(eager.contains(&true) && eager.contains(&false));
+        }
+        assert!(both_kinds >= 10, "only {both_kinds} of 20 seeds mixed eager and rendezvous");
+    }
+
+    #[test]
     fn cancel_mid_message_breaks_the_pair_on_both_sides() {
         let g = group(3, LoopbackConfig::havoc(5));
         let big = vec![1u8; 1 << 20];
-        // Posted with a past deadline: an eager send is done, a rendezvous one stays posted.
         let mut send = [Op::send(Rank(1), S, &big)];
-        let _ = g[0].progress(&mut send, Wait::All, Instant::now());
         let mut b = vec![0u8; 1 << 20];
         let mut ops = [Op::recv(Rank(0), S, &mut b)];
-        // Drive with past deadlines until part of the message (but not all) has moved.
+        // Drive both sides with past deadlines until part of the message (but not all) has
+        // reached the receive: havoc holds the rest back in the pipe.
         let mut partial = false;
-        for _ in 0..1000 {
+        for _ in 0..10_000 {
+            let _ = g[0].progress(&mut send, Wait::All, Instant::now());
             let _ = g[1].progress(&mut ops, Wait::All, Instant::now());
-            let OpState::Posted(id) = ops[0].state() else { break };
-            let inbox = lock(&g[1].hub.nodes[1].inbox);
-            if let Some(RecvEntry { state: RecvState::Matched { pos, .. }, .. }) =
-                inbox.recvs.get(&id)
-                && *pos > 0
-            {
+            if ops[0].is_done() {
+                break;
+            }
+            if g[1].received_so_far(&ops[0]).is_some_and(|n| n > 0) {
                 partial = true;
                 break;
             }
         }
-        assert!(partial, "havoc never left the copy part-way");
+        assert!(partial, "havoc never left the transfer part-way");
         g[1].cancel(&mut ops);
         let e = g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap_err();
         assert_eq!(e, Error::Cancelled { peer: Rank(0), slot: S });
-        let e = g[0].send(Rank(1), S, b"x", soon(5)).unwrap_err();
-        assert_eq!(e, Error::Cancelled { peer: Rank(1), slot: S });
+        // Rank 0 learns that rank 1 closed the pair (with a goodbye): operations with it fail
+        // naming it, and its group is not poisoned.
+        let e = g[0].recv(Rank(1), S, &mut b, soon(5)).unwrap_err();
+        assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
         if !send[0].is_done() {
             let e = g[0].progress(&mut send, Wait::All, soon(5)).unwrap_err();
-            assert_eq!(e, Error::Cancelled { peer: Rank(1), slot: S });
+            assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
         }
+        assert_eq!(g[0].poisoned(), None);
+        assert_eq!(g[1].poisoned(), None);
         // Other pairs are unaffected.
-        let mut ok = [Op::send(Rank(1), S, b"ok")];
-        let _ = g[2].progress(&mut ok, Wait::All, Instant::now());
-        assert_eq!(g[1].recv(Rank(2), S, &mut b, soon(5)).unwrap(), 2);
-        g[2].progress(&mut ok, Wait::All, soon(5)).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| g[2].send(Rank(1), S, b"ok", soon(5)).unwrap());
+            assert_eq!(g[1].recv(Rank(2), S, &mut b, soon(5)).unwrap(), 2);
+        });
     }
 
     #[test]
-    fn a_cancelled_rendezvous_send_is_withdrawn() {
-        // Find a send that havoc makes rendezvous, cancel it, and check that the receiver
-        // sees only the next message.
+    fn a_withdrawn_small_rendezvous_send_is_still_delivered_and_the_pair_goes_on() {
+        // Find a send that havoc makes rendezvous and cancel it before its clear-to-send: its
+        // announcement is on the stream already, so it is delivered from a copy when the
+        // receiver asks for it, and the pair goes on.
         let g = group(2, LoopbackConfig::havoc(2));
-        let mut withdrawn = 0;
+        let mut sent = Vec::new();
         for i in 0..16u8 {
             let msg = [i];
             let mut ops = [Op::send(Rank(1), S, &msg)];
+            sent.push(i);
             if g[0].progress(&mut ops, Wait::All, Instant::now()).is_err() {
                 g[0].cancel(&mut ops);
                 assert_eq!(ops[0].state(), OpState::Cancelled);
-                withdrawn += 1;
-            } else {
-                let mut b = [0u8; 1];
-                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 1);
-                assert_eq!(b, [i], "message {i} (after {withdrawn} withdrawn)");
+                break;
             }
         }
-        assert!(withdrawn > 0, "no send was rendezvous");
+        assert!(sent.len() < 16, "no send was rendezvous");
+        std::thread::scope(|s| {
+            s.spawn(|| g[0].send(Rank(1), S, &[99], soon(5)).unwrap());
+            let mut b = [0u8; 1];
+            for &i in sent.iter().chain(&[99]) {
+                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)), Ok(1), "message {i}");
+                assert_eq!(b, [i], "message {i}");
+            }
+        });
+        assert_eq!(g[0].poisoned(), None);
+        assert_eq!(g[1].poisoned(), None);
+    }
+
+    #[test]
+    fn a_withdrawn_large_rendezvous_send_breaks_only_its_pair() {
+        // A large send withdrawn before its clear-to-send would need a copy of its size to
+        // go later: the pair is closed instead (with a goodbye).
+        let g = group(3, LoopbackConfig::default());
+        let big = vec![3u8; (64 << 10) + 1];
+        let mut ops = [Op::send(Rank(1), S, &big)];
+        let e = g[0].progress(&mut ops, Wait::All, Instant::now()).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        g[0].cancel(&mut ops);
+        assert_eq!(ops[0].state(), OpState::Cancelled);
+        // Rank 1 finds the pair closed; its group is not poisoned.
+        let mut b = vec![0u8; big.len()];
+        let e = g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap_err();
+        assert!(matches!(e, Error::PeerLost { peer: Rank(0), .. }), "{e}");
+        assert_eq!(g[1].poisoned(), None);
+        // Rank 0's later operations with rank 1 fail as cancelled.
+        let e = g[0].send(Rank(1), S, b"x", soon(5)).unwrap_err();
+        assert_eq!(e, Error::Cancelled { peer: Rank(1), slot: S });
+        // Another pair works.
+        std::thread::scope(|s| {
+            s.spawn(|| g[2].send(Rank(1), S, b"y", soon(5)).unwrap());
+            assert_eq!(g[1].recv(Rank(2), S, &mut b, soon(5)), Ok(1));
+            assert_eq!(b[0], b'y');
+        });
     }
 
     #[test]
@@ -1438,11 +1005,30 @@ mod tests {
             if pending == &[Pending::Send { to: Rank(1), slot: S }]),
             "{e}"
         );
-        let mut b = [0u8; 5];
-        assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 4);
-        assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 5);
-        g[0].progress(&mut large, Wait::All, soon(5)).unwrap();
+        // The large send completes once rank 1 receives it (both sides driving).
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut b = [0u8; 5];
+                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 4);
+                assert_eq!(g[1].recv(Rank(0), S, &mut b, soon(5)).unwrap(), 5);
+                assert_eq!(&b, b"12345");
+            });
+            g[0].progress(&mut large, Wait::All, soon(5)).unwrap();
+        });
         assert_eq!(large[0].completed(), Some((Rank(1), 5)));
+    }
+
+    #[test]
+    fn a_crash_resets_the_pipes_and_drops_what_was_unread() {
+        let mut g = group(3, LoopbackConfig::default());
+        let c2 = g.pop().unwrap();
+        c2.send(Rank(0), S, b"lost", soon(5)).unwrap();
+        c2.crash();
+        // Rank 0 never reads the message: the crash reset the pipe it was in.
+        let mut b = [0u8; 4];
+        let e = g[0].recv(Rank(2), S, &mut b, soon(5)).unwrap_err();
+        assert!(matches!(e, Error::PeerLost { peer: Rank(2), .. }), "{e}");
+        assert!(matches!(g[1].poisoned(), Some(Error::PeerLost { peer: Rank(2), .. })));
     }
 
     fn each_thread_pair(g: &[LoopbackComm], ops: &mut [Op<'_>]) {

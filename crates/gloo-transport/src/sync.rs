@@ -1,20 +1,22 @@
-//! The synchronisation primitives the loopback transport is built on, swapped for loom's
-//! models under `cfg(loom)` so that its mailbox hand-off can be model-checked.
+//! The synchronisation primitives the engine's communicator and the loopback transport are
+//! built on, swapped for loom's models under `cfg(loom)` so that their hand-offs (a waiting
+//! thread woken by a peer's write, the sleeper role passed between threads) can be
+//! model-checked.
 //!
 //! Only the primitives are swapped: the code that uses them is the same in both builds.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Lock `m`, ignoring poisoning: the loopback transport never panics while it holds a lock,
-/// and its state stays consistent between statements, so a poisoned lock (from a panic in a
+/// Lock `m`, ignoring poisoning: the engine and the loopback transport never panic while they
+/// hold a lock, and their state stays consistent between statements, so a poisoned lock (from a panic in a
 /// caller's thread elsewhere) carries no broken invariant.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

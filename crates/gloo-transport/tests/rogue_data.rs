@@ -307,7 +307,7 @@ fn rogue_floods_unmatched_requests_to_send() {
         }
         let _ = c.send(&batch);
     });
-    assert_protocol_from_rogue(&r, "unmatched requests to send");
+    assert_protocol_from_rogue(&r, "unmatched messages");
     g.assert_contained();
 }
 
@@ -655,4 +655,41 @@ fn rogue_random_frames_never_panic_or_hang() {
         g.until = deadline(60);
         g.assert_closed_or_open_and_others_work();
     }
+}
+
+/// The rogue's last message and its close arrive in one TCP segment, so the victim hears of
+/// both in one readiness event while it waits in a receive: the close must be seen at once
+/// (`PeerLost`, which poisons the group), not when the peer timeout (here 120 s) or the
+/// victim's deadline runs out. Issue 14 §2: with a short read taken for "drained", the end
+/// of stream behind the data waited for an event that never came.
+#[test]
+fn a_close_that_comes_with_the_last_data_is_seen_at_once() {
+    let mut g = group("close-with-data", Duration::from_secs(120));
+    let until = g.until;
+    let victim = &g.comms[0];
+    let conn = &mut g.rogue[0];
+    let (first, second) = std::thread::scope(|s| {
+        let t = s.spawn(move || {
+            let mut buf = [0u8; 8];
+            let first = victim.recv(ROGUE, Slot(1), &mut buf, until);
+            // Rank 1 sends nothing: only the rogue's close can end this receive before its
+            // deadline.
+            let second =
+                first.is_ok().then(|| victim.recv(Rank(1), Slot(5), &mut buf, deadline(20)));
+            (first, second)
+        });
+        // Most likely the victim waits in its receive by now (which the case is about); if
+        // not, it sees the close on entry, which is just as correct.
+        std::thread::sleep(Duration::from_millis(200));
+        conn.send_then_close(&eager_frame(1, b"last")).expect("send and close");
+        t.join().expect("victim thread")
+    });
+    match (&first, &second) {
+        (Ok(4), Some(Err(Error::PeerLost { peer: ROGUE, .. }))) => {}
+        (Err(Error::PeerLost { peer: ROGUE, .. }), None) => {}
+        _ => panic!(
+            "expected the rogue's message, then PeerLost naming it; got {first:?}, then {second:?}"
+        ),
+    }
+    assert!(matches!(victim.poisoned(), Some(Error::PeerLost { peer: ROGUE, .. })));
 }

@@ -135,11 +135,17 @@ pub fn data<T: TestElem>(seed: u64, rank: u32, count: usize, op: OpKind) -> Vec<
         .map(|i| {
             let r = mix(seed ^ mix(u64::from(rank) << 32 | i as u64));
             let v = match op {
-                // Products of ±1, ±2 (as quarters for floats: ±4/4, ±8/4) stay small.
+                // Products of ±1, ±2 (as quarters for floats: ±4/4, ±8/4) stay small: only
+                // the first four inputs have factors other than ±1, so even an f16 product
+                // of 16 ranks' (or 48 buffers') values stays far inside its range.
                 OpKind::Product => {
                     let m = if T::FLOAT { [4, -4, 8, 2] } else { [1, -1, 2, 1] };
-                    m[(r % 4) as usize]
+                    let k = if rank < 4 { r % 4 } else { r % 2 };
+                    m[k as usize]
                 }
+                // Integer averages over the whole range, so that sums overflow the type
+                // (the average must not wrap).
+                OpKind::Average if !T::FLOAT => return T::wrap(i128::from(r as i64)),
                 _ => (r % 33) as i64 - 16,
             };
             let v = if !T::FLOAT && T::wrap(-1).to_i128() > 0 { v.abs() } else { v };
@@ -182,10 +188,12 @@ pub fn oracle<T: TestElem>(inputs: &[Vec<T>], op: OpKind) -> Vec<f64> {
                 }
             } else {
                 let xs: Vec<i128> = col.map(|x| x.to_i128()).collect();
-                let wrapped_sum = T::wrap(xs.iter().sum::<i128>()).to_i128();
+                let exact_sum = xs.iter().sum::<i128>();
+                let wrapped_sum = T::wrap(exact_sum).to_i128();
                 let v = match op {
                     OpKind::Sum | OpKind::Custom => wrapped_sum,
-                    OpKind::Average => wrapped_sum / n as i128,
+                    // Exact: the true mean truncated toward zero (i128 division truncates).
+                    OpKind::Average => exact_sum / n as i128,
                     OpKind::Product => xs.iter().fold(1i128, |a, &b| T::wrap(a * b).to_i128()),
                     OpKind::Min => *xs.iter().min().unwrap_or(&0),
                     OpKind::Max => *xs.iter().max().unwrap_or(&0),

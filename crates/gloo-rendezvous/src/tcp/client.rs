@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::check_token;
 use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, Frame, MAGIC, MAX_FRAME, NONCE_LEN, Reader,
     SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, nonce, proof, verify_proof,
@@ -77,6 +78,9 @@ impl TcpStore {
         token: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Self> {
+        if let Some(t) = token {
+            check_token(t)?;
+        }
         let store = TcpStore {
             endpoint: endpoint.into(),
             token: token.map(<[u8]>::to_vec),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::check_token;
 use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, ERR_PROTOCOL, Frame, MAGIC, MAX_FRAME,
     MAX_PREAUTH_FRAME, NONCE_LEN, Reader, SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION,
@@ -101,6 +102,9 @@ impl TcpStoreServer {
 
     /// [`bind`](Self::bind) with every setting.
     pub fn bind_with(addr: SocketAddr, cfg: ServerConfig) -> Result<Self> {
+        if let Some(t) = &cfg.token {
+            check_token(t)?;
+        }
         #[cfg(feature = "tls")]
         let acceptor = cfg.tls.as_ref().map(gloo_tls::TlsConfig::store_acceptor);
         #[cfg(not(feature = "tls"))]
@@ -283,6 +287,9 @@ struct Waiter {
     req_id: u32,
     kind: WaitKind,
     keys: Vec<Vec<u8>>,
+    /// How many of `keys` (counting repeats) are absent now, kept up to date as keys appear
+    /// and disappear, so a set costs O(its waiters), not O(every key they wait for).
+    missing: usize,
 }
 
 /// Why a connection is dropped (logged as a warning: every one of these is a misbehaving or
@@ -750,19 +757,23 @@ impl Server {
                 let value = r.bytes()?;
                 r.end()?;
                 check_value(key, value.len())?;
-                match self.map.get_mut(key) {
+                let created = match self.map.get_mut(key) {
                     // Overwriting reuses the key and the value's allocation.
                     Some(v) => {
                         v.clear();
                         v.extend_from_slice(value);
+                        false
                     }
                     None => {
                         self.map.insert(key.to_vec(), value.to_vec());
+                        true
                     }
-                }
+                };
                 let f = conn.frame(ST_OK, req_id);
                 conn.push(finish(f));
-                self.wake(key, idx, conn);
+                if created {
+                    self.wake(key, idx, conn);
+                }
             }
             Cmd::Get | Cmd::Wait => {
                 let timeout_ms = r.u64()?;
@@ -775,7 +786,8 @@ impl Server {
                 }
                 r.end()?;
                 let kind = if cmd == Cmd::Get { WaitKind::Get } else { WaitKind::Wait };
-                if keys.iter().all(|k| self.map.contains_key(k)) {
+                let missing = keys.iter().filter(|k| !self.map.contains_key(*k)).count();
+                if missing == 0 {
                     let base = std::mem::take(&mut conn.wbuf);
                     conn.push(self.answer(base, kind, req_id, &keys));
                 } else {
@@ -796,7 +808,14 @@ impl Server {
                     }
                     self.waiters.insert(
                         id,
-                        Waiter { conn: idx, conn_gen: conn.generation, req_id, kind, keys },
+                        Waiter {
+                            conn: idx,
+                            conn_gen: conn.generation,
+                            req_id,
+                            kind,
+                            keys,
+                            missing,
+                        },
                     );
                     self.timers.push(Reverse((deadline, id)));
                     conn.waiters += 1;
@@ -818,11 +837,13 @@ impl Server {
                 r.end()?;
                 check_key(key)?;
                 let new = add_counter(key, self.map.get(key).map(Vec::as_slice), delta)?;
-                self.map.insert(key.to_vec(), new.to_string().into_bytes());
+                let created = self.map.insert(key.to_vec(), new.to_string().into_bytes()).is_none();
                 let mut f = conn.frame(ST_OK, req_id);
                 f.i64(new);
                 conn.push(finish(f));
-                self.wake(key, idx, conn);
+                if created {
+                    self.wake(key, idx, conn);
+                }
             }
             Cmd::CompareSet => {
                 let key = r.bytes()?;
@@ -833,10 +854,12 @@ impl Server {
                 let current = self.map.get(key);
                 let mut f = conn.frame(ST_OK, req_id);
                 if current.map(Vec::as_slice) == expected {
-                    self.map.insert(key.to_vec(), new.to_vec());
+                    let created = self.map.insert(key.to_vec(), new.to_vec()).is_none();
                     f.u8(1);
                     conn.push(finish(f));
-                    self.wake(key, idx, conn);
+                    if created {
+                        self.wake(key, idx, conn);
+                    }
                 } else {
                     f.u8(0);
                     match current {
@@ -856,12 +879,15 @@ impl Server {
                     pairs.push((k, v));
                 }
                 r.end()?;
+                let mut created = Vec::new();
                 for (k, v) in &pairs {
-                    self.map.insert(k.to_vec(), v.to_vec());
+                    if self.map.insert(k.to_vec(), v.to_vec()).is_none() {
+                        created.push(*k);
+                    }
                 }
                 let f = conn.frame(ST_OK, req_id);
                 conn.push(finish(f));
-                for (k, _) in &pairs {
+                for k in created {
                     self.wake(k, idx, conn);
                 }
             }
@@ -869,17 +895,27 @@ impl Server {
                 let key = r.bytes()?;
                 let value = r.bytes()?;
                 r.end()?;
-                let old = self.map.get(key).map_or(0, Vec::len);
-                check_value(key, old.saturating_add(value.len()))?;
+                let old = self.map.get(key).map(Vec::len);
+                check_value(key, old.unwrap_or(0).saturating_add(value.len()))?;
                 self.map.entry(key.to_vec()).or_default().extend_from_slice(value);
                 let f = conn.frame(ST_OK, req_id);
                 conn.push(finish(f));
-                self.wake(key, idx, conn);
+                if old.is_none() {
+                    self.wake(key, idx, conn);
+                }
             }
             Cmd::Delete => {
                 let key = r.bytes()?;
                 r.end()?;
                 let existed = self.map.remove(key).is_some();
+                if existed {
+                    // Waits on this key count it as missing again.
+                    for id in self.by_key.get(key).into_iter().flatten() {
+                        if let Some(w) = self.waiters.get_mut(id) {
+                            w.missing += 1;
+                        }
+                    }
+                }
                 let mut f = conn.frame(ST_OK, req_id);
                 f.u8(u8::from(existed));
                 conn.push(finish(f));
@@ -932,19 +968,26 @@ impl Server {
         }
     }
 
-    /// Answer every parked wait that `key` completes. `current` is the connection being
-    /// served (taken out of the table while it is).
+    /// `key` was just created: count it in for every parked wait on it, and answer the waits
+    /// it completes. `current` is the connection being served (taken out of the table while
+    /// it is).
     fn wake(&mut self, key: &[u8], current: usize, conn: &mut Conn) {
         let Some(ids) = self.by_key.get(key) else { return };
-        let ready: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.waiters
-                    .get(id)
-                    .is_some_and(|w| w.keys.iter().all(|k| self.map.contains_key(k)))
-            })
-            .collect();
+        let mut ready = Vec::new();
+        // An id appears once per time its wait names the key, as `missing` counts it.
+        for id in ids {
+            if let Some(w) = self.waiters.get_mut(id) {
+                w.missing = w.missing.saturating_sub(1);
+                if w.missing == 0 {
+                    ready.push(*id);
+                }
+            }
+        }
+        ready.dedup();
+        let map = &self.map;
+        ready.retain(|id| {
+            self.waiters.get(id).is_some_and(|w| w.keys.iter().all(|k| map.contains_key(k)))
+        });
         for id in ready {
             let Some(w) = self.waiters.get(&id) else { continue };
             let frame = self.answer(Vec::new(), w.kind, w.req_id, &w.keys);

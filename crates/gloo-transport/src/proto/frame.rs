@@ -26,7 +26,10 @@ pub const ABORT_REASON_MAX: u64 = 1024;
 pub const HELLO_LEN: u64 = 80;
 /// The length of an `Auth` payload (an HMAC-SHA256 tag).
 pub const AUTH_LEN: u64 = 32;
-/// The most requests-to-send a receiver holds unmatched per peer.
+/// The most messages a receiver holds unmatched per peer: requests-to-send and eager
+/// messages together (the eager ones are also bounded by [`EAGER_CREDIT`]). A peer that
+/// sends more is refused, so a flood cannot make a rank hold more than this many messages'
+/// bookkeeping (about 10 MB) besides the eager payloads.
 pub const MAX_UNEXPECTED_RTS: usize = 1 << 16;
 
 /// The kind of a frame (header byte 6).

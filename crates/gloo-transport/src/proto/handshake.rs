@@ -1,4 +1,10 @@
 //! The connection handshake: `Hello` both ways, then HMAC-SHA256 `Auth` both ways.
+//!
+//! In insecure mode (no token) the eager handshake still ends with the two `Auth` frames,
+//! keyed with the empty key: they authenticate nothing, but they make the connector speak
+//! last, so the acceptor completes only once the connector has completed too. Without them
+//! an acceptor was done as soon as it had sent its `Hello`, and could keep (and report as
+//! connected) a connection whose connector had already given up on it and dialled again.
 
 use ring::hmac;
 use ring::rand::SecureRandom;
@@ -368,7 +374,28 @@ impl Handshake {
                 let mut p = [0u8; HELLO_LEN as usize];
                 p.copy_from_slice(payload);
                 let hello = Hello::decode(&p);
-                self.check_hello(&hello)?;
+                if let Err(e) = self.check_hello(&hello) {
+                    // A dialler of another job, group size or security mode is misconfigured
+                    // (or dialled a stale address): answer with our own `Hello` before
+                    // closing, so that it can name the mismatch at once instead of retrying
+                    // until its deadline. Nothing secret is in a `Hello`.
+                    let theirs_token = hello.flags & HELLO_TOKEN != 0;
+                    let config = hello.job != self.cfg.job
+                        || hello.size != self.cfg.size
+                        || theirs_token != self.cfg.token.is_some();
+                    if self.role == Role::Acceptor && config {
+                        let mine = Hello {
+                            job: self.cfg.job,
+                            from: self.cfg.me,
+                            to: hello.from,
+                            size: self.cfg.size,
+                            flags: Self::my_flags(&self.cfg, self.lazy),
+                            nonce: self.my_nonce,
+                        };
+                        self.out.extend_from_slice(&mine.encode());
+                    }
+                    return Err(e);
+                }
                 let mut frame = Header::new(Opcode::Hello, 0, HELLO_LEN, 0).encode().to_vec();
                 frame.extend_from_slice(payload);
                 self.peer = Some(hello.from);
@@ -387,23 +414,23 @@ impl Handshake {
                         .encode();
                         self.acc_hello = mine.to_vec();
                         self.out.extend_from_slice(&mine);
-                        match &self.cfg.token {
-                            Some(t) => {
-                                let mac = transcript_mac(
-                                    t,
-                                    LABEL_ACCEPTOR,
-                                    &self.conn_hello,
-                                    &self.acc_hello,
-                                );
-                                self.push_auth(&mac);
-                                self.state = State::Auth;
-                            }
-                            None => self.state = self.authenticated(),
+                        // The eager handshake always exchanges `Auth` frames (with the
+                        // empty key in insecure mode; see the module docs); the insecure
+                        // lazy one goes straight to its verdict, which the connector must
+                        // answer before either side uses the connection anyway.
+                        if self.cfg.token.is_some() || !self.lazy {
+                            let key = self.cfg.token.clone().unwrap_or_default();
+                            let (c, a) = (&self.conn_hello, &self.acc_hello);
+                            let mac = transcript_mac(&key, LABEL_ACCEPTOR, c, a);
+                            self.push_auth(&mac);
+                            self.state = State::Auth;
+                        } else {
+                            self.state = self.authenticated();
                         }
                     }
                     Role::Connector => {
                         self.acc_hello = frame;
-                        self.state = if self.cfg.token.is_some() {
+                        self.state = if self.cfg.token.is_some() || !self.lazy {
                             State::Auth
                         } else {
                             self.authenticated()
@@ -433,6 +460,19 @@ impl Handshake {
                     Role::Acceptor => LABEL_CONNECTOR,
                 };
                 if !verify_mac(&token, label, &self.conn_hello, &self.acc_hello, payload) {
+                    if self.role == Role::Connector {
+                        // Still send ours, so that the acceptor's own check fails too and
+                        // it can report the wrong token instead of a connection that just
+                        // closed. It gives an acceptor without the token nothing a relay of
+                        // a genuine handshake would not.
+                        let mac = transcript_mac(
+                            &token,
+                            LABEL_CONNECTOR,
+                            &self.conn_hello,
+                            &self.acc_hello,
+                        );
+                        self.push_auth(&mac);
+                    }
                     return Err(Error::Auth {
                         peer: self.peer,
                         detail: "the handshake MAC does not verify (wrong GLOO_AUTH_TOKEN, or a \
@@ -469,11 +509,29 @@ impl Handshake {
     fn check_hello(&self, h: &Hello) -> Result<()> {
         let claimed = Some(h.from);
         let refuse = |detail: String| Err(Error::Protocol { peer: claimed, detail });
+        // A connector learns these from the rank it dialled, at the address published for
+        // it: no retry can change them, so they are configuration errors, final at once.
+        let dialled = self.role == Role::Connector;
         if h.job != self.cfg.job {
-            return refuse("the peer belongs to another job (job id differs)".into());
+            let detail = "belongs to another job (its job id differs from ours; every rank \
+                          must be started with the same job id)";
+            if dialled {
+                return Err(Error::Config {
+                    detail: format!("rank {} at the address published for it {detail}", h.from),
+                });
+            }
+            return refuse(format!("the peer {detail}"));
         }
         if h.size != self.cfg.size {
-            return refuse(format!("the peer's group size is {}, ours {}", h.size, self.cfg.size));
+            let detail = format!(
+                "runs a group of {} ranks, this rank one of {} (every rank must be started \
+                 with the same world size)",
+                h.size, self.cfg.size
+            );
+            if dialled {
+                return Err(Error::Config { detail: format!("rank {} {detail}", h.from) });
+            }
+            return refuse(format!("the peer {detail}"));
         }
         if h.from.0 >= self.cfg.size {
             return refuse(format!("rank {} out of range for size {}", h.from, self.cfg.size));
@@ -617,6 +675,33 @@ mod tests {
         assert!(run(c, a).1.is_err(), "rank out of range accepted");
     }
 
+    /// A dialler of another job or group size hears the acceptor's `Hello` before the
+    /// connection closes, and names the mismatch as a configuration error.
+    #[test]
+    fn a_mismatched_dialler_learns_why_it_was_refused() {
+        let other_job = HandshakeConfig { job: job_hash("other"), ..cfg(3, None) };
+        let other_size = HandshakeConfig { size: 5, ..cfg(3, None) };
+        for (c, what) in [(other_job, "another job"), (other_size, "group of 4 ranks")] {
+            let mut c = Handshake::connector(c, Rank(1), [1; 32]);
+            let mut a = Handshake::acceptor(cfg(1, None), [2; 32]);
+            let e = a.feed(c.output()).unwrap_err();
+            assert!(matches!(e, Error::Protocol { peer: Some(Rank(3)), .. }), "{e:?}");
+            let reply = a.output().to_vec();
+            assert!(!reply.is_empty(), "the acceptor answers before closing");
+            let e = c.feed(&reply).unwrap_err();
+            match e {
+                Error::Config { detail } => assert!(detail.contains(what), "{detail}"),
+                e => panic!("expected a configuration error naming {what:?}, got {e:?}"),
+            }
+        }
+        // A dialler without the token hears that the acceptor requires one.
+        let mut c = Handshake::connector(cfg(3, None), Rank(1), [1; 32]);
+        let mut a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        assert!(matches!(a.feed(c.output()), Err(Error::Auth { .. })));
+        let e = c.feed(a.output()).unwrap_err();
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(1)), .. }), "{e:?}");
+    }
+
     #[test]
     fn replayed_connector_auth_fails() {
         // Record a complete connector transcript against one acceptor nonce...
@@ -724,13 +809,31 @@ mod tests {
     fn feed_stops_at_the_end_of_the_handshake() {
         let mut c = Handshake::connector(cfg(2, None), Rank(0), [1; 32]);
         let mut a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let hello = c.output().to_vec();
+        c.consumed_output(hello.len());
+        assert_eq!(a.feed(&hello).unwrap(), hello.len());
+        let reply = a.output().to_vec();
+        a.consumed_output(reply.len());
+        assert_eq!(c.feed(&reply).unwrap(), reply.len());
+        assert_eq!(c.done(), Some(Rank(0)));
         let mut bytes = c.output().to_vec();
         bytes.extend_from_slice(b"after");
         let used = a.feed(&bytes).unwrap();
         assert_eq!(&bytes[used..], b"after");
         assert_eq!(a.done(), Some(Rank(2)));
-        let reply = a.output().to_vec();
-        assert_eq!(c.feed(&reply).unwrap(), reply.len());
-        assert_eq!(c.done(), Some(Rank(0)));
+    }
+
+    /// An eager acceptor is not done until the connector's last frame arrives, in insecure
+    /// mode too: a connector that sends its `Hello` and gives up leaves the acceptor waiting
+    /// (and then failing), never holding a connection it believes complete.
+    #[test]
+    fn an_eager_acceptor_waits_for_the_connector_to_finish() {
+        for token in [None, Some(&b"t"[..])] {
+            let c = Handshake::connector(cfg(2, token), Rank(0), [1; 32]);
+            let mut a = Handshake::acceptor(cfg(0, token), [2; 32]);
+            a.feed(c.output()).unwrap();
+            assert!(!a.output().is_empty(), "token {token:?}: the acceptor answers");
+            assert_eq!(a.done(), None, "token {token:?}: done before the connector finished");
+        }
     }
 }

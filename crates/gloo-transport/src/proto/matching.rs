@@ -105,7 +105,9 @@ struct SlotQueue {
 pub struct Matcher {
     queues: BTreeMap<(Rank, Slot), SlotQueue>,
     posted: HashMap<RecvId, Posted>,
-    rts_held: HashMap<Rank, usize>,
+    /// Unexpected messages held per peer (eager and requests-to-send), bounded by
+    /// [`MAX_UNEXPECTED_RTS`].
+    held: HashMap<Rank, usize>,
     seq: u64,
 }
 
@@ -134,6 +136,26 @@ impl Matcher {
         self.queues.values().map(|q| q.unexpected.len()).sum()
     }
 
+    /// Unexpected messages held from `peer`.
+    pub fn held_from(&self, peer: Rank) -> usize {
+        self.held.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// The heap bytes the held messages and their queues take, estimated from the queues'
+    /// capacities (the messages' own payloads not counted): what a flood of unmatched
+    /// messages makes this rank hold besides the payloads the eager credit bounds.
+    pub fn bookkeeping_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<((Rank, Slot), SlotQueue)>();
+        self.queues
+            .values()
+            .map(|q| {
+                entry
+                    + q.unexpected.capacity() * std::mem::size_of::<Message>()
+                    + q.posted.capacity() * std::mem::size_of::<RecvId>()
+            })
+            .sum()
+    }
+
     /// Post a receive of up to `cap` bytes on `slot` from any of `from`. Returns its outcome
     /// at once when a held message matches it (or a held message proves a mismatch, rule 2).
     pub fn post(
@@ -157,9 +179,7 @@ impl Matcher {
             if q.unexpected.is_empty() && q.posted.is_empty() {
                 self.queues.remove(&(peer, slot));
             }
-            if matches!(msg.body, Body::Rts { .. }) {
-                self.note_rts_taken(peer);
-            }
+            self.note_taken(peer);
             return Some(Self::judge(recv, cap, fp, msg));
         }
         if let Some(f) = fp {
@@ -180,9 +200,26 @@ impl Matcher {
         None
     }
 
-    fn note_rts_taken(&mut self, peer: Rank) {
-        if let Some(n) = self.rts_held.get_mut(&peer) {
+    fn note_taken(&mut self, peer: Rank) {
+        if let Some(n) = self.held.get_mut(&peer) {
             *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Hold `msg` at the back (or, `front`, the front) of its stream. A stream's queue starts
+    /// with room for one message, not the four a first push would reserve: most streams
+    /// hold one message at a time, and a peer that spreads a flood over many slots would
+    /// otherwise make each message cost four.
+    fn hold(&mut self, msg: Message, front: bool) {
+        *self.held.entry(msg.peer).or_default() += 1;
+        let q = self.queues.entry((msg.peer, msg.slot)).or_default();
+        if q.unexpected.capacity() == 0 {
+            q.unexpected.reserve_exact(1);
+        }
+        if front {
+            q.unexpected.push_front(msg);
+        } else {
+            q.unexpected.push_back(msg);
         }
     }
 
@@ -240,7 +277,8 @@ impl Matcher {
     /// A message arrived. Returns what happened to posted receives: the one it matched, or
     /// those it proves mismatched by rule 2 (the message is then held).
     ///
-    /// Fails with a protocol error when the peer holds too many unmatched requests-to-send.
+    /// Fails with a protocol error when the peer holds too many unmatched messages
+    /// ([`MAX_UNEXPECTED_RTS`], requests-to-send and eager messages together).
     pub fn arrive(&mut self, mut msg: Message) -> Result<Vec<Outcome>> {
         self.seq += 1;
         msg.seq = self.seq;
@@ -249,15 +287,14 @@ impl Matcher {
             let p = self.unpost(recv).expect("a queued receive is posted");
             return Ok(vec![Self::judge(recv, p.cap, p.fp, msg)]);
         }
-        if matches!(msg.body, Body::Rts { .. }) {
-            let n = self.rts_held.entry(msg.peer).or_default();
-            if *n >= MAX_UNEXPECTED_RTS {
-                return Err(Error::protocol(
-                    msg.peer,
-                    format!("more than {MAX_UNEXPECTED_RTS} unmatched requests to send"),
-                ));
-            }
-            *n += 1;
+        if self.held_from(msg.peer) >= MAX_UNEXPECTED_RTS {
+            return Err(Error::protocol(
+                msg.peer,
+                format!(
+                    "more than {MAX_UNEXPECTED_RTS} unmatched messages (requests to send and \
+                     eager messages)"
+                ),
+            ));
         }
         let mut out = Vec::new();
         if let Some(theirs) = msg.fp {
@@ -281,7 +318,7 @@ impl Matcher {
                 });
             }
         }
-        self.queues.entry(key).or_default().unexpected.push_back(msg);
+        self.hold(msg, false);
         Ok(out)
     }
 
@@ -298,10 +335,7 @@ impl Matcher {
             let p = self.unpost(recv).expect("a queued receive is posted");
             return Some(Self::judge(recv, p.cap, p.fp, msg));
         }
-        if matches!(msg.body, Body::Rts { .. }) {
-            *self.rts_held.entry(msg.peer).or_default() += 1;
-        }
-        self.queues.entry(key).or_default().unexpected.push_front(msg);
+        self.hold(msg, true);
         None
     }
 
@@ -326,20 +360,27 @@ impl Matcher {
     }
 
     /// `peer`'s connection is gone: forget its requests to send (their data can no longer
-    /// come), keep its eager messages (they are here and still deliverable), and withdraw the
-    /// receives that named it, returning them so the transport can fail them or post them
-    /// again for their other candidate peers.
-    pub fn drop_peer(&mut self, peer: Rank) -> Vec<RecvId> {
+    /// come), keep its eager messages when `keep_eager` (they are here and still deliverable:
+    /// the peer said goodbye) or forget them too (it broke the protocol, or the group is
+    /// lost: nobody will take them), and withdraw the receives that named it, returning them
+    /// so the transport can fail them or post them again for their other candidate peers.
+    pub fn drop_peer(&mut self, peer: Rank, keep_eager: bool) -> Vec<RecvId> {
         let keys: Vec<_> =
             self.queues.range((peer, Slot(0))..=(peer, Slot(u64::MAX))).map(|(k, _)| *k).collect();
         let mut recvs = Vec::new();
+        let mut kept = 0;
         for k in keys {
             if let Some(q) = self.queues.get_mut(&k) {
                 recvs.extend(q.posted.iter().copied());
-                q.unexpected.retain(|m| matches!(m.body, Body::Eager(_)));
+                q.unexpected.retain(|m| keep_eager && matches!(m.body, Body::Eager(_)));
+                kept += q.unexpected.len();
             }
         }
-        self.rts_held.remove(&peer);
+        if kept == 0 {
+            self.held.remove(&peer);
+        } else {
+            self.held.insert(peer, kept);
+        }
         recvs.sort_unstable();
         recvs.dedup();
         for r in &recvs {

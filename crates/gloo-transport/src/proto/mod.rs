@@ -1,8 +1,9 @@
 //! The sans-io wire protocol: frame codec, handshake, per-connection checks and matching.
 //!
 //! Nothing here touches a socket or a clock: callers feed bytes in, take bytes out, and pass
-//! deadlines as arguments. The TCP transport ([`crate::tcp`]) drives it with mio; a TLS layer
-//! can sit between the socket and this module unchanged.
+//! deadlines as arguments. The [engine](crate::engine) runs the data phase over every
+//! transport's links; the handshake is run by the transports that need one (tcp), and a TLS
+//! layer can sit between the socket and the engine unchanged.
 //!
 //! # Wire format (version 1)
 //!
@@ -95,7 +96,7 @@
 //! handshake, eager bytes beyond the credit window, credit never granted, a duplicate
 //! transfer id, a `Cts` or `Data` for a transfer not open, `Data` out of order or past the
 //! announced length (offsets are added with overflow checks), and more than
-//! [`MAX_UNEXPECTED_RTS`] unmatched `Rts` from one peer. No buffer is ever sized by a
+//! [`MAX_UNEXPECTED_RTS`] unmatched messages (`Rts` and `Eager` together) from one peer. No buffer is ever sized by a
 //! peer-given length beyond these bounds: payloads go to the posted buffer or to a
 //! credit-bounded eager buffer.
 //!

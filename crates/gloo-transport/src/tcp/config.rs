@@ -432,7 +432,13 @@ pub(crate) fn decode_addr(rank: Rank, b: &[u8]) -> Result<SocketAddr> {
         }
         (f, n) => return Err(bad(&format!("family {f} with {n} address bytes"))),
     };
-    if port == 0 || addr.ip().is_unspecified() {
+    // An IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if port == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
         return Err(bad(&format!("{addr} cannot be dialled")));
     }
     Ok(addr)

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::comm::{TcpComm, new_poll};
+use super::comm::{TcpComm, engine_config, new_poll};
 use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
-use super::driver::{Driver, Lazy, Peer, WAKE};
+use super::driver::{Lazy, TcpLink, WAKE};
 use super::stream::{ByteStream, stream_error};
+use crate::engine::Engine;
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, Listener, Rank, Result};
 
@@ -19,6 +20,15 @@ use crate::{Error, Listener, Rank, Result};
 pub(super) const LISTEN: Token = Token(usize::MAX - 1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The most incoming connections whose handshake may be under way at once (full mesh and
+/// lazy mode alike), so that nobody can make a rank hold state, or descriptors, for
+/// connections without bound. When full, the one in its handshake longest is dropped to
+/// make room: a real rank completes its handshake in a round trip or two, so under a flood
+/// of connections that say nothing it is the flood that is dropped, while a rank that dials
+/// meanwhile gets in.
+pub(crate) const MAX_INCOMING: usize = 64;
+/// The most connections accepted before the handshakes under way are moved on.
+const ACCEPT_BATCH: usize = 8;
 
 /// A bound listening socket, the first half of connecting a group.
 ///
@@ -113,19 +123,10 @@ impl TcpListener {
         let waker = Waker::new(poll.registry(), WAKE)
             .map_err(|e| Error::io(None, "creating a waker", &e))?;
         let hs = HandshakeConfig { job: job_hash(&cfg.job), me, size, token };
-        let peers =
-            (0..size).map(|r| (Rank(r) != me).then(|| Peer::unconnected(Rank(r)))).collect();
-        let mut d = Driver::new(me, poll, peers)
-            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
-        d.lazy = Some(Box::new(Lazy::new(
-            listener,
-            parsed,
-            hs,
-            cfg.layer.clone(),
-            handshake_timeout(&cfg),
-        )));
+        let engine = Engine::new(me, size, engine_config(&cfg));
+        let lazy = Lazy::new(listener, parsed, hs, cfg.layer.clone(), handshake_timeout(&cfg));
         tracing::debug!(rank = %me, %addr, "lazy communicator ready; no connection yet");
-        TcpComm::start(d, waker, size, cfg.busy_poll, cfg.peer_timeout)
+        TcpComm::start(engine, poll, waker, Some(Box::new(lazy)))
     }
 }
 
@@ -178,13 +179,13 @@ pub(super) fn data_stream(
     layer: Option<&Layer>,
     rank: Rank,
     dialled: bool,
-    wire: Wire,
+    conn: ConnStream,
     leftover: Vec<u8>,
 ) -> Result<(Box<dyn ByteStream>, Vec<u8>)> {
-    let stream = match wire {
+    let stream = match conn {
         // The layer has been there since the start; the leftover is its plaintext.
-        Wire::Layered { stream, .. } => return Ok((stream, leftover)),
-        Wire::Socket(s) => s,
+        ConnStream::Layered { stream, .. } => return Ok((stream, leftover)),
+        ConnStream::Socket(s) => s,
     };
     match layer {
         Some(layer) => {
@@ -216,7 +217,7 @@ impl Listener for TcpListener {
 
 /// A connection's stream while its handshake runs: the socket itself, or, for a layer that
 /// [wraps the handshake](super::StreamLayer::wraps_handshake), the layer's stream over it.
-pub(super) enum Wire {
+pub(super) enum ConnStream {
     Socket(mio::net::TcpStream),
     /// `vouches`: the layer authenticates peers, so the rank it proved must be the rank the
     /// peer's `Hello` claims.
@@ -226,36 +227,48 @@ pub(super) enum Wire {
     },
 }
 
-impl Wire {
+impl ConnStream {
     /// A new connection (to `dialled`, or accepted), wrapped now if the layer wants the
     /// transport's handshake inside it.
     pub(super) fn new(
         layer: Option<&Layer>,
         dialled: Option<Rank>,
         socket: mio::net::TcpStream,
-    ) -> Result<Wire> {
+    ) -> Result<ConnStream> {
         match layer {
             Some(l) if l.0.wraps_handshake() => {
                 let stream =
                     l.0.wrap_connection(dialled, socket)
                         .map_err(|e| Error::io(dialled, "setting up the stream layer", &e))?;
-                Ok(Wire::Layered { stream, vouches: l.0.authenticates_peers() })
+                Ok(ConnStream::Layered { stream, vouches: l.0.authenticates_peers() })
             }
-            _ => Ok(Wire::Socket(socket)),
+            _ => Ok(ConnStream::Socket(socket)),
         }
     }
 
     pub(super) fn io(&mut self) -> &mut dyn ByteStream {
         match self {
-            Wire::Socket(s) => s,
-            Wire::Layered { stream, .. } => stream.as_mut(),
+            ConnStream::Socket(s) => s,
+            ConnStream::Layered { stream, .. } => stream.as_mut(),
+        }
+    }
+
+    /// Write `bytes` if there is room now, before the connection is closed: best effort,
+    /// nothing is retried and errors are ignored (the connection is closing anyway).
+    pub(super) fn write_last(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let s = self.io();
+        if s.write_vectored(&[IoSlice::new(bytes)]).is_ok() && s.has_pending_output() {
+            let _ = s.flush_pending();
         }
     }
 
     /// Close the connection now (a layered stream closes when dropped, after saying so in
     /// its own protocol).
     pub(super) fn shutdown(&self) {
-        if let Wire::Socket(s) = self {
+        if let ConnStream::Socket(s) = self {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -263,7 +276,7 @@ impl Wire {
 
 /// A connection whose handshake is under way.
 pub(super) struct Conn {
-    pub(super) stream: Wire,
+    pub(super) stream: ConnStream,
     pub(super) hs: Handshake,
     /// Bytes read past the end of the handshake, for the data phase.
     pub(super) leftover: Vec<u8>,
@@ -273,8 +286,14 @@ pub(super) struct Conn {
 }
 
 enum Dial {
-    Wait { at: Instant, backoff: Duration },
-    InFlight,
+    Wait {
+        at: Instant,
+        backoff: Duration,
+    },
+    /// A dial under way; `backoff` is the wait before the next one if this one fails.
+    InFlight {
+        backoff: Duration,
+    },
     Connected,
 }
 
@@ -285,9 +304,14 @@ struct Setup {
     dials: HashMap<Rank, Dial>,
     conns: HashMap<usize, Conn>,
     next_token: usize,
-    done: Vec<Option<(Wire, Vec<u8>)>>,
+    done: Vec<Option<(ConnStream, Vec<u8>)>>,
     last_err: HashMap<Rank, String>,
+    /// Per rank, the last authentication or configuration error of a connection that
+    /// claimed to be it (wrong token, another job...): what the timeout reports, typed.
+    refused: HashMap<Rank, Error>,
     hs_timeout: Duration,
+    /// Accepted connections in `conns` (at most [`MAX_INCOMING`]).
+    incoming: usize,
 }
 
 impl Setup {
@@ -307,7 +331,9 @@ impl Setup {
             next_token: 0,
             done: (0..size).map(|_| None).collect(),
             last_err: HashMap::new(),
+            refused: HashMap::new(),
             hs_timeout,
+            incoming: 0,
             l,
         })
     }
@@ -338,7 +364,7 @@ impl Setup {
                 return Err(self.timeout(now - start));
             }
             self.start_dials(&poll, now, deadline)?;
-            self.accept(&poll, now);
+            let more_to_accept = self.accept(&poll, now);
             let tokens: Vec<usize> = self.conns.keys().copied().collect();
             for t in tokens {
                 self.drive(t, now)?;
@@ -355,8 +381,11 @@ impl Setup {
             for c in self.conns.values() {
                 wake = wake.min(c.until);
             }
-            let sleep =
-                wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let sleep = if more_to_accept {
+                Duration::ZERO
+            } else {
+                wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+            };
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(Duration::from_millis(200))))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -368,6 +397,25 @@ impl Setup {
 
     fn timeout(&self, waited: Duration) -> Error {
         let missing = self.missing();
+        // A rank that did dial but was refused for its token or its job is the cause to
+        // report, typed as what it was, rather than a bare timeout.
+        let me = self.me();
+        for r in &missing {
+            let within =
+                format!("rank {me} got no valid connection from rank {r} within {waited:.1?}");
+            match self.refused.get(r) {
+                Some(Error::Auth { detail, .. }) => {
+                    return Error::Auth { peer: Some(*r), detail: format!("{within}: {detail}") };
+                }
+                Some(Error::Protocol { detail, .. }) => {
+                    return Error::Protocol {
+                        peer: Some(*r),
+                        detail: format!("{within}: {detail}"),
+                    };
+                }
+                _ => {}
+            }
+        }
         let why: Vec<String> = missing
             .iter()
             .map(|r| match self.last_err.get(r) {
@@ -403,7 +451,7 @@ impl Setup {
                 Ok(stream) => {
                     let t = self.next_token;
                     self.next_token += 1;
-                    let mut stream = Wire::new(self.l.cfg.layer.as_ref(), Some(r), stream)?;
+                    let mut stream = ConnStream::new(self.l.cfg.layer.as_ref(), Some(r), stream)?;
                     poll.registry()
                         .register(
                             stream.io().source(),
@@ -417,7 +465,7 @@ impl Setup {
                         t,
                         Conn { stream, hs, leftover: Vec::new(), until, dialled: Some((r, false)) },
                     );
-                    self.dials.insert(r, Dial::InFlight);
+                    self.dials.insert(r, Dial::InFlight { backoff });
                 }
                 Err(e) => self.retry(r, backoff, format!("connecting to {addr}: {e}")),
             }
@@ -432,15 +480,23 @@ impl Setup {
         self.dials.insert(r, Dial::Wait { at, backoff: (backoff * 2).min(MAX_BACKOFF) });
     }
 
-    fn accept(&mut self, poll: &mio::Poll, now: Instant) {
-        loop {
+    /// Accept what is waiting, at most [`ACCEPT_BATCH`] connections; returns whether more
+    /// may be waiting. The batch lets the handshakes already accepted (a real rank's among
+    /// them) move on between batches, instead of being evicted by a flood accepted all at
+    /// once before any of them was read.
+    fn accept(&mut self, poll: &mio::Poll, now: Instant) -> bool {
+        for _ in 0..ACCEPT_BATCH {
             match self.l.listener.accept() {
                 Ok((stream, from)) => {
+                    if self.incoming >= MAX_INCOMING {
+                        self.evict_oldest(poll);
+                    }
                     let _ = stream.set_nodelay(true);
                     let t = self.next_token;
                     self.next_token += 1;
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    let Ok(mut stream) = Wire::new(self.l.cfg.layer.as_ref(), None, stream) else {
+                    let Ok(mut stream) = ConnStream::new(self.l.cfg.layer.as_ref(), None, stream)
+                    else {
                         continue;
                     };
                     if poll.registry().register(stream.io().source(), Token(t), interest).is_err() {
@@ -455,16 +511,46 @@ impl Setup {
                     let until = now + self.hs_timeout;
                     self.conns
                         .insert(t, Conn { stream, hs, leftover: Vec::new(), until, dialled: None });
+                    self.incoming += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Resource exhaustion (EMFILE...) is transient: try again next round.
                     tracing::warn!(rank = %self.me(), error = %e, "accept failed");
-                    return;
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// Drop the accepted connection that has been in its handshake longest (see
+    /// [`MAX_INCOMING`]), preferring one that has not even sent a valid `Hello`: a real
+    /// rank's connection, accepted a moment ago, is then kept through a flood of silent
+    /// ones for the round trip its handshake needs.
+    fn evict_oldest(&mut self, poll: &mio::Poll) {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dialled.is_none())
+            .min_by_key(|(_, c)| (c.hs.claimed().is_some(), c.until))
+            .map(|(t, _)| *t);
+        if let Some(mut c) = oldest.and_then(|t| self.conns.remove(&t)) {
+            let _ = poll.registry().deregister(c.stream.io().source());
+            c.stream.shutdown();
+            self.incoming -= 1;
+            tracing::warn!(rank = %self.me(), max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
+        }
+    }
+
+    /// Take connection `t` out of the set, keeping the count of accepted ones.
+    fn take(&mut self, t: usize) -> Conn {
+        let c = self.conns.remove(&t).expect("the caller saw it present");
+        if c.dialled.is_none() {
+            self.incoming -= 1;
+        }
+        c
     }
 
     /// Advance one connection's handshake. Errors that no retry can fix (a dialled peer that
@@ -476,7 +562,7 @@ impl Setup {
         match outcome {
             Ok(None) => Ok(()),
             Ok(Some(rank)) => {
-                let c = self.conns.remove(&t).expect("present above");
+                let c = self.take(t);
                 let duplicate = self.done[rank.index()].is_some();
                 let wrong = match dialled {
                     Some(r) => r != rank,
@@ -494,21 +580,35 @@ impl Setup {
                 Ok(())
             }
             Err(e) => {
-                let c = self.conns.remove(&t).expect("present above");
+                let mut c = self.take(t);
+                // What the handshake queued before failing (our `Hello` for a dialler of
+                // another job, so that it can name the mismatch) goes out first; the socket
+                // is fresh, so its buffer takes it whole. Best effort: it closes anyway.
+                c.stream.write_last(c.hs.output());
                 c.stream.shutdown();
-                let claimed = c.hs.claimed();
+                let claimed = c.hs.claimed().or(e.peer());
                 match dialled {
                     Some(r) => {
-                        if matches!(e, Error::Auth { .. }) {
+                        // The rank at the published address refused our token or belongs
+                        // to another job or group size: no retry can change that.
+                        if matches!(e, Error::Auth { .. } | Error::Config { .. }) {
                             return Err(e);
                         }
-                        let backoff = FIRST_BACKOFF;
+                        // Back off as for a refused dial: an address whose handshake fails
+                        // (a forged or stale entry) must not be redialled every few ms.
+                        let backoff = match self.dials.get(&r) {
+                            Some(Dial::InFlight { backoff }) => *backoff,
+                            _ => FIRST_BACKOFF,
+                        };
                         self.retry(r, backoff, e.to_string());
                     }
                     None => {
                         tracing::warn!(rank = %self.me(), error = %e, "rejected a connection");
-                        if let Some(r) = claimed {
+                        if let Some(r) = claimed.filter(|r| r.index() < self.done.len()) {
                             self.last_err.insert(r, e.to_string());
+                            if matches!(e, Error::Auth { .. } | Error::Protocol { .. }) {
+                                self.refused.insert(r, e);
+                            }
                         }
                     }
                 }
@@ -523,10 +623,10 @@ impl Setup {
             let _ = poll.registry().deregister(c.stream.io().source());
         }
         let me = self.me();
-        let mut peers = Vec::with_capacity(self.done.len());
+        let mut engine = Engine::new(me, self.l.cfg.size, engine_config(&self.l.cfg));
         for (r, slot) in self.done.into_iter().enumerate() {
             match slot {
-                None => peers.push(None),
+                None => {}
                 Some((mut stream, leftover)) => {
                     let rank = Rank(r as u32);
                     poll.registry()
@@ -538,16 +638,14 @@ impl Setup {
                         .map_err(|e| Error::io(Some(rank), "registering", &e))?;
                     let layer = self.l.cfg.layer.as_ref();
                     let (stream, early) = data_stream(layer, rank, rank < me, stream, leftover)?;
-                    peers.push(Some(Peer::new(rank, stream, &early)));
+                    engine.attach(rank, TcpLink(stream), &early);
                 }
             }
         }
         let waker = Waker::new(poll.registry(), WAKE)
             .map_err(|e| Error::io(None, "creating a waker", &e))?;
         tracing::debug!(rank = %me, took = ?start.elapsed(), "group connected");
-        let d = Driver::new(me, poll, peers)
-            .map_err(|e| Error::io(None, "cloning the registry", &e))?;
-        TcpComm::start(d, waker, self.l.cfg.size, self.l.cfg.busy_poll, self.l.cfg.peer_timeout)
+        TcpComm::start(engine, poll, waker, None)
     }
 }
 
@@ -578,7 +676,7 @@ fn write_handshake(c: &mut Conn, peer: Option<Rank>) -> Result<()> {
 /// peer's `Hello` claims must be that one (a valid certificate of rank 2 cannot serve as
 /// rank 3). Checked as soon as a claim is known, before any decision on the connection.
 fn check_claim(c: &Conn) -> Result<()> {
-    let Wire::Layered { stream, vouches: true } = &c.stream else { return Ok(()) };
+    let ConnStream::Layered { stream, vouches: true } = &c.stream else { return Ok(()) };
     let Some(claimed) = c.hs.claimed() else { return Ok(()) };
     match stream.peer_rank() {
         Some(r) if r == claimed => Ok(()),
@@ -629,7 +727,12 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
             Ok(n) => {
                 let used = c.hs.feed(&buf[..n])?;
                 c.leftover.extend_from_slice(&buf[used..n]);
-                check_claim(c)?;
+                if let Err(e) = check_claim(c) {
+                    // A refused claim gets no answer: what the handshake queued in reply
+                    // (our `Hello` and MAC) is for the rank it claims, which it is not.
+                    c.hs.consumed_output(c.hs.output().len());
+                    return Err(e);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

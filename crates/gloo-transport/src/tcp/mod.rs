@@ -32,8 +32,9 @@
 //! control and eager frames while no caller is inside `progress`, and on a caller's thread
 //! inside `progress` whenever it is due: a caller moving a multi-GiB message holds the
 //! driver's lock, and heartbeats that waited for the background thread would stop. One pump
-//! moves at most 16 MiB per peer and direction before it returns, so the tick (and the other
-//! peers) come round every few milliseconds. A peer heard from for nothing within the peer
+//! moves at most 16 MiB per peer and direction, and takes at most 64 frames from a peer,
+//! before it returns, so the tick (and the other peers) come round every few milliseconds
+//! whatever a peer sends. A peer heard from for nothing within the peer
 //! timeout is [`PeerLost`](crate::Error::PeerLost) (time during which we ourselves leave its
 //! data unread, because the receive it belongs to is not being driven, does not count, and
 //! neither does a silence with its bytes waiting unread in our socket); an end of stream or a

@@ -73,9 +73,11 @@ pub trait ByteStream: Send {
 /// and [`wrap_connection`](Self::wrap_connection): nothing of the job then crosses the
 /// network in the clear).
 ///
-/// A stream's I/O errors tell the transport what happened by their kind: `PermissionDenied`
-/// is a peer that failed the layer's authentication ([`Error::Auth`]), `InvalidData` a peer
-/// that broke the layer's protocol ([`Error::Protocol`]); other kinds are errors of the
+/// The errors a stream makes itself (not the socket's operating-system errors) tell the
+/// transport what happened by their kind: `PermissionDenied` is a peer that failed the
+/// layer's authentication ([`Error::Auth`]), `InvalidData` a peer that broke the layer's
+/// protocol ([`Error::Protocol`]), in the handshake and in the data phase alike (the
+/// engine's [`Link`](crate::engine::Link) contract); other kinds are errors of the
 /// connection.
 pub trait StreamLayer: Send + Sync + 'static {
     /// Wrap the connection to `peer`. `dialled` is true on the side that connected (the
@@ -123,11 +125,7 @@ pub trait StreamLayer: Send + Sync + 'static {
 /// The transport's error for an I/O error of a (possibly layered) stream while `doing`
 /// something with `peer` (see [`StreamLayer`] for what the kinds mean).
 pub(crate) fn stream_error(peer: Option<Rank>, doing: &str, e: &io::Error) -> Error {
-    match e.kind() {
-        io::ErrorKind::PermissionDenied => Error::Auth { peer, detail: format!("{doing}: {e}") },
-        io::ErrorKind::InvalidData => Error::Protocol { peer, detail: format!("{doing}: {e}") },
-        _ => Error::io(peer, doing, e),
-    }
+    crate::engine::refusal(peer, doing, e).unwrap_or_else(|| Error::io(peer, doing, e))
 }
 
 impl ByteStream for mio::net::TcpStream {

@@ -52,17 +52,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Token};
+use mio::{Interest, Registry, Token};
 
-use super::{Driver, Rec, SendSt};
+use super::TcpLink;
+use crate::engine::Engine;
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce};
 use crate::tcp::config::Layer;
-use crate::tcp::connect::{Conn, LISTEN, Wire, data_stream, dial, step};
+use crate::tcp::connect::{Conn, ConnStream, LISTEN, MAX_INCOMING, data_stream, dial, step};
 use crate::{Error, Rank};
 
-/// The most incoming connections whose handshake may be under way at once, so that nobody
-/// can make a communicator hold state for connections without bound.
-pub(crate) const MAX_INCOMING: usize = 64;
+/// The engine a lazy communicator attaches its connections to.
+type Eng = Engine<TcpLink>;
 
 /// This rank's view of its connection to one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,20 +195,19 @@ impl Lazy {
     /// Start the dials asked for, accept, and move handshakes on (all of them when `force`,
     /// else those with readiness or past their time). Returns whether a peer was connected
     /// or failed.
-    fn drive(&mut self, d: &mut Driver, force: bool) -> bool {
-        let now = Instant::now();
+    pub(crate) fn drive(&mut self, d: &mut Eng, reg: &Registry, force: bool, now: Instant) -> bool {
         let mut moved = false;
         if !self.want.is_empty() {
             for r in std::mem::take(&mut self.want) {
                 self.wanted[r.index()] = false;
                 // A poisoned communicator runs no more operations: no point connecting.
-                if d.poison.is_none() {
-                    moved |= self.start_dial(d, r, now);
+                if d.poisoned().is_none() {
+                    moved |= self.start_dial(d, reg, r, now);
                 }
             }
         }
         if self.accept_ready || force {
-            self.accept(d, now);
+            self.accept(reg, now);
         }
         if self.links.declined > 0 {
             moved |= self.expire_declined(d, now);
@@ -221,38 +220,36 @@ impl Lazy {
                 .map(|(t, _)| *t)
                 .collect();
             for t in due {
-                moved |= self.advance(d, t, now);
+                moved |= self.advance(d, reg, t, now);
             }
         }
         moved
     }
 
-    fn start_dial(&mut self, d: &mut Driver, r: Rank, now: Instant) -> bool {
+    fn start_dial(&mut self, d: &mut Eng, reg: &Registry, r: Rank, now: Instant) -> bool {
         let i = r.index();
-        let unconnected = d.peers[i].as_ref().is_some_and(|p| p.is_unconnected());
-        if self.links[i] != Link::Idle || !unconnected {
+        if self.links[i] != Link::Idle || !d.is_unconnected(r) {
             return false;
         }
         let Some(addr) = self.addrs[i] else { return false };
         let t = self.token();
+        let lost = |e: std::io::Error| Error::PeerLost {
+            peer: r,
+            reason: format!("could not connect to {addr}: {e}"),
+        };
         let started = dial(addr)
-            .map_err(|e| Error::PeerLost {
-                peer: r,
-                reason: format!("could not connect to {addr}: {e}"),
-            })
-            .and_then(|s| Wire::new(self.layer.as_ref(), Some(r), s))
+            .map_err(lost)
+            .and_then(|s| ConnStream::new(self.layer.as_ref(), Some(r), s))
             .and_then(|mut s| {
                 let interest = Interest::READABLE | Interest::WRITABLE;
-                d.registry.register(s.io().source(), Token(t), interest).map_err(|e| {
-                    Error::PeerLost { peer: r, reason: format!("could not connect to {addr}: {e}") }
-                })?;
+                reg.register(s.io().source(), Token(t), interest).map_err(lost)?;
                 Ok(s)
             });
         let (stream, nonce) = match started.and_then(|s| Ok((s, fresh_nonce()?))) {
             Ok(x) => x,
             Err(e) => {
                 self.links.set(i, Link::Settled);
-                d.fail_peer(r, e, false);
+                d.close_peer(r, e, false);
                 return true;
             }
         };
@@ -270,20 +267,20 @@ impl Lazy {
         false
     }
 
-    fn accept(&mut self, d: &mut Driver, now: Instant) {
+    fn accept(&mut self, reg: &Registry, now: Instant) {
         loop {
             match self.listener.accept() {
                 Ok((stream, from)) => {
                     if self.incoming >= MAX_INCOMING {
-                        self.evict_oldest(d);
+                        self.evict_oldest(reg);
                     }
                     let _ = stream.set_nodelay(true);
                     let t = self.token();
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    let Ok(mut stream) = Wire::new(self.layer.as_ref(), None, stream) else {
+                    let Ok(mut stream) = ConnStream::new(self.layer.as_ref(), None, stream) else {
                         continue;
                     };
-                    if d.registry.register(stream.io().source(), Token(t), interest).is_err() {
+                    if reg.register(stream.io().source(), Token(t), interest).is_err() {
                         continue;
                     }
                     let Ok(nonce) = fresh_nonce() else { continue };
@@ -315,7 +312,7 @@ impl Lazy {
     /// under a flood of connections that say nothing it is the flood that is dropped, while
     /// a rank that dials meanwhile gets in at once rather than waiting in the backlog past
     /// its own handshake timeout.
-    fn evict_oldest(&mut self, d: &mut Driver) {
+    fn evict_oldest(&mut self, reg: &Registry) {
         let links = &self.links;
         let oldest = self
             .conns
@@ -326,7 +323,7 @@ impl Lazy {
         if let Some(t) = oldest
             && let Some(mut p) = self.conns.remove(&t)
         {
-            let _ = d.registry.deregister(p.conn.stream.io().source());
+            let _ = reg.deregister(p.conn.stream.io().source());
             p.conn.stream.shutdown();
             self.incoming -= 1;
             tracing::warn!(rank = %self.hs.me, max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
@@ -334,14 +331,14 @@ impl Lazy {
     }
 
     /// Move one handshake on; returns whether a peer was connected or failed.
-    fn advance(&mut self, d: &mut Driver, t: usize, now: Instant) -> bool {
+    fn advance(&mut self, d: &mut Eng, reg: &Registry, t: usize, now: Instant) -> bool {
         let Some(p) = self.conns.get_mut(&t) else { return false };
         p.ready = false;
         let mut res = step(&mut p.conn, now);
         if matches!(res, Ok(None))
             && let Some(c) = p.conn.hs.pending_verdict()
         {
-            let dead = d.peers[c.index()].as_ref().is_none_or(|p| p.dead.is_some());
+            let dead = c == d.rank() || c.0 >= d.size() || d.is_failed(c);
             let accept = verdict(self.hs.me, c, self.links[c.index()], dead);
             tracing::debug!(rank = %self.hs.me, peer = %c, accept, "incoming connection");
             p.conn.hs.decide(accept);
@@ -353,13 +350,13 @@ impl Lazy {
         }
         match res {
             Ok(None) => false,
-            Ok(Some(rank)) => self.finish(d, t, rank),
-            Err(e) => self.failed(d, t, e),
+            Ok(Some(rank)) => self.finish(d, reg, t, rank, now),
+            Err(e) => self.failed(d, reg, t, e),
         }
     }
 
     /// A handshake completed on our side (our output written).
-    fn finish(&mut self, d: &mut Driver, t: usize, rank: Rank) -> bool {
+    fn finish(&mut self, d: &mut Eng, reg: &Registry, t: usize, rank: Rank, now: Instant) -> bool {
         let p = self.conns.remove(&t).expect("advance found it");
         let Conn { mut stream, hs, leftover, dialled, .. } = p.conn;
         if dialled.is_none() {
@@ -370,7 +367,7 @@ impl Lazy {
         if hs.accepted() != Some(true) {
             // Declined, by us (the verdict is written; closing now is a clean end of
             // stream after it) or by the peer.
-            let _ = d.registry.deregister(stream.io().source());
+            let _ = reg.deregister(stream.io().source());
             if self.links[i] == Link::Dialling(t) {
                 tracing::debug!(rank = %self.hs.me, peer = %rank, "dial declined; the peer's dial wins");
                 self.links.set(i, Link::Declined(Instant::now()));
@@ -381,12 +378,11 @@ impl Lazy {
             // Our dial was accepted although the pair is connected another way: only a peer
             // that broke the tie-break rule can cause this. Keep the first connection.
             tracing::warn!(rank = %self.hs.me, peer = %rank, "dropping a second connection to a connected peer");
-            let _ = d.registry.deregister(stream.io().source());
+            let _ = reg.deregister(stream.io().source());
             return false;
         }
         self.links.set(i, Link::Settled);
-        let attached = d
-            .registry
+        let attached = reg
             .reregister(stream.io().source(), Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io(Some(rank), "registering", &e))
             .and_then(|()| {
@@ -394,14 +390,13 @@ impl Lazy {
             });
         match attached {
             Ok((stream, early)) => {
-                let Some(peer) = d.peers[i].as_mut().filter(|p| p.dead.is_none()) else {
+                if d.is_failed(rank) {
                     return false;
-                };
-                peer.attach(stream, &early);
-                d.connected(rank);
+                }
+                d.attach_at(rank, TcpLink(stream), &early, now);
                 tracing::debug!(rank = %self.hs.me, peer = %rank, dialled = dialled.is_some(), "connected on first use");
             }
-            Err(e) => d.fail_peer(rank, e, false),
+            Err(e) => d.close_peer(rank, e, false),
         }
         true
     }
@@ -409,7 +404,7 @@ impl Lazy {
     /// Fail the peers whose own dial, the one that made them decline ours, has had twice the
     /// handshake timeout to arrive and has not (see the module docs); returns whether any
     /// failed.
-    fn expire_declined(&mut self, d: &mut Driver, now: Instant) -> bool {
+    fn expire_declined(&mut self, d: &mut Eng, now: Instant) -> bool {
         let wait = self.hs_timeout * 2;
         let mut moved = false;
         for i in 0..self.links.v.len() {
@@ -422,16 +417,16 @@ impl Lazy {
             let reason = format!(
                 "it declined our dial for its own, and its own had not arrived {wait:?} later"
             );
-            d.fail_peer(r, Error::PeerLost { peer: r, reason }, false);
+            d.close_peer(r, Error::PeerLost { peer: r, reason }, false);
             moved = true;
         }
         moved
     }
 
     /// A handshake failed.
-    fn failed(&mut self, d: &mut Driver, t: usize, e: Error) -> bool {
+    fn failed(&mut self, d: &mut Eng, reg: &Registry, t: usize, e: Error) -> bool {
         let mut p = self.conns.remove(&t).expect("advance found it");
-        let _ = d.registry.deregister(p.conn.stream.io().source());
+        let _ = reg.deregister(p.conn.stream.io().source());
         p.conn.stream.shutdown();
         let me = self.hs.me;
         match p.conn.dialled {
@@ -444,7 +439,7 @@ impl Lazy {
                 {
                     self.links.set(c.index(), Link::Settled);
                     let reason = format!("the connection broke during its handshake: {e}");
-                    d.fail_peer(c, Error::PeerLost { peer: c, reason }, false);
+                    d.close_peer(c, Error::PeerLost { peer: c, reason }, false);
                     return true;
                 }
                 tracing::warn!(rank = %me, error = %e, "dropped an incoming connection");
@@ -468,7 +463,7 @@ impl Lazy {
                     }
                 };
                 tracing::debug!(rank = %me, peer = %r, error = %e, "dial failed");
-                d.fail_peer(r, e, false);
+                d.close_peer(r, e, false);
                 true
             }
         }
@@ -483,29 +478,6 @@ fn verdict(me: Rank, peer: Rank, link: Link, dead: bool) -> bool {
         Link::Idle | Link::Declined(_) => true,
         Link::Dialling(_) => me > peer,
         Link::Accepting(_) | Link::Settled => false,
-    }
-}
-
-impl Driver {
-    /// The lazy-connection work of one pump.
-    pub(crate) fn drive_lazy(&mut self, force: bool) -> bool {
-        let Some(mut lazy) = self.lazy.take() else { return false };
-        let moved = lazy.drive(self, force);
-        self.lazy = Some(lazy);
-        moved
-    }
-
-    /// `peer` just got its connection: the eager messages queued for it count as sent, as
-    /// they would have on a connected peer.
-    fn connected(&mut self, peer: Rank) {
-        for rec in self.recs.values_mut() {
-            if let Rec::Send { to, st, .. } = rec
-                && *to == peer
-                && matches!(st, SendSt::Queued)
-            {
-                *st = SendSt::Done;
-            }
-        }
     }
 }
 

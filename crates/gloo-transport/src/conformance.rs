@@ -1,34 +1,106 @@
-//! The transport conformance suite: every transport runs the same cases.
+//! The transport conformance suite: every transport runs the same cases (feature
+//! `conformance`).
 //!
-//! A transport's test file provides a [`Factory`] that builds a connected group in this
-//! process and expands [`conformance_tests!`](crate::conformance_tests) with it, which
-//! produces one `#[test]` per case (the rustls per-provider pattern):
+//! It checks the [`Communicator`] contract from the outside: FIFO matching per
+//! `(peer, slot)`, receive-from-any, zero-byte and large messages, the fingerprint rules,
+//! timeouts, cancellation, abort, a dropped peer, several threads on one communicator, and
+//! traffic that mixes all of these. Every transport of this workspace passes it, and a
+//! transport written elsewhere (on the [engine](crate::engine), or from scratch) checks
+//! itself with the same cases.
+//!
+//! # Running it on your transport
+//!
+//! Depend on this crate with the feature in your dev-dependencies
+//! (`gloo-transport = { version = "0.1", features = ["conformance"] }`), write a [`Factory`]
+//! that builds a connected group in this process, and expand
+//! [`conformance_tests!`](crate::conformance_tests) with it in a test file; it produces one
+//! `#[test]` per case (the rustls per-provider pattern):
 //!
 //! ```
 //! use gloo_transport::Communicator;
 //! use gloo_transport::loopback::{LoopbackConfig, group};
 //!
 //! fn factory(size: u32) -> Vec<Box<dyn Communicator>> {
-//!     gloo_testing::conformance::boxed(group(size, LoopbackConfig::default()))
+//!     gloo_transport::conformance::boxed(group(size, LoopbackConfig::default()))
 //! }
-//! gloo_testing::conformance_tests!(factory);
+//! gloo_transport::conformance_tests!(factory);
 //! # fn main() {}
 //! ```
 //!
 //! To run the suite several times in one file (for several configurations), expand the macro
-//! once per module: `mod havoc_1 { gloo_testing::conformance_tests!(super::havoc_1); }`.
+//! once per module: `mod havoc_1 { gloo_transport::conformance_tests!(super::havoc_1); }`.
+//! `conformance_tests!(factory, setup = path)` calls `path()` at the start of every test (to
+//! install a log subscriber, say).
 //!
-//! Each case is also a public function taking the factory, so a transport can run one case
-//! on its own. Every wait in every case is bounded by a deadline; no case asserts a timing.
+//! Outside a test harness (an example, a binary), [`run_all`] runs every case in turn and
+//! reports the failures; [`CASES`] lists them by name. Each case is also a public function
+//! taking the factory, so a transport can run one case on its own. Every wait in every case
+//! is bounded by a deadline; no case asserts a timing.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gloo_transport::{
-    Batch, Communicator, Error, Fingerprint, Op, OpState, Pending, Rank, Slot, Wait,
-};
+use crate::{Batch, Communicator, Error, Fingerprint, Op, OpState, Pending, Rank, Slot, Wait};
 
-use crate::{deadline, run_ranks};
+/// A deadline `secs` seconds from now: every wait in a case is bounded by one.
+fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// Run `f` once per rank, each on its own scoped thread named `rank-<i>`, and return the
+/// results in rank order.
+///
+/// A panic in any rank is re-raised here once every thread has finished, naming each rank
+/// that panicked and its message. (Threads are joined, not abandoned: a rank that waits for a
+/// panicked peer ends at its own deadline, or sooner when the transport notices the peer's
+/// communicator being dropped.)
+///
+/// ```
+/// use gloo_transport::loopback::{LoopbackConfig, group};
+/// use gloo_transport::Communicator;
+/// use gloo_transport::conformance::run_ranks;
+/// let ranks = run_ranks(group(3, LoopbackConfig::default()), |c| c.rank().0);
+/// assert_eq!(ranks, vec![0, 1, 2]);
+/// ```
+pub fn run_ranks<C: Send, R: Send>(comms: Vec<C>, f: impl Fn(C) -> R + Send + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .enumerate()
+            .map(|(rank, comm)| {
+                std::thread::Builder::new()
+                    .name(format!("rank-{rank}"))
+                    .spawn_scoped(s, move || f(comm))
+                    .unwrap_or_else(|e| panic!("cannot spawn a thread for rank {rank}: {e}"))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(handles.len());
+        let mut failures = Vec::new();
+        for (rank, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(r) => results.push(r),
+                Err(payload) => failures.push(format!("rank {rank}: {}", panic_message(&*payload))),
+            }
+        }
+        if !failures.is_empty() {
+            panic!("{} rank(s) panicked: {}", failures.len(), failures.join("; "));
+        }
+        results
+    })
+}
+
+/// The text of a panic payload (a `&str` or `String` message), or a placeholder.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_string()
+    }
+}
 
 /// Builds a connected group of `size` communicators in this process; element `i` is rank `i`.
 pub type Factory = fn(size: u32) -> Vec<Box<dyn Communicator>>;
@@ -804,13 +876,50 @@ pub fn batch_wait_any_pipelining(factory: Factory) {
     });
 }
 
-/// Expand to one `#[test]` per conformance case, each calling the case with `$factory`
-/// (a path to a `fn(u32) -> Vec<Box<dyn Communicator>>`, see
-/// [`conformance::Factory`](crate::conformance::Factory)).
+/// One conformance case: its name and the function that runs it.
+pub type Case = (&'static str, fn(Factory));
+
+/// Every case by name, in the order [`conformance_tests!`](crate::conformance_tests) expands
+/// them.
+pub const CASES: &[Case] = crate::__conformance_list!(table);
+
+/// Does nothing: the default `setup` of [`conformance_tests!`](crate::conformance_tests).
+pub fn no_setup() {}
+
+/// Run every case against `factory`, one after the other on this thread, and return the
+/// failed ones with their panic messages (empty when the transport passed). For running the
+/// suite outside a test harness; `progress` is called with each case's name before it runs.
+pub fn run_all(factory: Factory, mut progress: impl FnMut(&str)) -> Vec<(&'static str, String)> {
+    let mut failed = Vec::new();
+    for (name, case) in CASES {
+        progress(name);
+        if let Err(payload) = std::panic::catch_unwind(|| case(factory)) {
+            failed.push((*name, panic_message(&*payload)));
+        }
+    }
+    failed
+}
+
+/// Expand to one `#[test]` per conformance case, each calling the case with `$factory` (a
+/// path to a `fn(u32) -> Vec<Box<dyn Communicator>>`, see
+/// [`conformance::Factory`](crate::conformance::Factory)); with `setup = path`, each test
+/// calls `path()` first. See the [`conformance`](crate::conformance) module.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::conformance_tests!($factory, setup = $crate::conformance::no_setup);
+    };
+    ($factory:path, setup = $setup:path) => {
+        $crate::__conformance_list!(tests $factory, $setup);
+    };
+}
+
+/// The one list of conformance cases, handed to [`__conformance_expand!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_list {
+    ($($mode:tt)*) => {
+        $crate::__conformance_expand! {$($mode)*;
             ping_pong_once,
             ping_pong_1000,
             all_pairs_2_to_8,
@@ -836,50 +945,24 @@ macro_rules! conformance_tests {
             simultaneous_large_exchange,
             messages_before_receives,
             batch_wait_any_pipelining
-        );
+        }
     };
-    (@cases $factory:path; $($case:ident),* $(,)?) => {
+}
+
+/// Expands the list of cases as `#[test]` functions or as the [`CASES`] table.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_expand {
+    (tests $factory:path, $setup:path; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::init_tracing();
+                $setup();
                 $crate::conformance::$case($factory)
             }
         )*
     };
-}
-
-/// Expand to two modules that run the conformance suite over tcp two more ways: `token`,
-/// with job-token authentication, and `sleeping`, with busy polling off (every wait sleeps in
-/// epoll). `$group` names a function in the calling module, `fn(u32, impl Fn(u32) ->
-/// TcpConfig) -> Vec<C>`, that builds a connected group from one config per rank; `$job`
-/// prefixes the two groups' job names.
-#[macro_export]
-macro_rules! tcp_conformance_variants {
-    ($group:ident, $job:literal) => {
-        /// The conformance suite with token authentication.
-        mod token {
-            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
-                $crate::conformance::boxed(super::$group(size, |r| {
-                    let job = concat!($job, "token");
-                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
-                        .security(::gloo_transport::tcp::Security::Token(b"s3cret".to_vec()))
-                }))
-            }
-            $crate::conformance_tests!(factory);
-        }
-
-        /// The conformance suite with busy polling off: every wait sleeps in epoll, so
-        /// readiness events alone must drive the transport (and, in lazy mode, connecting).
-        mod sleeping {
-            fn factory(size: u32) -> Vec<Box<dyn ::gloo_transport::Communicator>> {
-                $crate::conformance::boxed(super::$group(size, |r| {
-                    let job = concat!($job, "sleeping");
-                    ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
-                        .busy_poll(::std::time::Duration::ZERO)
-                }))
-            }
-            $crate::conformance_tests!(factory);
-        }
+    (table; $($case:ident),* $(,)?) => {
+        &[$((stringify!($case), $crate::conformance::$case as fn($crate::conformance::Factory))),*]
     };
 }

@@ -1,0 +1,384 @@
+//! The engine driven by hand, without threads, sockets or sleeping: two engines joined by
+//! in-memory links, pumped in turn, and a clock that is only ever an argument.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::machine::Mine;
+use super::{Engine, EngineConfig, Link};
+use crate::proto::{
+    EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, HEADER_LEN, Header, MAX_UNEXPECTED_RTS, Opcode,
+};
+use crate::{Error, Op, OpState, Rank, Slot};
+
+const S: Slot = Slot::new(1, 0);
+const TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Default)]
+struct Buf {
+    bytes: VecDeque<u8>,
+    closed: bool,
+}
+
+/// One direction of an in-memory byte stream.
+type Half = Arc<Mutex<Buf>>;
+
+/// One end of an in-memory stream pair.
+struct MemLink {
+    rx: Half,
+    tx: Half,
+}
+
+impl Link for MemLink {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut b = self.rx.lock().unwrap();
+        if b.bytes.is_empty() {
+            return if b.closed { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = buf.len().min(b.bytes.len());
+        for (d, s) in buf.iter_mut().zip(b.bytes.drain(..n)) {
+            *d = s;
+        }
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut b = self.tx.lock().unwrap();
+        let mut n = 0;
+        for s in bufs {
+            b.bytes.extend(s.iter());
+            n += s.len();
+        }
+        Ok(n)
+    }
+
+    fn input_waiting(&self) -> bool {
+        !self.rx.lock().unwrap().bytes.is_empty()
+    }
+}
+
+impl Drop for MemLink {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap().closed = true;
+    }
+}
+
+/// Two engines, ranks 0 and 1, joined at `t0` by an in-memory stream; also returns the two
+/// directions (0 to 1, 1 to 0) so a test can look at or forge the bytes.
+fn pair_at(cfg: EngineConfig, t0: Instant) -> (Engine<MemLink>, Engine<MemLink>, Half, Half) {
+    let (a, b): (Half, Half) = Default::default();
+    let mut e0 = Engine::new(Rank(0), 2, cfg.clone());
+    let mut e1 = Engine::new(Rank(1), 2, cfg);
+    e0.attach_at(Rank(1), MemLink { rx: b.clone(), tx: a.clone() }, &[], t0);
+    e1.attach_at(Rank(0), MemLink { rx: a.clone(), tx: b.clone() }, &[], t0);
+    (e0, e1, a, b)
+}
+
+fn pair(cfg: EngineConfig) -> (Engine<MemLink>, Engine<MemLink>, Half, Half) {
+    pair_at(cfg, Instant::now())
+}
+
+/// Pump both engines with their operations until neither moves; returns the rounds taken.
+fn settle(
+    e0: &mut Engine<MemLink>,
+    ops0: &mut [Op<'_>],
+    e1: &mut Engine<MemLink>,
+    ops1: &mut [Op<'_>],
+    now: Instant,
+) -> usize {
+    for round in 0..1000 {
+        let a = e0.pump(&mut Mine { ops: ops0 }, true, now);
+        let b = e1.pump(&mut Mine { ops: ops1 }, true, now);
+        let _ = e0.reap(ops0);
+        let _ = e1.reap(ops1);
+        if !a && !b {
+            return round;
+        }
+    }
+    panic!("the engines never settled");
+}
+
+#[test]
+fn an_eager_and_a_rendezvous_message_cross_by_hand() {
+    let (mut e0, mut e1, _, _) = pair(EngineConfig::default());
+    let now = Instant::now();
+    let small = b"hello".to_vec();
+    let large: Vec<u8> = (0..(EAGER_MAX as usize * 3)).map(|i| i as u8).collect();
+    let mut sends = [Op::send(Rank(1), S, &small), Op::send(Rank(1), S, &large)];
+    for op in sends.iter_mut() {
+        e0.post(op, false);
+    }
+    // The small one is done at once (eager); the large one waits for its clear-to-send.
+    assert!(sends[0].is_done());
+    assert!(matches!(sends[1].state(), OpState::Posted(_)));
+    let (mut a, mut b) = (vec![0u8; 16], vec![0u8; large.len()]);
+    let mut recvs = [Op::recv(Rank(0), S, &mut a), Op::recv(Rank(0), S, &mut b)];
+    for op in recvs.iter_mut() {
+        e1.post(op, false);
+    }
+    settle(&mut e0, &mut sends, &mut e1, &mut recvs, now);
+    assert_eq!(sends[1].completed(), Some((Rank(1), large.len())));
+    assert_eq!(recvs[0].completed(), Some((Rank(0), 5)));
+    assert_eq!(recvs[1].completed(), Some((Rank(0), large.len())));
+    assert_eq!(&a[..5], b"hello");
+    assert!(b == large);
+}
+
+#[test]
+fn a_forced_rendezvous_send_of_a_few_bytes_waits_for_the_receiver() {
+    let (mut e0, mut e1, _, _) = pair(EngineConfig::default());
+    let now = Instant::now();
+    let mut sends = [Op::send(Rank(1), S, b"abc")];
+    e0.post(&mut sends[0], true);
+    settle(&mut e0, &mut sends, &mut e1, &mut [], now);
+    assert!(!sends[0].is_done(), "done before the receiver asked for it");
+    let mut b = [0u8; 3];
+    let mut recvs = [Op::recv(Rank(0), S, &mut b)];
+    e1.post(&mut recvs[0], false);
+    settle(&mut e0, &mut sends, &mut e1, &mut recvs, now);
+    assert!(sends[0].is_done() && recvs[0].is_done());
+    assert_eq!(&b, b"abc");
+}
+
+#[test]
+fn heartbeats_go_out_and_a_silent_peer_is_lost_on_the_clock_alone() {
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, _e1, to_1, _) = pair_at(cfg, t0);
+    // Nothing is due before the heartbeat interval (a second here).
+    assert!(!e0.tick(t0 + Duration::from_millis(500)));
+    e0.pump(&mut Mine { ops: &mut [] }, true, t0);
+    assert!(to_1.lock().unwrap().bytes.is_empty(), "a heartbeat before it was due");
+    // After the interval, a heartbeat goes out.
+    assert!(!e0.tick(t0 + Duration::from_secs(1)));
+    e0.pump(&mut Mine { ops: &mut [] }, true, t0 + Duration::from_secs(1));
+    let sent: Vec<u8> = to_1.lock().unwrap().bytes.drain(..).collect();
+    assert_eq!(sent, Header::new(Opcode::Heartbeat, 0, 0, 0).encode().to_vec());
+    // Rank 1 says nothing: lost once the timeout has passed since it was last heard from,
+    // and not a moment before. No time passes in this test but what it hands in.
+    assert!(!e0.tick(t0 + TIMEOUT));
+    assert!(e0.poisoned().is_none());
+    assert!(e0.tick(t0 + TIMEOUT + Duration::from_millis(1)));
+    assert!(
+        matches!(e0.poisoned(), Some(Error::PeerLost { peer: Rank(1), .. })),
+        "{:?}",
+        e0.poisoned()
+    );
+}
+
+#[test]
+fn bytes_waiting_unread_prove_a_peer_alive() {
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, mut e1, _, _) = pair_at(cfg, t0);
+    // Rank 1's heartbeat sits unread in rank 0's link (rank 0 was descheduled, say).
+    e1.tick(t0 + Duration::from_secs(1));
+    e1.pump(&mut Mine { ops: &mut [] }, true, t0);
+    assert!(!e0.tick(t0 + TIMEOUT * 2), "a peer whose bytes wait unread was taken for lost");
+    assert!(e0.poisoned().is_none());
+}
+
+#[test]
+fn time_spent_not_reading_a_peer_for_an_absent_owner_does_not_count() {
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, mut e1, _, _) = pair_at(cfg, t0);
+    let large = vec![7u8; EAGER_MAX as usize * 2];
+    let mut sends = [Op::send(Rank(1), S, &large)];
+    e0.post(&mut sends[0], false);
+    let mut b = vec![0u8; large.len()];
+    let mut recvs = [Op::recv(Rank(0), S, &mut b)];
+    e1.post(&mut recvs[0], false);
+    // Rank 1 clears the transfer and rank 0 writes it, but rank 1's receive is driven by
+    // nobody now: its data waits, parked, for the receive's owner.
+    e0.pump(&mut Mine { ops: &mut [] }, true, t0);
+    e1.pump(&mut Mine { ops: &mut recvs }, true, t0);
+    e0.pump(&mut Mine { ops: &mut sends }, true, t0);
+    e1.pump(&mut Mine { ops: &mut [] }, true, t0);
+    // Long after the timeout, rank 0 is not lost on rank 1: rank 1 is the one not reading.
+    assert!(!e1.tick(t0 + TIMEOUT * 3));
+    assert!(e1.poisoned().is_none());
+    settle(&mut e0, &mut sends, &mut e1, &mut recvs, t0 + TIMEOUT * 3);
+    assert!(recvs[0].is_done());
+}
+
+#[test]
+fn without_a_peer_timeout_nobody_is_ever_lost_to_silence() {
+    let t0 = Instant::now();
+    let (mut e0, _e1, to_1, _) = pair_at(EngineConfig::default().peer_timeout(None), t0);
+    assert!(!e0.tick(t0 + Duration::from_secs(3600)));
+    e0.pump(&mut Mine { ops: &mut [] }, true, t0);
+    assert!(to_1.lock().unwrap().bytes.is_empty(), "a heartbeat with liveness off");
+    assert!(e0.poisoned().is_none());
+}
+
+#[test]
+fn an_end_of_stream_without_goodbye_poisons_and_with_one_does_not() {
+    for goodbye in [false, true] {
+        let (mut e0, _e1, _, to_0) = pair(EngineConfig::default());
+        {
+            let mut b = to_0.lock().unwrap();
+            if goodbye {
+                b.bytes.extend(Header::new(Opcode::Goodbye, 0, 0, 0).encode());
+            }
+            b.closed = true;
+        }
+        let mut buf = [0u8; 1];
+        let mut ops = [Op::recv(Rank(1), S, &mut buf)];
+        e0.post(&mut ops[0], false);
+        e0.pump(&mut Mine { ops: &mut ops }, true, Instant::now());
+        let e = e0.reap(&mut ops);
+        assert!(matches!(e, Some(Error::PeerLost { peer: Rank(1), .. })), "{e:?}");
+        assert_eq!(e0.poisoned().is_some(), !goodbye, "goodbye: {goodbye}");
+    }
+}
+
+#[test]
+fn a_frame_split_at_every_byte_is_read_whole() {
+    let (mut e0, mut e1, to_1, _) = pair(EngineConfig::default());
+    let now = Instant::now();
+    let mut sends = [Op::send(Rank(1), S, b"split me")];
+    e0.post(&mut sends[0], false);
+    e0.pump(&mut Mine { ops: &mut sends }, true, now);
+    let wire: Vec<u8> = to_1.lock().unwrap().bytes.drain(..).collect();
+    assert_eq!(wire.len(), HEADER_LEN + 8);
+    let mut b = [0u8; 8];
+    let mut recvs = [Op::recv(Rank(0), S, &mut b)];
+    e1.post(&mut recvs[0], false);
+    for byte in wire {
+        to_1.lock().unwrap().bytes.push_back(byte);
+        e1.pump(&mut Mine { ops: &mut recvs }, true, now);
+        let _ = e1.reap(&mut recvs);
+    }
+    assert_eq!(recvs[0].completed(), Some((Rank(0), 8)));
+    assert_eq!(&b, b"split me");
+}
+
+/// A peer that sends nothing but heartbeats, without end; counts the bytes read from it.
+struct Flood {
+    read: Arc<Mutex<u64>>,
+    at: usize,
+}
+
+impl Link for Flood {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let hb = Header::new(Opcode::Heartbeat, 0, 0, 0).encode();
+        for b in buf.iter_mut() {
+            *b = hb[self.at % HEADER_LEN];
+            self.at += 1;
+        }
+        *self.read.lock().unwrap() += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+}
+
+/// A memory link from a peer with `bytes` already sent to us.
+fn preloaded(bytes: &[u8]) -> MemLink {
+    let rx: Half = Default::default();
+    rx.lock().unwrap().bytes.extend(bytes);
+    MemLink { rx, tx: Default::default() }
+}
+
+#[test]
+fn a_peer_flooding_small_frames_gets_its_share_of_a_pump_and_no_more() {
+    // Issue 14 §3: one pump read up to 16 MiB of one peer's frames (half a million
+    // heartbeats) before serving anyone else, so a flood from one peer slowed every other
+    // pair about 500 times. Rank 1 floods; rank 2's message must come in the same pump, and
+    // the pump must have taken only a bounded share of rank 1's frames.
+    let mut e0: Engine<Box<dyn Link>> = Engine::new(Rank(0), 3, EngineConfig::default());
+    let read = Arc::new(Mutex::new(0));
+    e0.attach(Rank(1), Box::new(Flood { read: read.clone(), at: 0 }), &[]);
+    let mut msg = Header::new(Opcode::Eager, S.0, 2, 0).encode().to_vec();
+    msg.extend_from_slice(b"hi");
+    e0.attach(Rank(2), Box::new(preloaded(&msg)), &[]);
+    let mut b = [0u8; 2];
+    let mut ops = [Op::recv(Rank(2), S, &mut b)];
+    e0.post(&mut ops[0], false);
+    assert!(e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now()));
+    assert_eq!(e0.reap(&mut ops), None);
+    assert_eq!(ops[0].completed(), Some((Rank(2), 2)), "rank 2's message waited");
+    let flooded = *read.lock().unwrap();
+    assert!(flooded <= 128 << 10, "one pump read {flooded} bytes of rank 1's heartbeats");
+    // The flood still gets its turn at every pump (its staged frames first, then more reads):
+    // liveness and its traffic go on.
+    for _ in 0..1000 {
+        assert!(e0.pump(&mut Mine { ops: &mut [] }, false, Instant::now()));
+        if *read.lock().unwrap() > flooded {
+            break;
+        }
+    }
+    assert!(*read.lock().unwrap() > flooded, "the flooding peer is no longer read");
+    assert!(e0.poisoned().is_none());
+}
+
+/// Frames of `n` empty eager messages, each on its own slot.
+fn empty_eager_flood(n: u64) -> Vec<u8> {
+    (0..n).flat_map(|i| Header::new(Opcode::Eager, i, 0, 0).encode()).collect()
+}
+
+#[test]
+fn a_peer_cut_off_for_a_flood_leaves_nothing_pinned() {
+    // Issue 14 §3: a peer that floods empty eager messages (each on a slot of its own) past
+    // its credit is cut off, and what it made this rank hold went with it (it used to stay:
+    // 65,536 held messages, about 31 MB).
+    let (mut e0, _e1, _, to_0) = pair(EngineConfig::default());
+    let flood = EAGER_CREDIT / EAGER_OVERHEAD + 1;
+    to_0.lock().unwrap().bytes.extend(empty_eager_flood(flood));
+    let mut b = [0u8; 1];
+    let mut ops = [Op::recv(Rank(1), Slot::new(7, 7), &mut b)];
+    e0.post(&mut ops[0], false);
+    let mut failed = None;
+    for _ in 0..100_000 {
+        e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now());
+        if let Some(e) = e0.reap(&mut ops) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(&failed, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("credit")),
+        "{failed:?}"
+    );
+    assert_eq!(e0.matcher_len(), 0, "messages from a peer that broke the protocol stay held");
+    assert_eq!(e0.bookkeeping_bytes(), 0);
+}
+
+#[test]
+fn a_peer_can_pin_a_bounded_number_of_messages_with_lean_bookkeeping() {
+    // Issue 14 §3: requests-to-send and eager messages count together against the bound of
+    // held messages (a flood of announcements used to peak at 33 MB, and could come on top
+    // of a flood of eager ones), and a message held alone on its slot costs its own size,
+    // not four of it.
+    let (mut e0, _e1, _, to_0) = pair(EngineConfig::default());
+    let eager = (MAX_UNEXPECTED_RTS / 2) as u64;
+    let mut wire = empty_eager_flood(eager);
+    for i in 0..(MAX_UNEXPECTED_RTS as u64 - eager) {
+        wire.extend(Header::new(Opcode::Rts, (1 << 32) + i, 1 << 20, i + 1).encode());
+    }
+    to_0.lock().unwrap().bytes.extend(&wire);
+    let now = Instant::now();
+    while e0.pump(&mut Mine { ops: &mut [] }, false, now) {}
+    assert!(e0.poisoned().is_none());
+    assert_eq!(e0.matcher_len(), MAX_UNEXPECTED_RTS);
+    let per_message = e0.bookkeeping_bytes() / MAX_UNEXPECTED_RTS;
+    assert!(per_message <= 200, "{per_message} bytes of bookkeeping per held message");
+    // One message more, of either kind, and the peer is refused.
+    to_0.lock().unwrap().bytes.extend(Header::new(Opcode::Eager, 1 << 40, 0, 0).encode());
+    e0.set_ready(Rank(1), true, false);
+    while e0.pump(&mut Mine { ops: &mut [] }, false, now) {}
+    let mut b = [0u8; 1];
+    let mut ops = [Op::recv(Rank(1), Slot::new(0xFFFF, 0), &mut b)];
+    e0.post(&mut ops[0], false);
+    let e = e0.reap(&mut ops);
+    assert!(
+        matches!(&e, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("unmatched")),
+        "{e:?}"
+    );
+    assert_eq!(e0.matcher_len(), 0);
+}
