@@ -910,8 +910,12 @@ mod tests {
 
     #[test]
     fn tls_variables_come_in_threes_and_are_never_ignored() {
-        let base =
-            [("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")];
+        let base = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "1"),
+        ];
         let partial = [base[0], base[1], base[2], base[3], ("GLOO_TLS_CERT", "/c.pem")];
         let all = [
             base[0],

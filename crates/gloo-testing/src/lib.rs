@@ -67,7 +67,9 @@ macro_rules! tcp_conformance_variants {
                 $crate::conformance::boxed(super::$group(size, |r| {
                     let job = concat!($job, "token");
                     ::gloo_transport::tcp::TcpConfig::loopback(job, ::gloo_transport::Rank(r), size)
-                        .security(::gloo_transport::tcp::Security::Token(b"s3cret".to_vec()))
+                        .security(::gloo_transport::tcp::Security::Token(
+                            b"conformance-s3cret-token".to_vec(),
+                        ))
                 }))
             }
             $crate::conformance_tests!(factory);

@@ -49,7 +49,7 @@ gloo_testing::conformance_tests!(factory);
 mod token {
     fn factory(size: u32) -> Vec<Box<dyn gloo_transport::Communicator>> {
         gloo_testing::conformance::boxed(super::group_with(size, false, |r| {
-            super::tls(r, size).security(super::Security::Token(b"on-top".to_vec()))
+            super::tls(r, size).security(super::Security::Token(b"a-token-on-top-of-tls".to_vec()))
         }))
     }
     gloo_testing::conformance_tests!(factory);

@@ -63,7 +63,9 @@ fn ipv6_loopback_group() {
     }
     drop(probe);
     let comms = group_with(2, |r| {
-        TcpConfig::new("v6", Rank(r), 2).bind_addr(v6).security(Security::Token(b"k".to_vec()))
+        TcpConfig::new("v6", Rank(r), 2)
+            .bind_addr(v6)
+            .security(Security::Token(b"v6-conformance-token".to_vec()))
     });
     exchange(comms, 300_000);
 }
@@ -71,11 +73,13 @@ fn ipv6_loopback_group() {
 #[test]
 fn token_mismatch_fails_with_auth_error() {
     let l0 = TcpListener::bind(
-        TcpConfig::loopback("tok", Rank(0), 2).security(Security::Token(b"a".to_vec())),
+        TcpConfig::loopback("tok", Rank(0), 2)
+            .security(Security::Token(b"token-of-rank-0-aaaa".to_vec())),
     )
     .unwrap();
     let l1 = TcpListener::bind(
-        TcpConfig::loopback("tok", Rank(1), 2).security(Security::Token(b"b".to_vec())),
+        TcpConfig::loopback("tok", Rank(1), 2)
+            .security(Security::Token(b"token-of-rank-1-bbbb".to_vec())),
     )
     .unwrap();
     let addrs = vec![l0.address_bytes(), l1.address_bytes()];
@@ -239,7 +243,8 @@ fn a_mute_connection_does_not_block_set_up() {
 fn impostor_with_wrong_token_is_refused_and_the_real_rank_joins() {
     let size = 2;
     let tok = |r: u32| {
-        TcpConfig::loopback("impostor", Rank(r), size).security(Security::Token(b"right".to_vec()))
+        TcpConfig::loopback("impostor", Rank(r), size)
+            .security(Security::Token(b"the-right-token-0123".to_vec()))
     };
     let (listeners, addrs) = bind_group(size, |r| TcpListener::bind(tok(r)).unwrap());
     let until = deadline(20);

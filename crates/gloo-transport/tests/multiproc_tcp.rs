@@ -12,7 +12,7 @@ use gloo_testing::rogue::{assert_ran_one_test, board_connect, exchange_with};
 use gloo_transport::tcp::{Security, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Rank};
 
-const TOKEN: &[u8] = b"multiproc-token";
+const TOKEN: &[u8] = b"multiproc-token-00016";
 
 #[derive(Clone, Copy)]
 enum Family {

@@ -27,7 +27,7 @@ use gloo_transport::proto::{
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Rank, Slot};
 
-const TOKEN: &[u8] = b"rogue-data-token";
+const TOKEN: &[u8] = b"rogue-data-token-0016";
 const ROGUE: Rank = Rank(3);
 
 struct Group {

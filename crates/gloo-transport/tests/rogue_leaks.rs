@@ -17,7 +17,7 @@ use gloo_transport::proto::{HandshakeConfig, Opcode, job_hash};
 use gloo_transport::tcp::{Security, TcpComm, TcpConfig, TcpListener};
 use gloo_transport::{Communicator, Error, Rank, Slot};
 
-const TOKEN: &[u8] = b"rogue-leaks-token";
+const TOKEN: &[u8] = b"rogue-leaks-token-16";
 const NAME: &str = "rogue_attacks_leak_no_thread_or_descriptor";
 
 fn attacked_group() {

@@ -20,21 +20,13 @@ pub use server::{ServerConfig, TcpStoreServer};
 
 use crate::error::{Error, Result};
 
-/// The shortest job token the store accepts: 16 bytes (128 bits) is the least that resists
-/// guessing; a 1-byte token would be found by 256 tries.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// The shortest job token the store accepts (the transport's rule: one token serves both).
+pub use gloo_transport::proto::MIN_TOKEN_LEN;
 
 /// Refuse a token too short to be a secret, saying how to make one.
 pub(crate) fn check_token(token: &[u8]) -> Result<()> {
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(Error::Config {
-            detail: format!(
-                "the job token is {} bytes; it must be at least {MIN_TOKEN_LEN} bytes of secret \
-                 (make one with `export GLOO_AUTH_TOKEN=$(head -c 32 /dev/urandom | base64)` and \
-                 give every rank the same)",
-                token.len()
-            ),
-        });
+    match gloo_transport::proto::weak_token(token) {
+        Some(detail) => Err(Error::Config { detail }),
+        None => Ok(()),
     }
-    Ok(())
 }

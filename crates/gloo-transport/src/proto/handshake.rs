@@ -14,6 +14,24 @@ use crate::{Error, Rank, Result};
 
 /// The length of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
+
+/// The shortest job token accepted (the transport's `Security::Token`, `GLOO_AUTH_TOKEN`, and
+/// the TCP store): 16 bytes (128 bits) is the least that resists guessing, where a 1-byte
+/// token falls to 256 tries.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why `token` cannot be a job token, if it cannot: shorter than [`MIN_TOKEN_LEN`]. The text
+/// says how to make a good one.
+pub fn weak_token(token: &[u8]) -> Option<String> {
+    (token.len() < MIN_TOKEN_LEN).then(|| {
+        format!(
+            "the job token is {} bytes; it must be at least {MIN_TOKEN_LEN} bytes of secret \
+             (make one with `export GLOO_AUTH_TOKEN=$(head -c 32 /dev/urandom | base64)` and \
+             give every rank the same)",
+            token.len()
+        )
+    })
+}
 /// `Hello` flag bit: the sender authenticates with a token.
 pub const HELLO_TOKEN: u32 = 1;
 /// `Hello` flag bit: the sender connects lazily (either rank of a pair may dial, and the

@@ -117,8 +117,8 @@ pub use frame::{
     encode_with_fp,
 };
 pub use handshake::{
-    HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR, LABEL_CONNECTOR, NONCE_LEN,
-    fresh_nonce, job_hash, transcript_mac,
+    HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR, LABEL_CONNECTOR, MIN_TOKEN_LEN,
+    NONCE_LEN, fresh_nonce, job_hash, transcript_mac, weak_token,
 };
 pub use matching::{Body, Matcher, Message, Outcome, RecvId};
 pub use peer::{Incoming, PeerProto, SendId, eager_charge};

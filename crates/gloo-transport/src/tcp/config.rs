@@ -54,7 +54,7 @@ enum Bind {
 ///
 /// let cfg = TcpConfig::new("job-42", Rank(0), 4)
 ///     .interface("^docker,lo")
-///     .security(Security::Token(b"secret".to_vec()))
+///     .security(Security::Token(b"a secret of 16 bytes or more".to_vec()))
 ///     .peer_timeout(Duration::from_secs(10));
 /// # let _ = cfg;
 /// ```
@@ -194,9 +194,6 @@ impl TcpConfig {
             });
         }
         let token = match &self.security {
-            Some(Security::Token(t)) if t.is_empty() => {
-                return Err(Error::Config { detail: "the authentication token is empty".into() });
-            }
             Some(Security::Token(t)) => Some(t.clone()),
             Some(Security::Insecure) => None,
             None => match std::env::var(TOKEN_ENV) {
@@ -209,6 +206,9 @@ impl TcpConfig {
                 _ => return Err(insecure_refusal(addr)),
             },
         };
+        if let Some(why) = token.as_deref().and_then(crate::proto::weak_token) {
+            return Err(Error::Config { detail: why });
+        }
         Ok((addr, token))
     }
 }
@@ -545,6 +545,16 @@ mod tests {
         assert!(matches!(wild.resolve(), Err(Error::Config { .. })), "wildcard bind accepted");
         let empty = TcpConfig::loopback("j", Rank(0), 2).security(Security::Token(Vec::new()));
         assert!(empty.resolve().is_err());
+        // A token too short to be a secret is refused, saying how to make one; 16 bytes pass.
+        let short = TcpConfig::loopback("j", Rank(0), 2).security(Security::Token(b"y".to_vec()));
+        match short.resolve() {
+            Err(Error::Config { detail }) => {
+                assert!(detail.contains("at least 16") && detail.contains("urandom"), "{detail}")
+            }
+            other => panic!("a 1-byte token was not refused: {other:?}"),
+        }
+        let ok = Security::Token(b"0123456789abcdef".to_vec());
+        assert!(TcpConfig::loopback("j", Rank(0), 2).security(ok).resolve().is_ok());
     }
 
     /// A pass-through layer that says whether it authenticates peers.
