@@ -14,8 +14,9 @@
 //!
 //! Errors are `io::Error`s whose kind tells the transport what happened:
 //! `PermissionDenied` for a failed TLS handshake (the peer did not authenticate: a foreign CA,
-//! another job or rank, an expired certificate, a refused alert), `InvalidData` for a peer
-//! that does not speak TLS or sends a bad record after the handshake, `UnexpectedEof` for a
+//! another job or rank, an expired certificate, a refused alert, a server that does not speak
+//! TLS), `InvalidData` for a client that does not speak TLS or a peer that sends a bad record
+//! after the handshake, `UnexpectedEof` for a
 //! connection that ends without a TLS `close_notify`. Once failed, the stream keeps returning
 //! the same error.
 
@@ -159,9 +160,9 @@ enum Next {
 /// with one system call. Every operation does what it can and returns the socket's
 /// `WouldBlock` (or `TimedOut`) when it must wait; nothing is lost by returning.
 ///
-/// Errors say what happened by their kind: `PermissionDenied` for a failed handshake or a
-/// refused certificate, `InvalidData` for a peer that does not speak TLS or sends a bad
-/// record, `UnexpectedEof` for a connection that ends without `close_notify`. Once failed,
+/// Errors say what happened by their kind: `PermissionDenied` for a failed handshake, a
+/// refused certificate or a server that does not speak TLS, `InvalidData` for a client that
+/// does not speak TLS or a peer that sends a bad record, `UnexpectedEof` for a connection that ends without `close_notify`. Once failed,
 /// the stream keeps returning the same error. Dropping it sends `close_notify` (as far as the
 /// socket takes it at once).
 pub struct TlsStream<S: Socket> {
@@ -441,8 +442,16 @@ impl<S: Socket> TlsStream<S> {
             // so a refusal arrives as an alert after the handshake.
             (io::ErrorKind::PermissionDenied, format!("the peer refused our certificate: {e}"))
         } else if not_tls && !self.st.open {
+            // A server that answers in something else did not authenticate: for the client
+            // that is final (`PermissionDenied`, so the transport stops dialling it at once;
+            // a gloo rank without TLS answers a ClientHello with its plaintext `Hello`). A
+            // client that sends something else broke the protocol of the port it reached.
+            let kind = match self.conn {
+                Conn::Client(_) => io::ErrorKind::PermissionDenied,
+                Conn::Server(_) => io::ErrorKind::InvalidData,
+            };
             (
-                io::ErrorKind::InvalidData,
+                kind,
                 format!(
                     "the peer does not speak TLS (its first byte is 0x{:02x}; is it configured \
                      without TLS?): {e}",
