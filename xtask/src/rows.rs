@@ -43,6 +43,14 @@ pub const REDIS: Need = Need {
     install: "apt-get update && apt-get install -y redis-server",
 };
 
+/// `ip` from iproute2, for tests that create network namespaces (they also need root, which
+/// they check themselves, failing with a message that says so).
+pub const IPROUTE: Need = Need {
+    what: "ip (iproute2)",
+    probe: &["ip", "-V"],
+    install: "apt-get update && apt-get install -y iproute2",
+};
+
 /// rustfmt, for `lint/fmt`.
 pub const RUSTFMT: Need = Need {
     what: "rustfmt",
@@ -142,11 +150,27 @@ pub const ROWS: &[Row] = &[
     Row::test("rendezvous/stores", "gloo-rendezvous").features(&["cli"]).targets(&[Lib, Test("conformance"), Test("file_store"), Test("tcp_store"), Test("gloo_store_bin")]),
     Row::test("rendezvous/bootstrap", "gloo-rendezvous").features(&["cli"]).targets(&[Test("bootstrap")]),
     Row::test("rendezvous/doc", "gloo-rendezvous").features(&["cli"]).targets(&[Doc]),
+    // The TCP store over mutual TLS (and `env://` with GLOO_TLS_*), and the plain store's
+    // tests again in a build with TLS compiled in.
+    Row::test("rendezvous/tls", "gloo-rendezvous").features(&["cli", "tls"]).targets(&[Lib, Test("tcp_store"), Test("tcp_store_tls"), Test("gloo_store_bin")]),
     Row::test("rendezvous/redis", "gloo-rendezvous").features(&["redis", "redis-tls", "cli"]).targets(&[Lib, Test("redis_store"), Test("redis_tls"), Test("conformance"), Test("bootstrap")]).needs(&[REDIS]),
     Row::test("rendezvous/redis-no-tls", "gloo-rendezvous").features(&["redis"]).targets(&[Lib, Test("redis_store")]).needs(&[REDIS]),
     // TorchStore against a real PyTorch TCPStore server: the conformance suite, Python and Rust
     // exchanging keys, a group bootstrapped through it.
     Row::test("rendezvous/torch", "gloo-rendezvous").features(&["cli"]).targets(&[Test("torch_store")]).needs(&[TORCH]),
+    // gloo-tls: identities and certificate checks, loading (key permissions), the session
+    // over sockets (refusals, clean and cut ends). `cli` on so that the rows share one build.
+    Row::test("tls/unit", "gloo-tls").features(&["cli"]).targets(&[Lib, Test("config"), Test("session")]),
+    Row::test("tls/doc", "gloo-tls").features(&["cli"]).targets(&[Doc]),
+    // The transport conformance suite over tls: full mesh, token on top, sleeping, lazy.
+    Row::test("tls/conformance", "gloo-tls").features(&["cli"]).targets(&[Test("conformance_tls")]),
+    // Rogues against a TLS job: foreign CA, another rank, job or time, a store certificate,
+    // plaintext either way, a stalled ClientHello, a replayed handshake, and an insider's
+    // forged records (garbage, truncated, close_notify and renegotiation mid-message).
+    Row::test("tls/rogue", "gloo-tls").features(&["cli"]).targets(&[Test("rogue_tls")]),
+    // Real jobs over TLS: the `gloo-tls mint` command's files running three processes, and
+    // four processes on routable addresses in two network namespaces with no token.
+    Row::test("tls/jobs", "gloo-tls").features(&["cli"]).targets(&[Test("mint_cli"), Test("netns_tls")]).needs(&[IPROUTE]),
     // gloo-algorithms: fixed cases, the oracle proptests over loopback with havoc, misuse and
     // mismatches, threads sharing a communicator, real processes over tcp, allocations.
     Row::test("algorithms/unit", "gloo-algorithms").lib(),
@@ -159,6 +183,7 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
+    Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
     // A warm call of every collective allocates nothing in proportion to its message
     // (a counting global allocator, so a test binary of its own).
     Row::test("algorithms/alloc", "gloo-algorithms").targets(&[Test("alloc")]),

@@ -264,6 +264,10 @@ pub(crate) enum TransportKind {
     Shm,
     /// TCP (gloo-transport's `tcp`), ranks as processes.
     Tcp,
+    /// TCP with mutual TLS 1.3 (gloo-tls), ranks as processes: certificates from
+    /// GLOO_TLS_CA/CERT/KEY (`{rank}` in them is each rank's number), else a throwaway job
+    /// CA made for the run.
+    Tls,
     /// gloo-transport's in-process transport: ranks as threads of one process (no network;
     /// measures the algorithms and the library's own overhead).
     Loopback,
@@ -276,6 +280,7 @@ impl TransportKind {
             TransportKind::Auto => "auto",
             TransportKind::Shm => "shm",
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
             TransportKind::Loopback => "loopback",
         }
     }

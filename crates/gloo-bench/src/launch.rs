@@ -71,10 +71,12 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
     let n = cli.launch.ranks;
     let dir = TempDir::new()?;
     // The embedded store lives until the ranks are done (this function's end).
+    let tls = crate::tls::for_launch(n, cli.launch.transport, &dir.0)?;
     let (url, _server) = match &cli.launch.store {
         Some(u) => (u.clone(), None),
         None => {
-            let server = store::serve((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+            let addr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+            let server = store::serve(addr, tls.as_ref().map(|t| t.store.clone()))?;
             (StoreUrl::Tcp(server.local_addr().to_string()), Some(server))
         }
     };
@@ -100,6 +102,11 @@ pub(crate) fn run(cli: &Cli) -> Result<Launched> {
             cmd.arg("--child-report").arg(&report_path);
         }
         cmd.arg("--exit-with-launcher");
+        if let Some(t) = &tls {
+            for (k, v) in t.vars(r) {
+                cmd.env(k, v);
+            }
+        }
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().map_err(|e| Error::io(format!("starting rank {r}"), e))?;
         children.1.extend(child.stdin.take());

@@ -42,6 +42,8 @@ mod report;
 mod stats;
 mod store;
 mod sweep;
+mod tls;
+mod versus;
 
 use std::process::ExitCode;
 

@@ -25,19 +25,41 @@ pub(crate) struct NetConfig {
     pub(crate) ip: IpAddr,
     /// The spin window before a waiting call sleeps; `None`: the transport's default.
     pub(crate) busy_poll: Option<Duration>,
+    /// This rank's TLS configuration (for `--transport tls`).
+    pub(crate) tls: Option<gloo_tls::TlsConfig>,
 }
 
 impl NetConfig {
-    fn tcp(&self, rank: u32, size: u32) -> TcpConfig {
-        let mut tcp = if self.ip.is_loopback() {
-            TcpConfig::loopback(&self.job, Rank(rank), size)
-        } else {
-            TcpConfig::new(&self.job, Rank(rank), size).bind_addr(SocketAddr::new(self.ip, 0))
+    /// This rank's tcp configuration; under `--transport tls` with its TLS layer, and named
+    /// after the job the certificates name (the store keys stay scoped by this mesh's name).
+    fn tcp(&self, rank: u32, size: u32) -> Result<TcpConfig> {
+        let tls = match (self.kind, &self.tls) {
+            (TransportKind::Tls, Some(t)) => Some(t),
+            (TransportKind::Tls, None) => {
+                return Err(Error::Invalid(
+                    "--transport tls needs GLOO_TLS_CA, GLOO_TLS_CERT and GLOO_TLS_KEY \
+                     (the local launcher makes a throwaway CA when none are set)"
+                        .into(),
+                ));
+            }
+            _ => None,
         };
+        let job = tls.map_or(self.job.as_str(), |t| t.job());
+        let mut tcp = if self.ip.is_loopback() {
+            TcpConfig::loopback(job, Rank(rank), size)
+        } else {
+            TcpConfig::new(job, Rank(rank), size).bind_addr(SocketAddr::new(self.ip, 0))
+        };
+        if let Some(t) = tls {
+            let layer = t
+                .layer(job, Rank(rank))
+                .map_err(|e| Error::Invalid(format!("TLS: rank {rank}'s certificate: {e}")))?;
+            tcp = tcp.stream_layer(layer);
+        }
         if let Some(b) = self.busy_poll {
             tcp = tcp.busy_poll(b);
         }
-        tcp
+        Ok(tcp)
     }
 
     fn shm(&self, rank: u32, size: u32) -> ShmConfig {
@@ -118,11 +140,12 @@ pub(crate) fn connect(
 ) -> Result<Connected> {
     let listening = |what: &str, e| Error::transport(format!("listening for {what}"), e);
     match cfg.kind {
-        TransportKind::Tcp => {
-            let listener = TcpListener::bind(cfg.tcp(rank, size))
-                .map_err(|e| listening(&format!("tcp on {}", cfg.ip), e))?;
+        TransportKind::Tcp | TransportKind::Tls => {
+            let name = cfg.kind.name();
+            let listener = TcpListener::bind(cfg.tcp(rank, size)?)
+                .map_err(|e| listening(&format!("{name} on {}", cfg.ip), e))?;
             let comm = bootstrap(listener, cfg, rank, size, kv, deadline)?;
-            Ok(Connected::uniform(Box::new(comm), "tcp", rank, size))
+            Ok(Connected::uniform(Box::new(comm), name, rank, size))
         }
         TransportKind::Shm => {
             let listener = ShmListener::bind(cfg.shm(rank, size))
@@ -131,7 +154,7 @@ pub(crate) fn connect(
             Ok(Connected::shm(comm, rank, size))
         }
         TransportKind::Auto => {
-            let auto = AutoConfig::with(cfg.shm(rank, size), cfg.tcp(rank, size));
+            let auto = AutoConfig::with(cfg.shm(rank, size), cfg.tcp(rank, size)?);
             let listener = AutoListener::bind(auto)
                 .map_err(|e| listening(&format!("shared memory and tcp on {}", cfg.ip), e))?;
             let comm = bootstrap(listener, cfg, rank, size, kv, deadline)?;

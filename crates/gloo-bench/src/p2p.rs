@@ -206,7 +206,7 @@ fn memory(
 }
 
 /// 1-byte ping-pong for `secs` after 1,000 warm-up round trips; rank 0 gets the latency.
-fn pingpong(
+pub(crate) fn pingpong(
     comm: &dyn Communicator,
     peer: Rank,
     secs: f64,
@@ -247,7 +247,7 @@ fn pingpong(
 /// Rank 0 sends `bytes`-byte messages for `secs`, then an empty one; rank 1 receives them
 /// into one posted buffer and measures from the end of the first message to the end of the
 /// last. Rank 0 returns rank 1's GB/s.
-fn oneway(
+pub(crate) fn oneway(
     comm: &dyn Communicator,
     peer: Rank,
     bytes: u64,
@@ -296,7 +296,7 @@ fn oneway(
 /// Both ranks send and receive a `bytes` message at once, as many times as the one-way rate
 /// says fits in `secs` (at least 3); each measures from the end of the first exchange; rank 0
 /// returns the mean of both ranks' receive rates.
-fn duplex(
+pub(crate) fn duplex(
     comm: &dyn Communicator,
     peer: Rank,
     bytes: u64,

@@ -15,7 +15,7 @@ use crate::limits::{self, LimitConfig, Limits};
 use crate::net::{Connected, NetConfig};
 use crate::p2p::Waiting;
 use crate::report::{self, Report, Summary};
-use crate::{net, p2p, store, sweep};
+use crate::{ctl, net, p2p, store, sweep, versus};
 
 /// What a rank ended with.
 pub(crate) struct Outcome {
@@ -174,7 +174,10 @@ fn run_with(
             format!("busy-poll {} us, then sleep", w.as_micros())
         }
     };
-    let net = NetConfig { kind: cli.launch.transport, job: "gloo-bench".into(), ip, busy_poll };
+    let tls =
+        if cli.launch.transport == TransportKind::Tls { crate::tls::from_env()? } else { None };
+    let net =
+        NetConfig { kind: cli.launch.transport, job: "gloo-bench".into(), ip, busy_poll, tls };
     let mut report = Report {
         tool: format!("gloo-bench {}", env!("CARGO_PKG_VERSION")),
         mode: String::new(),
@@ -197,8 +200,43 @@ fn run_with(
         Some(Command::Limits) => report.mode = "limits".into(),
         Some(Command::Transport(t)) => {
             report.mode = "transport".into();
-            let Connected { comm, links } = connect(&net)?;
+            // Under tls, a tcp mesh too, for the figures of both in the same run; each mesh's
+            // connection is timed after the others have reached the same point.
+            let tcp_twin = if cli.launch.transport == TransportKind::Tls {
+                let tcp_net = NetConfig {
+                    kind: TransportKind::Tcp,
+                    job: "gloo-bench-tcp".into(),
+                    tls: None,
+                    ..net.clone()
+                };
+                Some(connect(&tcp_net)?.comm)
+            } else {
+                None
+            };
+            let timed = |connect: &mut Connect<'_>,
+                         cfg: &NetConfig|
+             -> Result<(Connected, f64)> {
+                if let Some(t) = &tcp_twin {
+                    ctl::barrier(t.as_ref(), deadline)?;
+                }
+                let t0 = Instant::now();
+                let c = connect(cfg)?;
+                Ok((c, t0.elapsed().as_secs_f64()))
+            };
+            let (Connected { comm, links }, tls_secs) = timed(connect, &net)?;
             report.notes.push(format!("links of rank {rank}: {links}"));
+            let tcp_secs = match &tcp_twin {
+                Some(_) => {
+                    let again = NetConfig {
+                        kind: TransportKind::Tcp,
+                        job: "gloo-bench-tcp-timed".into(),
+                        tls: None,
+                        ..net.clone()
+                    };
+                    timed(connect, &again)?.1
+                }
+                None => 0.0,
+            };
             let mut waitings = vec![Waiting {
                 comm: comm.as_ref(),
                 label: report.waiting.clone(),
@@ -232,6 +270,23 @@ fn run_with(
             }
             report.figures =
                 p2p::run(&waitings, &t, &report.limits, cli.launch.limit_secs, deadline)?;
+            if let Some(tcp) = &tcp_twin {
+                let times = versus::ConnectTimes { tcp: tcp_secs, tls: tls_secs };
+                let more = versus::run(
+                    tcp.as_ref(),
+                    comm.as_ref(),
+                    &times,
+                    &t,
+                    cli.launch.limit_secs,
+                    deadline,
+                )?;
+                report.figures.extend(more);
+                report.notes.push(
+                    "tls vs tcp: in the figures marked (plain: tcp), the plain column is tcp's \
+                     figure between the same processes in this run"
+                        .into(),
+                );
+            }
         }
         None => {
             report.mode = "sweep".into();

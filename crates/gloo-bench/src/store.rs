@@ -11,6 +11,9 @@ use gloo_rendezvous::{
     TcpStore, TcpStoreServer,
 };
 
+use gloo_rendezvous::tcp::ServerConfig;
+use gloo_tls::TlsConfig;
+
 use crate::cli::StoreUrl;
 use crate::error::{Error, Result};
 
@@ -102,9 +105,12 @@ pub(crate) fn token() -> Option<Vec<u8>> {
     std::env::var_os("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.into_encoded_bytes())
 }
 
-/// Start a TCP store server on `addr` (port 0: a free one), for the local launcher.
-pub(crate) fn serve(addr: SocketAddr) -> Result<TcpStoreServer> {
-    TcpStoreServer::bind(addr, token().as_deref())
+/// Start a TCP store server on `addr` (port 0: a free one), for the local launcher; over TLS
+/// with `tls`.
+pub(crate) fn serve(addr: SocketAddr, tls: Option<TlsConfig>) -> Result<TcpStoreServer> {
+    let mut cfg = ServerConfig::with_token(token().as_deref());
+    cfg.tls = tls;
+    TcpStoreServer::bind_with(addr, cfg)
         .map_err(|e| Error::Store { doing: format!("starting a TCP store on {addr}"), source: e })
 }
 
@@ -120,9 +126,14 @@ pub(crate) fn open(url: &StoreUrl, rank: u32, deadline: Instant) -> Result<Opene
             Ok(Opened::new(store, None, None, shown))
         }
         StoreUrl::Tcp(hp) => {
-            let server = if rank == 0 { host(hp) } else { None };
-            let store = TcpStore::connect(hp.clone(), token().as_deref(), deadline)
-                .map_err(|e| Error::Store { doing: format!("connecting to {shown}"), source: e })?;
+            let tls = crate::tls::from_env()?;
+            let server = if rank == 0 { host(hp, tls.clone()) } else { None };
+            let store =
+                TcpStore::connect_with(hp.clone(), token().as_deref(), tls.as_ref(), deadline)
+                    .map_err(|e| Error::Store {
+                        doing: format!("connecting to {shown}"),
+                        source: e,
+                    })?;
             Ok(Opened::new(store, server, None, shown))
         }
         StoreUrl::Redis(rest) => {
@@ -189,10 +200,12 @@ pub(crate) fn env_config() -> Result<EnvConfig> {
     })
 }
 
-/// Rank 0's attempt to host the TCP store at `hp`.
-fn host(hp: &str) -> Option<TcpStoreServer> {
+/// Rank 0's attempt to host the TCP store at `hp` (over TLS with `tls`).
+fn host(hp: &str, tls: Option<TlsConfig>) -> Option<TcpStoreServer> {
     let addr = hp.to_socket_addrs().ok()?.next()?;
-    match TcpStoreServer::bind(addr, token().as_deref()) {
+    let mut cfg = ServerConfig::with_token(token().as_deref());
+    cfg.tls = tls;
+    match TcpStoreServer::bind_with(addr, cfg) {
         Ok(s) => {
             say!("gloo-bench: rank 0 hosts the TCP store at {}", s.local_addr());
             Some(s)
@@ -225,7 +238,7 @@ mod tests {
 
     #[test]
     fn rank_0_hosts_a_tcp_store_on_a_free_address_and_others_find_it() {
-        let server = serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = serve("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let url = StoreUrl::Tcp(server.local_addr().to_string());
         // The launcher's server holds the port, so rank 0 becomes a client too.
         let mut a = open(&url, 0, gloo_testing::deadline(10)).unwrap();

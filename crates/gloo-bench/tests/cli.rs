@@ -19,8 +19,14 @@ struct Run {
 
 /// Runs the binary with `args`, killing it (and failing the test) after `secs`.
 fn run(args: &[&str], secs: u64) -> Run {
+    run_env(args, &[], secs)
+}
+
+/// [`run`] with environment variables `env` added.
+fn run_env(args: &[&str], env: &[(&str, String)], secs: u64) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gloo-bench"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -738,5 +744,82 @@ fn ranks_exit_when_their_launcher_is_killed() {
             }
         }
         assert!(gone, "rank process {r} still runs 30 s after its launcher was killed");
+    }
+}
+
+#[test]
+fn tls_sweeps_with_a_throwaway_job_ca_and_every_check_passing() {
+    let args = ["--ranks", "3", "--transport", "tls", "--max-bytes", "256K", "--step-factor", "16"];
+    let mut all = args.to_vec();
+    all.extend(["--no-limits", "--format", "csv"]);
+    let r = run(&all, 120);
+    assert_sweep_csv(&r, 4);
+    assert!(r.stderr.contains("minted a throwaway CA"), "{}", r.stderr);
+}
+
+#[test]
+fn tls_runs_from_minted_files_with_each_rank_s_number_in_the_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    gloo_tls::mint::write_job(dir.path(), "gloo-bench", 2, gloo_tls::mint::Validity::days(1))
+        .unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let env = [
+        ("GLOO_TLS_CA", file("ca.pem")),
+        ("GLOO_TLS_CERT", file("rank-{rank}.pem")),
+        ("GLOO_TLS_KEY", file("rank-{rank}.key")),
+    ];
+    let args = ["--transport", "tls", "--max-bytes", "4K", "--no-limits", "--format", "csv"];
+    let r = run_env(&args, &env, 120);
+    assert_sweep_csv(&r, 3);
+    assert!(!r.stderr.contains("minted"), "the given files were not used:\n{}", r.stderr);
+    // One certificate named for every rank cannot work, and the error says how to fix it.
+    let one = [
+        ("GLOO_TLS_CA", file("ca.pem")),
+        ("GLOO_TLS_CERT", file("rank-0.pem")),
+        ("GLOO_TLS_KEY", file("rank-0.key")),
+    ];
+    let r = run_env(&args, &one, 60);
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("{rank}"), "{}", r.stderr);
+}
+
+#[test]
+fn the_tls_transport_benchmark_reports_tls_beside_tcp() {
+    let r = run(
+        &[
+            "transport",
+            "--transport",
+            "tls",
+            "--limit-secs",
+            "0.05",
+            "--stream-bytes",
+            "1M",
+            "--memory-bytes",
+            "0",
+            "--format",
+            "csv",
+        ],
+        180,
+    );
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let rows: Vec<&str> = r.stdout.lines().skip(1).collect();
+    for want in [
+        "ping-pong 1 B RTT p50, tls (plain: tcp",
+        "one-way stream, 1 MiB messages, tls (plain: tcp",
+        "allreduce 4 B f32 sum p50, tls (plain: tcp",
+        "allreduce 1 MiB f32 sum busbw, tls (plain: tcp",
+        "full-mesh connect, 2 ranks",
+        "AES-128-GCM",
+    ] {
+        let row = rows.iter().find(|r| r.contains(want));
+        let row = row.unwrap_or_else(|| panic!("{want} missing:\n{}", r.stdout));
+        // Every figure has a value, and those beside tcp a tcp figure and a ratio.
+        // From the right: the name may hold commas (it is quoted then).
+        let cells: Vec<&str> = row.rsplitn(6, ',').collect();
+        let (value, plain) = (cells[4], cells[2]);
+        assert!(value.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
+        if want.contains("plain: tcp") {
+            assert!(plain.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
+        }
     }
 }

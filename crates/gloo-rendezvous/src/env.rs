@@ -21,7 +21,8 @@
 //!    [`TorchStore`] client, with its keys under `gloo/torchelastic/<TORCHELASTIC_RUN_ID>/<TORCHELASTIC_RESTART_COUNT>`,
 //!    so workers restarted after a failure never read a dead attempt's addresses.
 //! 2. `MASTER_ADDR` and `MASTER_PORT`: rank 0 hosts a [`TcpStoreServer`] there (with the job
-//!    token when `GLOO_AUTH_TOKEN` is set) and every rank is a [`TcpStore`] client.
+//!    token when `GLOO_AUTH_TOKEN` is set, over mutual TLS when `GLOO_TLS_CA`, `GLOO_TLS_CERT`
+//!    and `GLOO_TLS_KEY` are set) and every rank is a [`TcpStore`] client.
 //! 3. srun without `MASTER_ADDR`: the store is on the step's first node (the first host of
 //!    `SLURM_STEP_NODELIST`, else `SLURM_NODELIST` or `SLURM_JOB_NODELIST`; `127.0.0.1` when
 //!    the step runs on one node), where rank 0 runs, at `MASTER_PORT` if set, else at port
@@ -106,6 +107,11 @@ pub struct EnvConfig {
     pub master: Option<(String, u16)>,
     /// The job token (`GLOO_AUTH_TOKEN`), if set.
     pub token: Option<Vec<u8>>,
+    /// This process's TLS files (`GLOO_TLS_CA`, `GLOO_TLS_CERT`, `GLOO_TLS_KEY`), if set
+    /// (feature `tls`): a hosted TCP store is then reached, and served, over mutual TLS
+    /// (torchrun's agent store has no TLS; see [`EnvStore::start`]).
+    #[cfg(feature = "tls")]
+    pub tls: Option<gloo_tls::TlsFiles>,
     /// Whose variables gave the rank and size.
     pub launcher: Launcher,
     /// Where the ranks meet (see the [module docs](self) for the rules).
@@ -329,7 +335,28 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     };
     let token =
         vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
-    Ok(EnvConfig { rank, size, local_rank, master, token, launcher, store, single_host })
+    #[cfg(feature = "tls")]
+    let tls =
+        gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned()).map_err(|e| bad(e.to_string()))?;
+    #[cfg(not(feature = "tls"))]
+    if let Some(k) = TLS_VARS.iter().find(|k| vars.get(**k).is_some_and(|v| !v.is_empty())) {
+        return Err(bad(format!(
+            "{k} is set, but this program was built without TLS (gloo-rendezvous's `tls` \
+             feature): it would reach the store in the clear"
+        )));
+    }
+    Ok(EnvConfig {
+        rank,
+        size,
+        local_rank,
+        master,
+        token,
+        #[cfg(feature = "tls")]
+        tls,
+        launcher,
+        store,
+        single_host,
+    })
 }
 
 fn is_true(v: &str) -> bool {
@@ -472,6 +499,10 @@ fn private_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The variables that ask for TLS (refused by a build without it rather than ignored).
+#[cfg(not(feature = "tls"))]
+const TLS_VARS: [&str; 3] = ["GLOO_TLS_CA", "GLOO_TLS_CERT", "GLOO_TLS_KEY"];
+
 /// The first host of a Slurm node list (`node[01-04,07],gpu5` gives `node01`).
 fn first_host(list: &str) -> Option<String> {
     let list = list.trim();
@@ -504,6 +535,8 @@ pub struct EnvStore {
     /// The client every rank (rank 0 included) talks to the store through.
     pub store: Arc<dyn Store>,
     server: Option<TcpStoreServer>,
+    #[cfg(feature = "tls")]
+    tls: Option<gloo_tls::TlsConfig>,
 }
 
 impl std::fmt::Debug for EnvStore {
@@ -519,7 +552,19 @@ impl EnvStore {
     /// Reach the store [`EnvConfig::store`] names, retrying until `deadline`: join torchrun's
     /// agent store, or (rank 0) bind the TCP store server and (every rank) connect to it, or
     /// open the per-job directory.
+    ///
+    /// With the `GLOO_TLS_*` files (feature `tls`), the hosted TCP store is served and
+    /// reached over mutual TLS with this process's certificate. torchrun's agent store
+    /// speaks PyTorch's protocol, which has no TLS: the files then secure the transport
+    /// only, and the store's keys (addresses, ranks) cross in the clear, as with a token.
     pub fn start(config: EnvConfig, deadline: Instant) -> Result<EnvStore> {
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(files) => {
+                Some(files.load().map_err(|e| Error::Config { detail: format!("TLS: {e}") })?)
+            }
+            None => None,
+        };
         let scoped = |store: Arc<dyn Store>, prefix: &str| -> Arc<dyn Store> {
             if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix)) }
         };
@@ -538,24 +583,49 @@ impl EnvStore {
                 let endpoint = endpoint(host, *port);
                 let server = if config.rank == 0 {
                     let addr = resolve(&endpoint)?;
-                    Some(TcpStoreServer::bind(addr, config.token.as_deref()).map_err(|e| {
+                    let cfg = crate::tcp::ServerConfig::with_token(config.token.as_deref());
+                    #[cfg(feature = "tls")]
+                    let cfg = crate::tcp::ServerConfig { tls: tls.clone(), ..cfg };
+                    Some(TcpStoreServer::bind_with(addr, cfg).map_err(|e| {
                         context(e, &format!("rank 0 hosting the store at {endpoint}"))
                     })?)
                 } else {
                     None
                 };
-                let client = TcpStore::connect(endpoint.clone(), config.token.as_deref(), deadline)
-                    .map_err(|e| {
-                        context(
-                            e,
-                            &format!("the store rank 0 hosts at {endpoint} (is rank 0 running?)"),
-                        )
-                    })?;
+                #[cfg(feature = "tls")]
+                let client = TcpStore::connect_with(
+                    endpoint.clone(),
+                    config.token.as_deref(),
+                    tls.as_ref(),
+                    deadline,
+                );
+                #[cfg(not(feature = "tls"))]
+                let client = TcpStore::connect(endpoint.clone(), config.token.as_deref(), deadline);
+                let client = client.map_err(|e| {
+                    context(
+                        e,
+                        &format!("the store rank 0 hosts at {endpoint} (is rank 0 running?)"),
+                    )
+                })?;
                 (scoped(Arc::new(client), prefix), server)
             }
             StoreSpec::File { dir } => (Arc::new(FileStore::new(dir.clone())?), None),
         };
-        Ok(EnvStore { config, store, server })
+        Ok(EnvStore {
+            config,
+            store,
+            server,
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    /// This process's TLS configuration, loaded from the `GLOO_TLS_*` files (feature `tls`):
+    /// what the transport's layer is made from
+    /// (`tls.layer(job, rank)` for `TcpConfig::stream_layer`).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&gloo_tls::TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// Whether this process hosts the store server.
@@ -854,6 +924,39 @@ mod tests {
                 ("MASTER_PORT", "29500"),
             ]);
             assert!(e.contains("MASTER_ADDR") && e.contains("no host"), "{addr:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_variables_come_in_threes_and_are_never_ignored() {
+        let base = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "1"),
+        ];
+        let partial = [base[0], base[1], base[2], base[3], ("GLOO_TLS_CERT", "/c.pem")];
+        let all = [
+            base[0],
+            base[1],
+            base[2],
+            base[3],
+            ("GLOO_TLS_CA", "/ca.pem"),
+            ("GLOO_TLS_CERT", "/c.pem"),
+            ("GLOO_TLS_KEY", "/c.key"),
+        ];
+        #[cfg(feature = "tls")]
+        {
+            assert_eq!(parse_env(&vars(&base)).unwrap().tls, None);
+            let e = err(&partial);
+            assert!(e.contains("GLOO_TLS_CA and GLOO_TLS_KEY not set"), "{e}");
+            let files = parse_env(&vars(&all)).unwrap().tls.unwrap();
+            assert_eq!(files.key, std::path::PathBuf::from("/c.key"));
+        }
+        #[cfg(not(feature = "tls"))]
+        for set in [&partial[..], &all[..]] {
+            let e = err(set);
+            assert!(e.contains("built without TLS"), "{e}");
         }
     }
 

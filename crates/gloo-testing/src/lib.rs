@@ -17,10 +17,12 @@ pub mod conformance {
     pub use gloo_transport::conformance::*;
 }
 pub mod netfault;
+pub mod netns;
 pub mod procs;
 pub mod redis;
 pub mod rng;
 pub mod rogue;
+pub mod tls;
 pub mod torch;
 
 use std::time::{Duration, Instant};

@@ -626,6 +626,36 @@ pub fn dropped_peer_is_lost(factory: Factory) {
     });
 }
 
+/// An operation that fails (its peer left) is marked `Cancelled`, as a withdrawn one is, and
+/// the batch's completed operations stay completed: a caller can tell which failed.
+/// (Collectives rely on it when their last peer leaves as the call ends: the mismatch watch
+/// failing then is no reason to fail the call.)
+pub fn a_failed_operation_is_cancelled_and_the_rest_keep_their_state(factory: Factory) {
+    let (a, b) = (Slot::new(21, 0), Slot::new(21, 1));
+    let received = AtomicBool::new(false);
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        if c.rank() == Rank(1) {
+            c.send(Rank(0), a, b"last", dl).unwrap();
+            wait_for("rank 0 to receive", || received.load(Ordering::SeqCst), dl);
+            drop(c);
+        } else {
+            let (mut got, mut never) = ([0u8; 4], [0u8; 4]);
+            {
+                let mut ops = [Op::recv(Rank(1), a, &mut got), Op::recv(Rank(1), b, &mut never)];
+                c.progress(&mut ops, Wait::Any, dl).unwrap();
+                assert_eq!(ops[0].completed(), Some((Rank(1), 4)));
+                received.store(true, Ordering::SeqCst);
+                let e = c.progress(&mut ops, Wait::All, dl).unwrap_err();
+                assert!(matches!(e, Error::PeerLost { peer: Rank(1), .. }), "{e}");
+                assert_eq!(ops[0].completed(), Some((Rank(1), 4)), "a completed one stays so");
+                assert_eq!(ops[1].state(), OpState::Cancelled, "the failed operation: {e}");
+            }
+            assert_eq!(&got, b"last");
+        }
+    });
+}
+
 /// The plan of [`random_traffic`]: what `from` sends to `to`, in order, as (slot, length).
 fn traffic_plan(from: u32, to: u32) -> Vec<(Slot, usize)> {
     const LENS: [usize; 6] = [0, 1, 100, 5000, 64 << 10, 70_000];
@@ -856,6 +886,7 @@ macro_rules! __conformance_list {
             abort_reaches_every_peer,
             abort_from_another_thread,
             dropped_peer_is_lost,
+            a_failed_operation_is_cancelled_and_the_rest_keep_their_state,
             random_traffic,
             simultaneous_large_exchange,
             messages_before_receives,

@@ -391,6 +391,8 @@ struct XorStream {
     early: Vec<u8>,
     read: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    /// The rank this stream claims to have authenticated (a vouching layer).
+    vouch: Option<Rank>,
 }
 
 impl gloo_transport::tcp::ByteStream for XorStream {
@@ -419,6 +421,14 @@ impl gloo_transport::tcp::ByteStream for XorStream {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         &mut self.socket
     }
+
+    fn connect_finished(&mut self) -> std::io::Result<bool> {
+        gloo_transport::tcp::ByteStream::connect_finished(&mut self.socket)
+    }
+
+    fn peer_rank(&self) -> Option<Rank> {
+        self.vouch
+    }
 }
 
 impl gloo_transport::tcp::StreamLayer for XorLayer {
@@ -437,8 +447,99 @@ impl gloo_transport::tcp::StreamLayer for XorLayer {
             early,
             read: self.read.clone(),
             written: self.written.clone(),
+            vouch: None,
         }))
     }
+}
+
+/// The XOR layer wrapping each connection before the transport's handshake, so the
+/// handshake runs inside it; with `vouch`, it claims to authenticate peers and says that
+/// whoever dialled in is that rank (a certificate check, faked).
+struct EarlyXorLayer {
+    key: u8,
+    vouch: Option<Rank>,
+}
+
+impl gloo_transport::tcp::StreamLayer for EarlyXorLayer {
+    fn wrap(
+        &self,
+        _peer: Rank,
+        _dialled: bool,
+        _socket: mio::net::TcpStream,
+        _early: Vec<u8>,
+    ) -> std::io::Result<Box<dyn gloo_transport::tcp::ByteStream>> {
+        unreachable!("a layer that wraps the handshake is never asked to wrap after it")
+    }
+
+    fn authenticates_peers(&self) -> bool {
+        self.vouch.is_some()
+    }
+
+    fn wraps_handshake(&self) -> bool {
+        true
+    }
+
+    fn wrap_connection(
+        &self,
+        dialled: Option<Rank>,
+        socket: mio::net::TcpStream,
+    ) -> std::io::Result<Box<dyn gloo_transport::tcp::ByteStream>> {
+        // A dialled peer is whom we dialled; an accepted one is whom the layer says.
+        let vouch = self.vouch.map(|v| dialled.unwrap_or(v));
+        Ok(Box::new(XorStream {
+            socket,
+            key: self.key,
+            early: Vec::new(),
+            read: Arc::default(),
+            written: Arc::default(),
+            vouch,
+        }))
+    }
+}
+
+#[test]
+fn a_stream_layer_can_carry_the_handshake_itself() {
+    // Both ranks XOR everything, handshake included: they connect and exchange.
+    let layer = std::sync::Arc::new(EarlyXorLayer { key: 0x33, vouch: None });
+    let comms =
+        group_with(3, |r| TcpConfig::loopback("early", Rank(r), 3).stream_layer(layer.clone()));
+    gloo_testing::rogue::all_exchange(&comms, deadline(30));
+    // A rank whose layer does not wrap the handshake cannot talk to one whose does: the
+    // Hello arrives scrambled.
+    let l0 =
+        TcpListener::bind(TcpConfig::loopback("mixed", Rank(0), 2).stream_layer(layer.clone()))
+            .unwrap();
+    let l1 = TcpListener::bind(TcpConfig::loopback("mixed", Rank(1), 2)).unwrap();
+    let addrs = vec![l0.address_bytes(), l1.address_bytes()];
+    let a2 = addrs.clone();
+    let until = Instant::now() + std::time::Duration::from_secs(2);
+    let t0 = std::thread::spawn(move || l0.connect_all(&a2, until).map(|_| ()));
+    let e1 = l1.connect_all(&addrs, until).map(|_| ()).unwrap_err();
+    let e0 = t0.join().unwrap().unwrap_err();
+    assert_eq!(e0.peer(), Some(Rank(1)), "{e0}");
+    assert_eq!(e1.peer(), Some(Rank(0)), "{e1}");
+}
+
+#[test]
+fn a_hello_claiming_another_rank_than_the_layer_proved_is_refused() {
+    // Rank 0's layer "proves" that whoever dials in is rank 2; rank 1 dials and (truthfully)
+    // claims rank 1 in its Hello: the claim does not match what the layer proved, so rank 0
+    // refuses the connection with an authentication error naming the claimed rank.
+    let liar = std::sync::Arc::new(EarlyXorLayer { key: 0x44, vouch: Some(Rank(2)) });
+    let honest = std::sync::Arc::new(EarlyXorLayer { key: 0x44, vouch: Some(Rank(0)) });
+    let l0 =
+        TcpListener::bind(TcpConfig::loopback("claim", Rank(0), 3).stream_layer(liar)).unwrap();
+    let l1 =
+        TcpListener::bind(TcpConfig::loopback("claim", Rank(1), 3).stream_layer(honest)).unwrap();
+    let addrs = vec![l0.address_bytes(), l1.address_bytes(), l1.address_bytes()];
+    let a2 = addrs.clone();
+    let until = Instant::now() + std::time::Duration::from_secs(2);
+    let t0 = std::thread::spawn(move || l0.connect_all(&a2, until).map(|_| ()));
+    let _ = l1.connect_all(&addrs, until);
+    let e0 = t0.join().unwrap().unwrap_err();
+    let text = e0.to_string();
+    // The deadline error lists why rank 1 is missing: its refused claim.
+    assert!(text.contains("rank 1") && text.contains("certificate is rank 2's"), "{text}");
 }
 
 #[test]

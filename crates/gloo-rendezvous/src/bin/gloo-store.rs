@@ -4,8 +4,11 @@
 //! gloo-store --listen 127.0.0.1:29500 [--token-env GLOO_AUTH_TOKEN] [--insecure]
 //! ```
 //!
-//! With `--token-env VAR`, clients must prove they hold the token in `$VAR`. Without a token
-//! only loopback addresses are served, unless `--insecure` is given.
+//! With `--token-env VAR`, clients must prove they hold the token in `$VAR`. With
+//! `GLOO_TLS_CA`, `GLOO_TLS_CERT` and `GLOO_TLS_KEY` set (a build with the `tls` feature), the
+//! store speaks mutual TLS with that certificate (a `gloo://<job>/store` one, from
+//! `gloo-tls mint`) and serves only clients holding a certificate of the same job. Without a
+//! token or TLS only loopback addresses are served, unless `--insecure` is given.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -14,7 +17,8 @@ use std::process::ExitCode;
 use gloo_rendezvous::tcp::{ServerConfig, TcpStoreServer};
 
 const USAGE: &str = "usage: gloo-store --listen ADDR:PORT [--token-env VAR] [--insecure]\n\
-     Serves a gloo TCP store until killed. With --token-env, clients must hold the token in $VAR.";
+     Serves a gloo TCP store until killed. With --token-env, clients must hold the token in $VAR;\n\
+     with GLOO_TLS_CA, GLOO_TLS_CERT and GLOO_TLS_KEY, clients must hold a certificate of the job.";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -61,6 +65,16 @@ fn run(args: Vec<String>) -> Result<(), String> {
         }
     }
     let listen = listen.ok_or("--listen is required")?;
+    #[cfg(feature = "tls")]
+    {
+        cfg.tls = gloo_tls::TlsConfig::from_env().map_err(|e| format!("TLS: {e}"))?;
+    }
+    #[cfg(not(feature = "tls"))]
+    if std::env::var_os("GLOO_TLS_CERT").is_some() {
+        return Err(
+            "GLOO_TLS_* are set, but this gloo-store was built without TLS (feature `tls`)".into(),
+        );
+    }
     let server = TcpStoreServer::bind_with(listen, cfg).map_err(|e| e.to_string())?;
     tracing::info!(addr = %server.local_addr(), "gloo-store serving");
     server.join();

@@ -11,6 +11,7 @@ use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, Frame, MAGIC, MAX_FRAME, NONCE_LEN, Reader,
     SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, nonce, proof, verify_proof,
 };
+use super::stream::ClientStream;
 use crate::error::{Error, Result};
 use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
@@ -32,13 +33,15 @@ const MIN_BUDGET: Duration = Duration::from_millis(100);
 pub struct TcpStore {
     endpoint: String,
     token: Option<Vec<u8>>,
+    #[cfg(feature = "tls")]
+    tls: Option<gloo_tls::TlsConnector>,
     pool: Mutex<Vec<Conn>>,
     next_id: AtomicU32,
 }
 
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: ClientStream,
     /// Receive buffer, zeroed once and reused: `buf[start..end]` holds received bytes not yet
     /// consumed (one read usually brings a whole answer).
     buf: Vec<u8>,
@@ -81,12 +84,49 @@ impl TcpStore {
         let store = TcpStore {
             endpoint: endpoint.into(),
             token: token.map(<[u8]>::to_vec),
+            #[cfg(feature = "tls")]
+            tls: None,
             pool: Mutex::new(Vec::new()),
             next_id: AtomicU32::new(1),
         };
-        let conn = store.open(deadline)?;
-        store.put_back(conn);
-        Ok(store)
+        store.first(deadline)
+    }
+
+    /// [`connect`](Self::connect) over mutual TLS with the job's certificates (feature
+    /// `tls`): the client presents `tls`'s certificate and requires the server's to be of
+    /// the same job. `tls: None` is plain [`connect`](Self::connect). A server whose
+    /// certificate does not verify (or that refuses ours) is [`Error::Auth`] at once.
+    #[cfg(feature = "tls")]
+    pub fn connect_with(
+        endpoint: impl Into<String>,
+        token: Option<&[u8]>,
+        tls: Option<&gloo_tls::TlsConfig>,
+        deadline: Instant,
+    ) -> Result<Self> {
+        let store = TcpStore {
+            endpoint: endpoint.into(),
+            token: token.map(<[u8]>::to_vec),
+            tls: tls.map(gloo_tls::TlsConfig::store_connector),
+            pool: Mutex::new(Vec::new()),
+            next_id: AtomicU32::new(1),
+        };
+        store.first(deadline)
+    }
+
+    /// Open the first connection (proving the store is there), and keep it.
+    fn first(self, deadline: Instant) -> Result<Self> {
+        let conn = self.open(deadline)?;
+        self.put_back(conn);
+        Ok(self)
+    }
+
+    /// A new connection's stream: a TLS session when the store is reached over TLS.
+    fn wrap(&self, stream: TcpStream) -> io::Result<ClientStream> {
+        #[cfg(feature = "tls")]
+        if let Some(c) = &self.tls {
+            return Ok(ClientStream::Tls(Box::new(c.connect(stream)?)));
+        }
+        Ok(ClientStream::Plain(stream))
     }
 
     /// The endpoint this client connects to.
@@ -137,6 +177,9 @@ impl TcpStore {
                     // A backstop for small writes (which cannot block on a fresh
                     // request-response connection); large ones set their own bound.
                     let _ = stream.set_write_timeout(Some(self::budget(deadline)));
+                    let stream = self.wrap(stream).map_err(|e| {
+                        OpenError::Fatal(Error::Config { detail: format!("starting TLS: {e}") })
+                    })?;
                     let mut conn = Conn::new(stream);
                     return match self.handshake(&mut conn, deadline) {
                         Ok(()) => Ok(conn),
@@ -162,7 +205,16 @@ impl TcpStore {
         f.raw(MAGIC).u16(VERSION).raw(&client_nonce);
         let frame = f.finish().map_err(HandshakeError::Fatal)?;
         let reply = deadline.max(Instant::now() + MIN_BUDGET);
-        let (status, body) = conn.roundtrip(&frame, 0, reply).map_err(HandshakeError::from)?;
+        // With TLS, the session's handshake runs inside this first round trip; a
+        // certificate refused either way cannot be cured by retrying.
+        let (status, body) = conn.roundtrip(&frame, 0, reply).map_err(|f| match f {
+            Fail::Conn { err, .. } if err.kind() == io::ErrorKind::PermissionDenied => {
+                HandshakeError::Fatal(Error::Auth {
+                    detail: format!("TLS with the store at {}: {err}", self.endpoint),
+                })
+            }
+            f => HandshakeError::from(f),
+        })?;
         if status != ST_OK {
             return Err(HandshakeError::Fatal(remote_error(status, &body, &self.endpoint)));
         }
@@ -342,7 +394,7 @@ fn budget(deadline: Instant) -> Duration {
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    fn new(stream: ClientStream) -> Conn {
         Conn { stream, buf: vec![0; 16 << 10], start: 0, end: 0, read_timeout: None }
     }
 
@@ -350,15 +402,18 @@ impl Conn {
     /// without blocking before a non-idempotent request is sent on it.
     fn alive(&self) -> bool {
         let mut b = [0u8; 1];
-        if self.stream.set_nonblocking(true).is_err() {
+        let sock = self.stream.socket();
+        if sock.set_nonblocking(true).is_err() {
             return false;
         }
-        let ok = match self.stream.peek(&mut b) {
+        let ok = match sock.peek(&mut b) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             // Either EOF, an error, or unsolicited bytes (never valid): not usable.
             _ => false,
         };
-        ok && self.start == self.end && self.stream.set_nonblocking(false).is_ok()
+        ok && self.start == self.end
+            && !self.stream.holds_input()
+            && sock.set_nonblocking(false).is_ok()
     }
 
     /// Write a request and read the answer with the same id.
@@ -372,6 +427,7 @@ impl Conn {
         // only a large request can block in write: bound it by the deadline then.
         if frame.len() > 64 << 10 {
             self.stream
+                .socket()
                 .set_write_timeout(Some(budget(deadline)))
                 .map_err(|err| Fail::Conn { sent: false, err })?;
         }
@@ -422,6 +478,7 @@ impl Conn {
             let t = if t > left { left } else { t };
             if self.read_timeout != Some(t) {
                 self.stream
+                    .socket()
                     .set_read_timeout(Some(t))
                     .map_err(|err| Fail::Conn { sent: true, err })?;
                 self.read_timeout = Some(t);

@@ -2,14 +2,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::check_token;
@@ -18,6 +18,7 @@ use super::proto::{
     MAX_PREAUTH_FRAME, NONCE_LEN, Reader, SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION,
     nonce, proof, verify_proof,
 };
+use super::stream::ServerStream;
 use crate::error::{Error, Result};
 use crate::store::{add_counter, check_key, check_value};
 
@@ -56,6 +57,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Serve a non-loopback address without a token (Gloo's behaviour; off by default).
     pub allow_insecure_remote: bool,
+    /// Mutual TLS with the job's certificates (feature `tls`): every connection is a TLS 1.3
+    /// session in which the server presents this certificate and requires one of the same
+    /// job (any rank, or a store) from the client. A routable address then needs no token.
+    #[cfg(feature = "tls")]
+    pub tls: Option<gloo_tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +72,8 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(10),
             max_connections: 65_536,
             allow_insecure_remote: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -101,13 +109,22 @@ impl TcpStoreServer {
         if let Some(t) = &cfg.token {
             check_token(t)?;
         }
-        if cfg.token.is_none() && !addr.ip().is_loopback() && !cfg.allow_insecure_remote {
+        #[cfg(feature = "tls")]
+        let acceptor = cfg.tls.as_ref().map(gloo_tls::TlsConfig::store_acceptor);
+        #[cfg(not(feature = "tls"))]
+        let acceptor: Option<Acceptor> = None;
+        if cfg.token.is_none()
+            && acceptor.is_none()
+            && !addr.ip().is_loopback()
+            && !cfg.allow_insecure_remote
+        {
             return Err(Error::Config {
                 detail: format!(
                     "refusing to serve the store on {addr} without a token: anyone who can \
                      reach it could read and change the job's keys; set a job token \
-                     (GLOO_AUTH_TOKEN, or ServerConfig::token), bind a loopback address, or opt \
-                     into allow_insecure_remote"
+                     (GLOO_AUTH_TOKEN, or ServerConfig::token) or TLS certificates \
+                     (GLOO_TLS_CA, GLOO_TLS_CERT, GLOO_TLS_KEY), bind a loopback address, or \
+                     opt into allow_insecure_remote"
                 ),
             });
         }
@@ -125,6 +142,7 @@ impl TcpStoreServer {
         let mut server = Server {
             poll,
             listener,
+            acceptor,
             cfg,
             stop: stop.clone(),
             conns: Vec::new(),
@@ -203,7 +221,7 @@ enum Phase {
 
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: ServerStream,
     peer: SocketAddr,
     generation: u64,
     phase: Phase,
@@ -237,7 +255,12 @@ impl Conn {
             self.wbuf.clear();
             self.wpos = 0;
         }
-        Ok(())
+        // A TLS session keeps what the socket did not take; the next writable event
+        // brings it back here.
+        match self.stream.flush_pending() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// A response frame appended to this connection's unsent output; hand the finished
@@ -278,9 +301,18 @@ struct Waiter {
 #[derive(Debug)]
 struct Drop_(String);
 
+/// What makes a TLS session of an accepted connection.
+#[cfg(feature = "tls")]
+type Acceptor = gloo_tls::TlsAcceptor;
+/// Without the `tls` feature there is never one.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+enum Acceptor {}
+
 struct Server {
     poll: Poll,
     listener: TcpListener,
+    acceptor: Option<Acceptor>,
     cfg: ServerConfig,
     stop: Arc<AtomicBool>,
     conns: Vec<Option<Conn>>,
@@ -354,19 +386,26 @@ impl Server {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     if self.live >= self.cfg.max_connections {
                         tracing::warn!(%peer, limit = self.cfg.max_connections,
                             "store server refused a connection: too many connections");
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    let mut stream = match self.wrap(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "store server could not start TLS");
+                            continue;
+                        }
+                    };
                     let idx = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
                         self.conns.len() - 1
                     });
                     if let Err(e) = self.poll.registry().register(
-                        &mut stream,
+                        stream.socket(),
                         Token(idx),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
@@ -404,6 +443,17 @@ impl Server {
         }
     }
 
+    /// An accepted connection's stream: a TLS session when the server has certificates.
+    fn wrap(&self, stream: mio::net::TcpStream) -> io::Result<ServerStream> {
+        match &self.acceptor {
+            #[cfg(feature = "tls")]
+            Some(a) => Ok(ServerStream::Tls(Box::new(a.accept(stream)?))),
+            #[cfg(not(feature = "tls"))]
+            Some(a) => match *a {},
+            None => Ok(ServerStream::Plain(stream)),
+        }
+    }
+
     fn close(&mut self, idx: usize, conn: Conn, why: Option<&str>) {
         match why {
             Some(why) => tracing::warn!(peer = %conn.peer, "store server dropped a client: {why}"),
@@ -421,7 +471,7 @@ impl Server {
             }
         }
         let mut stream = conn.stream;
-        let _ = self.poll.registry().deregister(&mut stream);
+        let _ = self.poll.registry().deregister(stream.socket());
         self.live -= 1;
         self.live_shared.store(self.live, Ordering::Relaxed);
         self.free.push(idx);
@@ -521,7 +571,10 @@ impl Server {
                     conn.rbuf.extend_from_slice(&self.scratch[..n]);
                     conn.last_read = Instant::now();
                     budget = budget.saturating_sub(n);
-                    if short_read_ends && n < self.scratch.len() {
+                    if short_read_ends
+                        && n < self.scratch.len()
+                        && conn.stream.drains_on_short_read()
+                    {
                         // A short read drained the socket; with edge-triggered readiness the
                         // next arrival (data or hang-up) raises a new event, so the read that
                         // would only say "would block" is skipped (one system call less per
@@ -537,6 +590,11 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
+                // A TLS client that went away without close_notify between requests has
+                // just gone, like a plain one closing.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && conn.rbuf.is_empty() => {
+                    return Ok(false);
+                }
                 Err(e) => return Err(Drop_(format!("read failed: {e}"))),
             }
         }

@@ -1638,12 +1638,15 @@ fn eof<L>(peer: &Peer<L>) -> (Error, bool) {
 }
 
 /// A link error: group-fatal, unless the peer said goodbye first (then a reset is just how
-/// its close arrived).
+/// its close arrived). A link's refusal of the peer's bytes (see [`Link`]'s contract: a TLS
+/// record forged or cut short) is that peer's protocol or authentication error, as garbage
+/// frames are, and poisons nothing.
 fn lost<L>(peer: &Peer<L>, e: &io::Error) -> (Error, bool) {
     // A link that knows what went wrong says so with a typed error inside the `io::Error`
     // (see the `Link` contract): a peer that broke the protocol (scribbled on a shared ring)
     // or failed authentication keeps that scope, and a loss keeps the link's own reason.
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+    let typed = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>());
+    match typed {
         Some(t @ (Error::Protocol { peer: Some(p), .. } | Error::Auth { peer: Some(p), .. }))
             if *p == peer.rank =>
         {
@@ -1653,6 +1656,15 @@ fn lost<L>(peer: &Peer<L>, e: &io::Error) -> (Error, bool) {
             return (Error::PeerLost { peer: peer.rank, reason: reason.clone() }, true);
         }
         _ => {}
+    }
+    // A link's own refusal of the peer's bytes by its error's kind (TLS: a forged record, a
+    // failed certificate). A typed error that named another rank is not believed, whatever
+    // its kind: the link's peer is lost.
+    if typed.is_none()
+        && let Some(refused) =
+            super::refusal(Some(peer.rank), "the link refused the peer's data", e)
+    {
+        return (refused, false);
     }
     let reason = if peer.said_goodbye {
         format!("closed its communicator ({e})")

@@ -98,4 +98,5 @@ mod wire;
 
 pub use comm::EngineComm;
 pub use machine::{Engine, EngineConfig};
+pub(crate) use wire::refusal;
 pub use wire::{Link, Sleeper, Waker, Wire};

@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use crate::Rank;
+use crate::{Error, Rank};
 
 /// The byte movement to and from one peer: an ordered, reliable byte stream each way.
 ///
@@ -45,6 +45,13 @@ use crate::Rank;
 ///   scope, that peer only (a peer that scribbled on a shared ring breaks its own link, not
 ///   the group), and a [`PeerLost`](crate::Error::PeerLost) keeps the link's reason; any
 ///   other error, or one naming another rank, is a lost peer as above.
+/// - **A peer that broke the link's own protocol.** A link that checks its peer's bytes
+///   itself (TLS: records, certificates) says why it refuses them by the kind of an error it
+///   makes itself (not an operating-system error): `InvalidData` is the peer breaking the
+///   link's protocol (forged or truncated records), [`Error::Protocol`](crate::Error) for that
+///   peer, as garbage frames are; `PermissionDenied` is a peer that failed the link's
+///   authentication, [`Error::Auth`](crate::Error). Either closes that peer's link and fails
+///   what depends on it without poisoning the group. Every other error is a broken link.
 /// - **No borrowed memory kept.** A write copies (or sends) the bytes it accepts before it
 ///   returns; the slices passed in are the caller's buffers and are gone afterwards.
 ///
@@ -152,6 +159,23 @@ pub trait Wire: Send + 'static {
     /// then); `None`, the default, leaves it to the ticks.
     fn background_nap(&self) -> Option<Duration> {
         None
+    }
+}
+
+/// The engine's error for a link error `e` met while `doing` something with `peer`, when
+/// the link made it to refuse the peer's bytes (see [`Link`]'s contract): `InvalidData` is a
+/// [`Protocol`](Error::Protocol) error, `PermissionDenied` an [`Auth`](Error::Auth) error.
+/// `None` for anything else, operating-system errors of those kinds included (`EPERM` from a
+/// firewall says nothing about the peer).
+pub(crate) fn refusal(peer: Option<Rank>, doing: &str, e: &io::Error) -> Option<Error> {
+    if e.raw_os_error().is_some() {
+        return None;
+    }
+    let detail = format!("{doing}: {e}");
+    match e.kind() {
+        io::ErrorKind::InvalidData => Some(Error::Protocol { peer, detail }),
+        io::ErrorKind::PermissionDenied => Some(Error::Auth { peer, detail }),
+        _ => None,
     }
 }
 

@@ -207,6 +207,10 @@ pub struct Handshake {
     lazy: bool,
     integrity: bool,
     verdict: Option<bool>,
+    /// The peer's first two bytes, to tell a TLS peer from a garbled one.
+    head: [u8; 2],
+    /// How many of `head` arrived.
+    seen: usize,
 }
 
 impl Handshake {
@@ -252,6 +256,8 @@ impl Handshake {
             lazy: false,
             integrity: false,
             verdict: None,
+            head: [0; 2],
+            seen: 0,
             cfg,
         }
     }
@@ -272,6 +278,8 @@ impl Handshake {
             lazy: false,
             integrity: false,
             verdict: None,
+            head: [0; 2],
+            seen: 0,
             cfg,
         }
     }
@@ -366,6 +374,14 @@ impl Handshake {
     /// Feed bytes from the peer; returns how many were used. Stops after the last handshake
     /// frame, leaving later bytes to the caller.
     pub fn feed(&mut self, input: &[u8]) -> Result<usize> {
+        if self.seen < self.head.len() {
+            let n = (self.head.len() - self.seen).min(input.len());
+            self.head[self.seen..self.seen + n].copy_from_slice(&input[..n]);
+            self.seen += n;
+            if self.seen == self.head.len() && is_tls_record(self.head) {
+                return Err(self.speaks_tls());
+            }
+        }
         let mut used = 0;
         // A lazy acceptor waiting for its owner's decision takes nothing more: the connector
         // has nothing to say until it hears the verdict.
@@ -409,6 +425,36 @@ impl Handshake {
             }
         }
         Ok(used)
+    }
+
+    /// The peer opened with a TLS record (its ClientHello, or a TLS server's alert about our
+    /// `Hello`): it is a rank with TLS and this one has none. No retry can change that, so
+    /// the connector's error is final at once ([`Error::Auth`]: the peer demands an
+    /// authentication this rank cannot give). The acceptor answers with its own `Hello` in
+    /// the clear, so that a TLS dialler sees at once that this rank has no TLS instead of
+    /// retrying until its deadline; nothing secret is in a `Hello`.
+    fn speaks_tls(&mut self) -> Error {
+        let detail = "speaks TLS (a TLS record where its Hello should be) and this rank does \
+                      not: every rank of a job needs the job's TLS files (GLOO_TLS_CA, \
+                      GLOO_TLS_CERT, GLOO_TLS_KEY) or none";
+        match self.role {
+            Role::Connector => {
+                Error::Auth { peer: self.claimed(), detail: format!("the peer {detail}") }
+            }
+            Role::Acceptor => {
+                let mine = Hello {
+                    job: self.cfg.job,
+                    from: self.cfg.me,
+                    // Whom it dialled is not known (its Hello is inside the TLS session).
+                    to: Rank(u32::MAX),
+                    size: self.cfg.size,
+                    flags: Self::my_flags(&self.cfg, self.lazy),
+                    nonce: self.my_nonce,
+                };
+                self.out.extend_from_slice(&mine.encode());
+                Error::Protocol { peer: None, detail: format!("a peer {detail}") }
+            }
+        }
     }
 
     fn on_frame(&mut self, op: Opcode, payload: &[u8]) -> Result<()> {
@@ -647,6 +693,12 @@ impl Handshake {
     }
 }
 
+/// Whether a stream's first two bytes are a TLS record's: a handshake (22) or alert (21)
+/// record of TLS 1.x (major version 3). A gloo frame starts with its magic's first byte, 0x4F.
+fn is_tls_record(head: [u8; 2]) -> bool {
+    matches!(head, [0x15 | 0x16, 0x03])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +746,33 @@ mod tests {
         let (x, y) = run(c, a);
         assert_eq!(x.unwrap(), Rank(1));
         assert_eq!(y.unwrap(), Rank(3));
+    }
+
+    #[test]
+    fn a_tls_peer_is_told_apart_from_garbage_and_answered_in_the_clear() {
+        // A TLS server's alert about our Hello (record type 21, TLS 1.2 on the wire), fed
+        // byte by byte: the connector's error is final and names the rank it dialled.
+        let mut c = Handshake::connector(cfg(2, None), Rank(0), [1; 32]);
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+        let e = alert.iter().find_map(|b| c.feed(&[*b]).err()).expect("refused");
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(0)), .. }), "{e}");
+        assert!(e.to_string().contains("speaks TLS"), "{e}");
+        // A TLS client's ClientHello (record type 22, TLS 1.0 in the record header): the
+        // acceptor refuses it and queues its own Hello, so the TLS dialler learns at once.
+        let mut a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let e = a.feed(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap_err();
+        assert!(matches!(e, Error::Protocol { peer: None, .. }), "{e}");
+        assert!(e.to_string().contains("speaks TLS"), "{e}");
+        assert_eq!(
+            a.output()[..4],
+            super::super::frame::MAGIC.to_le_bytes(),
+            "our Hello, in the clear"
+        );
+        // Garbage that is no TLS record stays a plain protocol error, with no answer.
+        let mut a = Handshake::acceptor(cfg(0, None), [2; 32]);
+        let e = a.feed(&[0x16, 0x04].repeat(HEADER_LEN)).unwrap_err();
+        assert!(!e.to_string().contains("TLS"), "{e}");
+        assert!(a.output().is_empty());
     }
 
     #[test]

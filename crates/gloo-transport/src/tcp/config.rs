@@ -213,8 +213,9 @@ impl TcpConfig {
     ///
     /// A layer that says it authenticates peers ([`StreamLayer::authenticates_peers`]) lets a
     /// routable address be bound without a token; any other layer leaves the token
-    /// requirement as it is. The `Hello` exchange (job, ranks, size) still runs first, with a
-    /// token too if one is configured.
+    /// requirement as it is. A layer that [wraps the
+    /// handshake](StreamLayer::wraps_handshake) (TLS) carries the `Hello` exchange (job,
+    /// ranks, size) and the token's MACs inside it; any other layer starts once they are done.
     pub fn stream_layer(mut self, layer: Arc<dyn StreamLayer>) -> TcpConfig {
         self.layer = Some(Layer(layer));
         self

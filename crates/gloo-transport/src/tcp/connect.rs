@@ -1,7 +1,7 @@
 //! Binding, publishing the address, and connecting the full mesh with handshakes.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::comm::{TcpComm, engine_config, new_poll};
 use super::config::{Layer, TcpConfig, decode_addr, encode_addr};
 use super::driver::{Lazy, TcpLink, WAKE};
+use super::stream::{ByteStream, stream_error};
 use crate::engine::{Engine, EngineConfig};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
 use crate::{Error, LazyListener, Listener, Rank, Result};
@@ -133,7 +134,7 @@ impl TcpListener {
         for (r, slot) in done.into_iter().enumerate() {
             let Some((mut stream, leftover)) = slot else { continue };
             let rank = Rank(r as u32);
-            let _ = poll.registry().deregister(&mut stream);
+            let _ = poll.registry().deregister(stream.io().source());
             let (stream, early) =
                 data_stream(cfg.layer.as_ref(), rank, rank < me, stream, leftover)?;
             out.push(TcpPeer { rank, stream, early });
@@ -256,9 +257,14 @@ pub(super) fn data_stream(
     layer: Option<&Layer>,
     rank: Rank,
     dialled: bool,
-    stream: mio::net::TcpStream,
+    conn: ConnStream,
     leftover: Vec<u8>,
-) -> Result<(Box<dyn super::stream::ByteStream>, Vec<u8>)> {
+) -> Result<(Box<dyn ByteStream>, Vec<u8>)> {
+    let stream = match conn {
+        // The layer has been there since the start; the leftover is its plaintext.
+        ConnStream::Layered { stream, .. } => return Ok((stream, leftover)),
+        ConnStream::Socket(s) => s,
+    };
     match layer {
         Some(layer) => {
             let wrapped = layer
@@ -289,9 +295,68 @@ impl LazyListener for TcpListener {
     }
 }
 
+/// A connection's stream while its handshake runs: the socket itself, or, for a layer that
+/// [wraps the handshake](super::StreamLayer::wraps_handshake), the layer's stream over it.
+pub(super) enum ConnStream {
+    Socket(mio::net::TcpStream),
+    /// `vouches`: the layer authenticates peers, so the rank it proved must be the rank the
+    /// peer's `Hello` claims.
+    Layered {
+        stream: Box<dyn ByteStream>,
+        vouches: bool,
+    },
+}
+
+impl ConnStream {
+    /// A new connection (to `dialled`, or accepted), wrapped now if the layer wants the
+    /// transport's handshake inside it.
+    pub(super) fn new(
+        layer: Option<&Layer>,
+        dialled: Option<Rank>,
+        socket: mio::net::TcpStream,
+    ) -> Result<ConnStream> {
+        match layer {
+            Some(l) if l.0.wraps_handshake() => {
+                let stream =
+                    l.0.wrap_connection(dialled, socket)
+                        .map_err(|e| Error::io(dialled, "setting up the stream layer", &e))?;
+                Ok(ConnStream::Layered { stream, vouches: l.0.authenticates_peers() })
+            }
+            _ => Ok(ConnStream::Socket(socket)),
+        }
+    }
+
+    pub(super) fn io(&mut self) -> &mut dyn ByteStream {
+        match self {
+            ConnStream::Socket(s) => s,
+            ConnStream::Layered { stream, .. } => stream.as_mut(),
+        }
+    }
+
+    /// Write `bytes` if there is room now, before the connection is closed: best effort,
+    /// nothing is retried and errors are ignored (the connection is closing anyway).
+    pub(super) fn write_last(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let s = self.io();
+        if s.write_vectored(&[IoSlice::new(bytes)]).is_ok() && s.has_pending_output() {
+            let _ = s.flush_pending();
+        }
+    }
+
+    /// Close the connection now (a layered stream closes when dropped, after saying so in
+    /// its own protocol).
+    pub(super) fn shutdown(&self) {
+        if let ConnStream::Socket(s) = self {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// A connection whose handshake is under way.
 pub(super) struct Conn {
-    pub(super) stream: mio::net::TcpStream,
+    pub(super) stream: ConnStream,
     pub(super) hs: Handshake,
     /// Bytes read past the end of the handshake, for the data phase.
     pub(super) leftover: Vec<u8>,
@@ -319,7 +384,7 @@ struct Setup {
     dials: HashMap<Rank, Dial>,
     conns: HashMap<usize, Conn>,
     next_token: usize,
-    done: Vec<Option<(mio::net::TcpStream, Vec<u8>)>>,
+    done: Vec<Option<(ConnStream, Vec<u8>)>>,
     last_err: HashMap<Rank, String>,
     /// Per rank, the last authentication or configuration error of a connection that
     /// claimed to be it (wrong token, another job...): what the timeout reports, typed.
@@ -476,11 +541,16 @@ impl Setup {
                 _ => FIRST_BACKOFF,
             };
             match dial(addr) {
-                Ok(mut stream) => {
+                Ok(stream) => {
                     let t = self.next_token;
                     self.next_token += 1;
+                    let mut stream = ConnStream::new(self.l.cfg.layer.as_ref(), Some(r), stream)?;
                     poll.registry()
-                        .register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            stream.io().source(),
+                            Token(t),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .map_err(|e| Error::io(Some(r), "registering a connection", &e))?;
                     let hs = Handshake::connector(self.hs.clone(), r, fresh_nonce()?);
                     let hs = self.l.cfg.handshake_mode(hs);
@@ -511,7 +581,7 @@ impl Setup {
     fn accept(&mut self, poll: &mio::Poll, now: Instant) -> bool {
         for _ in 0..ACCEPT_BATCH {
             match self.l.listener.accept() {
-                Ok((mut stream, from)) => {
+                Ok((stream, from)) => {
                     if self.incoming >= MAX_INCOMING {
                         self.evict_oldest(poll);
                     }
@@ -519,7 +589,11 @@ impl Setup {
                     let t = self.next_token;
                     self.next_token += 1;
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if poll.registry().register(&mut stream, Token(t), interest).is_err() {
+                    let Ok(mut stream) = ConnStream::new(self.l.cfg.layer.as_ref(), None, stream)
+                    else {
+                        continue;
+                    };
+                    if poll.registry().register(stream.io().source(), Token(t), interest).is_err() {
                         continue;
                     }
                     let nonce = match fresh_nonce() {
@@ -558,8 +632,8 @@ impl Setup {
             .min_by_key(|(t, c)| (c.hs.claimed().is_some(), **t))
             .map(|(t, _)| *t);
         if let Some(mut c) = oldest.and_then(|t| self.conns.remove(&t)) {
-            let _ = poll.registry().deregister(&mut c.stream);
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            let _ = poll.registry().deregister(c.stream.io().source());
+            c.stream.shutdown();
             self.incoming -= 1;
             tracing::warn!(rank = %self.me(), max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
         }
@@ -605,8 +679,8 @@ impl Setup {
                 // What the handshake queued before failing (our `Hello` for a dialler of
                 // another job, so that it can name the mismatch) goes out first; the socket
                 // is fresh, so its buffer takes it whole. Best effort: it closes anyway.
-                let _ = c.stream.write(c.hs.output());
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                c.stream.write_last(c.hs.output());
+                c.stream.shutdown();
                 let claimed = c.hs.claimed().or(e.peer());
                 match dialled {
                     Some(r) => {
@@ -645,7 +719,7 @@ impl Setup {
     ) -> Result<(mio::Poll, Connected, TcpConfig)> {
         let _ = poll.registry().deregister(&mut self.l.listener);
         for (_, mut c) in self.conns.drain() {
-            let _ = poll.registry().deregister(&mut c.stream);
+            let _ = poll.registry().deregister(c.stream.io().source());
         }
         tracing::debug!(rank = %self.me(), took = ?start.elapsed(), "connected");
         Ok((poll, self.done, self.l.cfg))
@@ -653,7 +727,7 @@ impl Setup {
 }
 
 /// Each rank's connection whose handshake succeeded, and the bytes read past it.
-type Connected = Vec<Option<(mio::net::TcpStream, Vec<u8>)>>;
+type Connected = Vec<Option<(ConnStream, Vec<u8>)>>;
 
 /// The communicator over the full mesh `run` connected.
 fn finish(poll: mio::Poll, done: Connected, cfg: &TcpConfig) -> Result<TcpComm> {
@@ -663,7 +737,7 @@ fn finish(poll: mio::Poll, done: Connected, cfg: &TcpConfig) -> Result<TcpComm> 
         let Some((mut stream, leftover)) = slot else { continue };
         let rank = Rank(r as u32);
         poll.registry()
-            .reregister(&mut stream, Token(r), Interest::READABLE | Interest::WRITABLE)
+            .reregister(stream.io().source(), Token(r), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io(Some(rank), "registering", &e))?;
         let (stream, early) = data_stream(cfg.layer.as_ref(), rank, rank < me, stream, leftover)?;
         engine.attach(rank, TcpLink(stream), &early);
@@ -673,26 +747,56 @@ fn finish(poll: mio::Poll, done: Connected, cfg: &TcpConfig) -> Result<TcpComm> 
     TcpComm::start(engine, poll, waker, None)
 }
 
-/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
-/// lazy acceptor stops at its decision (`Ok(None)` with
-/// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
-/// Write what the handshake has to send until the socket would block.
+/// Write what the handshake has to send until the stream would block, and push out what a
+/// stream layer holds of its own (its handshake records, or our frames it encrypted).
 fn write_handshake(c: &mut Conn, peer: Option<Rank>) -> Result<()> {
+    let s = c.stream.io();
     while !c.hs.output().is_empty() {
-        match c.stream.write(c.hs.output()) {
+        match s.write_vectored(&[IoSlice::new(c.hs.output())]) {
             Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
             Ok(n) => c.hs.consumed_output(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(peer, "handshake", &e)),
+            Err(e) => return Err(stream_error(peer, "handshake", &e)),
+        }
+    }
+    if s.has_pending_output() {
+        match s.flush_pending() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(stream_error(peer, "handshake", &e)),
         }
     }
     Ok(())
 }
 
+/// A layer that authenticates peers proved which rank is at the other end: the rank the
+/// peer's `Hello` claims must be that one (a valid certificate of rank 2 cannot serve as
+/// rank 3). Checked as soon as a claim is known, before any decision on the connection.
+fn check_claim(c: &Conn) -> Result<()> {
+    let ConnStream::Layered { stream, vouches: true } = &c.stream else { return Ok(()) };
+    let Some(claimed) = c.hs.claimed() else { return Ok(()) };
+    match stream.peer_rank() {
+        Some(r) if r == claimed => Ok(()),
+        // We dialled `claimed`, and the layer checks that itself; its handshake may still
+        // be running.
+        None if c.dialled.is_some() => Ok(()),
+        Some(r) => Err(Error::Auth {
+            peer: Some(claimed),
+            detail: format!("claims to be rank {claimed}, but its certificate is rank {r}'s"),
+        }),
+        None => Err(Error::Auth {
+            peer: Some(claimed),
+            detail: "claims a rank its stream layer did not authenticate".into(),
+        }),
+    }
+}
+
+/// Move a connection's handshake forward; `Some(rank)` when it is complete on our side. A
+/// lazy acceptor stops at its decision (`Ok(None)` with
+/// [`pending_verdict`](Handshake::pending_verdict) set) and is stepped again after it.
 pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     let peer = c.hs.claimed();
-    let lost = |e: &io::Error| Error::io(peer, "handshake", e);
     if now >= c.until {
         return Err(Error::Protocol {
             peer,
@@ -702,13 +806,10 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     if let Some((_, established)) = &mut c.dialled
         && !*established
     {
-        if let Some(e) = c.stream.take_error().map_err(|e| lost(&e))? {
-            return Err(lost(&e));
-        }
-        match c.stream.peer_addr() {
-            Ok(_) => *established = true,
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
-            Err(e) => return Err(lost(&e)),
+        match c.stream.io().connect_finished() {
+            Ok(true) => *established = true,
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(Error::io(peer, "handshake", &e)),
         }
     }
     write_handshake(c, peer)?;
@@ -716,18 +817,24 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
     // Nothing is read while a decision is pending, so a peer cannot make us buffer more than
     // one read past its handshake.
     while c.hs.done().is_none() && c.hs.pending_verdict().is_none() {
-        match c.stream.read(&mut buf) {
+        match c.stream.io().read(&mut buf) {
             Ok(0) => {
                 let detail = "the connection closed during the handshake".to_string();
-                return Err(Error::Protocol { peer, detail });
+                return Err(Error::Protocol { peer: c.hs.claimed(), detail });
             }
             Ok(n) => {
                 let used = c.hs.feed(&buf[..n])?;
                 c.leftover.extend_from_slice(&buf[used..n]);
+                if let Err(e) = check_claim(c) {
+                    // A refused claim gets no answer: what the handshake queued in reply
+                    // (our `Hello` and MAC) is for the rank it claims, which it is not.
+                    c.hs.consumed_output(c.hs.output().len());
+                    return Err(e);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(stream_error(c.hs.claimed(), "handshake", &e)),
         }
     }
     // Our last frame may have been produced by the read above.

@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
-use crate::Rank;
+use crate::{Error, Rank};
 
 /// A non-blocking, ordered, reliable byte stream registered with mio.
 ///
@@ -45,17 +45,40 @@ pub trait ByteStream: Send {
     fn flush_pending(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// For a connection being dialled: `Ok(true)` once the socket is connected, `Ok(false)`
+    /// while the connect is under way, the error when it failed. The default: connected.
+    fn connect_finished(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// For a stream of a layer that authenticates peers: the rank its peer proved to be (the
+    /// rank its certificate names), once the layer's own handshake has finished. The
+    /// transport refuses a connection whose `Hello` claims another rank. `None` (the
+    /// default): the stream vouches for no rank.
+    fn peer_rank(&self) -> Option<Rank> {
+        None
+    }
 }
 
-/// A layer put between every connection's socket and the protocol once the connection's
-/// handshake succeeded: how `gloo-tls` adds TLS to this transport.
+/// A layer put between every connection's socket and the protocol: how `gloo-tls` adds TLS
+/// to this transport.
 ///
 /// Set with [`TcpConfig::stream_layer`](super::TcpConfig::stream_layer). The layer receives
-/// the registered, non-blocking socket and returns the stream the protocol runs over; its own
-/// handshake (a TLS handshake) runs inside that stream's `read` and `write_vectored`, driven
-/// by the communicator like any other bytes. A layer that authenticates peers (checks a
-/// certificate bound to `peer`) fails the stream's I/O with an error when they do not verify;
-/// the communicator then reports the peer as lost, naming it.
+/// the non-blocking socket and returns the stream the protocol runs over; its own handshake
+/// (a TLS handshake) runs inside that stream's `read` and `write_vectored`, driven by the
+/// communicator like any other bytes. It wraps a connection either once the transport's
+/// handshake has succeeded ([`wrap`](Self::wrap)), or from the start, so that the
+/// transport's handshake itself runs inside it ([`wraps_handshake`](Self::wraps_handshake)
+/// and [`wrap_connection`](Self::wrap_connection): nothing of the job then crosses the
+/// network in the clear).
+///
+/// The errors a stream makes itself (not the socket's operating-system errors) tell the
+/// transport what happened by their kind: `PermissionDenied` is a peer that failed the
+/// layer's authentication ([`Error::Auth`]), `InvalidData` a peer that broke the layer's
+/// protocol ([`Error::Protocol`]), in the handshake and in the data phase alike (the
+/// engine's [`Link`](crate::engine::Link) contract); other kinds are errors of the
+/// connection.
 pub trait StreamLayer: Send + Sync + 'static {
     /// Wrap the connection to `peer`. `dialled` is true on the side that connected (the
     /// higher rank, a TLS client); `early` holds bytes already read from the socket after the
@@ -75,6 +98,34 @@ pub trait StreamLayer: Send + Sync + 'static {
     fn authenticates_peers(&self) -> bool {
         false
     }
+
+    /// Whether this layer wraps every connection before the transport's handshake, with
+    /// [`wrap_connection`](Self::wrap_connection), instead of after it with
+    /// [`wrap`](Self::wrap). Default `false`.
+    fn wraps_handshake(&self) -> bool {
+        false
+    }
+
+    /// Wrap a new connection before the transport's handshake (called only when
+    /// [`wraps_handshake`](Self::wraps_handshake)): `dialled` is the rank this side dialled,
+    /// or `None` for an accepted connection, whose peer is not known yet. A layer that
+    /// [authenticates peers](Self::authenticates_peers) reports the rank it proved through
+    /// [`ByteStream::peer_rank`], and the transport holds the peer's `Hello` to it. The
+    /// default wraps nothing.
+    fn wrap_connection(
+        &self,
+        dialled: Option<Rank>,
+        socket: mio::net::TcpStream,
+    ) -> io::Result<Box<dyn ByteStream>> {
+        let _ = dialled;
+        Ok(Box::new(socket))
+    }
+}
+
+/// The transport's error for an I/O error of a (possibly layered) stream while `doing`
+/// something with `peer` (see [`StreamLayer`] for what the kinds mean).
+pub(crate) fn stream_error(peer: Option<Rank>, doing: &str, e: &io::Error) -> Error {
+    crate::engine::refusal(peer, doing, e).unwrap_or_else(|| Error::io(peer, doing, e))
 }
 
 impl ByteStream for mio::net::TcpStream {
@@ -98,5 +149,16 @@ impl ByteStream for mio::net::TcpStream {
         // A peek of one byte: `Ok(0)` is the end of the stream (no proof of life), an error
         // or `WouldBlock` means nothing is waiting.
         matches!(self.peek(&mut [0u8; 1]), Ok(n) if n > 0)
+    }
+
+    fn connect_finished(&mut self) -> io::Result<bool> {
+        if let Some(e) = self.take_error()? {
+            return Err(e);
+        }
+        match self.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -58,7 +58,7 @@ use super::TcpLink;
 use crate::engine::Engine;
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce};
 use crate::tcp::config::Layer;
-use crate::tcp::connect::{Conn, LISTEN, MAX_INCOMING, data_stream, dial, step};
+use crate::tcp::connect::{Conn, ConnStream, LISTEN, MAX_INCOMING, data_stream, dial, step};
 use crate::{Error, Rank};
 
 /// The engine a lazy communicator attaches its connections to.
@@ -237,20 +237,21 @@ impl Lazy {
         }
         let Some(addr) = self.addrs[i] else { return false };
         let t = self.token();
-        let started = dial(addr).and_then(|mut s| {
-            reg.register(&mut s, Token(t), Interest::READABLE | Interest::WRITABLE)?;
-            Ok(s)
-        });
-        let nonce = fresh_nonce();
-        let (stream, nonce) = match (started, nonce) {
-            (Ok(s), Ok(n)) => (s, n),
-            (Err(e), _) => {
-                let reason = format!("could not connect to {addr}: {e}");
-                self.links.set(i, Link::Settled);
-                d.close_peer(r, Error::PeerLost { peer: r, reason }, false);
-                return true;
-            }
-            (_, Err(e)) => {
+        let lost = |e: std::io::Error| Error::PeerLost {
+            peer: r,
+            reason: format!("could not connect to {addr}: {e}"),
+        };
+        let started = dial(addr)
+            .map_err(lost)
+            .and_then(|s| ConnStream::new(self.layer.as_ref(), Some(r), s))
+            .and_then(|mut s| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                reg.register(s.io().source(), Token(t), interest).map_err(lost)?;
+                Ok(s)
+            });
+        let (stream, nonce) = match started.and_then(|s| Ok((s, fresh_nonce()?))) {
+            Ok(x) => x,
+            Err(e) => {
                 self.links.set(i, Link::Settled);
                 d.close_peer(r, e, false);
                 return true;
@@ -276,14 +277,17 @@ impl Lazy {
     fn accept(&mut self, reg: &Registry, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, from)) => {
+                Ok((stream, from)) => {
                     if self.incoming >= MAX_INCOMING {
                         self.evict_oldest(reg);
                     }
                     let _ = stream.set_nodelay(true);
                     let t = self.token();
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if reg.register(&mut stream, Token(t), interest).is_err() {
+                    let Ok(mut stream) = ConnStream::new(self.layer.as_ref(), None, stream) else {
+                        continue;
+                    };
+                    if reg.register(stream.io().source(), Token(t), interest).is_err() {
                         continue;
                     }
                     let Ok(nonce) = fresh_nonce() else { continue };
@@ -331,8 +335,8 @@ impl Lazy {
         if let Some(t) = oldest
             && let Some(mut p) = self.conns.remove(&t)
         {
-            let _ = reg.deregister(&mut p.conn.stream);
-            let _ = p.conn.stream.shutdown(std::net::Shutdown::Both);
+            let _ = reg.deregister(p.conn.stream.io().source());
+            p.conn.stream.shutdown();
             self.incoming -= 1;
             tracing::warn!(rank = %self.hs.me, max = MAX_INCOMING, "dropped an incoming connection: too many handshakes at once");
         }
@@ -375,7 +379,7 @@ impl Lazy {
         if hs.accepted() != Some(true) {
             // Declined, by us (the verdict is written; closing now is a clean end of
             // stream after it) or by the peer.
-            let _ = reg.deregister(&mut stream);
+            let _ = reg.deregister(stream.io().source());
             if self.links[i] == Link::Dialling(t) {
                 tracing::debug!(rank = %self.hs.me, peer = %rank, "dial declined; the peer's dial wins");
                 self.links.set(i, Link::Declined(Instant::now()));
@@ -386,12 +390,12 @@ impl Lazy {
             // Our dial was accepted although the pair is connected another way: only a peer
             // that broke the tie-break rule can cause this. Keep the first connection.
             tracing::warn!(rank = %self.hs.me, peer = %rank, "dropping a second connection to a connected peer");
-            let _ = reg.deregister(&mut stream);
+            let _ = reg.deregister(stream.io().source());
             return false;
         }
         self.links.set(i, Link::Settled);
         let attached = reg
-            .reregister(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .reregister(stream.io().source(), Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io(Some(rank), "registering", &e))
             .and_then(|()| {
                 data_stream(self.layer.as_ref(), rank, dialled.is_some(), stream, leftover)
@@ -434,8 +438,8 @@ impl Lazy {
     /// A handshake failed.
     fn failed(&mut self, d: &mut Eng, reg: &Registry, t: usize, e: Error) -> bool {
         let mut p = self.conns.remove(&t).expect("advance found it");
-        let _ = reg.deregister(&mut p.conn.stream);
-        let _ = p.conn.stream.shutdown(std::net::Shutdown::Both);
+        let _ = reg.deregister(p.conn.stream.io().source());
+        p.conn.stream.shutdown();
         let me = self.hs.me;
         match p.conn.dialled {
             None => {
