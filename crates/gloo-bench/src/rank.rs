@@ -213,9 +213,7 @@ fn run_with(
             } else {
                 None
             };
-            let timed = |connect: &mut Connect<'_>,
-                         cfg: &NetConfig|
-             -> Result<(Connected, f64)> {
+            let timed = |connect: &mut Connect<'_>, cfg: &NetConfig| -> Result<(Connected, f64)> {
                 if let Some(t) = &tcp_twin {
                     ctl::barrier(t.as_ref(), deadline)?;
                 }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use gloo_algorithms::{DynComm, Group, Options, ReduceOp};
+use gloo_algorithms::{Group, Options, ReduceOp};
 use gloo_transport::{Communicator, Rank};
 
 use crate::cli::TransportArgs;
@@ -41,7 +41,7 @@ fn figure(name: String, tls: f64, tcp: f64, unit: &str, goal: &str) -> Figure {
 /// warm-up), on every rank (rank 0's is reported). The deadline of each call is the
 /// group's default.
 fn allreduce_p50(comm: &dyn Communicator, elements: usize, iters: u32) -> Result<f64> {
-    let group = Group::new(DynComm(comm))
+    let group = Group::new(comm)
         .map_err(|e| Error::Collective { doing: "making a group".into(), source: e })?;
     let mut buf = vec![1.0f32; elements];
     let opts = Options::default();

@@ -14,10 +14,10 @@ pub(crate) struct Harness {
 }
 
 /// A socket nobody connects to, standing in for a client connection.
-fn idle_stream() -> io::Result<TcpStream> {
+fn idle_stream() -> io::Result<ServerStream> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let fd = std::os::fd::OwnedFd::from(l);
-    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
+    Ok(ServerStream::Plain(mio::net::TcpStream::from_std(std::net::TcpStream::from(fd))))
 }
 
 impl Harness {
@@ -26,6 +26,7 @@ impl Harness {
         let mut server = Server {
             poll: Poll::new()?,
             listener: TcpListener::bind(addr)?,
+            acceptor: None,
             cfg: ServerConfig::with_token(token),
             stop: Arc::new(AtomicBool::new(false)),
             conns: Vec::new(),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use gloo_algorithms::{DynComm, Group, Options, ReduceOp};
+use gloo_algorithms::{Group, Options, ReduceOp};
 use gloo_rendezvous::{Error, connect_from_env};
 use gloo_testing::deadline;
 use gloo_testing::rogue::exchange_with;
@@ -41,7 +41,7 @@ pub(crate) fn tls_rank(job: &str, bind: IpAddr) {
     let others: Vec<Rank> = (0..comm.size()).map(Rank).filter(|r| *r != me).collect();
     exchange_with(comm, &others, 1, 300_000, deadline(60))
         .unwrap_or_else(|e| panic!("rank {me}: exchange: {e}"));
-    let g = Group::new(DynComm(comm as &dyn Communicator)).expect("a group");
+    let g = Group::new(comm as &dyn Communicator).expect("a group");
     let mut v = vec![me.0 as f32 + 1.0; 100_000];
     g.allreduce(&mut v, ReduceOp::Sum, &Options::default())
         .unwrap_or_else(|e| panic!("rank {me}: allreduce: {e}"));

@@ -448,7 +448,7 @@ impl Handshake {
                     // Whom it dialled is not known (its Hello is inside the TLS session).
                     to: Rank(u32::MAX),
                     size: self.cfg.size,
-                    flags: Self::my_flags(&self.cfg, self.lazy),
+                    flags: Self::my_flags(&self.cfg, self.lazy, self.integrity),
                     nonce: self.my_nonce,
                 };
                 self.out.extend_from_slice(&mine.encode());
