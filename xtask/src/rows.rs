@@ -197,7 +197,7 @@ pub const ROWS: &[Row] = &[
     Row::test("rgloo/all", "rgloo"),
     // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
     // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
-    Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "20"]).timeout_secs(1800),
+    Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "10"]).timeout_secs(1800),
 ];
 
 /// Every benchmark `cargo xtask bench <name>` can run, in release.

@@ -342,15 +342,7 @@ fn a_hostile_server_gives_errors_not_panics_or_allocations() {
 
 /// Wait (bounded) until the server holds exactly `n` connections.
 fn assert_connections(srv: &TcpStoreServer, n: usize) {
-    let end = deadline(10);
-    while srv.connections() != n {
-        assert!(
-            Instant::now() < end,
-            "the server holds {} connections, not {n}",
-            srv.connections()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    gloo_testing::wait_for("the server's connections", 10, || srv.connections(), |c| *c == n);
 }
 
 #[test]

@@ -32,6 +32,27 @@ pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
 
+/// Wait until `done()` holds, polling every 10 ms, and fail the test naming `what` (with the
+/// last value `show()` gives) if it does not within `secs` seconds. For state another thread
+/// settles a moment after the call under test returns (a server closing a refused
+/// connection): asserting it at once fails on a busy machine.
+pub fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    secs: u64,
+    mut show: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) {
+    let end = deadline(secs);
+    loop {
+        let now = show();
+        if done(&now) {
+            return;
+        }
+        assert!(Instant::now() < end, "{what}: still {now:?} after {secs} s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Install a `tracing` subscriber that writes to the test's captured output, once per process.
 /// `RUST_LOG` selects what is shown (default: warnings).
 pub fn init_tracing() {
