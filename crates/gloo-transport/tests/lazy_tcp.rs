@@ -538,12 +538,20 @@ fn a_rank_inside_no_call_still_accepts_a_first_use() {
     // so rank 0's heartbeat thread must have served the listener and the handshake.
     let comms = lazy_group("lazy-idle", 2);
     let sent = std::sync::atomic::AtomicBool::new(false);
+    let checked = std::sync::atomic::AtomicBool::new(false);
     gloo_testing::run_ranks(comms, |c| {
         let until = deadline(30);
         if c.rank() == Rank(1) {
             c.send(Rank(0), Slot::new(1, 0), b"while you were out", until).expect("send");
             assert_eq!(c.connected_peers(), vec![Rank(0)]);
             sent.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Stay connected until rank 0 has looked: dropping this communicator closes the
+            // pair, and a rank 0 that attached and then saw the close between two of its
+            // looks would never see the pair connected (this failed in a clean CI run).
+            while !checked.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(Instant::now() < until, "rank 0 never finished");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         } else {
             while !sent.load(std::sync::atomic::Ordering::SeqCst) {
                 assert!(Instant::now() < until, "rank 1's send never completed");
@@ -559,6 +567,7 @@ fn a_rank_inside_no_call_still_accepts_a_first_use() {
             let mut b = [0u8; 18];
             assert_eq!(c.recv(Rank(1), Slot::new(1, 0), &mut b, until).unwrap(), 18);
             assert_eq!(&b, b"while you were out");
+            checked.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     });
 }
