@@ -397,6 +397,7 @@ fn rogue_connections_to_a_lazy_listener_are_dropped_and_the_real_pair_works() {
         HandshakeConfig { job: job_hash(job), me: Rank(1), size, token: Some(token.to_vec()) };
     assert!(eager.handshake(cfg, Rank(0), until).is_err(), "an eager handshake was accepted");
     // The real pair still works, and connects exactly once.
+    let looked = std::sync::Barrier::new(2);
     gloo_testing::run_ranks(comms, |c| {
         let peer = Rank(1 - c.rank().0);
         let mut b = [0u8; 5];
@@ -405,6 +406,8 @@ fn rogue_connections_to_a_lazy_listener_are_dropped_and_the_real_pair_works() {
         c.run(&mut ops, until).expect("the real pair exchanges despite the rogues");
         assert_eq!(&b, b"first");
         assert_eq!(c.connected_peers(), vec![peer]);
+        // Nobody drops (which would disconnect the pair) before both have looked.
+        looked.wait();
         // The rogues are dropped (each with a warning in the log): the garbage one and the
         // silent one (after the handshake timeout) see their connection closed.
         if c.rank() == Rank(1) {
