@@ -330,6 +330,12 @@ impl<'a> Ctx<'a> {
                         _ => {}
                     }
                 }
+                if ops[last].is_done() {
+                    // The alarm arrived in the same progress that reported the broken pair
+                    // (the peer alarmed us, then cancelled): it explains the failure. Taken
+                    // for a failed watch, it was dropped, and the broken pair reported.
+                    break Err(self.alarmed(&ops[last]));
+                }
                 let watch_failed = !matches!(ops[last].state(), OpState::New | OpState::Posted(_));
                 let others_failed = ops[..last].iter().any(|op| op.state() == OpState::Cancelled);
                 if !watch_failed || others_failed {
