@@ -139,26 +139,8 @@ impl TcpStoreServer {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(AtomicUsize::new(0));
-        let mut server = Server {
-            poll,
-            listener,
-            acceptor,
-            cfg,
-            stop: stop.clone(),
-            conns: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            live_shared: live.clone(),
-            map: HashMap::new(),
-            waiters: HashMap::new(),
-            by_key: HashMap::new(),
-            timers: BinaryHeap::new(),
-            next_waiter: 0,
-            next_gen: 0,
-            again: Vec::new(),
-            dirty: Vec::new(),
-            scratch: vec![0; 64 << 10],
-        };
+        let mut server =
+            Server::new(poll, listener, acceptor, cfg, stop.clone(), live.clone(), 64 << 10);
         server
             .poll
             .registry()
@@ -331,6 +313,39 @@ struct Server {
 }
 
 impl Server {
+    /// A server with no connection and an empty map; `scratch_len` is the size of the buffer
+    /// sockets are read into (the fuzzing harness, which reads no socket, passes 0).
+    pub(super) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        acceptor: Option<Acceptor>,
+        cfg: ServerConfig,
+        stop: Arc<AtomicBool>,
+        live_shared: Arc<AtomicUsize>,
+        scratch_len: usize,
+    ) -> Server {
+        Server {
+            poll,
+            listener,
+            acceptor,
+            cfg,
+            stop,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            live_shared,
+            map: HashMap::new(),
+            waiters: HashMap::new(),
+            by_key: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_waiter: 0,
+            next_gen: 0,
+            again: Vec::new(),
+            dirty: Vec::new(),
+            scratch: vec![0; scratch_len],
+        }
+    }
+
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;

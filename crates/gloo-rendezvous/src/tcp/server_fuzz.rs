@@ -23,26 +23,15 @@ fn idle_stream() -> io::Result<ServerStream> {
 impl Harness {
     pub(crate) fn new(token: Option<&[u8]>, conns: usize) -> io::Result<Harness> {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut server = Server {
-            poll: Poll::new()?,
-            listener: TcpListener::bind(addr)?,
-            acceptor: None,
-            cfg: ServerConfig::with_token(token),
-            stop: Arc::new(AtomicBool::new(false)),
-            conns: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            live_shared: Arc::new(AtomicUsize::new(0)),
-            map: HashMap::new(),
-            waiters: HashMap::new(),
-            by_key: HashMap::new(),
-            timers: BinaryHeap::new(),
-            next_waiter: 0,
-            next_gen: 0,
-            again: Vec::new(),
-            dirty: Vec::new(),
-            scratch: Vec::new(),
-        };
+        let mut server = Server::new(
+            Poll::new()?,
+            TcpListener::bind(addr)?,
+            None,
+            ServerConfig::with_token(token),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            0,
+        );
         let now = Instant::now();
         for _ in 0..conns {
             server.next_gen += 1;
