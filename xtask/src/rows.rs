@@ -96,6 +96,17 @@ pub const NETNS: Need = Need {
     install: "apt-get update && apt-get install -y iproute2 (and run as root)",
 };
 
+/// QEMU's user-mode emulator, to run tests on CPU models without this machine's instruction
+/// sets (the dispatchers' other paths).
+pub const QEMU: Need = Need {
+    what: "qemu-x86_64 (QEMU user mode)",
+    probe: &["qemu-x86_64", "--version"],
+    install: "apt-get update && apt-get install -y qemu-user",
+};
+
+/// The test runner for an emulated CPU model (cargo runs each test binary through it).
+const RUNNER: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
+
 /// Every test-matrix row, in the order they run: quick lints first, so a formatting slip
 /// fails in seconds, then the tests crate by crate.
 #[rustfmt::skip]
@@ -124,6 +135,11 @@ pub const ROWS: &[Row] = &[
     Row::test("transport/large", "gloo-transport").targets(&[Test("large_tcp")]),
     Row::test("transport/netfault", "gloo-transport").targets(&[Test("netfault_tcp")]),
     Row::test("transport/netns", "gloo-transport").targets(&[Test("netns_tcp")]).needs(&[NETNS]),
+    // The integrity check's CRC32C on each path its dispatcher (crc-fast's) can take on x86-64,
+    // against the bitwise definition: tables without PCLMULQDQ, PCLMULQDQ without AVX-512
+    // (emulated CPUs), and VPCLMULQDQ with AVX-512 where this CPU has it (transport/unit).
+    Row::test("transport/crc-qemu64", "gloo-transport").lib().test_args(&["crc32c"]).env(&[(RUNNER, "qemu-x86_64 -cpu qemu64"), ("GLOO_EXPECT_CRC_PATH", "software-fallback-tables")]).needs(&[QEMU]),
+    Row::test("transport/crc-haswell", "gloo-transport").lib().test_args(&["crc32c"]).env(&[(RUNNER, "qemu-x86_64 -cpu Haswell"), ("GLOO_EXPECT_CRC_PATH", "x86-sse-pclmulqdq")]).needs(&[QEMU]),
     Row::test("transport/loom", "gloo-transport").targets(&[Test("loom_loopback")]).loom(),
     // A transport written only against the engine's public traits (Unix-domain socket pairs),
     // run through the public conformance suite (feature `conformance`) by its example's main.
@@ -177,6 +193,11 @@ pub const ROWS: &[Row] = &[
     // The reduce kernels again as users run them (release): each float kernel at every
     // instruction-set level this CPU has, against one reference (AVX-512 once differed).
     Row::test("algorithms/kernels-release", "gloo-algorithms").lib().release().test_args(&["element::"]),
+    // The same kernel tests on emulated CPUs without AVX-512 (Haswell: AVX2 is the best level
+    // detected) and without AVX2 (qemu64: the portable kernels only), so that the dispatch a
+    // user's CPU gets is run as detected, not only as forced.
+    Row::test("algorithms/kernels-haswell", "gloo-algorithms").lib().test_args(&["element::"]).env(&[(RUNNER, "qemu-x86_64 -cpu Haswell"), ("GLOO_EXPECT_ISA", "Avx2")]).needs(&[QEMU]),
+    Row::test("algorithms/kernels-qemu64", "gloo-algorithms").lib().test_args(&["element::"]).env(&[(RUNNER, "qemu-x86_64 -cpu qemu64"), ("GLOO_EXPECT_ISA", "Portable")]).needs(&[QEMU]),
     Row::test("algorithms/doc", "gloo-algorithms").targets(&[Doc]),
     Row::test("algorithms/smoke", "gloo-algorithms").targets(&[Test("smoke")]),
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),

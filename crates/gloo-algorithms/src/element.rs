@@ -703,6 +703,17 @@ pub(crate) fn divide_bytes<T: Element>(buf: &mut [u8], n: u32) {
 mod tests {
     use super::*;
 
+    /// The level the dispatcher picks. The rows that run these tests on emulated CPUs name the
+    /// level they are for (`GLOO_EXPECT_ISA`), so a row cannot pass on another one; elsewhere
+    /// the pick must be the best level detected.
+    #[test]
+    fn the_detected_level_is_the_expected_one() {
+        match std::env::var("GLOO_EXPECT_ISA") {
+            Ok(want) => assert_eq!(format!("{:?}", Isa::best()), want),
+            Err(_) => assert_eq!(Some(&Isa::best()), Isa::available().last()),
+        }
+    }
+
     #[test]
     fn integer_kernels_wrap_and_pick() {
         let mut a = [250u8, 3, 7];

@@ -16,7 +16,7 @@ use super::Link;
 use crate::proto::{
     ABORT_REASON_MAX, Body, CHECK_LEN, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, FrameReader,
     HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome, PeerProto, Step, check_block,
-    encode_with_fp,
+    crc32c, crc32c_append, encode_with_fp,
 };
 use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
 
@@ -262,7 +262,7 @@ impl<L: Link> Peer<L> {
             let (head, fp) = b[..n].split_at(HEADER_LEN);
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(head);
-            let body_crc = crc32c::crc32c_append(crc32c::crc32c(fp), payload);
+            let body_crc = crc32c_append(crc32c(fp), payload);
             self.out.extend(header);
             self.out.extend(check_block(&header, body_crc));
             self.out.extend(fp);
@@ -1239,8 +1239,7 @@ impl<L: Link> Engine<L> {
                     };
                     let mut header = [0u8; HEADER_LEN];
                     header.copy_from_slice(&hdr[..HEADER_LEN]);
-                    hdr[HEADER_LEN..]
-                        .copy_from_slice(&check_block(&header, crc32c::crc32c(payload)));
+                    hdr[HEADER_LEN..].copy_from_slice(&check_block(&header, crc32c(payload)));
                     hdr_len += CHECK_LEN;
                 }
                 peer.active =

@@ -177,11 +177,32 @@ impl Header {
     }
 }
 
+/// The CRC32C (Castagnoli) of `bytes`.
+///
+/// crc-fast rather than the crc32c crate: it folds with carry-less multiplies (VPCLMULQDQ on
+/// AVX-512 parts, PCLMULQDQ before) where crc32c chains the `crc32` instruction. On this
+/// project's AMD EPYC build machine that is 57.6 GB/s against 27.9 GB/s on a 256 KiB buffer
+/// and 36.0 against 15.5 GB/s on 32 MiB, and the integrity check's whole cost is these passes.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc_fast::crc32_iscsi(bytes)
+}
+
+/// The CRC32C of the bytes that had CRC32C `crc`, followed by `bytes` (so a check can be
+/// computed piece by piece as a payload arrives).
+pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    // crc-fast's state is the CRC register before the final inversion.
+    let mut d =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
+    d.update(bytes);
+    // CRC-32 keeps its result in the low 32 bits.
+    d.finalize() as u32
+}
+
 /// The check block of a frame with `header` whose body (fingerprint, then payload) has the
 /// CRC32C `body_crc` (see [`CHECK_LEN`]).
 pub fn check_block(header: &[u8; HEADER_LEN], body_crc: u32) -> [u8; CHECK_LEN] {
     let mut b = [0u8; CHECK_LEN];
-    b[..4].copy_from_slice(&crc32c::crc32c(header).to_le_bytes());
+    b[..4].copy_from_slice(&crc32c(header).to_le_bytes());
     b[4..].copy_from_slice(&body_crc.to_le_bytes());
     b
 }
@@ -279,7 +300,7 @@ impl FrameReader {
     /// Count `bytes` into the current payload's CRC; at the payload's end, check it.
     fn payload_checked(&mut self, bytes: &[u8]) -> Result<()> {
         if self.integrity {
-            self.payload_crc.1 = crc32c::crc32c_append(self.payload_crc.1, bytes);
+            self.payload_crc.1 = crc32c_append(self.payload_crc.1, bytes);
             if self.payload_left == 0 && self.payload_crc.1 != self.payload_crc.0 {
                 return Err(self.corrupted("the payload"));
             }
@@ -363,7 +384,7 @@ impl FrameReader {
                     ])
                 };
                 let (head_crc, body_crc) = (word(HEADER_LEN), word(HEADER_LEN + 4));
-                if crc32c::crc32c(&self.buf[..HEADER_LEN]) != head_crc {
+                if crc32c(&self.buf[..HEADER_LEN]) != head_crc {
                     self.have = 0;
                     return Err(self.corrupted("the header"));
                 }
@@ -404,7 +425,7 @@ impl FrameReader {
         if self.integrity {
             // The body check covers the fingerprint, then the payload.
             if let Some(f) = &fp {
-                self.payload_crc.1 = crc32c::crc32c(&f.0);
+                self.payload_crc.1 = crc32c(&f.0);
             }
             if self.payload_left == 0 {
                 self.payload_checked(&[])?;
@@ -417,6 +438,58 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRC32C one bit at a time, straight from the definition (reflected polynomial
+    /// 0x82F63B78, initial value and final XOR all ones): the reference the fast path must match.
+    fn crc32c_bitwise(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// Which of crc-fast's paths this CPU takes. The rows that run the CRC tests on emulated
+    /// CPUs name the path they must get (`GLOO_EXPECT_CRC_PATH`), so a row cannot pass on a
+    /// path other than the one it is for; elsewhere the path must be one that a row tests.
+    #[test]
+    fn crc32c_takes_a_tested_path() {
+        let path = crc_fast::get_calculator_target(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        match std::env::var("GLOO_EXPECT_CRC_PATH") {
+            Ok(want) => assert_eq!(path, want),
+            Err(_) => assert!(
+                ["x86_64-avx512-vpclmulqdq", "x86-sse-pclmulqdq", "software-fallback-tables"]
+                    .contains(&path.as_str())
+                    || !cfg!(target_arch = "x86_64"),
+                "crc-fast took the untested path {path}"
+            ),
+        }
+    }
+
+    #[test]
+    fn crc32c_matches_the_definition_at_every_length_and_split() {
+        // The standard check value (RFC 3720's CRC32C of "123456789").
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        // Lengths around each fold width (16, 64, 128, 256 bytes) and the tails a SIMD path
+        // handles separately, then a few large ones.
+        let data: Vec<u8> =
+            (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut lens: Vec<usize> = (0..=600).collect();
+        lens.extend([1023, 1024, 1025, 4095, 4096, 4097, 65_535, 65_536, 70_000]);
+        for &n in &lens {
+            let want = crc32c_bitwise(&data[..n]);
+            assert_eq!(crc32c(&data[..n]), want, "length {n}");
+            // Split at a few places, as a payload arriving in pieces is checked.
+            for cut in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                let cut = cut.min(n);
+                let got = crc32c_append(crc32c(&data[..cut]), &data[cut..n]);
+                assert_eq!(got, want, "length {n} split at {cut}");
+            }
+        }
+    }
 
     #[test]
     fn header_round_trip_and_layout() {
@@ -571,7 +644,7 @@ mod tests {
         let n = encode_with_fp(h, fp.as_ref(), &mut b);
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&b[..HEADER_LEN]);
-        let body_crc = crc32c::crc32c_append(crc32c::crc32c(&b[HEADER_LEN..n]), payload);
+        let body_crc = crc32c_append(crc32c(&b[HEADER_LEN..n]), payload);
         let mut out = header.to_vec();
         out.extend_from_slice(&check_block(&header, body_crc));
         out.extend_from_slice(&b[HEADER_LEN..n]);

@@ -114,7 +114,7 @@ mod peer;
 pub use frame::{
     ABORT_REASON_MAX, AUTH_LEN, CHECK_LEN, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD,
     FLAG_FP, FrameReader, HEADER_LEN, HELLO_LEN, Header, MAGIC, MAX_UNEXPECTED_RTS, Opcode, Step,
-    VERSION, check_block, encode_with_fp,
+    VERSION, check_block, crc32c, crc32c_append, encode_with_fp,
 };
 pub use handshake::{
     HELLO_INTEGRITY, HELLO_TOKEN, Handshake, HandshakeConfig, Hello, LABEL_ACCEPTOR,
