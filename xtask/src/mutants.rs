@@ -276,6 +276,11 @@ pub fn run(modules: &[&str], extra: &[String], ctx: &Context) -> i32 {
         };
         let args = m.cargo_args(ctx, extra);
         let build = build_dir(ctx);
+        // cargo-mutants makes `--output`'s last component but not its parents.
+        if let Err(e) = std::fs::create_dir_all(m.output_dir(ctx)) {
+            eprintln!("error: creating {}: {e}", m.output_dir(ctx).display());
+            return 1;
+        }
         eprintln!("==> {}: CARGO_TARGET_DIR={} cargo {}", m.name, build.display(), args.join(" "));
         let mut cmd = Command::new(&ctx.cargo);
         cmd.args(&args).env("CARGO_TARGET_DIR", &build).current_dir(&ctx.root);

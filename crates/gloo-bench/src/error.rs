@@ -28,6 +28,13 @@ pub(crate) enum Error {
         /// The store's error (it names the key or endpoint).
         source: gloo_rendezvous::Error,
     },
+    /// A shared-memory channel (the shm limits) failed.
+    Shm {
+        /// What was being done.
+        doing: String,
+        /// gloo-shm's error (it names the peer).
+        source: gloo_shm::Error,
+    },
     /// A system call or file operation failed.
     Io {
         /// What was being done.
@@ -73,6 +80,7 @@ impl fmt::Display for Error {
             Error::Io { doing, source } => write!(f, "{doing}: {source}"),
             Error::Collective { doing, source } => write!(f, "{doing}: {source}"),
             Error::Store { doing, source } => write!(f, "{doing}: {source}"),
+            Error::Shm { doing, source } => write!(f, "{doing}: {source}"),
             Error::Peer { rank, detail } => write!(f, "rank {rank}: {detail}"),
             Error::Timeout { what, waited } => {
                 write!(f, "timed out after {waited:.1} s waiting for {what}")

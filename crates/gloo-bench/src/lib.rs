@@ -39,6 +39,7 @@ mod net;
 mod p2p;
 mod rank;
 mod report;
+mod shm_limits;
 mod stats;
 mod store;
 mod sweep;

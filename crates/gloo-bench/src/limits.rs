@@ -49,6 +49,13 @@ pub(crate) struct Limits {
     pub(crate) memcpy_gbps: Option<f64>,
     /// `a[i] += b[i]` over 64 MiB of f32 in rank 0, best GB/s (bytes of `a` per second).
     pub(crate) add_f32_gbps: Option<f64>,
+    /// gloo-shm's bare channel between ranks 0 and 1 on one host: 1-byte ping-pong round
+    /// trip, busy-polling (see [`crate::shm_limits`]).
+    #[serde(default)]
+    pub(crate) shm_pingpong_us: Option<Latency>,
+    /// gloo-shm's bare channel: one-way stream through its rings, GB/s.
+    #[serde(default)]
+    pub(crate) shm_stream_gbps: Option<f64>,
 }
 
 /// How long each measurement runs and how big the stream messages are.

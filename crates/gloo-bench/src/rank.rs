@@ -133,11 +133,17 @@ fn run_with(
         Limits::default()
     } else {
         if rank == 0 {
-            say!("gloo-bench: measuring the limits (plain sockets between ranks 0 and 1, memcpy)");
+            say!(
+                "gloo-bench: measuring the limits (plain sockets and shm between ranks 0 and 1, memcpy)"
+            );
         }
         let cfg =
             LimitConfig { secs: cli.launch.limit_secs, message, sockbuf: cli.launch.plain_sockbuf };
-        limits::measure(rank, size, kv, ip, cfg, deadline)?
+        let mut lim = limits::measure(rank, size, kv, ip, cfg, deadline)?;
+        if size >= 2 && matches!(cli.launch.transport, TransportKind::Shm | TransportKind::Auto) {
+            crate::shm_limits::measure(rank, kv, cfg, deadline, &mut lim)?;
+        }
+        lim
     };
     let in_process = cli.launch.transport == TransportKind::Loopback;
     let busy_poll = cli.launch.busy_poll_us.map(Duration::from_micros);

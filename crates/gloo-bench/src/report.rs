@@ -204,6 +204,12 @@ impl Report {
         if let Some(g) = l.stream_duplex_gbps {
             lim.push(format!("full duplex {g:.2} GB/s per direction"));
         }
+        if let Some(p) = &l.shm_pingpong_us {
+            lim.push(format!("shm channel ping-pong RTT p50 {:.2} us busy-poll", p.p50));
+        }
+        if let Some(g) = l.shm_stream_gbps {
+            lim.push(format!("shm channel stream one-way {g:.2} GB/s"));
+        }
         if let Some(g) = l.memcpy_gbps {
             lim.push(format!("memcpy {g:.2} GB/s"));
         }
@@ -213,9 +219,14 @@ impl Report {
         if lim.is_empty() {
             let _ = writeln!(s, "# limits: not measured");
         } else {
+            let what = if l.shm_pingpong_us.is_some() {
+                "plain sockets and gloo-shm's bare channel"
+            } else {
+                "plain sockets"
+            };
             let _ = writeln!(
                 s,
-                "# limits (plain sockets between ranks 0 and 1, this run): {}",
+                "# limits ({what} between ranks 0 and 1, this run): {}",
                 lim.join(", ")
             );
         }
@@ -419,6 +430,12 @@ fn limit_list(l: &Limits) -> Vec<(&'static str, f64, &'static str)> {
     }
     if let Some(g) = l.stream_duplex_gbps {
         v.push(("stream_duplex_per_direction", g, "GB/s"));
+    }
+    if let Some(p) = &l.shm_pingpong_us {
+        v.push(("shm_pingpong_spin_p50", p.p50, "us"));
+    }
+    if let Some(g) = l.shm_stream_gbps {
+        v.push(("shm_stream_oneway", g, "GB/s"));
     }
     if let Some(g) = l.memcpy_gbps {
         v.push(("memcpy", g, "GB/s"));

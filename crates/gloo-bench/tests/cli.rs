@@ -209,6 +209,43 @@ fn collective_all_sweeps_every_operation_and_ends_with_a_summary() {
     }
 }
 
+/// Every collective over shared memory at 4 and 8 ranks (8 on this project's 2-core machines
+/// is oversubscribed, so the waits must yield), each size checked against the oracle: the
+/// other rows run shm at 2 and 3 ranks through `auto`.
+#[test]
+fn every_collective_checks_out_over_shm_at_4_and_8_ranks() {
+    let ops = Collective::value_variants().len();
+    for ranks in ["4", "8"] {
+        let args = [
+            "--transport",
+            "shm",
+            "--ranks",
+            ranks,
+            "--collective",
+            "all",
+            "--min-bytes",
+            "4",
+            "--max-bytes",
+            "256K",
+            "--step-factor",
+            "64",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--no-limits",
+            "--format",
+            "csv",
+        ];
+        // Three sizes (4 B or the smallest the collective takes, then x64 twice) for each
+        // collective, one row for barrier.
+        let rows = assert_sweep_csv(&run(&args, 300), (ops - 1) * 3 + 1);
+        for c in Collective::value_variants() {
+            assert!(rows.iter().any(|r| r[15] == c.name()), "{ranks} ranks: no {} row", c.name());
+        }
+    }
+}
+
 #[test]
 fn allreduce_checks_every_dtype_and_every_op() {
     let pairs = [
@@ -537,10 +574,31 @@ fn the_table_names_every_column_and_the_limits() {
     for col in COLUMNS.split(',') {
         assert!(r.stdout.contains(col), "{col} missing:\n{}", r.stdout);
     }
-    for limit in ["ping-pong RTT", "busy-poll", "stream one-way", "full duplex", "memcpy"] {
+    // The default transport (auto) is shm between two ranks of this host, so the bare shm
+    // channel is measured too.
+    for limit in [
+        "ping-pong RTT",
+        "busy-poll",
+        "stream one-way",
+        "full duplex",
+        "memcpy",
+        "shm channel ping-pong RTT",
+        "shm channel stream one-way",
+    ] {
         assert!(r.stdout.contains(limit), "{limit} missing:\n{}", r.stdout);
     }
     assert!(r.stderr.contains("sendrecv 64 B"), "no progress on stderr:\n{}", r.stderr);
+}
+
+#[test]
+fn tcp_runs_measure_no_shm_limit() {
+    let r = run(
+        &["--transport", "tcp", "--max-bytes", "4", "--iters", "2", "--limit-secs", "0.05"],
+        120,
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert!(r.stdout.contains("# limits (plain sockets between"), "{}", r.stdout);
+    assert!(!r.stdout.contains("shm channel"), "{}", r.stdout);
 }
 
 #[test]
@@ -608,9 +666,15 @@ fn the_transport_benchmark_reports_every_figure() {
 fn the_limits_subcommand_measures_every_limit() {
     let r = run(&["limits", "--limit-secs", "0.05", "--format", "csv"], 120);
     assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
-    for want in
-        ["pingpong_blocking_p50", "pingpong_spin_p50", "stream_oneway", "stream_duplex", "memcpy"]
-    {
+    for want in [
+        "pingpong_blocking_p50",
+        "pingpong_spin_p50",
+        "stream_oneway",
+        "stream_duplex",
+        "memcpy",
+        "shm_pingpong_spin_p50",
+        "shm_stream_oneway",
+    ] {
         assert!(r.stdout.contains(want), "{want} missing:\n{}", r.stdout);
     }
 }
