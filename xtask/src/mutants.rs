@@ -154,12 +154,15 @@ impl Module {
         }
         a.push("--output".into());
         a.push(self.output_dir(ctx).display().to_string());
-        a.extend(extra.iter().cloned());
-        // Everything after `--` goes to `cargo test`: the module's test targets only.
-        a.push("--".into());
+        // The module's test targets only, for the build and the test phase alike (arguments
+        // after `--` reach only the test phase's `cargo test`, so the baseline would build and
+        // run every target of the package).
         for t in self.targets {
-            a.extend(t.args().into_iter().map(str::to_string));
+            for arg in t.args() {
+                a.push(format!("--cargo-test-arg={arg}"));
+            }
         }
+        a.extend(extra.iter().cloned());
         a
     }
 }
@@ -369,8 +372,13 @@ mod tests {
         assert!(line.starts_with("mutants --package gloo-transport --jobs 1 "), "{line}");
         assert!(line.contains("--file crates/gloo-transport/src/proto/*.rs"), "{line}");
         assert!(line.contains("--no-default-features"), "{line}");
-        assert!(line.contains("--output /ws/target/mutants/proto --shard 1/2 --"), "{line}");
-        assert!(line.ends_with("-- --lib --test proto_props"), "{line}");
+        assert!(
+            line.contains(
+                "--output /ws/target/mutants/proto --cargo-test-arg=--lib \
+                 --cargo-test-arg=--test --cargo-test-arg=proto_props --shard 1/2"
+            ),
+            "{line}"
+        );
         let line = proto.cargo_args(&ctx(), &s(&["--in-place"])).join(" ");
         assert!(!line.contains("--jobs"), "cargo-mutants refuses --jobs with --in-place: {line}");
     }
