@@ -54,6 +54,7 @@ mod comm;
 pub mod conformance;
 pub mod engine;
 mod error;
+mod hash;
 pub mod loopback;
 mod op;
 pub mod proto;

@@ -7,7 +7,9 @@
 //! the link's read side until its owner comes to read the payload straight into its buffer.
 //! Time comes in as an argument (`now`), so the liveness rules run without a clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::{Map, Set};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -189,7 +191,7 @@ struct Peer<L> {
     cleared: Vec<u64>,
     /// Copies of small sends withdrawn after their `Rts` went out and before the peer's
     /// `Cts` came, by send id: the message goes from here when the peer asks for it.
-    orphans: HashMap<u64, Vec<u8>>,
+    orphans: Map<u64, Vec<u8>>,
     /// The bytes held in `orphans` (at most [`EAGER_CREDIT`]).
     orphaned: u64,
     readable: bool,
@@ -223,7 +225,7 @@ impl<L: Link> Peer<L> {
             out: VecDeque::new(),
             active: None,
             cleared: Vec::new(),
-            orphans: HashMap::new(),
+            orphans: Map::default(),
             orphaned: 0,
             readable: true,
             writable: true,
@@ -274,7 +276,7 @@ impl<L: Link> Peer<L> {
 
     /// Whether we are not reading this peer because the data in hand belongs to a receive
     /// whose owner is not inside `progress` (so nobody may write its buffer now).
-    fn read_stalled(&self, active: &HashSet<u64>) -> bool {
+    fn read_stalled(&self, active: &Set<u64>) -> bool {
         matches!(self.rx, Rx::Data { recv: Some(id), .. } if !active.contains(&id))
     }
 }
@@ -378,12 +380,12 @@ pub struct Engine<L> {
     me: Rank,
     peers: Vec<Option<Peer<L>>>,
     matcher: Matcher,
-    recs: HashMap<u64, Rec>,
+    recs: Map<u64, Rec>,
     next_id: u64,
     pub(crate) poison: Option<Error>,
     pub(crate) aborted: Option<Error>,
     /// Posted operations whose owners are inside `progress` right now.
-    active: HashSet<u64>,
+    active: Set<u64>,
     /// When [`tick_if_due`](Engine::tick_if_due) next runs the liveness tick.
     next_tick: Instant,
     pub(crate) cfg: EngineConfig,
@@ -426,11 +428,11 @@ impl<L: Link> Engine<L> {
             me,
             peers,
             matcher: Matcher::new(),
-            recs: HashMap::new(),
+            recs: Map::default(),
             next_id: ID_BLOCKS.fetch_add(1, Ordering::Relaxed) << 40,
             poison: None,
             aborted: None,
-            active: HashSet::new(),
+            active: Set::default(),
             next_tick: now,
             cfg,
             liveness,
@@ -1360,7 +1362,7 @@ impl<L: Link> Engine<L> {
         peer.out = VecDeque::new();
         peer.active = None;
         peer.cleared = Vec::new();
-        peer.orphans = HashMap::new();
+        peer.orphans = Map::default();
         peer.orphaned = 0;
         let keep_eager = match e {
             Error::Cancelled { .. } => true,

@@ -1,6 +1,8 @@
 //! Matching of arriving messages against posted receives, FIFO per `(peer, slot)`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::hash::Map;
 
 use super::frame::MAX_UNEXPECTED_RTS;
 use crate::{Error, Fingerprint, Rank, Result, Slot};
@@ -104,10 +106,10 @@ struct SlotQueue {
 #[derive(Debug, Default)]
 pub struct Matcher {
     queues: BTreeMap<(Rank, Slot), SlotQueue>,
-    posted: HashMap<RecvId, Posted>,
+    posted: Map<RecvId, Posted>,
     /// Unexpected messages held per peer (eager and requests-to-send), bounded by
     /// [`MAX_UNEXPECTED_RTS`].
-    held: HashMap<Rank, usize>,
+    held: Map<Rank, usize>,
     seq: u64,
 }
 

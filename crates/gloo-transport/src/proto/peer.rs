@@ -1,7 +1,7 @@
 //! Per-connection state after the handshake: eager credit, transfers, and the checks that
 //! turn a frame header into something the transport may act on.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{Map, Set};
 
 use super::frame::{EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, Header, Opcode};
 use super::matching::RecvId;
@@ -91,9 +91,9 @@ pub struct PeerProto {
     charged: u64,
     to_return: u64,
     next_xfer: u64,
-    awaiting_cts: HashMap<u64, OutXfer>,
-    announced: HashSet<u64>,
-    incoming: HashMap<u64, InXfer>,
+    awaiting_cts: Map<u64, OutXfer>,
+    announced: Set<u64>,
+    incoming: Map<u64, InXfer>,
 }
 
 impl PeerProto {
@@ -105,9 +105,9 @@ impl PeerProto {
             charged: 0,
             to_return: 0,
             next_xfer: 1,
-            awaiting_cts: HashMap::new(),
-            announced: HashSet::new(),
-            incoming: HashMap::new(),
+            awaiting_cts: Map::default(),
+            announced: Set::default(),
+            incoming: Map::default(),
         }
     }
 
