@@ -2,7 +2,7 @@
 //! helpers that build fingerprinted operations, and the pipelined ring engine.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -65,8 +65,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// When the call started (what a timeout reports as waited).
     start: Instant,
-    /// Every rank but this one.
-    peers: Vec<Rank>,
+    /// Every rank but this one (inline up to 8 ranks: no allocation per call).
+    peers: smallvec::SmallVec<[Rank; 8]>,
     /// Where scratch comes from.
     pool: Option<&'a ScratchPool>,
     /// Where the alarm watch is parked between calls.
@@ -612,10 +612,12 @@ fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: u32, id: u6
 /// transport's id of each posted watch). Posting and withdrawing a watch on every call costs
 /// a round through the transport's lock (and a wake-up of its other waiters) per call.
 #[derive(Default)]
-pub(crate) struct Watches(Mutex<HashMap<u32, u64>>);
+/// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup (the
+/// map is read and written twice per call).
+pub(crate) struct Watches(Mutex<BTreeMap<u32, u64>>);
 
 impl Watches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
         // A poisoned lock only means a panic elsewhere while the map was held; the map of
         // ids is still valid.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -624,7 +626,7 @@ impl Watches {
     /// Withdraw every parked watch (before the communicator is handed back to its owner).
     pub(crate) fn cancel_all(&self, comm: &dyn Communicator) {
         let peers: Vec<Rank> = (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect();
-        for (tag, id) in self.lock().drain() {
+        for (tag, id) in std::mem::take(&mut *self.lock()) {
             cancel_posted_watch(comm, &peers, tag, id);
         }
     }

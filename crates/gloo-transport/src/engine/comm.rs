@@ -297,7 +297,8 @@ impl<W: Wire> Communicator for EngineComm<W> {
             return Err(e.clone());
         }
         st.eng.validate(ops)?;
-        let watch: Vec<usize> = (0..ops.len()).filter(|i| !ops[*i].is_done()).collect();
+        let watch: smallvec::SmallVec<[usize; 8]> =
+            (0..ops.len()).filter(|i| !ops[*i].is_done()).collect();
         for op in ops.iter_mut() {
             if op.state() == OpState::New {
                 let rendezvous = match op.kind() {

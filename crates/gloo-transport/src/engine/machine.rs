@@ -534,8 +534,9 @@ impl<L: Link> Engine<L> {
 
     /// Record that the caller's posted operations are being driven; returns their ids for
     /// [`unmark_active`](Engine::unmark_active).
-    pub(crate) fn mark_active(&mut self, ops: &[Op<'_>]) -> Vec<u64> {
-        let ids: Vec<u64> = ops
+    pub(crate) fn mark_active(&mut self, ops: &[Op<'_>]) -> smallvec::SmallVec<[u64; 8]> {
+        // Inline for the few operations of a typical call: no allocation per `progress`.
+        let ids: smallvec::SmallVec<[u64; 8]> = ops
             .iter()
             .filter_map(|op| match op.state() {
                 OpState::Posted(id) => Some(id),
