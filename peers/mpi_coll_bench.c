@@ -18,7 +18,8 @@
  *   3. measured: N = clamp(t / m, 10, 1000000) back-to-back iterations, each
  *      timed with clock_gettime(CLOCK_MONOTONIC) on every rank.
  * Rank 0 prints its own min/p50/p99/max/mean plus the max over ranks of
- * each rank's p50 (p50max).  The first allreduce result is checked.
+ * each rank's p50 (p50max).  The first call's result is checked, every element
+ * (rank r contributes r+1; the root's 1 for bcast and scatter).
  */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -46,6 +47,8 @@ static double pct(const double *sorted, long n, double p) {
 }
 
 enum { ALLREDUCE, BCAST, BARRIER, REDUCE, ALLGATHER, REDUCE_SCATTER, ALLTOALL, GATHER, SCATTER };
+static const char *cnames[] = {"allreduce", "bcast", "barrier", "reduce", "allgather",
+                               "reduce_scatter", "alltoall", "gather", "scatter"};
 static int coll = ALLREDUCE, inplace = 0, rank, size;
 static float *sbuf, *rbuf;
 
@@ -151,21 +154,34 @@ int main(int argc, char **argv) {
     long n = sizes[si];
     if (coll == BCAST) for (long j = 0; j < n; j++) rbuf[j] = rank == 0 ? 1.f : 0.f;
     MPI_Barrier(MPI_COMM_WORLD);
-    /* correctness check of the first call */
-    if (coll == ALLREDUCE) {
-      if (inplace) for (long j = 0; j < n; j++) rbuf[j] = (float)(rank + 1);
-      one(n);
-      float expect = (float)(size * (size + 1) / 2);
-      if (rbuf[0] != expect || rbuf[n - 1] != expect) {
-        fprintf(stderr, "rank %d: WRONG RESULT n=%ld got %f/%f want %f\n", rank, n,
-                rbuf[0], rbuf[n - 1], expect);
-        MPI_Abort(MPI_COMM_WORLD, 2);
+    /* correctness check of the first call, every element: rank r contributes r+1 everywhere
+     * (the root's 1 for bcast and scatter), so sums hold size*(size+1)/2 and block j of a
+     * gathered buffer holds j+1 */
+    if (coll != BCAST && !(coll == ALLREDUCE && inplace))
+      for (long j = 0; j < maxn; j++) rbuf[j] = 0.f;
+    if (coll == ALLREDUCE && inplace) for (long j = 0; j < n; j++) rbuf[j] = (float)(rank + 1);
+    one(n);
+    {
+      long b = (n + size - 1) / size, len = 0;
+      int blocks = 0;
+      float want = (float)(size * (size + 1) / 2);
+      switch (coll) {
+      case ALLREDUCE: len = n; break;
+      case BCAST: len = n; want = 1.f; break;
+      case REDUCE: len = rank == 0 ? n : 0; break;
+      case REDUCE_SCATTER: len = b; break;
+      case ALLGATHER: case ALLTOALL: len = b * size; blocks = 1; break;
+      case GATHER: len = rank == 0 ? b * size : 0; blocks = 1; break;
+      case SCATTER: len = b; want = 1.f; break;
+      default: break;
       }
-    } else if (coll == BCAST) {
-      one(n);
-      if (rbuf[0] != 1.f || rbuf[n - 1] != 1.f) {
-        fprintf(stderr, "rank %d: WRONG BCAST n=%ld\n", rank, n);
-        MPI_Abort(MPI_COMM_WORLD, 2);
+      for (long j = 0; j < len; j++) {
+        float w = blocks ? (float)(j / b + 1) : want;
+        if (rbuf[j] != w) {
+          fprintf(stderr, "rank %d: WRONG RESULT coll=%s n=%ld: element %ld is %g, want %g\n", rank,
+                  cnames[coll], n, j, (double)rbuf[j], (double)w);
+          MPI_Abort(MPI_COMM_WORLD, 2);
+        }
       }
     }
     /* phase 1: 5 timed warm-ups */
