@@ -1285,6 +1285,55 @@ bulk     bytes=520093696  time=0.100 s  throughput=5.22 GB/s (41.7 Gbit/s)",
         assert!(user.iter().all(|c| c[0] == "sudo"), "{user:?}");
     }
 
+    /// A directory holding a fake `gloo_bench` (a shell script), removed on drop.
+    struct FakeBin(PathBuf);
+
+    impl FakeBin {
+        fn new(tag: &str, script: &str) -> FakeBin {
+            use std::os::unix::fs::PermissionsExt as _;
+            let dir =
+                std::env::temp_dir().join(format!("xtask-peers-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(GLOO_BENCH.name);
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            FakeBin(dir)
+        }
+    }
+
+    impl Drop for FakeBin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn gloo_passes_with_rank_0_s_table_and_fails_when_a_rank_fails() {
+        let req = request("gloo --ranks 3 --counts 1,1024 --timeout 120");
+        // `$2` is the rank. Rank 0 prints a row per count; the others print nothing.
+        let good = FakeBin::new(
+            "good",
+            r#"[ "$2" = 0 ] && for n in 1 1024; do echo "4 $n 1 1 1 1 1 1 10"; done; exit 0"#,
+        );
+        assert_eq!(run_gloo(&req, &good.0), Ok(()));
+        // A row short: the run fails though every rank exited 0.
+        let short = FakeBin::new("short", r#"[ "$2" = 0 ] && echo "4 1 1 1 1 1 1 1 10"; exit 0"#);
+        let err = run_gloo(&req, &short.0).unwrap_err();
+        assert!(err.contains("want one per count [1, 1024]"), "{err}");
+        // Rank 2 fails at once; ranks 0 and 1 would wait for it for 300 s and are killed.
+        let bad =
+            FakeBin::new("bad", r#"[ "$2" = 2 ] && { echo boom >&2; exit 3; }; exec sleep 300"#);
+        let err = run_gloo(&req, &bad.0).unwrap_err();
+        assert!(err.contains("rank 2 exited with exit status: 3"), "{err}");
+        assert!(err.contains("rank 0 exited with signal: 9"), "{err}");
+        assert!(!err.contains("--timeout"), "{err}");
+        // Its FileStore folder is gone.
+        let left: Vec<_> =
+            std::fs::read_dir(&bad.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from(GLOO_BENCH.name)]);
+    }
+
     #[test]
     fn a_program_past_its_time_limit_is_killed_and_fails() {
         let sh = |script: &str, expect| Run {
