@@ -10,8 +10,11 @@
 //!   ([`fuzz`]).
 //! - `mutants [module]` runs cargo-mutants over the modules whose tests must prove what they
 //!   claim, each with its own files and test targets ([`mutants`]).
+//! - `peers <limits|mpi|gloo|all>` builds the reference programs of `peers/` against Debian's
+//!   Open MPI and C++ Gloo and runs them on 127.0.0.1, for the README's comparison ([`peers`]).
 //!
-//! What it does not do: install anything (`.ci/run` installs what CI needs), run rows in
+//! What it does not do: install anything (`.ci/run` installs what CI needs; the one exception is
+//! `peers --install`, which runs apt-get when asked), run rows in
 //! parallel (the machine has two cores and cargo uses both), or depend on any crate beyond the
 //! standard library (it must build in seconds on a fresh machine, before anything else).
 #![forbid(unsafe_code)]
@@ -21,6 +24,7 @@ pub mod fuzz;
 pub mod glob;
 pub mod matrix;
 pub mod mutants;
+pub mod peers;
 pub mod row;
 pub mod rows;
 pub mod run;

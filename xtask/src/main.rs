@@ -24,9 +24,12 @@ commands:
       Mutation testing with cargo-mutants (not installed by this; `cargo install --locked
       cargo-mutants`) of each module's files against its own tests: proto, select, kernels,
       ring (default: all; hours on two cores). --list prints each module's command.
-  help
-      Print this.
 ";
+
+/// The whole usage text: the commands above, `peers`, and `help`.
+fn usage() -> String {
+    format!("{USAGE}{}  help\n      Print this.\n", xtask::peers::USAGE)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,8 +38,9 @@ fn main() -> ExitCode {
         Some((cmd, rest)) if cmd == "bench" => bench(rest),
         Some((cmd, rest)) if cmd == "fuzz" => fuzz(rest),
         Some((cmd, rest)) if cmd == "mutants" => mutants(rest),
+        Some((cmd, rest)) if cmd == "peers" => peers(rest),
         Some((cmd, _)) if cmd == "help" || cmd == "--help" || cmd == "-h" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             0
         }
         Some((cmd, _)) => usage_error(&format!("unknown command {cmd:?}")),
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn usage_error(message: &str) -> u8 {
-    eprintln!("error: {message}\n\n{USAGE}");
+    eprintln!("error: {message}\n\n{}", usage());
     2
 }
 
@@ -66,7 +70,7 @@ fn test_matrix(args: &[String]) -> u8 {
                 None => return usage_error("--only needs a glob, e.g. --only 'transport/*'"),
             },
             "-h" | "--help" => {
-                print!("{USAGE}");
+                print!("{}", usage());
                 return 0;
             }
             other => match other.strip_prefix("--only=") {
@@ -119,6 +123,17 @@ fn mutants(args: &[String]) -> u8 {
             clamp(xtask::mutants::run(&modules, &extra, &ctx))
         }
         Err(e) => usage_error(&format!("mutants: {e}")),
+    }
+}
+
+fn peers(args: &[String]) -> u8 {
+    match xtask::peers::parse(args) {
+        Ok(xtask::peers::Parsed::Help) => {
+            print!("usage: cargo xtask\n{}", xtask::peers::USAGE);
+            0
+        }
+        Ok(xtask::peers::Parsed::Run(req)) => clamp(xtask::peers::run(&req, &Context::from_env())),
+        Err(e) => usage_error(&format!("peers: {e}")),
     }
 }
 

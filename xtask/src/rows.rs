@@ -84,6 +84,27 @@ pub const MPIRUN: Need = Need {
     install: "apt-get update && apt-get install -y openmpi-bin",
 };
 
+/// g++ (and gcc, which it depends on), for the peer programs of `peers/`.
+pub const GXX: Need = Need {
+    what: "g++",
+    probe: &["g++", "--version"],
+    install: "apt-get update && apt-get install -y g++",
+};
+
+/// Open MPI's compiler wrapper and headers, for `peers/mpi_coll_bench.c`.
+pub const MPICC: Need = Need {
+    what: "mpicc (Open MPI's headers and compiler wrapper)",
+    probe: &["mpicc", "--showme:version"],
+    install: "apt-get update && apt-get install -y libopenmpi-dev",
+};
+
+/// C++ Gloo's headers and library, from Debian's package, for `peers/gloo_bench.cc`.
+pub const LIBGLOO: Need = Need {
+    what: "C++ Gloo (libgloo-dev)",
+    probe: &["test", "-e", "/usr/include/gloo/allreduce.h"],
+    install: "apt-get update && apt-get install -y libgloo-dev",
+};
+
 /// Network namespaces: root and iproute2's `ip` and `tc` (the multi-host fault tests make two
 /// namespaces joined by a veth pair).
 pub const NETNS: Need = Need {
@@ -216,6 +237,10 @@ pub const ROWS: &[Row] = &[
     // rgloo, the facade: its unit tests and doc examples, and the README's program built (all
     // targets, so the example too) and run as three processes started the way the README says.
     Row::test("rgloo/all", "rgloo"),
+    // The peer comparison end to end (`cargo xtask peers`): this machine's limits, Open MPI over
+    // shared memory and TCP, and C++ Gloo, built from peers/ and run briefly (0.1 s per count);
+    // the command fails unless every program printed a result line for every count.
+    Row::cargo("peers/smoke", &["xtask", "peers", "all", "--ranks", "2", "--counts", "1,1024", "--seconds", "0.1", "--timeout", "120"]).needs(&[GXX, MPICC, MPIRUN, LIBGLOO]).timeout_secs(600),
     // Every decoder a peer or a store feeds, under libFuzzer and AddressSanitizer: the saved
     // crash inputs replayed, then a short run of each target (`cargo xtask fuzz`).
     Row::cargo("fuzz/short", &["xtask", "fuzz", "all", "--time", "10"]).timeout_secs(1800),

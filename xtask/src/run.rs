@@ -225,7 +225,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<
 ///
 /// The whole tree is collected first and killed in one go, so no process is reparented away
 /// between our reading of `/proc` and the kill.
-fn kill_tree(child: &mut Child) {
+pub(crate) fn kill_tree(child: &mut Child) {
     let mut pids = descendants(child.id());
     pids.push(child.id());
     let status = Command::new("kill")
