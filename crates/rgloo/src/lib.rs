@@ -154,18 +154,27 @@ impl From<transport::Error> for Error {
 /// How long [`init`] waits for every rank to start and connect.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The communicator [`init`] connects: with feature `shm` (on by default) gloo-shm's `auto`
+/// (shared memory between the ranks of one host, tcp to the others), else tcp alone.
+#[cfg(all(feature = "tcp", feature = "shm"))]
+pub type JobComm = gloo_shm::ShmComm;
+/// The communicator [`init`] connects: with feature `shm` (on by default) gloo-shm's `auto`
+/// (shared memory between the ranks of one host, tcp to the others), else tcp alone.
+#[cfg(all(feature = "tcp", not(feature = "shm")))]
+pub type JobComm = transport::tcp::TcpComm;
+
 /// A started job: this rank's [`Group`] and the store the ranks met through (which rank 0
 /// keeps serving while this value lives).
 #[cfg(feature = "tcp")]
 pub struct Job {
-    group: Group<transport::tcp::TcpComm>,
+    group: Group<JobComm>,
     store: rendezvous::EnvStore,
 }
 
 #[cfg(feature = "tcp")]
 impl Job {
     /// The group, on which every collective is a method.
-    pub fn group(&self) -> &Group<transport::tcp::TcpComm> {
+    pub fn group(&self) -> &Group<JobComm> {
         &self.group
     }
 
@@ -181,7 +190,7 @@ impl Job {
 
     /// The group and the store apart (keep the store alive on rank 0 while other ranks may
     /// still use it).
-    pub fn into_parts(self) -> (Group<transport::tcp::TcpComm>, rendezvous::EnvStore) {
+    pub fn into_parts(self) -> (Group<JobComm>, rendezvous::EnvStore) {
         (self.group, self.store)
     }
 }
@@ -204,8 +213,9 @@ pub fn init() -> Result<Job, Error> {
 /// for every rank.
 ///
 /// Reads rank, world size and the store as [`rendezvous::env`] describes, reaches the store
-/// (rank 0 hosts it where the launcher does not), and connects every pair of ranks over TCP:
-/// on loopback when the launcher says every rank is on this host or the store is on a
+/// (rank 0 hosts it where the launcher does not), and connects every pair of ranks: through
+/// shared memory when both are on this host (feature `shm`, on by default; gloo-shm's host
+/// identity decides, `GLOO_HOST_ID` overrides it), else over TCP: on loopback when the launcher says every rank is on this host or the store is on a
 /// loopback address, else on the interface `GLOO_SOCKET_IFNAME` names, else the one the
 /// transport picks from the process's environment (the one facing `MASTER_ADDR`; see
 /// [`TcpConfig::new`](transport::tcp::TcpConfig::new)). A job token in
@@ -216,7 +226,7 @@ pub fn init() -> Result<Job, Error> {
 /// that never started.
 #[cfg(feature = "tcp")]
 pub fn init_from(vars: &HashMap<String, String>, timeout: Duration) -> Result<Job, Error> {
-    use transport::tcp::{Security, TcpConfig, TcpListener};
+    use transport::tcp::{Security, TcpConfig};
 
     let deadline = std::time::Instant::now() + timeout;
     let config = rendezvous::parse_env(vars)?;
@@ -243,7 +253,14 @@ pub fn init_from(vars: &HashMap<String, String>, timeout: Duration) -> Result<Jo
     if let Some(token) = &c.token {
         tcp = tcp.security(Security::Token(token.clone()));
     }
-    let listener = TcpListener::bind(tcp).map_err(rendezvous::Error::from)?;
+    #[cfg(feature = "shm")]
+    let listener = {
+        let auto =
+            gloo_shm::auto::AutoConfig::with(gloo_shm::ShmConfig::new(&job, rank, c.size), tcp);
+        gloo_shm::auto::AutoListener::bind(auto).map_err(rendezvous::Error::from)?
+    };
+    #[cfg(not(feature = "shm"))]
+    let listener = transport::tcp::TcpListener::bind(tcp).map_err(rendezvous::Error::from)?;
     let comm = rendezvous::connect(&*store.store, listener, rank, c.size, deadline)?;
     let group = Group::new(comm)?;
     Ok(Job { group, store })
@@ -274,6 +291,35 @@ mod tests {
             next = s.source();
         }
         assert_eq!(chain.join("\n").matches(&lost.to_string()).count(), 1, "{chain:?}");
+    }
+
+    /// Two ranks of one host meet through the store `init_from` hosts and connect through
+    /// shared memory (the default feature `shm`), and an allreduce over them is right.
+    #[cfg(feature = "shm")]
+    #[test]
+    fn ranks_of_one_host_connect_through_shared_memory() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let run = move |rank: u32| {
+            let vars: HashMap<String, String> = [
+                ("RANK", rank.to_string()),
+                ("WORLD_SIZE", "2".to_string()),
+                ("MASTER_ADDR", "127.0.0.1".to_string()),
+                ("MASTER_PORT", port.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+            let job = init_from(&vars, Duration::from_secs(60)).unwrap();
+            let g = job.group();
+            let peer = Rank(1 - rank);
+            assert_eq!(g.comm().link_kind(peer), Some(shm::LinkKind::Shm), "rank {rank}");
+            let mut v = vec![rank as f32 + 1.0; 3];
+            g.allreduce(&mut v, ReduceOp::Sum, &Options::new()).unwrap();
+            v
+        };
+        let other = std::thread::spawn(move || run(1));
+        let mine = run(0);
+        assert_eq!(mine, vec![3.0; 3]);
+        assert_eq!(other.join().unwrap(), vec![3.0; 3]);
     }
 
     /// A bad environment is the rendezvous layer's error naming the variable, not a panic.
