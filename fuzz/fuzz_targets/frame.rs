@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                             announced -= p.len() as u64;
                         }
                         Step::NeedMore => assert_eq!(used, chunk.len(), "NeedMore left input"),
+                        other => panic!("a reader step this target does not know: {other:?}"),
                     }
                     if used == 0 {
                         break;

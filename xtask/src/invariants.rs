@@ -79,3 +79,57 @@ fn no_file_points_outside_the_repository() {
     assert!(seen > 50, "only {seen} files read under {}", root.display());
     assert!(hits.is_empty(), "files that point outside the repository:\n{}", hits.join("\n"));
 }
+
+/// Every public enum of a published library crate is `#[non_exhaustive]`, so that a variant
+/// added later (an opcode, an error, an operation state) is not a breaking change for users
+/// who match on it. Test helpers (`gloo-testing`), the benchmark tool and the modules only the
+/// test features build (`rogue`, `fuzzing`) are left out. The check reads the attributes above
+/// each `pub enum` line; it found 13 enums without the attribute when it was written.
+#[test]
+fn public_enums_of_library_crates_are_non_exhaustive() {
+    fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("the sources are readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&crates).expect("crates/ is readable") {
+        let dir = entry.expect("a directory entry").path();
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !matches!(name, "gloo-testing" | "gloo-bench") && dir.join("src").is_dir() {
+            walk(&dir.join("src"), &mut files);
+        }
+    }
+    let (mut enums, mut bare) = (0, Vec::new());
+    for path in files {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if matches!(stem, "rogue" | "fuzzing") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("a source file is readable");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with("pub enum ") {
+                continue;
+            }
+            enums += 1;
+            // The attributes and doc comments right above the enum.
+            let above =
+                lines[..i].iter().rev().map(|l| l.trim_start()).take_while(|l| {
+                    l.starts_with("#[") || l.starts_with("///") || l.starts_with("//")
+                });
+            if !above.clone().any(|l| l.starts_with("#[non_exhaustive]")) {
+                bare.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    // The walk must have found the libraries' enums (errors, opcodes, ...).
+    assert!(enums > 20, "only {enums} public enums found under {}", crates.display());
+    assert!(bare.is_empty(), "public enums without #[non_exhaustive]:\n{}", bare.join("\n"));
+}

@@ -141,6 +141,7 @@ pub trait Element: bytemuck::Pod + Send + Sync + sealed::Sealed {
 /// The built-in reductions, as the kernels see them.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Builtin {
     /// Sum (also used by average).
     Sum,

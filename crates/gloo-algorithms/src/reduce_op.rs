@@ -20,6 +20,7 @@ use crate::element::{Builtin, Element};
 /// assert_eq!(op.name(), "custom");
 /// assert_eq!(ReduceOp::<u32>::Sum.name(), "sum");
 /// ```
+#[non_exhaustive]
 pub enum ReduceOp<'f, T> {
     /// Sum (integers wrap).
     Sum,

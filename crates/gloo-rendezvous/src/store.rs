@@ -14,6 +14,7 @@ pub const MAX_KEY_LEN: usize = 4096;
 
 /// The outcome of [`Store::compare_set`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CompareSet {
     /// The key held the expected value (or was absent, when absence was expected) and now
     /// holds the new value.

@@ -320,6 +320,11 @@ impl Rogue {
                             return Ok(current.take().expect("set when its header arrived"));
                         }
                     }
+                    other => {
+                        return Err(io::Error::other(format!(
+                            "a reader step not known: {other:?}"
+                        )));
+                    }
                 }
             }
             self.pending.clear();

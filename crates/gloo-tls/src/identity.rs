@@ -16,6 +16,7 @@ pub(crate) const SCHEME: &str = "gloo://";
 
 /// What a certificate's holder may act as within its job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// Rank `r` of the job: may connect to the other ranks as `r` and use the job's store.
     Rank(Rank),

@@ -6,6 +6,7 @@ use crate::{Error, Op, Rank, Result, Slot};
 
 /// How long [`Communicator::progress`] keeps going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wait {
     /// Until every operation in the batch is complete.
     All,

@@ -10,6 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which side of an operation is still waiting, for [`Error::Timeout`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Pending {
     /// A send to `to` on `slot` had not completed.
     Send {

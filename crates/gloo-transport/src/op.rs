@@ -5,6 +5,7 @@ use std::fmt;
 use crate::{Fingerprint, Rank, Slot};
 
 /// What an operation does, with the buffer it borrows.
+#[non_exhaustive]
 pub enum OpKind<'a> {
     /// Send `buf` to `to` on `slot`.
     Send {
@@ -37,6 +38,7 @@ pub enum OpKind<'a> {
 
 /// Where an operation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OpState {
     /// Not yet seen by a communicator.
     New,

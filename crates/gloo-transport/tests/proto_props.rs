@@ -69,6 +69,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                 Opcode::Cts | Opcode::Credit | Opcode::Heartbeat | Opcode::Goodbye => {
                     (0, Vec::new())
                 }
+                other => unreachable!("{other:?} needs a frame strategy here"),
             };
             let fp =
                 (with_fp && matches!(op, Opcode::Eager | Opcode::Rts)).then_some(Fingerprint(fp));
@@ -106,6 +107,7 @@ fn read_all(bytes: &[u8], cuts: &[usize]) -> Decoded {
                             assert_eq!(p.len(), n);
                             payload.extend_from_slice(p)
                         }
+                        other => panic!("a reader step this test does not know: {other:?}"),
                     }
                     piece = &piece[n..];
                 }
@@ -284,8 +286,10 @@ fn msg_id(o: &Outcome) -> (u64, u64) {
         Outcome::Matched { recv, msg } => match &msg.body {
             Body::Eager(v) => (*recv, u64::from_le_bytes(v[..8].try_into().unwrap())),
             Body::Rts { xfer, .. } => (*recv, *xfer),
+            other => panic!("a message body this test does not know: {other:?}"),
         },
         Outcome::Failed { error, .. } => panic!("no fingerprints, yet a failure: {error}"),
+        other => panic!("an outcome this test does not know: {other:?}"),
     }
 }
 
@@ -354,6 +358,7 @@ proptest! {
                 let is_mismatch = matches!(error, gloo_transport::Error::Mismatch { peer: Rank(1), .. });
                 prop_assert!(is_mismatch);
             }
+            other => panic!("an outcome this test does not know: {other:?}"),
         }
         prop_assert_eq!(m.unexpected_len(), 0);
     }

@@ -44,6 +44,7 @@ pub const MAX_UNEXPECTED_RTS: usize = 1 << 16;
 /// The kind of a frame (header byte 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Opcode {
     /// Handshake greeting.
     Hello = 1,
@@ -228,6 +229,7 @@ pub fn encode_with_fp(
 
 /// One step of [`FrameReader::feed`].
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step<'a> {
     /// All input was consumed without completing anything.
     NeedMore,

@@ -12,6 +12,7 @@ pub type RecvId = u64;
 
 /// What arrived.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Body {
     /// A whole small message, held in a credit-bounded buffer.
     Eager(Vec<u8>),
@@ -62,6 +63,7 @@ impl Message {
 
 /// What the matcher decided about a posted receive.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// `recv` takes `msg`.
     Matched {

@@ -17,6 +17,7 @@ pub fn eager_charge(len: u64) -> u64 {
 
 /// A checked frame from the peer, with what the transport must do next.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Incoming {
     /// A small message: read `len` payload bytes into an owned buffer (already charged
     /// against the peer's credit), then hand it to the matcher.
