@@ -49,6 +49,10 @@ const FAILED_MAGIC: &[u8; 4] = b"GBF1";
 /// this, or a quarter of the time left to its deadline if that is shorter.
 const NEW_RUN_GRACE: Duration = Duration::from_secs(3);
 
+/// How often a rank other than 0 that waits for its run's result looks for the run's
+/// failure record.
+const RECORD_CHECK: Duration = Duration::from_secs(1);
+
 /// The store key of the failure record.
 fn failure_record_key() -> Vec<u8> {
     format!("{PREFIX}/last-failure").into_bytes()
@@ -396,7 +400,9 @@ pub fn connect_lazy<L: LazyListener>(
 /// at most (or a quarter of its time left, if shorter) instead of its whole deadline. Rank 0
 /// of every new run deletes the record as soon as it has claimed its rank, so a job restarted
 /// on the store at once is not stopped by it (its ranks 1.. wait those seconds for their
-/// rank 0), and after the record's end any rank ignores it. (A store served by rank 0's own
+/// rank 0), and after the record's end any rank ignores it. A rank that joined the run just
+/// as rank 0 was cleaning it up finds the record while it waits (it looks once a second)
+/// and fails with the same [`Error::RunFailed`]. (A store served by rank 0's own
 /// process is gone with it: a rank that arrives then finds no store at all, and reports it
 /// unreachable at its deadline.) Once every rank has read the addresses, the last one
 /// deletes the bootstrap's keys. Either way a store may serve one run after another. Runs that
@@ -620,8 +626,15 @@ fn follow(
     let wait_end = deadline.checked_sub(margin).unwrap_or(deadline).max(start);
     let result = run.named("result");
     loop {
-        match store.get(&result, wait_end) {
+        // In slices, so that a rank that joined the run while rank 0 was cleaning it up (its
+        // result already deleted) finds the run's failure record instead of its deadline.
+        match store.get(&result, wait_end.min(Instant::now() + RECORD_CHECK)) {
             Ok(v) => return read_result(&v, rank, size),
+            Err(Error::Timeout { .. }) if Instant::now() < wait_end => {
+                if let Some(e) = failed_meanwhile(store, run, rank, start, deadline)? {
+                    return Err(e);
+                }
+            }
             Err(Error::Timeout { .. }) => break,
             Err(Error::Unreachable { endpoint, detail, .. }) => {
                 if Instant::now() >= deadline {
@@ -651,6 +664,33 @@ fn follow(
         Err(e) => return Err(e),
     };
     Err(Error::MissingRanks { ranks, waited: start.elapsed() })
+}
+
+/// A follower whose run failed and was cleaned up while it waited (the failure record names
+/// this run): delete what this rank wrote there (rank 0 will not), and return the cause.
+fn failed_meanwhile(
+    store: &dyn Store,
+    run: &Run,
+    rank: u32,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Option<Error>> {
+    let Some(record) =
+        store.try_get(&failure_record_key(), deadline)?.and_then(|v| FailureRecord::decode(&v))
+    else {
+        return Ok(None);
+    };
+    if record.id != run.id {
+        return Ok(None);
+    }
+    let _ = store.delete(&run.key("addr", rank), deadline);
+    let _ = store.delete(&run.key("claim", rank), deadline);
+    let _ = store.delete(&run.named("joined"), deadline);
+    Ok(Some(Error::RunFailed {
+        run: hex(&record.id),
+        cause: Box::new(record.cause),
+        waited: start.elapsed(),
+    }))
 }
 
 /// Publish `failure` for every rank, unless another failure was published first, in which

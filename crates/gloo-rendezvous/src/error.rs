@@ -102,8 +102,9 @@ pub enum Error {
     },
     /// This rank arrived after a run of the bootstrap on this store had failed and ended
     /// (rank 0 reported the failure and deleted the run's keys), and no rank 0 of a new run
-    /// showed up within a few seconds: the failed run's cause is this rank's cause too (it
-    /// is a late rank of that run, or its own rank 0 is late too).
+    /// showed up within a few seconds; or it joined that run while rank 0 was cleaning it up.
+    /// The failed run's cause is this rank's cause too (it is a late rank of that run, or its
+    /// own rank 0 is late too).
     RunFailed {
         /// The failed run's id (as its store keys show it, 32 hex digits).
         run: String,
@@ -178,8 +179,9 @@ impl fmt::Display for Error {
             ),
             Error::RunFailed { run, cause, waited } => write!(
                 f,
-                "the rendezvous run {run} on this store failed and ended before this rank \
-                 arrived, and no rank 0 of a new run came within {}: {cause}",
+                "the rendezvous run {run} on this store failed and was cleaned up before \
+                 this rank could take part (no rank 0 of a new run came in the {} it \
+                 waited): {cause}",
                 secs(waited)
             ),
             Error::Transport(e) => write!(f, "transport error while connecting: {e}"),

@@ -1069,3 +1069,50 @@ fn an_expired_failure_record_does_not_stop_a_new_job_and_a_new_rank_0_deletes_it
         assert_eq!(store.try_get(RUN_MARKER, deadline(5)).unwrap(), None);
     });
 }
+
+/// A rank that joined a run just as rank 0 was cleaning it up (the failure's result already
+/// deleted, the marker not yet) finds the run's failure record while it waits, and fails
+/// with the cause within about a second instead of at its deadline, deleting what it wrote
+/// into the dead run. Staged: a run whose rank 0 published its entry and nothing else; rank
+/// 1 joins it; then the record appears, as rank 0's clean-up leaves it.
+#[test]
+fn a_rank_that_joined_a_run_being_cleaned_up_finds_its_failure_record() {
+    use gloo_testing::bootstrap_keys::world_size_failure_record;
+    each_store(|open| {
+        let store = open();
+        let id = [9; 16];
+        let (marker, run) = planted_run(id);
+        store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+        store.set(format!("{run}/claim/0").as_bytes(), b"x", deadline(5)).unwrap();
+        let e = std::thread::scope(|s| {
+            let s1 = open();
+            let r1 = s.spawn(move || {
+                gloo_rendezvous::exchange_addresses(&*s1, Rank(1), 2, b"late:1", deadline(60))
+            });
+            let addr1 = format!("{run}/addr/1");
+            gloo_testing::wait_for(
+                "rank 1's entry",
+                30,
+                || store.try_get(addr1.as_bytes(), deadline(5)).unwrap().is_some(),
+                |there| *there,
+            );
+            let record = world_size_failure_record(id, u64::MAX, (2, 4, 2));
+            store.set(FAILURE_RECORD, &record, deadline(5)).unwrap();
+            r1.join().unwrap().unwrap_err()
+        });
+        match &e {
+            Error::RunFailed { cause, run: r, .. } => {
+                assert_eq!(**cause, Error::WorldSizeMismatch { rank: 2, size: 4, expected: 2 });
+                assert_eq!(*r, "09".repeat(16));
+            }
+            other => panic!("rank 1 got {other:?}"),
+        }
+        for key in ["addr/1", "claim/1", "joined"] {
+            let key = format!("{run}/{key}");
+            assert_eq!(store.try_get(key.as_bytes(), deadline(5)).unwrap(), None, "{key}");
+        }
+        store.delete(RUN_MARKER, deadline(5)).unwrap();
+        store.delete(FAILURE_RECORD, deadline(5)).unwrap();
+        store.delete(format!("{run}/claim/0").as_bytes(), deadline(5)).unwrap();
+    });
+}
