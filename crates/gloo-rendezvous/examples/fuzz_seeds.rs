@@ -262,7 +262,7 @@ fn bootstrap(dir: &Path) {
                 0
             } else if key.contains("/addr/") {
                 1
-            } else if key.ends_with("/run") {
+            } else if key.ends_with("/run") || key.ends_with("/last-failure") {
                 2
             } else {
                 continue;

@@ -39,6 +39,128 @@ const CLOCK_SLACK: Duration = Duration::from_secs(5);
 /// Most attempts at joining or starting a run while other ranks change the marker.
 const RUN_ATTEMPTS: usize = 64;
 
+/// Tag and version of the failure record at `gloo/bootstrap/last-failure`: `"GBF1"`, the
+/// failed run's id, the time the record expires (`u64` LE, milliseconds since the Unix epoch:
+/// the failed run's own end, its latest rank's deadline plus [`LINGER`]), then the failure as
+/// the run published it (`GBR1`, see [`encode_failure`]).
+const FAILED_MAGIC: &[u8; 4] = b"GBF1";
+/// How long a rank other than 0 that finds a live failure record waits for rank 0 of a new
+/// run (which deletes the record) before it takes itself for a late rank of the failed run:
+/// this, or a quarter of the time left to its deadline if that is shorter.
+const NEW_RUN_GRACE: Duration = Duration::from_secs(3);
+
+/// How often a rank other than 0 that waits for its run's result looks for the run's
+/// failure record.
+const RECORD_CHECK: Duration = Duration::from_secs(1);
+
+/// The store key of the failure record.
+fn failure_record_key() -> Vec<u8> {
+    format!("{PREFIX}/last-failure").into_bytes()
+}
+
+/// What a failed run leaves behind for the ranks that arrive after it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FailureRecord {
+    id: [u8; RUN_ID_LEN],
+    expires_ms: u64,
+    cause: Error,
+}
+
+impl FailureRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = FAILED_MAGIC.to_vec();
+        v.extend_from_slice(&self.id);
+        v.extend_from_slice(&self.expires_ms.to_le_bytes());
+        v.extend_from_slice(&encode_failure(&self.cause));
+        v
+    }
+
+    /// The record in `v`; `None` for anything else (untrusted: the store may hold anything).
+    fn decode(v: &[u8]) -> Option<FailureRecord> {
+        let rest = v.strip_prefix(&FAILED_MAGIC[..])?;
+        if rest.len() < RUN_ID_LEN + 8 {
+            return None;
+        }
+        let (id, rest) = rest.split_at(RUN_ID_LEN);
+        let (t, cause) = rest.split_at(8);
+        // Only a published failure (not a result with addresses) of a start-up kind is a
+        // cause; its rank list is bounded by the bytes present.
+        if cause.get(..5)
+            != Some(
+                &[RESULT_MAGIC[0], RESULT_MAGIC[1], RESULT_MAGIC[2], RESULT_MAGIC[3], FAILED][..],
+            )
+        {
+            return None;
+        }
+        let cause = match read_result(cause, 0, u32::MAX) {
+            Err(e) if is_start_up_failure(&e) => e,
+            _ => return None,
+        };
+        Some(FailureRecord {
+            id: id.try_into().ok()?,
+            expires_ms: u64::from_le_bytes(t.try_into().ok()?),
+            cause,
+        })
+    }
+
+    fn is_over(&self, now_ms: u64) -> bool {
+        now_ms > self.expires_ms
+    }
+}
+
+/// Rank 0 after its run failed, before it deletes the run's keys: leave the failure for the
+/// ranks that arrive after the run ended, until the run's own end (best effort: logged).
+fn record_failure(store: &dyn Store, run: &Run, cause: &Error, deadline: Instant) {
+    let write = || -> Result<()> {
+        let expires_ms = match store.try_get(&run_marker_key(), deadline)? {
+            Some(v) => match Marker::decode(&v) {
+                Some(m) if m.id == run.id => m.over_by_ms,
+                _ => unix_ms() + LINGER.as_millis() as u64,
+            },
+            None => unix_ms() + LINGER.as_millis() as u64,
+        };
+        let record = FailureRecord { id: run.id, expires_ms, cause: cause.clone() };
+        store.set(&failure_record_key(), &record.encode(), deadline)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(error = %e, "could not leave the failed bootstrap's record in the store");
+    }
+}
+
+/// A rank other than 0, before it joins a run: if a run failed and ended lately (its record
+/// is live), this rank is a late rank of that run unless rank 0 of a new run shows up (it
+/// deletes the record) within [`NEW_RUN_GRACE`]; a late rank fails with the run's cause.
+fn heed_failure_record(store: &dyn Store, start: Instant, deadline: Instant) -> Result<()> {
+    let key = failure_record_key();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let grace_end = Instant::now() + NEW_RUN_GRACE.min(left / 4);
+    let mut backoff = crate::store::Backoff::new(Duration::from_millis(50));
+    loop {
+        let Some(v) = store.try_get(&key, deadline)? else { return Ok(()) };
+        let record = match FailureRecord::decode(&v) {
+            Some(r) if !r.is_over(unix_ms()) => r,
+            // Expired, or not a record: a new run starts as usual (its rank 0 deletes it).
+            _ => return Ok(()),
+        };
+        if !backoff.sleep(grace_end) {
+            tracing::info!(
+                run = %hex(&record.id),
+                "a run of the bootstrap failed before this rank arrived, and no new run started"
+            );
+            return Err(Error::RunFailed {
+                run: hex(&record.id),
+                cause: Box::new(record.cause),
+                waited: start.elapsed(),
+            });
+        }
+    }
+}
+
+/// A run id as the store keys show it.
+fn hex(id: &[u8; RUN_ID_LEN]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The store key of the run marker.
 fn run_marker_key() -> Vec<u8> {
     format!("{PREFIX}/run").into_bytes()
@@ -54,8 +176,7 @@ struct Run {
 
 impl Run {
     fn new(id: &[u8; RUN_ID_LEN]) -> Run {
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        Run { id: *id, prefix: format!("{PREFIX}/{hex}") }
+        Run { id: *id, prefix: format!("{PREFIX}/{}", hex(id)) }
     }
 
     /// Delete the run marker if it still marks this run (the run is over: the next one
@@ -271,7 +392,19 @@ pub fn connect_lazy<L: LazyListener>(
 ///
 /// After a failure, rank 0 keeps the store's keys for up to 2 s until every rank that joined
 /// has read the failure, so that the ranks learn it even when rank 0's process hosts the store
-/// and exits next, then deletes them. Once every rank has read the addresses, the last one
+/// and exits next, then deletes them, leaving one small record of the failure (run id, cause,
+/// the ranks it names) at `gloo/bootstrap/last-failure` until the failed run's own end (its
+/// latest rank's deadline plus 2 s). A rank other than 0 that arrives while that record is
+/// live (a late rank of the failed run: its peers are gone) fails with [`Error::RunFailed`],
+/// carrying the run's cause, unless rank 0 of a new run shows up first: it waits for one 3 s
+/// at most (or a quarter of its time left, if shorter) instead of its whole deadline. Rank 0
+/// of every new run deletes the record as soon as it has claimed its rank, so a job restarted
+/// on the store at once is not stopped by it (its ranks 1.. wait those seconds for their
+/// rank 0), and after the record's end any rank ignores it. A rank that joined the run just
+/// as rank 0 was cleaning it up finds the record while it waits (it looks once a second)
+/// and fails with the same [`Error::RunFailed`]. (A store served by rank 0's own
+/// process is gone with it: a rank that arrives then finds no store at all, and reports it
+/// unreachable at its deadline.) Once every rank has read the addresses, the last one
 /// deletes the bootstrap's keys. Either way a store may serve one run after another. Runs that
 /// overlap in time need a [`PrefixStore`](crate::PrefixStore) each: while a run is in its
 /// rendezvous, a rank number it claimed counts as claimed.
@@ -312,9 +445,17 @@ pub fn exchange_addresses(
     // A margin before the deadline for telling every rank which ranks are missing.
     let margin = ((deadline.saturating_duration_since(start)) / 20)
         .clamp(Duration::from_millis(20), Duration::from_secs(1));
+    if rank != 0 {
+        heed_failure_record(store, start, deadline)?;
+    }
     let run = join_run(store, deadline)?;
     let run = &run;
     claim(store, run, rank, deadline)?;
+    if rank == 0 {
+        // Rank 0 of a new run: a failed run's record no longer describes this store's state
+        // (and, expired, it would be litter).
+        store.delete(&failure_record_key(), deadline)?;
+    }
     store.add(&run.named("joined"), 1, deadline)?;
 
     let mut entry = Vec::with_capacity(8 + address.len());
@@ -338,8 +479,11 @@ pub fn exchange_addresses(
             if rank == 0 && is_start_up_failure(&e) {
                 linger(store, run, deadline);
                 // The run is over: its keys must not block (or mislead) the next run on this
-                // store, so rank 0 deletes them. Best effort, bounded on its own.
-                clear(store, run, size, Instant::now() + Duration::from_secs(2));
+                // store, so rank 0 deletes them, leaving only the failure's record for the
+                // ranks that arrive late. Best effort, bounded on its own.
+                let tidy_by = Instant::now() + Duration::from_secs(2);
+                record_failure(store, run, &e, tidy_by);
+                clear(store, run, size, tidy_by);
             } else if is_start_up_failure(&e) {
                 // Tell rank 0 this rank has read the failure (best effort).
                 let _ = store.add(&run.named("failed"), 1, deadline.max(Instant::now() + margin));
@@ -482,8 +626,15 @@ fn follow(
     let wait_end = deadline.checked_sub(margin).unwrap_or(deadline).max(start);
     let result = run.named("result");
     loop {
-        match store.get(&result, wait_end) {
+        // In slices, so that a rank that joined the run while rank 0 was cleaning it up (its
+        // result already deleted) finds the run's failure record instead of its deadline.
+        match store.get(&result, wait_end.min(Instant::now() + RECORD_CHECK)) {
             Ok(v) => return read_result(&v, rank, size),
+            Err(Error::Timeout { .. }) if Instant::now() < wait_end => {
+                if let Some(e) = failed_meanwhile(store, run, rank, start, deadline)? {
+                    return Err(e);
+                }
+            }
             Err(Error::Timeout { .. }) => break,
             Err(Error::Unreachable { endpoint, detail, .. }) => {
                 if Instant::now() >= deadline {
@@ -513,6 +664,33 @@ fn follow(
         Err(e) => return Err(e),
     };
     Err(Error::MissingRanks { ranks, waited: start.elapsed() })
+}
+
+/// A follower whose run failed and was cleaned up while it waited (the failure record names
+/// this run): delete what this rank wrote there (rank 0 will not), and return the cause.
+fn failed_meanwhile(
+    store: &dyn Store,
+    run: &Run,
+    rank: u32,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Option<Error>> {
+    let Some(record) =
+        store.try_get(&failure_record_key(), deadline)?.and_then(|v| FailureRecord::decode(&v))
+    else {
+        return Ok(None);
+    };
+    if record.id != run.id {
+        return Ok(None);
+    }
+    let _ = store.delete(&run.key("addr", rank), deadline);
+    let _ = store.delete(&run.key("claim", rank), deadline);
+    let _ = store.delete(&run.named("joined"), deadline);
+    Ok(Some(Error::RunFailed {
+        run: hex(&record.id),
+        cause: Box::new(record.cause),
+        waited: start.elapsed(),
+    }))
 }
 
 /// Publish `failure` for every rank, unless another failure was published first, in which
@@ -728,7 +906,7 @@ fn parse_entry(rank: u32, size: u32, entry: Vec<u8>) -> Result<Vec<u8>> {
 
 /// The `bootstrap` fuzz target: the first byte picks the decoder (0 mod 3: rank 1's reading
 /// of a published result in a world of 3, 1: rank 1's entry in a world of 3, 2: the run
-/// marker), the rest is the store value. Never a panic; what is accepted is what the format
+/// marker and the failure record), the rest is the store value. Never a panic; what is accepted is what the format
 /// allows.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_decoders(data: &[u8]) {
@@ -736,6 +914,10 @@ pub(crate) fn fuzz_decoders(data: &[u8]) {
     if pick % 3 == 2 {
         if let Some(m) = Marker::decode(value) {
             assert_eq!(m.encode(), value, "an accepted marker re-encodes");
+        }
+        if let Some(r) = FailureRecord::decode(value) {
+            assert!(is_start_up_failure(&r.cause), "a record's cause is a start-up failure");
+            assert_eq!(FailureRecord::decode(&r.encode()), Some(r), "a record round-trips");
         }
     } else if pick % 3 == 0 {
         if let Ok(addrs) = read_result(value, 1, 3) {
@@ -787,6 +969,31 @@ mod tests {
         assert!(store.try_get(&run_marker_key(), d).unwrap().is_some());
         third.end(&store, d).unwrap();
         assert_eq!(store.try_get(&run_marker_key(), d).unwrap(), None);
+    }
+
+    #[test]
+    fn failure_records_round_trip_and_anything_else_is_no_record() {
+        let cause = Error::MissingRanks { ranks: vec![2, 5], waited: Duration::from_millis(900) };
+        let r = FailureRecord { id: [3; RUN_ID_LEN], expires_ms: 1234, cause };
+        let v = r.encode();
+        assert_eq!(FailureRecord::decode(&v), Some(r.clone()));
+        assert!(!r.is_over(1234) && r.is_over(1235));
+        // Cut anywhere before its message (the rest of the value, here the time waited).
+        for cut in 0..v.len() - "900".len() {
+            assert_eq!(FailureRecord::decode(&v[..cut]), None, "cut at {cut}");
+        }
+        // A record whose "cause" is a success, or a failure of an unknown kind, is no record.
+        let mut ok = v[..28].to_vec();
+        ok.extend_from_slice(&encode_addresses(1, &[b"a".to_vec()]));
+        assert_eq!(FailureRecord::decode(&ok), None);
+        let mut other = v[..28].to_vec();
+        other.extend_from_slice(&encode_failure(&Error::Config { detail: "x".into() }));
+        other[28 + 5] = 9; // an unknown failure kind
+        assert_eq!(FailureRecord::decode(&other), None);
+        // A rank list longer than the bytes behind it is refused, never allocated.
+        let mut forged = v.clone();
+        forged[28 + 18..28 + 22].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(FailureRecord::decode(&forged), None);
     }
 
     #[test]

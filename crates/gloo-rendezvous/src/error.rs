@@ -100,6 +100,19 @@ pub enum Error {
         /// The transport's reason.
         detail: String,
     },
+    /// This rank arrived after a run of the bootstrap on this store had failed and ended
+    /// (rank 0 reported the failure and deleted the run's keys), and no rank 0 of a new run
+    /// showed up within a few seconds; or it joined that run while rank 0 was cleaning it up.
+    /// The failed run's cause is this rank's cause too (it is a late rank of that run, or its
+    /// own rank 0 is late too).
+    RunFailed {
+        /// The failed run's id (as its store keys show it, 32 hex digits).
+        run: String,
+        /// The failure every rank of that run reported.
+        cause: Box<Error>,
+        /// How long this rank waited.
+        waited: Duration,
+    },
     /// The transport failed while connecting the group.
     Transport(gloo_transport::Error),
 }
@@ -163,6 +176,13 @@ impl fmt::Display for Error {
                 f,
                 "rank {rank} was started with a world of {size} ranks but rank 0 with {expected}: \
                  every rank must be given the same world size"
+            ),
+            Error::RunFailed { run, cause, waited } => write!(
+                f,
+                "the rendezvous run {run} on this store failed and was cleaned up before \
+                 this rank could take part (no rank 0 of a new run came in the {} it \
+                 waited): {cause}",
+                secs(waited)
             ),
             Error::Transport(e) => write!(f, "transport error while connecting: {e}"),
         }

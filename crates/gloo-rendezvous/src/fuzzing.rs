@@ -65,8 +65,8 @@ pub fn redis_reply(data: &[u8]) {
 }
 
 /// The bootstrap's decoders of store values (`bootstrap`): the first byte picks the decoder
-/// (0 mod 3: the published result, 1: a rank's entry, 2: the run marker), the rest is the
-/// value.
+/// (0 mod 3: the published result, 1: a rank's entry, 2: the run marker and the failure
+/// record), the rest is the value.
 pub fn bootstrap(data: &[u8]) {
     crate::bootstrap::fuzz_decoders(data);
 }

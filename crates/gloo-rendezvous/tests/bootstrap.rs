@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gloo_rendezvous::{
     Error, FileStore, HashStore, PrefixStore, Store, TcpStore, TcpStoreServer, connect,
 };
-use gloo_testing::bootstrap_keys::{RUN_MARKER, planted_run, run_prefix};
+use gloo_testing::bootstrap_keys::{FAILURE_RECORD, RUN_MARKER, planted_run, run_prefix};
 use gloo_testing::deadline;
 use gloo_transport::loopback::{LoopbackComm, LoopbackConfig, group};
 use gloo_transport::{Communicator, Listener, Rank, Slot};
@@ -937,4 +937,182 @@ fn a_run_marker_that_is_not_one_is_replaced() {
             assert_eq!(outcome.unwrap(), vec![b"new:0".to_vec(), b"new:1".to_vec()]);
         }
     }
+}
+
+/// Each kind of store the late-rank tests run over: a fresh store, and a way to open another
+/// client of it (one per rank, as separate processes would).
+fn each_store(test: impl Fn(&dyn Fn() -> Box<dyn Store>)) {
+    let hash = Arc::new(HashStore::new());
+    test(&|| Box::new(hash.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    test(&|| Box::new(FileStore::new(dir.path()).unwrap()));
+    let server = TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    let addr = server.local_addr().to_string();
+    test(&|| Box::new(TcpStore::connect(addr.clone(), None, deadline(10)).unwrap()));
+}
+
+/// Ranks `0..` of one run with their world sizes and deadlines, each through its own client;
+/// every rank's outcome once all have returned (rank 0 returns after it cleaned up).
+fn failed_run(
+    open: &dyn Fn() -> Box<dyn Store>,
+    ranks: &[(u32, u32, Instant)],
+) -> Vec<gloo_rendezvous::Result<Vec<Vec<u8>>>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .iter()
+            .map(|&(rank, size, until)| {
+                let store = open();
+                s.spawn(move || {
+                    let addr = format!("old:{rank}").into_bytes();
+                    gloo_rendezvous::exchange_addresses(&*store, Rank(rank), size, &addr, until)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Issue 14 §2 / issue 11 §3: a rank that arrives after rank 0 reported a failed start-up and
+/// deleted the run's keys used to start a run of its own and wait out its whole deadline
+/// (60 s here) for ranks that had long gone, then report them as missing. It now finds the
+/// failed run's record and fails within seconds with `RunFailed` carrying the run's cause
+/// (a world-size mismatch here, missing ranks below); the record is the only key left.
+#[test]
+fn a_rank_that_arrives_after_a_failed_run_ended_gets_its_cause_long_before_its_deadline() {
+    each_store(|open| {
+        // Rank 1 was started with a world of 2: both ranks there fail at once.
+        let early = failed_run(open, &[(0, 3, deadline(60)), (1, 2, deadline(60))]);
+        let cause = Error::WorldSizeMismatch { rank: 1, size: 2, expected: 3 };
+        for r in &early {
+            assert_eq!(r.as_ref().unwrap_err(), &cause);
+        }
+        let store = open();
+        assert!(store.try_get(FAILURE_RECORD, deadline(5)).unwrap().is_some());
+        assert_eq!(store.try_get(RUN_MARKER, deadline(5)).unwrap(), None);
+        // Rank 2 arrives late, with a deadline a minute away.
+        let e = gloo_rendezvous::exchange_addresses(&*open(), Rank(2), 3, b"late:2", deadline(60))
+            .unwrap_err();
+        match &e {
+            Error::RunFailed { cause: c, run, .. } => {
+                assert_eq!(**c, cause, "{e}");
+                assert_eq!(run.len(), 32, "{e}");
+            }
+            other => panic!("the late rank got {other:?}"),
+        }
+        assert!(e.to_string().contains("world of 2 ranks but rank 0 with 3"), "{e}");
+        assert_eq!(store.try_get(RUN_MARKER, deadline(5)).unwrap(), None, "no run started");
+    });
+}
+
+/// The same with a rank that never came: rank 0 gives up at its (short) deadline and names
+/// rank 2 as missing; rank 2, arriving after, is told that its run failed without it.
+#[test]
+fn a_rank_that_arrives_after_its_run_gave_up_on_it_is_told_so() {
+    each_store(|open| {
+        let short = Instant::now() + Duration::from_millis(1500);
+        let early = failed_run(open, &[(0, 3, short), (1, 3, deadline(60))]);
+        for r in &early {
+            assert!(
+                matches!(r, Err(Error::MissingRanks { ranks, .. }) if *ranks == vec![2]),
+                "{r:?}"
+            );
+        }
+        let e = gloo_rendezvous::exchange_addresses(&*open(), Rank(2), 3, b"late:2", deadline(60))
+            .unwrap_err();
+        match &e {
+            Error::RunFailed { cause, .. } => {
+                assert!(matches!(&**cause, Error::MissingRanks { ranks, .. } if *ranks == vec![2]))
+            }
+            other => panic!("the late rank got {other:?}"),
+        }
+        assert!(e.to_string().contains("ranks [2] did not publish"), "{e}");
+    });
+}
+
+/// The record holds only until the failed run's own end, and a new job is never blocked by
+/// it: once it has expired, a lone rank 1 of a new job joins a new run and waits for its
+/// rank 0 as usual (with the record live it would have failed within seconds instead); the
+/// new rank 0 deletes the record, so the store ends empty. (A new job that restarts while
+/// the record is live is `a_failed_start_up_leaves_nothing_that_blocks_the_next_job...`.)
+#[test]
+fn an_expired_failure_record_does_not_stop_a_new_job_and_a_new_rank_0_deletes_it() {
+    use gloo_testing::bootstrap_keys::with_record_expiry;
+    each_store(|open| {
+        let early = failed_run(open, &[(0, 3, deadline(60)), (1, 2, deadline(60))]);
+        assert!(early.iter().all(|r| r.is_err()));
+        let store = open();
+        let record = store.get(FAILURE_RECORD, deadline(5)).unwrap();
+        store.set(FAILURE_RECORD, &with_record_expiry(&record, 0), deadline(5)).unwrap();
+        let outcomes = std::thread::scope(|s| {
+            let (s1, s0) = (open(), open());
+            let r1 = s.spawn(move || {
+                gloo_rendezvous::exchange_addresses(&*s1, Rank(1), 2, b"new:1", deadline(60))
+            });
+            // Rank 0 starts only once rank 1 has claimed its rank in a new run.
+            gloo_testing::wait_for(
+                "rank 1's claim in a new run",
+                30,
+                || {
+                    let marker = store.try_get(RUN_MARKER, deadline(5)).unwrap();
+                    let run = marker.as_deref().and_then(run_prefix)?;
+                    store.try_get(format!("{run}/claim/1").as_bytes(), deadline(5)).unwrap()
+                },
+                Option::is_some,
+            );
+            let r0 = gloo_rendezvous::exchange_addresses(&*s0, Rank(0), 2, b"new:0", deadline(60));
+            [r0, r1.join().unwrap()]
+        });
+        for r in outcomes {
+            assert_eq!(r.unwrap(), vec![b"new:0".to_vec(), b"new:1".to_vec()]);
+        }
+        assert_eq!(store.try_get(FAILURE_RECORD, deadline(5)).unwrap(), None);
+        assert_eq!(store.try_get(RUN_MARKER, deadline(5)).unwrap(), None);
+    });
+}
+
+/// A rank that joined a run just as rank 0 was cleaning it up (the failure's result already
+/// deleted, the marker not yet) finds the run's failure record while it waits, and fails
+/// with the cause within about a second instead of at its deadline, deleting what it wrote
+/// into the dead run. Staged: a run whose rank 0 published its entry and nothing else; rank
+/// 1 joins it; then the record appears, as rank 0's clean-up leaves it.
+#[test]
+fn a_rank_that_joined_a_run_being_cleaned_up_finds_its_failure_record() {
+    use gloo_testing::bootstrap_keys::world_size_failure_record;
+    each_store(|open| {
+        let store = open();
+        let id = [9; 16];
+        let (marker, run) = planted_run(id);
+        store.set(RUN_MARKER, &marker, deadline(5)).unwrap();
+        store.set(format!("{run}/claim/0").as_bytes(), b"x", deadline(5)).unwrap();
+        let e = std::thread::scope(|s| {
+            let s1 = open();
+            let r1 = s.spawn(move || {
+                gloo_rendezvous::exchange_addresses(&*s1, Rank(1), 2, b"late:1", deadline(60))
+            });
+            let addr1 = format!("{run}/addr/1");
+            gloo_testing::wait_for(
+                "rank 1's entry",
+                30,
+                || store.try_get(addr1.as_bytes(), deadline(5)).unwrap().is_some(),
+                |there| *there,
+            );
+            let record = world_size_failure_record(id, u64::MAX, (2, 4, 2));
+            store.set(FAILURE_RECORD, &record, deadline(5)).unwrap();
+            r1.join().unwrap().unwrap_err()
+        });
+        match &e {
+            Error::RunFailed { cause, run: r, .. } => {
+                assert_eq!(**cause, Error::WorldSizeMismatch { rank: 2, size: 4, expected: 2 });
+                assert_eq!(*r, "09".repeat(16));
+            }
+            other => panic!("rank 1 got {other:?}"),
+        }
+        for key in ["addr/1", "claim/1", "joined"] {
+            let key = format!("{run}/{key}");
+            assert_eq!(store.try_get(key.as_bytes(), deadline(5)).unwrap(), None, "{key}");
+        }
+        store.delete(RUN_MARKER, deadline(5)).unwrap();
+        store.delete(FAILURE_RECORD, deadline(5)).unwrap();
+        store.delete(format!("{run}/claim/0").as_bytes(), deadline(5)).unwrap();
+    });
 }

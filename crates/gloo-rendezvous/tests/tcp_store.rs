@@ -433,3 +433,42 @@ fn a_token_shorter_than_16_bytes_is_refused_saying_how_to_make_one() {
     }
     TcpStoreServer::bind("127.0.0.1:0".parse().unwrap(), Some(b"sixteen-bytes-ok")).unwrap();
 }
+
+/// Issue 10: a plaintext server used to drop a TLS client's ClientHello in silence (its
+/// record header read as a 64 KiB length); it now answers with a store error frame (which a
+/// TLS client, finding no TLS record, reports as a server without TLS) and drops it.
+#[test]
+fn a_plaintext_server_answers_a_tls_client_hello_in_plaintext_and_drops_it() {
+    let srv = server(None);
+    let good = client(&srv, None);
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    // A ClientHello's record header (TLS 1.3 sends record version 3.1) and a body.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03];
+    hello.resize(5 + 0x40, 0);
+    let _ = s.write_all(&hello);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.len() > 9, "{got:02x?}");
+    assert!(!matches!(got[0], 0x15 | 0x16), "it looks like a TLS record: {got:02x?}");
+    let len = u32::from_le_bytes(got[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, got.len() - 4, "one whole frame, then the close");
+    assert_eq!(got[4], 2, "an error status");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("does not speak TLS"), "{text}");
+    assert_connections(&srv, 1);
+    still_served(&good, 0);
+}
+
+/// Issue 10: a plaintext client whose store answers its hello with a TLS alert (a TLS store
+/// server does, as its session fails) says at once that the server speaks TLS, naming it.
+#[test]
+fn a_plaintext_client_of_a_server_that_answers_in_tls_says_so_at_once() {
+    // A fatal decode_error alert, as rustls sends it.
+    let (addr, t) = rogue_server(vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+    let e = TcpStore::connect(addr.clone(), None, deadline(60)).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&addr) && msg.contains("speaks TLS"), "{msg}");
+    t.join().unwrap();
+}

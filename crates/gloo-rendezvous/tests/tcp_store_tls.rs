@@ -99,20 +99,72 @@ fn a_server_of_another_job_is_refused_by_the_client() {
     }
 }
 
+/// Issue 10: a TLS client of a plaintext store used to retry until its deadline and report
+/// the store unreachable ("the connection closed during the TLS handshake"); the plaintext
+/// server now answers a ClientHello with something that is not TLS, so the client knows at
+/// once (a deadline a minute away: a retry loop would end in `Unreachable`, not `Config`).
 #[test]
-fn plaintext_and_tls_do_not_mix_either_way() {
+fn a_tls_client_of_a_plaintext_store_is_told_at_once_that_the_server_does_not_speak_tls() {
     let pki = Pki::new("mix", 2);
-    let short = || deadline(3);
-    // A plaintext client to a TLS store.
-    let server = tls_server(pki.rank(0), None);
-    let e = TcpStore::connect(server.local_addr().to_string(), None, short()).unwrap_err();
-    assert!(matches!(e, Error::Unreachable { .. } | Error::Protocol { .. }), "{e}");
-    // A TLS client to a plaintext store.
     let plain = TcpStoreServer::bind(loopback(), None).unwrap();
+    let addr = plain.local_addr().to_string();
     let e =
-        TcpStore::connect_with(plain.local_addr().to_string(), None, Some(&pki.rank(1)), short())
-            .unwrap_err();
-    assert!(e.to_string().contains("does the peer use TLS"), "{e}");
+        TcpStore::connect_with(addr.clone(), None, Some(&pki.rank(1)), deadline(60)).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&addr) && msg.contains("does not speak TLS"), "{msg}");
+    assert!(msg.contains("plaintext server"), "{msg}");
+    // The server dropped the connection (naming the ClientHello in its log).
+    gloo_testing::wait_for("the server's connections", 10, || plain.connections(), |n| *n == 0);
+}
+
+/// Issue 10: a plaintext client of a TLS store used to retry until its deadline ("the store
+/// closed the connection"); it now reads the TLS server's alert where the hello's answer
+/// belongs and says at once that the server speaks TLS.
+#[test]
+fn a_plaintext_client_of_a_tls_store_is_told_at_once_that_the_server_speaks_tls() {
+    let pki = Pki::new("mix", 2);
+    let server = tls_server(pki.rank(0), None);
+    let addr = server.local_addr().to_string();
+    let e = TcpStore::connect(addr.clone(), None, deadline(60)).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&addr) && msg.contains("speaks TLS"), "{msg}");
+    assert!(msg.contains("GLOO_TLS_CA"), "{msg}");
+}
+
+/// A server that closes on a ClientHello without a word (a plaintext store of an older
+/// version, or anything else): the TLS client retries until its deadline, as for a server
+/// restarting, and then names the address and the likely cause.
+#[test]
+fn a_tls_client_of_a_server_that_closes_silently_names_the_address_and_tls() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pki = Pki::new("mix", 2);
+    let listener = std::net::TcpListener::bind(loopback()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = AtomicBool::new(false);
+    let e = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Accept and close every connection, until the client is done (bounded).
+            let end = deadline(60);
+            while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < end {
+                match listener.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        });
+        let short = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let e = TcpStore::connect_with(addr.clone(), None, Some(&pki.rank(1)), short);
+        stop.store(true, Ordering::SeqCst);
+        e.unwrap_err()
+    });
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&addr), "{msg}");
+    assert!(msg.contains("closed the connection during the TLS handshake"), "{msg}");
+    assert!(msg.contains("plaintext server"), "{msg}");
 }
 
 #[test]

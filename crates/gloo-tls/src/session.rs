@@ -378,6 +378,14 @@ impl<S: Socket> TlsStream<S> {
         &mut self.sock
     }
 
+    /// Whether the peer showed that it does not speak TLS: the first byte it sent cannot
+    /// start a TLS record (which starts with 0x16, a handshake, or 0x15, an alert). A client
+    /// that reached a plaintext server, or a server reached by a plaintext client, can then
+    /// say so instead of reporting a failed handshake.
+    pub fn peer_is_not_tls(&self) -> bool {
+        !matches!(self.first_byte, None | Some(0x15 | 0x16))
+    }
+
     /// Whether the TLS handshake has finished (the peer's certificate was checked).
     pub fn is_open(&self) -> bool {
         self.st.open

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::check_token;
 use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, Frame, MAGIC, MAX_FRAME, NONCE_LEN, Reader,
-    SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, nonce, proof, verify_proof,
+    SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, looks_like_tls, nonce, proof, verify_proof,
 };
 use super::stream::ClientStream;
 use crate::error::{Error, Result};
@@ -49,6 +49,8 @@ struct Conn {
     end: usize,
     /// The socket's current receive timeout, so it is set only when it changes.
     read_timeout: Option<Duration>,
+    /// Whether a whole answer arrived on this connection yet.
+    answered: bool,
 }
 
 /// Whether a request may be sent again after its connection failed mid-call.
@@ -67,6 +69,8 @@ enum Fail {
     NoAnswer,
     /// The server sent something that is not a valid answer.
     Protocol(Error),
+    /// A plain connection's first answer is a TLS record: the server speaks TLS.
+    SpeaksTls,
 }
 
 impl TcpStore {
@@ -208,6 +212,36 @@ impl TcpStore {
         // With TLS, the session's handshake runs inside this first round trip; a
         // certificate refused either way cannot be cured by retrying.
         let (status, body) = conn.roundtrip(&frame, 0, reply).map_err(|f| match f {
+            Fail::SpeaksTls => HandshakeError::Fatal(Error::Config {
+                detail: format!(
+                    "the store server at {} speaks TLS and this client does not (it answered \
+                     the hello with a TLS record): connect with the job's TLS certificates \
+                     (GLOO_TLS_CA, GLOO_TLS_CERT, GLOO_TLS_KEY)",
+                    self.endpoint
+                ),
+            }),
+            Fail::Conn { .. } if conn.stream.peer_is_not_tls() => {
+                HandshakeError::Fatal(Error::Config {
+                    detail: format!(
+                        "the store server at {} does not speak TLS (it answered the TLS \
+                         ClientHello in plaintext): is it a plaintext server? Start it with \
+                         the job's TLS certificates (GLOO_TLS_CA, GLOO_TLS_CERT, \
+                         GLOO_TLS_KEY), or connect without TLS",
+                        self.endpoint
+                    ),
+                })
+            }
+            Fail::Conn { err, .. }
+                if conn.stream.tls_handshaking()
+                    && err.kind() != io::ErrorKind::PermissionDenied =>
+            {
+                // A server that closes on a ClientHello without a word: most likely a
+                // plaintext one (of an older version), or one restarting, so retried.
+                HandshakeError::Io(format!(
+                    "the server closed the connection during the TLS handshake: is it a \
+                     plaintext server? ({err})"
+                ))
+            }
             Fail::Conn { err, .. } if err.kind() == io::ErrorKind::PermissionDenied => {
                 HandshakeError::Fatal(Error::Auth {
                     detail: format!("TLS with the store at {}: {err}", self.endpoint),
@@ -321,6 +355,12 @@ impl TcpStore {
                     });
                 }
                 Fail::Protocol(e) => return Err(e),
+                // Only a connection's first answer is checked, and that is the handshake's.
+                Fail::SpeaksTls => {
+                    return Err(Error::Protocol {
+                        detail: format!("the store at {} answered in TLS", self.endpoint),
+                    });
+                }
                 Fail::Conn { sent, err } => {
                     if sent && retry == Retry::OnlyIfUnsent {
                         return Err(Error::Io {
@@ -385,6 +425,9 @@ impl From<Fail> for HandshakeError {
             // A server that answers the hello with garbage is not a store (or a broken one):
             // retrying cannot help.
             Fail::Protocol(e) => HandshakeError::Fatal(e),
+            Fail::SpeaksTls => HandshakeError::Fatal(Error::Protocol {
+                detail: "the store answered in TLS".into(),
+            }),
         }
     }
 }
@@ -395,7 +438,14 @@ fn budget(deadline: Instant) -> Duration {
 
 impl Conn {
     fn new(stream: ClientStream) -> Conn {
-        Conn { stream, buf: vec![0; 16 << 10], start: 0, end: 0, read_timeout: None }
+        Conn {
+            stream,
+            buf: vec![0; 16 << 10],
+            start: 0,
+            end: 0,
+            read_timeout: None,
+            answered: false,
+        }
     }
 
     /// Whether a pooled connection still looks open (no EOF or error pending), checked
@@ -442,12 +492,17 @@ impl Conn {
         }
         loop {
             self.fill(4, deadline)?;
-            let len = answers::frame_len(&self.buf[self.start..self.start + 4])
-                .map_err(Fail::Protocol)?;
+            let head = &self.buf[self.start..self.start + 4];
+            if !self.answered && self.stream.is_plain() && looks_like_tls(head) {
+                // A TLS server's alert (or hello) where the hello's answer belongs.
+                return Err(Fail::SpeaksTls);
+            }
+            let len = answers::frame_len(head).map_err(Fail::Protocol)?;
             self.fill(4 + len, deadline)?;
             let (status, id, body) =
                 answers::frame_parts(&self.buf[self.start + 4..self.start + 4 + len]);
             let body = body.to_vec();
+            self.answered = true;
             self.start += 4 + len;
             if self.start == self.end {
                 self.start = 0;

@@ -18,6 +18,14 @@ pub(crate) const MAX_PREAUTH_FRAME: usize = 256;
 /// Sent in the hello so a stray client of another protocol is told apart at once.
 pub(crate) const MAGIC: &[u8; 9] = b"GLOOSTORE";
 
+/// Whether `head` (at least 3 bytes where a store frame's length should be) is the start of
+/// a TLS record instead: a handshake (0x16) or an alert (0x15), then a 3.x version. A store
+/// frame's length never starts so on a connection's first frame (it would announce over
+/// 197 KB for a hello or its answer), so there it tells a peer that speaks TLS.
+pub(crate) fn looks_like_tls(head: &[u8]) -> bool {
+    matches!(head, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
 /// The protocol version.
 pub(crate) const VERSION: u16 = 1;
 
@@ -310,6 +318,21 @@ pub(crate) fn nonce() -> Result<[u8; NONCE_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_records_are_told_from_store_frames() {
+        // A ClientHello (TLS 1.0 record version, as TLS 1.3 sends it) and alerts.
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01, 0x00, 0xf4]));
+        assert!(looks_like_tls(&[0x15, 0x03, 0x03, 0x00, 0x02]));
+        assert!(!looks_like_tls(&[0x16, 0x03]));
+        assert!(!looks_like_tls(&[0x17, 0x03, 0x03, 0x00]));
+        assert!(!looks_like_tls(&[0x16, 0x03, 0x05, 0x00]));
+        // The hello and a small answer.
+        let mut f = Frame::request(Cmd::Hello, 0);
+        f.raw(MAGIC).u16(VERSION).raw(&[0; NONCE_LEN]);
+        assert!(!looks_like_tls(&f.finish().unwrap()));
+        assert!(!looks_like_tls(&Frame::response(ST_OK, 0).finish().unwrap()));
+    }
 
     #[test]
     fn frame_roundtrip_and_truncation() {

@@ -16,7 +16,7 @@ use super::check_token;
 use super::proto::{
     CLIENT_LABEL, Cmd, ERR_AUTH, ERR_INVALID, ERR_PROTOCOL, Frame, MAGIC, MAX_FRAME,
     MAX_PREAUTH_FRAME, NONCE_LEN, Reader, SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION,
-    nonce, proof, verify_proof,
+    looks_like_tls, nonce, proof, verify_proof,
 };
 use super::stream::ServerStream;
 use crate::error::{Error, Result};
@@ -627,6 +627,22 @@ impl Server {
             if avail.len() < 4 {
                 break Ok(());
             }
+            if pos == 0
+                && matches!(conn.phase, Phase::Hello)
+                && conn.stream.is_plain()
+                && looks_like_tls(avail)
+            {
+                // A TLS client's ClientHello. It cannot read a store frame, but an answer
+                // that is not TLS tells it at once that this server does not speak TLS
+                // (rather than a silent close it would retry until its deadline).
+                conn.push(error_frame(0, ERR_PROTOCOL, b"", NOT_TLS));
+                break Err(Drop_(
+                    "sent a TLS ClientHello, but this store server does not speak TLS (serve \
+                     the store with the job's TLS certificates, GLOO_TLS_CA, GLOO_TLS_CERT and \
+                     GLOO_TLS_KEY, or connect without TLS)"
+                        .into(),
+                ));
+            }
             let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
             let limit =
                 if matches!(conn.phase, Phase::Ready) { MAX_FRAME } else { MAX_PREAUTH_FRAME };
@@ -1117,8 +1133,26 @@ fn finish(f: Frame) -> Vec<u8> {
     f.finish().unwrap_or_default()
 }
 
+/// What a plaintext server answers a TLS ClientHello with (its frame must not start like a
+/// TLS record: a test checks).
+const NOT_TLS: &str = "this gloo store server does not speak TLS";
+
 fn error_frame(req_id: u32, kind: u8, key: &[u8], msg: &str) -> Vec<u8> {
     let mut f = Frame::response(ST_ERROR, req_id);
     f.u8(kind).bytes(key).bytes(msg.as_bytes());
     finish(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TLS client takes the answer for a TLS record unless its first byte says otherwise
+    /// (a record starts with 0x15 or 0x16), and only then reports a server without TLS.
+    #[test]
+    fn the_answer_to_a_client_hello_does_not_start_like_a_tls_record() {
+        let f = error_frame(0, ERR_PROTOCOL, b"", NOT_TLS);
+        assert!(!matches!(f[0], 0x15 | 0x16), "first byte 0x{:02x}", f[0]);
+        assert!(!looks_like_tls(&f));
+    }
 }

@@ -49,6 +49,11 @@ impl ServerStream {
         }
     }
 
+    /// Whether the connection is plain TCP (no TLS session).
+    pub(super) fn is_plain(&self) -> bool {
+        matches!(self, ServerStream::Plain(_))
+    }
+
     /// Whether a read shorter than the buffer means the socket is drained (a plain socket
     /// under edge-triggered readiness; not a TLS session, which may hold what it read ahead).
     pub(super) fn drains_on_short_read(&self) -> bool {
@@ -71,6 +76,29 @@ impl ClientStream {
             ClientStream::Plain(s) => s,
             #[cfg(feature = "tls")]
             ClientStream::Tls(s) => s.socket(),
+        }
+    }
+
+    /// Whether the connection is plain TCP (no TLS session).
+    pub(super) fn is_plain(&self) -> bool {
+        matches!(self, ClientStream::Plain(_))
+    }
+
+    /// Whether this is a TLS session whose handshake has not finished.
+    pub(super) fn tls_handshaking(&self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => !s.is_open(),
+        }
+    }
+
+    /// Whether this is a TLS session whose peer answered in something that is not TLS.
+    pub(super) fn peer_is_not_tls(&self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.peer_is_not_tls(),
         }
     }
 
