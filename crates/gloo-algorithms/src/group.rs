@@ -953,37 +953,49 @@ impl<C: Communicator> Group<C> {
         let want =
             input.len().checked_mul(n).ok_or_else(|| Error::invalid(c, "input: too long"))?;
         check_len(c, "output", output.len(), want, "size × input")?;
-        let me = self.rank().index();
-        let block = input.len();
-        output[me * block..(me + 1) * block].copy_from_slice(input);
-        self.allgather_run(output, block, opts)
+        self.allgather_run(Some(input), output, input.len(), opts)
     }
 
     /// Allgather in place: `buf` is `size × block` elements and this rank's block (at
     /// `rank × block`) already holds its part.
     pub fn allgather_in_place<T: Element>(&self, buf: &mut [T], opts: &Options) -> Result<()> {
         let block = check_split(Collective::Allgather, "buf", buf.len(), self.n())?;
-        self.allgather_run(buf, block, opts)
+        self.allgather_run(None, buf, block, opts)
     }
 
-    fn allgather_run<T: Element>(&self, buf: &mut [T], block: usize, opts: &Options) -> Result<()> {
+    /// Allgather into `buf`, with this rank's block taken from `input`, or already in place.
+    fn allgather_run<T: Element>(
+        &self,
+        input: Option<&[T]>,
+        buf: &mut [T],
+        block: usize,
+        opts: &Options,
+    ) -> Result<()> {
         let c = Collective::Allgather;
         let n = self.n();
+        let me = self.rank().index();
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
         let seg = segment(opts, es::<T>());
         let param = if algorithm == Algorithm::Ring { seg_param(seg) } else { 0 };
         let call = Call { count: block, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        if n == 1 {
-            return Ok(());
-        }
-        let b = as_bytes_mut(buf);
-        let bb = block * es::<T>();
-        match algorithm {
-            Algorithm::Bruck => s::allgather_bruck(&ctx, b, bb),
+        let blocks = byte_ranges(&vec![block; n], es::<T>());
+        match (input, algorithm) {
+            (Some(input), Algorithm::Ring) if n > 1 => {
+                s::allgather_ring_into(&ctx, as_bytes(input), as_bytes_mut(buf), &blocks, seg)
+            }
             _ => {
-                let blocks = byte_ranges(&vec![block; n], es::<T>());
-                s::allgather_ring(&ctx, b, &blocks, seg)
+                if let Some(input) = input {
+                    buf[me * block..(me + 1) * block].copy_from_slice(input);
+                }
+                if n == 1 {
+                    return Ok(());
+                }
+                let b = as_bytes_mut(buf);
+                match algorithm {
+                    Algorithm::Bruck => s::allgather_bruck(&ctx, b, block * es::<T>()),
+                    _ => s::allgather_ring(&ctx, b, &blocks, seg),
+                }
             }
         }
     }
@@ -1000,9 +1012,7 @@ impl<C: Communicator> Group<C> {
         let own = ("input", input.len());
         let whole = ("output", output.len(), "the sum of the counts");
         self.check_blocks(Collective::Allgatherv, counts, Some(own), Some(whole))?;
-        let off: usize = counts[..self.rank().index()].iter().sum();
-        output[off..off + input.len()].copy_from_slice(input);
-        self.allgatherv_in_place(output, counts, opts)
+        self.allgatherv_run(Some(input), output, counts, opts)
     }
 
     /// Allgatherv in place: `buf` holds the blocks in rank order and this rank's block is
@@ -1013,19 +1023,43 @@ impl<C: Communicator> Group<C> {
         counts: &[usize],
         opts: &Options,
     ) -> Result<()> {
-        let c = Collective::Allgatherv;
         let whole = ("buf", buf.len(), "the sum of the counts");
-        let total = self.check_blocks(c, counts, None, Some(whole))?;
+        self.check_blocks(Collective::Allgatherv, counts, None, Some(whole))?;
+        self.allgatherv_run(None, buf, counts, opts)
+    }
+
+    /// Allgatherv into `buf` (checked), with this rank's block taken from `input`, or
+    /// already in place.
+    fn allgatherv_run<T: Element>(
+        &self,
+        input: Option<&[T]>,
+        buf: &mut [T],
+        counts: &[usize],
+        opts: &Options,
+    ) -> Result<()> {
+        let c = Collective::Allgatherv;
+        let total = buf.len();
         let algorithm = self.algorithm(c, total * es::<T>(), opts)?;
         let seg = segment(opts, es::<T>());
         let param = hash_counts(counts) ^ seg_param(seg);
         let call = Call { count: total, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        if self.n() == 1 {
-            return Ok(());
-        }
         let blocks = byte_ranges(counts, es::<T>());
-        s::allgather_ring(&ctx, as_bytes_mut(buf), &blocks, seg)
+        match input {
+            Some(input) if self.n() > 1 => {
+                s::allgather_ring_into(&ctx, as_bytes(input), as_bytes_mut(buf), &blocks, seg)
+            }
+            _ => {
+                if let Some(input) = input {
+                    let mine = blocks[self.rank().index()].clone();
+                    as_bytes_mut(buf)[mine].copy_from_slice(as_bytes(input));
+                }
+                if self.n() == 1 {
+                    return Ok(());
+                }
+                s::allgather_ring(&ctx, as_bytes_mut(buf), &blocks, seg)
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -1241,7 +1275,8 @@ impl<C: Communicator> Group<C> {
         check_len(c, "output", output.len(), input.len(), "the input's length")?;
         let block = check_split(c, "input", input.len(), n)?;
         let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
-        let call = Call { count: block, ..Call::new::<T>(c, algorithm) };
+        let seg = segment(opts, es::<T>());
+        let call = Call { count: block, param: seg_param(seg), ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
         let blocks = byte_ranges(&vec![block; n], es::<T>());
         let fp = ctx.fp;
@@ -1251,6 +1286,7 @@ impl<C: Communicator> Group<C> {
             &blocks,
             as_bytes_mut(output),
             &blocks,
+            seg,
             &|_, _| (fp, fp),
         )
     }
@@ -1284,7 +1320,9 @@ impl<C: Communicator> Group<C> {
             ));
         }
         let algorithm = self.algorithm(c, std::mem::size_of_val(input), opts)?;
-        let ctx = self.begin(Call::new::<T>(c, algorithm), opts)?;
+        let seg = segment(opts, es::<T>());
+        let call = Call { param: seg_param(seg), ..Call::new::<T>(c, algorithm) };
+        let ctx = self.begin(call, opts)?;
         // Per-pair fingerprints carry each pair's count, so that a disagreement is a
         // Mismatch naming both counts; every pair exchanges directly, so no watch is needed.
         ctx.without_watch();
@@ -1302,6 +1340,7 @@ impl<C: Communicator> Group<C> {
             &byte_ranges(send_counts, es::<T>()),
             as_bytes_mut(output),
             &byte_ranges(recv_counts, es::<T>()),
+            seg,
             &fps,
         )
     }

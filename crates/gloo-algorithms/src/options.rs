@@ -28,8 +28,9 @@ pub struct Options {
     pub deadline: Option<Instant>,
     /// Force an algorithm instead of the automatic choice (and of the environment's).
     pub algorithm: Option<Algorithm>,
-    /// The ring's segment size in bytes (rounded down to whole elements, at least one).
-    /// Default 512 KiB (provisional, see [`select::TABLE`](crate::select::TABLE)).
+    /// The segment size in bytes of the ring and of the pairwise exchange (alltoall): how
+    /// large each message of a pipelined block is (rounded down to whole elements, at least
+    /// one). Default 512 KiB (provisional, see [`select::TABLE`](crate::select::TABLE)).
     pub segment_bytes: usize,
     /// The largest group size of the bcube algorithm, at least 2. Default 4.
     pub bcube_base: u32,

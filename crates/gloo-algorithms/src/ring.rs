@@ -59,6 +59,12 @@ pub(crate) struct Step {
     pub(crate) send: At,
     pub(crate) recv: At,
     pub(crate) with: Range<usize>,
+    /// A range of the main buffer that each segment sent from the source is also copied into,
+    /// just before it is sent (empty: none). An out-of-place allgather sends its own block
+    /// straight from the caller's input and places it in the output on the way, one segment
+    /// at a time while the transport streams the others, instead of copying the whole block
+    /// before the pass starts; the send then reads bytes the copy left in cache.
+    pub(crate) keep: Range<usize>,
 }
 
 /// The buffers of a pass. An in-place pass uses only `buf`.
@@ -100,6 +106,7 @@ pub(crate) fn in_place(blocks: &[Range<usize>], base: usize, steps: usize) -> Ve
                 send: At::Buf(blocks[sb].clone()),
                 recv: At::Buf(blocks[rb].clone()),
                 with: 0..0,
+                keep: 0..0,
             }
         })
         .collect()
@@ -134,7 +141,7 @@ pub(crate) fn reduce_scatter_into(blocks: &[Range<usize>], rank: usize) -> (Vec<
             None => At::Src(blocks[base % n].clone()),
             Some(prev) => prev.recv.clone(),
         };
-        plan.push(Step { send, recv, with: blocks[rb].clone() });
+        plan.push(Step { send, recv, with: blocks[rb].clone(), keep: 0..0 });
     }
     (plan, slots * slot_len)
 }
@@ -146,6 +153,8 @@ struct Item {
     send: At,
     recv: At,
     with: Range<usize>,
+    /// Where the send's bytes are copied before it is posted; emptied once done.
+    keep: Range<usize>,
     send_state: Option<OpState>,
     recv_state: Option<OpState>,
     reduced: bool,
@@ -191,9 +200,14 @@ pub(crate) fn ring_pass(
             true => 0..0,
             false => At::Src(step.with.clone()).piece(k, seg).range().clone(),
         };
+        let keep = match step.keep.is_empty() {
+            true => 0..0,
+            false => At::Buf(step.keep.clone()).piece(k, seg).range().clone(),
+        };
         let has_recv = !recv.range().is_empty();
         Item {
             index: i,
+            keep,
             send_state: (!send.range().is_empty()).then_some(OpState::New),
             recv_state: has_recv.then_some(OpState::New),
             reduced: !has_recv || copying,
@@ -217,6 +231,21 @@ pub(crate) fn ring_pass(
         }
         // A send may go once the same bytes' previous step has landed.
         let ready = |it: &Item| it.index < nseg || it.index - nseg < retired;
+        for it in window.iter_mut() {
+            if !it.keep.is_empty() && ready(it) {
+                let from = match &it.send {
+                    At::Src(r) if r.len() == it.keep.len() => r.clone(),
+                    _ => {
+                        return Err(Error::invalid(
+                            ctx.collective,
+                            "internal: a ring step keeps a copy of bytes it does not send from its source",
+                        ));
+                    }
+                };
+                buf[it.keep.clone()].copy_from_slice(&src[from]);
+                it.keep = 0..0;
+            }
+        }
         {
             // What each operation of this wait reads or writes, in order: the window's
             // items, each with its send (if ready) and then its receive.

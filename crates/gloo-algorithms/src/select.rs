@@ -152,7 +152,8 @@ pub enum Algorithm {
     /// Dissemination barrier: ⌈log2 n⌉ rounds of zero-byte messages.
     Dissemination = 8,
     /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
-    /// `rank - s`.
+    /// `rank - s`, each block cut into segments
+    /// ([`Options::segment_bytes`](crate::Options)) with two in flight each way.
     Pairwise = 9,
     /// A single point-to-point message; for gather and scatter, every block exchanged
     /// directly with the root.

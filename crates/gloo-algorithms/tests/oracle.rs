@@ -286,7 +286,7 @@ fn check_reduce_scatter<T: TestElem>(
     }
 }
 
-fn check_alltoall<T: TestElem>(n: u32, block: usize, seed: u64, varied: bool) {
+fn check_alltoall<T: TestElem>(n: u32, block: usize, seed: u64, varied: bool, seg: usize) {
     let nn = n as usize;
     // counts[i][j]: elements rank i sends to rank j.
     let counts: Vec<Vec<usize>> = (0..nn)
@@ -304,12 +304,12 @@ fn check_alltoall<T: TestElem>(n: u32, block: usize, seed: u64, varied: bool) {
         .collect();
     let inputs: Vec<Vec<T>> =
         (0..n).map(|r| data(seed, r, counts[r as usize].iter().sum(), OpKind::Sum)).collect();
-    let what = format!("alltoall(v={varied}) n={n} block={block}");
+    let what = format!("alltoall(v={varied}) n={n} block={block} seg={seg}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
         let recv: Vec<usize> = (0..nn).map(|j| counts[j][me]).collect();
         let mut out = vec![T::from_i64(3); recv.iter().sum()];
-        let o = Options::new().with_timeout(Duration::from_secs(60));
+        let o = Options::new().with_timeout(Duration::from_secs(60)).with_segment_bytes(seg);
         if varied {
             g.alltoallv(&inputs[me], &mut out, &counts[me], &recv, &o).unwrap();
         } else {
@@ -405,8 +405,8 @@ proptest! {
 
     #[test]
     fn alltoall_and_alltoallv_transpose(n in size(), block in 0usize..6, dt in 0usize..12, seed: u64,
-                                        varied: bool) {
-        each_dtype!(dt, check_alltoall(n, block, seed, varied));
+                                        varied: bool, seg in 1usize..48) {
+        each_dtype!(dt, check_alltoall(n, block, seed, varied, seg));
     }
 }
 
@@ -459,8 +459,8 @@ fn every_rooted_and_gathering_collective_and_dtype() {
             each_dtype!(dt, check_scatter(n, count, *alg, root, seed, false));
             each_dtype!(dt, check_scatter(n, count, *alg, root, seed, true));
         }
-        each_dtype!(dt, check_alltoall(n, count % 6, seed, false));
-        each_dtype!(dt, check_alltoall(n, count % 6, seed, true));
+        each_dtype!(dt, check_alltoall(n, count % 6, seed, false, 4 + dt * 8));
+        each_dtype!(dt, check_alltoall(n, count % 6, seed, true, 12));
     }
 }
 
