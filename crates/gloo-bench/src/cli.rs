@@ -80,7 +80,9 @@ pub(crate) struct LaunchArgs {
     pub(crate) transport: TransportKind,
     /// How the local launcher places the ranks it starts: `core` binds each to a core of its
     /// own when there are at least as many cores as ranks (as mpirun does), `none` leaves
-    /// them to the scheduler.
+    /// them to the scheduler. Ranks started by torchrun, mpirun or srun (`env://`) with
+    /// `core` bind themselves the same way by their local rank, unless the launcher already
+    /// bound them to one CPU.
     #[arg(long, global = true, value_enum, default_value_t = Bind::Core)]
     pub(crate) bind: Bind,
     /// Set by the local launcher on the processes it starts with `--bind core`: the CPU this

@@ -51,7 +51,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
 pub use crate::cli::Collective;
-use crate::cli::{Cli, Command, StoreUrl, TransportKind, Which};
+use crate::cli::{Bind, Cli, Command, StoreUrl, TransportKind, Which};
 use crate::report::Report;
 
 /// Runs gloo-bench with this process's command line (what `main` does).
@@ -224,13 +224,45 @@ fn exit_with_launcher(rank: u32) {
     });
 }
 
+/// With `--bind core`, the CPU a rank started by torchrun, mpirun or srun binds itself to, as
+/// the local launcher binds the ranks it starts: a core of its own when the ranks of this host
+/// (all of them on a one-host job, else `LOCAL_WORLD_SIZE` or `OMPI_COMM_WORLD_LOCAL_SIZE`)
+/// fit on the CPUs it may use. A launcher that bound the rank already (mpirun binds to a core
+/// by default) left it one CPU, so that binding stands; an unknown local rank or size binds
+/// nothing. Measured under torchrun with 2 ranks: 4 B allreduce p50 3.5 and 2.2 us unbound,
+/// against 1.6 and 1.5 us for the same ranks bound by the local launcher.
+fn launcher_cpu(env: &gloo_rendezvous::EnvConfig) -> Option<usize> {
+    let local_rank = env.local_rank? as usize;
+    let local_size = if env.single_host {
+        env.size as usize
+    } else {
+        ["LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.trim().parse::<usize>().ok())?
+    };
+    let cores = gloo_shm::placement::cores_for(local_size).ok()??;
+    pick_cpu(local_rank, local_size, &cores)
+}
+
+/// The CPU of local rank `local_rank` of `local_size` among `cores` (one per local rank, from
+/// `cores_for`): none when the numbers do not fit together.
+fn pick_cpu(local_rank: usize, local_size: usize, cores: &[usize]) -> Option<usize> {
+    (local_size >= 2 && local_rank < local_size && cores.len() == local_size)
+        .then(|| cores[local_rank])
+}
+
 fn run_rank(cli: &Cli) -> ExitCode {
     let url = cli.launch.store.clone().unwrap_or(StoreUrl::Env);
+    // The CPU a launcher-started rank binds itself to (see `launcher_cpu`).
+    let mut env_cpu = None;
     let (rank, size) = if url == StoreUrl::Env {
         let env = match store::env_config() {
             Ok(e) => e,
             Err(e) => return fail(e),
         };
+        if cli.launch.bind == Bind::Core {
+            env_cpu = launcher_cpu(&env);
+        }
         let given = (cli.launch.rank.unwrap_or(env.rank), cli.launch.size.unwrap_or(env.size));
         if given != (env.rank, env.size) {
             return fail(format_args!(
@@ -247,7 +279,7 @@ fn run_rank(cli: &Cli) -> ExitCode {
         }
     };
     // Before any thread starts, so every thread of the rank inherits the binding.
-    if let Some(cpu) = cli.launch.cpu
+    if let Some(cpu) = cli.launch.cpu.or(env_cpu)
         && let Err(e) = gloo_shm::placement::bind_to_cpu(cpu)
     {
         return fail(format_args!("rank {rank}: binding to cpu {cpu}: {e}"));
@@ -301,4 +333,20 @@ fn run_launcher(cli: &Cli) -> ExitCode {
         say!("gloo-bench: error: {}", launched.failures.join("; "));
     }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_cpu;
+
+    #[test]
+    fn a_launcher_started_rank_takes_its_local_ranks_core_when_the_ranks_fit() {
+        assert_eq!(pick_cpu(0, 2, &[4, 6]), Some(4));
+        assert_eq!(pick_cpu(1, 2, &[4, 6]), Some(6));
+        // One rank on the host: nothing to keep apart.
+        assert_eq!(pick_cpu(0, 1, &[4]), None);
+        // A local rank outside the local size, or cores that do not match it: no binding.
+        assert_eq!(pick_cpu(2, 2, &[4, 6]), None);
+        assert_eq!(pick_cpu(0, 3, &[4, 6]), None);
+    }
 }

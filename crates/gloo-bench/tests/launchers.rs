@@ -99,6 +99,27 @@ fn torchrun_2_ranks_every_collective() {
     torchrun_every_collective(2);
 }
 
+/// torchrun leaves its workers unbound; with `--bind core` (the default) each rank binds itself
+/// to a core of its own when the host's ranks fit on the CPUs it may use, as the local launcher
+/// does, and stays unbound when they do not.
+#[test]
+fn torchrun_ranks_bind_themselves_to_a_core_each_when_they_fit() {
+    let allowed = gloo_shm::placement::allowed_cpus().unwrap().len();
+    for n in [2, 4] {
+        let port = format!("--master-port={}", free_port());
+        let out = torchrun(n, &[&port], &["--collective", "allreduce"]);
+        assert_checked_table(&out, &format!("torchrun --nproc-per-node={n}"));
+        let line = out.stdout.lines().find(|l| l.starts_with("# placement:")).unwrap_or("");
+        let cpus = line.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(c, _)| c);
+        let cpus: Vec<&str> = cpus.unwrap_or("").split(',').filter(|c| !c.is_empty()).collect();
+        if n as usize <= allowed {
+            assert_eq!(cpus.len(), 1, "{n} ranks on {allowed} cpus: rank 0 is not bound: {line}");
+        } else {
+            assert_eq!(cpus.len(), allowed, "{n} ranks on {allowed} cpus: rank 0 is bound: {line}");
+        }
+    }
+}
+
 #[test]
 fn torchrun_4_ranks_every_collective() {
     torchrun_every_collective(4);
