@@ -306,6 +306,12 @@ fn client(addr: SocketAddr, cfg: LimitConfig, deadline: Instant, out: &mut Limit
 fn read_f64(ctl: &mut TcpStream) -> Result<f64> {
     let mut b = [0u8; 8];
     read_exact(ctl, &mut b, 1, "a measured rate")?;
+    rate_from_peer(b)
+}
+
+/// A rate rank 1 measured and sent as 8 little-endian bytes: finite and not negative, or rank
+/// 1's error.
+pub(crate) fn rate_from_peer(b: [u8; 8]) -> Result<f64> {
     let v = f64::from_le_bytes(b);
     if v.is_finite() && v >= 0.0 {
         Ok(v)
@@ -314,22 +320,33 @@ fn read_f64(ctl: &mut TcpStream) -> Result<f64> {
     }
 }
 
-fn pingpong_client(s: &mut TcpStream, spin: bool, secs: f64, deadline: Instant) -> Result<Latency> {
+/// The ping-pong method of every limit (the C tools'): 1,000 warm-up round trips, then round
+/// trips for `secs`, at most 1,000,000, each timed.
+pub(crate) fn time_round_trips(
+    secs: f64,
+    mut round_trip: impl FnMut() -> Result<()>,
+) -> Result<Latency> {
     for _ in 0..1000 {
-        write_byte(s, PING, 1, deadline)?;
-        read_byte(s, spin, 1, deadline)?;
+        round_trip()?;
     }
     let budget = Duration::from_secs_f64(secs);
     let mut rtt = Vec::with_capacity(1_000_000);
     let start = Instant::now();
     while rtt.len() < 1_000_000 && start.elapsed() < budget {
         let t0 = Instant::now();
-        write_byte(s, PING, 1, deadline)?;
-        read_byte(s, spin, 1, deadline)?;
+        round_trip()?;
         rtt.push(t0.elapsed().as_secs_f64() * 1e6);
     }
-    write_byte(s, QUIT, 1, deadline)?;
     Ok(Latency::from_samples(&mut rtt))
+}
+
+fn pingpong_client(s: &mut TcpStream, spin: bool, secs: f64, deadline: Instant) -> Result<Latency> {
+    let lat = time_round_trips(secs, || {
+        write_byte(s, PING, 1, deadline)?;
+        read_byte(s, spin, 1, deadline).map(drop)
+    })?;
+    write_byte(s, QUIT, 1, deadline)?;
+    Ok(lat)
 }
 
 /// A buffer of `len` bytes, every page written so that no page fault lands in a measurement.

@@ -17,7 +17,7 @@ use gloo_shm::{Channel, ShmConfig, ShmListener};
 use gloo_transport::Rank;
 
 use crate::error::{Error, Result};
-use crate::limits::{LimitConfig, Limits, STREAM_CHUNK};
+use crate::limits::{LimitConfig, Limits, STREAM_CHUNK, rate_from_peer, time_round_trips};
 use crate::stats::Latency;
 use crate::store::Kv;
 
@@ -63,15 +63,11 @@ pub(crate) fn measure(
         out.shm_pingpong_us = Some(pingpong(&mut ch, cfg.secs, deadline)?);
         stream_out(&mut ch, chunk, secs, deadline)?;
         let rate = kv.get(RATE_KEY, deadline)?;
-        let rate = <[u8; 8]>::try_from(rate.as_slice())
-            .ok()
-            .map(f64::from_le_bytes)
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| Error::Peer {
-                rank: 1,
-                detail: format!("reported an impossible shm stream rate {rate:02x?}"),
-            })?;
-        out.shm_stream_gbps = Some(rate);
+        let rate = <[u8; 8]>::try_from(rate.as_slice()).map_err(|_| Error::Peer {
+            rank: 1,
+            detail: format!("reported a shm stream rate of {} bytes, not 8", rate.len()),
+        })?;
+        out.shm_stream_gbps = Some(rate_from_peer(rate)?);
     } else {
         let listener = ShmListener::bind(ShmConfig::new(JOB, Rank(1), 2))
             .map_err(|e| shm("binding a shm listener for the limits", e))?;
@@ -124,21 +120,12 @@ fn take(ch: &mut Channel, deadline: Instant) -> Result<u8> {
 }
 
 fn pingpong(ch: &mut Channel, secs: f64, deadline: Instant) -> Result<Latency> {
-    for _ in 0..1000 {
+    let lat = time_round_trips(secs, || {
         put(ch, PING, deadline)?;
-        take(ch, deadline)?;
-    }
-    let budget = Duration::from_secs_f64(secs);
-    let mut rtt = Vec::with_capacity(1_000_000);
-    let start = Instant::now();
-    while rtt.len() < 1_000_000 && start.elapsed() < budget {
-        let t0 = Instant::now();
-        put(ch, PING, deadline)?;
-        take(ch, deadline)?;
-        rtt.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
+        take(ch, deadline).map(drop)
+    })?;
     put(ch, QUIT, deadline)?;
-    Ok(Latency::from_samples(&mut rtt))
+    Ok(lat)
 }
 
 fn echo(ch: &mut Channel, deadline: Instant) -> Result<()> {
