@@ -39,45 +39,51 @@ fn gloo_algorithms_has_no_mio_in_its_tree() {
 /// needle is assembled so that this file does not match itself.
 #[test]
 fn no_file_points_outside_the_repository() {
-    fn walk(dir: &Path, hits: &mut Vec<String>, seen: &mut usize) {
-        for entry in std::fs::read_dir(dir).expect("the repository is readable") {
-            let path = entry.expect("a directory entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_dir() {
-                if !matches!(name, "target" | ".git" | "corpus" | "artifacts") {
-                    walk(&path, hits, seen);
-                }
-                continue;
-            }
-            let text_like = matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("rs" | "md" | "toml" | "sh" | "py" | "txt" | "yml" | "yaml")
-            ) || path.parent().and_then(|p| p.file_name()) == Some(".ci".as_ref());
-            if !text_like {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            *seen += 1;
-            // Also the way an earlier ARCHITECTURE.md put it ("`DESIGN.md` in the shared
-            // folder"): a pointer in words is as broken for a clone as a path.
-            let needles = [
-                format!("..{}", "/shared"),
-                format!("/work{}", "/shared"),
-                format!("the shared {}", "folder"),
-            ];
-            for (n, line) in text.lines().enumerate() {
-                if needles.iter().any(|needle| line.contains(needle.as_str())) {
-                    hits.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (mut hits, mut seen) = (Vec::new(), 0);
+    for path in files_under(&root) {
+        let text_like = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("rs" | "md" | "toml" | "sh" | "py" | "txt" | "yml" | "yaml")
+        ) || path.parent().and_then(|p| p.file_name()) == Some(".ci".as_ref());
+        if !text_like {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        seen += 1;
+        // Also the way an earlier ARCHITECTURE.md put it ("`DESIGN.md` in the shared
+        // folder"): a pointer in words is as broken for a clone as a path.
+        let needles = [
+            format!("..{}", "/shared"),
+            format!("/work{}", "/shared"),
+            format!("the shared {}", "folder"),
+        ];
+        for (n, line) in text.lines().enumerate() {
+            if needles.iter().any(|needle| line.contains(needle.as_str())) {
+                hits.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
             }
         }
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (mut hits, mut seen) = (Vec::new(), 0);
-    walk(&root, &mut hits, &mut seen);
     // The walk must have read the workspace's own sources, or an empty result proves nothing.
     assert!(seen > 50, "only {seen} files read under {}", root.display());
     assert!(hits.is_empty(), "files that point outside the repository:\n{}", hits.join("\n"));
+}
+
+/// Every file under `dir`, leaving out build output, git's own files and fuzzing corpora.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the repository is readable") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "target" | ".git" | "corpus" | "artifacts") {
+                files.extend(files_under(&path));
+            }
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Every public enum of a published library crate is `#[non_exhaustive]`, so that a variant
@@ -87,27 +93,17 @@ fn no_file_points_outside_the_repository() {
 /// each `pub enum` line; it found 13 enums without the attribute when it was written.
 #[test]
 fn public_enums_of_library_crates_are_non_exhaustive() {
-    fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("the sources are readable") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                walk(&path, files);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&crates).expect("crates/ is readable") {
         let dir = entry.expect("a directory entry").path();
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !matches!(name, "gloo-testing" | "gloo-bench") && dir.join("src").is_dir() {
-            walk(&dir.join("src"), &mut files);
+            files.extend(files_under(&dir.join("src")));
         }
     }
     let (mut enums, mut bare) = (0, Vec::new());
-    for path in files {
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "rs")) {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if matches!(stem, "rogue" | "fuzzing") {
             continue;
