@@ -1296,7 +1296,15 @@ bulk     bytes=520093696  time=0.100 s  throughput=5.22 GB/s (41.7 Gbit/s)",
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(GLOO_BENCH.name);
-            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            // Written by a `sh` child, not by us: a descriptor open for writing here would be
+            // inherited by a child another test thread forks meanwhile, and exec of the script
+            // would fail with ETXTBSY until that child execs.
+            let status = std::process::Command::new("sh")
+                .args(["-c", r#"printf '#!/bin/sh\n%s\n' "$1" > "$2""#, "sh", script])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "writing {}: {status}", path.display());
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
             FakeBin(dir)
         }

@@ -282,7 +282,16 @@ fn a_process_of_another_user_is_refused() {
     // reachable by another user (a checkout under a 0700 home).
     let exe =
         std::path::Path::new("/tmp").join(format!("gloo-shm-uid-test-{}", std::process::id()));
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    // The copy is written by a `cp` child, not by us: a descriptor open for writing in this
+    // process would be inherited by any child another test thread forks meanwhile, and exec of
+    // the copy would then fail with ETXTBSY ("Text file busy") until that child execs, as it did
+    // on a CI machine. A descriptor opened in `cp` is never in our forks.
+    let copied = std::process::Command::new("cp")
+        .arg(std::env::current_exe().unwrap())
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp of the test binary to {}: {copied}", exe.display());
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     struct Remove(std::path::PathBuf);
     impl Drop for Remove {
