@@ -1,20 +1,20 @@
 //! [`HashStore`]: an in-process store for ranks that are threads of one process.
 
-use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::store::{CompareSet, Store, add_counter, check_key, check_value};
+use crate::store::{CompareSet, Store, check_key};
+use crate::table::{Swap, Table};
 
 /// An in-process store: a map behind a mutex, with waits on a condition variable (woken by
-/// every write, so a waiter never polls).
+/// every write that creates a key, so a waiter never polls).
 ///
 /// Share it between threads with an `Arc`.
 #[derive(Debug, Default)]
 pub struct HashStore {
-    map: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
-    changed: Condvar,
+    table: Mutex<Table>,
+    created: Condvar,
 }
 
 impl HashStore {
@@ -33,51 +33,60 @@ impl HashStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
-        // A panic while holding the lock cannot leave the map half-updated (every update is a
-        // single insert or remove), so a poisoned lock is still safe to use.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock cannot leave the table half-updated (every update is a
+        // single insert or remove, after its checks), so a poisoned lock is still safe to use.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait until every key exists, then run `f` on the map under the lock.
+    /// Run a write, waking the waiters when it created a key (only a new key can complete a
+    /// wait: waits are for keys to exist).
+    fn write<T>(&self, f: impl FnOnce(&mut Table) -> Result<(T, bool)>) -> Result<T> {
+        let (out, created) = f(&mut self.lock())?;
+        if created {
+            self.created.notify_all();
+        }
+        Ok(out)
+    }
+
+    /// Wait until every key exists, then run `f` on the table under the lock.
     fn wait_then<T>(
         &self,
         keys: &[&[u8]],
         deadline: Instant,
-        f: impl FnOnce(&HashMap<Vec<u8>, Vec<u8>>) -> T,
+        f: impl FnOnce(&Table) -> T,
     ) -> Result<T> {
         for k in keys {
             check_key(k)?;
         }
         let start = Instant::now();
-        let mut map = self.lock();
+        let mut table = self.lock();
         loop {
-            if keys.iter().all(|k| map.contains_key(*k)) {
-                return Ok(f(&map));
+            if keys.iter().all(|k| table.contains(k)) {
+                return Ok(f(&table));
             }
             let now = Instant::now();
             if now >= deadline {
-                let keys =
-                    keys.iter().filter(|k| !map.contains_key(**k)).map(|k| k.to_vec()).collect();
+                let keys = keys.iter().filter(|k| !table.contains(k)).map(|k| k.to_vec()).collect();
                 return Err(Error::Timeout { keys, waited: start.elapsed() });
             }
-            map =
-                self.changed.wait_timeout(map, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            table = self
+                .created
+                .wait_timeout(table, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
 
 impl Store for HashStore {
     fn set(&self, key: &[u8], value: &[u8], _deadline: Instant) -> Result<()> {
-        check_value(key, value.len())?;
-        self.lock().insert(key.to_vec(), value.to_vec());
-        self.changed.notify_all();
-        Ok(())
+        self.write(|t| Ok(((), t.set(key, value)?)))
     }
 
     fn try_get(&self, key: &[u8], _deadline: Instant) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        Ok(self.lock().get(key).cloned())
+        Ok(self.lock().get(key).map(<[u8]>::to_vec))
     }
 
     fn wait(&self, keys: &[&[u8]], deadline: Instant) -> Result<()> {
@@ -85,13 +94,7 @@ impl Store for HashStore {
     }
 
     fn add(&self, key: &[u8], delta: i64, _deadline: Instant) -> Result<i64> {
-        check_key(key)?;
-        let mut map = self.lock();
-        let new = add_counter(key, map.get(key).map(Vec::as_slice), delta)?;
-        map.insert(key.to_vec(), new.to_string().into_bytes());
-        drop(map);
-        self.changed.notify_all();
-        Ok(new)
+        self.write(|t| t.add(key, delta))
     }
 
     fn compare_set(
@@ -101,52 +104,34 @@ impl Store for HashStore {
         new: &[u8],
         _deadline: Instant,
     ) -> Result<CompareSet> {
-        check_value(key, new.len())?;
-        let mut map = self.lock();
-        let current = map.get(key);
-        if current.map(Vec::as_slice) != expected {
-            return Ok(CompareSet::Mismatch { current: current.cloned() });
-        }
-        map.insert(key.to_vec(), new.to_vec());
-        drop(map);
-        self.changed.notify_all();
-        Ok(CompareSet::Swapped)
+        self.write(|t| {
+            Ok(match t.compare_set(key, expected, new)? {
+                Swap::Swapped { created } => (CompareSet::Swapped, created),
+                Swap::Mismatch(current) => {
+                    (CompareSet::Mismatch { current: current.map(<[u8]>::to_vec) }, false)
+                }
+            })
+        })
     }
 
     fn multi_get(&self, keys: &[&[u8]], deadline: Instant) -> Result<Vec<Vec<u8>>> {
-        self.wait_then(keys, deadline, |map| {
+        self.wait_then(keys, deadline, |table| {
             keys.iter()
                 // wait_then runs this only once every key exists, under the same lock.
-                .map(|k| map.get(*k).cloned().unwrap_or_default())
+                .map(|k| table.get(k).map(<[u8]>::to_vec).unwrap_or_default())
                 .collect()
         })
     }
 
     fn multi_set(&self, pairs: &[(&[u8], &[u8])], _deadline: Instant) -> Result<()> {
-        for (k, v) in pairs {
-            check_value(k, v.len())?;
-        }
-        let mut map = self.lock();
-        for (k, v) in pairs {
-            map.insert(k.to_vec(), v.to_vec());
-        }
-        drop(map);
-        self.changed.notify_all();
-        Ok(())
+        self.write(|t| Ok(((), !t.multi_set(pairs)?.is_empty())))
     }
 
     fn append(&self, key: &[u8], value: &[u8], _deadline: Instant) -> Result<()> {
-        let mut map = self.lock();
-        let old_len = map.get(key).map_or(0, Vec::len);
-        check_value(key, old_len.saturating_add(value.len()))?;
-        map.entry(key.to_vec()).or_default().extend_from_slice(value);
-        drop(map);
-        self.changed.notify_all();
-        Ok(())
+        self.write(|t| Ok(((), t.append(key, value)?)))
     }
 
     fn delete(&self, key: &[u8], _deadline: Instant) -> Result<bool> {
-        check_key(key)?;
-        Ok(self.lock().remove(key).is_some())
+        self.lock().delete(key)
     }
 }

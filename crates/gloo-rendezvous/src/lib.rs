@@ -66,6 +66,7 @@ mod prefix;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod store;
+mod table;
 pub mod tcp;
 pub mod torch;
 

@@ -20,7 +20,8 @@ use super::proto::{
 };
 use super::stream::ServerStream;
 use crate::error::{Error, Result};
-use crate::store::{add_counter, check_key, check_value};
+use crate::store::check_key;
+use crate::table::{Swap, Table};
 
 #[cfg(feature = "fuzzing")]
 #[path = "server_fuzz.rs"]
@@ -301,7 +302,7 @@ struct Server {
     free: Vec<usize>,
     live: usize,
     live_shared: Arc<AtomicUsize>,
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    table: Table,
     waiters: HashMap<u64, Waiter>,
     by_key: HashMap<Vec<u8>, Vec<u64>>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -334,7 +335,7 @@ impl Server {
             free: Vec::new(),
             live: 0,
             live_shared,
-            map: HashMap::new(),
+            table: Table::default(),
             waiters: HashMap::new(),
             by_key: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -788,27 +789,10 @@ impl Server {
     ) -> Result<()> {
         match cmd {
             Cmd::Set => {
-                let key = r.bytes()?;
-                let value = r.bytes()?;
+                let (key, value) = (r.bytes()?, r.bytes()?);
                 r.end()?;
-                check_value(key, value.len())?;
-                let created = match self.map.get_mut(key) {
-                    // Overwriting reuses the key and the value's allocation.
-                    Some(v) => {
-                        v.clear();
-                        v.extend_from_slice(value);
-                        false
-                    }
-                    None => {
-                        self.map.insert(key.to_vec(), value.to_vec());
-                        true
-                    }
-                };
-                let f = conn.frame(ST_OK, req_id);
-                conn.push(finish(f));
-                if created {
-                    self.wake(key, idx, conn);
-                }
+                let created = self.table.set(key, value)?;
+                self.ok(idx, conn, req_id, |_| {}, created.then_some(key));
             }
             Cmd::Get | Cmd::Wait => {
                 let timeout_ms = r.u64()?;
@@ -821,128 +805,79 @@ impl Server {
                 }
                 r.end()?;
                 let kind = if cmd == Cmd::Get { WaitKind::Get } else { WaitKind::Wait };
-                let missing = keys.iter().filter(|k| !self.map.contains_key(*k)).count();
-                if missing == 0 {
-                    let base = std::mem::take(&mut conn.wbuf);
-                    conn.push(self.answer(base, kind, req_id, &keys));
-                } else {
-                    if conn.waiters >= MAX_WAITERS_PER_CONN {
-                        return Err(Error::InvalidArgument {
-                            key: None,
-                            what: format!(
-                                "more than {MAX_WAITERS_PER_CONN} waits parked on one connection"
-                            ),
-                        });
-                    }
-                    let deadline = Instant::now()
-                        + Duration::from_millis(timeout_ms.min(7 * 24 * 3600 * 1000));
-                    let id = self.next_waiter;
-                    self.next_waiter += 1;
-                    for k in &keys {
-                        self.by_key.entry(k.clone()).or_default().push(id);
-                    }
-                    self.waiters.insert(
-                        id,
-                        Waiter {
-                            conn: idx,
-                            conn_gen: conn.generation,
-                            req_id,
-                            kind,
-                            keys,
-                            missing,
-                        },
-                    );
-                    self.timers.push(Reverse((deadline, id)));
-                    conn.waiters += 1;
-                }
+                self.wait(idx, conn, req_id, kind, keys, timeout_ms)?;
             }
             Cmd::TryGet => {
                 let key = r.bytes()?;
                 r.end()?;
                 let mut f = conn.frame(ST_OK, req_id);
-                match self.map.get(key) {
+                match self.table.get(key) {
                     Some(v) => f.u8(1).bytes(v),
                     None => f.u8(0),
                 };
                 conn.push(finish(f));
             }
             Cmd::Add => {
-                let key = r.bytes()?;
-                let delta = r.i64()?;
+                let (key, delta) = (r.bytes()?, r.i64()?);
                 r.end()?;
-                check_key(key)?;
-                let new = add_counter(key, self.map.get(key).map(Vec::as_slice), delta)?;
-                let created = self.map.insert(key.to_vec(), new.to_string().into_bytes()).is_none();
-                let mut f = conn.frame(ST_OK, req_id);
-                f.i64(new);
-                conn.push(finish(f));
-                if created {
-                    self.wake(key, idx, conn);
-                }
+                let (new, created) = self.table.add(key, delta)?;
+                self.ok(
+                    idx,
+                    conn,
+                    req_id,
+                    |f| {
+                        f.i64(new);
+                    },
+                    created.then_some(key),
+                );
             }
             Cmd::CompareSet => {
                 let key = r.bytes()?;
                 let expected = if r.u8()? == 1 { Some(r.bytes()?) } else { None };
                 let new = r.bytes()?;
                 r.end()?;
-                check_value(key, new.len())?;
-                let current = self.map.get(key);
                 let mut f = conn.frame(ST_OK, req_id);
-                if current.map(Vec::as_slice) == expected {
-                    let created = self.map.insert(key.to_vec(), new.to_vec()).is_none();
-                    f.u8(1);
-                    conn.push(finish(f));
-                    if created {
-                        self.wake(key, idx, conn);
+                let created = match self.table.compare_set(key, expected, new)? {
+                    Swap::Swapped { created } => {
+                        f.u8(1);
+                        created
                     }
-                } else {
-                    f.u8(0);
-                    match current {
-                        Some(v) => f.u8(1).bytes(v),
-                        None => f.u8(0),
-                    };
-                    conn.push(finish(f));
+                    Swap::Mismatch(current) => {
+                        match current {
+                            Some(v) => f.u8(0).u8(1).bytes(v),
+                            None => f.u8(0).u8(0),
+                        };
+                        false
+                    }
+                };
+                conn.push(finish(f));
+                if created {
+                    self.wake(key, idx, conn);
                 }
             }
             Cmd::MultiSet => {
                 let n = r.count(8)?;
                 let mut pairs = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let k = r.bytes()?;
-                    let v = r.bytes()?;
-                    check_value(k, v.len())?;
-                    pairs.push((k, v));
+                    pairs.push((r.bytes()?, r.bytes()?));
                 }
                 r.end()?;
-                let mut created = Vec::new();
-                for (k, v) in &pairs {
-                    if self.map.insert(k.to_vec(), v.to_vec()).is_none() {
-                        created.push(*k);
-                    }
-                }
-                let f = conn.frame(ST_OK, req_id);
-                conn.push(finish(f));
+                let created = self.table.multi_set(&pairs)?;
+                self.ok(idx, conn, req_id, |_| {}, None);
                 for k in created {
                     self.wake(k, idx, conn);
                 }
             }
             Cmd::Append => {
-                let key = r.bytes()?;
-                let value = r.bytes()?;
+                let (key, value) = (r.bytes()?, r.bytes()?);
                 r.end()?;
-                let old = self.map.get(key).map(Vec::len);
-                check_value(key, old.unwrap_or(0).saturating_add(value.len()))?;
-                self.map.entry(key.to_vec()).or_default().extend_from_slice(value);
-                let f = conn.frame(ST_OK, req_id);
-                conn.push(finish(f));
-                if old.is_none() {
-                    self.wake(key, idx, conn);
-                }
+                let created = self.table.append(key, value)?;
+                self.ok(idx, conn, req_id, |_| {}, created.then_some(key));
             }
             Cmd::Delete => {
                 let key = r.bytes()?;
                 r.end()?;
-                let existed = self.map.remove(key).is_some();
+                let existed = self.table.delete(key)?;
                 if existed {
                     // Waits on this key count it as missing again.
                     for id in self.by_key.get(key).into_iter().flatten() {
@@ -951,14 +886,19 @@ impl Server {
                         }
                     }
                 }
-                let mut f = conn.frame(ST_OK, req_id);
-                f.u8(u8::from(existed));
-                conn.push(finish(f));
+                self.ok(
+                    idx,
+                    conn,
+                    req_id,
+                    |f| {
+                        f.u8(u8::from(existed));
+                    },
+                    None,
+                );
             }
             Cmd::Ping => {
                 r.end()?;
-                let f = conn.frame(ST_OK, req_id);
-                conn.push(finish(f));
+                self.ok(idx, conn, req_id, |_| {}, None);
             }
             Cmd::Hello | Cmd::Auth => {
                 return Err(Error::Protocol {
@@ -969,6 +909,61 @@ impl Server {
         Ok(())
     }
 
+    /// Answer a write with `ST_OK` and what `body` adds, then answer the waits that `created`
+    /// (the key the write created, if it did) completes: the writer's answer goes first, so
+    /// a client that waits on its own write sees the two in order.
+    fn ok(
+        &mut self,
+        idx: usize,
+        conn: &mut Conn,
+        req_id: u32,
+        body: impl FnOnce(&mut Frame),
+        created: Option<&[u8]>,
+    ) {
+        let mut f = conn.frame(ST_OK, req_id);
+        body(&mut f);
+        conn.push(finish(f));
+        if let Some(key) = created {
+            self.wake(key, idx, conn);
+        }
+    }
+
+    /// Answer a get or wait now if every key exists, else park it until they do or
+    /// `timeout_ms` passes.
+    fn wait(
+        &mut self,
+        idx: usize,
+        conn: &mut Conn,
+        req_id: u32,
+        kind: WaitKind,
+        keys: Vec<Vec<u8>>,
+        timeout_ms: u64,
+    ) -> Result<()> {
+        let missing = keys.iter().filter(|k| !self.table.contains(k)).count();
+        if missing == 0 {
+            let base = std::mem::take(&mut conn.wbuf);
+            conn.push(self.answer(base, kind, req_id, &keys));
+            return Ok(());
+        }
+        if conn.waiters >= MAX_WAITERS_PER_CONN {
+            return Err(Error::InvalidArgument {
+                key: None,
+                what: format!("more than {MAX_WAITERS_PER_CONN} waits parked on one connection"),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(7 * 24 * 3600 * 1000));
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        for k in &keys {
+            self.by_key.entry(k.clone()).or_default().push(id);
+        }
+        let waiter = Waiter { conn: idx, conn_gen: conn.generation, req_id, kind, keys, missing };
+        self.waiters.insert(id, waiter);
+        self.timers.push(Reverse((deadline, id)));
+        conn.waiters += 1;
+        Ok(())
+    }
+
     /// The answer to a satisfied wait (every key present).
     fn answer(&self, base: Vec<u8>, kind: WaitKind, req_id: u32, keys: &[Vec<u8>]) -> Vec<u8> {
         match kind {
@@ -976,7 +971,7 @@ impl Server {
             WaitKind::Get => {
                 // The size is summed before anything is copied, so an answer over the limit
                 // (many keys holding large values) costs no memory.
-                let values = keys.iter().map(|k| self.map.get(k).map_or(&[][..], Vec::as_slice));
+                let values = keys.iter().map(|k| self.table.get(k).unwrap_or_default());
                 let total = values.clone().fold(4usize, |n, v| n.saturating_add(4 + v.len()));
                 if total > MAX_FRAME {
                     let mut buf = base;
@@ -1019,9 +1014,9 @@ impl Server {
             }
         }
         ready.dedup();
-        let map = &self.map;
+        let table = &self.table;
         ready.retain(|id| {
-            self.waiters.get(id).is_some_and(|w| w.keys.iter().all(|k| map.contains_key(k)))
+            self.waiters.get(id).is_some_and(|w| w.keys.iter().all(|k| table.contains(k)))
         });
         for id in ready {
             let Some(w) = self.waiters.get(&id) else { continue };
@@ -1074,7 +1069,7 @@ impl Server {
             self.timers.pop();
             let Some(w) = self.waiters.get(&id) else { continue };
             let missing: Vec<&Vec<u8>> =
-                w.keys.iter().filter(|k| !self.map.contains_key(*k)).collect();
+                w.keys.iter().filter(|k| !self.table.contains(k)).collect();
             let mut f = Frame::response(ST_TIMEOUT, w.req_id);
             f.u32(missing.len() as u32);
             for k in missing {

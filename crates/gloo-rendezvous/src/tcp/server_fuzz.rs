@@ -113,7 +113,7 @@ impl Harness {
             assert_eq!(parked, conn.waiters, "connection {idx} counts its parked waits wrong");
         }
         for (id, w) in &s.waiters {
-            let absent = w.keys.iter().filter(|k| !s.map.contains_key(*k)).count();
+            let absent = w.keys.iter().filter(|k| !s.table.contains(k)).count();
             assert_eq!(w.missing, absent, "wait {id} counts its missing keys wrong");
             assert!(absent > 0, "wait {id} has every key and was not answered");
             for k in &w.keys {
