@@ -10,78 +10,37 @@
 
 use half::{bf16, f16};
 
-/// The element types a collective can carry, as a stable number that travels in fingerprints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DType {
-    /// `u8`.
-    U8 = 1,
-    /// `u16`.
-    U16 = 2,
-    /// `u32`.
-    U32 = 3,
-    /// `u64`.
-    U64 = 4,
-    /// `i8`.
-    I8 = 5,
-    /// `i16`.
-    I16 = 6,
-    /// `i32`.
-    I32 = 7,
-    /// `i64`.
-    I64 = 8,
-    /// `half::f16`.
-    F16 = 9,
-    /// `half::bf16`.
-    BF16 = 10,
-    /// `f32`.
-    F32 = 11,
-    /// `f64`.
-    F64 = 12,
-}
+use crate::names::named_ids;
 
-impl DType {
-    /// The type's name as Rust spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::U8 => "u8",
-            DType::U16 => "u16",
-            DType::U32 => "u32",
-            DType::U64 => "u64",
-            DType::I8 => "i8",
-            DType::I16 => "i16",
-            DType::I32 => "i32",
-            DType::I64 => "i64",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-        }
-    }
-
-    /// The type with this wire id, if any.
-    pub fn from_id(id: u8) -> Option<DType> {
-        const ALL: [DType; 12] = [
-            DType::U8,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-            DType::I8,
-            DType::I16,
-            DType::I32,
-            DType::I64,
-            DType::F16,
-            DType::BF16,
-            DType::F32,
-            DType::F64,
-        ];
-        ALL.into_iter().find(|d| *d as u8 == id)
-    }
-}
-
-impl std::fmt::Display for DType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+named_ids! {
+    /// The element types a collective can carry, as a stable number that travels in fingerprints.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum DType {
+        /// `u8`.
+        U8 = 1 => "u8",
+        /// `u16`.
+        U16 = 2 => "u16",
+        /// `u32`.
+        U32 = 3 => "u32",
+        /// `u64`.
+        U64 = 4 => "u64",
+        /// `i8`.
+        I8 = 5 => "i8",
+        /// `i16`.
+        I16 = 6 => "i16",
+        /// `i32`.
+        I32 = 7 => "i32",
+        /// `i64`.
+        I64 = 8 => "i64",
+        /// `half::f16`.
+        F16 = 9 => "f16",
+        /// `half::bf16`.
+        BF16 = 10 => "bf16",
+        /// `f32`.
+        F32 = 11 => "f32",
+        /// `f64`.
+        F64 = 12 => "f64",
     }
 }
 

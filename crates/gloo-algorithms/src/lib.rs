@@ -78,6 +78,7 @@ mod element;
 mod error;
 mod fingerprint;
 mod group;
+mod names;
 mod options;
 mod reduce_op;
 mod ring;

@@ -1,89 +1,46 @@
 //! Collectives, algorithms, and the one table that picks an algorithm for a call.
 
-use std::fmt;
+use crate::names::named_ids;
 
-/// The collectives, as named in errors, fingerprints and environment variables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Collective {
-    /// [`Group::allreduce`](crate::Group::allreduce) and its variants.
-    Allreduce = 1,
-    /// [`Group::reduce`](crate::Group::reduce).
-    Reduce = 2,
-    /// [`Group::broadcast`](crate::Group::broadcast).
-    Broadcast = 3,
-    /// [`Group::allgather`](crate::Group::allgather).
-    Allgather = 4,
-    /// [`Group::allgatherv`](crate::Group::allgatherv).
-    Allgatherv = 5,
-    /// [`Group::gather`](crate::Group::gather).
-    Gather = 6,
-    /// [`Group::gatherv`](crate::Group::gatherv).
-    Gatherv = 7,
-    /// [`Group::scatter`](crate::Group::scatter).
-    Scatter = 8,
-    /// [`Group::scatterv`](crate::Group::scatterv).
-    Scatterv = 9,
-    /// [`Group::reduce_scatter`](crate::Group::reduce_scatter).
-    ReduceScatter = 10,
-    /// [`Group::reduce_scatterv`](crate::Group::reduce_scatterv).
-    ReduceScatterv = 11,
-    /// [`Group::alltoall`](crate::Group::alltoall).
-    Alltoall = 12,
-    /// [`Group::alltoallv`](crate::Group::alltoallv).
-    Alltoallv = 13,
-    /// [`Group::barrier`](crate::Group::barrier).
-    Barrier = 14,
-    /// [`Group::send`](crate::Group::send) / [`Group::recv`](crate::Group::recv).
-    SendRecv = 15,
+named_ids! {
+    /// The collectives, as named in errors, fingerprints and environment variables.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum Collective {
+        /// [`Group::allreduce`](crate::Group::allreduce) and its variants.
+        Allreduce = 1 => "allreduce",
+        /// [`Group::reduce`](crate::Group::reduce).
+        Reduce = 2 => "reduce",
+        /// [`Group::broadcast`](crate::Group::broadcast).
+        Broadcast = 3 => "broadcast",
+        /// [`Group::allgather`](crate::Group::allgather).
+        Allgather = 4 => "allgather",
+        /// [`Group::allgatherv`](crate::Group::allgatherv).
+        Allgatherv = 5 => "allgatherv",
+        /// [`Group::gather`](crate::Group::gather).
+        Gather = 6 => "gather",
+        /// [`Group::gatherv`](crate::Group::gatherv).
+        Gatherv = 7 => "gatherv",
+        /// [`Group::scatter`](crate::Group::scatter).
+        Scatter = 8 => "scatter",
+        /// [`Group::scatterv`](crate::Group::scatterv).
+        Scatterv = 9 => "scatterv",
+        /// [`Group::reduce_scatter`](crate::Group::reduce_scatter).
+        ReduceScatter = 10 => "reduce_scatter",
+        /// [`Group::reduce_scatterv`](crate::Group::reduce_scatterv).
+        ReduceScatterv = 11 => "reduce_scatterv",
+        /// [`Group::alltoall`](crate::Group::alltoall).
+        Alltoall = 12 => "alltoall",
+        /// [`Group::alltoallv`](crate::Group::alltoallv).
+        Alltoallv = 13 => "alltoallv",
+        /// [`Group::barrier`](crate::Group::barrier).
+        Barrier = 14 => "barrier",
+        /// [`Group::send`](crate::Group::send) / [`Group::recv`](crate::Group::recv).
+        SendRecv = 15 => "send_recv",
+    }
 }
 
 impl Collective {
-    /// Every collective, in wire-id order.
-    pub const ALL: [Collective; 15] = [
-        Collective::Allreduce,
-        Collective::Reduce,
-        Collective::Broadcast,
-        Collective::Allgather,
-        Collective::Allgatherv,
-        Collective::Gather,
-        Collective::Gatherv,
-        Collective::Scatter,
-        Collective::Scatterv,
-        Collective::ReduceScatter,
-        Collective::ReduceScatterv,
-        Collective::Alltoall,
-        Collective::Alltoallv,
-        Collective::Barrier,
-        Collective::SendRecv,
-    ];
-
-    /// The collective's name (`"allreduce"`, `"reduce_scatterv"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Collective::Allreduce => "allreduce",
-            Collective::Reduce => "reduce",
-            Collective::Broadcast => "broadcast",
-            Collective::Allgather => "allgather",
-            Collective::Allgatherv => "allgatherv",
-            Collective::Gather => "gather",
-            Collective::Gatherv => "gatherv",
-            Collective::Scatter => "scatter",
-            Collective::Scatterv => "scatterv",
-            Collective::ReduceScatter => "reduce_scatter",
-            Collective::ReduceScatterv => "reduce_scatterv",
-            Collective::Alltoall => "alltoall",
-            Collective::Alltoallv => "alltoallv",
-            Collective::Barrier => "barrier",
-            Collective::SendRecv => "send_recv",
-        }
-    }
-
-    /// The collective with this wire id.
-    pub fn from_id(id: u8) -> Option<Collective> {
-        Collective::ALL.into_iter().find(|c| *c as u8 == id)
-    }
-
     /// The environment variable that overrides this collective's algorithm, e.g.
     /// `GLOO_ALGORITHM_ALLREDUCE`.
     pub fn env_var(self) -> String {
@@ -117,94 +74,42 @@ impl Collective {
     }
 }
 
-impl fmt::Display for Collective {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An algorithm (a schedule of messages) that implements one or more collectives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Algorithm {
-    /// Ring: reduce-scatter then allgather around the ring, each block cut into segments
-    /// ([`Options::segment_bytes`](crate::Options)) with two segments in flight.
-    /// Bandwidth-optimal; latency grows with the world size.
-    Ring = 1,
-    /// Rabenseifner: recursive-halving reduce-scatter then recursive-doubling allgather. A
-    /// world size that is not a power of two folds its extra ranks into their neighbours
-    /// first and unfolds them at the end.
-    HalvingDoubling = 2,
-    /// BCube: the ranks form a mixed-radix hypercube whose digits are at most
-    /// [`Options::bcube_base`](crate::Options); each step reduce-scatters within a group of
-    /// one digit, then the steps run backwards as allgathers.
-    Bcube = 3,
-    /// Recursive doubling: whole buffers exchanged with partners at distance 1, 2, 4, ...
-    /// (extra ranks folded as in halving-doubling). Fewest rounds; for small messages.
-    RecursiveDoubling = 4,
-    /// Binomial tree rooted at the call's root.
-    BinomialTree = 5,
-    /// Broadcast as a binomial scatter of blocks followed by a ring allgather (van de Geijn),
-    /// for large messages.
-    ScatterAllgather = 6,
-    /// Bruck's allgather: ⌈log2 n⌉ rounds, for small messages.
-    Bruck = 7,
-    /// Dissemination barrier: ⌈log2 n⌉ rounds of zero-byte messages.
-    Dissemination = 8,
-    /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
-    /// `rank - s`, each block cut into segments
-    /// ([`Options::segment_bytes`](crate::Options)) with two in flight each way.
-    Pairwise = 9,
-    /// A single point-to-point message; for gather and scatter, every block exchanged
-    /// directly with the root.
-    Direct = 10,
-}
-
-impl Algorithm {
-    /// Every algorithm, in wire-id order.
-    pub const ALL: [Algorithm; 10] = [
-        Algorithm::Ring,
-        Algorithm::HalvingDoubling,
-        Algorithm::Bcube,
-        Algorithm::RecursiveDoubling,
-        Algorithm::BinomialTree,
-        Algorithm::ScatterAllgather,
-        Algorithm::Bruck,
-        Algorithm::Dissemination,
-        Algorithm::Pairwise,
-        Algorithm::Direct,
-    ];
-
-    /// The name used in environment variables and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Ring => "ring",
-            Algorithm::HalvingDoubling => "halving_doubling",
-            Algorithm::Bcube => "bcube",
-            Algorithm::RecursiveDoubling => "recursive_doubling",
-            Algorithm::BinomialTree => "binomial",
-            Algorithm::ScatterAllgather => "scatter_allgather",
-            Algorithm::Bruck => "bruck",
-            Algorithm::Dissemination => "dissemination",
-            Algorithm::Pairwise => "pairwise",
-            Algorithm::Direct => "direct",
-        }
-    }
-
-    /// The algorithm with this name.
-    pub fn from_name(name: &str) -> Option<Algorithm> {
-        Algorithm::ALL.into_iter().find(|a| a.name() == name)
-    }
-
-    /// The algorithm with this wire id.
-    pub fn from_id(id: u8) -> Option<Algorithm> {
-        Algorithm::ALL.into_iter().find(|a| *a as u8 == id)
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+named_ids! {
+    /// An algorithm (a schedule of messages) that implements one or more collectives.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum Algorithm {
+        /// Ring: reduce-scatter then allgather around the ring, each block cut into segments
+        /// ([`Options::segment_bytes`](crate::Options)) with two segments in flight.
+        /// Bandwidth-optimal; latency grows with the world size.
+        Ring = 1 => "ring",
+        /// Rabenseifner: recursive-halving reduce-scatter then recursive-doubling allgather. A
+        /// world size that is not a power of two folds its extra ranks into their neighbours
+        /// first and unfolds them at the end.
+        HalvingDoubling = 2 => "halving_doubling",
+        /// BCube: the ranks form a mixed-radix hypercube whose digits are at most
+        /// [`Options::bcube_base`](crate::Options); each step reduce-scatters within a group of
+        /// one digit, then the steps run backwards as allgathers.
+        Bcube = 3 => "bcube",
+        /// Recursive doubling: whole buffers exchanged with partners at distance 1, 2, 4, ...
+        /// (extra ranks folded as in halving-doubling). Fewest rounds; for small messages.
+        RecursiveDoubling = 4 => "recursive_doubling",
+        /// Binomial tree rooted at the call's root.
+        BinomialTree = 5 => "binomial",
+        /// Broadcast as a binomial scatter of blocks followed by a ring allgather (van de Geijn),
+        /// for large messages.
+        ScatterAllgather = 6 => "scatter_allgather",
+        /// Bruck's allgather: ⌈log2 n⌉ rounds, for small messages.
+        Bruck = 7 => "bruck",
+        /// Dissemination barrier: ⌈log2 n⌉ rounds of zero-byte messages.
+        Dissemination = 8 => "dissemination",
+        /// Pairwise exchange: in step `s` every rank sends to `rank + s` and receives from
+        /// `rank - s`, each block cut into segments
+        /// ([`Options::segment_bytes`](crate::Options)) with two in flight each way.
+        Pairwise = 9 => "pairwise",
+        /// A single point-to-point message; for gather and scatter, every block exchanged
+        /// directly with the root.
+        Direct = 10 => "direct",
     }
 }
 
