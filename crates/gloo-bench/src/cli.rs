@@ -165,6 +165,13 @@ pub(crate) struct SweepArgs {
     /// Do not verify results.
     #[arg(long, overrides_with = "check")]
     pub(crate) no_check: bool,
+    /// Instead of the sweep: per size, a compute loop beside a background allreduce (f32
+    /// sum, `Group::start_allreduce`), with the loop calibrated to last as long as the
+    /// blocking allreduce; prints comm, compute, serial (loop then blocking allreduce) and
+    /// overlapped times and overlap / max(compute, comm). Use a large --min-bytes: small
+    /// calls have nothing to hide.
+    #[arg(long)]
+    pub(crate) overlap: bool,
     /// Root rank of broadcast, reduce, gather and scatter.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub(crate) root: u32,
