@@ -64,6 +64,13 @@
 //! collectives at once each take a handle on a tag of their own with [`Group::fork`]; two
 //! handles on one tag cannot exist at once, so no two calls on one tag ever overlap.
 //!
+//! # Non-blocking calls
+//!
+//! `Group::start_allreduce` and the other `start_*` methods take an owned buffer, return
+//! at once with a [`Handle`] and run the collective on a thread of the library, each on a
+//! tag assigned in issue order from a reserved range ([`BACKGROUND_TAGS`]); see the
+//! methods' section of [`Group`].
+//!
 //! # Which algorithm runs
 //!
 //! [`Options::algorithm`] if set, else the collective's `GLOO_ALGORITHM_<COLLECTIVE>`

@@ -217,31 +217,38 @@ fn a_later_call_can_end_while_an_earlier_one_is_still_running() {
 
 #[test]
 fn the_call_progresses_while_the_caller_is_blocked_elsewhere() {
-    // Rank 0 starts an allreduce and then blocks on a channel that rank 1 writes only once
-    // its own allreduce has ended, which needs rank 0's part: rank 0's call must progress
-    // without rank 0 calling wait (a library that progresses only inside wait, as
+    // Rank 0 starts an allreduce, tells rank 1, and then blocks on a channel that rank 1
+    // writes only once its own allreduce (started only after rank 0's start returned) has
+    // ended, which needs rank 0's part. So rank 0's start must return before the call ends
+    // (a start that blocks never tells rank 1), and the call must progress while rank 0
+    // is blocked elsewhere, without wait (a library that progresses only inside wait, as
     // PyTorch's gloo backend does, would leave rank 1 to time out).
-    let (tx, rx) = mpsc::channel::<Result<(), Error>>();
-    let rx = Mutex::new(rx);
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<bool, Error>>();
+    let (started_rx, done_rx) = (Mutex::new(started_rx), Mutex::new(done_rx));
     let out = on_ranks_plain(2, |g| {
         let o = opts().with_timeout(Duration::from_secs(20)).with_algorithm(Algorithm::Ring);
-        let h = g.start_allreduce(vec![g.rank().0 + 1; 1 << 20], ReduceOp::Sum, &o).unwrap();
+        let mine = vec![g.rank().0 + 1; 1 << 20];
         if g.rank() == Rank(1) {
-            let r = h.wait().map(|v| assert!(v.iter().all(|&x| x == 3)));
-            tx.send(r).unwrap();
-            None
+            let heard = started_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            let h = g.start_allreduce(mine, ReduceOp::Sum, &o).unwrap();
+            done_tx.send(h.wait().map(|v| v.iter().all(|&x| x == 3))).unwrap();
+            (heard.is_ok(), None)
         } else {
-            let heard = rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
-            let mine = h.wait().unwrap();
-            Some((heard, mine.iter().all(|&x| x == 3)))
+            let h = g.start_allreduce(mine, ReduceOp::Sum, &o).unwrap();
+            started_tx.send(()).unwrap();
+            let heard = done_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            let mine = h.wait();
+            (true, Some((heard, mine.map(|v| v.iter().all(|&x| x == 3)))))
         }
     });
-    let (heard, right) = out[0].as_ref().unwrap();
+    assert!(out[1].0, "rank 0's start_allreduce did not return before its call ended");
+    let (heard, mine) = out[0].1.as_ref().unwrap();
     assert!(
-        matches!(heard, Ok(Ok(()))),
-        "rank 1's allreduce did not end while rank 0 was blocked: {heard:?}"
+        matches!(heard, Ok(Ok(true))),
+        "rank 1's allreduce did not end (right) while rank 0 was blocked: {heard:?}"
     );
-    assert!(right, "rank 0's result is wrong");
+    assert!(matches!(mine, Ok(true)), "rank 0's result: {mine:?}");
 }
 
 #[test]
