@@ -149,7 +149,7 @@ fn calls_in_flight_at_once_pair_up_by_issue_order_on_every_rank() {
             let r = g.rank().0;
             let hs: Vec<_> = (0..calls)
                 .map(|i| {
-                    let v = vec![(u64::from(r) * 1000 + i + salt) as u64; 3 + i as usize];
+                    let v = vec![u64::from(r) * 1000 + i + salt; 3 + i as usize];
                     g.start_allreduce(v, ReduceOp::Sum, &opts()).unwrap()
                 })
                 .collect();

@@ -4,7 +4,7 @@
 //! Per size: the blocking allreduce's time (`comm`), a compute loop calibrated on rank 0 to
 //! last about as long (`compute`, timed alone), the two one after the other (`serial`, the
 //! blocking figure), and the loop beside a background allreduce started just before it and
-//! waited for just after (`overlap`). Perfect overlap gives `overlap = max(compute, comm)`;
+//! waited for just after (`overlap`), the four interleaved round by round. Perfect overlap gives `overlap = max(compute, comm)`;
 //! none gives `serial = compute + comm`. Each time is the slowest rank's, per iteration.
 
 use std::hint::black_box;
@@ -83,54 +83,66 @@ pub(crate) fn run(
         let t0 = Instant::now();
         group.allreduce(&mut buf, ReduceOp::Sum, &opts).map_err(|e| collective("timing", e))?;
         let comm_guess = t0.elapsed().as_secs_f64();
+        // A round is about 5 allreduce times (comm, compute, serial, overlap).
         let rounds = iters.unwrap_or_else(|| {
-            ((secs_per_size / (3.0 * comm_guess).max(1e-9)) as u64).clamp(MIN_ITERS, MAX_ITERS)
+            ((secs_per_size / (5.0 * comm_guess).max(1e-9)) as u64).clamp(MIN_ITERS, MAX_ITERS)
         });
         let rounds = ctl::bcast_u64(c, rounds, deadline)?;
-        // Every series starts together on every rank and times `rounds` calls.
-        let mut times = |f: &mut dyn FnMut(&mut Vec<f32>, &mut [f32]) -> Result<()>| {
+        // A calibration series of the blocking allreduce; rank 0 sizes the loop to the
+        // slowest rank's median (timing the loop for at least 20 ms), and every rank runs
+        // that many passes.
+        let mut calib = Vec::new();
+        for _ in 0..rounds.min(MIN_ITERS) {
             ctl::barrier(c, deadline)?;
-            let mut s = Vec::with_capacity(rounds as usize);
-            for _ in 0..rounds {
-                let t0 = Instant::now();
-                f(&mut buf, &mut work)?;
-                s.push(t0.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, Error>(s)
-        };
-        let comm_s = times(&mut |b, _| {
-            group.allreduce(b, ReduceOp::Sum, &opts).map_err(|e| collective("allreduce", e))
-        })?;
-        // Rank 0 sizes the loop to its own median allreduce time (timing the loop for at
-        // least 20 ms), and every rank runs that many passes.
-        let mut sorted = comm_s.clone();
-        sorted.sort_by(f64::total_cmp);
-        let comm_local = sorted[sorted.len() / 2] * 1e-6;
-        let (mut probe, mut spent, mut own) = (1u64, 0.0, vec![1.0f32; WORK_FLOATS]);
+            let t0 = Instant::now();
+            group.allreduce(&mut buf, ReduceOp::Sum, &opts).map_err(|e| collective("timing", e))?;
+            calib.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        let comm_est = slowest_p50(c, &calib, deadline)? * 1e-6;
+        let (mut probe, mut spent) = (1u64, 0.0);
         while spent < 0.02 {
             probe *= 2;
             let t0 = Instant::now();
-            compute(probe, &mut own);
+            compute(probe, &mut work);
             spent = t0.elapsed().as_secs_f64();
         }
         let unit = spent / probe as f64;
-        let units = ctl::bcast_u64(c, (comm_local / unit).round().max(1.0) as u64, deadline)?;
-        let compute_s = times(&mut |_, w| {
-            compute(units, w);
-            Ok(())
-        })?;
-        let serial_s = times(&mut |b, w| {
-            compute(units, w);
-            group.allreduce(b, ReduceOp::Sum, &opts).map_err(|e| collective("allreduce", e))
-        })?;
-        let overlap_s = times(&mut |b, w| {
-            let h = group
-                .start_allreduce(std::mem::take(b), ReduceOp::Sum, &opts)
-                .map_err(|e| collective("start_allreduce", e))?;
-            compute(units, w);
-            *b = h.wait().map_err(|e| collective("waiting for start_allreduce", e))?;
-            Ok(())
-        })?;
+        let units = ctl::bcast_u64(c, (comm_est / unit).round().max(1.0) as u64, deadline)?;
+        // The four series interleaved, round after round, so that a change in the machine's
+        // load (other processes) falls on all four alike; every timed step starts together
+        // on every rank.
+        let mut series: [Vec<f64>; 4] = Default::default();
+        for _ in 0..rounds {
+            for (which, samples) in series.iter_mut().enumerate() {
+                ctl::barrier(c, deadline)?;
+                let t0 = Instant::now();
+                match which {
+                    // The blocking allreduce alone.
+                    0 => group
+                        .allreduce(&mut buf, ReduceOp::Sum, &opts)
+                        .map_err(|e| collective("allreduce", e))?,
+                    // The loop alone.
+                    1 => compute(units, &mut work),
+                    // The loop, then the blocking allreduce.
+                    2 => {
+                        compute(units, &mut work);
+                        group
+                            .allreduce(&mut buf, ReduceOp::Sum, &opts)
+                            .map_err(|e| collective("allreduce", e))?;
+                    }
+                    // The loop beside a background allreduce.
+                    _ => {
+                        let h = group
+                            .start_allreduce(std::mem::take(&mut buf), ReduceOp::Sum, &opts)
+                            .map_err(|e| collective("start_allreduce", e))?;
+                        compute(units, &mut work);
+                        buf = h.wait().map_err(|e| collective("waiting for start_allreduce", e))?;
+                    }
+                }
+                samples.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let [comm_s, compute_s, serial_s, overlap_s] = series;
         // The checked call: rank-specific values whose sum is exact in f32, through the
         // same background path, against the sum computed here.
         let status = if check {
