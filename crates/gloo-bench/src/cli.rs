@@ -172,6 +172,11 @@ pub(crate) struct SweepArgs {
     /// calls have nothing to hide.
     #[arg(long)]
     pub(crate) overlap: bool,
+    /// With --overlap: the compute step sleeps instead (the CPU left free, as while a GPU
+    /// kernel or I/O runs), which shows the library's own overhead apart from the
+    /// competition for cores.
+    #[arg(long, requires = "overlap")]
+    pub(crate) overlap_sleep: bool,
     /// Root rank of broadcast, reduce, gather and scatter.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub(crate) root: u32,

@@ -26,8 +26,14 @@ const WORK_FLOATS: usize = 4096;
 const MIN_ITERS: u64 = 5;
 const MAX_ITERS: u64 = 1000;
 
-/// One unit of compute: a pass of a multiply-add over the working set.
-fn compute(units: u64, work: &mut [f32]) {
+/// The caller's side of a step: `units` passes of a multiply-add over the working set, or
+/// with `sleep`, a sleep of `units` µs (the CPU left free, as while a GPU kernel or I/O
+/// runs), which shows the library's own overhead apart from the competition for cores.
+fn compute(units: u64, work: &mut [f32], sleep: bool) {
+    if sleep {
+        std::thread::sleep(std::time::Duration::from_micros(units));
+        return;
+    }
     for _ in 0..units {
         for x in work.iter_mut() {
             *x = black_box(*x * 0.999_9 + 0.000_1);
@@ -57,6 +63,7 @@ pub(crate) fn run(
     iters: Option<u64>,
     secs_per_size: f64,
     check: bool,
+    sleep: bool,
     deadline: Instant,
 ) -> Result<Vec<OverlapRow>> {
     let group = Group::new(comm).map_err(|e| collective("reading GLOO_ALGORITHM_*", e))?;
@@ -103,10 +110,10 @@ pub(crate) fn run(
         while spent < 0.02 {
             probe *= 2;
             let t0 = Instant::now();
-            compute(probe, &mut work);
+            compute(probe, &mut work, false);
             spent = t0.elapsed().as_secs_f64();
         }
-        let unit = spent / probe as f64;
+        let unit = if sleep { 1e-6 } else { spent / probe as f64 };
         let units = ctl::bcast_u64(c, (comm_est / unit).round().max(1.0) as u64, deadline)?;
         // The four series interleaved, round after round, so that a change in the machine's
         // load (other processes) falls on all four alike; every timed step starts together
@@ -122,10 +129,10 @@ pub(crate) fn run(
                         .allreduce(&mut buf, ReduceOp::Sum, &opts)
                         .map_err(|e| collective("allreduce", e))?,
                     // The loop alone.
-                    1 => compute(units, &mut work),
+                    1 => compute(units, &mut work, sleep),
                     // The loop, then the blocking allreduce.
                     2 => {
-                        compute(units, &mut work);
+                        compute(units, &mut work, sleep);
                         group
                             .allreduce(&mut buf, ReduceOp::Sum, &opts)
                             .map_err(|e| collective("allreduce", e))?;
@@ -135,7 +142,7 @@ pub(crate) fn run(
                         let h = group
                             .start_allreduce(std::mem::take(&mut buf), ReduceOp::Sum, &opts)
                             .map_err(|e| collective("start_allreduce", e))?;
-                        compute(units, &mut work);
+                        compute(units, &mut work, sleep);
                         buf = h.wait().map_err(|e| collective("waiting for start_allreduce", e))?;
                     }
                 }
@@ -151,7 +158,7 @@ pub(crate) fn run(
             let h = group
                 .start_allreduce(mine, ReduceOp::Sum, &opts)
                 .map_err(|e| collective("start_allreduce (check)", e))?;
-            compute(units, &mut work);
+            compute(units, &mut work, sleep);
             let got = h.wait().map_err(|e| collective("waiting for the checked call", e))?;
             let bad = (0..len).find(|&i| got[i] != (0..n).map(|r| value(r, i)).sum::<f32>());
             match bad {

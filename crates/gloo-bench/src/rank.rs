@@ -305,7 +305,13 @@ fn run_with(
                  min(compute, comm)"
                     .into(),
             );
-            if !in_process && cli.launch.bind == crate::cli::Bind::Core {
+            if cli.sweep.overlap_sleep {
+                report.notes.push(
+                    "overlap: --overlap-sleep: the compute step sleeps (units = us), leaving \
+                     the cpu to the allreduce"
+                        .into(),
+                );
+            } else if !in_process && cli.launch.bind == crate::cli::Bind::Core {
                 report.notes.push(
                     "overlap: each rank is bound to one cpu (--bind core), which its background \
                      thread shares with the compute loop; --bind none lets them run apart"
@@ -316,8 +322,15 @@ fn run_with(
             report.notes.push(format!("links of rank {rank}: {links}"));
             let s = &cli.sweep;
             let sizes = sweep::sizes(s.min_bytes, s.max_bytes, s.step_factor);
-            report.overlap =
-                overlap::run(comm, &sizes, s.iters, s.time_per_size, s.checking(), deadline)?;
+            report.overlap = overlap::run(
+                comm,
+                &sizes,
+                s.iters,
+                s.time_per_size,
+                s.checking(),
+                s.overlap_sleep,
+                deadline,
+            )?;
         }
         None => {
             report.mode = "sweep".into();

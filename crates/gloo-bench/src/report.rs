@@ -145,7 +145,8 @@ pub(crate) struct OverlapRow {
     pub(crate) bytes: u64,
     /// Timed iterations of each series.
     pub(crate) iters: u64,
-    /// Passes of the compute loop (calibrated on rank 0 to last about `comm_us`).
+    /// Passes of the compute loop (calibrated on rank 0 to last about `comm_us`), or µs of
+    /// sleep with `--overlap-sleep`.
     pub(crate) units: u64,
     /// The blocking allreduce alone.
     pub(crate) comm_us: f64,

@@ -702,6 +702,7 @@ fn wrong_flags_exit_2_naming_the_flag_and_the_choices() {
         (&["--no-such-flag"], &["--no-such-flag"]),
         (&["--overlap", "--collective", "broadcast"], &["--overlap", "--collective"]),
         (&["--overlap", "--dtype", "f64"], &["--overlap", "--dtype"]),
+        (&["--overlap-sleep"], &["--overlap"]),
     ];
     for (args, names) in cases {
         let r = run(args, 30);
@@ -892,10 +893,10 @@ fn the_tls_transport_benchmark_reports_tls_beside_tcp() {
 
 #[test]
 fn overlap_prints_one_verified_row_per_size_with_its_ratios() {
-    // Over tcp and shm: two sizes, each checked through start_allreduce on every rank, and
+    // Over tcp and shm (and with the sleeping step): two sizes, each checked through start_allreduce on every rank, and
     // the ratios are what the times say they are.
-    for transport in ["tcp", "shm"] {
-        let args = [
+    for (transport, sleep) in [("tcp", false), ("shm", false), ("tcp", true)] {
+        let mut args = vec![
             "--overlap",
             "--transport",
             transport,
@@ -911,6 +912,9 @@ fn overlap_prints_one_verified_row_per_size_with_its_ratios() {
             "--format",
             "csv",
         ];
+        if sleep {
+            args.push("--overlap-sleep");
+        }
         let r = run(&args, 120);
         assert_eq!(r.code, Some(0), "{transport}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
         let mut lines = r.stdout.lines();
