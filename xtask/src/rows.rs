@@ -224,6 +224,7 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
+    Row::test("algorithms/nonblocking", "gloo-algorithms").targets(&[Test("nonblocking")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
     // A warm call of every collective allocates nothing in proportion to its message
@@ -250,6 +251,7 @@ pub const ROWS: &[Row] = &[
 #[rustfmt::skip]
 pub const BENCHES: &[Bench] = &[
     Bench { name: "sweep", about: "the main job: gloo-bench with your arguments (default: allreduce f32, 4 B to 64 MiB, 2 ranks)", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &[] },
+    Bench { name: "overlap", about: "a compute loop beside a background allreduce (start_allreduce), 1 MiB to 64 MiB, beside the blocking figure", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["--overlap", "--min-bytes", "1M", "--step-factor", "4"] },
     Bench { name: "transport", about: "ping-pong, one-way and full-duplex streams, receive memory, each beside plain sockets", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["transport"] },
     Bench { name: "limits", about: "only this machine's limits: plain-socket ping-pong and streams, memcpy, f32 add", package: "gloo-bench", features: &[], target: Bin("gloo-bench"), args: &["limits"] },
     Bench { name: "shm", about: "shared-memory channel between two processes: 1 B ping-pong, 64 MiB one-way (ring, single copy) beside memcpy [--cores A,B]", package: "gloo-shm", features: &[], target: Example("shm_bench"), args: &[] },

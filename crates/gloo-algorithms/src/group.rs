@@ -90,6 +90,8 @@ struct Shared<C> {
     pool: ScratchPool,
     /// Alarm watches parked between calls.
     watches: Watches,
+    /// The non-blocking calls' tags and threads (`nonblocking.rs`).
+    background: crate::nonblocking::Background,
 }
 
 /// The call counters of one tag.
@@ -272,6 +274,7 @@ impl<C: Communicator> Group<C> {
             overrides,
             pool: ScratchPool::default(),
             watches: Watches::default(),
+            background: Default::default(),
         };
         Group { shared: Arc::new(shared), tag: 0, in_call: Cell::new(false) }
     }
@@ -310,6 +313,11 @@ impl<C: Communicator> Group<C> {
         }
         state.held = true;
         Ok(Group { shared: Arc::clone(&self.shared), tag, in_call: Cell::new(false) })
+    }
+
+    /// The non-blocking calls' state, shared by every handle on the communicator.
+    pub(crate) fn background(&self) -> &crate::nonblocking::Background {
+        &self.shared.background
     }
 
     /// This handle's tag.

@@ -64,6 +64,13 @@
 //! collectives at once each take a handle on a tag of their own with [`Group::fork`]; two
 //! handles on one tag cannot exist at once, so no two calls on one tag ever overlap.
 //!
+//! # Non-blocking calls
+//!
+//! `Group::start_allreduce` and the other `start_*` methods take an owned buffer, return
+//! at once with a [`Handle`] and run the collective on a thread of the library, each on a
+//! tag assigned in issue order from a reserved range ([`BACKGROUND_TAGS`]); see the
+//! methods' section of [`Group`].
+//!
 //! # Which algorithm runs
 //!
 //! [`Options::algorithm`] if set, else the collective's `GLOO_ALGORITHM_<COLLECTIVE>`
@@ -79,6 +86,7 @@ mod error;
 mod fingerprint;
 mod group;
 mod names;
+mod nonblocking;
 mod options;
 mod reduce_op;
 mod ring;
@@ -89,6 +97,7 @@ pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use fingerprint::CallInfo;
 pub use group::{Group, block_ranges};
+pub use nonblocking::{BACKGROUND_TAGS, Handle, MAX_IN_FLIGHT};
 pub use options::Options;
 pub use reduce_op::ReduceOp;
 pub use select::{Algorithm, Collective};

@@ -165,6 +165,18 @@ pub(crate) struct SweepArgs {
     /// Do not verify results.
     #[arg(long, overrides_with = "check")]
     pub(crate) no_check: bool,
+    /// Instead of the sweep: per size, a compute loop beside a background allreduce (f32
+    /// sum, `Group::start_allreduce`), with the loop calibrated to last as long as the
+    /// blocking allreduce; prints comm, compute, serial (loop then blocking allreduce) and
+    /// overlapped times and overlap / max(compute, comm). Use a large --min-bytes: small
+    /// calls have nothing to hide.
+    #[arg(long)]
+    pub(crate) overlap: bool,
+    /// With --overlap: the compute step sleeps instead (the CPU left free, as while a GPU
+    /// kernel or I/O runs), which shows the library's own overhead apart from the
+    /// competition for cores.
+    #[arg(long, requires = "overlap")]
+    pub(crate) overlap_sleep: bool,
     /// Root rank of broadcast, reduce, gather and scatter.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub(crate) root: u32,

@@ -36,6 +36,7 @@ mod error;
 mod launch;
 mod limits;
 mod net;
+mod overlap;
 mod p2p;
 mod rank;
 mod report;
@@ -134,6 +135,19 @@ fn validate(cli: &Cli) -> Result<(), (ErrorKind, String)> {
                     ),
                 ));
             }
+            if s.overlap
+                && (s.collective != Which::One(Collective::Allreduce)
+                    || s.algorithm != "auto"
+                    || s.dtype != cli::Dtype::F32
+                    || s.op != cli::ReduceOp::Sum)
+            {
+                return Err((
+                    ErrorKind::ArgumentConflict,
+                    "--overlap measures an f32 sum allreduce with the library's own algorithm: \
+                     it takes no --collective, --algorithm, --dtype or --op"
+                        .into(),
+                ));
+            }
             if s.collective.rooted() && s.root >= size {
                 return Err((
                     ErrorKind::InvalidValue,
@@ -200,6 +214,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 /// Whether every checked row passed.
 fn checks_pass(r: &Report) -> bool {
     r.rows.iter().all(|row| !row.check.starts_with("FAIL"))
+        && r.overlap.iter().all(|row| row.check == "ok" || row.check == "off")
 }
 
 /// The exit code of a rank whose launcher went away.

@@ -15,7 +15,7 @@ use crate::limits::{self, LimitConfig, Limits};
 use crate::net::{Connected, NetConfig};
 use crate::p2p::Waiting;
 use crate::report::{self, Report, Summary};
-use crate::{ctl, net, p2p, store, sweep, versus};
+use crate::{ctl, net, overlap, p2p, store, sweep, versus};
 
 /// What a rank ended with.
 pub(crate) struct Outcome {
@@ -200,6 +200,7 @@ fn run_with(
         rows: Vec::new(),
         summary: Vec::new(),
         figures: Vec::new(),
+        overlap: Vec::new(),
         notes: Vec::new(),
     };
     match &cli.command {
@@ -291,6 +292,45 @@ fn run_with(
                         .into(),
                 );
             }
+        }
+        None if cli.sweep.overlap => {
+            report.mode = "overlap".into();
+            report.collective = Some("allreduce".into());
+            report.notes.push(
+                "overlap: per size, comm = the blocking allreduce (f32 sum); compute = a loop \
+                 calibrated on rank 0 to last about as long; serial = compute then the blocking \
+                 allreduce; overlap = start_allreduce, compute, wait. Each time is the p50 of \
+                 the slowest rank per iteration; ratios are over max(compute, comm) (perfect \
+                 overlap: 1; goal: at most 1.15); hidden_pct = (compute + comm - overlap) / \
+                 min(compute, comm)"
+                    .into(),
+            );
+            if cli.sweep.overlap_sleep {
+                report.notes.push(
+                    "overlap: --overlap-sleep: the compute step sleeps (units = us), leaving \
+                     the cpu to the allreduce"
+                        .into(),
+                );
+            } else if !in_process && cli.launch.bind == crate::cli::Bind::Core {
+                report.notes.push(
+                    "overlap: each rank is bound to one cpu (--bind core), which its background \
+                     thread shares with the compute loop; --bind none lets them run apart"
+                        .into(),
+                );
+            }
+            let Connected { comm, links } = connect(&net)?;
+            report.notes.push(format!("links of rank {rank}: {links}"));
+            let s = &cli.sweep;
+            let sizes = sweep::sizes(s.min_bytes, s.max_bytes, s.step_factor);
+            report.overlap = overlap::run(
+                comm,
+                &sizes,
+                s.iters,
+                s.time_per_size,
+                s.checking(),
+                s.overlap_sleep,
+                deadline,
+            )?;
         }
         None => {
             report.mode = "sweep".into();

@@ -45,6 +45,9 @@ pub(crate) struct Report {
     pub(crate) summary: Vec<Summary>,
     /// One row per figure (transport mode).
     pub(crate) figures: Vec<Figure>,
+    /// One row per message size (`--overlap`).
+    #[serde(default)]
+    pub(crate) overlap: Vec<OverlapRow>,
     /// Definitions a reader needs (e.g. what busbw means for this operation).
     pub(crate) notes: Vec<String>,
 }
@@ -132,6 +135,67 @@ impl Summary {
         }
         out
     }
+}
+
+/// One message size of `--overlap`: a compute loop beside a background allreduce. Times
+/// are the p50 over iterations of the slowest rank, in µs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OverlapRow {
+    /// The allreduce's buffer (f32 sum).
+    pub(crate) bytes: u64,
+    /// Timed iterations of each series.
+    pub(crate) iters: u64,
+    /// Passes of the compute loop (calibrated on rank 0 to last about `comm_us`), or µs of
+    /// sleep with `--overlap-sleep`.
+    pub(crate) units: u64,
+    /// The blocking allreduce alone.
+    pub(crate) comm_us: f64,
+    /// The compute loop alone.
+    pub(crate) compute_us: f64,
+    /// The loop, then the blocking allreduce (no overlap: the blocking figure).
+    pub(crate) serial_us: f64,
+    /// `start_allreduce`, the loop, `wait`.
+    pub(crate) overlap_us: f64,
+    /// serial / max(compute, comm).
+    pub(crate) serial_ratio: f64,
+    /// overlap / max(compute, comm): 1 is perfect overlap, the goal is at most 1.15.
+    pub(crate) overlap_ratio: f64,
+    /// How much of the shorter of compute and comm the overlap hid:
+    /// (compute + comm - overlap) / min(compute, comm), in percent.
+    pub(crate) hidden_pct: f64,
+    /// `ok`, `off`, or what failed (the checked call ran through `start_allreduce`).
+    pub(crate) check: String,
+}
+
+/// `--overlap`'s columns.
+pub(crate) const OVERLAP_COLUMNS: [&str; 11] = [
+    "bytes",
+    "iters",
+    "units",
+    "comm_us",
+    "compute_us",
+    "serial_us",
+    "overlap_us",
+    "serial_ratio",
+    "overlap_ratio",
+    "hidden_pct",
+    "check",
+];
+
+fn overlap_cells(r: &OverlapRow) -> Vec<String> {
+    vec![
+        r.bytes.to_string(),
+        r.iters.to_string(),
+        r.units.to_string(),
+        format!("{:.1}", r.comm_us),
+        format!("{:.1}", r.compute_us),
+        format!("{:.1}", r.serial_us),
+        format!("{:.1}", r.overlap_us),
+        format!("{:.3}", r.serial_ratio),
+        format!("{:.3}", r.overlap_ratio),
+        format!("{:.1}", r.hidden_pct),
+        r.check.clone(),
+    ]
 }
 
 /// One figure of the transport benchmark, beside its plain-socket counterpart.
@@ -263,6 +327,11 @@ impl Report {
             let body: Vec<Vec<String>> = self.summary.iter().map(summary_cells).collect();
             s.push_str(&align(&header, &body));
         }
+        if !self.overlap.is_empty() {
+            let header: Vec<String> = OVERLAP_COLUMNS.iter().map(|c| c.to_string()).collect();
+            let body: Vec<Vec<String>> = self.overlap.iter().map(overlap_cells).collect();
+            s.push_str(&align(&header, &body));
+        }
         if !self.figures.is_empty() {
             let header: Vec<String> = FIGURE_COLUMNS.iter().map(|c| c.to_string()).collect();
             let body: Vec<Vec<String>> = self.figures.iter().map(figure_cells).collect();
@@ -294,7 +363,17 @@ impl Report {
                 s.push('\n');
             }
         }
-        if self.rows.is_empty() && self.figures.is_empty() {
+        if !self.overlap.is_empty() {
+            s.push_str(&OVERLAP_COLUMNS.join(","));
+            s.push('\n');
+            for r in &self.overlap {
+                s.push_str(
+                    &overlap_cells(r).iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","),
+                );
+                s.push('\n');
+            }
+        }
+        if self.rows.is_empty() && self.figures.is_empty() && self.overlap.is_empty() {
             s.push_str("limit,value,unit\n");
             for (name, v, unit) in limit_list(&self.limits) {
                 let _ = writeln!(s, "{name},{v:.3},{unit}");
@@ -514,6 +593,7 @@ mod tests {
             }],
             summary: vec![],
             figures: vec![],
+            overlap: vec![],
             notes: vec!["a, note".into()],
         }
     }

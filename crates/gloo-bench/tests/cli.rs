@@ -700,6 +700,9 @@ fn wrong_flags_exit_2_naming_the_flag_and_the_choices() {
             &["--ranks"],
         ),
         (&["--no-such-flag"], &["--no-such-flag"]),
+        (&["--overlap", "--collective", "broadcast"], &["--overlap", "--collective"]),
+        (&["--overlap", "--dtype", "f64"], &["--overlap", "--dtype"]),
+        (&["--overlap-sleep"], &["--overlap"]),
     ];
     for (args, names) in cases {
         let r = run(args, 30);
@@ -884,6 +887,63 @@ fn the_tls_transport_benchmark_reports_tls_beside_tcp() {
         assert!(value.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
         if want.contains("plain: tcp") {
             assert!(plain.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
+        }
+    }
+}
+
+#[test]
+fn overlap_prints_one_verified_row_per_size_with_its_ratios() {
+    // Over tcp and shm (and with the sleeping step): two sizes, each checked through start_allreduce on every rank, and
+    // the ratios are what the times say they are.
+    for (transport, sleep) in [("tcp", false), ("shm", false), ("tcp", true)] {
+        let mut args = vec![
+            "--overlap",
+            "--transport",
+            transport,
+            "--min-bytes",
+            "64K",
+            "--max-bytes",
+            "256K",
+            "--step-factor",
+            "4",
+            "--iters",
+            "3",
+            "--no-limits",
+            "--format",
+            "csv",
+        ];
+        if sleep {
+            args.push("--overlap-sleep");
+        }
+        let r = run(&args, 120);
+        assert_eq!(r.code, Some(0), "{transport}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        let mut lines = r.stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "bytes,iters,units,comm_us,compute_us,serial_us,overlap_us,serial_ratio,\
+                 overlap_ratio,hidden_pct,check"
+            ),
+            "{transport}: {}",
+            r.stdout
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 2, "{transport}: {}", r.stdout);
+        for (row, bytes) in rows.iter().zip(["65536", "262144"]) {
+            assert_eq!(row.len(), 11, "{transport}: {row:?}");
+            assert_eq!(row[0], bytes, "{transport}: {row:?}");
+            assert_eq!(row[1], "3", "{transport}: {row:?}");
+            assert_eq!(row[10], "ok", "{transport}: the checked call failed: {row:?}");
+            let v: Vec<f64> = row[2..10].iter().map(|c| c.parse().unwrap()).collect();
+            let (comm, compute, serial, overlap) = (v[1], v[2], v[3], v[4]);
+            assert!(
+                v[0] >= 1.0 && [comm, compute, serial, overlap].iter().all(|t| *t > 0.0),
+                "{row:?}"
+            );
+            // Printed to 3 decimals from times printed to 1.
+            let longer = comm.max(compute);
+            assert!((v[5] - serial / longer).abs() < 0.01 * v[5].max(1.0), "{row:?}");
+            assert!((v[6] - overlap / longer).abs() < 0.01 * v[6].max(1.0), "{row:?}");
         }
     }
 }
