@@ -65,8 +65,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// When the call started (what a timeout reports as waited).
     start: Instant,
-    /// Every rank but this one (inline up to 8 ranks: no allocation per call).
+    /// Every rank but this one, as communicator ranks (inline up to 8 ranks: no
+    /// allocation per call).
     peers: smallvec::SmallVec<[Rank; 8]>,
+    /// For a call on a subgroup: the communicator rank of each of its ranks (`rank` and
+    /// `size` are then the subgroup's, and every operation is addressed through this map);
+    /// `None` on the whole communicator.
+    members: Option<&'a [Rank]>,
     /// Where scratch comes from.
     pool: Option<&'a ScratchPool>,
     /// Where the alarm watch is parked between calls.
@@ -119,6 +124,7 @@ impl<'a> Ctx<'a> {
             deadline,
             start: Instant::now(),
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
+            members: None,
             pool: None,
             watches: None,
             watch: Cell::new(OpState::New),
@@ -133,6 +139,24 @@ impl<'a> Ctx<'a> {
             .entered(),
             _busy: None,
         }
+    }
+
+    /// Run the call on the subgroup whose rank `i` is communicator rank `members[i]`, as
+    /// its rank `me`: schedules see the subgroup's rank and size, and [`send`](Ctx::send),
+    /// [`recv`](Ctx::recv), the agreement check, the alarm and its watch address the
+    /// members' communicator ranks.
+    pub(crate) fn with_members(mut self, members: &'a [Rank], me: usize) -> Ctx<'a> {
+        self.rank = me;
+        self.size = members.len();
+        self.peers =
+            members.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, &r)| r).collect();
+        self.members = Some(members);
+        self
+    }
+
+    /// The communicator rank of rank `r` of the call's group.
+    fn peer(&self, r: usize) -> Rank {
+        self.members.map_or(Rank(r as u32), |m| m[r])
     }
 
     /// Hold `guard` until the call ends.
@@ -171,12 +195,12 @@ impl<'a> Ctx<'a> {
 
     /// A fingerprinted send of `buf` to `to` on step `step`.
     pub(crate) fn send<'b>(&self, to: usize, step: u32, buf: &'b [u8]) -> Op<'b> {
-        Op::send(Rank(to as u32), self.slot(step), buf).with_fingerprint(self.fp)
+        Op::send(self.peer(to), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
     /// A fingerprinted receive of exactly `buf.len()` bytes from `from` on step `step`.
     pub(crate) fn recv<'b>(&self, from: usize, step: u32, buf: &'b mut [u8]) -> Op<'b> {
-        Op::recv(Rank(from as u32), self.slot(step), buf).with_fingerprint(self.fp)
+        Op::recv(self.peer(from), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
     /// Start checking that every rank is running this very call: a dissemination of the
@@ -515,7 +539,7 @@ impl<'a> Ctx<'a> {
                 // The transport's rule 3 read a leftover of an old call on another tag: this
                 // call simply timed out.
                 self.timed_out(gloo_transport::Error::Timeout {
-                    rank: Rank(self.rank as u32),
+                    rank: self.comm.rank(),
                     waited: Duration::ZERO,
                     pending: vec![gloo_transport::Pending::Recv { from: vec![peer], slot }],
                 })
@@ -568,7 +592,10 @@ impl<'a> Ctx<'a> {
             let call = CallInfo::decode(&self.fp);
             self.comm.abort(&format!(
                 "rank {} gave up on {} (tag {}, call {}): {source}; the group is revoked",
-                self.rank, self.collective, self.tag, call.epoch
+                self.comm.rank().0,
+                self.collective,
+                self.tag,
+                call.epoch
             ));
         }
         Error::Transport { collective: self.collective, source }
@@ -585,9 +612,10 @@ impl<'a> Ctx<'a> {
         let mut info = CallInfo::decode(&self.fp);
         info.relayed = true;
         let fp = info.encode();
-        let mut ops: Vec<Op<'_>> = (0..self.size)
-            .filter(|&p| p != self.rank)
-            .map(|p| Op::send(Rank(p as u32), self.slot(STEP_ALARM), &[]).with_fingerprint(fp))
+        let mut ops: Vec<Op<'_>> = self
+            .peers
+            .iter()
+            .map(|&p| Op::send(p, self.slot(STEP_ALARM), &[]).with_fingerprint(fp))
             .collect();
         let deadline = self.deadline.min(Instant::now() + ALARM_GRACE);
         if let Err(e) = self.comm.run(&mut ops, deadline) {
