@@ -224,6 +224,10 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/oracle", "gloo-algorithms").targets(&[Test("oracle")]),
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
+    // Subgroups (split, listed ranks, nested): every collective against the oracle at 2-8
+    // ranks over loopback and at 4-5 processes over tcp, subgroups at once from threads,
+    // and the typed errors for non-members and disagreeing members.
+    Row::test("algorithms/subgroup", "gloo-algorithms").targets(&[Test("subgroup")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
     // A warm call of every collective allocates nothing in proportion to its message

@@ -48,7 +48,10 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// A `Group` is `Send` but not `Sync`: one thread at a time makes calls on it. To run
 /// collectives from several threads at once, give each thread its own handle on its own
 /// tag with [`fork`](Group::fork); handles share the connections, and calls on distinct
-/// tags never see each other's messages. Two handles on one tag cannot exist at once, so
+/// tags never see each other's messages. Subgroups ([`split`](Group::split),
+/// [`subgroup`](Group::subgroup)) are handles on tags of their own in the same way, so
+/// calls on them also run at once with calls on the parent and on other subgroups. Two
+/// handles on one tag cannot exist at once, so
 /// two threads can never run calls on the same tag concurrently: such calls would pair up
 /// differently on different ranks and could return each other's data. Sharing one handle
 /// between threads does not compile:
