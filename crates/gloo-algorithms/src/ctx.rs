@@ -658,6 +658,21 @@ impl Watches {
             cancel_posted_watch(comm, &peers, tag, id);
         }
     }
+
+    /// Withdraw the watch parked on `tag`, if any (for a tag no handle will use again).
+    pub(crate) fn cancel(&self, comm: &dyn Communicator, tag: u32) {
+        let parked = self.lock().remove(&tag);
+        if let Some(id) = parked {
+            // The transport withdraws a posted operation by its id; the peers are for show.
+            cancel_posted_watch(comm, &[], tag, id);
+        }
+    }
+
+    /// How many watches are parked.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 /// Split `count` elements into `parts` nearly equal contiguous ranges (the first

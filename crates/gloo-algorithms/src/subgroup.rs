@@ -21,7 +21,7 @@
 //!
 //! [`Ctx::with_members`]: crate::ctx::Ctx::with_members
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gloo_transport::{Communicator, Rank};
 
@@ -49,6 +49,20 @@ pub(crate) struct Members {
     pub(crate) me: usize,
     /// The tag the subgroup was made with (its fork 0), from which its forks' tags derive.
     base: u32,
+    /// For a subgroup that cannot be made again (a split's: its tags derive from a call
+    /// number), the tags its handles have used, forgotten when the last handle drops (so a
+    /// program that splits in a loop does not accumulate counters and parked watches).
+    /// `None` for a listed subgroup, which can be made again and then continues its
+    /// counters.
+    used: Option<Mutex<Vec<u32>>>,
+}
+
+impl Members {
+    /// The tags to forget now that the last handle has dropped.
+    pub(crate) fn retired(self) -> Option<Vec<u32>> {
+        // A poisoned lock only means a panic while a tag was being pushed; the list is valid.
+        self.used.map(|u| u.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// A reserved tag for `kind` of the handle on `parent`, defined by `words` (FNV-1a 64 over
@@ -79,8 +93,16 @@ pub(crate) fn fork_tag(members: Option<&Members>, tag: u32) -> Result<u32> {
             ),
         }),
         None => Ok(tag),
-        Some(m) if tag == 0 => Ok(m.base),
-        Some(m) => Ok(derive(m.base, FORK, [u64::from(tag)])),
+        Some(m) => {
+            let t = if tag == 0 { m.base } else { derive(m.base, FORK, [u64::from(tag)]) };
+            if let Some(used) = &m.used {
+                let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+                if !used.contains(&t) {
+                    used.push(t);
+                }
+            }
+            Ok(t)
+        }
     }
 }
 
@@ -127,7 +149,8 @@ impl<C: Communicator> Group<C> {
             .collect();
         chosen.sort_unstable();
         let ranks = chosen.iter().map(|&(_, r)| self.comm_rank(r)).collect();
-        self.with_members(ranks, derive(self.tag, SPLIT, [call, u64::from(color)])).map(Some)
+        let tag = derive(self.tag, SPLIT, [call, u64::from(color)]);
+        self.with_members(ranks, tag, true).map(Some)
     }
 
     /// The subgroup of the listed ranks of this group, numbered in the list's order (rank
@@ -180,7 +203,7 @@ impl<C: Communicator> Group<C> {
         }
         let comm: Vec<Rank> = ranks.iter().map(|r| self.comm_rank(r.index())).collect();
         let tag = derive(self.tag, LIST, comm.iter().map(|r| u64::from(r.0)));
-        self.with_members(comm, tag)
+        self.with_members(comm, tag, false)
     }
 
     /// The communicator rank of rank `r` of this group.
@@ -189,13 +212,15 @@ impl<C: Communicator> Group<C> {
     }
 
     /// A handle on `tag` for the subgroup of the communicator ranks `ranks` (in subgroup
-    /// order), which must include this process.
-    fn with_members(&self, ranks: Vec<Rank>, tag: u32) -> Result<Group<C>> {
+    /// order), which must include this process; `once` for a subgroup that cannot be made
+    /// again (see [`Members::used`]).
+    fn with_members(&self, ranks: Vec<Rank>, tag: u32, once: bool) -> Result<Group<C>> {
         let mine = self.shared.comm.rank();
         let Some(me) = ranks.iter().position(|&r| r == mine) else {
             return Err(Error::NotAMember { rank: mine, members: ranks });
         };
-        self.claim(tag, Some(Arc::new(Members { ranks: ranks.into(), me, base: tag })))
+        let used = once.then(|| Mutex::new(vec![tag]));
+        self.claim(tag, Some(Arc::new(Members { ranks: ranks.into(), me, base: tag, used })))
     }
 }
 
@@ -214,11 +239,43 @@ mod tests {
         assert_eq!(t, derive(0, LIST, [0, 1]));
     }
 
+    /// A split's subgroup cannot be made again: when its last handle drops, its tags'
+    /// counters and parked watches go, so splitting in a loop holds nothing per split. A
+    /// listed subgroup keeps its counters for the next time it is made.
+    #[test]
+    fn a_dropped_split_leaves_nothing_behind_and_a_dropped_list_keeps_its_counters() {
+        use crate::ReduceOp;
+        use gloo_transport::loopback::{LoopbackConfig, group};
+        let out = gloo_transport::threads::run_ranks(group(3, LoopbackConfig::default()), |c| {
+            let g = Group::new(c).unwrap();
+            let opts = Options::new();
+            for i in 0..20u32 {
+                let sub = g.split(Some(i % 2), 0, &opts).unwrap().unwrap();
+                let side = sub.fork(3).unwrap();
+                let mut v = [1u32];
+                sub.allreduce(&mut v, ReduceOp::Sum, &opts).unwrap();
+                side.allreduce(&mut v, ReduceOp::Sum, &opts).unwrap();
+                assert_eq!(v[0], 9);
+                assert_eq!(g.shared.tags().len(), 3);
+            }
+            let after_splits = (g.shared.tags().len(), g.shared.watches.len());
+            let list = g.subgroup(&[Rank(0), Rank(1), Rank(2)]).unwrap();
+            list.barrier(&opts).unwrap();
+            let tag = list.tag();
+            drop(list);
+            let epoch = g.shared.tags().get(&tag).map(|t| t.epoch);
+            (after_splits, epoch)
+        });
+        // Only tag 0 (whose allgathers made the splits) is left, with its parked watch.
+        assert_eq!(out, vec![((1, 1), Some(1)); 3]);
+    }
+
     #[test]
     fn forks_of_the_communicator_stay_below_the_reserved_range() {
         assert_eq!(fork_tag(None, 7).unwrap(), 7);
         assert!(matches!(fork_tag(None, DERIVED), Err(Error::InvalidGroup { .. })));
-        let m = Members { ranks: vec![Rank(0)].into(), me: 0, base: derive(0, LIST, [0]) };
+        let base = derive(0, LIST, [0]);
+        let m = Members { ranks: vec![Rank(0)].into(), me: 0, base, used: None };
         assert_eq!(fork_tag(Some(&m), 0).unwrap(), m.base);
         let f = fork_tag(Some(&m), 7).unwrap();
         assert!(f >= DERIVED && f != m.base);
