@@ -1492,7 +1492,7 @@ impl<C: Communicator> Group<C> {
         if len % es::<T>() != 0 {
             return Err(Error::LengthMismatch {
                 collective: Collective::SendRecv,
-                peer: from,
+                peer: self.comm_rank(from.index()),
                 slot: ctx.slot(STEP_P2P),
                 expected: len.next_multiple_of(es::<T>()),
                 received: len,

@@ -207,7 +207,7 @@ impl<C: Communicator> Group<C> {
     }
 
     /// The communicator rank of rank `r` of this group.
-    fn comm_rank(&self, r: usize) -> Rank {
+    pub(crate) fn comm_rank(&self, r: usize) -> Rank {
         self.members.as_ref().map_or(Rank(r as u32), |m| m.ranks[r])
     }
 

@@ -181,11 +181,15 @@ fn send_and_recv_in_a_subgroup_use_subgroup_ranks() {
             sub.send(Rank(1), &[3.5f64, g.rank().0.into()], &o(60)).unwrap();
             let mut back = [0u32; 2];
             assert_eq!(sub.recv(Rank(1), &mut back, &o(60)).unwrap(), 1);
+            sub.send(Rank(1), &[1u8, 2, 3, 4], &o(60)).unwrap();
             Some(f64::from(back[0]))
         } else {
             let mut buf = [0f64; 4];
             assert_eq!(sub.recv(Rank(0), &mut buf, &o(60)).unwrap(), 2);
             sub.send(Rank(0), &[g.rank().0 + 40], &o(60)).unwrap();
+            // Another type than was sent: the error names the sender's communicator rank.
+            let e = sub.recv(Rank(0), &mut [0u32; 1], &o(60)).unwrap_err();
+            assert!(matches!(e, Error::Mismatch { peer: Rank(3), .. }), "{e:?}");
             Some(buf[0] + buf[1])
         }
     });
