@@ -362,7 +362,7 @@ impl<C: Communicator> Group<C> {
         self.tag
     }
 
-    /// The communicator.
+    /// The communicator (the whole of it, for a subgroup too).
     pub fn comm(&self) -> &C {
         &self.shared.comm
     }

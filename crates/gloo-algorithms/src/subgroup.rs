@@ -15,9 +15,9 @@
 //! on the parent's tag and the color; for a list, the members; for a subgroup's fork `t`,
 //! the subgroup's tag and `t`. The tag is therefore the subgroup's identity: ranks that
 //! disagree about a subgroup's members use different tags, and a fork of a subgroup never
-//! lands on a tag of the parent. A derived tag is a 31-bit hash; two subgroups that one
-//! process holds at once and whose tags collide (about one chance in 2³¹ per pair) get
-//! [`Error::TagInUse`] when the second is made, never each other's messages.
+//! lands on a tag of the parent. A derived tag is a 31-bit hash: two subgroups whose tags
+//! collide (about one chance in 2³¹ per pair) cannot be held at once by one process (the
+//! second is [`Error::TagInUse`]), and each only ever addresses its own members.
 //!
 //! [`Ctx::with_members`]: crate::ctx::Ctx::with_members
 

@@ -98,6 +98,30 @@ fn split_orders_by_key_then_rank_and_leaves_out_ranks_without_a_color() {
 }
 
 #[test]
+fn a_split_of_a_split_composes_the_maps() {
+    let got = on_ranks(8, 9, |g| {
+        let me = g.rank().0;
+        // Halves (reversed), then each half's even and odd subgroup ranks.
+        let half = g.split(Some(me / 4), -i64::from(me), &o(60)).unwrap().unwrap();
+        let quarter = half.split(Some(half.rank().0 % 2), 0, &o(60)).unwrap().unwrap();
+        let mut sum = [u64::from(me)];
+        quarter.allreduce(&mut sum, ReduceOp::Sum, &o(60)).unwrap();
+        (members(&quarter, g.rank()), sum[0])
+    });
+    for (r, (m, sum)) in got.iter().enumerate() {
+        let r = r as u32;
+        // Half h reversed is [4h+3, 4h+2, 4h+1, 4h]; its even positions hold 4h+3 and 4h+1.
+        let want = if (3 - r % 4) % 2 == 0 {
+            vec![r / 4 * 4 + 3, r / 4 * 4 + 1]
+        } else {
+            vec![r / 4 * 4 + 2, r / 4 * 4]
+        };
+        assert_eq!(m, &want, "rank {r}");
+        assert_eq!(*sum, want.iter().map(|&p| u64::from(p)).sum::<u64>(), "rank {r}");
+    }
+}
+
+#[test]
 fn subgroups_of_one_process_run_at_once_from_different_threads() {
     // Two subgroups with the same members (ranks 0 and 1) on different tags. Rank 1 joins
     // `a`'s allreduce only after it has received `b`'s broadcast, which rank 0 runs on
