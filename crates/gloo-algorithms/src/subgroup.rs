@@ -162,7 +162,9 @@ impl<C: Communicator> Group<C> {
     /// A rank not in the list gets [`Error::NotAMember`]; an empty list, a rank out of
     /// range or listed twice is [`Error::InvalidGroup`]. Ranks whose lists differ use
     /// different tags, so their first call together fails by its deadline (with
-    /// [`Error::Mismatch`] naming the peer, or a timeout) instead of pairing up.
+    /// [`Error::Mismatch`] naming the peer, or a timeout) instead of pairing up. Where the
+    /// ranks could disagree, prefer [`split`](Group::split): it computes the members from
+    /// every rank's answer, so they cannot.
     ///
     /// ```
     /// use gloo_algorithms::{Group, Options};
