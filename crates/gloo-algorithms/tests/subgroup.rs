@@ -110,8 +110,8 @@ fn a_split_of_a_split_composes_the_maps() {
     });
     for (r, (m, sum)) in got.iter().enumerate() {
         let r = r as u32;
-        // Half h reversed is [4h+3, 4h+2, 4h+1, 4h]; its even positions hold 4h+3 and 4h+1.
-        let want = if (3 - r % 4) % 2 == 0 {
+        // Half h reversed is [4h+3, 4h+2, 4h+1, 4h]: its even positions hold the odd ranks.
+        let want = if r % 2 == 1 {
             vec![r / 4 * 4 + 3, r / 4 * 4 + 1]
         } else {
             vec![r / 4 * 4 + 2, r / 4 * 4]
