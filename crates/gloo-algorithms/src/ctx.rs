@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gloo_transport::{Communicator, Fingerprint, Op, OpState, Rank, Slot, Wait};
@@ -177,6 +178,7 @@ impl<'a> Ctx<'a> {
         if let Some(id) = watches.lock().remove(&self.tag) {
             self.watch.set(OpState::Posted(id));
         }
+        watches.withdraw_retired(self.comm);
         self.watches = Some(watches);
         self
     }
@@ -640,15 +642,28 @@ fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: u32, id: u6
 /// transport's id of each posted watch). Posting and withdrawing a watch on every call costs
 /// a round through the transport's lock (and a wake-up of its other waiters) per call.
 #[derive(Default)]
-/// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup (the
-/// map is read and written twice per call).
-pub(crate) struct Watches(Mutex<BTreeMap<u32, u64>>);
+pub(crate) struct Watches {
+    /// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup
+    /// (the map is read and written twice per call).
+    parked: Mutex<BTreeMap<u32, u64>>,
+    /// Watches of tags that no handle will use again (a dropped split subgroup's), to be
+    /// withdrawn by the next call on any tag: the handle's `Drop` cannot, as it has no
+    /// `C: Communicator` at hand.
+    retired: Mutex<Vec<(u32, u64)>>,
+    /// Whether `retired` may hold any (so that a call looks at one atomic, not a lock).
+    any_retired: AtomicBool,
+}
 
 impl Watches {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
         // A poisoned lock only means a panic elsewhere while the map was held; the map of
         // ids is still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_retired(&self) -> std::sync::MutexGuard<'_, Vec<(u32, u64)>> {
+        // As above: a list of ids stays valid.
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Withdraw every parked watch (before the communicator is handed back to its owner).
@@ -657,21 +672,38 @@ impl Watches {
         for (tag, id) in std::mem::take(&mut *self.lock()) {
             cancel_posted_watch(comm, &peers, tag, id);
         }
+        self.withdraw_retired(comm);
     }
 
-    /// Withdraw the watch parked on `tag`, if any (for a tag no handle will use again).
-    pub(crate) fn cancel(&self, comm: &dyn Communicator, tag: u32) {
+    /// Set aside the watch parked on `tag`, if any, for withdrawal by the next call (for a
+    /// tag no handle will use again).
+    pub(crate) fn retire(&self, tag: u32) {
         let parked = self.lock().remove(&tag);
         if let Some(id) = parked {
+            self.lock_retired().push((tag, id));
+            // After the push: a call that sees the flag sees the watch.
+            self.any_retired.store(true, Ordering::Release);
+        }
+    }
+
+    /// Withdraw the watches set aside by [`retire`](Watches::retire).
+    fn withdraw_retired(&self, comm: &dyn Communicator) {
+        if !self.any_retired.load(Ordering::Relaxed)
+            || !self.any_retired.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let retired = std::mem::take(&mut *self.lock_retired());
+        for (tag, id) in retired {
             // The transport withdraws a posted operation by its id; the peers are for show.
             cancel_posted_watch(comm, &[], tag, id);
         }
     }
 
-    /// How many watches are parked.
+    /// How many watches are parked or set aside.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.lock_retired().len()
     }
 }
 

@@ -98,10 +98,6 @@ pub(crate) struct Shared<C> {
     pool: ScratchPool,
     /// Alarm watches parked between calls.
     pub(crate) watches: Watches,
-    /// Forget tags that no handle can reach again (see [`Members`]): their counters, and
-    /// their parked watches, which only a `C: Communicator` can withdraw; set where that is
-    /// known, for `Drop`, which cannot require it.
-    retire: fn(&Shared<C>, &[u32]),
 }
 
 /// The call counters of one tag.
@@ -127,22 +123,16 @@ impl<C> Drop for Group<C> {
         if let Some(t) = self.shared.tags().get_mut(&self.tag) {
             t.held = false;
         }
-        // The last handle of a subgroup that cannot be made again takes its tags along.
+        // The last handle of a subgroup that cannot be made again takes its tags along:
+        // their counters, and their parked watches (withdrawn by the next call).
         if let Some(tags) = self.members.take().and_then(Arc::into_inner).and_then(|m| m.retired())
         {
-            (self.shared.retire)(&self.shared, &tags);
-        }
-    }
-}
-
-impl<C: Communicator> Shared<C> {
-    /// Forget `tags` (those no handle holds): counters and parked watches.
-    fn retire(&self, tags: &[u32]) {
-        let mut map = self.tags();
-        for tag in tags {
-            if map.get(tag).is_some_and(|t| !t.held) {
-                map.remove(tag);
-                self.watches.cancel(&self.comm, *tag);
+            let mut map = self.shared.tags();
+            for tag in tags {
+                if map.get(&tag).is_some_and(|t| !t.held) {
+                    map.remove(&tag);
+                    self.shared.watches.retire(tag);
+                }
             }
         }
     }
@@ -303,7 +293,6 @@ impl<C: Communicator> Group<C> {
             overrides,
             pool: ScratchPool::default(),
             watches: Watches::default(),
-            retire: Shared::retire,
         };
         Group { shared: Arc::new(shared), tag: 0, members: None, in_call: Cell::new(false) }
     }

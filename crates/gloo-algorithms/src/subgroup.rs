@@ -260,6 +260,8 @@ mod tests {
                 assert_eq!(v[0], 9);
                 assert_eq!(g.shared.tags().len(), 3);
             }
+            // The last subgroup's watches go with the next call.
+            g.barrier(&opts).unwrap();
             let after_splits = (g.shared.tags().len(), g.shared.watches.len());
             let list = g.subgroup(&[Rank(0), Rank(1), Rank(2)]).unwrap();
             list.barrier(&opts).unwrap();
@@ -270,6 +272,22 @@ mod tests {
         });
         // Only tag 0 (whose allgathers made the splits) is left, with its parked watch.
         assert_eq!(out, vec![((1, 1), Some(1)); 3]);
+    }
+
+    /// A group over a borrowed communicator can be used where a shorter borrow is expected
+    /// (gloo-bench relies on it): `Group` stays covariant in `C`. Compiling is the test.
+    #[test]
+    fn a_group_is_covariant_in_its_communicator() {
+        fn shorter<'a>(
+            g: Group<&'static dyn Communicator>,
+            _: &'a u8,
+        ) -> Group<&'a dyn Communicator> {
+            g
+        }
+        let comm: &'static gloo_transport::loopback::LoopbackComm =
+            Box::leak(Box::new(gloo_transport::loopback::group(1, Default::default()).remove(0)));
+        let g = shorter(Group::new(comm as &dyn Communicator).unwrap(), &0);
+        assert_eq!(g.size(), 1);
     }
 
     #[test]
