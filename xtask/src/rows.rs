@@ -225,6 +225,13 @@ pub const ROWS: &[Row] = &[
     Row::test("algorithms/errors", "gloo-algorithms").targets(&[Test("errors")]),
     Row::test("algorithms/concurrency", "gloo-algorithms").targets(&[Test("concurrency")]),
     Row::test("algorithms/nonblocking", "gloo-algorithms").targets(&[Test("nonblocking")]),
+    // Subgroups (split, listed ranks, nested): every collective against the oracle at 2-8
+    // ranks over loopback and at 4-5 processes over tcp, subgroups at once from threads,
+    // and the typed errors for non-members and disagreeing members.
+    Row::test("algorithms/subgroup", "gloo-algorithms").targets(&[Test("subgroup")]),
+    // The whole oracle suite again with every group an n-rank subgroup of an n+2-rank group
+    // (ranks renumbered by a split, two outsiders busy on their own subgroup meanwhile).
+    Row::test("algorithms/oracle-subgroups", "gloo-algorithms").targets(&[Test("oracle")]).env(&[("GLOO_TEST_ON_SUBGROUPS", "1")]),
     Row::test("algorithms/tcp", "gloo-algorithms").targets(&[Test("tcp")]),
     Row::test("algorithms/tls", "gloo-algorithms").targets(&[Test("tls")]),
     // A warm call of every collective allocates nothing in proportion to its message

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gloo_transport::{Communicator, Fingerprint, Op, OpState, Rank, Slot, Wait};
@@ -65,8 +66,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// When the call started (what a timeout reports as waited).
     start: Instant,
-    /// Every rank but this one (inline up to 8 ranks: no allocation per call).
+    /// Every rank but this one, as communicator ranks (inline up to 8 ranks: no
+    /// allocation per call).
     peers: smallvec::SmallVec<[Rank; 8]>,
+    /// For a call on a subgroup: the communicator rank of each of its ranks (`rank` and
+    /// `size` are then the subgroup's, and every operation is addressed through this map);
+    /// `None` on the whole communicator.
+    members: Option<&'a [Rank]>,
     /// Where scratch comes from.
     pool: Option<&'a ScratchPool>,
     /// Where the alarm watch is parked between calls.
@@ -119,6 +125,7 @@ impl<'a> Ctx<'a> {
             deadline,
             start: Instant::now(),
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
+            members: None,
             pool: None,
             watches: None,
             watch: Cell::new(OpState::New),
@@ -133,6 +140,24 @@ impl<'a> Ctx<'a> {
             .entered(),
             _busy: None,
         }
+    }
+
+    /// Run the call on the subgroup whose rank `i` is communicator rank `members[i]`, as
+    /// its rank `me`: schedules see the subgroup's rank and size, and [`send`](Ctx::send),
+    /// [`recv`](Ctx::recv), the agreement check, the alarm and its watch address the
+    /// members' communicator ranks.
+    pub(crate) fn with_members(mut self, members: &'a [Rank], me: usize) -> Ctx<'a> {
+        self.rank = me;
+        self.size = members.len();
+        self.peers =
+            members.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, &r)| r).collect();
+        self.members = Some(members);
+        self
+    }
+
+    /// The communicator rank of rank `r` of the call's group.
+    fn peer(&self, r: usize) -> Rank {
+        self.members.map_or(Rank(r as u32), |m| m[r])
     }
 
     /// Hold `guard` until the call ends.
@@ -153,6 +178,7 @@ impl<'a> Ctx<'a> {
         if let Some(id) = watches.lock().remove(&self.tag) {
             self.watch.set(OpState::Posted(id));
         }
+        watches.withdraw_retired(self.comm);
         self.watches = Some(watches);
         self
     }
@@ -171,12 +197,12 @@ impl<'a> Ctx<'a> {
 
     /// A fingerprinted send of `buf` to `to` on step `step`.
     pub(crate) fn send<'b>(&self, to: usize, step: u32, buf: &'b [u8]) -> Op<'b> {
-        Op::send(Rank(to as u32), self.slot(step), buf).with_fingerprint(self.fp)
+        Op::send(self.peer(to), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
     /// A fingerprinted receive of exactly `buf.len()` bytes from `from` on step `step`.
     pub(crate) fn recv<'b>(&self, from: usize, step: u32, buf: &'b mut [u8]) -> Op<'b> {
-        Op::recv(Rank(from as u32), self.slot(step), buf).with_fingerprint(self.fp)
+        Op::recv(self.peer(from), self.slot(step), buf).with_fingerprint(self.fp)
     }
 
     /// Start checking that every rank is running this very call: a dissemination of the
@@ -515,7 +541,7 @@ impl<'a> Ctx<'a> {
                 // The transport's rule 3 read a leftover of an old call on another tag: this
                 // call simply timed out.
                 self.timed_out(gloo_transport::Error::Timeout {
-                    rank: Rank(self.rank as u32),
+                    rank: self.comm.rank(),
                     waited: Duration::ZERO,
                     pending: vec![gloo_transport::Pending::Recv { from: vec![peer], slot }],
                 })
@@ -568,7 +594,10 @@ impl<'a> Ctx<'a> {
             let call = CallInfo::decode(&self.fp);
             self.comm.abort(&format!(
                 "rank {} gave up on {} (tag {}, call {}): {source}; the group is revoked",
-                self.rank, self.collective, self.tag, call.epoch
+                self.comm.rank().0,
+                self.collective,
+                self.tag,
+                call.epoch
             ));
         }
         Error::Transport { collective: self.collective, source }
@@ -585,9 +614,10 @@ impl<'a> Ctx<'a> {
         let mut info = CallInfo::decode(&self.fp);
         info.relayed = true;
         let fp = info.encode();
-        let mut ops: Vec<Op<'_>> = (0..self.size)
-            .filter(|&p| p != self.rank)
-            .map(|p| Op::send(Rank(p as u32), self.slot(STEP_ALARM), &[]).with_fingerprint(fp))
+        let mut ops: Vec<Op<'_>> = self
+            .peers
+            .iter()
+            .map(|&p| Op::send(p, self.slot(STEP_ALARM), &[]).with_fingerprint(fp))
             .collect();
         let deadline = self.deadline.min(Instant::now() + ALARM_GRACE);
         if let Err(e) = self.comm.run(&mut ops, deadline) {
@@ -612,15 +642,28 @@ fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: u32, id: u6
 /// transport's id of each posted watch). Posting and withdrawing a watch on every call costs
 /// a round through the transport's lock (and a wake-up of its other waiters) per call.
 #[derive(Default)]
-/// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup (the
-/// map is read and written twice per call).
-pub(crate) struct Watches(Mutex<BTreeMap<u32, u64>>);
+pub(crate) struct Watches {
+    /// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup
+    /// (the map is read and written twice per call).
+    parked: Mutex<BTreeMap<u32, u64>>,
+    /// Watches of tags that no handle will use again (a dropped split subgroup's), to be
+    /// withdrawn by the next call on any tag: the handle's `Drop` cannot, as it has no
+    /// `C: Communicator` at hand.
+    retired: Mutex<Vec<(u32, u64)>>,
+    /// Whether `retired` may hold any (so that a call looks at one atomic, not a lock).
+    any_retired: AtomicBool,
+}
 
 impl Watches {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
         // A poisoned lock only means a panic elsewhere while the map was held; the map of
         // ids is still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_retired(&self) -> std::sync::MutexGuard<'_, Vec<(u32, u64)>> {
+        // As above: a list of ids stays valid.
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Withdraw every parked watch (before the communicator is handed back to its owner).
@@ -629,6 +672,38 @@ impl Watches {
         for (tag, id) in std::mem::take(&mut *self.lock()) {
             cancel_posted_watch(comm, &peers, tag, id);
         }
+        self.withdraw_retired(comm);
+    }
+
+    /// Set aside the watch parked on `tag`, if any, for withdrawal by the next call (for a
+    /// tag no handle will use again).
+    pub(crate) fn retire(&self, tag: u32) {
+        let parked = self.lock().remove(&tag);
+        if let Some(id) = parked {
+            self.lock_retired().push((tag, id));
+            // After the push: a call that sees the flag sees the watch.
+            self.any_retired.store(true, Ordering::Release);
+        }
+    }
+
+    /// Withdraw the watches set aside by [`retire`](Watches::retire).
+    fn withdraw_retired(&self, comm: &dyn Communicator) {
+        if !self.any_retired.load(Ordering::Relaxed)
+            || !self.any_retired.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let retired = std::mem::take(&mut *self.lock_retired());
+        for (tag, id) in retired {
+            // The transport withdraws a posted operation by its id; the peers are for show.
+            cancel_posted_watch(comm, &[], tag, id);
+        }
+    }
+
+    /// How many watches are parked or set aside.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len() + self.lock_retired().len()
     }
 }
 

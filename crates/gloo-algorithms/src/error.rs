@@ -91,6 +91,21 @@ pub enum Error {
         /// The tag.
         tag: u32,
     },
+    /// [`Group::subgroup`](crate::Group::subgroup) or [`Group::split`](crate::Group::split)
+    /// on a rank that is not one of the members it lists or computes. Nothing was sent.
+    NotAMember {
+        /// This rank, in the numbering of the group the call was made on.
+        rank: Rank,
+        /// The members, in the same numbering.
+        members: Vec<Rank>,
+    },
+    /// A member list that cannot make a group (empty, a rank out of range, a rank twice), or
+    /// a [`fork`](crate::Group::fork) tag in the range reserved for subgroups. Nothing was
+    /// sent.
+    InvalidGroup {
+        /// What is wrong.
+        what: String,
+    },
     /// The transport failed (timeout, lost peer, abort, ...).
     Transport {
         /// The collective that was running.
@@ -177,6 +192,14 @@ impl fmt::Display for Error {
                 "tag {tag} is held by another handle of this group; each thread needs a \
                  handle on a tag of its own (Group::fork)"
             ),
+            Error::NotAMember { rank, members } => {
+                write!(f, "rank {rank} is not a member of the subgroup of ranks [")?;
+                for (i, m) in members.iter().enumerate() {
+                    write!(f, "{}{}", if i > 0 { ", " } else { "" }, m.0)?;
+                }
+                f.write_str("]")
+            }
+            Error::InvalidGroup { what } => write!(f, "invalid subgroup: {what}"),
             Error::Transport { collective, source } => write!(f, "{collective}: {source}"),
         }
     }
@@ -227,6 +250,12 @@ impl fmt::Debug for Error {
                 f.debug_struct("Busy").field("collective", collective).field("tag", tag).finish()
             }
             Error::TagInUse { tag } => f.debug_struct("TagInUse").field("tag", tag).finish(),
+            Error::NotAMember { rank, members } => {
+                f.debug_struct("NotAMember").field("rank", rank).field("members", members).finish()
+            }
+            Error::InvalidGroup { what } => {
+                f.debug_struct("InvalidGroup").field("what", what).finish()
+            }
             Error::Transport { collective, source } => f
                 .debug_struct("Transport")
                 .field("collective", collective)

@@ -131,7 +131,14 @@ impl CallInfo {
         let root = |r: Option<u32>| r.map_or("none".to_string(), |r| r.to_string());
         diff("root", root(self.root), root(theirs.root));
         diff("count", self.count.to_string(), theirs.count.to_string());
-        diff("tag", self.tag.to_string(), theirs.tag.to_string());
+        // Tags from 2^31 up are subgroups' (derived from how the subgroup was made): two of
+        // them differing most often means the ranks disagree about a subgroup's members.
+        let tag = if self.tag.min(theirs.tag) >= crate::subgroup::DERIVED {
+            "tag (of a subgroup: do the ranks agree on its members?)"
+        } else {
+            "tag"
+        };
+        diff(tag, self.tag.to_string(), theirs.tag.to_string());
         diff(
             "parameter (segment size, bcube base or counts)",
             self.param.to_string(),
@@ -226,6 +233,30 @@ mod tests {
             d,
             vec!["op: ours sum, theirs min".to_string(), "count: ours 10, theirs 12".to_string()]
         );
+    }
+
+    #[test]
+    fn differing_subgroup_tags_point_at_the_members() {
+        let a = CallInfo::new(
+            Collective::Barrier,
+            None,
+            0,
+            Algorithm::Dissemination,
+            None,
+            0,
+            1 << 31,
+            0,
+        );
+        let b = CallInfo { tag: (1 << 31) + 5, ..a };
+        assert_eq!(
+            a.differences(&b),
+            vec![format!(
+                "tag (of a subgroup: do the ranks agree on its members?): ours {}, theirs {}",
+                a.tag, b.tag
+            )]
+        );
+        let c = CallInfo { tag: 3, ..a };
+        assert!(a.differences(&c)[0].starts_with("tag: "), "{:?}", a.differences(&c));
     }
 
     #[test]

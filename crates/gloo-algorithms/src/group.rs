@@ -19,6 +19,7 @@ use crate::options::Options;
 use crate::reduce_op::ReduceOp;
 use crate::schedules as s;
 use crate::select::{Algorithm, Collective, EnvOverrides, choose};
+use crate::subgroup::Members;
 
 /// Bit 63 of a point-to-point epoch, so that it never equals a collective's call number.
 const P2P_EPOCH: u64 = 1 << 63;
@@ -47,7 +48,10 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// A `Group` is `Send` but not `Sync`: one thread at a time makes calls on it. To run
 /// collectives from several threads at once, give each thread its own handle on its own
 /// tag with [`fork`](Group::fork); handles share the connections, and calls on distinct
-/// tags never see each other's messages. Two handles on one tag cannot exist at once, so
+/// tags never see each other's messages. Subgroups ([`split`](Group::split),
+/// [`subgroup`](Group::subgroup)) are handles on tags of their own in the same way, so
+/// calls on them also run at once with calls on the parent and on other subgroups. Two
+/// handles on one tag cannot exist at once, so
 /// two threads can never run calls on the same tag concurrently: such calls would pair up
 /// differently on different ranks and could return each other's data. Sharing one handle
 /// between threads does not compile:
@@ -71,41 +75,45 @@ const P2P_EPOCH: u64 = 1 << 63;
 /// assert!(sums.iter().all(|v| v == &vec![3.0f32; 4]));
 /// ```
 pub struct Group<C> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
     /// This handle's tag (held in `shared.tags` until the handle drops).
-    tag: u32,
+    pub(crate) tag: u32,
+    /// The members of a subgroup ([`split`](Group::split), [`subgroup`](Group::subgroup));
+    /// `None` for the whole communicator.
+    pub(crate) members: Option<Arc<Members>>,
     /// Set while a call runs on this handle: a call that re-enters the handle (from a
     /// custom reduction) is refused with [`Error::Busy`]. Also what makes the handle
     /// `!Sync`.
     in_call: Cell<bool>,
 }
 
-/// What every handle on one communicator shares.
-struct Shared<C> {
-    comm: C,
+/// What every handle on one communicator shares (subgroups included: they are handles on
+/// tags of their own over the same communicator).
+pub(crate) struct Shared<C> {
+    pub(crate) comm: C,
     /// Per tag: whether a handle holds it, and its call counters (kept when a handle drops,
     /// for the next handle on the tag).
     tags: Mutex<HashMap<u32, TagState>>,
     overrides: EnvOverrides,
     pool: ScratchPool,
     /// Alarm watches parked between calls.
-    watches: Watches,
+    pub(crate) watches: Watches,
     /// The non-blocking calls' tags and threads (`nonblocking.rs`).
     background: crate::nonblocking::Background,
 }
 
 /// The call counters of one tag.
 #[derive(Default)]
-struct TagState {
+pub(crate) struct TagState {
     held: bool,
     /// The next collective's call number.
-    epoch: u64,
+    pub(crate) epoch: u64,
     /// The next point-to-point call number per (peer, sending).
     p2p: HashMap<(u32, bool), u64>,
 }
 
 impl<C> Shared<C> {
-    fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<u32, TagState>> {
+    pub(crate) fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<u32, TagState>> {
         // A poisoned lock only means a panic elsewhere between two updates of plain
         // counters; the map is still consistent.
         self.tags.lock().unwrap_or_else(|p| p.into_inner())
@@ -117,6 +125,18 @@ impl<C> Drop for Group<C> {
         if let Some(t) = self.shared.tags().get_mut(&self.tag) {
             t.held = false;
         }
+        // The last handle of a subgroup that cannot be made again takes its tags along:
+        // their counters, and their parked watches (withdrawn by the next call).
+        if let Some(tags) = self.members.take().and_then(Arc::into_inner).and_then(|m| m.retired())
+        {
+            let mut map = self.shared.tags();
+            for tag in tags {
+                if map.get(&tag).is_some_and(|t| !t.held) {
+                    map.remove(&tag);
+                    self.shared.watches.retire(tag);
+                }
+            }
+        }
     }
 }
 
@@ -125,6 +145,7 @@ impl<C: std::fmt::Debug> std::fmt::Debug for Group<C> {
         f.debug_struct("Group")
             .field("comm", &self.shared.comm)
             .field("tag", &self.tag)
+            .field("members", &self.members.as_ref().map(|m| &m.ranks))
             .field("overrides", &self.shared.overrides)
             .finish()
     }
@@ -276,7 +297,7 @@ impl<C: Communicator> Group<C> {
             watches: Watches::default(),
             background: Default::default(),
         };
-        Group { shared: Arc::new(shared), tag: 0, in_call: Cell::new(false) }
+        Group { shared: Arc::new(shared), tag: 0, members: None, in_call: Cell::new(false) }
     }
 
     /// A handle on `tag` of the same communicator, for another thread: calls on it run
@@ -305,14 +326,26 @@ impl<C: Communicator> Group<C> {
     /// });
     /// assert_eq!(out, vec![(20, 2); 2]);
     /// ```
+    ///
+    /// On the whole communicator, `tag` is the tag itself, below 2³¹ (tags from 2³¹ up are
+    /// reserved for subgroups: a larger one is [`Error::InvalidGroup`]). On a subgroup,
+    /// `tag` numbers the subgroup's own tags: 0 is the one it was made with, and another is
+    /// mapped to a reserved tag derived from that one (see [`split`](Group::split)), so a
+    /// subgroup's forks never share a tag with the parent's.
     pub fn fork(&self, tag: u32) -> Result<Group<C>> {
+        let tag = crate::subgroup::fork_tag(self.members.as_deref(), tag)?;
+        self.claim(tag, self.members.clone())
+    }
+
+    /// A new handle on `tag` for the given members, once no handle holds the tag.
+    pub(crate) fn claim(&self, tag: u32, members: Option<Arc<Members>>) -> Result<Group<C>> {
         let mut tags = self.shared.tags();
         let state = tags.entry(tag).or_default();
         if state.held {
             return Err(Error::TagInUse { tag });
         }
         state.held = true;
-        Ok(Group { shared: Arc::clone(&self.shared), tag, in_call: Cell::new(false) })
+        Ok(Group { shared: Arc::clone(&self.shared), tag, members, in_call: Cell::new(false) })
     }
 
     /// The non-blocking calls' state, shared by every handle on the communicator.
@@ -320,12 +353,13 @@ impl<C: Communicator> Group<C> {
         &self.shared.background
     }
 
-    /// This handle's tag.
+    /// This handle's tag: the one its messages travel on (for a subgroup, a reserved tag
+    /// derived from its parent's, see [`split`](Group::split)).
     pub fn tag(&self) -> u32 {
         self.tag
     }
 
-    /// The communicator.
+    /// The communicator (the whole of it, for a subgroup too).
     pub fn comm(&self) -> &C {
         &self.shared.comm
     }
@@ -349,23 +383,40 @@ impl<C: Communicator> Group<C> {
             // the handle back rather than lose the communicator.
             Err(shared) => {
                 shared.tags().entry(tag).or_default().held = true;
-                Err(Group { shared, tag, in_call: Cell::new(false) })
+                Err(Group { shared, tag, members: None, in_call: Cell::new(false) })
             }
         }
     }
 
-    /// This rank.
+    /// This rank (in a subgroup, its rank there).
     pub fn rank(&self) -> Rank {
-        self.shared.comm.rank()
+        match &self.members {
+            Some(m) => Rank(m.me as u32),
+            None => self.shared.comm.rank(),
+        }
     }
 
-    /// The number of ranks.
+    /// The number of ranks (of the subgroup, for a subgroup).
     pub fn size(&self) -> u32 {
-        self.shared.comm.size()
+        match &self.members {
+            // At most the communicator's size, which is a u32.
+            Some(m) => m.ranks.len() as u32,
+            None => self.shared.comm.size(),
+        }
     }
 
     fn n(&self) -> usize {
-        self.shared.comm.size() as usize
+        self.size() as usize
+    }
+
+    /// A call's context on this handle's communicator, addressed through the subgroup's
+    /// members if this is a subgroup.
+    fn ctx(&self, c: Collective, fp: gloo_transport::Fingerprint, opts: &Options) -> Ctx<'_> {
+        let ctx = Ctx::new(&self.shared.comm, c, self.tag, fp, opts.deadline_from_now());
+        match &self.members {
+            Some(m) => ctx.with_members(&m.ranks, m.me),
+            None => ctx,
+        }
     }
 
     /// The algorithm for a call: the option, else the environment, else the table.
@@ -387,7 +438,7 @@ impl<C: Communicator> Group<C> {
         if let Some(a) = self.shared.overrides.algorithm(c) {
             return Ok(a);
         }
-        Ok(choose(c, self.shared.comm.size(), bytes as u64))
+        Ok(choose(c, self.size(), bytes as u64))
     }
 
     /// Mark a call of `collective` as running on this handle, or fail with
@@ -418,8 +469,8 @@ impl<C: Communicator> Group<C> {
         );
         info.epoch = epoch;
         tracing::trace!(rank = self.rank().0, call = %info, "collective");
-        let deadline = opts.deadline_from_now();
-        let ctx = Ctx::new(&self.shared.comm, call.collective, self.tag, info.encode(), deadline)
+        let ctx = self
+            .ctx(call.collective, info.encode(), opts)
             .with_busy(busy)
             .with_pool(&self.shared.pool)
             .with_watches(&self.shared.watches);
@@ -1398,8 +1449,7 @@ impl<C: Communicator> Group<C> {
         };
         let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, self.tag, 0);
         info.epoch = epoch | P2P_EPOCH;
-        Ok(Ctx::new(&self.shared.comm, c, self.tag, info.encode(), opts.deadline_from_now())
-            .with_busy(busy))
+        Ok(self.ctx(c, info.encode(), opts).with_busy(busy))
     }
 
     /// Send `buf` to rank `to` (matched by the `n`-th [`recv`](Self::recv) from this rank on
@@ -1439,7 +1489,7 @@ impl<C: Communicator> Group<C> {
         if len % es::<T>() != 0 {
             return Err(Error::LengthMismatch {
                 collective: Collective::SendRecv,
-                peer: from,
+                peer: self.comm_rank(from.index()),
                 slot: ctx.slot(STEP_P2P),
                 expected: len.next_multiple_of(es::<T>()),
                 received: len,

@@ -92,6 +92,7 @@ mod reduce_op;
 mod ring;
 mod schedules;
 pub mod select;
+mod subgroup;
 
 pub use element::{DType, Element};
 pub use error::{Error, Result};

@@ -14,11 +14,19 @@ pub const COUNTS: &[usize] = &[0, 1, 2, 3, 5, 7, 11, 13, 17, 31, 37, 64, 101];
 
 /// Run `f` on every rank of an `n`-rank loopback group (havoc seeded with `seed`), each rank
 /// with a [`Group`] that ignores the environment (tests choose algorithms explicitly).
+///
+/// With `GLOO_TEST_ON_SUBGROUPS=1` in the environment, `f` runs on the ranks of an `n`-rank
+/// subgroup instead (see [`on_subgroup_ranks`]): the oracle test runs once that way too
+/// (row `algorithms/oracle-subgroups`), so every collective, type, op and algorithm it checks
+/// is also checked on subgroups.
 pub fn on_ranks<R: Send>(
     n: u32,
     seed: u64,
     f: impl Fn(Group<LoopbackComm>) -> R + Send + Sync,
 ) -> Vec<R> {
+    if on_subgroups() {
+        return on_subgroup_ranks(n, LoopbackConfig::havoc(seed), f);
+    }
     let comms = group(n, LoopbackConfig::havoc(seed));
     gloo_testing::run_ranks(comms, |c| f(Group::with_overrides(c, EnvOverrides::default())))
 }
@@ -28,8 +36,56 @@ pub fn on_ranks_plain<R: Send>(
     n: u32,
     f: impl Fn(Group<LoopbackComm>) -> R + Send + Sync,
 ) -> Vec<R> {
+    if on_subgroups() {
+        return on_subgroup_ranks(n, LoopbackConfig::default(), f);
+    }
     let comms = group(n, LoopbackConfig::default());
     gloo_testing::run_ranks(comms, |c| f(Group::with_overrides(c, EnvOverrides::default())))
+}
+
+/// Whether `GLOO_TEST_ON_SUBGROUPS=1` (any other value is refused, so that a typo cannot
+/// quietly run the ordinary tests instead).
+fn on_subgroups() -> bool {
+    match std::env::var("GLOO_TEST_ON_SUBGROUPS") {
+        Ok(v) if v == "1" => true,
+        Ok(v) => panic!("GLOO_TEST_ON_SUBGROUPS={v:?}: only 1 (or unset) is understood"),
+        Err(_) => false,
+    }
+}
+
+/// Run `f` on every rank of an `n`-rank subgroup of an `n + 2`-rank loopback group, and
+/// return the results in subgroup rank order. The subgroup is a split numbered against the
+/// parent's order (descending keys), so subgroup rank `i` is never parent rank `i` (for
+/// `n > 1`); parent ranks 1 and `n + 1` are left out, and run allreduces on a subgroup of
+/// their own meanwhile (checked).
+pub fn on_subgroup_ranks<R: Send>(
+    n: u32,
+    config: LoopbackConfig,
+    f: impl Fn(Group<LoopbackComm>) -> R + Send + Sync,
+) -> Vec<R> {
+    use gloo_algorithms::Options;
+    let world = n + 2;
+    let outside = |w: u32| w == 1 || w == world - 1;
+    let o = Options::new().with_timeout(std::time::Duration::from_secs(60));
+    let results = gloo_testing::run_ranks(group(world, config), |c| {
+        let g = Group::with_overrides(c, EnvOverrides::default());
+        let w = g.rank().0;
+        let color = Some(u32::from(outside(w)));
+        let sub = g.split(color, -i64::from(w), &o).unwrap().expect("every rank has a color");
+        if outside(w) {
+            for k in 0..8u64 {
+                let mut v = [k + u64::from(w)];
+                sub.allreduce(&mut v, ReduceOp::Sum, &o).unwrap();
+                assert_eq!(v[0], 2 * k + u64::from(world), "the outsiders' allreduce");
+            }
+            return None;
+        }
+        Some((sub.rank().0, f(sub)))
+    });
+    let mut got: Vec<(u32, R)> = results.into_iter().flatten().collect();
+    got.sort_by_key(|(r, _)| *r);
+    assert_eq!(got.len(), n as usize);
+    got.into_iter().map(|(_, r)| r).collect()
 }
 
 /// A small deterministic generator (splitmix64), so every rank can derive every rank's data.
