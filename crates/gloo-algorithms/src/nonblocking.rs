@@ -2,9 +2,11 @@
 //! and a background thread of the library runs it while the caller computes.
 //!
 //! How it is built on the blocking API:
-//! - each call runs on a handle of its own ([`Group::fork`]) on a tag the library assigns:
-//!   `BACKGROUND_TAGS | issuer << 5 | (sequence mod 32)`, where `issuer` is the tag of the
-//!   handle that issued the call and `sequence` counts that handle's non-blocking calls.
+//! - each call runs on a handle of its own (as [`Group::fork`] makes) on a tag the library
+//!   assigns: `BACKGROUND_TAGS | issuer << 5 | (sequence mod 32)`, where `issuer` is the tag
+//!   of the handle that issued the call and `sequence` counts that handle's non-blocking
+//!   calls (on a subgroup, a tag derived from the issuer's tag and the slot instead, in the
+//!   subgroups' range; see [`Group::split`]).
 //!   Every rank issues the same calls in the same order, so every rank assigns the same tags
 //!   without a message; the tag is reused once the call 32 places earlier has finished on
 //!   this rank (the tag's call counters carry on, as after any fork);
@@ -31,11 +33,12 @@ use crate::options::Options;
 use crate::reduce_op::ReduceOp;
 use crate::select::Collective;
 
-/// The first tag of the range reserved for non-blocking calls: tags from `2^31` up are
-/// assigned by the library (see [`Group::start_allreduce`]). A handle of yours on one of
-/// them ([`Group::fork`]) makes the non-blocking call that needs it fail with
-/// [`Error::InvalidArgument`] naming the tag.
-pub const BACKGROUND_TAGS: u32 = 1 << 31;
+/// The first tag of the range reserved for non-blocking calls on the whole communicator:
+/// tags from `2^30` to `2^31 - 1` are assigned by the library (see
+/// [`Group::start_allreduce`]); tags from `2^31` up are the subgroups' ([`Group::split`]).
+/// A handle of yours on one of them ([`Group::fork`]) makes the non-blocking call that
+/// needs it fail with [`Error::InvalidArgument`] naming the tag.
+pub const BACKGROUND_TAGS: u32 = 1 << 30;
 
 /// How many bits of a background tag number a call within its issuer's window.
 const SLOT_BITS: u32 = 5;
@@ -365,7 +368,7 @@ impl<C: Communicator + 'static> Group<C> {
         F: FnOnce(&Group<C>) -> Result<R> + Send + 'static,
     {
         let issuer = self.tag();
-        if issuer >= ISSUER_LIMIT {
+        if self.members.is_none() && issuer >= ISSUER_LIMIT {
             return Err(Error::invalid(
                 collective,
                 format!(
@@ -380,7 +383,10 @@ impl<C: Communicator + 'static> Group<C> {
             let mut st = lock(&bg.state);
             let seq = st.next.get(&issuer).copied().unwrap_or(0);
             let slot = (seq % u64::from(MAX_IN_FLIGHT)) as u32;
-            let tag = BACKGROUND_TAGS | issuer << SLOT_BITS | slot;
+            let tag = match self.members.as_deref() {
+                None => BACKGROUND_TAGS | issuer << SLOT_BITS | slot,
+                Some(m) => crate::subgroup::background_tag(m, issuer, slot),
+            };
             // The call `MAX_IN_FLIGHT` places earlier on this tag must end first.
             let started = Instant::now();
             let deadline = opts.deadline_from_now();
@@ -398,14 +404,15 @@ impl<C: Communicator + 'static> Group<C> {
                 }
                 st = bg.freed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
             }
-            let handle = match self.fork(tag) {
+            let handle = match self.claim(tag, self.members.clone()) {
                 Ok(h) => h,
                 Err(Error::TagInUse { tag }) => {
                     return Err(Error::invalid(
                         collective,
                         format!(
-                            "tag {tag} is reserved for non-blocking calls (tags from \
-                             {BACKGROUND_TAGS}), but a handle of yours holds it (Group::fork)"
+                            "tag {tag}, this call's, is held by a handle of yours (Group::fork; \
+                             non-blocking calls use the tags from {BACKGROUND_TAGS} below 2^31, \
+                             and tags derived from a subgroup's)"
                         ),
                     ));
                 }

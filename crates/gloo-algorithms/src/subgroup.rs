@@ -36,6 +36,7 @@ pub(crate) const DERIVED: u32 = 1 << 31;
 const SPLIT: u8 = 1;
 const LIST: u8 = 2;
 const FORK: u8 = 3;
+const BACKGROUND: u8 = 4;
 
 /// The color word of a rank that is in no subgroup of a split (colors are `u32`, so no
 /// color maps to it).
@@ -58,6 +59,16 @@ pub(crate) struct Members {
 }
 
 impl Members {
+    /// Remember `tag` among the tags to forget when the last handle drops (a split's).
+    fn note_used(&self, tag: u32) {
+        if let Some(used) = &self.used {
+            let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.contains(&tag) {
+                used.push(tag);
+            }
+        }
+    }
+
     /// The tags to forget now that the last handle has dropped.
     pub(crate) fn retired(self) -> Option<Vec<u32>> {
         // A poisoned lock only means a panic while a tag was being pushed; the list is valid.
@@ -95,15 +106,19 @@ pub(crate) fn fork_tag(members: Option<&Members>, tag: u32) -> Result<u32> {
         None => Ok(tag),
         Some(m) => {
             let t = if tag == 0 { m.base } else { derive(m.base, FORK, [u64::from(tag)]) };
-            if let Some(used) = &m.used {
-                let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
-                if !used.contains(&t) {
-                    used.push(t);
-                }
-            }
+            m.note_used(t);
             Ok(t)
         }
     }
+}
+
+/// The tag of slot `slot` of the non-blocking calls issued by the subgroup handle on
+/// `issuer` (`nonblocking.rs`): derived from the issuing handle's own tag, as a fork's is
+/// from the subgroup's, so two handles of one subgroup never share one.
+pub(crate) fn background_tag(m: &Members, issuer: u32, slot: u32) -> u32 {
+    let t = derive(issuer, BACKGROUND, [u64::from(slot)]);
+    m.note_used(t);
+    t
 }
 
 impl<C: Communicator> Group<C> {

@@ -154,6 +154,32 @@ fn subgroups_of_one_process_run_at_once_from_different_threads() {
     assert_eq!(got, vec![3, 3, 7, 7]);
 }
 
+/// Non-blocking calls on a split's subgroup and on a fork of it run beside a blocking call
+/// on the parent: each gets a tag of its own derived in the subgroups' range (not the
+/// whole communicator's background range), and the sums of its own members.
+#[test]
+fn non_blocking_calls_run_on_subgroups() {
+    let got = on_ranks(4, 9, |g| {
+        let me = u64::from(g.rank().0);
+        let sub = g.split(Some(g.rank().0 % 2), 0, &o(60)).unwrap().unwrap();
+        let side = sub.fork(1).unwrap();
+        let h1 = sub.start_allreduce(vec![me + 1; 3], ReduceOp::Sum, &o(60)).unwrap();
+        let h2 = side.start_allreduce(vec![10 * (me + 1); 2], ReduceOp::Sum, &o(60)).unwrap();
+        assert!(h1.tag() >= 1 << 31 && h2.tag() >= 1 << 31, "{} {}", h1.tag(), h2.tag());
+        assert_ne!(h1.tag(), h2.tag());
+        let mut w = [me];
+        g.allreduce(&mut w, ReduceOp::Sum, &o(60)).unwrap();
+        let b = h2.wait().unwrap();
+        let a = h1.wait().unwrap();
+        (a, b, w[0])
+    });
+    // Ranks 0 and 2 form one subgroup (1 + 3), ranks 1 and 3 the other (2 + 4).
+    for (r, (a, b, w)) in got.into_iter().enumerate() {
+        let s = if r % 2 == 0 { 4 } else { 6 };
+        assert_eq!((a, b, w), (vec![s; 3], vec![10 * s; 2], 6), "rank {r}");
+    }
+}
+
 #[test]
 fn overlapping_subgroups_and_forks_run_many_calls_at_once() {
     let got = on_ranks(6, 11, |g| {
