@@ -475,18 +475,18 @@ fn hash(s: &str) -> u64 {
 fn private_dir() -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let uid = std::fs::metadata("/proc/self")
-        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", &e))?
+        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", e))?
         .uid();
     let dir = std::env::temp_dir().join(format!("gloo-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(Error::io(None, &format!("creating {}", dir.display()), &e));
+            return Err(Error::io(None, &format!("creating {}", dir.display()), e));
         }
     }
     let meta = std::fs::symlink_metadata(&dir)
-        .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), &e))?;
+        .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
         return Err(Error::Config {
             detail: format!(

@@ -129,13 +129,13 @@ impl TcpStoreServer {
             });
         }
         let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::io(None, &format!("binding the store server to {addr}"), &e))?;
+            .map_err(|e| Error::io(None, &format!("binding the store server to {addr}"), e))?;
         let local_addr =
-            listener.local_addr().map_err(|e| Error::io(None, "reading the bound address", &e))?;
-        let poll = Poll::new().map_err(|e| Error::io(None, "creating the event loop", &e))?;
+            listener.local_addr().map_err(|e| Error::io(None, "reading the bound address", e))?;
+        let poll = Poll::new().map_err(|e| Error::io(None, "creating the event loop", e))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
-                .map_err(|e| Error::io(None, "creating the event loop waker", &e))?,
+                .map_err(|e| Error::io(None, "creating the event loop waker", e))?,
         );
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(AtomicUsize::new(0));
@@ -145,11 +145,11 @@ impl TcpStoreServer {
             .poll
             .registry()
             .register(&mut server.listener, LISTENER, Interest::READABLE)
-            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+            .map_err(|e| Error::io(None, "registering the listener", e))?;
         let thread = std::thread::Builder::new()
             .name(format!("gloo-store {local_addr}"))
             .spawn(move || server.run())
-            .map_err(|e| Error::io(None, "spawning the store server thread", &e))?;
+            .map_err(|e| Error::io(None, "spawning the store server thread", e))?;
         tracing::debug!(%local_addr, "store server listening");
         Ok(TcpStoreServer { local_addr, stop, waker, live, thread: Some(thread) })
     }
