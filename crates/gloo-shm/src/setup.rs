@@ -479,7 +479,11 @@ impl ShmListener {
                     });
                 }
                 Err(e @ (Error::Refused { .. } | Error::Protocol { .. })) => {
-                    tracing::warn!(rank = cfg.rank.0, "refused a shared-memory connection: {e}");
+                    tracing::warn!(
+                        rank = cfg.rank.0,
+                        error = %gloo_transport::ErrorChain(&e),
+                        "refused a shared-memory connection"
+                    );
                 }
                 Err(e) => return Err(e),
             }
