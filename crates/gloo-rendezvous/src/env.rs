@@ -637,8 +637,8 @@ impl EnvStore {
 /// Add what was being reached to an unreachable-store error.
 fn context(e: Error, what: &str) -> Error {
     match e {
-        Error::Unreachable { endpoint, detail, waited } => {
-            Error::Unreachable { endpoint: format!("{endpoint}: {what}"), detail, waited }
+        Error::Unreachable { endpoint, detail, waited, source } => {
+            Error::Unreachable { endpoint: format!("{endpoint}: {what}"), detail, waited, source }
         }
         other => other,
     }

@@ -244,21 +244,18 @@ impl FileStore {
                 Err(e) => {
                     return Err(Error::io(
                         Some(key),
-                        &format!("creating lock {}", path.display()),
-                        &e,
+                        format!("creating lock {}", path.display()),
+                        e,
                     ));
                 }
             }
             if !backoff.sleep(deadline) {
-                return Err(Error::Io {
-                    key: Some(key.to_vec()),
-                    kind: std::io::ErrorKind::TimedOut,
-                    detail: format!(
-                        "lock {} still held by another process after {:.1} s",
-                        path.display(),
-                        start.elapsed().as_secs_f64()
-                    ),
-                });
+                let doing = format!(
+                    "lock {} still held by another process after {:.1} s",
+                    path.display(),
+                    start.elapsed().as_secs_f64()
+                );
+                return Err(Error::io(Some(key), doing, std::io::ErrorKind::TimedOut.into()));
             }
         }
     }

@@ -789,6 +789,7 @@ impl DiesAt {
                 endpoint: "a dead process".into(),
                 detail: format!("killed at its first {what}"),
                 waited: Duration::ZERO,
+                source: None,
             });
         }
         Ok(())

@@ -364,7 +364,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                tracing::error!(error = %e, "store server event loop failed; stopping");
+                tracing::error!(error = %gloo_transport::ErrorChain(&e), "store server event loop failed; stopping");
                 return;
             }
             for ev in events.iter() {
@@ -411,7 +411,7 @@ impl Server {
                     let mut stream = match self.wrap(stream) {
                         Ok(s) => s,
                         Err(e) => {
-                            tracing::warn!(%peer, error = %e, "store server could not start TLS");
+                            tracing::warn!(%peer, error = %gloo_transport::ErrorChain(&e), "store server could not start TLS");
                             continue;
                         }
                     };
@@ -424,7 +424,7 @@ impl Server {
                         Token(idx),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        tracing::warn!(%peer, error = %e, "store server could not register a connection");
+                        tracing::warn!(%peer, error = %gloo_transport::ErrorChain(&e), "store server could not register a connection");
                         self.free.push(idx);
                         continue;
                     }
@@ -451,7 +451,7 @@ impl Server {
                 Err(e) => {
                     // Out of descriptors, most likely: the pending connections stay queued in
                     // the kernel and are taken when the next one arrives or a slot frees.
-                    tracing::warn!(error = %e, "store server could not accept a connection");
+                    tracing::warn!(error = %gloo_transport::ErrorChain(&e), "store server could not accept a connection");
                     return;
                 }
             }
