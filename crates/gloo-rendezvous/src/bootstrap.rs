@@ -788,7 +788,9 @@ fn encode_failure(e: &Error) -> Vec<u8> {
             (K_WORLD_SIZE, [*rank, *size, *expected], &[], String::new())
         }
         // The whole chain as text: the other ranks get only this message.
-        other => (K_BAD_ADDRESS, [u32::MAX, 0, 0], &[], gloo_transport::ErrorChain(other).to_string()),
+        other => {
+            (K_BAD_ADDRESS, [u32::MAX, 0, 0], &[], gloo_transport::ErrorChain(other).to_string())
+        }
     };
     let mut v = RESULT_MAGIC.to_vec();
     v.push(FAILED);

@@ -336,8 +336,8 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     let token =
         vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
     #[cfg(feature = "tls")]
-    let tls =
-        gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned()).map_err(|e| bad(e.to_string()))?;
+    let tls = gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned())
+        .map_err(|e| bad(gloo_transport::ErrorChain(&e).to_string()))?;
     #[cfg(not(feature = "tls"))]
     if let Some(k) = TLS_VARS.iter().find(|k| vars.get(**k).is_some_and(|v| !v.is_empty())) {
         return Err(bad(format!(
@@ -560,9 +560,9 @@ impl EnvStore {
     pub fn start(config: EnvConfig, deadline: Instant) -> Result<EnvStore> {
         #[cfg(feature = "tls")]
         let tls = match &config.tls {
-            Some(files) => {
-                Some(files.load().map_err(|e| Error::Config { detail: format!("TLS: {e}") })?)
-            }
+            Some(files) => Some(files.load().map_err(|e| Error::Config {
+                detail: format!("TLS: {}", gloo_transport::ErrorChain(&e)),
+            })?),
             None => None,
         };
         let scoped = |store: Arc<dyn Store>, prefix: &str| -> Arc<dyn Store> {

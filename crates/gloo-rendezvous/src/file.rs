@@ -149,8 +149,7 @@ impl FileStore {
             }
             Err(e) => return Err(Error::io(Some(key), &format!("opening {}", path.display()), e)),
         };
-        let meta =
-            file.metadata().map_err(|e| Error::io(Some(key), "inspecting value file", e))?;
+        let meta = file.metadata().map_err(|e| Error::io(Some(key), "inspecting value file", e))?;
         if !meta.is_file() {
             return Err(Error::Refused {
                 key: key.to_vec(),

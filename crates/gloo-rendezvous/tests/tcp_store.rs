@@ -481,8 +481,9 @@ fn an_unreachable_store_keeps_the_os_error_as_the_source() {
     use std::error::Error as _;
 
     let addr = std::net::TcpListener::bind(loopback()).unwrap().local_addr().unwrap();
-    let err = TcpStore::connect(addr.to_string(), None, Instant::now() + Duration::from_millis(600))
-        .unwrap_err();
+    let err =
+        TcpStore::connect(addr.to_string(), None, Instant::now() + Duration::from_millis(600))
+            .unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert_eq!(err.io_kind(), Some(std::io::ErrorKind::ConnectionRefused), "{err:?}");

@@ -564,7 +564,9 @@ impl Setup {
                     );
                     self.dials.insert(r, Dial::InFlight { backoff });
                 }
-                Err(e) => self.retry(r, backoff, Error::io(Some(r), format!("connecting to {addr}"), e)),
+                Err(e) => {
+                    self.retry(r, backoff, Error::io(Some(r), format!("connecting to {addr}"), e))
+                }
             }
         }
         Ok(())

@@ -450,8 +450,10 @@ impl Lazy {
                     && self.links.get(c.index()) == Some(&Link::Accepting(t))
                 {
                     self.links.set(c.index(), Link::Settled);
-                    let reason =
-                        format!("the connection broke during its handshake: {}", crate::ErrorChain(&e));
+                    let reason = format!(
+                        "the connection broke during its handshake: {}",
+                        crate::ErrorChain(&e)
+                    );
                     d.close_peer(c, Error::PeerLost { peer: c, reason }, false);
                     return true;
                 }
