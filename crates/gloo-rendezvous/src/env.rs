@@ -482,11 +482,11 @@ fn private_dir() -> Result<PathBuf> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(Error::io(None, &format!("creating {}", dir.display()), e));
+            return Err(Error::io(None, format!("creating {}", dir.display()), e));
         }
     }
     let meta = std::fs::symlink_metadata(&dir)
-        .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), e))?;
+        .map_err(|e| Error::io(None, format!("inspecting {}", dir.display()), e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
         return Err(Error::Config {
             detail: format!(

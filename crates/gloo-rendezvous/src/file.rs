@@ -83,10 +83,10 @@ impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| {
-            Error::io(None, &format!("creating store directory {}", dir.display()), e)
+            Error::io(None, format!("creating store directory {}", dir.display()), e)
         })?;
         let meta = fs::metadata(&dir)
-            .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), e))?;
+            .map_err(|e| Error::io(None, format!("inspecting {}", dir.display()), e))?;
         if !meta.is_dir() {
             return Err(Error::Config { detail: format!("{} is not a directory", dir.display()) });
         }
@@ -103,7 +103,7 @@ impl FileStore {
     /// (for a finished job). Files that are not the store's are left alone.
     pub fn cleanup(&self) -> Result<()> {
         let entries = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(None, &format!("listing {}", self.dir.display()), e))?;
+            .map_err(|e| Error::io(None, format!("listing {}", self.dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(None, "listing store directory", e))?;
             let name = entry.file_name();
@@ -147,7 +147,7 @@ impl FileStore {
                     detail: format!("{} is a symbolic link; not followed", path.display()),
                 });
             }
-            Err(e) => return Err(Error::io(Some(key), &format!("opening {}", path.display()), e)),
+            Err(e) => return Err(Error::io(Some(key), format!("opening {}", path.display()), e)),
         };
         let meta = file.metadata().map_err(|e| Error::io(Some(key), "inspecting value file", e))?;
         if !meta.is_file() {
@@ -207,7 +207,7 @@ impl FileStore {
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::io(Some(key), &format!("writing {}", path.display()), e));
+            return Err(Error::io(Some(key), format!("writing {}", path.display()), e));
         }
         Ok(())
     }

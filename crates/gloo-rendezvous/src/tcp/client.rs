@@ -412,7 +412,7 @@ enum HandshakeError {
 impl From<Fail> for HandshakeError {
     fn from(f: Fail) -> Self {
         match f {
-            Fail::Conn { err, .. } => HandshakeError::Io(Failure::io("the hello", err)),
+            Fail::Conn { err, .. } => HandshakeError::Io(Failure::io("exchanging the hello", err)),
             Fail::NoAnswer => HandshakeError::Io(Failure::seen("no answer to the hello")),
             // A server that answers the hello with garbage is not a store (or a broken one):
             // retrying cannot help.

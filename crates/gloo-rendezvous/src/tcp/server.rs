@@ -129,7 +129,7 @@ impl TcpStoreServer {
             });
         }
         let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::io(None, &format!("binding the store server to {addr}"), e))?;
+            .map_err(|e| Error::io(None, format!("binding the store server to {addr}"), e))?;
         let local_addr =
             listener.local_addr().map_err(|e| Error::io(None, "reading the bound address", e))?;
         let poll = Poll::new().map_err(|e| Error::io(None, "creating the event loop", e))?;
