@@ -814,7 +814,7 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
         match c.stream.io().connect_finished() {
             Ok(true) => *established = true,
             Ok(false) => return Ok(None),
-            Err(e) => return Err(Error::io(peer, "handshake", e)),
+            Err(e) => return Err(Error::io(peer, "connecting", e)),
         }
     }
     write_handshake(c, peer)?;
