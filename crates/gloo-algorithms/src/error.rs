@@ -16,10 +16,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`Transport`](Error::Transport) with the collective that was running; the transport's
 /// error names the peer (a `Timeout` lists what was still pending, and from whom).
 ///
-/// `Display` of a [`Transport`](Error::Transport) error includes the transport's message, so
-/// [`source`](std::error::Error::source) skips to what lies under that error (nothing, for
-/// the transport's own errors): a reporter that prints the whole chain prints each message
-/// once. [`transport`](Error::transport) gives the transport error itself.
+/// `Display` of a [`Transport`](Error::Transport) error says only which collective failed;
+/// the transport's error (which names the peer and what happened) is its
+/// [`source`](std::error::Error::source), and the operating system's error, if any, that
+/// one's. So a reporter that walks the chain (`anyhow`'s `{:#}`, a loop over `source()`, or
+/// [`gloo_transport::ErrorChain`]) prints each message once.
+/// [`transport`](Error::transport) gives the transport error itself.
 ///
 /// `Debug` (what `fn main() -> Result<..>` prints) decodes a mismatch's fingerprints into
 /// the calls they stand for and lists what differs, as `Display` does.
@@ -200,7 +202,7 @@ impl fmt::Display for Error {
                 f.write_str("]")
             }
             Error::InvalidGroup { what } => write!(f, "invalid subgroup: {what}"),
-            Error::Transport { collective, source } => write!(f, "{collective}: {source}"),
+            Error::Transport { collective, .. } => write!(f, "{collective} failed"),
         }
     }
 }
@@ -268,9 +270,7 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            // `Display` already includes the transport's message: skip past it (see the
-            // type's docs).
-            Error::Transport { source, .. } => std::error::Error::source(source),
+            Error::Transport { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -324,21 +324,31 @@ mod tests {
         assert!(format!("{none:?}").contains("no fingerprint"), "{none:?}");
     }
 
-    /// A transport error's message appears once when the chain is printed: in the wrapper's
-    /// `Display`, not again as its `source`.
+    /// A transport error is the source, and its message appears once when the chain is
+    /// printed: in its own `Display`, not again in the wrapper's.
     #[test]
-    fn a_transport_error_is_printed_once_along_the_chain() {
+    fn a_transport_error_is_the_source_printed_once() {
         let inner = gloo_transport::Error::PeerLost { peer: Rank(3), reason: "reset".into() };
         let e = Error::Transport { collective: Collective::Broadcast, source: inner.clone() };
-        let mut chain = vec![e.to_string()];
-        let mut next = e.source();
-        while let Some(s) = next {
-            chain.push(s.to_string());
-            next = s.source();
-        }
-        let all = chain.join("\n");
-        assert_eq!(all.matches(&inner.to_string()).count(), 1, "{all}");
-        assert!(all.contains("rank 3"), "{all}");
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert_eq!(chain, vec!["broadcast failed".to_string(), inner.to_string()]);
         assert_eq!(e.transport(), Some(&inner));
+        let s = e.source().and_then(|s| s.downcast_ref::<gloo_transport::Error>());
+        assert_eq!(s, Some(&inner));
+    }
+
+    /// Under a transport I/O error, the OS error is reachable down the chain, as it was.
+    #[test]
+    fn the_os_error_under_a_transport_error_is_reachable() {
+        let os = std::io::Error::from_raw_os_error(104);
+        let inner = gloo_transport::Error::io(Some(Rank(1)), "reading a frame", os);
+        let e = Error::Transport { collective: Collective::Allreduce, source: inner };
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert_eq!(chain.len(), 3, "{chain:#?}");
+        let os = gloo_testing::errors::deepest_io(&e).expect("the OS error");
+        assert_eq!(
+            (os.kind(), os.raw_os_error()),
+            (std::io::ErrorKind::ConnectionReset, Some(104))
+        );
     }
 }

@@ -416,7 +416,8 @@ fn a_timeout_names_the_missing_peer_in_its_message() {
     });
     let e = out[0].clone().unwrap().unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
-    assert!(e.to_string().contains("from rank 1"), "{e}");
+    let text = gloo_transport::ErrorChain(&e).to_string();
+    assert!(text.contains("from rank 1"), "{text}");
     // The figure is the whole call's wait, not that of its last round.
     match e.transport() {
         Some(TError::Timeout { waited, .. }) => {

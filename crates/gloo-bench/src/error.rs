@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use gloo_transport::ErrorChain;
+
 /// Why a run failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -76,11 +78,14 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Transport { doing, source } => write!(f, "{doing}: {source}"),
-            Error::Io { doing, source } => write!(f, "{doing}: {source}"),
-            Error::Collective { doing, source } => write!(f, "{doing}: {source}"),
-            Error::Store { doing, source } => write!(f, "{doing}: {source}"),
-            Error::Shm { doing, source } => write!(f, "{doing}: {source}"),
+            // The library's errors say only their own part and hold the cause as `source`;
+            // this tool's message is what a user reads, so it carries the whole chain (and
+            // this type, a message and nothing under it, has no `source` of its own).
+            Error::Transport { doing, source } => write!(f, "{doing}: {}", ErrorChain(source)),
+            Error::Io { doing, source } => write!(f, "{doing}: {}", ErrorChain(source)),
+            Error::Collective { doing, source } => write!(f, "{doing}: {}", ErrorChain(source)),
+            Error::Store { doing, source } => write!(f, "{doing}: {}", ErrorChain(source)),
+            Error::Shm { doing, source } => write!(f, "{doing}: {}", ErrorChain(source)),
             Error::Peer { rank, detail } => write!(f, "rank {rank}: {detail}"),
             Error::Timeout { what, waited } => {
                 write!(f, "timed out after {waited:.1} s waiting for {what}")

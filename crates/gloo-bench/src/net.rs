@@ -51,9 +51,12 @@ impl NetConfig {
             TcpConfig::new(job, Rank(rank), size).bind_addr(SocketAddr::new(self.ip, 0))
         };
         if let Some(t) = tls {
-            let layer = t
-                .layer(job, Rank(rank))
-                .map_err(|e| Error::Invalid(format!("TLS: rank {rank}'s certificate: {e}")))?;
+            let layer = t.layer(job, Rank(rank)).map_err(|e| {
+                Error::Invalid(format!(
+                    "TLS: rank {rank}'s certificate: {}",
+                    gloo_transport::ErrorChain(&e)
+                ))
+            })?;
             tcp = tcp.stream_layer(layer);
         }
         if let Some(b) = self.busy_poll {

@@ -211,8 +211,9 @@ fn host(hp: &str, tls: Option<TlsConfig>) -> Option<TcpStoreServer> {
             Some(s)
         }
         // Someone already serves there (the local launcher, or a gloo-store): use it.
-        Err(gloo_rendezvous::Error::Io { kind: std::io::ErrorKind::AddrInUse, .. }) => None,
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::AddrInUse) => None,
         Err(e) => {
+            let e = gloo_transport::ErrorChain(&e);
             say!("gloo-bench: rank 0 does not host the store at {addr} ({e}); connecting to it");
             None
         }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 pub(crate) const JOB: &str = "gloo-bench";
 
 fn tls_err(e: gloo_tls::Error) -> Error {
-    Error::Invalid(format!("TLS: {e}"))
+    Error::Invalid(format!("TLS: {}", gloo_transport::ErrorChain(&e)))
 }
 
 /// This process's TLS configuration, from the `GLOO_TLS_*` files (`None` when none is set).

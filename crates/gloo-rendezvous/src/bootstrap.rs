@@ -123,7 +123,7 @@ fn record_failure(store: &dyn Store, run: &Run, cause: &Error, deadline: Instant
         store.set(&failure_record_key(), &record.encode(), deadline)
     };
     if let Err(e) = write() {
-        tracing::warn!(error = %e, "could not leave the failed bootstrap's record in the store");
+        tracing::warn!(error = %gloo_transport::ErrorChain(&e), "could not leave the failed bootstrap's record in the store");
     }
 }
 
@@ -532,7 +532,7 @@ fn clear(store: &dyn Store, run: &Run, size: u32, deadline: Instant) {
         run.end(store, deadline)
     };
     if let Err(e) = all() {
-        tracing::warn!(error = %e, "could not delete a failed bootstrap's keys from the store");
+        tracing::warn!(error = %gloo_transport::ErrorChain(&e), "could not delete a failed bootstrap's keys from the store");
     }
 }
 
@@ -578,9 +578,10 @@ fn lead(
             }
             // The store is unreachable for now: keep trying until the whole deadline (the
             // store may be restarting); past it, report the store, not the ranks.
-            Err(Error::Unreachable { endpoint, detail, .. }) => {
+            Err(Error::Unreachable { endpoint, detail, source, .. }) => {
                 if Instant::now() >= deadline {
-                    return Err(Error::Unreachable { endpoint, detail, waited: start.elapsed() });
+                    let waited = start.elapsed();
+                    return Err(Error::Unreachable { endpoint, detail, waited, source });
                 }
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
@@ -636,9 +637,10 @@ fn follow(
                 }
             }
             Err(Error::Timeout { .. }) => break,
-            Err(Error::Unreachable { endpoint, detail, .. }) => {
+            Err(Error::Unreachable { endpoint, detail, source, .. }) => {
                 if Instant::now() >= deadline {
-                    return Err(Error::Unreachable { endpoint, detail, waited: start.elapsed() });
+                    let waited = start.elapsed();
+                    return Err(Error::Unreachable { endpoint, detail, waited, source });
                 }
                 if Instant::now() >= wait_end {
                     break;
@@ -729,7 +731,7 @@ fn tidy_up(store: &dyn Store, run: &Run, rank: u32, size: u32, deadline: Instant
         run.end(store, deadline)
     };
     if let Err(e) = tidy() {
-        tracing::warn!(error = %e, "could not delete the bootstrap's keys from the store");
+        tracing::warn!(error = %gloo_transport::ErrorChain(&e), "could not delete the bootstrap's keys from the store");
     }
 }
 
@@ -785,7 +787,10 @@ fn encode_failure(e: &Error) -> Vec<u8> {
         Error::WorldSizeMismatch { rank, size, expected } => {
             (K_WORLD_SIZE, [*rank, *size, *expected], &[], String::new())
         }
-        other => (K_BAD_ADDRESS, [u32::MAX, 0, 0], &[], other.to_string()),
+        // The whole chain as text: the other ranks get only this message.
+        other => {
+            (K_BAD_ADDRESS, [u32::MAX, 0, 0], &[], gloo_transport::ErrorChain(other).to_string())
+        }
     };
     let mut v = RESULT_MAGIC.to_vec();
     v.push(FAILED);

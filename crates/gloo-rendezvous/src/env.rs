@@ -336,8 +336,8 @@ pub fn parse_env(vars: &HashMap<String, String>) -> Result<EnvConfig> {
     let token =
         vars.get("GLOO_AUTH_TOKEN").filter(|t| !t.is_empty()).map(|t| t.clone().into_bytes());
     #[cfg(feature = "tls")]
-    let tls =
-        gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned()).map_err(|e| bad(e.to_string()))?;
+    let tls = gloo_tls::TlsFiles::from_vars(|k| vars.get(k).cloned())
+        .map_err(|e| bad(gloo_transport::ErrorChain(&e).to_string()))?;
     #[cfg(not(feature = "tls"))]
     if let Some(k) = TLS_VARS.iter().find(|k| vars.get(**k).is_some_and(|v| !v.is_empty())) {
         return Err(bad(format!(
@@ -475,18 +475,18 @@ fn hash(s: &str) -> u64 {
 fn private_dir() -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let uid = std::fs::metadata("/proc/self")
-        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", &e))?
+        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", e))?
         .uid();
     let dir = std::env::temp_dir().join(format!("gloo-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(Error::io(None, &format!("creating {}", dir.display()), &e));
+            return Err(Error::io(None, format!("creating {}", dir.display()), e));
         }
     }
     let meta = std::fs::symlink_metadata(&dir)
-        .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), &e))?;
+        .map_err(|e| Error::io(None, format!("inspecting {}", dir.display()), e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
         return Err(Error::Config {
             detail: format!(
@@ -560,9 +560,9 @@ impl EnvStore {
     pub fn start(config: EnvConfig, deadline: Instant) -> Result<EnvStore> {
         #[cfg(feature = "tls")]
         let tls = match &config.tls {
-            Some(files) => {
-                Some(files.load().map_err(|e| Error::Config { detail: format!("TLS: {e}") })?)
-            }
+            Some(files) => Some(files.load().map_err(|e| Error::Config {
+                detail: format!("TLS: {}", gloo_transport::ErrorChain(&e)),
+            })?),
             None => None,
         };
         let scoped = |store: Arc<dyn Store>, prefix: &str| -> Arc<dyn Store> {
@@ -637,8 +637,8 @@ impl EnvStore {
 /// Add what was being reached to an unreachable-store error.
 fn context(e: Error, what: &str) -> Error {
     match e {
-        Error::Unreachable { endpoint, detail, waited } => {
-            Error::Unreachable { endpoint: format!("{endpoint}: {what}"), detail, waited }
+        Error::Unreachable { endpoint, detail, waited, source } => {
+            Error::Unreachable { endpoint: format!("{endpoint}: {what}"), detail, waited, source }
         }
         other => other,
     }

@@ -1,6 +1,8 @@
 //! The rendezvous crate's error type.
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The result of every store and bootstrap call.
@@ -9,10 +11,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Everything a store or the bootstrap can fail with. Every variant names the key, rank or
 /// endpoint involved and, where a wait was involved, the time waited.
 ///
-/// `Display` of a [`Transport`](Error::Transport) error includes the transport's message, so
-/// [`source`](std::error::Error::source) skips to what lies under it: a reporter that prints
-/// the whole chain prints each message once (match the variant for the transport error).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Display` says only this error's own part; what lies under it is its
+/// [`source`](std::error::Error::source): the operating system's `io::Error` of an
+/// [`Io`](Error::Io) error (and of an [`Unreachable`](Error::Unreachable) one, when there was
+/// one), the transport's error of a [`Transport`](Error::Transport) one, a failed run's cause.
+/// So a reporter that walks the chain (`anyhow`'s `{:#}`, or a loop over `source()`) prints
+/// each message once; [`gloo_transport::ErrorChain`] prints it on one line. The `io::Error`s
+/// are shared (`Arc`) so that the error stays `Clone`, and compared as
+/// [`gloo_transport::io_errors_match`] does.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The deadline passed before the keys appeared.
@@ -26,19 +33,23 @@ pub enum Error {
     Unreachable {
         /// The address or path of the store.
         endpoint: String,
-        /// The last failure seen.
+        /// The last failure seen (what was being done, without `source`'s text).
         detail: String,
         /// How long the call kept trying.
         waited: Duration,
+        /// The last failure's error, when it was one (the OS's, or the Redis client's inside
+        /// an `io::Error`).
+        source: Option<Arc<io::Error>>,
     },
-    /// An operating-system call failed.
+    /// An operating-system call failed (or a lock stayed held, or a connection was lost
+    /// mid-call: then the kind says which).
     Io {
         /// The key being handled, if any.
         key: Option<Vec<u8>>,
-        /// The kind of the underlying error.
-        kind: std::io::ErrorKind,
-        /// What was being done, and the error.
-        detail: String,
+        /// What was being done (without `source`'s text).
+        doing: String,
+        /// The error itself; [`io_kind`](Error::io_kind) gives its kind.
+        source: Arc<io::Error>,
     },
     /// The other side broke the store protocol (bad frame, unexpected answer, bad stored value).
     Protocol {
@@ -117,6 +128,25 @@ pub enum Error {
     Transport(gloo_transport::Error),
 }
 
+/// A failure that a retry loop may outlive: what was seen, and the error when there was one
+/// (what [`Error::Unreachable`] reports if it was the last).
+pub(crate) struct Failure {
+    pub(crate) detail: String,
+    pub(crate) source: Option<io::Error>,
+}
+
+impl Failure {
+    /// While doing `detail`, `e` happened.
+    pub(crate) fn io(detail: impl Into<String>, e: io::Error) -> Failure {
+        Failure { detail: detail.into(), source: Some(e) }
+    }
+
+    /// What was seen, with no error underneath.
+    pub(crate) fn seen(detail: impl Into<String>) -> Failure {
+        Failure { detail: detail.into(), source: None }
+    }
+}
+
 /// Shows a binary key readably: printable ASCII as is, other bytes escaped.
 pub(crate) struct KeyDisplay<'a>(pub(crate) &'a [u8]);
 
@@ -146,13 +176,13 @@ impl fmt::Display for Error {
             Error::Timeout { keys, waited } => {
                 write!(f, "keys {} did not appear within {}", keys_list(keys), secs(waited))
             }
-            Error::Unreachable { endpoint, detail, waited } => {
+            Error::Unreachable { endpoint, detail, waited, .. } => {
                 write!(f, "store at {endpoint} unreachable for {}: {detail}", secs(waited))
             }
-            Error::Io { key: Some(k), detail, .. } => {
-                write!(f, "store I/O error on key {}: {detail}", KeyDisplay(k))
+            Error::Io { key: Some(k), doing, .. } => {
+                write!(f, "store I/O error on key {}: {doing}", KeyDisplay(k))
             }
-            Error::Io { key: None, detail, .. } => write!(f, "store I/O error: {detail}"),
+            Error::Io { key: None, doing, .. } => write!(f, "store I/O error: {doing}"),
             Error::Protocol { detail } => write!(f, "store protocol error: {detail}"),
             Error::Auth { detail } => write!(f, "store authentication failed: {detail}"),
             Error::Config { detail } => write!(f, "configuration error: {detail}"),
@@ -177,14 +207,14 @@ impl fmt::Display for Error {
                 "rank {rank} was started with a world of {size} ranks but rank 0 with {expected}: \
                  every rank must be given the same world size"
             ),
-            Error::RunFailed { run, cause, waited } => write!(
+            Error::RunFailed { run, waited, .. } => write!(
                 f,
                 "the rendezvous run {run} on this store failed and was cleaned up before \
                  this rank could take part (no rank 0 of a new run came in the {} it \
-                 waited): {cause}",
+                 waited)",
                 secs(waited)
             ),
-            Error::Transport(e) => write!(f, "transport error while connecting: {e}"),
+            Error::Transport(_) => f.write_str("the transport failed while connecting the group"),
         }
     }
 }
@@ -192,12 +222,60 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            // `Display` already includes the transport's message: skip past it.
-            Error::Transport(e) => std::error::Error::source(e),
+            Error::Io { source, .. } => Some(&**source),
+            Error::Unreachable { source: Some(s), .. } => Some(&**s),
+            Error::RunFailed { cause, .. } => Some(&**cause),
+            Error::Transport(e) => Some(e),
             _ => None,
         }
     }
 }
+
+/// Field by field, with the `io::Error`s compared by [`gloo_transport::io_errors_match`].
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        use Error::*;
+        fn same_io(a: &Option<Arc<io::Error>>, b: &Option<Arc<io::Error>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => gloo_transport::io_errors_match(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        // One arm per variant of `self` (no wildcard), so a new variant cannot be left out.
+        match self {
+            Timeout { keys, waited } => matches!(other,
+                Timeout { keys: k, waited: w } if (keys, waited) == (k, w)),
+            Unreachable { endpoint, detail, waited, source } => matches!(other,
+                Unreachable { endpoint: e, detail: d, waited: w, source: s }
+                    if (endpoint, detail, waited) == (e, d, w) && same_io(source, s)),
+            Io { key, doing, source } => matches!(other,
+                Io { key: k, doing: d, source: s }
+                    if (key, doing) == (k, d) && gloo_transport::io_errors_match(source, s)),
+            Protocol { detail } => matches!(other, Protocol { detail: d } if detail == d),
+            Auth { detail } => matches!(other, Auth { detail: d } if detail == d),
+            Config { detail } => matches!(other, Config { detail: d } if detail == d),
+            InvalidArgument { key, what } => matches!(other,
+                InvalidArgument { key: k, what: w } if (key, what) == (k, w)),
+            Refused { key, detail } => matches!(other,
+                Refused { key: k, detail: d } if (key, detail) == (k, d)),
+            MissingRanks { ranks, waited } => matches!(other,
+                MissingRanks { ranks: r, waited: w } if (ranks, waited) == (r, w)),
+            RankConflict { rank, detail } => matches!(other,
+                RankConflict { rank: r, detail: d } if (rank, detail) == (r, d)),
+            WorldSizeMismatch { rank, size, expected } => matches!(other,
+                WorldSizeMismatch { rank: r, size: s, expected: e }
+                    if (rank, size, expected) == (r, s, e)),
+            BadAddress { rank, detail } => matches!(other,
+                BadAddress { rank: r, detail: d } if (rank, detail) == (r, d)),
+            RunFailed { run, cause, waited } => matches!(other,
+                RunFailed { run: r, cause: c, waited: w } if (run, cause, waited) == (r, c, w)),
+            Transport(e) => matches!(other, Transport(o) if e == o),
+        }
+    }
+}
+
+impl Eq for Error {}
 
 impl From<gloo_transport::Error> for Error {
     fn from(e: gloo_transport::Error) -> Self {
@@ -207,8 +285,29 @@ impl From<gloo_transport::Error> for Error {
 
 impl Error {
     /// An I/O error while doing `doing` on `key`.
-    pub(crate) fn io(key: Option<&[u8]>, doing: &str, e: &std::io::Error) -> Self {
-        Error::Io { key: key.map(<[u8]>::to_vec), kind: e.kind(), detail: format!("{doing}: {e}") }
+    pub(crate) fn io(key: Option<&[u8]>, doing: impl Into<String>, e: io::Error) -> Self {
+        Error::Io { key: key.map(<[u8]>::to_vec), doing: doing.into(), source: Arc::new(e) }
+    }
+
+    /// The kind of the `io::Error` underneath, if this is an [`Error::Io`] or an
+    /// [`Error::Unreachable`] that has one.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } | Error::Unreachable { source: Some(source), .. } => {
+                Some(source.kind())
+            }
+            _ => None,
+        }
+    }
+
+    /// An [`Error::Unreachable`] for `endpoint`, after `waited`, with the last failure seen.
+    pub(crate) fn unreachable(endpoint: &str, last: Failure, waited: Duration) -> Self {
+        Error::Unreachable {
+            endpoint: endpoint.to_string(),
+            detail: last.detail,
+            waited,
+            source: last.source.map(Arc::new),
+        }
     }
 
     /// The keys named in a [`Error::Timeout`], if this is one.
@@ -231,22 +330,48 @@ mod tests {
 
     use super::*;
 
-    /// A transport error's message appears once when the chain is printed: in this error's
-    /// `Display`, not again as its `source`.
+    /// A transport error is this error's source, and its message appears once when the chain
+    /// is printed: in its own `Display`, not again in the wrapper's.
     #[test]
-    fn a_transport_error_is_printed_once_along_the_chain() {
+    fn a_transport_error_is_the_source_printed_once() {
         let inner = gloo_transport::Error::PeerLost {
             peer: gloo_transport::Rank(1),
             reason: "connection reset".into(),
         };
         let e = Error::from(inner.clone());
-        let mut chain = vec![e.to_string()];
-        let mut next = e.source();
-        while let Some(s) = next {
-            chain.push(s.to_string());
-            next = s.source();
-        }
-        let all = chain.join("\n");
-        assert_eq!(all.matches(&inner.to_string()).count(), 1, "{all}");
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert_eq!(chain, vec![e.to_string(), inner.to_string()]);
+        let s = e.source().and_then(|s| s.downcast_ref::<gloo_transport::Error>());
+        assert_eq!(s, Some(&inner));
+    }
+
+    /// An I/O error keeps the OS error as its source, with its kind and code; the key and
+    /// what was being done are this error's own message.
+    #[test]
+    fn an_io_error_is_the_source_of_the_store_error() {
+        let e = Error::io(Some(b"k"), "opening /x/k", io::Error::from_raw_os_error(13));
+        assert_eq!(e.to_string(), "store I/O error on key \"k\": opening /x/k");
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::PermissionDenied));
+        let os = e.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("io source");
+        assert_eq!(os.raw_os_error(), Some(13));
+        assert_eq!(gloo_testing::errors::chain_printed_once(&e).len(), 2);
+        assert_eq!(e.clone(), e);
+        assert_ne!(e, Error::io(Some(b"k"), "opening /x/k", io::Error::from_raw_os_error(2)));
+    }
+
+    /// A failed run's cause is the source, down to the OS error under it.
+    #[test]
+    fn a_failed_runs_cause_is_the_source() {
+        let cause = Error::io(None, "binding", io::Error::from_raw_os_error(98));
+        let e = Error::RunFailed {
+            run: "0".repeat(32),
+            cause: Box::new(cause.clone()),
+            waited: Duration::from_secs(3),
+        };
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert_eq!(chain.len(), 3, "{chain:#?}");
+        assert_eq!(chain[1], cause.to_string());
+        let os = gloo_testing::errors::deepest_io(&e).expect("the OS error");
+        assert_eq!(os.raw_os_error(), Some(98));
     }
 }

@@ -46,7 +46,7 @@ pub struct FileStore {
 fn check_private(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let me = fs::metadata("/proc/self")
-        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", &e))?
+        .map_err(|e| Error::io(None, "reading this process's user id from /proc/self", e))?
         .uid();
     if meta.uid() != me {
         return Err(Error::Config {
@@ -83,10 +83,10 @@ impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| {
-            Error::io(None, &format!("creating store directory {}", dir.display()), &e)
+            Error::io(None, format!("creating store directory {}", dir.display()), e)
         })?;
         let meta = fs::metadata(&dir)
-            .map_err(|e| Error::io(None, &format!("inspecting {}", dir.display()), &e))?;
+            .map_err(|e| Error::io(None, format!("inspecting {}", dir.display()), e))?;
         if !meta.is_dir() {
             return Err(Error::Config { detail: format!("{} is not a directory", dir.display()) });
         }
@@ -103,9 +103,9 @@ impl FileStore {
     /// (for a finished job). Files that are not the store's are left alone.
     pub fn cleanup(&self) -> Result<()> {
         let entries = fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(None, &format!("listing {}", self.dir.display()), &e))?;
+            .map_err(|e| Error::io(None, format!("listing {}", self.dir.display()), e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(None, "listing store directory", &e))?;
+            let entry = entry.map_err(|e| Error::io(None, "listing store directory", e))?;
             let name = entry.file_name();
             let ours =
                 name.as_encoded_bytes().first().is_some_and(|c| matches!(c, b'k' | b'l' | b't'));
@@ -113,7 +113,7 @@ impl FileStore {
                 match fs::remove_file(entry.path()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(None, "removing a store file", &e)),
+                    Err(e) => return Err(Error::io(None, "removing a store file", e)),
                 }
             }
         }
@@ -147,10 +147,9 @@ impl FileStore {
                     detail: format!("{} is a symbolic link; not followed", path.display()),
                 });
             }
-            Err(e) => return Err(Error::io(Some(key), &format!("opening {}", path.display()), &e)),
+            Err(e) => return Err(Error::io(Some(key), format!("opening {}", path.display()), e)),
         };
-        let meta =
-            file.metadata().map_err(|e| Error::io(Some(key), "inspecting value file", &e))?;
+        let meta = file.metadata().map_err(|e| Error::io(Some(key), "inspecting value file", e))?;
         if !meta.is_file() {
             return Err(Error::Refused {
                 key: key.to_vec(),
@@ -165,7 +164,7 @@ impl FileStore {
         let mut value = Vec::with_capacity(meta.len() as usize);
         file.take(MAX_VALUE_LEN as u64 + 1)
             .read_to_end(&mut value)
-            .map_err(|e| Error::io(Some(key), "reading value file", &e))?;
+            .map_err(|e| Error::io(Some(key), "reading value file", e))?;
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::Protocol {
                 detail: format!("{} grew over the value limit while read", path.display()),
@@ -179,7 +178,7 @@ impl FileStore {
         match fs::symlink_metadata(self.path(b'k', key)) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(Some(key), "checking value file", &e)),
+            Err(e) => Err(Error::io(Some(key), "checking value file", e)),
         }
     }
 
@@ -208,7 +207,7 @@ impl FileStore {
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::io(Some(key), &format!("writing {}", path.display()), &e));
+            return Err(Error::io(Some(key), format!("writing {}", path.display()), e));
         }
         Ok(())
     }
@@ -217,7 +216,7 @@ impl FileStore {
         match fs::remove_file(self.path(b'k', key)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(Some(key), "removing value file", &e)),
+            Err(e) => Err(Error::io(Some(key), "removing value file", e)),
         }
     }
 
@@ -244,21 +243,18 @@ impl FileStore {
                 Err(e) => {
                     return Err(Error::io(
                         Some(key),
-                        &format!("creating lock {}", path.display()),
-                        &e,
+                        format!("creating lock {}", path.display()),
+                        e,
                     ));
                 }
             }
             if !backoff.sleep(deadline) {
-                return Err(Error::Io {
-                    key: Some(key.to_vec()),
-                    kind: std::io::ErrorKind::TimedOut,
-                    detail: format!(
-                        "lock {} still held by another process after {:.1} s",
-                        path.display(),
-                        start.elapsed().as_secs_f64()
-                    ),
-                });
+                let doing = format!(
+                    "lock {} still held by another process after {:.1} s",
+                    path.display(),
+                    start.elapsed().as_secs_f64()
+                );
+                return Err(Error::io(Some(key), doing, std::io::ErrorKind::TimedOut.into()));
             }
         }
     }

@@ -48,8 +48,8 @@ impl<S: Store> PrefixStore<S> {
             Error::Timeout { keys, waited } => {
                 Error::Timeout { keys: keys.into_iter().map(|k| self.unscope(k)).collect(), waited }
             }
-            Error::Io { key, kind, detail } => {
-                Error::Io { key: key.map(|k| self.unscope(k)), kind, detail }
+            Error::Io { key, doing, source } => {
+                Error::Io { key: key.map(|k| self.unscope(k)), doing, source }
             }
             Error::InvalidArgument { key, what } => {
                 Error::InvalidArgument { key: key.map(|k| self.unscope(k)), what }

@@ -244,14 +244,15 @@ impl RedisStore {
 
     /// The error for a server that stayed unreachable since `start`, `err` the last failure.
     fn unreachable(&self, err: &RedisError, start: Instant) -> Error {
-        let mut detail = err.to_string();
+        let mut detail = "the last attempt failed".to_string();
         if self.endpoint.starts_with("rediss://") && !err.is_connection_refusal() {
             // A plain (non-TLS) Redis reads a TLS client hello as a command line: it waits for
             // a line end that may never come, or closes the connection on the garbage. Either
             // way the handshake only times out or breaks; say the likely cause.
             detail.push_str(" (the server is listening: does it speak TLS there?)");
         }
-        Error::Unreachable { endpoint: self.endpoint.clone(), detail, waited: start.elapsed() }
+        let last = crate::error::Failure::io(detail, redis_io(err, redis_kind(err)));
+        Error::unreachable(&self.endpoint, last, start.elapsed())
     }
 
     fn fatal(&self, e: &RedisError) -> Error {
@@ -325,15 +326,13 @@ impl RedisStore {
             }
             drop(conn);
             if retry == Retry::OnlyIfUnsent {
-                return Err(Error::Io {
-                    key: None,
-                    kind: std::io::ErrorKind::ConnectionAborted,
-                    detail: format!(
-                        "connection to Redis at {} failed during a non-idempotent call; \
-                         whether it took effect is unknown: {err}",
-                        self.endpoint
-                    ),
-                });
+                let doing = format!(
+                    "connection to Redis at {} failed during a non-idempotent call; whether it \
+                     took effect is unknown",
+                    self.endpoint
+                );
+                let e = redis_io(&err, std::io::ErrorKind::ConnectionAborted);
+                return Err(Error::io(None, doing, e));
             }
             if !backoff.sleep(deadline) {
                 return Err(self.unreachable(&err, start));
@@ -480,13 +479,14 @@ fn name_keys(e: Error, keys: &[&[u8]]) -> Error {
         keys.iter().take(4).map(|k| crate::error::KeyDisplay(k).to_string()).collect();
     let more = if keys.len() > 4 { format!(" and {} more", keys.len() - 4) } else { String::new() };
     match e {
-        Error::Unreachable { endpoint, detail, waited } => Error::Unreachable {
+        Error::Unreachable { endpoint, detail, waited, source } => Error::Unreachable {
             endpoint,
             detail: format!("{detail} (keys {}{more})", shown.join(", ")),
             waited,
+            source,
         },
-        Error::Io { key: None, kind, detail } => {
-            Error::Io { key: Some(first.to_vec()), kind, detail }
+        Error::Io { key: None, doing, source } => {
+            Error::Io { key: Some(first.to_vec()), doing, source }
         }
         other => other,
     }
@@ -614,6 +614,26 @@ fn is_certificate_failure(e: &rustls::Error) -> bool {
 }
 
 /// Whether an error is about the connection (retry elsewhere) rather than the command.
+/// The kind of `io::Error` a failed connection to Redis is.
+fn redis_kind(e: &RedisError) -> std::io::ErrorKind {
+    use std::io::ErrorKind as K;
+    if e.is_timeout() {
+        K::TimedOut
+    } else if e.is_connection_refusal() {
+        K::ConnectionRefused
+    } else if e.is_connection_dropped() {
+        K::ConnectionReset
+    } else {
+        K::Other
+    }
+}
+
+/// The Redis client's error as an `io::Error` of `kind` (its `Display` is the client's, and
+/// `get_ref` gives the `RedisError` back), for the `source` of our errors.
+fn redis_io(e: &RedisError, kind: std::io::ErrorKind) -> std::io::Error {
+    std::io::Error::new(kind, e.clone())
+}
+
 fn transient(e: &RedisError) -> bool {
     #[cfg(feature = "redis-tls")]
     if tls_failure(e).is_some() {

@@ -65,7 +65,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, KeyDisplay, Result};
+use crate::error::{Error, Failure, KeyDisplay, Result};
 use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
 /// The largest value the libuv server accepts (its `MAX_PAYLOAD_LEN`, 8 MiB): larger values are
@@ -276,28 +276,24 @@ impl TorchStore {
                 Err(Err(fatal)) => return Err(fatal),
             };
             if !backoff.sleep(deadline) {
-                return Err(Error::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail: why,
-                    waited: start.elapsed(),
-                });
+                return Err(Error::unreachable(&self.endpoint, why, start.elapsed()));
             }
         }
     }
 
     /// One attempt: `Err(Ok(why))` may be retried, `Err(Err(e))` may not.
-    fn open_once(&self, deadline: Instant) -> std::result::Result<Conn, Result<String>> {
+    fn open_once(&self, deadline: Instant) -> std::result::Result<Conn, Result<Failure>> {
         let addrs: Vec<SocketAddr> = self
             .endpoint
             .to_socket_addrs()
-            .map_err(|e| Ok(format!("resolving {}: {e}", self.endpoint)))?
+            .map_err(|e| Ok(Failure::io(format!("resolving {}", self.endpoint), e)))?
             .collect();
-        let mut last = format!("{} resolved to no address", self.endpoint);
+        let mut last = Failure::seen(format!("{} resolved to no address", self.endpoint));
         for addr in addrs {
             let stream = match TcpStream::connect_timeout(&addr, budget(deadline).min(secs(5))) {
                 Ok(s) => s,
                 Err(e) => {
-                    last = format!("connecting to {addr}: {e}");
+                    last = Failure::io(format!("connecting to {addr}"), e);
                     continue;
                 }
             };
@@ -309,7 +305,9 @@ impl TorchStore {
                 Err(Fail::Conn { err, .. }) if err.kind() == io::ErrorKind::UnexpectedEof => {
                     Err(Err(self.not_torch("closed the connection during the handshake")))
                 }
-                Err(Fail::Conn { err, .. }) => Err(Ok(format!("handshake with {addr}: {err}"))),
+                Err(Fail::Conn { err, .. }) => {
+                    Err(Ok(Failure::io(format!("handshake with {addr}"), err)))
+                }
                 Err(Fail::NoAnswer) => {
                     Err(Err(self.not_torch("did not answer the handshake before the deadline")))
                 }
@@ -379,35 +377,26 @@ impl TorchStore {
             drop(conn);
             match err {
                 Fail::NoAnswer => {
-                    return Err(Error::Unreachable {
-                        endpoint: self.endpoint.clone(),
-                        detail: format!(
-                            "no answer before the deadline{}",
-                            key.map(|k| format!(" (key {})", KeyDisplay(k))).unwrap_or_default()
-                        ),
-                        waited: start.elapsed(),
-                    });
+                    let last = Failure::seen(format!(
+                        "no answer before the deadline{}",
+                        key.map(|k| format!(" (key {})", KeyDisplay(k))).unwrap_or_default()
+                    ));
+                    return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
                 }
                 Fail::Protocol(e) => return Err(e),
                 Fail::Conn { sent, err } => {
                     if sent && retry == Retry::OnlyIfUnsent {
-                        return Err(Error::Io {
-                            key: key.map(<[u8]>::to_vec),
-                            kind: err.kind(),
-                            detail: format!(
-                                "connection to the torch store at {} lost after the request \
-                                 was sent; whether it took effect is unknown: {err}",
-                                self.endpoint
-                            ),
-                        });
+                        let doing = format!(
+                            "connection to the torch store at {} lost after the request was \
+                             sent; whether it took effect is unknown",
+                            self.endpoint
+                        );
+                        return Err(Error::io(key, doing, err));
                     }
                     tracing::debug!(endpoint = %self.endpoint, error = %err, "torch store connection lost; reconnecting");
                     if !backoff.sleep(deadline) {
-                        return Err(Error::Unreachable {
-                            endpoint: self.endpoint.clone(),
-                            detail: format!("connection lost: {err}"),
-                            waited: start.elapsed(),
-                        });
+                        let last = Failure::io("connection lost", err);
+                        return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
                     }
                 }
             }

@@ -472,3 +472,24 @@ fn a_plaintext_client_of_a_server_that_answers_in_tls_says_so_at_once() {
     assert!(msg.contains(&addr) && msg.contains("speaks TLS"), "{msg}");
     t.join().unwrap();
 }
+
+/// A client of a store nobody serves (a closed 127.0.0.1 port) fails by its deadline naming
+/// the endpoint; the operating system's refusal is the error's source, the `io::Error` it
+/// was, and each message of the chain is printed once.
+#[test]
+fn an_unreachable_store_keeps_the_os_error_as_the_source() {
+    use std::error::Error as _;
+
+    let addr = std::net::TcpListener::bind(loopback()).unwrap().local_addr().unwrap();
+    let err =
+        TcpStore::connect(addr.to_string(), None, Instant::now() + Duration::from_millis(600))
+            .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::ConnectionRefused), "{err:?}");
+    let chain = gloo_testing::errors::chain_printed_once(&err);
+    assert_eq!(chain.len(), 2, "{chain:#?}");
+    let os = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("io source");
+    assert_eq!(os.raw_os_error(), Some(111), "ECONNREFUSED: {chain:#?}");
+    assert!(std::ptr::eq(gloo_testing::errors::deepest_io(&err).unwrap(), os));
+}

@@ -355,7 +355,7 @@ impl Channel {
             Remote::Refused(e) | Remote::Failed(e) => Err(self.fail(Error::io(
                 Some(self.peer),
                 "reading a lend with process_vm_readv (the set-up probe had allowed it)",
-                &e,
+                e,
             ))),
         }
     }

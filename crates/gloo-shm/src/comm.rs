@@ -74,7 +74,7 @@ impl ShmComm {
         }
         let mut engine = Engine::new(me, size, cfg);
         let (wire, sleeper, waker) = assemble(&mut engine, links)
-            .map_err(|e| Error::io(None, "registering the links with a poller", &e))?;
+            .map_err(|e| Error::io(None, "registering the links with a poller", e))?;
         let inner = EngineComm::start(engine, wire, sleeper, waker)?;
         Ok(ShmComm { inner, kinds })
     }

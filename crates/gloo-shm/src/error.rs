@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gloo_transport::Rank;
@@ -12,7 +14,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong with a shared-memory channel. Every variant names the peer
 /// when one is known; what a peer wrote into shared memory is checked and reported here,
 /// never panicked on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// An [`Io`](Error::Io) error keeps the operating system's `io::Error` (shared, so the error
+/// stays `Clone`) as its [`source`](std::error::Error::source), and its `Display` says only
+/// what was being done, so a reporter that walks the chain prints each message once.
+/// Equality compares the `io::Error`s as [`gloo_transport::io_errors_match`] does.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The peer stored something into the shared segment (or sent on the set-up socket)
@@ -62,17 +69,25 @@ pub enum Error {
     Io {
         /// The peer, when there is one.
         peer: Option<Rank>,
-        /// The error's kind.
-        kind: std::io::ErrorKind,
-        /// The error's text, with what was being done.
-        detail: String,
+        /// What was being done (without the error's own text, which is `source`'s).
+        doing: String,
+        /// The error itself; [`io_kind`](Error::io_kind) gives its kind.
+        source: Arc<io::Error>,
     },
 }
 
 impl Error {
     #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn io(peer: Option<Rank>, doing: &str, e: &std::io::Error) -> Error {
-        Error::Io { peer, kind: e.kind(), detail: format!("{doing}: {e}") }
+    pub(crate) fn io(peer: Option<Rank>, doing: impl Into<String>, e: io::Error) -> Error {
+        Error::Io { peer, doing: doing.into(), source: Arc::new(e) }
+    }
+
+    /// The kind of the `io::Error` underneath, if this is an [`Error::Io`].
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
     }
 
     /// The peer this error concerns, when it concerns one.
@@ -112,12 +127,46 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
-            Error::Io { peer, detail, .. } => write!(f, "I/O error with {}: {detail}", who(peer)),
+            Error::Io { peer: Some(r), doing, .. } => write!(f, "I/O error with rank {r}: {doing}"),
+            Error::Io { peer: None, doing, .. } => write!(f, "I/O error: {doing}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// Field by field, with the `io::Error` of an [`Error::Io`] compared by
+/// [`gloo_transport::io_errors_match`].
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        use Error::*;
+        // One arm per variant of `self` (no wildcard), so a new variant cannot be left out.
+        match self {
+            Protocol { peer, detail } => matches!(other,
+                Protocol { peer: p, detail: d } if (peer, detail) == (p, d)),
+            PeerLost { peer, reason } => matches!(other,
+                PeerLost { peer: p, reason: r } if (peer, reason) == (p, r)),
+            Closed { peer } => matches!(other, Closed { peer: p } if peer == p),
+            Refused { peer, detail } => matches!(other,
+                Refused { peer: p, detail: d } if (peer, detail) == (p, d)),
+            Timeout { peer, doing, waited } => matches!(other,
+                Timeout { peer: p, doing: d, waited: w } if (peer, doing, waited) == (p, d, w)),
+            InvalidArgument { what } => matches!(other, InvalidArgument { what: w } if what == w),
+            Io { peer, doing, source } => matches!(other,
+                Io { peer: p, doing: d, source: s }
+                    if (peer, doing) == (p, d) && gloo_transport::io_errors_match(source, s)),
+        }
+    }
+}
+
+impl Eq for Error {}
 
 /// How a transport built on these channels reports their errors: protocol breaches stay
 /// `Protocol` for the peer, a refused set-up is `Auth` (another user, job or rank is the
@@ -132,13 +181,15 @@ impl From<Error> for gloo_transport::Error {
                 T::PeerLost { peer, reason: "closed its shared-memory channel".into() }
             }
             Error::Refused { peer, detail } => T::Auth { peer, detail },
+            // A deadline of the channel's own (not the transport's `Timeout`, which lists
+            // pending operations): an I/O error of kind `TimedOut`, as a socket's would be.
             Error::Timeout { peer, doing, waited } => T::Io {
                 peer,
-                kind: std::io::ErrorKind::TimedOut,
-                detail: format!("timed out after {waited:.1?} {doing}"),
+                doing: format!("{doing} (gave up after {waited:.1?})"),
+                source: Arc::new(io::ErrorKind::TimedOut.into()),
             },
             Error::InvalidArgument { what } => T::InvalidArgument { what },
-            Error::Io { peer, kind, detail } => T::Io { peer, kind, detail },
+            Error::Io { peer, doing, source } => T::Io { peer, doing, source },
         }
     }
 }
@@ -157,8 +208,50 @@ impl From<Error> for std::io::Error {
             Error::Refused { .. } => K::PermissionDenied,
             Error::Timeout { .. } => K::TimedOut,
             Error::InvalidArgument { .. } => K::InvalidInput,
-            Error::Io { kind, .. } => *kind,
+            Error::Io { source, .. } => source.kind(),
         };
         std::io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The operating system's error is the source, with its kind and code, printed once; it
+    /// stays the source when the error becomes the transport's.
+    #[test]
+    fn an_io_error_is_the_source_here_and_in_the_transport() {
+        let e = Error::io(Some(Rank(2)), "mapping the segment", io::Error::from_raw_os_error(12));
+        assert_eq!(e.to_string(), "I/O error with rank 2: mapping the segment");
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::OutOfMemory));
+        let os = e.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("io source");
+        assert_eq!(os.raw_os_error(), Some(12));
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        assert_eq!(e.clone(), e);
+
+        let t = gloo_transport::Error::from(e);
+        assert_eq!(t.to_string(), "I/O error with rank 2: mapping the segment");
+        let os = t.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("io source");
+        assert_eq!(os.raw_os_error(), Some(12));
+        assert_eq!(gloo_testing::errors::chain(&t), chain);
+    }
+
+    /// A channel's own deadline becomes a transport I/O error of kind `TimedOut` that says
+    /// what was waited for, once.
+    #[test]
+    fn a_timeout_becomes_a_timed_out_io_error() {
+        let e = Error::Timeout {
+            peer: Some(Rank(1)),
+            doing: "waiting for a peer to connect".into(),
+            waited: Duration::from_secs(2),
+        };
+        let t = gloo_transport::Error::from(e);
+        assert_eq!(t.io_kind(), Some(io::ErrorKind::TimedOut));
+        let chain = gloo_testing::errors::chain_printed_once(&t);
+        assert!(chain[0].contains("waiting for a peer to connect"), "{chain:?}");
     }
 }

@@ -113,27 +113,27 @@ impl ShmListener {
     pub fn bind(config: ShmConfig) -> Result<ShmListener> {
         config.check().map_err(|what| Error::InvalidArgument { what })?;
         let bell =
-            Arc::new(event::eventfd().map_err(|e| Error::io(None, "creating the doorbell", &e))?);
+            Arc::new(event::eventfd().map_err(|e| Error::io(None, "creating the doorbell", e))?);
         let mut last = None;
         for _ in 0..8 {
             let hex: String = random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
             let name = format!("gloo-shm-{hex}").into_bytes();
             let addr = SocketAddr::from_abstract_name(&name)
-                .map_err(|e| Error::io(None, "making the socket address", &e))?;
+                .map_err(|e| Error::io(None, "making the socket address", e))?;
             match UnixListener::bind_addr(&addr) {
                 Ok(listener) => {
                     listener
                         .set_nonblocking(true)
-                        .map_err(|e| Error::io(None, "setting the listener non-blocking", &e))?;
+                        .map_err(|e| Error::io(None, "setting the listener non-blocking", e))?;
                     return Ok(ShmListener { config, listener, name, bell });
                 }
                 // Someone holds this name: draw another.
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-                Err(e) => return Err(Error::io(None, "binding the shared-memory listener", &e)),
+                Err(e) => return Err(Error::io(None, "binding the shared-memory listener", e)),
             }
         }
         let e = last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse));
-        Err(Error::io(None, "binding the shared-memory listener (8 random names in use)", &e))
+        Err(Error::io(None, "binding the shared-memory listener (8 random names in use)", e))
     }
 
     /// The bytes a peer needs to connect: publish them through the store.
@@ -158,7 +158,7 @@ impl ShmListener {
                 Ok((s, _)) => break s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(None, "accepting a shared-memory pair", &e)),
+                Err(e) => return Err(Error::io(None, "accepting a shared-memory pair", e)),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -174,10 +174,10 @@ impl ShmListener {
                 Some(deadline - now),
                 &mut rev,
             )
-            .map_err(|e| Error::io(None, "waiting for a peer to connect", &e))?;
+            .map_err(|e| Error::io(None, "waiting for a peer to connect", e))?;
         };
         sock.set_nonblocking(false)
-            .map_err(|e| Error::io(None, "configuring a pair's socket", &e))?;
+            .map_err(|e| Error::io(None, "configuring a pair's socket", e))?;
         self.handshake_accept(sock, wanted, deadline)
     }
 
@@ -189,7 +189,7 @@ impl ShmListener {
     ) -> Result<Channel> {
         let cfg = &self.config;
         let cred = sock::peer_cred(&sock)
-            .map_err(|e| Error::io(None, "reading the peer's credentials", &e))?;
+            .map_err(|e| Error::io(None, "reading the peer's credentials", e))?;
         let ours = crate::sys::euid();
         if cred.uid != ours {
             // Not a word to another user's process.
@@ -233,7 +233,7 @@ impl ShmListener {
         }
         let can_pull = probe(cfg.single_copy, cred.pid, hello.probe_addr, hello.probe_value);
         let (segment, file) = Segment::create(cfg.ring_capacity)
-            .map_err(|e| Error::io(Some(peer), "creating the shared segment", &e))?;
+            .map_err(|e| Error::io(Some(peer), "creating the shared segment", e))?;
         let (probe_addr, probe_value) = probe_word();
         let mut welcome = Msg::new(Kind::Welcome);
         welcome.rank = cfg.rank.0;
@@ -244,7 +244,7 @@ impl ShmListener {
         welcome.can_read_you = can_pull;
         welcome.text = cfg.job.clone();
         send_msg(&sock, &welcome, &[file.as_fd(), self.bell.as_fd()])
-            .map_err(|e| Error::io(Some(peer), "sending the segment", &e))?;
+            .map_err(|e| Error::io(Some(peer), "sending the segment", e))?;
         // The file goes now: the mapping keeps the memory, and the peer's copy keeps the file
         // until it maps it. No name existed at any point.
         drop(file);
@@ -281,7 +281,7 @@ impl ShmListener {
                 can_pull,
             },
         )
-        .map_err(|e| Error::io(Some(peer), "starting the channel", &e))
+        .map_err(|e| Error::io(Some(peer), "starting the channel", e))
     }
 
     /// Dial `peer` (a lower rank) at `address` (its listener's address bytes) and run the
@@ -303,7 +303,7 @@ impl ShmListener {
                 ),
             })?;
         let addr = SocketAddr::from_abstract_name(name)
-            .map_err(|e| Error::io(Some(peer), "making the socket address", &e))?;
+            .map_err(|e| Error::io(Some(peer), "making the socket address", e))?;
         let start = Instant::now();
         let mut backoff = Duration::from_millis(1);
         let sock = loop {
@@ -326,11 +326,11 @@ impl ShmListener {
                     std::thread::sleep(backoff.min(deadline - now));
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
-                Err(e) => return Err(Error::io(Some(peer), "connecting", &e)),
+                Err(e) => return Err(Error::io(Some(peer), "connecting", e)),
             }
         };
         let cred = sock::peer_cred(&sock)
-            .map_err(|e| Error::io(Some(peer), "reading the peer's credentials", &e))?;
+            .map_err(|e| Error::io(Some(peer), "reading the peer's credentials", e))?;
         let ours = crate::sys::euid();
         if cred.uid != ours {
             return Err(Error::Refused {
@@ -348,7 +348,7 @@ impl ShmListener {
         hello.probe_addr = probe_addr;
         hello.probe_value = if cfg.single_copy == SingleCopy::Off { 0 } else { probe_value };
         hello.text = cfg.job.clone();
-        send_msg(&sock, &hello, &[]).map_err(|e| Error::io(Some(peer), "sending the hello", &e))?;
+        send_msg(&sock, &hello, &[]).map_err(|e| Error::io(Some(peer), "sending the hello", e))?;
         let (welcome, fds) = recv_msg(&sock, Some(peer), deadline)?;
         if welcome.kind == Kind::Reject {
             return Err(Error::Refused {
@@ -399,7 +399,7 @@ impl ShmListener {
                 });
             }
             Err(AttachError::Io(e)) => {
-                return Err(Error::io(Some(peer), "mapping the segment", &e));
+                return Err(Error::io(Some(peer), "mapping the segment", e));
             }
         };
         let can_pull = probe(cfg.single_copy, cred.pid, welcome.probe_addr, welcome.probe_value);
@@ -407,7 +407,7 @@ impl ShmListener {
         ack.rank = cfg.rank.0;
         ack.can_read_you = can_pull;
         send_msg(&sock, &ack, &[self.bell.as_fd()])
-            .map_err(|e| Error::io(Some(peer), "sending the ack", &e))?;
+            .map_err(|e| Error::io(Some(peer), "sending the ack", e))?;
         Channel::new(
             cfg,
             Parts {
@@ -422,7 +422,7 @@ impl ShmListener {
                 can_pull,
             },
         )
-        .map_err(|e| Error::io(Some(peer), "starting the channel", &e))
+        .map_err(|e| Error::io(Some(peer), "starting the channel", e))
     }
 
     /// Connect this rank to every other rank of the group: dial the lower ranks in order,
@@ -479,7 +479,11 @@ impl ShmListener {
                     });
                 }
                 Err(e @ (Error::Refused { .. } | Error::Protocol { .. })) => {
-                    tracing::warn!(rank = cfg.rank.0, "refused a shared-memory connection: {e}");
+                    tracing::warn!(
+                        rank = cfg.rank.0,
+                        error = %gloo_transport::ErrorChain(&e),
+                        "refused a shared-memory connection"
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -493,7 +497,7 @@ fn doorbell_from(fd: OwnedFd, peer: Rank) -> Result<File> {
     let file = File::from(fd);
     let link =
         std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)))
-            .map_err(|e| Error::io(Some(peer), "checking the peer's doorbell", &e))?;
+            .map_err(|e| Error::io(Some(peer), "checking the peer's doorbell", e))?;
     if link.as_os_str() != "anon_inode:[eventfd]" {
         return Err(Error::Protocol {
             peer: Some(peer),
@@ -517,7 +521,7 @@ fn timeout_or_io(e: io::Error, peer: Option<Rank>, start: Instant) -> Error {
             waited: start.elapsed(),
         }
     } else {
-        Error::io(peer, "in the shared-memory handshake", &e)
+        Error::io(peer, "in the shared-memory handshake", e)
     }
 }
 
@@ -536,7 +540,7 @@ fn recv_msg(
             waited: Duration::ZERO,
         });
     }
-    sock.set_read_timeout(Some(remaining)).map_err(|e| Error::io(peer, "setting a timeout", &e))?;
+    sock.set_read_timeout(Some(remaining)).map_err(|e| Error::io(peer, "setting a timeout", e))?;
     let mut buf = vec![0u8; 4 + MAX_MSG];
     let (mut n, fds) =
         sock::recv_with_fds(sock, &mut buf).map_err(|e| timeout_or_io(e, peer, start))?;

@@ -104,7 +104,7 @@ pub fn wait(
                 for c in channels.iter_mut() {
                     c.after_sleep();
                 }
-                return Err(crate::Error::io(None, "polling the shared-memory doorbells", &e));
+                return Err(crate::Error::io(None, "polling the shared-memory doorbells", e));
             }
             for (c, hung) in channels.iter_mut().zip(hung) {
                 if hung {

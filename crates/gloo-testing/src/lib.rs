@@ -2,7 +2,7 @@
 //!
 //! What it holds: the transport conformance suite that every transport passes
 //! ([`conformance`]), helpers that run one closure per rank on threads ([`run_ranks`]) or one
-//! process per rank ([`procs`]), network faults (a fault proxy and network namespaces whose
+//! process per rank ([`procs`]), error chains as a reporter prints them ([`errors`]), network faults (a fault proxy and network namespaces whose
 //! link can be cut or throttled: [`netfault`]), and bounded deadlines for tests.
 //!
 //! What it does not hold: assertions about timing (tests never assert timings), or anything a
@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap_keys;
+pub mod errors;
 /// The transport conformance suite. It lives in `gloo-transport` behind its `conformance`
 /// feature, so that a transport written outside this workspace can run it too; the
 /// workspace's tests reach it here.

@@ -123,17 +123,13 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| Error::File { path: path.to_path_buf(), detail: format!("cannot read: {e}") })
+    std::fs::read(path).map_err(|e| Error::file(path, "cannot read", e))
 }
 
 /// Refuse a key file that anyone but its owner may read, before reading it.
 fn check_key_permissions(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        detail: format!("cannot read: {e}"),
-    })?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::file(path, "cannot read", e))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(Error::KeyPermissions { path: path.to_path_buf(), mode });

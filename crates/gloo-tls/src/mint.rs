@@ -159,10 +159,7 @@ impl JobCa {
 /// never write through a planted link).
 fn create(path: &Path, contents: &str, mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file_err = |e: std::io::Error| Error::File {
-        path: path.to_path_buf(),
-        detail: format!("cannot create: {e}"),
-    };
+    let file_err = |e: std::io::Error| Error::file(path, "cannot create", e);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -186,10 +183,7 @@ pub fn write_job(
     if world_size == 0 {
         return Err(Error::config("a job needs at least one rank"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::File {
-        path: dir.to_path_buf(),
-        detail: format!("cannot create the directory: {e}"),
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, "cannot create the directory", e))?;
     let ca = JobCa::new(job, validity)?;
     let mut written = Vec::new();
     let mut put = |name: String, contents: &str, mode: u32| -> Result<()> {

@@ -39,10 +39,18 @@ fn a_missing_file_names_itself() {
     let dir = tempfile::tempdir().unwrap();
     let f = pki.write_rank(dir.path(), 0, 0o600);
     let gone = TlsFiles { ca: dir.path().join("nope.pem"), ..f };
-    match gone.load().unwrap_err() {
-        Error::File { path, .. } => assert_eq!(path, dir.path().join("nope.pem")),
+    let e = gone.load().unwrap_err();
+    match &e {
+        Error::File { path, .. } => assert_eq!(path, &dir.path().join("nope.pem")),
         other => panic!("{other}"),
     }
+    // The operating system's error is the source, as it was, and printed once.
+    let os = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("an io::Error source");
+    assert_eq!((os.kind(), os.raw_os_error()), (std::io::ErrorKind::NotFound, Some(2)));
+    let chain = gloo_testing::errors::chain_printed_once(&e);
+    assert_eq!(chain, vec![e.to_string(), os.to_string()]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The transport's error type.
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Fingerprint, Rank, Slot};
@@ -47,7 +49,13 @@ impl fmt::Display for Pending {
 /// Every variant names the rank, peer or slot concerned; errors caused by what a peer sent are
 /// returned here, never panicked on. The type is `Clone` so that one fatal error can be handed
 /// to every thread waiting on a communicator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// An [`Io`](Error::Io) error keeps the operating system's `io::Error` (shared, so the error
+/// stays `Clone`) and returns it as its [`source`](std::error::Error::source); its `Display`
+/// says only what was being done and with which peer, so a reporter that walks the chain
+/// (`anyhow`'s `{:#}`, or a loop over `source()`) prints each message once. Two errors are
+/// equal when their fields are; two `io::Error`s are compared as [`io_errors_match`] does.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The deadline passed with operations still pending.
@@ -129,21 +137,72 @@ pub enum Error {
         /// What was wrong and how to fix it.
         detail: String,
     },
-    /// An operating-system error.
+    /// An operating-system error (or a deadline that passed while one was being retried:
+    /// its kind is then `TimedOut`).
     Io {
         /// The peer the socket belonged to, when there was one.
         peer: Option<Rank>,
-        /// The error's kind.
-        kind: std::io::ErrorKind,
-        /// The error's text, with what was being done.
-        detail: String,
+        /// What was being done (without the error's own text, which is `source`'s).
+        doing: String,
+        /// The error itself; [`io_kind`](Error::io_kind) gives its kind.
+        source: Arc<io::Error>,
     },
+}
+
+/// Whether two `io::Error`s are the same error, as far as can be told: the same kind, the
+/// same OS error code (or none) and the same text. (`io::Error` is not `PartialEq`; the
+/// error types of this crate and the crates built on it compare the ones they hold this way.)
+pub fn io_errors_match(a: &io::Error, b: &io::Error) -> bool {
+    std::ptr::eq(a, b)
+        || (a.kind() == b.kind()
+            && a.raw_os_error() == b.raw_os_error()
+            && a.to_string() == b.to_string())
+}
+
+/// An error and every error under it ([`source`](std::error::Error::source) after
+/// `source`), on one line separated by `": "`, as `anyhow`'s `{:#}` shows them: for logs, and
+/// for a message that must carry a whole chain as text (`Display` of an error says only its
+/// own part).
+///
+/// ```
+/// # use gloo_transport::{Error, ErrorChain, Rank};
+/// let e = Error::io(Some(Rank(1)), "connecting to 127.0.0.1:9", std::io::ErrorKind::ConnectionRefused.into());
+/// assert_eq!(e.to_string(), "I/O error with rank 1: connecting to 127.0.0.1:9");
+/// assert_eq!(ErrorChain(&e).to_string(), "I/O error with rank 1: connecting to 127.0.0.1:9: connection refused");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {
     /// An [`Error::Io`] from an `io::Error`, with what was being done.
-    pub fn io(peer: Option<Rank>, doing: &str, e: &std::io::Error) -> Error {
-        Error::Io { peer, kind: e.kind(), detail: format!("{doing}: {e}") }
+    pub fn io(peer: Option<Rank>, doing: impl Into<String>, e: io::Error) -> Error {
+        Error::Io { peer, doing: doing.into(), source: Arc::new(e) }
+    }
+
+    /// The kind of the `io::Error` underneath, if this is an [`Error::Io`].
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
     }
 
     /// An [`Error::Protocol`] for a known peer.
@@ -219,11 +278,52 @@ impl fmt::Display for Error {
             ),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
             Error::Config { detail } => write!(f, "configuration error: {detail}"),
-            Error::Io { peer, detail, .. } => {
-                write!(f, "I/O error with {}: {detail}", opt_rank(peer))
-            }
+            Error::Io { peer: Some(r), doing, .. } => write!(f, "I/O error with rank {r}: {doing}"),
+            Error::Io { peer: None, doing, .. } => write!(f, "I/O error: {doing}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// Field by field, with the `io::Error` of an [`Error::Io`] compared by [`io_errors_match`].
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        use Error::*;
+        // One arm per variant of `self` (no wildcard), so a new variant cannot be left out.
+        match self {
+            Timeout { rank, waited, pending } => matches!(other,
+                Timeout { rank: r, waited: w, pending: p } if (rank, waited, pending) == (r, w, p)),
+            PeerLost { peer, reason } => matches!(other,
+                PeerLost { peer: p, reason: r } if (peer, reason) == (p, r)),
+            Protocol { peer, detail } => matches!(other,
+                Protocol { peer: p, detail: d } if (peer, detail) == (p, d)),
+            Auth { peer, detail } => matches!(other,
+                Auth { peer: p, detail: d } if (peer, detail) == (p, d)),
+            Mismatch { peer, slot, ours, theirs } => matches!(other,
+                Mismatch { peer: p, slot: s, ours: o, theirs: t }
+                    if (peer, slot, ours, theirs) == (p, s, o, t)),
+            MessageTooLong { peer, slot, len, capacity } => matches!(other,
+                MessageTooLong { peer: p, slot: s, len: l, capacity: c }
+                    if (peer, slot, len, capacity) == (p, s, l, c)),
+            Aborted { by, reason } => matches!(other,
+                Aborted { by: b, reason: r } if (by, reason) == (b, r)),
+            Cancelled { peer, slot } => matches!(other,
+                Cancelled { peer: p, slot: s } if (peer, slot) == (p, s)),
+            InvalidArgument { what } => matches!(other, InvalidArgument { what: w } if what == w),
+            Config { detail } => matches!(other, Config { detail: d } if detail == d),
+            Io { peer, doing, source } => matches!(other,
+                Io { peer: p, doing: d, source: s }
+                    if (peer, doing) == (p, d) && io_errors_match(source, s)),
+        }
+    }
+}
+
+impl Eq for Error {}

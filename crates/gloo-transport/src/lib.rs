@@ -65,6 +65,6 @@ pub mod threads;
 mod types;
 
 pub use comm::{Batch, Communicator, LazyListener, Listener, Wait};
-pub use error::{Error, Pending, Result};
+pub use error::{Error, ErrorChain, Pending, Result, io_errors_match};
 pub use op::{Op, OpKind, OpState};
 pub use types::{Fingerprint, Rank, Slot};

@@ -96,3 +96,47 @@ fn a_wrong_token_is_an_auth_error_on_both_sides() {
     }
     assert!(out[1].1 < Duration::from_secs(3), "the dialler knows at once: {:?}", out[1].1);
 }
+
+/// A rank whose peer's address has nobody listening (a closed 127.0.0.1 port) times out
+/// naming the peer, and the operating system's refusal is reachable down `source()`, as the
+/// `io::Error` it was, printed once along the chain.
+#[test]
+fn a_refused_dial_keeps_the_os_error_as_the_source() {
+    use std::error::Error as _;
+
+    // Rank 1 dials rank 0 (higher ranks dial lower ones); rank 0's port is closed.
+    let l0 = TcpListener::bind(TcpConfig::loopback("refused", Rank(0), 2)).expect("bind");
+    let l1 = TcpListener::bind(TcpConfig::loopback("refused", Rank(1), 2)).expect("bind");
+    let addrs = vec![l0.address_bytes(), l1.address_bytes()];
+    drop(l0);
+    let Err(e) = l1.connect_all(&addrs, deadline(1)) else { panic!("connected to nobody") };
+    assert_eq!(e.peer(), Some(Rank(0)), "{e:?}");
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::TimedOut), "{e:?}");
+    let chain = gloo_testing::errors::chain_printed_once(&e);
+    assert!(chain[0].contains("could not connect to rank 0"), "{chain:#?}");
+    let os = gloo_testing::errors::deepest_io(&e).expect("the deepest error is an io::Error");
+    assert_eq!(os.kind(), std::io::ErrorKind::ConnectionRefused, "{chain:#?}");
+    assert_eq!(os.raw_os_error(), Some(111), "ECONNREFUSED: {chain:#?}");
+    // The timeout's own `io::Error` is the first source, with its kind.
+    let first = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("io source");
+    assert_eq!(first.kind(), std::io::ErrorKind::TimedOut);
+}
+
+/// `Error::io` keeps the `io::Error` it is given: `source()` is that error, with its kind and
+/// OS code, `Display` does not repeat it, and clones compare equal.
+#[test]
+fn an_io_error_is_the_source_of_the_transport_error() {
+    use std::error::Error as _;
+
+    let os = std::io::Error::from_raw_os_error(104);
+    let text = os.to_string();
+    let e = Error::io(Some(Rank(3)), "reading a frame", os);
+    assert_eq!(e.to_string(), "I/O error with rank 3: reading a frame");
+    let s = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("io source");
+    assert_eq!((s.kind(), s.raw_os_error()), (std::io::ErrorKind::ConnectionReset, Some(104)));
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(gloo_testing::errors::chain_printed_once(&e), vec![e.to_string(), text]);
+    assert_eq!(e.clone(), e);
+    let other = Error::io(Some(Rank(3)), "reading a frame", std::io::Error::from_raw_os_error(32));
+    assert_ne!(e, other);
+}

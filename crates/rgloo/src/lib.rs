@@ -86,9 +86,13 @@ pub use half;
 
 /// Any error of the layers, so that one `?` works on every call of a program.
 ///
-/// `Display` is the layer's own message and [`source`](std::error::Error::source) what lies
-/// under it (the layer's error is reached by matching the variant), so a reporter that
-/// prints the whole chain prints each message once.
+/// It is transparent: `Display` is the layer's own message and
+/// [`source`](std::error::Error::source) what lies under the layer's error (which is reached
+/// by matching the variant). Each error of the chain says only its own part (a collective
+/// that failed, then the transport's error naming the peer, then the operating system's
+/// error), so print the whole chain to see the cause: `anyhow`'s `{:#}`, a loop over
+/// `source()`, or [`transport::ErrorChain`], which prints each message once. `Debug` (what
+/// `fn main() -> Result<..>` prints) shows the layer's error with everything under it.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -291,6 +295,35 @@ mod tests {
             next = s.source();
         }
         assert_eq!(chain.join("\n").matches(&lost.to_string()).count(), 1, "{chain:?}");
+    }
+
+    /// A rank whose store is not there (a closed 127.0.0.1 port) fails by its deadline, and
+    /// the chain under the facade's error goes down to the operating system's refusal, the
+    /// `io::Error` it was, each message printed once; `Debug` shows it too.
+    #[test]
+    fn an_unreachable_store_keeps_the_os_error_down_the_chain() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let vars: HashMap<String, String> = [
+            ("RANK", "1".to_string()),
+            ("WORLD_SIZE", "2".to_string()),
+            ("MASTER_ADDR", "127.0.0.1".to_string()),
+            ("MASTER_PORT", port.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        let e = init_from(&vars, Duration::from_millis(800)).unwrap_err();
+        assert!(matches!(e, Error::Rendezvous(rendezvous::Error::Unreachable { .. })), "{e:?}");
+        let chain = gloo_testing::errors::chain_printed_once(&e);
+        assert!(chain[0].contains(&format!("127.0.0.1:{port}")), "{chain:#?}");
+        let os = gloo_testing::errors::deepest_io(&e).expect("the OS error is the deepest");
+        assert_eq!(os.kind(), std::io::ErrorKind::ConnectionRefused, "{chain:#?}");
+        assert_eq!(os.raw_os_error(), Some(111), "ECONNREFUSED: {chain:#?}");
+        assert_eq!(chain.last(), Some(&os.to_string()));
+        let debug = format!("{e:?}");
+        assert!(
+            debug.starts_with("Unreachable {") && debug.contains("ConnectionRefused"),
+            "{debug}"
+        );
     }
 
     /// Two ranks of one host meet through the store `init_from` hosts and connect through

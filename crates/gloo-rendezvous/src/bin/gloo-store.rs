@@ -67,7 +67,8 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let listen = listen.ok_or("--listen is required")?;
     #[cfg(feature = "tls")]
     {
-        cfg.tls = gloo_tls::TlsConfig::from_env().map_err(|e| format!("TLS: {e}"))?;
+        cfg.tls = gloo_tls::TlsConfig::from_env()
+            .map_err(|e| format!("TLS: {}", gloo_transport::ErrorChain(&e)))?;
     }
     #[cfg(not(feature = "tls"))]
     if std::env::var_os("GLOO_TLS_CERT").is_some() {

@@ -12,7 +12,7 @@ use super::proto::{
     SERVER_LABEL, ST_ERROR, ST_OK, ST_TIMEOUT, VERSION, looks_like_tls, nonce, proof, verify_proof,
 };
 use super::stream::ClientStream;
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
 /// How long after its deadline a waiting call keeps listening for the server's own timeout
@@ -157,11 +157,7 @@ impl TcpStore {
                 Err(OpenError::Retry(why)) => why,
             };
             if !backoff.sleep(deadline) {
-                return Err(Error::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    detail: why,
-                    waited: start.elapsed(),
-                });
+                return Err(Error::unreachable(&self.endpoint, why, start.elapsed()));
             }
         }
     }
@@ -170,9 +166,9 @@ impl TcpStore {
         let addrs: Vec<SocketAddr> = self
             .endpoint
             .to_socket_addrs()
-            .map_err(|e| OpenError::Retry(format!("resolving {}: {e}", self.endpoint)))?
+            .map_err(|e| OpenError::Retry(Failure::io(format!("resolving {}", self.endpoint), e)))?
             .collect();
-        let mut last = format!("{} resolved to no address", self.endpoint);
+        let mut last = Failure::seen(format!("{} resolved to no address", self.endpoint));
         for addr in addrs {
             let budget = budget(deadline).min(Duration::from_secs(5));
             match TcpStream::connect_timeout(&addr, budget) {
@@ -187,13 +183,14 @@ impl TcpStore {
                     let mut conn = Conn::new(stream);
                     return match self.handshake(&mut conn, deadline) {
                         Ok(()) => Ok(conn),
-                        Err(HandshakeError::Io(e)) => {
-                            Err(OpenError::Retry(format!("handshake with {addr}: {e}")))
-                        }
+                        Err(HandshakeError::Io(f)) => Err(OpenError::Retry(Failure {
+                            detail: format!("handshake with {addr}: {}", f.detail),
+                            source: f.source,
+                        })),
                         Err(HandshakeError::Fatal(e)) => Err(OpenError::Fatal(e)),
                     };
                 }
-                Err(e) => last = format!("connecting to {addr}: {e}"),
+                Err(e) => last = Failure::io(format!("connecting to {addr}"), e),
             }
         }
         Err(OpenError::Retry(last))
@@ -237,9 +234,10 @@ impl TcpStore {
             {
                 // A server that closes on a ClientHello without a word: most likely a
                 // plaintext one (of an older version), or one restarting, so retried.
-                HandshakeError::Io(format!(
-                    "the server closed the connection during the TLS handshake: is it a \
-                     plaintext server? ({err})"
+                HandshakeError::Io(Failure::io(
+                    "the server closed the connection during the TLS handshake (is it a \
+                     plaintext server?)",
+                    err,
                 ))
             }
             Fail::Conn { err, .. } if err.kind() == io::ErrorKind::PermissionDenied => {
@@ -347,11 +345,11 @@ impl TcpStore {
                             keys: keys.iter().map(|k| k.to_vec()).collect(),
                             waited: start.elapsed(),
                         },
-                        None => Error::Unreachable {
-                            endpoint: self.endpoint.clone(),
-                            detail: "no answer before the deadline".into(),
-                            waited: start.elapsed(),
-                        },
+                        None => Error::unreachable(
+                            &self.endpoint,
+                            Failure::seen("no answer before the deadline"),
+                            start.elapsed(),
+                        ),
                     });
                 }
                 Fail::Protocol(e) => return Err(e),
@@ -363,23 +361,17 @@ impl TcpStore {
                 }
                 Fail::Conn { sent, err } => {
                     if sent && retry == Retry::OnlyIfUnsent {
-                        return Err(Error::Io {
-                            key: None,
-                            kind: err.kind(),
-                            detail: format!(
-                                "connection to the store at {} lost after the request was sent; \
-                                 whether it took effect is unknown: {err}",
-                                self.endpoint
-                            ),
-                        });
+                        let doing = format!(
+                            "connection to the store at {} lost after the request was sent; \
+                             whether it took effect is unknown",
+                            self.endpoint
+                        );
+                        return Err(Error::io(None, doing, err));
                     }
                     tracing::debug!(endpoint = %self.endpoint, error = %err, "store connection lost; reconnecting");
                     if !backoff.sleep(deadline) {
-                        return Err(Error::Unreachable {
-                            endpoint: self.endpoint.clone(),
-                            detail: format!("connection lost: {err}"),
-                            waited: start.elapsed(),
-                        });
+                        let last = Failure::io("connection lost", err);
+                        return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
                     }
                 }
             }
@@ -408,20 +400,20 @@ impl TcpStore {
 }
 
 enum OpenError {
-    Retry(String),
+    Retry(Failure),
     Fatal(Error),
 }
 
 enum HandshakeError {
-    Io(String),
+    Io(Failure),
     Fatal(Error),
 }
 
 impl From<Fail> for HandshakeError {
     fn from(f: Fail) -> Self {
         match f {
-            Fail::Conn { err, .. } => HandshakeError::Io(err.to_string()),
-            Fail::NoAnswer => HandshakeError::Io("no answer to the hello".into()),
+            Fail::Conn { err, .. } => HandshakeError::Io(Failure::io("exchanging the hello", err)),
+            Fail::NoAnswer => HandshakeError::Io(Failure::seen("no answer to the hello")),
             // A server that answers the hello with garbage is not a store (or a broken one):
             // retrying cannot help.
             Fail::Protocol(e) => HandshakeError::Fatal(e),

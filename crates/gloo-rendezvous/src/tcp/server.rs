@@ -130,13 +130,13 @@ impl TcpStoreServer {
             });
         }
         let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::io(None, &format!("binding the store server to {addr}"), &e))?;
+            .map_err(|e| Error::io(None, format!("binding the store server to {addr}"), e))?;
         let local_addr =
-            listener.local_addr().map_err(|e| Error::io(None, "reading the bound address", &e))?;
-        let poll = Poll::new().map_err(|e| Error::io(None, "creating the event loop", &e))?;
+            listener.local_addr().map_err(|e| Error::io(None, "reading the bound address", e))?;
+        let poll = Poll::new().map_err(|e| Error::io(None, "creating the event loop", e))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
-                .map_err(|e| Error::io(None, "creating the event loop waker", &e))?,
+                .map_err(|e| Error::io(None, "creating the event loop waker", e))?,
         );
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(AtomicUsize::new(0));
@@ -146,11 +146,11 @@ impl TcpStoreServer {
             .poll
             .registry()
             .register(&mut server.listener, LISTENER, Interest::READABLE)
-            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+            .map_err(|e| Error::io(None, "registering the listener", e))?;
         let thread = std::thread::Builder::new()
             .name(format!("gloo-store {local_addr}"))
             .spawn(move || server.run())
-            .map_err(|e| Error::io(None, "spawning the store server thread", &e))?;
+            .map_err(|e| Error::io(None, "spawning the store server thread", e))?;
         tracing::debug!(%local_addr, "store server listening");
         Ok(TcpStoreServer { local_addr, stop, waker, live, thread: Some(thread) })
     }
@@ -365,7 +365,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                tracing::error!(error = %e, "store server event loop failed; stopping");
+                tracing::error!(error = %gloo_transport::ErrorChain(&e), "store server event loop failed; stopping");
                 return;
             }
             for ev in events.iter() {
@@ -412,7 +412,7 @@ impl Server {
                     let mut stream = match self.wrap(stream) {
                         Ok(s) => s,
                         Err(e) => {
-                            tracing::warn!(%peer, error = %e, "store server could not start TLS");
+                            tracing::warn!(%peer, error = %gloo_transport::ErrorChain(&e), "store server could not start TLS");
                             continue;
                         }
                     };
@@ -425,7 +425,7 @@ impl Server {
                         Token(idx),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        tracing::warn!(%peer, error = %e, "store server could not register a connection");
+                        tracing::warn!(%peer, error = %gloo_transport::ErrorChain(&e), "store server could not register a connection");
                         self.free.push(idx);
                         continue;
                     }
@@ -452,7 +452,7 @@ impl Server {
                 Err(e) => {
                     // Out of descriptors, most likely: the pending connections stay queued in
                     // the kernel and are taken when the next one arrives or a slot frees.
-                    tracing::warn!(error = %e, "store server could not accept a connection");
+                    tracing::warn!(error = %gloo_transport::ErrorChain(&e), "store server could not accept a connection");
                     return;
                 }
             }

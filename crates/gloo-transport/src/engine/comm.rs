@@ -153,7 +153,7 @@ impl<W: Wire> EngineComm<W> {
             .name(format!("gloo-{}-hb-{}", W::NAME, shared.me))
             .spawn(move || background_loop(&s2, &stop2, nap))
             .map(Some)
-            .map_err(|e| Error::io(None, "starting the heartbeat thread", &e))
+            .map_err(|e| Error::io(None, "starting the heartbeat thread", e))
     }
 
     /// Under loom there is no background thread: a model runs the callers' threads only,
@@ -399,7 +399,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     if let Err(e) = r
                         && e.kind() != std::io::ErrorKind::Interrupted
                     {
-                        break Err(Error::io(Some(s.me), "waiting for the links", &e));
+                        break Err(Error::io(Some(s.me), "waiting for the links", e));
                     }
                 }
                 None => {

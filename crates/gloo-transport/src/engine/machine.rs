@@ -1328,7 +1328,7 @@ impl<L: Link> Engine<L> {
         if peer.dead.is_some() {
             return;
         }
-        tracing::debug!(rank = %self.me, peer = %rank, error = %e, "closing connection");
+        tracing::debug!(rank = %self.me, peer = %rank, error = %crate::ErrorChain(&e), "closing connection");
         if matches!(e, Error::Cancelled { .. }) && peer.active.is_none() {
             // A cancel ends this pair only: say goodbye (best effort, between frames) so the
             // peer fails its operations with us instead of taking this rank for dead.

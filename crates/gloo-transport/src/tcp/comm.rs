@@ -42,7 +42,7 @@ impl TcpComm {
         lazy: Option<Box<Lazy>>,
     ) -> Result<TcpComm> {
         let registry =
-            poll.registry().try_clone().map_err(|e| Error::io(None, "cloning the registry", &e))?;
+            poll.registry().try_clone().map_err(|e| Error::io(None, "cloning the registry", e))?;
         let wire = TcpWire::new(registry, lazy);
         let inner = EngineComm::start(engine, wire, TcpSleeper::new(poll), TcpWaker(waker))?;
         Ok(TcpComm { inner })
@@ -86,6 +86,6 @@ impl Communicator for TcpComm {
 }
 
 pub(crate) fn new_poll() -> Result<(Poll, mio::Events)> {
-    let poll = Poll::new().map_err(|e| Error::io(None, "creating a poller", &e))?;
+    let poll = Poll::new().map_err(|e| Error::io(None, "creating a poller", e))?;
     Ok((poll, mio::Events::with_capacity(256)))
 }

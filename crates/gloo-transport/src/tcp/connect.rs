@@ -14,7 +14,7 @@ use super::driver::{Lazy, TcpLink, WAKE};
 use super::stream::{ByteStream, stream_error};
 use crate::engine::{Engine, EngineConfig};
 use crate::proto::{Handshake, HandshakeConfig, fresh_nonce, job_hash};
-use crate::{Error, LazyListener, Listener, Rank, Result};
+use crate::{Error, ErrorChain, LazyListener, Listener, Rank, Result};
 
 /// The poll token of the listening socket (set-up, and a lazy communicator's whole life).
 pub(super) const LISTEN: Token = Token(usize::MAX - 1);
@@ -59,17 +59,17 @@ impl TcpListener {
     /// Bind the address `cfg` chooses (never the wildcard) and start listening.
     pub fn bind(cfg: TcpConfig) -> Result<TcpListener> {
         let (want, token) = cfg.resolve()?;
-        let io_err = |doing: &str, e: &io::Error| Error::io(None, &format!("{doing} {want}"), e);
+        let io_err = |doing: &str, e: io::Error| Error::io(None, format!("{doing} {want}"), e);
         let sock = Socket::new(Domain::for_address(want), Type::STREAM, Some(Protocol::TCP))
-            .map_err(|e| io_err("creating a socket for", &e))?;
+            .map_err(|e| io_err("creating a socket for", e))?;
         if want.is_ipv6() {
-            sock.set_only_v6(true).map_err(|e| io_err("setting IPV6_V6ONLY on", &e))?;
+            sock.set_only_v6(true).map_err(|e| io_err("setting IPV6_V6ONLY on", e))?;
         }
-        sock.bind(&SockAddr::from(want)).map_err(|e| io_err("binding", &e))?;
-        sock.listen(1024).map_err(|e| io_err("listening on", &e))?;
-        sock.set_nonblocking(true).map_err(|e| io_err("configuring", &e))?;
+        sock.bind(&SockAddr::from(want)).map_err(|e| io_err("binding", e))?;
+        sock.listen(1024).map_err(|e| io_err("listening on", e))?;
+        sock.set_nonblocking(true).map_err(|e| io_err("configuring", e))?;
         let std_listener: std::net::TcpListener = sock.into();
-        let addr = std_listener.local_addr().map_err(|e| io_err("reading the address of", &e))?;
+        let addr = std_listener.local_addr().map_err(|e| io_err("reading the address of", e))?;
         tracing::debug!(rank = %cfg.rank, %addr, secure = token.is_some(), "listening");
         Ok(TcpListener {
             cfg,
@@ -167,9 +167,9 @@ impl TcpListener {
         let TcpListener { cfg, token, addr, mut listener } = self;
         poll.registry()
             .register(&mut listener, LISTEN, Interest::READABLE)
-            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+            .map_err(|e| Error::io(None, "registering the listener", e))?;
         let waker = Waker::new(poll.registry(), WAKE)
-            .map_err(|e| Error::io(None, "creating a waker", &e))?;
+            .map_err(|e| Error::io(None, "creating a waker", e))?;
         let hs = HandshakeConfig { job: job_hash(&cfg.job), me, size, token };
         let engine = Engine::new(me, size, engine_config(&cfg));
         let lazy = Lazy::new(
@@ -270,7 +270,7 @@ pub(super) fn data_stream(
             let wrapped = layer
                 .0
                 .wrap(rank, dialled, stream, leftover)
-                .map_err(|e| Error::io(Some(rank), "setting up the stream layer", &e))?;
+                .map_err(|e| Error::io(Some(rank), "setting up the stream layer", e))?;
             Ok((wrapped, Vec::new()))
         }
         None => Ok((Box::new(stream), leftover)),
@@ -319,7 +319,7 @@ impl ConnStream {
             Some(l) if l.0.wraps_handshake() => {
                 let stream =
                     l.0.wrap_connection(dialled, socket)
-                        .map_err(|e| Error::io(dialled, "setting up the stream layer", &e))?;
+                        .map_err(|e| Error::io(dialled, "setting up the stream layer", e))?;
                 Ok(ConnStream::Layered { stream, vouches: l.0.authenticates_peers() })
             }
             _ => Ok(ConnStream::Socket(socket)),
@@ -385,7 +385,7 @@ struct Setup {
     conns: HashMap<usize, Conn>,
     next_token: usize,
     done: Vec<Option<(ConnStream, Vec<u8>)>>,
-    last_err: HashMap<Rank, String>,
+    last_err: HashMap<Rank, Error>,
     /// Per rank, the last authentication or configuration error of a connection that
     /// claimed to be it (wrong token, another job...): what the timeout reports, typed.
     refused: HashMap<Rank, Error>,
@@ -447,7 +447,7 @@ impl Setup {
         let (mut poll, mut events) = new_poll()?;
         poll.registry()
             .register(&mut self.l.listener, LISTEN, Interest::READABLE)
-            .map_err(|e| Error::io(None, "registering the listener", &e))?;
+            .map_err(|e| Error::io(None, "registering the listener", e))?;
         loop {
             let now = Instant::now();
             if self.missing().is_empty() {
@@ -482,7 +482,7 @@ impl Setup {
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(Duration::from_millis(200))))
                 && e.kind() != io::ErrorKind::Interrupted
             {
-                return Err(Error::io(None, "polling during connection set-up", &e));
+                return Err(Error::io(None, "polling during connection set-up", e));
             }
         }
         self.finish(poll, start)
@@ -509,22 +509,25 @@ impl Setup {
                 _ => {}
             }
         }
-        let why: Vec<String> = missing
-            .iter()
-            .map(|r| match self.last_err.get(r) {
-                Some(e) => format!("rank {r} ({e})"),
-                None => format!("rank {r}"),
-            })
-            .collect();
-        Error::Io {
-            peer: missing.first().copied(),
-            kind: io::ErrorKind::TimedOut,
-            detail: format!(
-                "rank {} could not connect to {} within {waited:.1?}",
-                self.me(),
-                why.join(", ")
-            ),
+        // The first missing rank's last failure is the error's source (so the OS error stays
+        // reachable and is printed once); the other ranks' are said in the message.
+        let first = missing.first().copied();
+        let mut doing = format!("rank {me} could not connect to ");
+        for (i, r) in missing.iter().enumerate() {
+            if i > 0 {
+                doing.push_str(", ");
+            }
+            match self.last_err.get(r) {
+                Some(e) if i > 0 => doing.push_str(&format!("rank {r} ({})", ErrorChain(e))),
+                _ => doing.push_str(&format!("rank {r}")),
+            }
         }
+        doing.push_str(&format!(" within {waited:.1?}"));
+        let source = match first.and_then(|r| self.last_err.get(&r)) {
+            Some(last) => io::Error::new(io::ErrorKind::TimedOut, last.clone()),
+            None => io::ErrorKind::TimedOut.into(),
+        };
+        Error::Io { peer: first, doing, source: std::sync::Arc::new(source) }
     }
 
     fn start_dials(&mut self, poll: &mio::Poll, now: Instant, deadline: Instant) -> Result<()> {
@@ -551,7 +554,7 @@ impl Setup {
                             Token(t),
                             Interest::READABLE | Interest::WRITABLE,
                         )
-                        .map_err(|e| Error::io(Some(r), "registering a connection", &e))?;
+                        .map_err(|e| Error::io(Some(r), "registering a connection", e))?;
                     let hs = Handshake::connector(self.hs.clone(), r, fresh_nonce()?);
                     let hs = self.l.cfg.handshake_mode(hs);
                     let until = (now + self.hs_timeout).min(deadline);
@@ -561,14 +564,16 @@ impl Setup {
                     );
                     self.dials.insert(r, Dial::InFlight { backoff });
                 }
-                Err(e) => self.retry(r, backoff, format!("connecting to {addr}: {e}")),
+                Err(e) => {
+                    self.retry(r, backoff, Error::io(Some(r), format!("connecting to {addr}"), e))
+                }
             }
         }
         Ok(())
     }
 
-    fn retry(&mut self, r: Rank, backoff: Duration, why: String) {
-        tracing::debug!(rank = %self.me(), peer = %r, %why, "retrying");
+    fn retry(&mut self, r: Rank, backoff: Duration, why: Error) {
+        tracing::debug!(rank = %self.me(), peer = %r, why = %ErrorChain(&why), "retrying");
         self.last_err.insert(r, why);
         let at = Instant::now() + backoff;
         self.dials.insert(r, Dial::Wait { at, backoff: (backoff * 2).min(MAX_BACKOFF) });
@@ -611,7 +616,7 @@ impl Setup {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Resource exhaustion (EMFILE...) is transient: try again next round.
-                    tracing::warn!(rank = %self.me(), error = %e, "accept failed");
+                    tracing::warn!(rank = %self.me(), error = %crate::ErrorChain(&e), "accept failed");
                     return false;
                 }
             }
@@ -695,12 +700,12 @@ impl Setup {
                             Some(Dial::InFlight { backoff }) => *backoff,
                             _ => FIRST_BACKOFF,
                         };
-                        self.retry(r, backoff, e.to_string());
+                        self.retry(r, backoff, e);
                     }
                     None => {
-                        tracing::warn!(rank = %self.me(), error = %e, "rejected a connection");
+                        tracing::warn!(rank = %self.me(), error = %ErrorChain(&e), "rejected a connection");
                         if let Some(r) = claimed.filter(|r| r.index() < self.done.len()) {
-                            self.last_err.insert(r, e.to_string());
+                            self.last_err.insert(r, e.clone());
                             if matches!(e, Error::Auth { .. } | Error::Protocol { .. }) {
                                 self.refused.insert(r, e);
                             }
@@ -738,12 +743,12 @@ fn finish(poll: mio::Poll, done: Connected, cfg: &TcpConfig) -> Result<TcpComm> 
         let rank = Rank(r as u32);
         poll.registry()
             .reregister(stream.io().source(), Token(r), Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| Error::io(Some(rank), "registering", &e))?;
+            .map_err(|e| Error::io(Some(rank), "registering", e))?;
         let (stream, early) = data_stream(cfg.layer.as_ref(), rank, rank < me, stream, leftover)?;
         engine.attach(rank, TcpLink(stream), &early);
     }
     let waker =
-        Waker::new(poll.registry(), WAKE).map_err(|e| Error::io(None, "creating a waker", &e))?;
+        Waker::new(poll.registry(), WAKE).map_err(|e| Error::io(None, "creating a waker", e))?;
     TcpComm::start(engine, poll, waker, None)
 }
 
@@ -753,18 +758,18 @@ fn write_handshake(c: &mut Conn, peer: Option<Rank>) -> Result<()> {
     let s = c.stream.io();
     while !c.hs.output().is_empty() {
         match s.write_vectored(&[IoSlice::new(c.hs.output())]) {
-            Ok(0) => return Err(Error::io(peer, "handshake", &io::ErrorKind::WriteZero.into())),
+            Ok(0) => return Err(Error::io(peer, "handshake", io::ErrorKind::WriteZero.into())),
             Ok(n) => c.hs.consumed_output(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(stream_error(peer, "handshake", &e)),
+            Err(e) => return Err(stream_error(peer, "handshake", e)),
         }
     }
     if s.has_pending_output() {
         match s.flush_pending() {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(stream_error(peer, "handshake", &e)),
+            Err(e) => return Err(stream_error(peer, "handshake", e)),
         }
     }
     Ok(())
@@ -809,7 +814,7 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
         match c.stream.io().connect_finished() {
             Ok(true) => *established = true,
             Ok(false) => return Ok(None),
-            Err(e) => return Err(Error::io(peer, "handshake", &e)),
+            Err(e) => return Err(Error::io(peer, "connecting", e)),
         }
     }
     write_handshake(c, peer)?;
@@ -834,7 +839,7 @@ pub(super) fn step(c: &mut Conn, now: Instant) -> Result<Option<Rank>> {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(stream_error(c.hs.claimed(), "handshake", &e)),
+            Err(e) => return Err(stream_error(c.hs.claimed(), "handshake", e)),
         }
     }
     // Our last frame may have been produced by the read above.

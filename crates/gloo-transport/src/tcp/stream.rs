@@ -124,8 +124,8 @@ pub trait StreamLayer: Send + Sync + 'static {
 
 /// The transport's error for an I/O error of a (possibly layered) stream while `doing`
 /// something with `peer` (see [`StreamLayer`] for what the kinds mean).
-pub(crate) fn stream_error(peer: Option<Rank>, doing: &str, e: &io::Error) -> Error {
-    crate::engine::refusal(peer, doing, e).unwrap_or_else(|| Error::io(peer, doing, e))
+pub(crate) fn stream_error(peer: Option<Rank>, doing: &str, e: io::Error) -> Error {
+    crate::engine::refusal(peer, doing, &e).unwrap_or_else(|| Error::io(peer, doing, e))
 }
 
 impl ByteStream for mio::net::TcpStream {

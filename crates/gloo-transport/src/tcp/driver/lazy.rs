@@ -309,7 +309,7 @@ impl Lazy {
                 Err(e) => {
                     // Resource exhaustion (EMFILE...) is transient: the heartbeat's forced
                     // pump tries again.
-                    tracing::warn!(rank = %self.hs.me, error = %e, "accept failed");
+                    tracing::warn!(rank = %self.hs.me, error = %crate::ErrorChain(&e), "accept failed");
                     self.accept_ready = false;
                     return;
                 }
@@ -396,7 +396,7 @@ impl Lazy {
         self.links.set(i, Link::Settled);
         let attached = reg
             .reregister(stream.io().source(), Token(i), Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| Error::io(Some(rank), "registering", &e))
+            .map_err(|e| Error::io(Some(rank), "registering", e))
             .and_then(|()| {
                 data_stream(self.layer.as_ref(), rank, dialled.is_some(), stream, leftover)
             });
@@ -450,11 +450,14 @@ impl Lazy {
                     && self.links.get(c.index()) == Some(&Link::Accepting(t))
                 {
                     self.links.set(c.index(), Link::Settled);
-                    let reason = format!("the connection broke during its handshake: {e}");
+                    let reason = format!(
+                        "the connection broke during its handshake: {}",
+                        crate::ErrorChain(&e)
+                    );
                     d.close_peer(c, Error::PeerLost { peer: c, reason }, false);
                     return true;
                 }
-                tracing::warn!(rank = %me, error = %e, "dropped an incoming connection");
+                tracing::warn!(rank = %me, error = %crate::ErrorChain(&e), "dropped an incoming connection");
                 false
             }
             Some((r, _)) => {
@@ -474,7 +477,7 @@ impl Lazy {
                         }
                     }
                 };
-                tracing::debug!(rank = %me, peer = %r, error = %e, "dial failed");
+                tracing::debug!(rank = %me, peer = %r, error = %crate::ErrorChain(&e), "dial failed");
                 d.close_peer(r, e, false);
                 true
             }
