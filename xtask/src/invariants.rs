@@ -111,7 +111,10 @@ fn public_enums_of_library_crates_are_non_exhaustive() {
         let text = std::fs::read_to_string(&path).expect("a source file is readable");
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            if !line.trim_start().starts_with("pub enum ") {
+            // A macro's template (`pub enum $ty`) is not an enum: its invocations are, and
+            // they are checked here like any other.
+            let Some(name) = line.trim_start().strip_prefix("pub enum ") else { continue };
+            if name.starts_with('$') {
                 continue;
             }
             enums += 1;
