@@ -5,8 +5,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use gloo_algorithms::{Error, Group, Options, ReduceOp, select::EnvOverrides};
@@ -282,11 +283,21 @@ fn disagreeing_members_are_a_typed_error_within_the_timeout() {
     let lists: [&[&[u32]]; 2] = [&[&[0, 1, 2], &[0, 1], &[0, 1, 2]], &[&[0, 1], &[1, 0]]];
     for views in lists {
         let n = views.len() as u32;
+        let done = AtomicUsize::new(0);
         let got = on_ranks_plain(n, |g| {
             let list: Vec<Rank> = views[g.rank().index()].iter().map(|&r| Rank(r)).collect();
             let sub = g.subgroup(&list).unwrap();
             let mut v = [1f32; 16];
-            sub.allreduce(&mut v, ReduceOp::Sum, &Options::new().with_timeout(timeout))
+            let r = sub.allreduce(&mut v, ReduceOp::Sum, &Options::new().with_timeout(timeout));
+            // Keep this rank's communicator until every rank has its outcome: one dropped
+            // first says goodbye, and a peer still in its call would fail with `PeerLost`
+            // (as a busy CI machine showed) instead of meeting the disagreement.
+            done.fetch_add(1, Ordering::SeqCst);
+            let until = Instant::now() + Duration::from_secs(60);
+            while done.load(Ordering::SeqCst) < n as usize && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r
         });
         for (rank, r) in got.iter().enumerate() {
             let e = r.as_ref().expect_err("a rank that disagrees must not get a result");
