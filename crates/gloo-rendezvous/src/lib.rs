@@ -62,6 +62,7 @@ mod file;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+mod pool;
 mod prefix;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -1,11 +1,11 @@
 //! [`RedisStore`]: a store in a Redis server (feature `redis`).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, RedisError, Value};
 
 use crate::error::{Error, Result};
+use crate::pool::{Pool, Retry};
 use crate::store::{Backoff, CompareSet, MAX_VALUE_LEN, Store, check_key, check_value};
 
 /// Polling back-off cap for waits (see [`RedisStore`] for why waits poll).
@@ -145,7 +145,7 @@ pub struct RedisStore {
     client: Client,
     endpoint: String,
     opts: RedisOptions,
-    pool: Mutex<Vec<Connection>>,
+    pool: Pool<Connection>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -158,22 +158,14 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Whether a failed call may be sent again on a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    Always,
-    OnlyIfUnsent,
-}
-
 impl RedisStore {
     /// Connect to the Redis at `url` (retrying until `deadline` while it is not up yet).
     pub fn connect(url: &str, opts: RedisOptions, deadline: Instant) -> Result<Self> {
         let client = open_client(url, &opts)
             .map_err(|e| Error::Config { detail: format!("Redis URL {}: {e}", redact(url)) })?;
-        let store =
-            RedisStore { client, endpoint: redact(url), opts, pool: Mutex::new(Vec::new()) };
+        let store = RedisStore { client, endpoint: redact(url), opts, pool: Pool::default() };
         let conn = store.open(deadline)?;
-        store.put_back(conn);
+        store.pool.put_back(conn);
         Ok(store)
     }
 
@@ -190,14 +182,6 @@ impl RedisStore {
 
     fn ttl_ms(&self) -> u64 {
         self.opts.ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
-    }
-
-    fn put_back(&self, conn: Connection) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-    }
-
-    fn take(&self) -> Option<Connection> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     fn open(&self, deadline: Instant) -> Result<Connection> {
@@ -305,7 +289,7 @@ impl RedisStore {
         let start = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(200));
         loop {
-            let mut conn = match self.take() {
+            let mut conn = match self.pool.take() {
                 Some(c) => c,
                 None => self.open(deadline)?,
             };
@@ -314,14 +298,14 @@ impl RedisStore {
             let _ = conn.set_write_timeout(Some(budget));
             let err = match f(&mut conn) {
                 Ok(v) => {
-                    self.put_back(conn);
+                    self.pool.put_back(conn);
                     return Ok(v);
                 }
                 Err(e) => e,
             };
             if !transient(&err) {
                 // A server-side error (wrong type, script error): the connection is fine.
-                self.put_back(conn);
+                self.pool.put_back(conn);
                 return Err(self.fatal(&err));
             }
             drop(conn);

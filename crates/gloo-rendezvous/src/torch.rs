@@ -62,10 +62,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Failure, KeyDisplay, Result};
+use crate::pool::{Fail, Liveness, Pool, Retry, Server};
 use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
 /// The largest value the libuv server accepts (its `MAX_PAYLOAD_LEN`, 8 MiB): larger values are
@@ -131,7 +131,7 @@ pub struct TorchOptions {
 pub struct TorchStore {
     endpoint: String,
     opts: TorchOptions,
-    pool: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
 }
 
 #[derive(Debug)]
@@ -139,30 +139,6 @@ struct Conn {
     stream: TcpStream,
     /// The receive timeout set on the socket now, so it is changed only when it must be.
     read_timeout: Option<Duration>,
-}
-
-/// Whether a request may be sent again after its connection failed mid-call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    Always,
-    OnlyIfUnsent,
-}
-
-/// How a round trip failed.
-#[derive(Debug)]
-enum Fail {
-    /// The connection failed; `sent`: the request may have reached the server.
-    Conn { sent: bool, err: io::Error },
-    /// No answer by the reply deadline.
-    NoAnswer,
-    /// The server sent something that is not a valid answer.
-    Protocol(Error),
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        Fail::Protocol(e)
-    }
 }
 
 type Attempt<T> = std::result::Result<T, Fail>;
@@ -224,9 +200,9 @@ impl TorchStore {
         opts: TorchOptions,
         deadline: Instant,
     ) -> Result<Self> {
-        let store = TorchStore { endpoint: endpoint.into(), opts, pool: Mutex::new(Vec::new()) };
+        let store = TorchStore { endpoint: endpoint.into(), opts, pool: Pool::default() };
         let conn = store.open(deadline)?;
-        store.put_back(conn);
+        store.pool.put_back(conn);
         Ok(store)
     }
 
@@ -255,14 +231,6 @@ impl TorchStore {
             c.send(&req, d)?;
             c.i64(d)
         })
-    }
-
-    fn put_back(&self, conn: Conn) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-    }
-
-    fn take(&self) -> Option<Conn> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     /// Open and validate a new connection, retrying until the deadline.
@@ -312,6 +280,9 @@ impl TorchStore {
                     Err(Err(self.not_torch("did not answer the handshake before the deadline")))
                 }
                 Err(Fail::Protocol(e)) => Err(Err(e)),
+                // Not produced by this client's reads (TorchStore speaks no TLS); a server
+                // that answered so is not a TCPStore either.
+                Err(Fail::SpeaksTls) => Err(Err(self.not_torch("answered in TLS"))),
             };
         }
         Err(Ok(last))
@@ -359,48 +330,23 @@ impl TorchStore {
     ) -> Result<T> {
         let start = Instant::now();
         let reply_deadline = deadline.max(start + MIN_BUDGET);
-        let mut backoff = Backoff::new(Duration::from_millis(200));
-        loop {
-            let mut conn = match self.take() {
-                Some(c) if retry == Retry::OnlyIfUnsent && !c.alive() => continue,
-                Some(c) => c,
-                None => self.open(deadline)?,
-            };
-            let err = match attempt(&mut conn, reply_deadline) {
-                Ok(v) => {
-                    self.put_back(conn);
-                    return Ok(v);
-                }
-                Err(f) => f,
-            };
-            // The connection is dropped here: it failed, or holds an unanswered request.
-            drop(conn);
-            match err {
-                Fail::NoAnswer => {
-                    let last = Failure::seen(format!(
-                        "no answer before the deadline{}",
-                        key.map(|k| format!(" (key {})", KeyDisplay(k))).unwrap_or_default()
-                    ));
-                    return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
-                }
-                Fail::Protocol(e) => return Err(e),
-                Fail::Conn { sent, err } => {
-                    if sent && retry == Retry::OnlyIfUnsent {
-                        let doing = format!(
-                            "connection to the torch store at {} lost after the request was \
-                             sent; whether it took effect is unknown",
-                            self.endpoint
-                        );
-                        return Err(Error::io(key, doing, err));
-                    }
-                    tracing::debug!(endpoint = %self.endpoint, error = %err, "torch store connection lost; reconnecting");
-                    if !backoff.sleep(deadline) {
-                        let last = Failure::io("connection lost", err);
-                        return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
-                    }
-                }
-            }
-        }
+        let server = Server { what: "the torch store", endpoint: &self.endpoint, key };
+        self.pool.call(
+            server,
+            retry,
+            start,
+            deadline,
+            reply_deadline,
+            |d| self.open(d),
+            |conn, d| attempt(conn, d).map(Ok),
+            |waited| {
+                let last = Failure::seen(format!(
+                    "no answer before the deadline{}",
+                    key.map(|k| format!(" (key {})", KeyDisplay(k))).unwrap_or_default()
+                ));
+                Error::unreachable(&self.endpoint, last, waited)
+            },
+        )
     }
 
     /// Wait on `conn` until every key exists (`Ok(true)`) or the deadline passes and the wait
@@ -528,7 +474,7 @@ fn check_torch_value(key: &[u8], len: usize) -> Result<()> {
     Ok(())
 }
 
-impl Conn {
+impl Liveness for Conn {
     /// Whether a pooled connection still looks open (no end of stream, error or stray byte
     /// pending), checked without blocking before a non-idempotent request is sent on it.
     fn alive(&self) -> bool {
@@ -718,7 +664,7 @@ pub(crate) fn fuzz_replies(data: &[u8]) {
     let store = |ping| TorchStore {
         endpoint: "fuzz:1".into(),
         opts: TorchOptions { ping },
-        pool: Mutex::new(Vec::new()),
+        pool: Pool::default(),
     };
     loop {
         let Ok(op) = r.u8(d) else { return };

@@ -2,7 +2,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use super::proto::{
 };
 use super::stream::ClientStream;
 use crate::error::{Error, Failure, Result};
+use crate::pool::{Fail, Liveness, Pool, Retry, Server};
 use crate::store::{Backoff, CompareSet, Store, check_key, check_value};
 
 /// How long after its deadline a waiting call keeps listening for the server's own timeout
@@ -35,7 +35,7 @@ pub struct TcpStore {
     token: Option<Vec<u8>>,
     #[cfg(feature = "tls")]
     tls: Option<gloo_tls::TlsConnector>,
-    pool: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
     next_id: AtomicU32,
 }
 
@@ -51,26 +51,6 @@ struct Conn {
     read_timeout: Option<Duration>,
     /// Whether a whole answer arrived on this connection yet.
     answered: bool,
-}
-
-/// Whether a request may be sent again after its connection failed mid-call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    Always,
-    OnlyIfUnsent,
-}
-
-/// How a round trip failed.
-#[derive(Debug)]
-enum Fail {
-    /// The connection failed; `sent`: the request may have reached the server.
-    Conn { sent: bool, err: io::Error },
-    /// No answer by the reply deadline.
-    NoAnswer,
-    /// The server sent something that is not a valid answer.
-    Protocol(Error),
-    /// A plain connection's first answer is a TLS record: the server speaks TLS.
-    SpeaksTls,
 }
 
 impl TcpStore {
@@ -90,7 +70,7 @@ impl TcpStore {
             token: token.map(<[u8]>::to_vec),
             #[cfg(feature = "tls")]
             tls: None,
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::default(),
             next_id: AtomicU32::new(1),
         };
         store.first(deadline)
@@ -111,7 +91,7 @@ impl TcpStore {
             endpoint: endpoint.into(),
             token: token.map(<[u8]>::to_vec),
             tls: tls.map(gloo_tls::TlsConfig::store_connector),
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::default(),
             next_id: AtomicU32::new(1),
         };
         store.first(deadline)
@@ -120,7 +100,7 @@ impl TcpStore {
     /// Open the first connection (proving the store is there), and keep it.
     fn first(self, deadline: Instant) -> Result<Self> {
         let conn = self.open(deadline)?;
-        self.put_back(conn);
+        self.pool.put_back(conn);
         Ok(self)
     }
 
@@ -136,14 +116,6 @@ impl TcpStore {
     /// The endpoint this client connects to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
-    }
-
-    fn put_back(&self, conn: Conn) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-    }
-
-    fn take(&self) -> Option<Conn> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     /// Open and authenticate a new connection, retrying until the deadline.
@@ -310,72 +282,32 @@ impl TcpStore {
             Some(_) => deadline + WAIT_GRACE,
             None => deadline.max(start + MIN_BUDGET),
         };
-        let mut backoff = Backoff::new(Duration::from_millis(200));
-        loop {
-            let mut conn = match self.take() {
-                Some(c) => {
-                    if retry == Retry::OnlyIfUnsent && !c.alive() {
-                        continue;
-                    }
-                    c
+        let server = Server { what: "the store", endpoint: &self.endpoint, key: None };
+        self.pool.call(
+            server,
+            retry,
+            start,
+            deadline,
+            reply_deadline,
+            |d| self.open(d),
+            |conn, d| {
+                Ok(match conn.roundtrip(frame, req_id, d)? {
+                    (ST_OK, body) => Ok(body),
+                    (ST_TIMEOUT, body) => Err(timeout_from(&body, start)),
+                    (status, body) => Err(remote_error(status, &body, &self.endpoint)),
+                })
+            },
+            |waited| match wait_keys {
+                Some(keys) => {
+                    Error::Timeout { keys: keys.iter().map(|k| k.to_vec()).collect(), waited }
                 }
-                None => self.open(deadline)?,
-            };
-            let failure = match conn.roundtrip(frame, req_id, reply_deadline) {
-                Ok((ST_OK, body)) => {
-                    self.put_back(conn);
-                    return Ok(body);
-                }
-                Ok((ST_TIMEOUT, body)) => {
-                    self.put_back(conn);
-                    return Err(timeout_from(&body, start));
-                }
-                Ok((status, body)) => {
-                    self.put_back(conn);
-                    return Err(remote_error(status, &body, &self.endpoint));
-                }
-                Err(f) => f,
-            };
-            // The connection is dropped here: it failed or holds an unanswered request.
-            drop(conn);
-            match failure {
-                Fail::NoAnswer => {
-                    return Err(match wait_keys {
-                        Some(keys) => Error::Timeout {
-                            keys: keys.iter().map(|k| k.to_vec()).collect(),
-                            waited: start.elapsed(),
-                        },
-                        None => Error::unreachable(
-                            &self.endpoint,
-                            Failure::seen("no answer before the deadline"),
-                            start.elapsed(),
-                        ),
-                    });
-                }
-                Fail::Protocol(e) => return Err(e),
-                // Only a connection's first answer is checked, and that is the handshake's.
-                Fail::SpeaksTls => {
-                    return Err(Error::Protocol {
-                        detail: format!("the store at {} answered in TLS", self.endpoint),
-                    });
-                }
-                Fail::Conn { sent, err } => {
-                    if sent && retry == Retry::OnlyIfUnsent {
-                        let doing = format!(
-                            "connection to the store at {} lost after the request was sent; \
-                             whether it took effect is unknown",
-                            self.endpoint
-                        );
-                        return Err(Error::io(None, doing, err));
-                    }
-                    tracing::debug!(endpoint = %self.endpoint, error = %err, "store connection lost; reconnecting");
-                    if !backoff.sleep(deadline) {
-                        let last = Failure::io("connection lost", err);
-                        return Err(Error::unreachable(&self.endpoint, last, start.elapsed()));
-                    }
-                }
-            }
-        }
+                None => Error::unreachable(
+                    &self.endpoint,
+                    Failure::seen("no answer before the deadline"),
+                    waited,
+                ),
+            },
+        )
     }
 
     fn id(&self) -> u32 {
@@ -428,18 +360,7 @@ fn budget(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now()).max(MIN_BUDGET)
 }
 
-impl Conn {
-    fn new(stream: ClientStream) -> Conn {
-        Conn {
-            stream,
-            buf: vec![0; 16 << 10],
-            start: 0,
-            end: 0,
-            read_timeout: None,
-            answered: false,
-        }
-    }
-
+impl Liveness for Conn {
     /// Whether a pooled connection still looks open (no EOF or error pending), checked
     /// without blocking before a non-idempotent request is sent on it.
     fn alive(&self) -> bool {
@@ -456,6 +377,19 @@ impl Conn {
         ok && self.start == self.end
             && !self.stream.holds_input()
             && sock.set_nonblocking(false).is_ok()
+    }
+}
+
+impl Conn {
+    fn new(stream: ClientStream) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0; 16 << 10],
+            start: 0,
+            end: 0,
+            read_timeout: None,
+            answered: false,
+        }
     }
 
     /// Write a request and read the answer with the same id.
