@@ -154,12 +154,13 @@ impl Module {
         }
         a.push("--output".into());
         a.push(self.output_dir(ctx).display().to_string());
-        // The module's test targets only, for the build and the test phase alike (arguments
-        // after `--` reach only the test phase's `cargo test`, so the baseline would build and
-        // run every target of the package).
+        // The module's test targets only, for the build and the test phase alike:
+        // `--cargo-arg` reaches every cargo command, where `--cargo-test-arg` (and arguments
+        // after `--`) reach only the test phase's `cargo test`, so each mutant's build
+        // (`cargo test --no-run`) would compile and link every test target of the package.
         for t in self.targets {
             for arg in t.args() {
-                a.push(format!("--cargo-test-arg={arg}"));
+                a.push(format!("--cargo-arg={arg}"));
             }
         }
         a.extend(extra.iter().cloned());
@@ -374,8 +375,8 @@ mod tests {
         assert!(line.contains("--no-default-features"), "{line}");
         assert!(
             line.contains(
-                "--output /ws/target/mutants/proto --cargo-test-arg=--lib \
-                 --cargo-test-arg=--test --cargo-test-arg=proto_props --shard 1/2"
+                "--output /ws/target/mutants/proto --cargo-arg=--lib \
+                 --cargo-arg=--test --cargo-arg=proto_props --shard 1/2"
             ),
             "{line}"
         );

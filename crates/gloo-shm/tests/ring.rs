@@ -147,6 +147,8 @@ fn impossible_lends_are_refused() {
     assert!(matches!(c.lent(), Err(RingError::BadLend { .. })), "lend whose end overflows");
     set(0, 0x1000, 10, (1 << 32) | 11);
     assert!(matches!(c.lent(), Err(RingError::BadLend { .. })), "more taken than lent");
+    set(0, 0x1000, 0, 1 << 32);
+    assert!(matches!(c.lent(), Err(RingError::BadLend { .. })), "a lend of no bytes");
     set(0, 0x1000, 10, (1 << 32) | 4);
     let l = c.lent().unwrap().unwrap();
     assert_eq!((l.addr, l.remaining), (0x1004, 6));
@@ -296,6 +298,42 @@ fn a_lend_at_another_position_is_stale_or_refused() {
     let mut b = [0u8; 4];
     c.read(&mut b).unwrap();
     assert!(matches!(c.lent(), Err(RingError::BadLend { .. })), "a lend behind the stream");
+}
+
+/// Bytes in the ring come before a lend, even one a peer claims at the consumer's own
+/// position (an honest producer writes nothing while a lend is out, so this is a lie that
+/// must not reorder the stream).
+#[test]
+fn ring_bytes_come_before_a_lend_at_the_same_position() {
+    let mem = MappedRing::private(4096).unwrap();
+    let (mut p, mut c) = ring::split(mem.clone());
+    p.write(&[b"abc"]).unwrap();
+    mem.lend_at().store(0, Ordering::Relaxed);
+    mem.lend_addr().store(0x1000, Ordering::Relaxed);
+    mem.lend_len().store(10, Ordering::Relaxed);
+    mem.lend_state().store(1 << 32, Ordering::Release);
+    assert_eq!(c.lent().unwrap(), None, "a lend taken before the ring's bytes");
+    let mut b = [0u8; 3];
+    assert_eq!(c.read(&mut b).unwrap(), 3);
+    assert_eq!(&b, b"abc");
+}
+
+/// A read of any size from an empty ring copies nothing, and a one-byte read takes exactly
+/// the one byte published (the consumer's cached view of the tail never runs ahead of it).
+#[test]
+fn small_reads_take_only_published_bytes() {
+    let mem = MappedRing::private(4096).unwrap();
+    let (mut p, mut c) = ring::split(mem);
+    for len in [1, 2, 4096] {
+        let mut b = vec![0u8; len];
+        assert_eq!(c.read(&mut b).unwrap(), 0, "read {len} bytes from an empty ring");
+    }
+    p.write(&[b"z"]).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(c.read(&mut b).unwrap(), 1);
+    assert_eq!(&b, b"z");
+    assert_eq!(c.read(&mut b).unwrap(), 0, "read past the one byte written");
+    assert_eq!(c.consumed(), 1);
 }
 
 /// Every error names the values that were wrong.
