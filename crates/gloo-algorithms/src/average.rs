@@ -101,6 +101,25 @@ mod tests {
         assert_eq!(out, [127, -127, 0, 5]);
     }
 
+    /// Records of wider types (the remainder sits after a quotient of 2, 4 or 8 bytes), with
+    /// sums that would overflow the type: still the exact mean truncated toward zero.
+    #[test]
+    fn wide_records_average_exactly() {
+        fn mean_of<T: Element + std::fmt::Debug>(ranks: &[[T; 2]]) -> [T; 2] {
+            let n = ranks.len() as u32;
+            let mut acc = pack(&ranks[0], &[], n);
+            for r in &ranks[1..] {
+                sum::<T>(&mut acc, &pack(r, &[], n));
+            }
+            let mut out = [<T as bytemuck::Zeroable>::zeroed(); 2];
+            unpack(&acc, &mut out, n, 1);
+            out
+        }
+        assert_eq!(mean_of(&[[u16::MAX, 7], [u16::MAX, 8], [u16::MAX - 1, 9]]), [u16::MAX - 1, 8]);
+        assert_eq!(mean_of(&[[i32::MIN, 5], [i32::MIN, -6], [i32::MIN + 2, 4]]), [i32::MIN + 1, 1]);
+        assert_eq!(mean_of(&[[u64::MAX, 1], [u64::MAX - 3, 2]]), [u64::MAX - 2, 1]);
+    }
+
     #[test]
     fn a_rank_with_several_buffers_averages_their_sum() {
         let mut b = [255u8, 255];

@@ -318,6 +318,15 @@ fn zeroed<T: Element>(len: usize) -> Vec<T> {
     vec![T::zeroed(); len]
 }
 
+/// The sum of `counts`, the length of the output a `*v` call allocates (an overflowing sum
+/// is the caller's error, named before anything is allocated).
+fn total(c: Collective, what: &str, counts: &[usize]) -> Result<usize> {
+    counts
+        .iter()
+        .try_fold(0usize, |a, &n| a.checked_add(n))
+        .ok_or_else(|| Error::invalid(c, format!("{what}: the sum overflows")))
+}
+
 /// # Non-blocking collectives
 ///
 /// Each `start_*` call takes an owned buffer (a `Vec<T>`, a `Box<[T]>`, or anything
@@ -341,6 +350,11 @@ fn zeroed<T: Element>(len: usize) -> Vec<T> {
 ///   [`wait`](Handle::wait), typed, as from the blocking call. As after a failed blocking
 ///   call, the ranks' counters for that call's tag may disagree: continue with a new
 ///   group.
+/// - **Which calls.** Every collective has a `start_*` form (the `*v` ones with owned
+///   count vectors; rooted ones give `Option`s where only the root has a buffer).
+///   Point-to-point `send`/`recv` have none: the tags come from every rank issuing the
+///   same calls in the same order, which a call between two ranks does not give. Run
+///   those on a [`fork`](Group::fork)ed handle in a thread of your own.
 /// - **Reductions** are the built-in ops (a [`ReduceOp::Custom`] borrows its closure and
 ///   is refused with [`Error::InvalidArgument`]); an owned closure goes to
 ///   [`start_allreduce_with`](Group::start_allreduce_with).
@@ -578,6 +592,172 @@ impl<C: Communicator + 'static> Group<C> {
             let mut out = zeroed(input.len());
             g.alltoall(input, &mut out, &o)?;
             Ok(out)
+        })
+    }
+
+    /// Non-blocking [`allgatherv`](Group::allgatherv): `wait` gives the output, `counts[q]`
+    /// elements from each rank `q` in rank order. The input is dropped.
+    pub fn start_allgatherv<T, I>(
+        &self,
+        input: I,
+        counts: Vec<usize>,
+        opts: &Options,
+    ) -> Result<Handle<Vec<T>>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+    {
+        let c = Collective::Allgatherv;
+        let o = opts.clone();
+        self.start(c, opts, move |g| {
+            let mut out = zeroed(total(c, "counts", &counts)?);
+            g.allgatherv(input.as_ref(), &mut out, &counts, &o)?;
+            Ok(out)
+        })
+    }
+
+    /// Non-blocking [`alltoallv`](Group::alltoallv): `wait` gives the output,
+    /// `recv_counts[q]` elements from each rank `q` in rank order. The input is dropped.
+    pub fn start_alltoallv<T, I>(
+        &self,
+        input: I,
+        send_counts: Vec<usize>,
+        recv_counts: Vec<usize>,
+        opts: &Options,
+    ) -> Result<Handle<Vec<T>>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+    {
+        let c = Collective::Alltoallv;
+        let o = opts.clone();
+        self.start(c, opts, move |g| {
+            let mut out = zeroed(total(c, "recv_counts", &recv_counts)?);
+            g.alltoallv(input.as_ref(), &mut out, &send_counts, &recv_counts, &o)?;
+            Ok(out)
+        })
+    }
+
+    /// Non-blocking [`reduce_scatterv`](Group::reduce_scatterv): `wait` gives this rank's
+    /// `counts[rank]` elements of the reduced `input`. The input is dropped.
+    pub fn start_reduce_scatterv<T, I>(
+        &self,
+        input: I,
+        counts: Vec<usize>,
+        op: ReduceOp<'_, T>,
+        opts: &Options,
+    ) -> Result<Handle<Vec<T>>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+    {
+        let c = Collective::ReduceScatterv;
+        let op = Builtin::of(op, c)?;
+        let o = opts.clone();
+        self.start(c, opts, move |g| {
+            // A missing or wrong count is the blocking call's error to name.
+            let mine = counts.get(g.rank().index()).copied().unwrap_or(0);
+            let mut out = zeroed(mine);
+            g.reduce_scatterv(input.as_ref(), &mut out, &counts, op.op(), &o)?;
+            Ok(out)
+        })
+    }
+
+    /// Non-blocking [`gather`](Group::gather) to `root`: `wait` gives `Some` of every rank's
+    /// `input` in rank order at the root, and `None` elsewhere. The input is dropped.
+    pub fn start_gather<T, I>(
+        &self,
+        input: I,
+        root: Rank,
+        opts: &Options,
+    ) -> Result<Handle<Option<Vec<T>>>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+    {
+        let c = Collective::Gather;
+        let o = opts.clone();
+        self.start(c, opts, move |g| {
+            let input = input.as_ref();
+            let mut out = (g.rank() == root)
+                .then(|| {
+                    let len = input.len().checked_mul(g.size() as usize);
+                    len.map(zeroed).ok_or_else(|| Error::invalid(c, "input: too long"))
+                })
+                .transpose()?;
+            g.gather(input, out.as_deref_mut(), root, &o)?;
+            Ok(out)
+        })
+    }
+
+    /// Non-blocking [`gatherv`](Group::gatherv) to `root`: `wait` gives `Some` of
+    /// `counts[q]` elements from each rank `q` at the root, and `None` elsewhere. The input
+    /// is dropped.
+    pub fn start_gatherv<T, I>(
+        &self,
+        input: I,
+        counts: Vec<usize>,
+        root: Rank,
+        opts: &Options,
+    ) -> Result<Handle<Option<Vec<T>>>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+    {
+        let c = Collective::Gatherv;
+        let o = opts.clone();
+        self.start(c, opts, move |g| {
+            let mut out =
+                (g.rank() == root).then(|| total(c, "counts", &counts).map(zeroed)).transpose()?;
+            g.gatherv(input.as_ref(), out.as_deref_mut(), &counts, root, &o)?;
+            Ok(out)
+        })
+    }
+
+    /// Non-blocking [`scatter`](Group::scatter) from `root`: the root passes `Some(input)`
+    /// (`size × output.len()` elements), the other ranks `None`; `wait` gives `output` back
+    /// holding this rank's block.
+    pub fn start_scatter<T, I, B>(
+        &self,
+        input: Option<I>,
+        output: B,
+        root: Rank,
+        opts: &Options,
+    ) -> Result<Handle<B>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+        B: AsMut<[T]> + Send + 'static,
+    {
+        let o = opts.clone();
+        self.start(Collective::Scatter, opts, move |g| {
+            let mut output = output;
+            g.scatter(input.as_ref().map(AsRef::as_ref), output.as_mut(), root, &o)?;
+            Ok(output)
+        })
+    }
+
+    /// Non-blocking [`scatterv`](Group::scatterv) from `root`: as
+    /// [`start_scatter`](Self::start_scatter), with `counts[q]` elements for rank `q`
+    /// (`output` is `counts[rank]` long).
+    pub fn start_scatterv<T, I, B>(
+        &self,
+        input: Option<I>,
+        output: B,
+        counts: Vec<usize>,
+        root: Rank,
+        opts: &Options,
+    ) -> Result<Handle<B>>
+    where
+        T: Element,
+        I: AsRef<[T]> + Send + 'static,
+        B: AsMut<[T]> + Send + 'static,
+    {
+        let o = opts.clone();
+        self.start(Collective::Scatterv, opts, move |g| {
+            let mut output = output;
+            g.scatterv(input.as_ref().map(AsRef::as_ref), output.as_mut(), &counts, root, &o)?;
+            Ok(output)
         })
     }
 

@@ -44,6 +44,25 @@ struct Results {
     allgather: Vec<u32>,
     reduce_scatter: Vec<u32>,
     alltoall: Vec<u32>,
+    allgatherv: Vec<u32>,
+    alltoallv: Vec<u32>,
+    reduce_scatterv: Vec<u32>,
+    gather: Option<Vec<u32>>,
+    gatherv: Option<Vec<u32>>,
+    scatter: Vec<u32>,
+    scatterv: Vec<u32>,
+}
+
+/// Counts that differ per rank (rank `q` has `len + q` elements), for the `*v` calls.
+fn counts(n: usize, len: usize) -> Vec<usize> {
+    (0..n).map(|q| len + q).collect()
+}
+
+/// Rank `r`'s send counts to each rank for alltoallv (`len + r + q` to rank `q`), and its
+/// receive counts (what each rank `q` sends to it: `len + q + r`).
+fn a2av_counts(r: usize, n: usize, len: usize) -> (Vec<usize>, Vec<usize>) {
+    let c: Vec<usize> = (0..n).map(|q| len + r + q).collect();
+    (c.clone(), c)
 }
 
 fn blocking(g: &Group<LoopbackComm>, len: usize) -> Results {
@@ -64,8 +83,35 @@ fn blocking(g: &Group<LoopbackComm>, len: usize) -> Results {
     g.reduce_scatter(&data(r, 7, len * n), &mut reduce_scatter, ReduceOp::Sum, &o).unwrap();
     let mut alltoall = vec![0f32; len * n];
     g.alltoall(&data(r, 8, len * n), &mut alltoall, &o).unwrap();
+    let (ri, c) = (r as usize, counts(n, len));
+    let total: usize = c.iter().sum();
+    let mut allgatherv = vec![0f32; total];
+    g.allgatherv(&data(r, 9, c[ri]), &mut allgatherv, &c, &o).unwrap();
+    let (sc, rc) = a2av_counts(ri, n, len);
+    let mut alltoallv = vec![0f32; rc.iter().sum()];
+    g.alltoallv(&data(r, 10, sc.iter().sum()), &mut alltoallv, &sc, &rc, &o).unwrap();
+    let mut reduce_scatterv = vec![0f32; c[ri]];
+    g.reduce_scatterv(&data(r, 11, total), &mut reduce_scatterv, &c, ReduceOp::Sum, &o).unwrap();
+    let root = Rank(n as u32 / 2);
+    let mut gather = (g.rank() == root).then(|| vec![0f32; len * n]);
+    g.gather(&data(r, 12, len), gather.as_deref_mut(), root, &o).unwrap();
+    let mut gatherv = (g.rank() == root).then(|| vec![0f32; total]);
+    g.gatherv(&data(r, 13, c[ri]), gatherv.as_deref_mut(), &c, root, &o).unwrap();
+    let scatter_in = (g.rank() == root).then(|| data(r, 14, len * n));
+    let mut scatter = vec![0f32; len];
+    g.scatter(scatter_in.as_deref(), &mut scatter, root, &o).unwrap();
+    let scatterv_in = (g.rank() == root).then(|| data(r, 15, total));
+    let mut scatterv = vec![0f32; c[ri]];
+    g.scatterv(scatterv_in.as_deref(), &mut scatterv, &c, root, &o).unwrap();
     g.barrier(&o).unwrap();
     Results {
+        allgatherv: bits(&allgatherv),
+        alltoallv: bits(&alltoallv),
+        reduce_scatterv: bits(&reduce_scatterv),
+        gather: gather.as_deref().map(bits),
+        gatherv: gatherv.as_deref().map(bits),
+        scatter: bits(&scatter),
+        scatterv: bits(&scatterv),
         allreduce: bits(&allreduce),
         allreduce_avg: bits(&allreduce_avg),
         custom,
@@ -90,8 +136,29 @@ fn nonblocking(g: &Group<LoopbackComm>, len: usize) -> Results {
     let allgather = g.start_allgather(data(r, 6, len), &o).unwrap();
     let reduce_scatter = g.start_reduce_scatter(data(r, 7, len * n), ReduceOp::Sum, &o).unwrap();
     let alltoall = g.start_alltoall(data(r, 8, len * n), &o).unwrap();
+    let (ri, c) = (r as usize, counts(n, len));
+    let total: usize = c.iter().sum();
+    let allgatherv = g.start_allgatherv(data(r, 9, c[ri]), c.clone(), &o).unwrap();
+    let (sc, rc) = a2av_counts(ri, n, len);
+    let alltoallv = g.start_alltoallv(data(r, 10, sc.iter().sum()), sc, rc, &o).unwrap();
+    let reduce_scatterv =
+        g.start_reduce_scatterv(data(r, 11, total), c.clone(), ReduceOp::Sum, &o).unwrap();
+    let root = Rank(n as u32 / 2);
+    let gather = g.start_gather(data(r, 12, len), root, &o).unwrap();
+    let gatherv = g.start_gatherv(data(r, 13, c[ri]), c.clone(), root, &o).unwrap();
+    let scatter_in = (g.rank() == root).then(|| data(r, 14, len * n));
+    let scatter = g.start_scatter(scatter_in, vec![0f32; len], root, &o).unwrap();
+    let scatterv_in = (g.rank() == root).then(|| data(r, 15, total));
+    let scatterv = g.start_scatterv(scatterv_in, vec![0f32; c[ri]], c, root, &o).unwrap();
     let barrier = g.start_barrier(&o).unwrap();
     barrier.wait().unwrap();
+    let scatterv = bits(&scatterv.wait().unwrap());
+    let scatter = bits(&scatter.wait().unwrap());
+    let gatherv = gatherv.wait().unwrap().as_deref().map(bits);
+    let gather = gather.wait().unwrap().as_deref().map(bits);
+    let reduce_scatterv = bits(&reduce_scatterv.wait().unwrap());
+    let alltoallv = bits(&alltoallv.wait().unwrap());
+    let allgatherv = bits(&allgatherv.wait().unwrap());
     let alltoall = bits(&alltoall.wait().unwrap());
     let reduce_scatter = bits(&reduce_scatter.wait().unwrap());
     let allgather = bits(&allgather.wait().unwrap());
@@ -101,6 +168,13 @@ fn nonblocking(g: &Group<LoopbackComm>, len: usize) -> Results {
     let allreduce_avg = bits(&allreduce_avg.wait().unwrap());
     let allreduce = bits(&allreduce.wait().unwrap());
     Results {
+        allgatherv,
+        alltoallv,
+        reduce_scatterv,
+        gather,
+        gatherv,
+        scatter,
+        scatterv,
         allreduce,
         allreduce_avg,
         custom,
@@ -132,6 +206,9 @@ fn every_collective_gives_what_the_blocking_call_gives_at_2_to_4_ranks() {
                 if len == 1 {
                     assert_eq!(b.allreduce, want, "{n} ranks, rank {rank}: allreduce sum");
                 }
+                let gathered: Vec<u32> = (0..n).flat_map(|q| bits(&data(q, 12, len))).collect();
+                let root = n as usize / 2;
+                assert_eq!(b.gather, (rank == root).then_some(gathered), "{n} ranks, rank {rank}");
             }
         }
     }
