@@ -674,6 +674,54 @@ mod tests {
         }
     }
 
+    /// Each level runs on the dispatcher it names, so the tests that run every level really
+    /// run the portable path, the AVX2 one and the AVX-512 one (a level mapped to another
+    /// would give the same bits and hide that its own path went untested).
+    #[test]
+    fn each_level_runs_its_own_code() {
+        for isa in Isa::available() {
+            let arch = format!("{:?}", isa.arch());
+            let want = match isa {
+                Isa::Portable => "Scalar",
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => "V3",
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => "V4",
+                #[cfg(not(target_arch = "x86_64"))]
+                Isa::Native => continue,
+            };
+            assert!(arch.starts_with(want), "{isa:?} runs on {arch}");
+        }
+    }
+
+    /// The AVX-512 f16 path does every whole 16-element block when the level is AVX-512
+    /// (and the CPU has it), and nothing at any other level; what it does matches the
+    /// portable kernels.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_f16_path_takes_whole_blocks_at_its_level_only() {
+        let a: Vec<u16> = (0..37).map(|i| f16::from_f32(i as f32 * 0.25).to_bits()).collect();
+        let b: Vec<u16> = (0..37).map(|i| f16::from_f32(3.0 - i as f32).to_bits()).collect();
+        for isa in Isa::available() {
+            for op in [Some(Builtin::Sum), Some(Builtin::Max), None] {
+                let mut d = a.clone();
+                let done = f16_avx512::prefix(isa, op, 3.0, &mut d, &b);
+                if isa == Isa::Avx512 {
+                    assert_eq!(done, 32, "{op:?}");
+                    let mut want = a[..32].to_vec();
+                    match op {
+                        Some(op) => f16_reduce(Isa::Portable, op, &mut want, &b[..32]),
+                        None => f16_divide(Isa::Portable, &mut want, 3),
+                    }
+                    assert_eq!(d[..32], want[..], "{op:?}");
+                    assert_eq!(d[32..], a[32..], "{op:?}: the tail is the caller's");
+                } else {
+                    assert_eq!((done, &d), (0, &a), "{isa:?} {op:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn integer_kernels_wrap_and_pick() {
         let mut a = [250u8, 3, 7];
@@ -1125,6 +1173,14 @@ mod tests {
         let out: Vec<f32> =
             store[1..13].chunks_exact(4).map(bytemuck::pod_read_unaligned).collect();
         assert_eq!(out, [2.5, 3.0, 0.0]);
+        // Dividing, misaligned and aligned (the end of an average).
+        divide_bytes::<f32>(&mut store[1..13], 2);
+        let out: Vec<f32> =
+            store[1..13].chunks_exact(4).map(bytemuck::pod_read_unaligned).collect();
+        assert_eq!(out, [1.25, 1.5, 0.0]);
+        let mut aligned = [9i32, -7, 4];
+        divide_bytes::<i32>(bytemuck::cast_slice_mut(&mut aligned), 2);
+        assert_eq!(aligned, [4, -3, 2]);
     }
 
     #[test]

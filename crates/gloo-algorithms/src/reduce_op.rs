@@ -108,3 +108,55 @@ impl<T: Element> ReduceOp<'_, T> {
         self.apply_bytes(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(d: &mut [i32], s: &[i32]) {
+        d.iter_mut().zip(s).for_each(|(d, s)| *d -= s);
+    }
+
+    /// Every op has its own wire id and name (fingerprints carry the id, errors the name),
+    /// the name of an id is the op's, and `Debug` prints it.
+    #[test]
+    fn ids_and_names_are_distinct_and_agree() {
+        let ops: [ReduceOp<'_, i32>; 6] = [
+            ReduceOp::Sum,
+            ReduceOp::Product,
+            ReduceOp::Min,
+            ReduceOp::Max,
+            ReduceOp::Average,
+            ReduceOp::Custom(&sub),
+        ];
+        let names = ["sum", "product", "min", "max", "average", "custom"];
+        for (i, (op, name)) in ops.iter().zip(names).enumerate() {
+            assert_eq!(op.id(), i as u8 + 1, "{name}");
+            assert_eq!(op.name(), name);
+            assert_eq!(op_name(op.id()), name);
+            assert_eq!(format!("{op:?}"), name);
+        }
+        assert_eq!(op_name(0), "none");
+        assert_eq!(op_name(7), "unknown");
+        assert_eq!(op_name(u8::MAX), "unknown");
+    }
+
+    /// `apply` reduces typed slices with each op (`Average` sums: the division comes at the
+    /// end of the collective); a custom op runs the caller's closure.
+    #[test]
+    fn apply_reduces_with_each_op() {
+        let cases: [(ReduceOp<'_, i32>, [i32; 3]); 6] = [
+            (ReduceOp::Sum, [7, -1, 0]),
+            (ReduceOp::Product, [10, -6, 0]),
+            (ReduceOp::Min, [2, -3, 0]),
+            (ReduceOp::Max, [5, 2, 0]),
+            (ReduceOp::Average, [7, -1, 0]),
+            (ReduceOp::Custom(&sub), [3, 5, 0]),
+        ];
+        for (op, want) in cases {
+            let mut d = [5, 2, 0];
+            op.apply(&mut d, &[2, -3, 0]);
+            assert_eq!(d, want, "{op:?}");
+        }
+    }
+}
