@@ -84,6 +84,9 @@ pub const MODULES: &[Module] = &[
     },
 ];
 
+/// The least time, in seconds, a mutant's tests may take before they count as hanging.
+const MIN_TEST_TIMEOUT: u32 = 5;
+
 /// How to install the tool, in the error when it is missing.
 pub const INSTALL: &str = "cargo install --locked cargo-mutants";
 
@@ -144,6 +147,12 @@ impl Module {
         // sequential anyway).
         if !extra.iter().any(|e| e == "--in-place") {
             a.extend(["--jobs".to_string(), "1".to_string()]);
+        }
+        // Each module's tests take about a second, so a mutant that makes them hang (a
+        // broken frame leaves a peer waiting for its deadline) is called a timeout after 5 s,
+        // or 5 times the unmutated run if that is longer, not after cargo-mutants' 20 s floor.
+        if !extra.iter().any(|e| e.starts_with("--timeout") || e.starts_with("--minimum-test")) {
+            a.extend(["--minimum-test-timeout".to_string(), MIN_TEST_TIMEOUT.to_string()]);
         }
         for f in self.files {
             a.push("--file".into());
@@ -380,8 +389,11 @@ mod tests {
             ),
             "{line}"
         );
+        assert!(line.contains("--minimum-test-timeout 5"), "{line}");
         let line = proto.cargo_args(&ctx(), &s(&["--in-place"])).join(" ");
         assert!(!line.contains("--jobs"), "cargo-mutants refuses --jobs with --in-place: {line}");
+        let line = proto.cargo_args(&ctx(), &s(&["--timeout", "60"])).join(" ");
+        assert!(!line.contains("--minimum-test-timeout"), "the caller's timeout wins: {line}");
     }
 
     #[test]
