@@ -607,6 +607,11 @@ mod tests {
             assert!(decodes(op, 0, 0) && decodes(op, max, 0), "{op:?}");
             assert!(!decodes(op, max + 1, 0), "{op:?}");
         }
+        // The limits peers of other versions rely on are the documented numbers (the table
+        // in the module docs): 64 KiB eager messages, 1 KiB abort reasons.
+        for (op, max) in [(Opcode::Eager, 64 * 1024), (Opcode::Abort, 1024)] {
+            assert!(decodes(op, max, 0) && !decodes(op, max + 1, 0), "{op:?}");
+        }
         for op in [Opcode::Rts, Opcode::Data] {
             assert!(decodes(op, 0, 0) && decodes(op, u64::MAX, 0), "{op:?}");
         }
@@ -686,6 +691,8 @@ mod tests {
 
     #[test]
     fn integrity_frames_read_back_and_a_flipped_bit_anywhere_is_an_error() {
+        assert!(!FrameReader::new(None).checks_integrity());
+        assert!(FrameReader::with_integrity(Some(Rank(1))).checks_integrity());
         let fp = Fingerprint([7; Fingerprint::LEN]);
         let frames = [
             (Header::new(Opcode::Eager, 3, 5, 0), Some(fp), b"hello".to_vec()),

@@ -739,6 +739,77 @@ mod tests {
         panic!("handshake did not finish");
     }
 
+    /// A `Hello` that arrives as its first byte and then the rest in one piece (the bytes
+    /// that tell a TLS peer apart straddle the two reads); the acceptor claims no rank until
+    /// the `Hello` is in.
+    #[test]
+    fn a_hello_split_after_its_first_byte_is_read_whole() {
+        let mut c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let mut a = Handshake::acceptor(cfg(1, Some(b"t")), [2; 32]);
+        assert_eq!(a.claimed(), None, "a rank claimed before any Hello");
+        let hello = c.output().to_vec();
+        c.consumed_output(hello.len());
+        a.feed(&hello[..1]).unwrap();
+        a.feed(&hello[1..]).unwrap();
+        assert_eq!(a.claimed(), Some(Rank(3)));
+        let (x, y) = run(c, a);
+        assert_eq!((x.unwrap(), y.unwrap()), (Rank(1), Rank(3)));
+    }
+
+    /// Nonces (the replay defence of `Auth`) differ from draw to draw.
+    #[test]
+    fn nonces_are_fresh() {
+        let (n1, n2) = (fresh_nonce().unwrap(), fresh_nonce().unwrap());
+        assert_ne!(n1, n2);
+        assert_ne!(n1, [0; NONCE_LEN]);
+    }
+
+    /// A config's `Debug` shows who it is for and whether a token is set, never the token.
+    #[test]
+    fn a_config_prints_without_its_token() {
+        let shown = format!("{:?}", cfg(3, Some(b"s3cret-token-bytes")));
+        assert!(shown.contains("rank 3") && shown.contains("<set>"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    /// A wrong token is an `Auth` error on both sides: the connector, which learns first,
+    /// still sends its MAC so that the acceptor can name the token too.
+    #[test]
+    fn a_wrong_token_is_an_auth_error_on_both_sides() {
+        let mut c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);
+        let mut a = Handshake::acceptor(cfg(1, Some(b"u")), [2; 32]);
+        let out = c.output().to_vec();
+        c.consumed_output(out.len());
+        a.feed(&out).unwrap();
+        let out = a.output().to_vec();
+        a.consumed_output(out.len());
+        let e = c.feed(&out).unwrap_err();
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(1)), .. }), "{e}");
+        let out = c.output().to_vec();
+        assert!(!out.is_empty(), "the connector sent no MAC");
+        let e = a.feed(&out).unwrap_err();
+        assert!(matches!(e, Error::Auth { peer: Some(Rank(3)), .. }), "{e}");
+        assert!(a.output().is_empty(), "the acceptor answered a failed MAC");
+    }
+
+    /// An acceptor of another job answers with its own `Hello` so the dialler can name the
+    /// mismatch; the dialler, which already sent its `Hello`, sends nothing more.
+    #[test]
+    fn only_the_acceptor_answers_a_hello_of_another_job() {
+        let mut c = Handshake::connector(cfg(3, None), Rank(1), [1; 32]);
+        let mut a = Handshake::acceptor(
+            HandshakeConfig { job: job_hash("other"), ..cfg(1, None) },
+            [2; 32],
+        );
+        let out = c.output().to_vec();
+        c.consumed_output(out.len());
+        assert!(a.feed(&out).is_err());
+        let answer = a.output().to_vec();
+        assert!(!answer.is_empty(), "the acceptor did not answer");
+        assert!(c.feed(&answer).is_err());
+        assert!(c.output().is_empty(), "the connector answered a refused Hello");
+    }
+
     #[test]
     fn token_handshake_succeeds_and_names_ranks() {
         let c = Handshake::connector(cfg(3, Some(b"t")), Rank(1), [1; 32]);

@@ -394,3 +394,72 @@ impl Matcher {
         recvs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eager(peer: u32, slot: u32, len: usize) -> Message {
+        Message::new(Rank(peer), Slot::new(1, slot), None, Body::Eager(vec![0; len]))
+    }
+
+    #[test]
+    fn a_body_is_empty_only_without_bytes() {
+        assert!(Body::Eager(Vec::new()).is_empty());
+        assert!(!Body::Eager(vec![1]).is_empty());
+        assert!(Body::Rts { len: 0, xfer: 1 }.is_empty());
+        assert!(!Body::Rts { len: 5, xfer: 1 }.is_empty());
+    }
+
+    /// A receive is posted until a message matches it or it is cancelled.
+    #[test]
+    fn a_receive_is_posted_until_matched_or_cancelled() {
+        let mut m = Matcher::new();
+        assert!(!m.is_posted(1));
+        assert!(m.post(1, &[Rank(2)], Slot::new(1, 0), 8, None).is_none());
+        assert!(m.post(2, &[Rank(2)], Slot::new(1, 1), 8, None).is_none());
+        assert!(m.is_posted(1) && m.is_posted(2));
+        let out = m.arrive(eager(2, 0, 3)).unwrap();
+        assert!(matches!(out[..], [Outcome::Matched { recv: 1, .. }]), "{out:?}");
+        assert!(!m.is_posted(1) && m.is_posted(2));
+        assert!(m.cancel(2));
+        assert!(!m.is_posted(2));
+    }
+
+    /// The bookkeeping of held messages counts at least each held message's record and each
+    /// posted receive's id, on every slot and from every peer, and returns to nothing once
+    /// they are gone.
+    #[test]
+    fn bookkeeping_counts_every_held_message() {
+        let mut m = Matcher::new();
+        assert_eq!(m.bookkeeping_bytes(), 0);
+        for i in 0..10 {
+            m.arrive(eager(1 + i % 2, i % 3, 4)).unwrap();
+        }
+        for _ in 0..100 {
+            m.arrive(eager(1, 7, 0)).unwrap();
+        }
+        let least = 110 * std::mem::size_of::<Message>();
+        let held = m.bookkeeping_bytes();
+        assert!(held >= least, "{held} < {least}");
+        for r in 0..100 {
+            m.post(1000 + r, &[Rank(3)], Slot::new(1, 9), 8, None);
+        }
+        let posted = m.bookkeeping_bytes() - held;
+        let least = 100 * std::mem::size_of::<RecvId>();
+        assert!(posted >= least, "{posted} < {least}");
+        for r in 0..100 {
+            assert!(m.cancel(1000 + r));
+        }
+        for i in 0..10u32 {
+            let out = m.post(u64::from(i), &[Rank(1 + i % 2)], Slot::new(1, i % 3), 8, None);
+            assert!(matches!(out, Some(Outcome::Matched { .. })), "{out:?}");
+        }
+        for r in 0..100 {
+            let out = m.post(2000 + r, &[Rank(1)], Slot::new(1, 7), 8, None);
+            assert!(matches!(out, Some(Outcome::Matched { .. })), "{out:?}");
+        }
+        assert_eq!(m.unexpected_len(), 0);
+        assert_eq!(m.bookkeeping_bytes(), 0);
+    }
+}
