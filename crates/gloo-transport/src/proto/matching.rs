@@ -426,6 +426,79 @@ mod tests {
         assert!(!m.is_posted(2));
     }
 
+    fn fp(epoch: u64, salt: u8) -> Option<Fingerprint> {
+        let mut f = [salt; Fingerprint::LEN];
+        f[..8].copy_from_slice(&epoch.to_le_bytes());
+        Some(Fingerprint(f))
+    }
+
+    /// Rule 2 fails exactly the receives it proves wrong: posted for the sender, on another
+    /// step of the same tag, with the arriving message's epoch and another fingerprint. A
+    /// receive for another peer, another tag, another epoch, or without a fingerprint stays.
+    #[test]
+    fn rule_two_fails_only_the_receives_it_proves_wrong() {
+        let mut m = Matcher::new();
+        let posts = [
+            (1, Rank(2), Slot::new(1, 1), fp(7, 1)), // proved wrong
+            (2, Rank(3), Slot::new(1, 2), fp(7, 2)), // another peer
+            (3, Rank(2), Slot::new(2, 0), fp(7, 3)), // another tag
+            (4, Rank(2), Slot::new(1, 3), fp(8, 4)), // another epoch
+            (5, Rank(2), Slot::new(1, 4), None),     // no fingerprint
+            (6, Rank(2), Slot::new(1, 5), fp(7, 9)), // the same fingerprint
+        ];
+        for (recv, peer, slot, f) in posts {
+            assert!(m.post(recv, &[peer], slot, 8, f).is_none());
+        }
+        let msg = Message::new(Rank(2), Slot::new(1, 0), fp(7, 9), Body::Eager(vec![1]));
+        let out = m.arrive(msg).unwrap();
+        assert!(matches!(out[..], [Outcome::Failed { recv: 1, .. }]), "{out:?}");
+        for recv in 2..=6 {
+            assert!(m.is_posted(recv), "receive {recv} was failed");
+        }
+        assert_eq!(m.unexpected_len(), 1, "the message is held");
+    }
+
+    /// A message put back goes to the next posted receive, or to the front of its stream
+    /// (before what arrived after it).
+    #[test]
+    fn a_requeued_message_comes_first() {
+        let mut m = Matcher::new();
+        let slot = Slot::new(1, 0);
+        m.arrive(eager(2, 0, 1)).unwrap();
+        let Some(Outcome::Matched { msg: first, .. }) = m.post(1, &[Rank(2)], slot, 8, None) else {
+            panic!("no match");
+        };
+        m.arrive(eager(2, 0, 2)).unwrap();
+        assert!(m.requeue_front(first).is_none(), "held again");
+        let out = m.post(2, &[Rank(2)], slot, 8, None);
+        assert!(
+            matches!(&out, Some(Outcome::Matched { msg, .. }) if msg.body.len() == 1),
+            "the later message came first: {out:?}"
+        );
+        assert!(m.post(3, &[Rank(3), Rank(2)], slot, 8, None).is_some());
+        assert!(m.post(4, &[Rank(2)], slot, 8, None).is_none());
+        let out = m.requeue_front(eager(2, 0, 5));
+        assert!(matches!(out, Some(Outcome::Matched { recv: 4, .. })), "{out:?}");
+    }
+
+    /// Dropping a peer keeps its eager messages (and counts them as held) or forgets all of
+    /// them, and withdraws the receives that named it.
+    #[test]
+    fn dropping_a_peer_keeps_or_forgets_what_it_sent() {
+        let mut m = Matcher::new();
+        for i in 0..3 {
+            m.arrive(eager(2, i, 1)).unwrap();
+        }
+        m.arrive(Message::new(Rank(2), Slot::new(1, 9), None, Body::Rts { len: 9, xfer: 1 }))
+            .unwrap();
+        m.post(7, &[Rank(2), Rank(3)], Slot::new(1, 8), 8, None);
+        assert_eq!(m.drop_peer(Rank(2), true), vec![7]);
+        assert_eq!((m.held_from(Rank(2)), m.unexpected_len()), (3, 3), "eager kept, Rts gone");
+        assert!(!m.is_posted(7));
+        assert!(m.drop_peer(Rank(2), false).is_empty());
+        assert_eq!((m.held_from(Rank(2)), m.unexpected_len()), (0, 0));
+    }
+
     /// The bookkeeping of held messages counts at least each held message's record and each
     /// posted receive's id, on every slot and from every peer, and returns to nothing once
     /// they are gone.
@@ -439,6 +512,7 @@ mod tests {
         for _ in 0..100 {
             m.arrive(eager(1, 7, 0)).unwrap();
         }
+        assert_eq!((m.held_from(Rank(1)), m.held_from(Rank(2))), (105, 5));
         let least = 110 * std::mem::size_of::<Message>();
         let held = m.bookkeeping_bytes();
         assert!(held >= least, "{held} < {least}");
@@ -460,6 +534,7 @@ mod tests {
             assert!(matches!(out, Some(Outcome::Matched { .. })), "{out:?}");
         }
         assert_eq!(m.unexpected_len(), 0);
+        assert_eq!((m.held_from(Rank(1)), m.held_from(Rank(2))), (0, 0), "taken, still counted");
         assert_eq!(m.bookkeeping_bytes(), 0);
     }
 }

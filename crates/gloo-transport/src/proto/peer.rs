@@ -283,10 +283,25 @@ mod tests {
     #[test]
     fn unsolicited_cts_and_data_are_protocol_errors() {
         let mut p = PeerProto::new(Rank(2));
+        assert_eq!(p.peer(), Rank(2));
         let e = p.on_header(&Header::new(Opcode::Cts, 0, 0, 5), None).unwrap_err();
         assert!(matches!(e, Error::Protocol { peer: Some(Rank(2)), .. }));
         let e = p.on_header(&Header::new(Opcode::Data, 0, 1, 5), None).unwrap_err();
         assert!(matches!(e, Error::Protocol { peer: Some(Rank(2)), .. }));
+    }
+
+    /// A rendezvous send withdrawn before its `Cts` is forgotten: withdrawing it again
+    /// finds nothing, and a `Cts` for it is then unsolicited.
+    #[test]
+    fn a_withdrawn_rendezvous_send_is_forgotten() {
+        let mut p = PeerProto::new(Rank(4));
+        let xfer = p.start_rts(11);
+        let kept = p.start_rts(12);
+        assert!(p.withdraw_rts(xfer));
+        assert!(!p.withdraw_rts(xfer), "withdrawn twice");
+        let e = p.on_header(&Header::new(Opcode::Cts, 0, 0, xfer), None).unwrap_err();
+        assert!(matches!(e, Error::Protocol { peer: Some(Rank(4)), .. }), "{e}");
+        assert!(p.withdraw_rts(kept), "the other send was forgotten too");
     }
 
     #[test]
@@ -307,7 +322,10 @@ mod tests {
         assert_eq!(ok, Incoming::Data { xfer: 7, recv: Some(11), offset: 0, len: 60 });
         assert!(!p.data_received(7, 60));
         assert_eq!(p.transfer_progress(7), Some(60));
-        p.on_header(&Header::new(Opcode::Data, 60, 40, 7), None).unwrap();
+        // Discarded from here on: the rest still comes in order, to no receive.
+        p.discard_transfer(7);
+        let rest = p.on_header(&Header::new(Opcode::Data, 60, 40, 7), None).unwrap();
+        assert_eq!(rest, Incoming::Data { xfer: 7, recv: None, offset: 60, len: 40 });
         assert!(p.data_received(7, 40));
         assert!(p.on_header(&Header::new(Opcode::Data, 100, 0, 7), None).is_err());
     }
@@ -335,5 +353,23 @@ mod tests {
         assert!(p.try_eager(1));
         // Credit never granted is a protocol error.
         assert!(p.on_header(&Header::new(Opcode::Credit, 0, 0, EAGER_CREDIT), None).is_err());
+    }
+
+    /// The sender's credit starts at the window and each eager message takes its charge;
+    /// the receiver hands credit back in one frame per half window, not per message.
+    #[test]
+    fn credit_is_charged_per_message_and_returned_per_half_window() {
+        let mut p = PeerProto::new(Rank(1));
+        assert_eq!(p.send_credit(), EAGER_CREDIT);
+        assert!(p.try_eager(100));
+        assert_eq!(p.send_credit(), EAGER_CREDIT - eager_charge(100));
+        let mut r = PeerProto::new(Rank(0));
+        let per_half = (EAGER_CREDIT / 2).div_ceil(eager_charge(1000));
+        for i in 1..per_half {
+            r.on_header(&Header::new(Opcode::Eager, 0, 1000, 0), None).unwrap();
+            assert_eq!(r.eager_consumed(1000), None, "credit returned after {i} messages");
+        }
+        r.on_header(&Header::new(Opcode::Eager, 0, 1000, 0), None).unwrap();
+        assert_eq!(r.eager_consumed(1000), Some(per_half * eager_charge(1000)));
     }
 }
