@@ -13,8 +13,6 @@
 //! - every call in flight has a thread of its own (threads are kept in a pool and reused, so
 //!   back-to-back small calls spawn nothing): a call never waits behind another in a queue,
 //!   so calls on different tags cannot wait on each other across ranks;
-//! - the threads' waits are quiet (`gloo_transport::waits`): they sleep at once rather than
-//!   busy-poll, so a background call takes the caller's CPU only to move and reduce bytes;
 //! - the thread owns the buffer for the whole call, and gives it back through the handle
 //!   only once the collective has returned: no transport can hold a pointer into it after
 //!   that, and dropping the handle only drops the way back.
@@ -130,9 +128,6 @@ impl Pool {
         // thread can take it and leave this one idle.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         match thread::Builder::new().name(name).spawn(move || {
-            // The caller computes beside this thread: its waits sleep at once instead of
-            // busy-polling on the CPU the caller needs (see `gloo_transport::waits`).
-            gloo_transport::waits::set_quiet(true);
             if let Ok(first) = rx.recv() {
                 worker(&shared, first);
             }

@@ -447,26 +447,3 @@ fn a_borrowed_custom_op_and_a_held_reserved_tag_are_refused_before_anything_is_s
         assert_eq!(sum, vec![4; 4], "rank {rank}");
     }
 }
-
-/// The background threads' waits are quiet (they sleep rather than busy-poll on the CPU the
-/// caller computes on), and the caller's own waits are left as configured.
-#[test]
-fn background_calls_wait_quietly_and_the_caller_does_not() {
-    let out = on_ranks_plain(2, |g| {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        let op = move |d: &mut [u32], s: &[u32]| {
-            log.lock().unwrap().push(gloo_transport::waits::quiet());
-            add_u32(d, s);
-        };
-        let h = g.start_allreduce_with(vec![g.rank().0 + 1; 8], op, &opts()).unwrap();
-        let sum = h.wait().unwrap();
-        let seen = seen.lock().unwrap().clone();
-        (sum, seen, gloo_transport::waits::quiet())
-    });
-    for (rank, (sum, seen, caller)) in out.into_iter().enumerate() {
-        assert_eq!(sum, vec![3; 8], "rank {rank}");
-        assert!(!seen.is_empty() && seen.iter().all(|&q| q), "rank {rank}: {seen:?}");
-        assert!(!caller, "rank {rank}: the caller's waits became quiet");
-    }
-}

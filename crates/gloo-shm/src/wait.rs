@@ -39,19 +39,8 @@ pub fn wait(
     if let Some(i) = ready(channels) {
         return Ok(Some(i));
     }
-    // A thread with quiet waits (see `gloo_transport::waits`) neither spins nor yields: it
-    // sleeps on the doorbells at once, leaving the CPU to the work beside it.
-    let quiet = gloo_transport::waits::quiet();
-    let spin = if quiet {
-        Duration::ZERO
-    } else {
-        channels.iter().map(|c| c.spin).max().unwrap_or_default()
-    };
-    let yield_for = if quiet {
-        Duration::ZERO
-    } else {
-        channels.iter().map(|c| c.yield_for).max().unwrap_or_default()
-    };
+    let spin = channels.iter().map(|c| c.spin).max().unwrap_or_default();
+    let yield_for = channels.iter().map(|c| c.yield_for).max().unwrap_or_default();
     let slice = channels.iter().map(|c| c.slice).min().unwrap_or(Duration::from_millis(250));
     let start = Instant::now();
     // Spin, reading the clock only every 64 checks (it costs more than a check).

@@ -53,16 +53,6 @@ fn every_pair_is_shared_memory() {
     }
 }
 
-/// A thread with quiet waits (`gloo_transport::waits`) neither spins nor yields, whatever
-/// the configured waits: it sleeps on its doorbell.
-#[test]
-fn quiet_waits_sleep_instead_of_spinning() {
-    let long = std::time::Duration::from_secs(5);
-    let mut comms = group_with(2, |r| ShmConfig::new("quiet", Rank(r), 2).spin(long, long));
-    let b = comms.pop().unwrap();
-    gloo_testing::assert_quiet_waits_sleep(comms.pop().unwrap(), b);
-}
-
 // `ShmListener` is a `Listener` of `ShmComm`s: checked when this file compiles (a test
 // function could not fail at run time).
 const _: fn() = || {

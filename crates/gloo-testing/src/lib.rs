@@ -33,48 +33,6 @@ pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
 
-/// Rank 0 (`a`) waits 800 ms for a one-byte message from rank 1 (`b`) with quiet waits on
-/// (`gloo_transport::waits`), over communicators whose busy-poll window is longer than
-/// that: the wait must take (almost) no CPU. A thread that polled would use most of the
-/// 800 ms, half of it even beside two busy loops on two cores.
-pub fn assert_quiet_waits_sleep<A, B>(a: A, b: B)
-where
-    A: gloo_transport::Communicator,
-    B: gloo_transport::Communicator + Send + 'static,
-{
-    use gloo_transport::{Rank, Slot};
-    let slot = Slot::new(3, 0);
-    let late = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        b.send(Rank(0), slot, &[7], deadline(30)).expect("send");
-        b
-    });
-    let was = gloo_transport::waits::set_quiet(true);
-    assert!(!was, "waits are not quiet by default");
-    let before = thread_cpu_time();
-    let mut got = [0u8; 1];
-    let r = a.recv(Rank(1), slot, &mut got, deadline(30));
-    let used = thread_cpu_time() - before;
-    gloo_transport::waits::set_quiet(false);
-    r.expect("recv");
-    assert_eq!(got, [7]);
-    assert!(used <= Duration::from_millis(200), "the quiet wait used {used:?} of CPU");
-    drop(late.join().expect("the sending thread"));
-}
-
-/// The CPU time (user and system) the calling thread has used so far, from
-/// `/proc/thread-self/stat`, in the kernel's clock ticks (100 a second on Linux): to tell a
-/// thread that slept through a wait from one that spun through it.
-pub fn thread_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc/thread-self/stat");
-    // The fields after the command name, which is in parentheses and may hold spaces:
-    // state is field 3, utime and stime fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks = |i: usize| f[i - 3].parse::<u64>().expect("a tick count");
-    Duration::from_millis((ticks(14) + ticks(15)) * 10)
-}
-
 /// Wait until `done()` holds, polling every 10 ms, and fail the test naming `what` (with the
 /// last value `show()` gives) if it does not within `secs` seconds. For state another thread
 /// settles a moment after the call under test returns (a server closing a refused

@@ -63,7 +63,6 @@ mod sync;
 pub mod tcp;
 pub mod threads;
 mod types;
-pub mod waits;
 
 pub use comm::{Batch, Communicator, LazyListener, Listener, Wait};
 pub use error::{Error, ErrorChain, Pending, Result, io_errors_match};

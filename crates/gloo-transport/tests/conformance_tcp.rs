@@ -596,14 +596,3 @@ fn interface_by_name_on_this_host() {
         .unwrap_err();
     assert!(matches!(e, Error::Config { .. }), "{e}");
 }
-
-/// A thread with quiet waits (`gloo_transport::waits`, as the non-blocking collectives'
-/// background threads have) sleeps through a wait even when the busy-poll window is longer
-/// than the wait: it takes no CPU from the work beside it.
-#[test]
-fn quiet_waits_sleep_instead_of_busy_polling() {
-    let window = std::time::Duration::from_secs(5);
-    let mut comms = group_with(2, |r| TcpConfig::loopback("quiet", Rank(r), 2).busy_poll(window));
-    let b = comms.pop().unwrap();
-    gloo_testing::assert_quiet_waits_sleep(comms.pop().unwrap(), b);
-}

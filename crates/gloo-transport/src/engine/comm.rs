@@ -362,11 +362,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 // Progress was made: look again before waiting.
                 continue;
             }
-            // A thread with quiet waits (a background one, beside the caller's work) skips
-            // the window and sleeps at once.
-            let (hot_end, spin_end) = *spin_until.get_or_insert_with(|| {
-                if crate::waits::quiet() { (now, now) } else { (now + s.spin, now + s.busy_poll) }
-            });
+            let (hot_end, spin_end) = *spin_until.get_or_insert((now + s.spin, now + s.busy_poll));
             match st.sleeper.take() {
                 Some(sl) if now < spin_end => {
                     // Busy-poll: the next pump tries the links of this call's own operations
