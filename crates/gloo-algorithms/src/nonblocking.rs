@@ -28,7 +28,7 @@ use gloo_transport::{Communicator, Rank};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::group::Group;
+use crate::group::{Group, check_counts};
 use crate::options::Options;
 use crate::reduce_op::ReduceOp;
 use crate::select::Collective;
@@ -318,15 +318,6 @@ fn zeroed<T: Element>(len: usize) -> Vec<T> {
     vec![T::zeroed(); len]
 }
 
-/// The sum of `counts`, the length of the output a `*v` call allocates (an overflowing sum
-/// is the caller's error, named before anything is allocated).
-fn total(c: Collective, what: &str, counts: &[usize]) -> Result<usize> {
-    counts
-        .iter()
-        .try_fold(0usize, |a, &n| a.checked_add(n))
-        .ok_or_else(|| Error::invalid(c, format!("{what}: the sum overflows")))
-}
-
 /// # Non-blocking collectives
 ///
 /// Each `start_*` call takes an owned buffer (a `Vec<T>`, a `Box<[T]>`, or anything
@@ -610,7 +601,7 @@ impl<C: Communicator + 'static> Group<C> {
         let c = Collective::Allgatherv;
         let o = opts.clone();
         self.start(c, opts, move |g| {
-            let mut out = zeroed(total(c, "counts", &counts)?);
+            let mut out = zeroed(check_counts(c, "counts", &counts, g.size() as usize)?);
             g.allgatherv(input.as_ref(), &mut out, &counts, &o)?;
             Ok(out)
         })
@@ -632,7 +623,7 @@ impl<C: Communicator + 'static> Group<C> {
         let c = Collective::Alltoallv;
         let o = opts.clone();
         self.start(c, opts, move |g| {
-            let mut out = zeroed(total(c, "recv_counts", &recv_counts)?);
+            let mut out = zeroed(check_counts(c, "recv_counts", &recv_counts, g.size() as usize)?);
             g.alltoallv(input.as_ref(), &mut out, &send_counts, &recv_counts, &o)?;
             Ok(out)
         })
@@ -655,9 +646,9 @@ impl<C: Communicator + 'static> Group<C> {
         let op = Builtin::of(op, c)?;
         let o = opts.clone();
         self.start(c, opts, move |g| {
-            // A missing or wrong count is the blocking call's error to name.
-            let mine = counts.get(g.rank().index()).copied().unwrap_or(0);
-            let mut out = zeroed(mine);
+            // Checked as the blocking call checks them, so the index below is in range.
+            check_counts(c, "counts", &counts, g.size() as usize)?;
+            let mut out = zeroed(counts[g.rank().index()]);
             g.reduce_scatterv(input.as_ref(), &mut out, &counts, op.op(), &o)?;
             Ok(out)
         })
@@ -707,8 +698,9 @@ impl<C: Communicator + 'static> Group<C> {
         let c = Collective::Gatherv;
         let o = opts.clone();
         self.start(c, opts, move |g| {
-            let mut out =
-                (g.rank() == root).then(|| total(c, "counts", &counts).map(zeroed)).transpose()?;
+            let mut out = (g.rank() == root)
+                .then(|| check_counts(c, "counts", &counts, g.size() as usize).map(zeroed))
+                .transpose()?;
             g.gatherv(input.as_ref(), out.as_deref_mut(), &counts, root, &o)?;
             Ok(out)
         })

@@ -447,3 +447,29 @@ fn a_borrowed_custom_op_and_a_held_reserved_tag_are_refused_before_anything_is_s
         assert_eq!(sum, vec![4; 4], "rank {rank}");
     }
 }
+
+/// Count vectors are checked as the blocking calls check them, before any output is
+/// allocated: one count per rank, and a sum memory can hold.
+#[test]
+fn bad_count_vectors_are_the_blocking_calls_errors() {
+    let out = on_ranks_plain(2, |g| {
+        let o = opts();
+        let short = g.start_allgatherv(vec![1u8], vec![1], &o).unwrap().wait().map(drop);
+        let huge = vec![usize::MAX / 2, usize::MAX / 2];
+        let too_big = g.start_alltoallv(vec![1u8], vec![1, 1], huge, &o).unwrap().wait().map(drop);
+        let rsv = g.start_reduce_scatterv(vec![1u8], vec![1], ReduceOp::Sum, &o).unwrap();
+        (short, too_big, rsv.wait().map(drop))
+    });
+    for (rank, (short, too_big, rsv)) in out.iter().enumerate() {
+        for (call, e) in [("allgatherv", short), ("reduce_scatterv", rsv)] {
+            assert!(
+                matches!(e, Err(Error::InvalidArgument { what, .. }) if what.contains("one per rank")),
+                "rank {rank}, {call}: {e:?}"
+            );
+        }
+        assert!(
+            matches!(too_big, Err(Error::InvalidArgument { what, .. }) if what.contains("recv_counts")),
+            "rank {rank}: {too_big:?}"
+        );
+    }
+}

@@ -207,7 +207,7 @@ fn check_root(c: Collective, root: Rank, n: usize) -> Result<usize> {
     Ok(root.index())
 }
 
-fn check_counts(c: Collective, name: &str, counts: &[usize], n: usize) -> Result<usize> {
+pub(crate) fn check_counts(c: Collective, name: &str, counts: &[usize], n: usize) -> Result<usize> {
     if counts.len() != n {
         return Err(Error::invalid(
             c,
