@@ -24,6 +24,23 @@ fn server(token: Option<&[u8]>) -> TcpStoreServer {
     TcpStoreServer::bind_with(loopback(), cfg).unwrap()
 }
 
+/// A new server on the address an old one had. The port is free again once the old
+/// server is gone, but on a busy machine another test's connection may take it as its
+/// ephemeral port for a moment, so an address in use is tried again for a bounded time.
+fn rebind(addr: SocketAddr) -> TcpStoreServer {
+    let until = deadline(10);
+    loop {
+        match TcpStoreServer::bind(addr, None) {
+            Err(e)
+                if e.io_kind() == Some(std::io::ErrorKind::AddrInUse) && Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn client(server: &TcpStoreServer, token: Option<&[u8]>) -> TcpStore {
     TcpStore::connect(server.local_addr().to_string(), token, deadline(10)).unwrap()
 }
@@ -203,7 +220,7 @@ fn a_client_reconnects_after_the_server_restarts() {
     std::thread::scope(|s| {
         let waiter = s.spawn(|| c.get(b"after", deadline(20)));
         std::thread::sleep(Duration::from_millis(300));
-        let srv2 = TcpStoreServer::bind(addr, None).unwrap();
+        let srv2 = rebind(addr);
         let other = client(&srv2, None);
         other.set(b"after", b"2", deadline(5)).unwrap();
         assert_eq!(waiter.join().unwrap().unwrap(), b"2");

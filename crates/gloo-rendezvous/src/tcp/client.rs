@@ -144,6 +144,16 @@ impl TcpStore {
         for addr in addrs {
             let budget = budget(deadline).min(Duration::from_secs(5));
             match TcpStream::connect_timeout(&addr, budget) {
+                Ok(stream) if is_self_connected(&stream) => {
+                    // Nothing listens at `addr` and the kernel picked `addr` itself as this
+                    // socket's ephemeral port: TCP's simultaneous open connected the socket
+                    // to itself. Keeping it would read our own hello back as the answer and
+                    // would hold the port a restarting server needs, so drop it and retry.
+                    last = Failure::seen(format!(
+                        "connecting to {addr}: nothing listens there (the socket connected \
+                         to itself)"
+                    ));
+                }
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     // A backstop for small writes (which cannot block on a fresh
@@ -354,6 +364,12 @@ impl From<Fail> for HandshakeError {
             }),
         }
     }
+}
+
+/// Whether a connect to a port in the ephemeral range, with nothing listening there, came
+/// back connected to itself (local and peer address equal).
+fn is_self_connected(stream: &TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(l), Ok(p)) if l == p)
 }
 
 fn budget(deadline: Instant) -> Duration {
@@ -751,5 +767,26 @@ pub(crate) fn fuzz_answers(mut data: &[u8]) {
         let _ = answers::delete(body);
         let _ = remote_error(status, body, "fuzz");
         let _ = timeout_from(body, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+    #[test]
+    fn a_socket_connected_to_itself_is_told_from_a_real_connection() {
+        // Bound first and then connected to its own address: the simultaneous open a
+        // client meets when it dials a free ephemeral port and the kernel picks that port.
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.bind(&SockAddr::from("127.0.0.1:0".parse::<SocketAddr>().unwrap())).unwrap();
+        let own = s.local_addr().unwrap();
+        s.connect(&own).unwrap();
+        assert!(is_self_connected(&s.into()));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let real = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!is_self_connected(&real));
     }
 }
