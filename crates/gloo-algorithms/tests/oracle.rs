@@ -188,16 +188,19 @@ fn check_gather<T: TestElem>(
     root: u32,
     seed: u64,
     varied: bool,
+    seg: usize,
 ) {
     let counts = if varied { counts_for(seed, n, count) } else { vec![count; n as usize] };
     let inputs: Vec<Vec<T>> =
         (0..n).map(|r| data(seed, r, counts[r as usize], OpKind::Sum)).collect();
     let want: Vec<T> = inputs.concat();
-    let what = format!("gather(v={varied}) n={n} counts={counts:?} {alg} root={root}");
+    let what = format!("gather(v={varied}) n={n} counts={counts:?} {alg} root={root} seg={seg}");
     let results = on_ranks(n, seed, |g| {
         let me = g.rank().index();
         let mut out = (me == root as usize).then(|| vec![T::from_i64(3); want.len()]);
-        let o = opts(alg, 64, 2);
+        // Small segments make the direct root copy its own block in many pieces, moving the
+        // receives on between them.
+        let o = opts(alg, seg, 2);
         if varied {
             g.gatherv(&inputs[me], out.as_deref_mut(), &counts, Rank(root), &o).unwrap();
         } else {
@@ -384,9 +387,9 @@ proptest! {
     #[test]
     fn gather_and_gatherv_collect_at_the_root(n in size(), count in count(), dt in 0usize..12,
                                               alg in 0usize..2, root in 0u32..16, seed: u64,
-                                              varied: bool) {
+                                              varied: bool, seg in 1usize..96) {
         let alg = alg_of(Collective::Gather, alg);
-        each_dtype!(dt, check_gather(n, count, alg, root % n, seed, varied));
+        each_dtype!(dt, check_gather(n, count, alg, root % n, seed, varied, seg));
     }
 
     #[test]
@@ -452,8 +455,8 @@ fn every_rooted_and_gathering_collective_and_dtype() {
         }
         each_dtype!(dt, check_allgatherv(n, count, seed, 12));
         for alg in Collective::Gather.algorithms() {
-            each_dtype!(dt, check_gather(n, count, *alg, root, seed, false));
-            each_dtype!(dt, check_gather(n, count, *alg, root, seed, true));
+            each_dtype!(dt, check_gather(n, count, *alg, root, seed, false, 64));
+            each_dtype!(dt, check_gather(n, count, *alg, root, seed, true, 5));
         }
         for alg in Collective::Scatter.algorithms() {
             each_dtype!(dt, check_scatter(n, count, *alg, root, seed, false));

@@ -12,6 +12,12 @@ pub enum Wait {
     All,
     /// Until at least one operation that was incomplete on entry is complete.
     Any,
+    /// Not at all: post what is new, move what can move now (trying the batch's peers
+    /// whatever their readiness says) and return `Ok`, complete or not. For a caller that
+    /// has work of its own to do while its operations' transfers go on: a transport moves
+    /// bytes only inside a call, so such a caller polls between pieces of its work. The
+    /// deadline does not apply (a poll is no timeout).
+    Poll,
 }
 
 /// A connected group of ranks that exchanges byte messages (Gloo's "context").

@@ -822,6 +822,39 @@ pub fn batch_wait_any_pipelining(factory: Factory) {
     });
 }
 
+/// [`Wait::Poll`] returns at once, complete or not, whatever its deadline, and polling alone
+/// (with the caller doing other work in between) completes a large receive and a large send.
+pub fn poll_returns_at_once_and_polling_completes(factory: Factory) {
+    const LEN: usize = 3 << 20;
+    let (data, go) = (Slot::new(23, 0), Slot::new(23, 1));
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        let me = c.rank();
+        let peer = Rank(1 - me.0);
+        let mut buf = vec![0u8; LEN];
+        let out = pattern(LEN, u64::from(me.0));
+        let mut recv = [Op::recv(peer, data, &mut buf)];
+        // Nothing can have come: the peer posts its send only after the "go" below. A
+        // deadline already past does not make a poll a timeout.
+        c.progress(&mut recv, Wait::Poll, Instant::now() - Duration::from_millis(1)).unwrap();
+        assert!(matches!(recv[0].state(), OpState::Posted(_)), "the poll posted the receive");
+        let [recv] = recv;
+        c.run(&mut [Op::send(peer, go, b""), Op::recv(peer, go, &mut [])], dl).unwrap();
+        let mut ops = [Op::send(peer, data, &out), recv];
+        let mut polls = 0u64;
+        while !(ops[0].is_done() && ops[1].is_done()) {
+            assert!(Instant::now() < dl, "polling did not complete the exchange");
+            c.progress(&mut ops, Wait::Poll, dl).unwrap();
+            polls += 1;
+            // The caller's own work between polls.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        assert!(polls > 0);
+        assert_eq!(ops[1].completed(), Some((peer, LEN)));
+        assert!(buf == pattern(LEN, u64::from(peer.0)), "content of the message");
+    });
+}
+
 /// One conformance case: its name and the function that runs it.
 pub type Case = (&'static str, fn(Factory));
 
@@ -890,7 +923,8 @@ macro_rules! __conformance_list {
             random_traffic,
             simultaneous_large_exchange,
             messages_before_receives,
-            batch_wait_any_pipelining
+            batch_wait_any_pipelining,
+            poll_returns_at_once_and_polling_completes
         }
     };
 }

@@ -245,7 +245,7 @@ impl<'a> Ctx<'a> {
     /// returning `Ok`.
     pub(crate) fn finish_agreement(&self) -> Result<()> {
         let mut ops = Ops::new();
-        self.drive_inner(&mut ops, true, true)
+        self.drive_inner(&mut ops, true, true, false)
     }
 
     /// The two operations of the agreement's current round, in their saved states.
@@ -306,14 +306,43 @@ impl<'a> Ctx<'a> {
     /// On failure, peers are alarmed first (for a mismatch) and only then are our operations
     /// cancelled, so that they see the mismatch rather than a broken pair.
     pub(crate) fn drive<'b>(&'b self, ops: &mut Ops<'b>, all: bool) -> Result<()> {
-        self.drive_inner(ops, all, false)
+        self.drive_inner(ops, all, false, false)
     }
 
-    /// [`drive`](Ctx::drive), and with `agree` also until the agreement check is complete.
+    /// Copy `src` into `dst` (of the same length) `piece` bytes at a time, posting `ops` first
+    /// and moving them on between pieces without waiting, so that their transfers go on while
+    /// this rank copies (a transport moves bytes only inside a call: a copy made before the
+    /// operations are posted adds its whole time to the call's). `ops` are left posted, to be
+    /// driven to the end by the caller.
+    pub(crate) fn copy_while<'b>(
+        &'b self,
+        ops: &mut Ops<'b>,
+        dst: &mut [u8],
+        src: &[u8],
+        piece: usize,
+    ) -> Result<()> {
+        let piece = piece.max(1);
+        // A poll before each piece, none after the last: the caller drives the operations
+        // next anyway.
+        for (d, s) in dst.chunks_mut(piece).zip(src.chunks(piece)) {
+            self.drive_inner(ops, true, false, true)?;
+            d.copy_from_slice(s);
+        }
+        Ok(())
+    }
+
+    /// [`drive`](Ctx::drive), and with `agree` also until the agreement check is complete;
+    /// with `poll`, one [`Wait::Poll`] look only: `Ok` whatever is left to do.
     ///
     /// The batch is laid out as the caller's `n_ops` operations, then the agreement round's
     /// two (while one is in flight), then the watch (last, while watching).
-    fn drive_inner<'b>(&'b self, ops: &mut Ops<'b>, all: bool, agree: bool) -> Result<()> {
+    fn drive_inner<'b>(
+        &'b self,
+        ops: &mut Ops<'b>,
+        all: bool,
+        agree: bool,
+        poll: bool,
+    ) -> Result<()> {
         let n_ops = ops.len();
         let n_done = |ops: &Ops<'b>| ops[..n_ops].iter().filter(|op| op.is_done()).count();
         let done_on_entry = n_done(ops);
@@ -335,8 +364,9 @@ impl<'a> Ctx<'a> {
             }
             ops.push(w);
         }
+        let wait = if poll { Wait::Poll } else { Wait::Any };
         let res = loop {
-            if let Err(e) = self.comm.progress(ops, Wait::Any, self.deadline) {
+            if let Err(e) = self.comm.progress(ops, wait, self.deadline) {
                 if !watching || matches!(e, gloo_transport::Error::Mismatch { .. }) {
                     break Err(e);
                 }
@@ -394,7 +424,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             let done = n_done(ops);
-            if finished(done, &agreement) || (!all && !agree && done > done_on_entry) {
+            if poll || finished(done, &agreement) || (!all && !agree && done > done_on_entry) {
                 break Ok(());
             }
         };

@@ -230,7 +230,10 @@ impl<C: Communicator> Group<C> {
             self.start_rooted::<T>(c, counts, root, own, whole, opts)?;
         let out = as_bytes_mut(output);
         match algorithm {
-            Algorithm::Direct => s::gather_direct(&ctx, as_bytes(input), out, &sizes, root)?,
+            Algorithm::Direct => {
+                let seg = segment(opts, 1);
+                s::gather_direct(&ctx, as_bytes(input), out, &sizes, root, seg)?
+            }
             _ => s::gather_binomial(&ctx, as_bytes(input), out, &sizes, root)?,
         }
         ctx.finish_agreement()

@@ -309,6 +309,11 @@ impl<W: Wire> Communicator for EngineComm<W> {
             }
         }
         st.settle();
+        if wait == Wait::Poll {
+            // One pump that tries this batch's links whatever their readiness says, as a
+            // busy-poll round does.
+            st.eng.mark_ops_ready(ops);
+        }
         st.in_progress += 1;
         let active = st.eng.mark_active(ops);
         let mut spin_until: Option<(Instant, Instant)> = None;
@@ -329,6 +334,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
             let satisfied = match wait {
                 Wait::All => ops.iter().all(|o| o.is_done() || o.state() == OpState::Cancelled),
                 Wait::Any => watch.is_empty() || watch.iter().any(|i| ops[*i].is_done()),
+                Wait::Poll => true,
             };
             if satisfied {
                 break Ok(());
