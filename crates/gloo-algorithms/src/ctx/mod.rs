@@ -325,10 +325,16 @@ impl<'a> Ctx<'a> {
         // A poll before each piece, none after the last: the caller drives the operations
         // next anyway.
         for (d, s) in dst.chunks_mut(piece).zip(src.chunks(piece)) {
-            self.drive_inner(ops, true, false, true)?;
+            self.poll(ops)?;
             d.copy_from_slice(s);
         }
         Ok(())
+    }
+
+    /// Post `ops` and move them on as far as they can go now, without waiting
+    /// ([`Wait::Poll`]), for a caller with work of its own to do before it waits.
+    pub(crate) fn poll<'b>(&'b self, ops: &mut Ops<'b>) -> Result<()> {
+        self.drive_inner(ops, true, false, true)
     }
 
     /// [`drive`](Ctx::drive), and with `agree` also until the agreement check is complete;

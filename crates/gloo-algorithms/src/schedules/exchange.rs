@@ -71,8 +71,11 @@ pub(crate) fn allgather_bruck(ctx: &Ctx<'_>, output: &mut [u8], block: usize) ->
 /// message), with [`ring::WINDOW`] segments each way in flight across the steps, so the next
 /// segment's handshake is under way while one streams; one 32 MiB message each way kept the
 /// pipe emptier than segments do, as in the ring. This rank's own block is copied into
-/// `output` one segment at a time between waits, while the peers' segments stream in,
-/// instead of before the first message.
+/// `output` one segment at a time, each after a poll that posts and moves the window on
+/// without waiting, so the copy runs while the peers' segments stream in; only then does
+/// the exchange wait (2 ranks, p50 of 3 alternations against copying after each wait: shm
+/// 1 MiB 233-243 us against 252-277, 16 MiB 3.9-4.3 ms against 4.4-4.5; tcp 1 MiB 346-349 us
+/// against 355-441).
 pub(crate) fn alltoall_pairwise(
     ctx: &Ctx<'_>,
     input: &[u8],
@@ -157,7 +160,12 @@ pub(crate) fn alltoall_pairwise(
                     roles.push((w, false));
                 }
             }
-            if let Err(e) = ctx.drive(&mut ops, false) {
+            // While this rank's own block is still being copied, post and move the window
+            // on without waiting, so the copy runs while the peers' segments stream;
+            // afterwards, wait for one more to complete.
+            let moved =
+                if copied < own_in.len() { ctx.poll(&mut ops) } else { ctx.drive(&mut ops, false) };
+            if let Err(e) = moved {
                 if !matches!(e, Error::Transport { .. } | Error::Mismatch { .. }) {
                     // A length error leaves our other operations posted.
                     ctx.comm.cancel(&mut ops);
