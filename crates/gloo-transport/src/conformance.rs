@@ -69,9 +69,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// A fingerprint with the given epoch whose description bytes are all `desc`.
 pub fn fingerprint(epoch: u64, desc: u8) -> Fingerprint {
-    let mut b = [desc; Fingerprint::LEN];
-    b[..8].copy_from_slice(&epoch.to_le_bytes());
-    Fingerprint(b)
+    Fingerprint::with_epoch(epoch, desc)
 }
 
 /// How long a case waits for something that is expected to happen.

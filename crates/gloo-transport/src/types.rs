@@ -109,6 +109,17 @@ impl Fingerprint {
     }
 }
 
+#[cfg(any(test, feature = "conformance"))]
+impl Fingerprint {
+    /// A fingerprint of epoch `epoch` whose other bytes are all `fill`: for tests, which need
+    /// fingerprints that differ in their epoch or in the rest.
+    pub(crate) fn with_epoch(epoch: u64, fill: u8) -> Fingerprint {
+        let mut b = [fill; Fingerprint::LEN];
+        b[..8].copy_from_slice(&epoch.to_le_bytes());
+        Fingerprint(b)
+    }
+}
+
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Fingerprint(")?;

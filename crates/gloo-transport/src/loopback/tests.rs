@@ -20,9 +20,7 @@ fn each<R: Send>(comms: Vec<LoopbackComm>, f: impl Fn(LoopbackComm) -> R + Sync)
 }
 
 fn fp(epoch: u64, desc: u8) -> Fingerprint {
-    let mut b = [desc; 32];
-    b[..8].copy_from_slice(&epoch.to_le_bytes());
-    Fingerprint(b)
+    Fingerprint::with_epoch(epoch, desc)
 }
 
 const S: Slot = Slot::new(1, 0);

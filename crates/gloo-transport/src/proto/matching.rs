@@ -427,9 +427,7 @@ mod tests {
     }
 
     fn fp(epoch: u64, salt: u8) -> Option<Fingerprint> {
-        let mut f = [salt; Fingerprint::LEN];
-        f[..8].copy_from_slice(&epoch.to_le_bytes());
-        Some(Fingerprint(f))
+        Some(Fingerprint::with_epoch(epoch, salt))
     }
 
     /// Rule 2 fails exactly the receives it proves wrong: posted for the sender, on another
