@@ -352,6 +352,14 @@ proptest! {
         each_dtype!(dt, check_allreduce(n, count, OPS[op], alg, seed, seg, base));
     }
 
+    /// Two ranks run the ring as one fused pass whose segments complete out of order under
+    /// havoc: many segments each time, so that results posted out of order would be caught.
+    #[test]
+    fn two_rank_ring_allreduce_matches_the_oracle(count in 40usize..2000, dt in 0usize..12,
+                                                   op in 0usize..6, seed: u64, seg in 1usize..64) {
+        each_dtype!(dt, check_allreduce(2, count, OPS[op], Algorithm::Ring, seed, seg, 2));
+    }
+
     #[test]
     fn allreduce_many_matches_the_oracle(n in size(), count in count(), dt in 0usize..12, op in 0usize..6,
                                          alg in 0usize..4, seed: u64) {

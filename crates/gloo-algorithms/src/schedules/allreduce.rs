@@ -15,10 +15,177 @@ pub(crate) fn allreduce_ring(
     let n = ctx.size;
     let blocks: Vec<Range<usize>> =
         partition(buf.len() / es, n).iter().map(|r| bytes_of(r, es)).collect();
+    if n == 2 {
+        return allreduce_pair(ctx, buf, &blocks, f, seg);
+    }
     let reduce = ring::in_place(&blocks, ctx.rank + n - 1, n - 1);
     ring_pass(ctx, Mem::in_place(buf), &reduce, Land::Reduce(f), seg, 0)?;
     let gather = ring::in_place(&blocks, ctx.rank, n - 1);
     ring_pass(ctx, Mem::in_place(buf), &gather, Land::Copy, seg, 1)
+}
+
+/// Segments of a two-rank ring in flight at once (each up to four messages).
+const PAIR_WINDOW: usize = 3;
+
+/// Where one segment of [`allreduce_pair`] stands: each operation's state (`None`: nothing
+/// to move, the piece is empty) and whether the received contribution has been reduced.
+#[derive(Clone, Copy)]
+struct PairSeg {
+    k: usize,
+    /// Our contribution to the peer's half, out.
+    give: Option<OpState>,
+    /// The peer's contribution to our half, into a lane.
+    take: Option<OpState>,
+    reduced: bool,
+    /// Our half's result, out (once reduced).
+    back: Option<OpState>,
+    /// The peer's half's result, into the buffer (once `give` is done: same bytes).
+    result: Option<OpState>,
+}
+
+/// The ring allreduce of two ranks, segment by segment: each segment of this rank's half is
+/// reduced and sent back as soon as the peer's contribution to it lands, rather than after
+/// the whole reduce-scatter pass. The peer then reads the result while it is still in the
+/// cache the reduction left it in, instead of from memory: over shared memory, where a
+/// large allreduce is bound by memory traffic, that is a quarter of each rank's traffic.
+/// Messages and results are those of the two passes (each half is reduced once, by its
+/// owner, so both ranks hold the same bits).
+fn allreduce_pair(
+    ctx: &Ctx<'_>,
+    buf: &mut [u8],
+    blocks: &[Range<usize>],
+    f: &ByteFn<'_>,
+    seg: usize,
+) -> Result<()> {
+    let peer = 1 - ctx.rank;
+    let (mine, theirs) = (blocks[ctx.rank].clone(), blocks[peer].clone());
+    let seg = seg.max(1);
+    let piece = |r: &Range<usize>, k: usize| {
+        let start = r.start.saturating_add(k.saturating_mul(seg)).min(r.end);
+        start..start.saturating_add(seg).min(r.end)
+    };
+    let nseg = mine.len().max(theirs.len()).div_ceil(seg).max(1);
+    let mut lanes: SmallVec<[_; PAIR_WINDOW]> =
+        (0..PAIR_WINDOW).map(|_| ctx.scratch(seg.min(mine.len()))).collect();
+    let op = |r: Range<usize>| (!r.is_empty()).then_some(OpState::New);
+    let done = |s: Option<OpState>| matches!(s, None | Some(OpState::Done { .. }));
+    let mut window: SmallVec<[PairSeg; PAIR_WINDOW]> = SmallVec::new();
+    let mut next = 0;
+    while next < nseg || !window.is_empty() {
+        while window.len() < PAIR_WINDOW && next < nseg {
+            let k = next;
+            let take = op(piece(&mine, k));
+            window.push(PairSeg {
+                k,
+                give: op(piece(&theirs, k)),
+                take,
+                reduced: take.is_none(),
+                back: take,
+                result: op(piece(&theirs, k)),
+            });
+            next += 1;
+        }
+        // The batch: per segment, what may be posted now. 0: give, 1: take, 2: back,
+        // 3: result. A segment's pieces of the buffer in one batch never overlap: `result`
+        // joins only once `give` is done, `take` lands in a lane.
+        let mut roles: SmallVec<[(usize, u8); 12]> = SmallVec::new();
+        let mut ranges: SmallVec<[Range<usize>; 12]> = SmallVec::new();
+        // Messages of one slot between two ranks match in the order they are posted, and
+        // transfers may complete out of that order: the results go out and are received in
+        // segment order, each posted only once every earlier one is.
+        let (mut backs_wait, mut results_wait) = (false, false);
+        for (w, s) in window.iter().enumerate() {
+            if !done(s.give) {
+                roles.push((w, 0));
+                ranges.push(piece(&theirs, s.k));
+            }
+            if !done(s.take) {
+                roles.push((w, 1));
+                ranges.push(0..0);
+            }
+            if s.reduced && !done(s.back) && !backs_wait {
+                roles.push((w, 2));
+                ranges.push(piece(&mine, s.k));
+            } else if s.back == Some(OpState::New) {
+                backs_wait = true;
+            }
+            if done(s.give) && !done(s.result) && !results_wait {
+                roles.push((w, 3));
+                ranges.push(piece(&theirs, s.k));
+            } else if s.result == Some(OpState::New) {
+                results_wait = true;
+            }
+        }
+        if !roles.is_empty() {
+            let mut pieces = carve(buf, &ranges).into_iter();
+            let mut lane_bufs: SmallVec<[Option<&mut [u8]>; PAIR_WINDOW]> =
+                lanes.iter_mut().map(|l| Some(l.bytes())).collect();
+            let mut ops = Ops::new();
+            for &(w, role) in &roles {
+                let s = &window[w];
+                let bytes = pieces.next().expect("one piece per role");
+                let (mut o, st) = match role {
+                    0 => (ctx.send(peer, 0, bytes), s.give),
+                    1 => {
+                        // Segments in the window have distinct indices mod the window, so
+                        // each lane is taken once.
+                        let lane =
+                            lane_bufs[s.k % PAIR_WINDOW].take().expect("one segment per lane");
+                        let len = piece(&mine, s.k).len();
+                        (ctx.recv(peer, 0, &mut lane[..len]), s.take)
+                    }
+                    2 => (ctx.send(peer, 1, bytes), s.back),
+                    _ => (ctx.recv(peer, 1, bytes), s.result),
+                };
+                if let Some(st @ OpState::Posted(_)) = st {
+                    o.set_state(st);
+                }
+                ops.push(o);
+            }
+            if let Err(e) = ctx.drive(&mut ops, false) {
+                if !matches!(e, Error::Transport { .. } | Error::Mismatch { .. }) {
+                    // A length error leaves our other operations posted.
+                    ctx.comm.cancel(&mut ops);
+                }
+                return Err(e);
+            }
+            for (o, &(w, role)) in ops.iter().zip(&roles) {
+                let s = &mut window[w];
+                let st = Some(o.state());
+                match role {
+                    0 => s.give = st,
+                    1 => s.take = st,
+                    2 => s.back = st,
+                    _ => s.result = st,
+                }
+            }
+        }
+        let mut moved = false;
+        for s in window.iter_mut() {
+            if !s.reduced && done(s.take) {
+                let r = piece(&mine, s.k);
+                let len = r.len();
+                f(&mut buf[r], &lanes[s.k % PAIR_WINDOW].bytes()[..len]);
+                s.reduced = true;
+                moved = true;
+            }
+        }
+        // In order: a segment's lane is free for the segment `PAIR_WINDOW` after it only
+        // once it retires.
+        let before = window.len();
+        while let Some(s) = window.first() {
+            if done(s.give) && done(s.take) && s.reduced && done(s.back) && done(s.result) {
+                window.remove(0);
+            } else {
+                break;
+            }
+        }
+        if roles.is_empty() && !moved && window.len() == before {
+            // Nothing to wait for and nothing retired would spin forever: a schedule bug.
+            return Err(Error::invalid(ctx.collective, "internal: the two-rank ring stalled"));
+        }
+    }
+    Ok(())
 }
 
 /// Reduce-scatter around the ring, in place; afterwards block `rank` of `buf` holds the
