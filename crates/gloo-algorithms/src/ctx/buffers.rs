@@ -30,6 +30,12 @@ pub(crate) fn byte_ranges(counts: &[usize], size: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// `n` ranges of `len` bytes each, back to back: the blocks of a call whose ranks all
+/// give the same count (inline up to 8 ranks, so a small call allocates nothing for them).
+pub(crate) fn even_ranges(n: usize, len: usize) -> SmallVec<[Range<usize>; 8]> {
+    (0..n).map(|q| q * len..(q + 1) * len).collect()
+}
+
 /// Scale an element range to bytes.
 pub(crate) fn bytes_of(r: &Range<usize>, size: usize) -> Range<usize> {
     r.start * size..r.end * size

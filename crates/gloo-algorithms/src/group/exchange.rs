@@ -59,7 +59,7 @@ impl<C: Communicator> Group<C> {
         let param = if algorithm == Algorithm::Ring { seg_param(seg) } else { 0 };
         let call = Call { count: block, param, ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        let blocks = byte_ranges(&vec![block; n], es::<T>());
+        let blocks = even_ranges(n, block * es::<T>());
         match (input, algorithm) {
             (Some(input), Algorithm::Ring) if n > 1 => {
                 s::allgather_ring_into(&ctx, as_bytes(input), as_bytes_mut(buf), &blocks, seg)
@@ -175,7 +175,7 @@ impl<C: Communicator> Group<C> {
         let seg = segment(opts, es::<T>());
         let call = Call { count: block, param: seg_param(seg), ..Call::new::<T>(c, algorithm) };
         let ctx = self.begin(call, opts)?;
-        let blocks = byte_ranges(&vec![block; n], es::<T>());
+        let blocks = even_ranges(n, block * es::<T>());
         let fp = ctx.fp;
         s::alltoall_pairwise(
             &ctx,

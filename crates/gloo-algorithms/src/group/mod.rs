@@ -10,7 +10,8 @@ use gloo_transport::{Communicator, Rank};
 
 use crate::average;
 use crate::ctx::{
-    CallGuard, Ctx, Ops, STEP_P2P, ScratchPool, Watches, byte_ranges, bytes_of, partition,
+    CallGuard, Ctx, Ops, STEP_P2P, ScratchPool, Watches, byte_ranges, bytes_of, even_ranges,
+    partition,
 };
 use crate::element::{DType, Element, divide_bytes};
 use crate::error::{Error, Result};

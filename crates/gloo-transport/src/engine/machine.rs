@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 use super::Link;
 use crate::proto::{
     ABORT_REASON_MAX, Body, CHECK_LEN, DATA_CHUNK, EAGER_CREDIT, EAGER_MAX, FrameReader,
-    HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome, PeerProto, Step, check_block,
-    crc32c, crc32c_append, encode_with_fp,
+    HEADER_LEN, Header, Incoming, Matcher, Message, Opcode, Outcome, PeerProto, Ranks, Step,
+    check_block, crc32c, crc32c_append, encode_with_fp,
 };
 use crate::{Error, Fingerprint, Op, OpKind, OpState, Pending, Rank, Result, Slot};
 
 /// Staging buffer for headers and small payloads, per peer.
 const RBUF: usize = 64 * 1024;
+/// The largest eager-message buffer a peer keeps for reuse: small messages are the ones
+/// whose allocation would show, and two of these per peer bound what is kept.
+const SPARE_EAGER_MAX: usize = 4096;
 /// Payloads at least this long are read straight into the destination, past the staging.
 const DIRECT_MIN: u64 = 4096;
 /// The largest single read or write call.
@@ -194,6 +197,11 @@ struct Peer<L> {
     orphans: Map<u64, Vec<u8>>,
     /// The bytes held in `orphans` (at most [`EAGER_CREDIT`]).
     orphaned: u64,
+    /// Buffers of eager messages delivered from this peer, kept (empty) for the next ones:
+    /// no allocation per small message. Two, because the next call's message can arrive in
+    /// the same read as the current one's, before that is delivered; at most
+    /// [`SPARE_EAGER_MAX`] bytes of capacity each.
+    spare: smallvec::SmallVec<[Vec<u8>; 2]>,
     readable: bool,
     writable: bool,
     /// The wire saw the peer close (or the link fail): an end of stream or an error waits
@@ -227,6 +235,7 @@ impl<L: Link> Peer<L> {
             cleared: Vec::new(),
             orphans: Map::default(),
             orphaned: 0,
+            spare: smallvec::SmallVec::new(),
             readable: true,
             writable: true,
             hangup: false,
@@ -234,6 +243,15 @@ impl<L: Link> Peer<L> {
             dead: None,
             last_heard: now,
             last_sent: now,
+        }
+    }
+
+    /// Keep `buf` (a delivered eager message's) for a next eager message, if it is small
+    /// and there is room.
+    fn keep_spare(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < self.spare.inline_size() && buf.capacity() <= SPARE_EAGER_MAX {
+            buf.clear();
+            self.spare.push(buf);
         }
     }
 
@@ -312,7 +330,7 @@ enum RecvSt {
 
 enum Rec {
     Send { to: Rank, slot: Slot, len: u64, st: SendSt },
-    Recv { from: Vec<Rank>, slot: Slot, cap: u64, fp: Option<Fingerprint>, len: u64, st: RecvSt },
+    Recv { from: Ranks, slot: Slot, cap: u64, fp: Option<Fingerprint>, len: u64, st: RecvSt },
 }
 
 /// What one pump may still take from one peer.
@@ -401,6 +419,8 @@ pub struct Engine<L> {
     ///
     /// [`Wire::closed`]: super::Wire::closed
     pub(crate) closed: Vec<(Rank, L)>,
+    /// The matcher's outcomes for one arrival (kept to reuse its allocation).
+    outcomes: Vec<Outcome>,
 }
 
 impl<L> std::fmt::Debug for Engine<L> {
@@ -439,6 +459,7 @@ impl<L: Link> Engine<L> {
             period,
             wanted: Vec::new(),
             closed: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 
@@ -650,9 +671,14 @@ impl<L: Link> Engine<L> {
                 }
             }
             OpKind::Recv { .. } | OpKind::RecvAny { .. } => {
-                let (from, slot, cap): (Vec<Rank>, Slot, u64) = match op.kind() {
-                    OpKind::Recv { from, slot, buf } => (vec![*from], *slot, buf.len() as u64),
-                    OpKind::RecvAny { from, slot, buf } => (from.to_vec(), *slot, buf.len() as u64),
+                // Inline for a few candidates: no allocation per posted receive.
+                let (from, slot, cap): (Ranks, Slot, u64) = match op.kind() {
+                    OpKind::Recv { from, slot, buf } => {
+                        (smallvec::smallvec![*from], *slot, buf.len() as u64)
+                    }
+                    OpKind::RecvAny { from, slot, buf } => {
+                        (Ranks::from_slice(from), *slot, buf.len() as u64)
+                    }
                     OpKind::Send { .. } => unreachable!("matched above"),
                 };
                 for r in &from {
@@ -682,6 +708,11 @@ impl<L: Link> Engine<L> {
         let Some(Rec::Recv { from, slot, cap, fp, st, .. }) = self.recs.get_mut(&id) else {
             return;
         };
+        let dead = |r: &Rank| self.peers[r.index()].as_ref().is_some_and(|p| p.dead.is_some());
+        if !from.iter().any(dead) {
+            // The common case, checked without building the list of live candidates.
+            return;
+        }
         let mut first_dead = None;
         let live: Vec<Rank> = from
             .iter()
@@ -806,10 +837,11 @@ impl<L: Link> Engine<L> {
                             }
                         }
                         op.set_state(OpState::Done { peer: m.peer, len: data.len() });
-                        if let Some(peer) = self.peers[m.peer.index()].as_mut()
-                            && let Some(c) = peer.proto.eager_consumed(data.len() as u64)
-                        {
-                            peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
+                        if let Some(peer) = self.peers[m.peer.index()].as_mut() {
+                            if let Some(c) = peer.proto.eager_consumed(data.len() as u64) {
+                                peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
+                            }
+                            peer.keep_spare(data);
                         }
                     }
                     RecvSt::Done { peer, len } => {
@@ -879,10 +911,14 @@ impl<L: Link> Engine<L> {
             match ev {
                 RxEvent::Stop => return Ok(moved),
                 RxEvent::Arrived(m) => {
-                    let outs = self.matcher.arrive(m).map_err(|e| (e, true))?;
-                    for o in outs {
+                    // One list reused for every message: no allocation per arrival.
+                    let mut outs = std::mem::take(&mut self.outcomes);
+                    let arrived = self.matcher.arrive_into(m, &mut outs);
+                    for o in outs.drain(..) {
                         self.apply(o);
                     }
+                    self.outcomes = outs;
+                    arrived.map_err(|e| (e, true))?;
                 }
                 RxEvent::Cleared { send, xfer } => {
                     let peer = self.peers[r].as_mut().expect("checked by pump");
@@ -963,7 +999,8 @@ impl<L: Link> Engine<L> {
                                 return Ok(RxEvent::Arrived(m));
                             }
                             // Bounded by EAGER_MAX and charged against the credit window.
-                            let buf = Vec::with_capacity(len as usize);
+                            let mut buf = peer.spare.pop().unwrap_or_default();
+                            buf.reserve_exact(len as usize);
                             peer.rx = Rx::Eager { slot, fp, buf };
                         }
                         Incoming::Rts { slot, fp, len, xfer } => {
@@ -1494,7 +1531,7 @@ impl<L: Link> Engine<L> {
                 pending.push(match self.recs.get(&id) {
                     Some(Rec::Send { to, slot, .. }) => Pending::Send { to: *to, slot: *slot },
                     Some(Rec::Recv { from, slot, .. }) => {
-                        Pending::Recv { from: from.clone(), slot: *slot }
+                        Pending::Recv { from: from.to_vec(), slot: *slot }
                     }
                     None => continue,
                 });

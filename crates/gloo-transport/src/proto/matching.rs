@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::Ranks;
+
 use crate::hash::Map;
 
 use super::frame::MAX_UNEXPECTED_RTS;
@@ -87,7 +89,7 @@ pub enum Outcome {
 
 #[derive(Debug)]
 struct Posted {
-    from: Vec<Rank>,
+    from: Ranks,
     slot: Slot,
     cap: u64,
     fp: Option<Fingerprint>,
@@ -113,7 +115,14 @@ pub struct Matcher {
     /// [`MAX_UNEXPECTED_RTS`].
     held: Map<Rank, usize>,
     seq: u64,
+    /// Emptied queues kept for reuse (at most [`SPARE_QUEUES`], each with room for one
+    /// message or receive): most streams hold one message or receive at a time, so a queue
+    /// is made and emptied for nearly every message, and reusing one saves an allocation.
+    spare: Vec<SlotQueue>,
 }
+
+/// How many emptied queues a matcher keeps for reuse.
+const SPARE_QUEUES: usize = 8;
 
 fn mismatch(
     peer: Rank,
@@ -180,14 +189,13 @@ impl Matcher {
         if let Some((_, peer)) = best {
             let q = self.queues.get_mut(&(peer, slot)).expect("found above");
             let msg = q.unexpected.pop_front().expect("found above");
-            if q.unexpected.is_empty() && q.posted.is_empty() {
-                self.queues.remove(&(peer, slot));
-            }
+            self.drop_if_empty((peer, slot));
             self.note_taken(peer);
             return Some(Self::judge(recv, cap, fp, msg));
         }
         if let Some(f) = fp {
-            for p in from {
+            // Only a held message can conflict: skip the look for peers that hold none.
+            for p in from.iter().filter(|p| self.held_from(**p) > 0) {
                 if let Some(theirs) = self.rule2_conflict(*p, slot, &f) {
                     return Some(Outcome::Failed {
                         recv,
@@ -198,10 +206,28 @@ impl Matcher {
             }
         }
         for p in from {
-            self.queues.entry((*p, slot)).or_default().posted.push_back(recv);
+            self.queue((*p, slot)).posted.push_back(recv);
         }
-        self.posted.insert(recv, Posted { from: from.to_vec(), slot, cap, fp });
+        self.posted.insert(recv, Posted { from: Ranks::from_slice(from), slot, cap, fp });
         None
+    }
+
+    /// The queue of `key`, made (from a spare if there is one) if it has none.
+    fn queue(&mut self, key: (Rank, Slot)) -> &mut SlotQueue {
+        let spare = &mut self.spare;
+        self.queues.entry(key).or_insert_with(|| spare.pop().unwrap_or_default())
+    }
+
+    /// Drop the queue of `key` if it is empty, keeping it for reuse while there is room.
+    fn drop_if_empty(&mut self, key: (Rank, Slot)) {
+        if self.queues.get(&key).is_some_and(|q| q.unexpected.is_empty() && q.posted.is_empty())
+            && let Some(q) = self.queues.remove(&key)
+            && self.spare.len() < SPARE_QUEUES
+            && q.unexpected.capacity() <= 1
+            && q.posted.capacity() <= 4
+        {
+            self.spare.push(q);
+        }
     }
 
     fn note_taken(&mut self, peer: Rank) {
@@ -216,7 +242,7 @@ impl Matcher {
     /// otherwise make each message cost four.
     fn hold(&mut self, msg: Message, front: bool) {
         *self.held.entry(msg.peer).or_default() += 1;
-        let q = self.queues.entry((msg.peer, msg.slot)).or_default();
+        let q = self.queue((msg.peer, msg.slot));
         if q.unexpected.capacity() == 0 {
             q.unexpected.reserve_exact(1);
         }
@@ -269,10 +295,13 @@ impl Matcher {
         let p = self.posted.remove(&recv)?;
         for peer in &p.from {
             if let Some(q) = self.queues.get_mut(&(*peer, p.slot)) {
-                q.posted.retain(|r| *r != recv);
-                if q.unexpected.is_empty() && q.posted.is_empty() {
-                    self.queues.remove(&(*peer, p.slot));
+                // Receives are taken in post order: the one leaving is nearly always first.
+                if q.posted.front() == Some(&recv) {
+                    q.posted.pop_front();
+                } else {
+                    q.posted.retain(|r| *r != recv);
                 }
+                self.drop_if_empty((*peer, p.slot));
             }
         }
         Some(p)
@@ -283,13 +312,22 @@ impl Matcher {
     ///
     /// Fails with a protocol error when the peer holds too many unmatched messages
     /// ([`MAX_UNEXPECTED_RTS`], requests-to-send and eager messages together).
-    pub fn arrive(&mut self, mut msg: Message) -> Result<Vec<Outcome>> {
+    pub fn arrive(&mut self, msg: Message) -> Result<Vec<Outcome>> {
+        let mut out = Vec::new();
+        self.arrive_into(msg, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`arrive`](Matcher::arrive), appending the outcomes to `out` (so that a transport can
+    /// reuse one list for every message).
+    pub fn arrive_into(&mut self, mut msg: Message, out: &mut Vec<Outcome>) -> Result<()> {
         self.seq += 1;
         msg.seq = self.seq;
         let key = (msg.peer, msg.slot);
         if let Some(&recv) = self.queues.get(&key).and_then(|q| q.posted.front()) {
             let p = self.unpost(recv).expect("a queued receive is posted");
-            return Ok(vec![Self::judge(recv, p.cap, p.fp, msg)]);
+            out.push(Self::judge(recv, p.cap, p.fp, msg));
+            return Ok(());
         }
         if self.held_from(msg.peer) >= MAX_UNEXPECTED_RTS {
             return Err(Error::protocol(
@@ -300,7 +338,6 @@ impl Matcher {
                 ),
             ));
         }
-        let mut out = Vec::new();
         if let Some(theirs) = msg.fp {
             let failing: Vec<(RecvId, Slot, Option<Fingerprint>)> = self
                 .posted
@@ -323,7 +360,7 @@ impl Matcher {
             }
         }
         self.hold(msg, false);
-        Ok(out)
+        Ok(())
     }
 
     /// Withdraw an unmatched receive; returns whether it was posted.
@@ -424,6 +461,47 @@ mod tests {
         assert!(!m.is_posted(1) && m.is_posted(2));
         assert!(m.cancel(2));
         assert!(!m.is_posted(2));
+    }
+
+    /// Emptied queues are kept for reuse, at most `SPARE_QUEUES` of them and only small
+    /// ones; a receive withdrawn from the middle of its queue leaves the others in order.
+    #[test]
+    fn emptied_queues_are_reused_within_bounds() {
+        let mut m = Matcher::new();
+        for slot in 0..3 * SPARE_QUEUES as u32 {
+            assert!(m.post(u64::from(slot), &[Rank(2)], Slot::new(1, slot), 8, None).is_none());
+        }
+        for slot in 0..3 * SPARE_QUEUES as u32 {
+            let out = m.arrive(eager(2, slot, 1)).unwrap();
+            assert!(matches!(out[..], [Outcome::Matched { .. }]), "{out:?}");
+        }
+        assert_eq!(m.spare.len(), SPARE_QUEUES);
+        assert_eq!(m.bookkeeping_bytes(), 0);
+        // Held, then taken: the queue comes from a spare and goes back to one.
+        m.arrive(eager(2, 99, 1)).unwrap();
+        assert_eq!(m.spare.len(), SPARE_QUEUES - 1);
+        assert!(m.post(500, &[Rank(2)], Slot::new(1, 99), 8, None).is_some());
+        assert_eq!(m.spare.len(), SPARE_QUEUES);
+        // A queue grown past one message's room is not kept.
+        let mut m = Matcher::new();
+        for i in 0..3 {
+            m.arrive(eager(2, 0, 1)).unwrap();
+            assert!(m.spare.is_empty(), "{i}");
+        }
+        for i in 0..3 {
+            assert!(m.post(i, &[Rank(2)], Slot::new(1, 0), 8, None).is_some());
+        }
+        assert!(m.spare.is_empty());
+        // Nor one whose receives grew past the room a first receive makes.
+        for i in 0..6 {
+            assert!(m.post(10 + i, &[Rank(3)], Slot::new(1, 0), 8, None).is_none());
+        }
+        assert!(m.cancel(12), "a receive from the middle");
+        for i in [10, 11, 13, 14, 15] {
+            let out = m.arrive(eager(3, 0, 1)).unwrap();
+            assert!(matches!(out[..], [Outcome::Matched { recv, .. }] if recv == i), "{out:?}");
+        }
+        assert!(m.spare.is_empty());
     }
 
     fn fp(epoch: u64, salt: u8) -> Option<Fingerprint> {

@@ -122,3 +122,7 @@ pub use handshake::{
 };
 pub use matching::{Body, Matcher, Message, Outcome, RecvId};
 pub use peer::{Incoming, PeerProto, SendId, eager_charge};
+
+/// The candidate senders of a posted receive: inline for up to four, so that posting a
+/// receive allocates nothing in the common cases (one peer; any of a few).
+pub(crate) type Ranks = smallvec::SmallVec<[crate::Rank; 4]>;
