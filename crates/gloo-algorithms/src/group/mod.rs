@@ -2,7 +2,7 @@
 //! collective as a method.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -99,8 +99,9 @@ pub struct Group<C> {
 pub(crate) struct Shared<C> {
     pub(crate) comm: C,
     /// Per tag: whether a handle holds it, and its call counters (kept when a handle drops,
-    /// for the next handle on the tag).
-    tags: Mutex<HashMap<u32, TagState>>,
+    /// for the next handle on the tag). A `BTreeMap`: a group has a few tags, and every call
+    /// looks its tag up, where SipHashing it cost more than the search.
+    tags: Mutex<BTreeMap<u32, TagState>>,
     overrides: EnvOverrides,
     pool: ScratchPool,
     /// Alarm watches parked between calls.
@@ -120,7 +121,7 @@ pub(crate) struct TagState {
 }
 
 impl<C> Shared<C> {
-    pub(crate) fn tags(&self) -> std::sync::MutexGuard<'_, HashMap<u32, TagState>> {
+    pub(crate) fn tags(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, TagState>> {
         // A poisoned lock only means a panic elsewhere between two updates of plain
         // counters; the map is still consistent.
         self.tags.lock().unwrap_or_else(|p| p.into_inner())
@@ -298,7 +299,7 @@ impl<C: Communicator> Group<C> {
     pub fn with_overrides(comm: C, overrides: EnvOverrides) -> Group<C> {
         let shared = Shared {
             comm,
-            tags: Mutex::new(HashMap::from([(0, TagState { held: true, ..TagState::default() })])),
+            tags: Mutex::new(BTreeMap::from([(0, TagState { held: true, ..TagState::default() })])),
             overrides,
             pool: ScratchPool::default(),
             watches: Watches::default(),
