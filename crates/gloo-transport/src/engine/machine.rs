@@ -800,7 +800,16 @@ impl<L: Link> Engine<L> {
     /// failed (its state becomes [`OpState::Cancelled`]) and return its error. Later failures
     /// stay posted, to be reported by the calls that drive them next.
     pub(crate) fn reap(&mut self, ops: &mut [Op<'_>]) -> Option<Error> {
-        let mut first_err = None;
+        self.reap_inner(ops, true)
+    }
+
+    /// [`reap`](Engine::reap), withdrawing a failed operation only with `failures`; without,
+    /// failures stay posted for the next call that drives them to report (and nothing is
+    /// returned).
+    fn reap_inner(&mut self, ops: &mut [Op<'_>], failures: bool) -> Option<Error> {
+        // Without `failures`, act as if one had been taken: the arms that withdraw the first
+        // failure then never match.
+        let mut first_err = (!failures).then(shrunk);
         for op in ops.iter_mut() {
             let OpState::Posted(id) = op.state() else { continue };
             let Some(rec) = self.recs.get_mut(&id) else { continue };
@@ -860,7 +869,7 @@ impl<L: Link> Engine<L> {
                 },
             }
         }
-        first_err
+        if failures { first_err } else { None }
     }
 
     /// Move bytes on every linked peer; returns whether anything moved.
@@ -1355,8 +1364,10 @@ impl<L: Link> Engine<L> {
         for rank in broken {
             self.fail_peer(rank, shrunk(), true);
         }
-        // Mark what that completed.
-        let _ = self.reap(mine.ops);
+        // Mark what that completed. Failures stay posted: the call has already returned its
+        // first error, and a later one (a mismatch the alarm watch caught, say) must reach
+        // the next call that drives it, not vanish here as a withdrawn operation.
+        let _ = self.reap_inner(mine.ops, false);
     }
 
     /// Close the link to `rank`: fail every operation that depends on it.

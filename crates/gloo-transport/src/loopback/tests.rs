@@ -189,6 +189,35 @@ fn cancel_of_an_unmatched_receive_leaves_the_stream_working() {
     assert_eq!(&b, b"abcd");
 }
 
+/// A call reports its first failure; a second one in the same batch stays posted for the
+/// next call that drives it (it used to be withdrawn silently as the call released its
+/// buffers, which lost an alarm's mismatch behind a broken pair).
+#[test]
+fn a_second_failure_in_a_batch_waits_for_the_next_call() {
+    let g = group(3, LoopbackConfig::default());
+    let (mut b1, mut b2) = ([0u8; 4], [0u8; 4]);
+    g[1].run(&mut [Op::send(Rank(0), S, b"a").with_fingerprint(fp(1, 1))], soon(1)).unwrap();
+    g[2].run(&mut [Op::send(Rank(0), S, b"b").with_fingerprint(fp(1, 2))], soon(1)).unwrap();
+    let mut ops = [
+        Op::recv(Rank(1), S, &mut b1).with_fingerprint(fp(1, 3)),
+        Op::recv(Rank(2), S, &mut b2).with_fingerprint(fp(1, 3)),
+    ];
+    // Both messages are there before the call: wait until the pump has seen them.
+    let deadline = soon(10);
+    let e = loop {
+        let e = g[0].progress(&mut ops, Wait::All, Instant::now());
+        if !matches!(e, Err(Error::Timeout { .. })) || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(matches!(e, Err(Error::Mismatch { peer: Rank(1), .. })), "{e:?}");
+    assert_eq!(ops[0].state(), OpState::Cancelled);
+    assert!(matches!(ops[1].state(), OpState::Posted(_)), "{:?}", ops[1].state());
+    let e = g[0].progress(&mut ops[1..], Wait::All, soon(1));
+    assert!(matches!(e, Err(Error::Mismatch { peer: Rank(2), .. })), "{e:?}");
+}
+
 #[test]
 fn fingerprint_rules() {
     let g = group(2, LoopbackConfig::default());
