@@ -807,9 +807,7 @@ impl<L: Link> Engine<L> {
     /// failures stay posted for the next call that drives them to report (and nothing is
     /// returned).
     fn reap_inner(&mut self, ops: &mut [Op<'_>], failures: bool) -> Option<Error> {
-        // Without `failures`, act as if one had been taken: the arms that withdraw the first
-        // failure then never match.
-        let mut first_err = (!failures).then(shrunk);
+        let mut first_err = None;
         for op in ops.iter_mut() {
             let OpState::Posted(id) = op.state() else { continue };
             let Some(rec) = self.recs.get_mut(&id) else { continue };
@@ -819,7 +817,7 @@ impl<L: Link> Engine<L> {
                         op.set_state(OpState::Done { peer: *to, len: *len as usize });
                         self.recs.remove(&id);
                     }
-                    SendSt::Failed(_) if first_err.is_none() => {
+                    SendSt::Failed(_) if failures && first_err.is_none() => {
                         let Some(Rec::Send { st: SendSt::Failed(e), .. }) = self.recs.remove(&id)
                         else {
                             unreachable!("checked above")
@@ -841,7 +839,9 @@ impl<L: Link> Engine<L> {
                         match recv_buf(op).get_mut(..data.len()) {
                             Some(dst) => dst.copy_from_slice(&data),
                             None => {
-                                first_err.get_or_insert_with(shrunk);
+                                if failures {
+                                    first_err.get_or_insert_with(shrunk);
+                                }
                                 continue;
                             }
                         }
@@ -857,7 +857,7 @@ impl<L: Link> Engine<L> {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });
                         self.recs.remove(&id);
                     }
-                    RecvSt::Failed(_) if first_err.is_none() => {
+                    RecvSt::Failed(_) if failures && first_err.is_none() => {
                         let Some(Rec::Recv { st: RecvSt::Failed(e), .. }) = self.recs.remove(&id)
                         else {
                             unreachable!("checked above")
@@ -869,7 +869,7 @@ impl<L: Link> Engine<L> {
                 },
             }
         }
-        if failures { first_err } else { None }
+        first_err
     }
 
     /// Move bytes on every linked peer; returns whether anything moved.
