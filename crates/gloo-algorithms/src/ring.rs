@@ -41,15 +41,19 @@ impl At {
 
     /// Segment `k` of `seg` bytes (empty past the end).
     fn piece(&self, k: usize, seg: usize) -> At {
-        let r = self.range();
-        let start = r.start.saturating_add(k.saturating_mul(seg)).min(r.end);
-        let p = start..start.saturating_add(seg).min(r.end);
+        let p = segment_of(self.range(), k, seg);
         match self {
             At::Buf(_) => At::Buf(p),
             At::Src(_) => At::Src(p),
             At::Out(_) => At::Out(p),
         }
     }
+}
+
+/// Segment `k` of `seg` bytes of the byte range `r` (empty past its end).
+pub(crate) fn segment_of(r: &Range<usize>, k: usize, seg: usize) -> Range<usize> {
+    let start = r.start.saturating_add(k.saturating_mul(seg)).min(r.end);
+    start..start.saturating_add(seg).min(r.end)
 }
 
 /// One step of a pass: the block sent to the right, where the block from the left lands,

@@ -60,10 +60,7 @@ fn allreduce_pair(
     let peer = 1 - ctx.rank;
     let (mine, theirs) = (blocks[ctx.rank].clone(), blocks[peer].clone());
     let seg = seg.max(1);
-    let piece = |r: &Range<usize>, k: usize| {
-        let start = r.start.saturating_add(k.saturating_mul(seg)).min(r.end);
-        start..start.saturating_add(seg).min(r.end)
-    };
+    let piece = |r: &Range<usize>, k: usize| ring::segment_of(r, k, seg);
     let nseg = mine.len().max(theirs.len()).div_ceil(seg).max(1);
     let mut lanes: SmallVec<[_; PAIR_WINDOW]> =
         (0..PAIR_WINDOW).map(|_| ctx.scratch(seg.min(mine.len()))).collect();

@@ -220,8 +220,11 @@ impl Matcher {
 
     /// Drop the queue of `key` if it is empty, keeping it for reuse while there is room.
     fn drop_if_empty(&mut self, key: (Rank, Slot)) {
-        if self.queues.get(&key).is_some_and(|q| q.unexpected.is_empty() && q.posted.is_empty())
-            && let Some(q) = self.queues.remove(&key)
+        // One search: the entry, removed through itself.
+        if let std::collections::btree_map::Entry::Occupied(e) = self.queues.entry(key)
+            && e.get().unexpected.is_empty()
+            && e.get().posted.is_empty()
+            && let q = e.remove()
             && self.spare.len() < SPARE_QUEUES
             && q.unexpected.capacity() <= 1
             && q.posted.capacity() <= 4
