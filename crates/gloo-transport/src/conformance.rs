@@ -853,6 +853,57 @@ pub fn poll_returns_at_once_and_polling_completes(factory: Factory) {
     });
 }
 
+/// [`Wait::First`] returns once the leading operations are all complete, not after the first
+/// of them (an eager send completes at once; the receive beside it only when the peer sends,
+/// later), or as soon as an operation after them completes (a watch), the leading ones still
+/// posted; `First(0)` returns at once.
+pub fn wait_first_covers_the_leading_operations(factory: Factory) {
+    let (data, watch, hold, go) =
+        (Slot::new(24, 0), Slot::new(24, 1), Slot::new(24, 2), Slot::new(24, 3));
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        let me = c.rank();
+        let peer = Rank(1 - me.0);
+        if me == Rank(1) {
+            let mut buf = [0u8; 4];
+            assert_eq!(c.recv(peer, data, &mut buf, dl).unwrap(), 4);
+            assert_eq!(&buf, b"ping");
+            // Late, so that our peer's send is long complete when this arrives.
+            std::thread::sleep(Duration::from_millis(50));
+            c.send(peer, data, b"late", dl).unwrap();
+            c.recv(peer, go, &mut [], dl).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            c.send(peer, watch, b"alarm", dl).unwrap();
+            // Stay until our peer is done: a receive from a rank that closed fails.
+            c.recv(peer, go, &mut [], dl).unwrap();
+            return;
+        }
+        let (mut got, mut alarm, mut never) = ([0u8; 4], [0u8; 5], [0u8; 1]);
+        let mut ops = [
+            Op::send(peer, data, b"ping"),
+            Op::recv(peer, data, &mut got),
+            Op::recv(peer, watch, &mut alarm),
+        ];
+        c.progress(&mut ops, Wait::First(2), dl).unwrap();
+        assert!(ops[0].is_done(), "the send is complete");
+        assert_eq!(ops[1].completed(), Some((peer, 4)), "returned before the late receive");
+        assert!(matches!(ops[2].state(), OpState::Posted(_)), "the watch is left posted");
+        let [_, _, watch_op] = ops;
+        // Now the other way: the watch completes while a leading receive never can.
+        let mut ops = [Op::recv(peer, hold, &mut never), watch_op];
+        c.progress(&mut ops[..1], Wait::First(0), dl).unwrap();
+        assert!(matches!(ops[0].state(), OpState::Posted(_)), "First(0) posted and returned");
+        c.send(peer, go, b"", dl).unwrap();
+        c.progress(&mut ops, Wait::First(1), dl).unwrap();
+        assert_eq!(ops[1].completed(), Some((peer, 5)), "the watch completed");
+        assert!(matches!(ops[0].state(), OpState::Posted(_)), "the leading receive is not");
+        c.cancel(&mut ops[..1]);
+        c.send(peer, go, b"", dl).unwrap();
+        assert_eq!(&got, b"late");
+        assert_eq!(&alarm, b"alarm");
+    });
+}
+
 /// One conformance case: its name and the function that runs it.
 pub type Case = (&'static str, fn(Factory));
 
@@ -922,7 +973,8 @@ macro_rules! __conformance_list {
             simultaneous_large_exchange,
             messages_before_receives,
             batch_wait_any_pipelining,
-            poll_returns_at_once_and_polling_completes
+            poll_returns_at_once_and_polling_completes,
+            wait_first_covers_the_leading_operations
         }
     };
 }

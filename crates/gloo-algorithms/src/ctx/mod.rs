@@ -370,8 +370,17 @@ impl<'a> Ctx<'a> {
             }
             ops.push(w);
         }
-        let wait = if poll { Wait::Poll } else { Wait::Any };
         let res = loop {
+            // Waiting for all of ours, one call covers them, and still returns at once for an
+            // alarm or a step of the agreement (operations after ours); once ours are done,
+            // only those are left to wait for.
+            let wait = if poll {
+                Wait::Poll
+            } else if all && n_done(ops) < n_ops {
+                Wait::First(n_ops)
+            } else {
+                Wait::Any
+            };
             if let Err(e) = self.comm.progress(ops, wait, self.deadline) {
                 if !watching || matches!(e, gloo_transport::Error::Mismatch { .. }) {
                     break Err(e);

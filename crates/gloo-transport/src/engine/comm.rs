@@ -334,6 +334,11 @@ impl<W: Wire> Communicator for EngineComm<W> {
             let satisfied = match wait {
                 Wait::All => ops.iter().all(|o| o.is_done() || o.state() == OpState::Cancelled),
                 Wait::Any => watch.is_empty() || watch.iter().any(|i| ops[*i].is_done()),
+                Wait::First(n) => {
+                    let n = n.min(ops.len());
+                    ops[..n].iter().all(|o| o.is_done())
+                        || watch.iter().any(|i| *i >= n && ops[*i].is_done())
+                }
                 Wait::Poll => true,
             };
             if satisfied {
