@@ -25,6 +25,9 @@ pub(crate) struct NetConfig {
     pub(crate) ip: IpAddr,
     /// The spin window before a waiting call sleeps; `None`: the transport's default.
     pub(crate) busy_poll: Option<Duration>,
+    /// Whether tcp spins through that window instead of yielding between tries: when this
+    /// rank is bound to a core of its own (see [`TcpConfig::spin`]).
+    pub(crate) tcp_spins: bool,
     /// This rank's TLS configuration (for `--transport tls`).
     pub(crate) tls: Option<gloo_tls::TlsConfig>,
 }
@@ -61,6 +64,10 @@ impl NetConfig {
         }
         if let Some(b) = self.busy_poll {
             tcp = tcp.busy_poll(b);
+        }
+        if self.tcp_spins {
+            // The spin is bounded by the window, so this spins through all of it.
+            tcp = tcp.spin(Duration::MAX);
         }
         Ok(tcp)
     }

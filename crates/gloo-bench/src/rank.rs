@@ -153,6 +153,13 @@ fn run_with(
     } else {
         gloo_transport::tcp::DEFAULT_BUSY_POLL
     });
+    // tcp spins (rather than yields) through its window where shm would: left to its
+    // defaults, bound to a cpu of its own, and the ranks fit on this host's cpus.
+    let tcp_spins = busy_poll.is_none()
+        && !shm_waits
+        && !in_process
+        && size as usize <= gloo_shm::placement::online_cpus()
+        && gloo_shm::placement::bound_to_one_cpu();
     let waiting = |w: Duration| {
         if w.is_zero() {
             "blocking".to_string()
@@ -176,14 +183,22 @@ fn run_with(
                     gloo_shm::DEFAULT_YIELD.as_micros()
                 )
             }
+        } else if tcp_spins {
+            format!("busy-poll {} us spinning (bound to a cpu), then sleep", w.as_micros())
         } else {
             format!("busy-poll {} us, then sleep", w.as_micros())
         }
     };
     let tls =
         if cli.launch.transport == TransportKind::Tls { crate::tls::from_env()? } else { None };
-    let net =
-        NetConfig { kind: cli.launch.transport, job: "gloo-bench".into(), ip, busy_poll, tls };
+    let net = NetConfig {
+        kind: cli.launch.transport,
+        job: "gloo-bench".into(),
+        ip,
+        busy_poll,
+        tcp_spins,
+        tls,
+    };
     let mut report = Report {
         tool: format!("gloo-bench {}", env!("CARGO_PKG_VERSION")),
         mode: String::new(),
@@ -252,6 +267,7 @@ fn run_with(
             let blocking_net = NetConfig {
                 job: "gloo-bench-blocking".into(),
                 busy_poll: Some(Duration::ZERO),
+                tcp_spins: false,
                 ..net
             };
             let blocking = if spin_window.is_zero() || in_process {

@@ -28,6 +28,7 @@ impl std::fmt::Debug for TcpComm {
 pub(crate) fn engine_config(cfg: &TcpConfig) -> EngineConfig {
     EngineConfig::default()
         .busy_poll(cfg.busy_poll)
+        .spin(cfg.spin)
         .peer_timeout(Some(cfg.peer_timeout))
         .integrity(cfg.integrity_on())
 }

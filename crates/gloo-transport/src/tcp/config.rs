@@ -73,6 +73,7 @@ pub struct TcpConfig {
     security: Option<Security>,
     pub(crate) peer_timeout: Duration,
     pub(crate) busy_poll: Duration,
+    pub(crate) spin: Duration,
     pub(crate) layer: Option<Layer>,
     integrity: Option<bool>,
 }
@@ -106,6 +107,7 @@ impl TcpConfig {
             security: None,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             busy_poll: DEFAULT_BUSY_POLL,
+            spin: Duration::ZERO,
             layer: None,
             integrity: None,
         }
@@ -171,6 +173,17 @@ impl TcpConfig {
     /// oversubscribed hosts, more for latency-bound jobs on dedicated cores.
     pub fn busy_poll(mut self, window: Duration) -> TcpConfig {
         self.busy_poll = window;
+        self
+    }
+
+    /// How much of the [busy-poll window](TcpConfig::busy_poll), at its start, spins
+    /// without yielding the core between tries. Default zero: the whole window yields,
+    /// which is right when ranks may share a core (measured above). A rank bound to a core
+    /// of its own (as `gloo-bench` binds the ranks it starts when they fit) gains by
+    /// spinning: there, on 2 cores, 2 ranks, the whole window spinning took a 4 B allreduce
+    /// from 5.2 to 4.9 us p50 and a 4 KiB one from 7.1 to 6.8 us (one sitting, alternated).
+    pub fn spin(mut self, spin: Duration) -> TcpConfig {
+        self.spin = spin;
         self
     }
 
@@ -521,6 +534,19 @@ pub(crate) fn decode_addr(rank: Rank, b: &[u8]) -> Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_spins_only_for_the_part_of_the_window_asked_for() {
+        let cfg = TcpConfig::loopback("job", Rank(0), 2);
+        let eng = crate::tcp::comm::engine_config(&cfg);
+        assert_eq!((eng.busy_poll_value(), eng.spin_value()), (DEFAULT_BUSY_POLL, Duration::ZERO));
+        let us = Duration::from_micros;
+        let eng = crate::tcp::comm::engine_config(&cfg.clone().spin(us(20)));
+        assert_eq!((eng.busy_poll_value(), eng.spin_value()), (DEFAULT_BUSY_POLL, us(20)));
+        // Never more than the window.
+        let eng = crate::tcp::comm::engine_config(&cfg.busy_poll(us(10)).spin(us(20)));
+        assert_eq!((eng.busy_poll_value(), eng.spin_value()), (us(10), us(10)));
+    }
 
     fn iface(name: &str, ip: &str, index: u32) -> Iface {
         let ip: IpAddr = ip.parse().unwrap();
