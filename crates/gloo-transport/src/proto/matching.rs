@@ -99,6 +99,21 @@ struct Posted {
 struct SlotQueue {
     unexpected: VecDeque<Message>,
     posted: VecDeque<RecvId>,
+    /// Empty, and left in the map for its stream's next message or receive (counted in
+    /// [`Matcher::kept_empty`]).
+    kept: bool,
+}
+
+impl SlotQueue {
+    fn is_empty(&self) -> bool {
+        self.unexpected.is_empty() && self.posted.is_empty()
+    }
+
+    /// Small enough to keep once empty: room for one message and a few receives, as most
+    /// streams use. A queue a flood grew is dropped, not kept.
+    fn small(&self) -> bool {
+        self.unexpected.capacity() <= 1 && self.posted.capacity() <= 4
+    }
 }
 
 /// The matching state of one communicator: per `(peer, slot)`, a FIFO of unexpected messages
@@ -119,10 +134,17 @@ pub struct Matcher {
     /// message or receive): most streams hold one message or receive at a time, so a queue
     /// is made and emptied for nearly every message, and reusing one saves an allocation.
     spare: Vec<SlotQueue>,
+    /// Emptied queues left in place in `queues` (at most [`KEPT_EMPTY`]): a collective's
+    /// streams come back call after call, and finding a stream's queue where it was costs
+    /// a search, where removing it and making it again costs a B-tree removal and insertion
+    /// for every message.
+    kept_empty: usize,
 }
 
 /// How many emptied queues a matcher keeps for reuse.
 const SPARE_QUEUES: usize = 8;
+/// How many emptied queues a matcher leaves in place for their streams.
+const KEPT_EMPTY: usize = 32;
 
 fn mismatch(
     peer: Rank,
@@ -159,8 +181,11 @@ impl Matcher {
     /// messages makes this rank hold besides the payloads the eager credit bounds.
     pub fn bookkeeping_bytes(&self) -> usize {
         let entry = std::mem::size_of::<((Rank, Slot), SlotQueue)>();
+        // Emptied queues left in place are few and bounded ([`KEPT_EMPTY`], each small):
+        // not what a flood makes this rank hold.
         self.queues
             .values()
+            .filter(|q| !q.kept)
             .map(|q| {
                 entry
                     + q.unexpected.capacity() * std::mem::size_of::<Message>()
@@ -212,23 +237,36 @@ impl Matcher {
         None
     }
 
-    /// The queue of `key`, made (from a spare if there is one) if it has none.
+    /// The queue of `key` about to take a message or receive: the one left in place, or
+    /// one made (from a spare if there is one).
     fn queue(&mut self, key: (Rank, Slot)) -> &mut SlotQueue {
         let spare = &mut self.spare;
-        self.queues.entry(key).or_insert_with(|| spare.pop().unwrap_or_default())
+        let q = self.queues.entry(key).or_insert_with(|| spare.pop().unwrap_or_default());
+        if q.kept {
+            q.kept = false;
+            self.kept_empty -= 1;
+        }
+        q
     }
 
-    /// Drop the queue of `key` if it is empty, keeping it for reuse while there is room.
+    /// Once the queue of `key` is empty: leave it in place while fewer than [`KEPT_EMPTY`]
+    /// are, else drop it, keeping it for reuse while there is room.
     fn drop_if_empty(&mut self, key: (Rank, Slot)) {
-        // One search: the entry, removed through itself.
-        if let std::collections::btree_map::Entry::Occupied(e) = self.queues.entry(key)
-            && e.get().unexpected.is_empty()
-            && e.get().posted.is_empty()
-            && let q = e.remove()
-            && self.spare.len() < SPARE_QUEUES
-            && q.unexpected.capacity() <= 1
-            && q.posted.capacity() <= 4
-        {
+        // One search: the entry, kept or removed through itself.
+        let std::collections::btree_map::Entry::Occupied(mut e) = self.queues.entry(key) else {
+            return;
+        };
+        let q = e.get_mut();
+        if q.kept || !q.is_empty() {
+            return;
+        }
+        if self.kept_empty < KEPT_EMPTY && q.small() {
+            q.kept = true;
+            self.kept_empty += 1;
+            return;
+        }
+        let q = e.remove();
+        if self.spare.len() < SPARE_QUEUES && q.small() {
             self.spare.push(q);
         }
     }
@@ -430,7 +468,8 @@ impl Matcher {
         for r in &recvs {
             self.unpost(*r);
         }
-        self.queues.retain(|_, q| !(q.unexpected.is_empty() && q.posted.is_empty()));
+        self.queues.retain(|_, q| !q.is_empty());
+        self.kept_empty = 0;
         recvs
     }
 }
@@ -466,20 +505,47 @@ mod tests {
         assert!(!m.is_posted(2));
     }
 
-    /// Emptied queues are kept for reuse, at most `SPARE_QUEUES` of them and only small
-    /// ones; a receive withdrawn from the middle of its queue leaves the others in order.
+    /// Emptied queues are left in place for their streams (at most `KEPT_EMPTY`) or kept
+    /// for reuse (at most `SPARE_QUEUES`), and only small ones; a receive withdrawn from the
+    /// middle of its queue leaves the others in order.
     #[test]
     fn emptied_queues_are_reused_within_bounds() {
         let mut m = Matcher::new();
-        for slot in 0..3 * SPARE_QUEUES as u32 {
+        let streams = (KEPT_EMPTY + 3 * SPARE_QUEUES) as u32;
+        for slot in 0..streams {
             assert!(m.post(u64::from(slot), &[Rank(2)], Slot::new(1, slot), 8, None).is_none());
         }
-        for slot in 0..3 * SPARE_QUEUES as u32 {
+        for slot in 0..streams {
             let out = m.arrive(eager(2, slot, 1)).unwrap();
             assert!(matches!(out[..], [Outcome::Matched { .. }]), "{out:?}");
         }
+        // The first emptied stay in place, the next go to the spares, the rest are dropped.
+        assert_eq!((m.kept_empty, m.queues.len()), (KEPT_EMPTY, KEPT_EMPTY));
         assert_eq!(m.spare.len(), SPARE_QUEUES);
         assert_eq!(m.bookkeeping_bytes(), 0);
+        // A stream whose queue stayed takes it again, and leaves it again, in order.
+        for (recv, slot) in [(900, 0), (901, 0)] {
+            assert!(m.post(recv, &[Rank(2)], Slot::new(1, slot), 8, None).is_none());
+        }
+        assert_eq!((m.kept_empty, m.queues.len()), (KEPT_EMPTY - 1, KEPT_EMPTY));
+        for want in [900, 901] {
+            let out = m.arrive(eager(2, 0, 1)).unwrap();
+            assert!(matches!(out[..], [Outcome::Matched { recv, .. }] if recv == want), "{out:?}");
+        }
+        assert_eq!((m.kept_empty, m.queues.len()), (KEPT_EMPTY, KEPT_EMPTY));
+        // A kept queue holds a message as any other, and counts again while it does.
+        m.arrive(eager(2, 1, 1)).unwrap();
+        assert_eq!((m.kept_empty, m.unexpected_len()), (KEPT_EMPTY - 1, 1));
+        assert!(m.bookkeeping_bytes() > 0);
+        assert!(m.post(902, &[Rank(2)], Slot::new(1, 1), 8, None).is_some());
+        assert_eq!((m.kept_empty, m.bookkeeping_bytes()), (KEPT_EMPTY, 0));
+        // Dropping a peer drops its kept queues too.
+        let mut d = Matcher::new();
+        assert!(d.post(1, &[Rank(2)], Slot::new(1, 0), 8, None).is_none());
+        d.arrive(eager(2, 0, 1)).unwrap();
+        assert_eq!((d.kept_empty, d.queues.len()), (1, 1));
+        assert!(d.drop_peer(Rank(2), true).is_empty());
+        assert_eq!((d.kept_empty, d.queues.len()), (0, 0));
         // Held, then taken: the queue comes from a spare and goes back to one.
         m.arrive(eager(2, 99, 1)).unwrap();
         assert_eq!(m.spare.len(), SPARE_QUEUES - 1);
