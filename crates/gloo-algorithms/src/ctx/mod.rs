@@ -175,7 +175,8 @@ impl<'a> Ctx<'a> {
     /// Take the alarm watch parked in `watches` by the previous call on this tag, if any, and
     /// park ours there when done.
     pub(crate) fn with_watches(mut self, watches: &'a Watches) -> Ctx<'a> {
-        if let Some(id) = watches.lock().remove(&self.tag) {
+        let parked = watches.lock().get_mut(&self.tag).and_then(Option::take);
+        if let Some(id) = parked {
             self.watch.set(OpState::Posted(id));
         }
         watches.withdraw_retired(self.comm);
@@ -532,7 +533,7 @@ impl<'a> Ctx<'a> {
                 self.watch.set(OpState::Cancelled);
                 // Two calls on one tag at once is a caller's error, but must not leak a
                 // posted receive: the watch it displaces is withdrawn.
-                let displaced = w.lock().insert(self.tag, id);
+                let displaced = w.lock().entry(self.tag).or_default().replace(id);
                 if let Some(old) = displaced {
                     cancel_posted_watch(self.comm, &self.peers, self.tag, old);
                 }

@@ -7,6 +7,11 @@ pub(super) fn watch_op(peers: &[Rank], tag: u32) -> Op<'_> {
     Op::recv_any(peers, Slot::new(tag, STEP_ALARM), Default::default()).with_fingerprint(WATCH_FP)
 }
 
+/// A parked watch's tag and id, if one is parked.
+fn parked((tag, id): (u32, Option<u64>)) -> Option<(u32, u64)> {
+    id.map(|id| (tag, id))
+}
+
 /// Withdraw the watch posted as `id` on `tag`.
 pub(super) fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: u32, id: u64) {
     let mut w = [watch_op(peers, tag)];
@@ -20,8 +25,10 @@ pub(super) fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: 
 #[derive(Default)]
 pub(crate) struct Watches {
     /// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup
-    /// (the map is read and written twice per call).
-    pub(super) parked: Mutex<BTreeMap<u32, u64>>,
+    /// (the map is read and written twice per call). A tag's entry stays while its handle
+    /// lives, `None` while a call has the watch out: taking and parking it then search the
+    /// map without removing from or inserting into it.
+    pub(super) parked: Mutex<BTreeMap<u32, Option<u64>>>,
     /// Watches of tags that no handle will use again (a dropped split subgroup's), to be
     /// withdrawn by the next call on any tag: the handle's `Drop` cannot, as it has no
     /// `C: Communicator` at hand.
@@ -31,7 +38,7 @@ pub(crate) struct Watches {
 }
 
 impl Watches {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Option<u64>>> {
         // A poisoned lock only means a panic elsewhere while the map was held; the map of
         // ids is still valid.
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
@@ -45,7 +52,7 @@ impl Watches {
     /// Withdraw every parked watch (before the communicator is handed back to its owner).
     pub(crate) fn cancel_all(&self, comm: &dyn Communicator) {
         let peers: Vec<Rank> = (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect();
-        for (tag, id) in std::mem::take(&mut *self.lock()) {
+        for (tag, id) in std::mem::take(&mut *self.lock()).into_iter().filter_map(parked) {
             cancel_posted_watch(comm, &peers, tag, id);
         }
         self.withdraw_retired(comm);
@@ -54,7 +61,7 @@ impl Watches {
     /// Set aside the watch parked on `tag`, if any, for withdrawal by the next call (for a
     /// tag no handle will use again).
     pub(crate) fn retire(&self, tag: u32) {
-        let parked = self.lock().remove(&tag);
+        let parked = self.lock().remove(&tag).flatten();
         if let Some(id) = parked {
             self.lock_retired().push((tag, id));
             // After the push: a call that sees the flag sees the watch.
@@ -79,6 +86,6 @@ impl Watches {
     /// How many watches are parked or set aside.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len() + self.lock_retired().len()
+        self.lock().values().flatten().count() + self.lock_retired().len()
     }
 }

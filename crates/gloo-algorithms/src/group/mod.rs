@@ -570,6 +570,28 @@ mod tests {
         assert!(e.to_string().contains("counts"), "{e}");
     }
 
+    /// Calls on a tag leave one alarm watch parked between them (the next call takes it and
+    /// puts it back), and another tag parks its own.
+    #[test]
+    fn each_tag_keeps_one_watch_parked_between_calls() {
+        use gloo_transport::loopback::{LoopbackConfig, group};
+        let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
+            let g = Group::new(c).unwrap();
+            let opts = Options::new();
+            let mut parked = vec![g.shared.watches.len()];
+            for _ in 0..3 {
+                g.barrier(&opts).unwrap();
+                parked.push(g.shared.watches.len());
+            }
+            let other = g.fork(5).unwrap();
+            other.barrier(&opts).unwrap();
+            g.barrier(&opts).unwrap();
+            parked.push(g.shared.watches.len());
+            parked
+        });
+        assert_eq!(out, vec![vec![0, 1, 1, 1, 2]; 2]);
+    }
+
     #[test]
     fn segment_is_whole_elements() {
         let o = Options::new().with_segment_bytes(10);
