@@ -86,8 +86,12 @@ impl Options {
 
     /// The deadline of a call starting now.
     pub(crate) fn deadline_from_now(&self) -> Instant {
+        self.deadline_from(Instant::now())
+    }
+
+    /// The deadline of a call that starts at `now`.
+    pub(crate) fn deadline_from(&self, now: Instant) -> Instant {
         self.deadline.unwrap_or_else(|| {
-            let now = Instant::now();
             now.checked_add(self.timeout).unwrap_or(now + Duration::from_secs(86_400 * 365))
         })
     }

@@ -114,6 +114,7 @@ impl<'a> Ctx<'a> {
         tag: u32,
         fp: Fingerprint,
         deadline: Instant,
+        start: Instant,
     ) -> Ctx<'a> {
         Ctx {
             comm,
@@ -123,7 +124,7 @@ impl<'a> Ctx<'a> {
             tag,
             fp,
             deadline,
-            start: Instant::now(),
+            start,
             peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
             members: None,
             pool: None,

@@ -26,7 +26,14 @@ fn allreduce_fp(tag: u32, count: u64, epoch: u64) -> Fingerprint {
 #[test]
 fn a_leftover_of_another_tag_is_a_timeout_not_a_mismatch() {
     let comms = gloo_transport::loopback::group(2, Default::default());
-    let ctx = Ctx::new(&comms[0], Collective::Allreduce, 5, allreduce_fp(5, 16, 3), Instant::now());
+    let ctx = Ctx::new(
+        &comms[0],
+        Collective::Allreduce,
+        5,
+        allreduce_fp(5, 16, 3),
+        Instant::now(),
+        Instant::now(),
+    );
     let slot = ctx.slot(0);
     let mismatch = |theirs| gloo_transport::Error::Mismatch {
         peer: Rank(1),

@@ -322,6 +322,12 @@ impl<W: Wire> Communicator for EngineComm<W> {
         // taken again after every sleep (a busy-poll round makes it older only by a yield),
         // so that a spinning caller reads the clock once per round.
         let mut clock = start;
+        // Whether the loop takes `clock` for the time after this pump instead of reading the
+        // clock again: when it was read just before (at entry, after a sleep or a wait), and
+        // on three spinning rounds of four (the window and the deadline are then seen a few
+        // rounds late, a microsecond or so). A reading costs about as much as a round.
+        let mut reuse_clock = true;
+        let mut spins = 0u32;
         let result = loop {
             let moved = st.pump(ops, false, clock);
             let failed = st.eng.reap(ops);
@@ -349,7 +355,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
             if let Some(e) = &st.eng.poison {
                 break Err(e.clone());
             }
-            let now = Instant::now();
+            let now = if std::mem::take(&mut reuse_clock) { clock } else { Instant::now() };
             clock = now;
             if now >= deadline {
                 if !last_look {
@@ -387,6 +393,8 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     drop(st);
                     if now < hot_end {
                         std::hint::spin_loop();
+                        spins = spins.wrapping_add(1);
+                        reuse_clock = spins % 4 != 0;
                     } else {
                         crate::sync::yield_now();
                     }
@@ -398,6 +406,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     let r = sl.sleep(sleep);
                     st = s.lock();
                     clock = Instant::now();
+                    reuse_clock = true;
                     {
                         let State { eng, wire, .. } = &mut *st;
                         wire.note_ready(&mut sl, eng);
@@ -418,6 +427,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     let nap = (deadline - now).min(WAITER_NAP);
                     st = wait_until(&s.cv, st, now + nap);
                     clock = Instant::now();
+                    reuse_clock = true;
                 }
             }
         };
