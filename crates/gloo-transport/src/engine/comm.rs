@@ -320,7 +320,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
         let mut last_look = false;
         // The time the pump stamps on what it hears and sends: the last reading of the clock,
         // taken again after every sleep (a busy-poll round makes it older only by a yield),
-        // so that a spinning caller reads the clock once per round.
+        // so that a spinning caller reads the clock at most once per round.
         let mut clock = start;
         // Whether the loop takes `clock` for the time after this pump instead of reading the
         // clock again: when it was read just before (at entry, after a sleep or a wait), and
