@@ -305,7 +305,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     crate::OpKind::Send { to, buf, .. } => st.wire.rendezvous(*to, buf.len()),
                     _ => false,
                 };
-                st.eng.post(op, rendezvous);
+                st.eng.post(op, rendezvous, start);
             }
         }
         st.settle();
@@ -394,7 +394,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     if now < hot_end {
                         std::hint::spin_loop();
                         spins = spins.wrapping_add(1);
-                        reuse_clock = spins % 4 != 0;
+                        reuse_clock = !spins.is_multiple_of(4);
                     } else {
                         crate::sync::yield_now();
                     }

@@ -274,6 +274,43 @@ impl<L: Link> Peer<L> {
         self.link.is_none() && self.dead.is_none()
     }
 
+    /// Send a frame at once when nothing is queued before it (no frame part-sent, none
+    /// queued, nothing buffered in the link, the link writable): straight from the caller's
+    /// buffer into the link, without the copy into the queue and the pump that would write
+    /// it out later. What the link does not take now is queued, as [`push`](Peer::push)
+    /// queues it; an error is left for the pump to meet and report on its next write.
+    fn send_now(&mut self, h: Header, fp: Option<&Fingerprint>, payload: &[u8], now: Instant) {
+        let idle = self.out.is_empty() && self.active.is_none() && self.writable;
+        let Some(link) = self.link.as_mut().filter(|l| idle && !l.has_pending_output()) else {
+            return self.push(h, fp, payload);
+        };
+        if self.integrity {
+            return self.push(h, fp, payload);
+        }
+        let mut b = [0u8; HEADER_LEN + Fingerprint::LEN];
+        let n = encode_with_fp(h, fp, &mut b);
+        let asked = n + payload.len();
+        let sent = loop {
+            match link.write_vectored(&[IoSlice::new(&b[..n]), IoSlice::new(payload)]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(k) if k > 0 => break k.min(asked),
+                // Nothing taken (no room, or an error the pump will meet again).
+                _ => break 0,
+            }
+        };
+        if sent > 0 {
+            self.last_sent = now;
+        }
+        if sent < asked {
+            if sent > 0 && self.link.as_ref().is_some_and(|l| l.drains_on_short_io()) {
+                self.writable = false;
+            }
+            let hdr_rest = &b[sent.min(n)..n];
+            self.out.extend(hdr_rest);
+            self.out.extend(&payload[sent.saturating_sub(n)..]);
+        }
+    }
+
     fn push(&mut self, h: Header, fp: Option<&Fingerprint>, payload: &[u8]) {
         let mut b = [0u8; HEADER_LEN + Fingerprint::LEN];
         let n = encode_with_fp(h, fp, &mut b);
@@ -640,7 +677,7 @@ impl<L: Link> Engine<L> {
     }
 
     /// Post a new operation; a send with `rendezvous` set skips the eager path.
-    pub(crate) fn post(&mut self, op: &mut Op<'_>, rendezvous: bool) {
+    pub(crate) fn post(&mut self, op: &mut Op<'_>, rendezvous: bool, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
         let fp = op.fingerprint();
@@ -653,7 +690,12 @@ impl<L: Link> Engine<L> {
                     let st = SendSt::Failed(e.clone());
                     self.recs.insert(id, Rec::Send { to, slot, len, st });
                 } else if !rendezvous && peer.proto.try_eager(len) {
-                    peer.push(Header::new(Opcode::Eager, slot.0, len, 0), fp.as_ref(), buf);
+                    peer.send_now(
+                        Header::new(Opcode::Eager, slot.0, len, 0),
+                        fp.as_ref(),
+                        buf,
+                        now,
+                    );
                     if !unconnected {
                         op.set_state(OpState::Done { peer: to, len: buf.len() });
                         return;
