@@ -561,6 +561,7 @@ mod tests {
             assert!(m.post(i, &[Rank(2)], Slot::new(1, 0), 8, None).is_some());
         }
         assert!(m.spare.is_empty());
+        assert_eq!((m.kept_empty, m.queues.len()), (0, 0), "nor left in place");
         // Nor one whose receives grew past the room a first receive makes.
         for i in 0..6 {
             assert!(m.post(10 + i, &[Rank(3)], Slot::new(1, 0), 8, None).is_none());
@@ -571,6 +572,7 @@ mod tests {
             assert!(matches!(out[..], [Outcome::Matched { recv, .. }] if recv == i), "{out:?}");
         }
         assert!(m.spare.is_empty());
+        assert_eq!((m.kept_empty, m.queues.len()), (0, 0), "nor left in place");
     }
 
     fn fp(epoch: u64, salt: u8) -> Option<Fingerprint> {
