@@ -299,13 +299,22 @@ impl<W: Wire> Communicator for EngineComm<W> {
         st.eng.validate(ops)?;
         let watch: smallvec::SmallVec<[usize; 8]> =
             (0..ops.len()).filter(|i| !ops[*i].is_done()).collect();
+        // A batch's only new send may go into its link as it is posted; several wait for the
+        // pump, which writes the frames queued for a peer in one call (a write to a socket is
+        // a system call: two of them cost more than the early start saves).
+        let new_sends = ops
+            .iter()
+            .filter(|op| {
+                op.state() == OpState::New && matches!(op.kind(), crate::OpKind::Send { .. })
+            })
+            .count();
         for op in ops.iter_mut() {
             if op.state() == OpState::New {
                 let rendezvous = match op.kind() {
                     crate::OpKind::Send { to, buf, .. } => st.wire.rendezvous(*to, buf.len()),
                     _ => false,
                 };
-                st.eng.post(op, rendezvous, start);
+                st.eng.post(op, rendezvous, new_sends == 1, start);
             }
         }
         st.settle();

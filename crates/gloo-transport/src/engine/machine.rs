@@ -676,8 +676,10 @@ impl<L: Link> Engine<L> {
         Ok(())
     }
 
-    /// Post a new operation; a send with `rendezvous` set skips the eager path.
-    pub(crate) fn post(&mut self, op: &mut Op<'_>, rendezvous: bool, now: Instant) {
+    /// Post a new operation; a send with `rendezvous` set skips the eager path. With
+    /// `direct`, an eager send goes into an idle link at once ([`Peer::send_now`]); without,
+    /// it is queued for the pump.
+    pub(crate) fn post(&mut self, op: &mut Op<'_>, rendezvous: bool, direct: bool, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
         let fp = op.fingerprint();
@@ -690,12 +692,12 @@ impl<L: Link> Engine<L> {
                     let st = SendSt::Failed(e.clone());
                     self.recs.insert(id, Rec::Send { to, slot, len, st });
                 } else if !rendezvous && peer.proto.try_eager(len) {
-                    peer.send_now(
-                        Header::new(Opcode::Eager, slot.0, len, 0),
-                        fp.as_ref(),
-                        buf,
-                        now,
-                    );
+                    let h = Header::new(Opcode::Eager, slot.0, len, 0);
+                    if direct {
+                        peer.send_now(h, fp.as_ref(), buf, now);
+                    } else {
+                        peer.push(h, fp.as_ref(), buf);
+                    }
                     if !unconnected {
                         op.set_state(OpState::Done { peer: to, len: buf.len() });
                         return;

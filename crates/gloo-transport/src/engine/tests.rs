@@ -116,7 +116,7 @@ fn an_eager_and_a_rendezvous_message_cross_by_hand() {
     let large: Vec<u8> = (0..(EAGER_MAX as usize * 3)).map(|i| i as u8).collect();
     let mut sends = [Op::send(Rank(1), S, &small), Op::send(Rank(1), S, &large)];
     for op in sends.iter_mut() {
-        e0.post(op, false, Instant::now());
+        e0.post(op, false, true, Instant::now());
     }
     // The small one is done at once (eager); the large one waits for its clear-to-send.
     assert!(sends[0].is_done());
@@ -124,7 +124,7 @@ fn an_eager_and_a_rendezvous_message_cross_by_hand() {
     let (mut a, mut b) = (vec![0u8; 16], vec![0u8; large.len()]);
     let mut recvs = [Op::recv(Rank(0), S, &mut a), Op::recv(Rank(0), S, &mut b)];
     for op in recvs.iter_mut() {
-        e1.post(op, false, Instant::now());
+        e1.post(op, false, true, Instant::now());
     }
     settle(&mut e0, &mut sends, &mut e1, &mut recvs, now);
     assert_eq!(sends[1].completed(), Some((Rank(1), large.len())));
@@ -143,7 +143,7 @@ fn an_eager_send_is_written_as_it_is_posted_and_its_rest_queued() {
     let now = Instant::now();
     let first = b"at once".to_vec();
     let mut sends = [Op::send(Rank(1), S, &first)];
-    e0.post(&mut sends[0], false, now);
+    e0.post(&mut sends[0], false, true, now);
     assert!(sends[0].is_done());
     assert_eq!(a.lock().unwrap().bytes.len(), HEADER_LEN + first.len(), "written at the post");
     // A link that takes 10 bytes a write: the second frame is cut, the third queued behind.
@@ -151,7 +151,7 @@ fn an_eager_send_is_written_as_it_is_posted_and_its_rest_queued() {
     a.lock().unwrap().max_write = Some(10);
     let mut more = [Op::send(Rank(1), S, &second), Op::send(Rank(1), S, &third)];
     for op in more.iter_mut() {
-        e0.post(op, false, now);
+        e0.post(op, false, true, now);
         assert!(op.is_done());
     }
     assert_eq!(a.lock().unwrap().bytes.len(), HEADER_LEN + first.len() + 10);
@@ -162,12 +162,20 @@ fn an_eager_send_is_written_as_it_is_posted_and_its_rest_queued() {
         Op::recv(Rank(0), S, &mut r3),
     ];
     for op in recvs.iter_mut() {
-        e1.post(op, false, now);
+        e1.post(op, false, true, now);
     }
     settle(&mut e0, &mut [], &mut e1, &mut recvs, now);
     let got: Vec<_> = recvs.iter().map(|r| r.completed()).collect();
     assert_eq!(got, [Some((Rank(0), 7)), Some((Rank(0), 100)), Some((Rank(0), 5))]);
     assert_eq!((&r1[..7], &r2[..], &r3[..5]), (&first[..], &second[..], &third[..]));
+    // Not direct (one of several sends in a batch): queued for the pump, which writes it.
+    let before = a.lock().unwrap().bytes.len();
+    let mut queued = [Op::send(Rank(1), S, b"later")];
+    e0.post(&mut queued[0], false, false, now);
+    assert!(queued[0].is_done());
+    assert_eq!(a.lock().unwrap().bytes.len(), before, "nothing written before the pump");
+    e0.pump(&mut Mine { ops: &mut [] }, true, now);
+    assert_eq!(a.lock().unwrap().bytes.len(), before + HEADER_LEN + 5);
 }
 
 #[test]
@@ -175,12 +183,12 @@ fn a_forced_rendezvous_send_of_a_few_bytes_waits_for_the_receiver() {
     let (mut e0, mut e1, _, _) = pair(EngineConfig::default());
     let now = Instant::now();
     let mut sends = [Op::send(Rank(1), S, b"abc")];
-    e0.post(&mut sends[0], true, Instant::now());
+    e0.post(&mut sends[0], true, true, Instant::now());
     settle(&mut e0, &mut sends, &mut e1, &mut [], now);
     assert!(!sends[0].is_done(), "done before the receiver asked for it");
     let mut b = [0u8; 3];
     let mut recvs = [Op::recv(Rank(0), S, &mut b)];
-    e1.post(&mut recvs[0], false, Instant::now());
+    e1.post(&mut recvs[0], false, true, Instant::now());
     settle(&mut e0, &mut sends, &mut e1, &mut recvs, now);
     assert!(sends[0].is_done() && recvs[0].is_done());
     assert_eq!(&b, b"abc");
@@ -231,10 +239,10 @@ fn time_spent_not_reading_a_peer_for_an_absent_owner_does_not_count() {
     let (mut e0, mut e1, _, _) = pair_at(cfg, t0);
     let large = vec![7u8; EAGER_MAX as usize * 2];
     let mut sends = [Op::send(Rank(1), S, &large)];
-    e0.post(&mut sends[0], false, Instant::now());
+    e0.post(&mut sends[0], false, true, Instant::now());
     let mut b = vec![0u8; large.len()];
     let mut recvs = [Op::recv(Rank(0), S, &mut b)];
-    e1.post(&mut recvs[0], false, Instant::now());
+    e1.post(&mut recvs[0], false, true, Instant::now());
     // Rank 1 clears the transfer and rank 0 writes it, but rank 1's receive is driven by
     // nobody now: its data waits, parked, for the receive's owner.
     e0.pump(&mut Mine { ops: &mut [] }, true, t0);
@@ -271,7 +279,7 @@ fn an_end_of_stream_without_goodbye_poisons_and_with_one_does_not() {
         }
         let mut buf = [0u8; 1];
         let mut ops = [Op::recv(Rank(1), S, &mut buf)];
-        e0.post(&mut ops[0], false, Instant::now());
+        e0.post(&mut ops[0], false, true, Instant::now());
         e0.pump(&mut Mine { ops: &mut ops }, true, Instant::now());
         let e = e0.reap(&mut ops);
         assert!(matches!(e, Some(Error::PeerLost { peer: Rank(1), .. })), "{e:?}");
@@ -284,13 +292,13 @@ fn a_frame_split_at_every_byte_is_read_whole() {
     let (mut e0, mut e1, to_1, _) = pair(EngineConfig::default());
     let now = Instant::now();
     let mut sends = [Op::send(Rank(1), S, b"split me")];
-    e0.post(&mut sends[0], false, Instant::now());
+    e0.post(&mut sends[0], false, true, Instant::now());
     e0.pump(&mut Mine { ops: &mut sends }, true, now);
     let wire: Vec<u8> = to_1.lock().unwrap().bytes.drain(..).collect();
     assert_eq!(wire.len(), HEADER_LEN + 8);
     let mut b = [0u8; 8];
     let mut recvs = [Op::recv(Rank(0), S, &mut b)];
-    e1.post(&mut recvs[0], false, Instant::now());
+    e1.post(&mut recvs[0], false, true, Instant::now());
     for byte in wire {
         to_1.lock().unwrap().bytes.push_back(byte);
         e1.pump(&mut Mine { ops: &mut recvs }, true, now);
@@ -314,10 +322,10 @@ fn a_long_transfer_is_read_in_bounded_pumps_and_heartbeats_keep_going() {
     let (mut e0, mut e1, to_1, _) = pair_at(cfg, t0);
     let big = vec![0xA5u8; LEN];
     let mut sends = [Op::send(Rank(1), S, &big)];
-    e0.post(&mut sends[0], false, Instant::now());
+    e0.post(&mut sends[0], false, true, Instant::now());
     let mut b = vec![0u8; LEN];
     let mut recvs = [Op::recv(Rank(0), S, &mut b)];
-    e1.post(&mut recvs[0], false, Instant::now());
+    e1.post(&mut recvs[0], false, true, Instant::now());
     // The request to send and the clear to send, at t0; then rank 0 writes the whole
     // message before rank 1 reads any of it.
     e0.pump(&mut Mine { ops: &mut sends }, true, t0);
@@ -397,7 +405,7 @@ fn a_peer_flooding_small_frames_gets_its_share_of_a_pump_and_no_more() {
     e0.attach(Rank(2), Box::new(preloaded(&msg)), &[]);
     let mut b = [0u8; 2];
     let mut ops = [Op::recv(Rank(2), S, &mut b)];
-    e0.post(&mut ops[0], false, Instant::now());
+    e0.post(&mut ops[0], false, true, Instant::now());
     assert!(e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now()));
     assert_eq!(e0.reap(&mut ops), None);
     assert_eq!(ops[0].completed(), Some((Rank(2), 2)), "rank 2's message waited");
@@ -430,7 +438,7 @@ fn a_peer_cut_off_for_a_flood_leaves_nothing_pinned() {
     to_0.lock().unwrap().bytes.extend(empty_eager_flood(flood));
     let mut b = [0u8; 1];
     let mut ops = [Op::recv(Rank(1), Slot::new(7, 7), &mut b)];
-    e0.post(&mut ops[0], false, Instant::now());
+    e0.post(&mut ops[0], false, true, Instant::now());
     let mut failed = None;
     for _ in 0..100_000 {
         e0.pump(&mut Mine { ops: &mut ops }, false, Instant::now());
@@ -472,7 +480,7 @@ fn a_peer_can_pin_a_bounded_number_of_messages_with_lean_bookkeeping() {
     while e0.pump(&mut Mine { ops: &mut [] }, false, now) {}
     let mut b = [0u8; 1];
     let mut ops = [Op::recv(Rank(1), Slot::new(0xFFFF, 0), &mut b)];
-    e0.post(&mut ops[0], false, Instant::now());
+    e0.post(&mut ops[0], false, true, Instant::now());
     let e = e0.reap(&mut ops);
     assert!(
         matches!(&e, Some(Error::Protocol { peer: Some(Rank(1)), detail }) if detail.contains("unmatched")),
@@ -500,7 +508,7 @@ fn fail_with(make: fn() -> io::Error) -> (Option<Error>, Option<Error>) {
     e0.attach(Rank(1), FailLink(make), &[]);
     let mut buf = [0u8; 4];
     let mut ops = [Op::recv(Rank(1), S, &mut buf)];
-    e0.post(&mut ops[0], false, Instant::now());
+    e0.post(&mut ops[0], false, true, Instant::now());
     e0.pump(&mut Mine { ops: &mut ops }, true, Instant::now());
     (e0.reap(&mut ops), e0.poisoned().cloned())
 }
@@ -548,9 +556,9 @@ fn checked_transfer(msg: &[u8], corrupt: impl FnOnce(&mut Vec<u8>)) -> (Option<E
     let now = Instant::now();
     let mut b = vec![0u8; msg.len()];
     let mut recvs = [Op::recv(Rank(0), S, &mut b)];
-    e1.post(&mut recvs[0], false, Instant::now());
+    e1.post(&mut recvs[0], false, true, Instant::now());
     let mut sends = [Op::send(Rank(1), S, msg)];
-    e0.post(&mut sends[0], false, Instant::now());
+    e0.post(&mut sends[0], false, true, Instant::now());
     // A large message: rank 1 reads the request to send (nothing else is on the wire yet)
     // and clears it. Then rank 0 writes everything it has to write.
     e0.pump(&mut Mine { ops: &mut sends }, true, now);
