@@ -19,12 +19,12 @@ pub enum Wait {
     /// deadline does not apply (a poll is no timeout).
     Poll,
     /// Until the first `n` operations of the batch are all complete (a cancelled one never
-    /// is, as with [`Wait::Any`]: the call runs to its deadline), or until
-    /// one of the operations after them that was incomplete on entry is complete. For a
-    /// caller whose batch ends with operations that only watch, such as a receive that
-    /// only a peer's alarm would complete: it needs every data operation done, and to hear
-    /// at once of an alarm, in one call where [`Wait::Any`] would return after each
-    /// completion. `First(0)` returns at once; an `n` past the batch's end means all of it.
+    /// is, as with [`Wait::Any`]: the call runs to its deadline), or until one of the
+    /// operations after them that was incomplete on entry is complete. For a caller whose
+    /// batch ends with operations that only watch, such as a receive that only a peer's
+    /// alarm would complete: it needs every data operation done, and to hear at once of an
+    /// alarm, in one call where [`Wait::Any`] would return after each completion. `First(0)`
+    /// returns at once; an `n` past the batch's end means all of it.
     First(usize),
 }
 

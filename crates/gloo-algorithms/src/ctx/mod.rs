@@ -372,13 +372,14 @@ impl<'a> Ctx<'a> {
             }
             ops.push(w);
         }
+        let mut done = done_on_entry;
         let res = loop {
             // Waiting for all of ours, one call covers them, and still returns at once for an
             // alarm or a step of the agreement (operations after ours); once ours are done,
             // only those are left to wait for.
             let wait = if poll {
                 Wait::Poll
-            } else if all && n_done(ops) < n_ops {
+            } else if all && done < n_ops {
                 Wait::First(n_ops)
             } else {
                 Wait::Any
@@ -440,7 +441,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
             }
-            let done = n_done(ops);
+            done = n_done(ops);
             if poll || finished(done, &agreement) || (!all && !agree && done > done_on_entry) {
                 break Ok(());
             }

@@ -275,18 +275,17 @@ impl<L: Link> Peer<L> {
     }
 
     /// Send a frame at once when nothing is queued before it (no frame part-sent, none
-    /// queued, nothing buffered in the link, the link writable): straight from the caller's
+    /// queued, nothing buffered in the link, the link writable) and it needs no check block
+    /// (with integrity on, [`push`](Peer::push) computes it): straight from the caller's
     /// buffer into the link, without the copy into the queue and the pump that would write
-    /// it out later. What the link does not take now is queued, as [`push`](Peer::push)
-    /// queues it; an error is left for the pump to meet and report on its next write.
+    /// it out later. What the link does not take now is queued, as `push` queues it; an
+    /// error is left for the pump to meet and report on its next write.
     fn send_now(&mut self, h: Header, fp: Option<&Fingerprint>, payload: &[u8], now: Instant) {
-        let idle = self.out.is_empty() && self.active.is_none() && self.writable;
-        let Some(link) = self.link.as_mut().filter(|l| idle && !l.has_pending_output()) else {
+        let direct =
+            self.out.is_empty() && self.active.is_none() && self.writable && !self.integrity;
+        let Some(link) = self.link.as_mut().filter(|l| direct && !l.has_pending_output()) else {
             return self.push(h, fp, payload);
         };
-        if self.integrity {
-            return self.push(h, fp, payload);
-        }
         let mut b = [0u8; HEADER_LEN + Fingerprint::LEN];
         let n = encode_with_fp(h, fp, &mut b);
         let asked = n + payload.len();
@@ -298,11 +297,12 @@ impl<L: Link> Peer<L> {
                 _ => break 0,
             }
         };
+        let drains = link.drains_on_short_io();
         if sent > 0 {
             self.last_sent = now;
         }
         if sent < asked {
-            if sent > 0 && self.link.as_ref().is_some_and(|l| l.drains_on_short_io()) {
+            if sent > 0 && drains {
                 self.writable = false;
             }
             let hdr_rest = &b[sent.min(n)..n];
