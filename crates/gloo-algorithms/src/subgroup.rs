@@ -3,7 +3,7 @@
 //! own, with its own call counters.
 //!
 //! A subgroup is a rank map (subgroup rank → communicator rank) that the call context
-//! applies wherever an operation is addressed ([`Ctx::with_members`]), so every schedule
+//! applies wherever an operation is addressed ([`Ctx::set_members`]), so every schedule
 //! runs unchanged on it; maps of maps (a split of a split) are composed when the subgroup
 //! is made, so a call looks up one map.
 //!
@@ -19,7 +19,7 @@
 //! collide (about one chance in 2³¹ per pair) cannot be held at once by one process (the
 //! second is [`Error::TagInUse`]), and each only ever addresses its own members.
 //!
-//! [`Ctx::with_members`]: crate::ctx::Ctx::with_members
+//! [`Ctx::set_members`]: crate::ctx::Ctx::set_members
 
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +48,8 @@ pub(crate) struct Members {
     pub(crate) ranks: Box<[Rank]>,
     /// This process's rank in the subgroup.
     pub(crate) me: usize,
+    /// The communicator ranks of the other members, in subgroup order.
+    pub(crate) peers: Box<[Rank]>,
     /// The tag the subgroup was made with (its fork 0), from which its forks' tags derive.
     base: u32,
     /// For a subgroup that cannot be made again (a split's: its tags derive from a call
@@ -237,7 +239,8 @@ impl<C: Communicator> Group<C> {
             return Err(Error::NotAMember { rank: mine, members: ranks });
         };
         let used = once.then(|| Mutex::new(vec![tag]));
-        self.claim(tag, Some(Arc::new(Members { ranks: ranks.into(), me, base: tag, used })))
+        let peers = ranks.iter().copied().filter(|&r| r != mine).collect();
+        self.claim(tag, Some(Arc::new(Members { ranks: ranks.into(), me, peers, base: tag, used })))
     }
 }
 
@@ -310,7 +313,7 @@ mod tests {
         assert_eq!(fork_tag(None, 7).unwrap(), 7);
         assert!(matches!(fork_tag(None, DERIVED), Err(Error::InvalidGroup { .. })));
         let base = derive(0, LIST, [0]);
-        let m = Members { ranks: vec![Rank(0)].into(), me: 0, base, used: None };
+        let m = Members { ranks: vec![Rank(0)].into(), me: 0, peers: [].into(), base, used: None };
         assert_eq!(fork_tag(Some(&m), 0).unwrap(), m.base);
         let f = fork_tag(Some(&m), 7).unwrap();
         assert!(f >= DERIVED && f != m.base);

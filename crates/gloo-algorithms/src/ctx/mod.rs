@@ -14,6 +14,7 @@ use smallvec::SmallVec;
 use crate::error::{Error, Result};
 use crate::fingerprint::CallInfo;
 use crate::select::Collective;
+use crate::subgroup::Members;
 
 /// The step of the slot that carries mismatch alarms. Every call keeps a receive-any posted
 /// on it (the watch, see [`Ctx::drive`]), and the transport's fingerprint rule 2 also turns an
@@ -66,9 +67,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// When the call started (what a timeout reports as waited).
     start: Instant,
-    /// Every rank but this one, as communicator ranks (inline up to 8 ranks: no
-    /// allocation per call).
-    peers: smallvec::SmallVec<[Rank; 8]>,
+    /// Every rank of the call's group but this one, as communicator ranks (kept by the
+    /// group: not rebuilt per call).
+    peers: &'a [Rank],
     /// For a call on a subgroup: the communicator rank of each of its ranks (`rank` and
     /// `size` are then the subgroup's, and every operation is addressed through this map);
     /// `None` on the whole communicator.
@@ -115,6 +116,7 @@ impl<'a> Ctx<'a> {
         fp: Fingerprint,
         deadline: Instant,
         start: Instant,
+        peers: &'a [Rank],
     ) -> Ctx<'a> {
         Ctx {
             comm,
@@ -125,7 +127,7 @@ impl<'a> Ctx<'a> {
             fp,
             deadline,
             start,
-            peers: (0..comm.size()).filter(|&p| p != comm.rank().0).map(Rank).collect(),
+            peers,
             members: None,
             pool: None,
             watches: None,
@@ -143,17 +145,15 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Run the call on the subgroup whose rank `i` is communicator rank `members[i]`, as
-    /// its rank `me`: schedules see the subgroup's rank and size, and [`send`](Ctx::send),
+    /// Run the call on the subgroup `members` (its rank `i` is communicator rank
+    /// `members.ranks[i]`, and this process its rank `members.me`): schedules see the subgroup's rank and size, and [`send`](Ctx::send),
     /// [`recv`](Ctx::recv), the agreement check, the alarm and its watch address the
     /// members' communicator ranks.
-    pub(crate) fn with_members(mut self, members: &'a [Rank], me: usize) -> Ctx<'a> {
-        self.rank = me;
-        self.size = members.len();
-        self.peers =
-            members.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, &r)| r).collect();
-        self.members = Some(members);
-        self
+    pub(crate) fn set_members(&mut self, members: &'a Members) {
+        self.rank = members.me;
+        self.size = members.ranks.len();
+        self.peers = &members.peers;
+        self.members = Some(&members.ranks);
     }
 
     /// The communicator rank of rank `r` of the call's group.
@@ -162,27 +162,24 @@ impl<'a> Ctx<'a> {
     }
 
     /// Hold `guard` until the call ends.
-    pub(crate) fn with_busy(mut self, guard: CallGuard<'a>) -> Ctx<'a> {
+    pub(crate) fn set_busy(&mut self, guard: CallGuard<'a>) {
         self._busy = Some(guard);
-        self
     }
 
     /// Take scratch from `pool` from now on.
-    pub(crate) fn with_pool(mut self, pool: &'a ScratchPool) -> Ctx<'a> {
+    pub(crate) fn set_pool(&mut self, pool: &'a ScratchPool) {
         self.pool = Some(pool);
-        self
     }
 
     /// Take the alarm watch parked in `watches` by the previous call on this tag, if any, and
     /// park ours there when done.
-    pub(crate) fn with_watches(mut self, watches: &'a Watches) -> Ctx<'a> {
+    pub(crate) fn set_watches(&mut self, watches: &'a Watches) {
         let parked = watches.lock().get_mut(&self.tag).and_then(Option::take);
         if let Some(id) = parked {
             self.watch.set(OpState::Posted(id));
         }
         watches.withdraw_retired(self.comm);
         self.watches = Some(watches);
-        self
     }
 
     /// A scratch buffer of `len` bytes (contents unspecified).
@@ -366,7 +363,7 @@ impl<'a> Ctx<'a> {
         }
         let mut watching = self.watch_on();
         if watching {
-            let mut w = watch_op(&self.peers, self.tag);
+            let mut w = watch_op(self.peers, self.tag);
             if let st @ OpState::Posted(_) = self.watch.get() {
                 w.set_state(st);
             }
@@ -522,7 +519,7 @@ impl<'a> Ctx<'a> {
     /// Withdraw the alarm watch, if posted.
     fn cancel_watch(&self) {
         if let OpState::Posted(id) = self.watch.get() {
-            cancel_posted_watch(self.comm, &self.peers, self.tag, id);
+            cancel_posted_watch(self.comm, self.peers, self.tag, id);
         }
         self.watch.set(OpState::Cancelled);
     }
@@ -537,7 +534,7 @@ impl<'a> Ctx<'a> {
                 // posted receive: the watch it displaces is withdrawn.
                 let displaced = w.lock().entry(self.tag).or_default().replace(id);
                 if let Some(old) = displaced {
-                    cancel_posted_watch(self.comm, &self.peers, self.tag, old);
+                    cancel_posted_watch(self.comm, self.peers, self.tag, old);
                 }
             }
             _ => self.cancel_watch(),

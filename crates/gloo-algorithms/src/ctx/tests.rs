@@ -33,6 +33,7 @@ fn a_leftover_of_another_tag_is_a_timeout_not_a_mismatch() {
         allreduce_fp(5, 16, 3),
         Instant::now(),
         Instant::now(),
+        &[Rank(1)],
     );
     let slot = ctx.slot(0);
     let mismatch = |theirs| gloo_transport::Error::Mismatch {

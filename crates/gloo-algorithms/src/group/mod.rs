@@ -106,6 +106,9 @@ pub(crate) struct Shared<C> {
     pool: ScratchPool,
     /// Alarm watches parked between calls.
     pub(crate) watches: Watches,
+    /// Every communicator rank but this one (what a call on the whole communicator
+    /// addresses its watch and alarm to).
+    peers: Box<[Rank]>,
     /// The non-blocking calls' tags and threads (`nonblocking.rs`).
     background: crate::nonblocking::Background,
 }
@@ -297,7 +300,10 @@ impl<C: Communicator> Group<C> {
 
     /// Wrap a communicator with explicit algorithm overrides instead of the environment's.
     pub fn with_overrides(comm: C, overrides: EnvOverrides) -> Group<C> {
+        let me = comm.rank();
+        let peers = (0..comm.size()).map(Rank).filter(|&r| r != me).collect();
         let shared = Shared {
+            peers,
             comm,
             tags: Mutex::new(BTreeMap::from([(0, TagState { held: true, ..TagState::default() })])),
             overrides,
@@ -422,11 +428,12 @@ impl<C: Communicator> Group<C> {
     fn ctx(&self, c: Collective, fp: gloo_transport::Fingerprint, opts: &Options) -> Ctx<'_> {
         // One reading of the clock for the call's start and its deadline.
         let now = std::time::Instant::now();
-        let ctx = Ctx::new(&self.shared.comm, c, self.tag, fp, opts.deadline_from(now), now);
-        match &self.members {
-            Some(m) => ctx.with_members(&m.ranks, m.me),
-            None => ctx,
+        let s = &*self.shared;
+        let mut ctx = Ctx::new(&s.comm, c, self.tag, fp, opts.deadline_from(now), now, &s.peers);
+        if let Some(m) = &self.members {
+            ctx.set_members(m);
         }
+        ctx
     }
 
     /// The algorithm for a call: the option, else the environment, else the table.
@@ -479,11 +486,11 @@ impl<C: Communicator> Group<C> {
         );
         info.epoch = epoch;
         tracing::trace!(rank = self.rank().0, call = %info, "collective");
-        let ctx = self
-            .ctx(call.collective, info.encode(), opts)
-            .with_busy(busy)
-            .with_pool(&self.shared.pool)
-            .with_watches(&self.shared.watches);
+        // Set in place: the context is large, and each by-value builder step moved it.
+        let mut ctx = self.ctx(call.collective, info.encode(), opts);
+        ctx.set_busy(busy);
+        ctx.set_pool(&self.shared.pool);
+        ctx.set_watches(&self.shared.watches);
         if call.check {
             ctx.start_agreement();
         }

@@ -48,7 +48,9 @@ impl<C: Communicator> Group<C> {
         };
         let mut info = CallInfo::new(c, Some(dtype), 0, Algorithm::Direct, None, 0, self.tag, 0);
         info.epoch = epoch | P2P_EPOCH;
-        Ok(self.ctx(c, info.encode(), opts).with_busy(busy))
+        let mut ctx = self.ctx(c, info.encode(), opts);
+        ctx.set_busy(busy);
+        Ok(ctx)
     }
 
     /// Send `buf` to rank `to` (matched by the `n`-th [`recv`](Self::recv) from this rank on
