@@ -1,5 +1,6 @@
 //! Matching of arriving messages against posted receives, FIFO per `(peer, slot)`.
 
+use std::collections::btree_map::{Entry, OccupiedEntry};
 use std::collections::{BTreeMap, VecDeque};
 
 use super::Ranks;
@@ -204,6 +205,31 @@ impl Matcher {
         cap: u64,
         fp: Option<Fingerprint>,
     ) -> Option<Outcome> {
+        // `held` counts each peer's held messages: with none from any candidate (a stream's
+        // receive usually comes before its message), nothing can match or conflict, and no
+        // queue needs searching for one.
+        if from.iter().any(|p| self.held_from(*p) > 0)
+            && let Some(o) = self.post_against_held(recv, from, slot, cap, fp)
+        {
+            return Some(o);
+        }
+        for p in from {
+            self.queue((*p, slot)).posted.push_back(recv);
+        }
+        self.posted.insert(recv, Posted { from: Ranks::from_slice(from), slot, cap, fp });
+        None
+    }
+
+    /// The part of [`post`](Matcher::post) that looks at held messages: the earliest held
+    /// message among the candidates, else a conflict with one (rule 2).
+    fn post_against_held(
+        &mut self,
+        recv: RecvId,
+        from: &[Rank],
+        slot: Slot,
+        cap: u64,
+        fp: Option<Fingerprint>,
+    ) -> Option<Outcome> {
         // The earliest held message among the candidate peers wins.
         let best = from
             .iter()
@@ -212,9 +238,11 @@ impl Matcher {
             })
             .min();
         if let Some((_, peer)) = best {
-            let q = self.queues.get_mut(&(peer, slot)).expect("found above");
-            let msg = q.unexpected.pop_front().expect("found above");
-            self.drop_if_empty((peer, slot));
+            let Entry::Occupied(mut e) = self.queues.entry((peer, slot)) else {
+                unreachable!("found above")
+            };
+            let msg = e.get_mut().unexpected.pop_front().expect("found above");
+            Self::settle_queue(e, &mut self.kept_empty, &mut self.spare);
             self.note_taken(peer);
             return Some(Self::judge(recv, cap, fp, msg));
         }
@@ -230,10 +258,6 @@ impl Matcher {
                 }
             }
         }
-        for p in from {
-            self.queue((*p, slot)).posted.push_back(recv);
-        }
-        self.posted.insert(recv, Posted { from: Ranks::from_slice(from), slot, cap, fp });
         None
     }
 
@@ -249,25 +273,26 @@ impl Matcher {
         q
     }
 
-    /// Once the queue of `key` is empty: leave it in place while fewer than [`KEPT_EMPTY`]
-    /// are, else drop it, keeping it for reuse while there is room.
-    fn drop_if_empty(&mut self, key: (Rank, Slot)) {
-        // One search: the entry, kept or removed through itself.
-        let std::collections::btree_map::Entry::Occupied(mut e) = self.queues.entry(key) else {
-            return;
-        };
+    /// Once a queue in hand is empty: leave it in place while fewer than [`KEPT_EMPTY`] are,
+    /// else drop it, keeping it for reuse while there is room; through its entry, with no
+    /// second search.
+    fn settle_queue(
+        mut e: OccupiedEntry<'_, (Rank, Slot), SlotQueue>,
+        kept_empty: &mut usize,
+        spare: &mut Vec<SlotQueue>,
+    ) {
         let q = e.get_mut();
         if q.kept || !q.is_empty() {
             return;
         }
-        if self.kept_empty < KEPT_EMPTY && q.small() {
+        if *kept_empty < KEPT_EMPTY && q.small() {
             q.kept = true;
-            self.kept_empty += 1;
+            *kept_empty += 1;
             return;
         }
         let q = e.remove();
-        if self.spare.len() < SPARE_QUEUES && q.small() {
-            self.spare.push(q);
+        if spare.len() < SPARE_QUEUES && q.small() {
+            spare.push(q);
         }
     }
 
@@ -335,14 +360,17 @@ impl Matcher {
     fn unpost(&mut self, recv: RecvId) -> Option<Posted> {
         let p = self.posted.remove(&recv)?;
         for peer in &p.from {
-            if let Some(q) = self.queues.get_mut(&(*peer, p.slot)) {
+            // One search per queue: the receive leaves it, and it is kept or dropped,
+            // through its entry.
+            if let Entry::Occupied(mut e) = self.queues.entry((*peer, p.slot)) {
+                let q = e.get_mut();
                 // Receives are taken in post order: the one leaving is nearly always first.
                 if q.posted.front() == Some(&recv) {
                     q.posted.pop_front();
                 } else {
                     q.posted.retain(|r| *r != recv);
                 }
-                self.drop_if_empty((*peer, p.slot));
+                Self::settle_queue(e, &mut self.kept_empty, &mut self.spare);
             }
         }
         Some(p)
@@ -402,6 +430,30 @@ impl Matcher {
         }
         self.hold(msg, false);
         Ok(())
+    }
+
+    /// The receive a message arriving from `peer` on `slot` would go to, if one is posted:
+    /// its id, capacity and fingerprint. With [`take_posted`](Matcher::take_posted), a
+    /// transport can deliver such a message straight into that receive's buffer instead of
+    /// handing it to [`arrive`](Matcher::arrive) as a [`Message`].
+    pub fn first_posted(
+        &self,
+        peer: Rank,
+        slot: Slot,
+    ) -> Option<(RecvId, u64, Option<Fingerprint>)> {
+        let recv = *self.queues.get(&(peer, slot))?.posted.front()?;
+        let p = self.posted.get(&recv)?;
+        Some((recv, p.cap, p.fp))
+    }
+
+    /// A message arrived for `recv`, the receive [`first_posted`](Matcher::first_posted)
+    /// named, and the transport delivered it there: the receive is matched. The transport
+    /// has checked what [`arrive`](Matcher::arrive) would (the fingerprint, the length
+    /// against the capacity); a message failing either goes through `arrive`, which reports
+    /// it.
+    pub fn take_posted(&mut self, recv: RecvId) {
+        self.seq += 1;
+        self.unpost(recv);
     }
 
     /// Withdraw an unmatched receive; returns whether it was posted.
@@ -503,6 +555,31 @@ mod tests {
         assert!(!m.is_posted(1) && m.is_posted(2));
         assert!(m.cancel(2));
         assert!(!m.is_posted(2));
+    }
+
+    /// `first_posted` names the receive an arrival on a stream would take (the earliest
+    /// posted, from any of its candidates), and `take_posted` matches it there, withdrawing
+    /// a receive-from-any from its other peers' streams too.
+    #[test]
+    fn the_first_posted_receive_is_named_and_taken_in_post_order() {
+        let mut m = Matcher::new();
+        let (s, fp) = (Slot::new(1, 0), fp(3, 1));
+        assert_eq!(m.first_posted(Rank(2), s), None);
+        assert!(m.post(1, &[Rank(2), Rank(3)], s, 8, fp).is_none());
+        assert!(m.post(2, &[Rank(2)], s, 16, None).is_none());
+        assert_eq!(m.first_posted(Rank(2), s), Some((1, 8, fp)));
+        assert_eq!(m.first_posted(Rank(3), s), Some((1, 8, fp)));
+        assert_eq!(m.first_posted(Rank(2), Slot::new(1, 1)), None);
+        m.take_posted(1);
+        assert!(!m.is_posted(1));
+        assert_eq!(m.first_posted(Rank(2), s), Some((2, 16, None)));
+        assert_eq!(m.first_posted(Rank(3), s), None, "gone from the other candidate's stream");
+        // A message held from a peer is still taken by the next receive posted for it.
+        m.take_posted(2);
+        assert!(m.arrive(eager(2, 0, 3)).unwrap().is_empty());
+        let got = m.post(3, &[Rank(3), Rank(2)], s, 8, None);
+        assert!(matches!(got, Some(Outcome::Matched { recv: 3, .. })), "{got:?}");
+        assert_eq!((m.unexpected_len(), m.held_from(Rank(2))), (0, 0));
     }
 
     /// Emptied queues are left in place for their streams (at most `KEPT_EMPTY`) or kept
