@@ -297,8 +297,18 @@ impl<W: Wire> Communicator for EngineComm<W> {
             return Err(e.clone());
         }
         st.eng.validate(ops)?;
-        let watch: smallvec::SmallVec<[usize; 8]> =
-            (0..ops.len()).filter(|i| !ops[*i].is_done()).collect();
+        // For `Any` and `First(n)`: how many of the operations the rule watches (all, or
+        // those after the first `n`) were done on entry. An operation done stays done for
+        // the rest of the call, so one done since shows as a larger count.
+        let done = |ops: &[Op<'_>]| ops.iter().filter(|o| o.is_done()).count();
+        let (lead, done_on_entry) = match wait {
+            Wait::Any => (0, done(ops)),
+            Wait::First(n) => {
+                let n = n.min(ops.len());
+                (n, done(&ops[n..]))
+            }
+            _ => (0, 0),
+        };
         // A batch's only new send may go into its link as it is posted; several wait for the
         // pump, which writes the frames queued for a peer in one call (a write to a socket is
         // a system call: two of them cost more than the early start saves).
@@ -324,7 +334,11 @@ impl<W: Wire> Communicator for EngineComm<W> {
             st.eng.mark_ops_ready(ops);
         }
         st.in_progress += 1;
-        let active = st.eng.mark_active(ops);
+        // This call's posted operations, marked active for the liveness tick (see
+        // `Engine::mark_active`) only once another thread can run a tick: before this
+        // call first lets go of the lock, or runs the tick itself. A call whose messages
+        // are there at its first pump never marks them.
+        let mut active = None;
         let mut spin_until: Option<(Instant, Instant)> = None;
         let mut last_look = false;
         // The time the pump stamps on what it hears and sends: the last reading of the clock,
@@ -348,11 +362,9 @@ impl<W: Wire> Communicator for EngineComm<W> {
             }
             let satisfied = match wait {
                 Wait::All => ops.iter().all(|o| o.is_done() || o.state() == OpState::Cancelled),
-                Wait::Any => watch.is_empty() || watch.iter().any(|i| ops[*i].is_done()),
-                Wait::First(n) => {
-                    let n = n.min(ops.len());
-                    ops[..n].iter().all(|o| o.is_done())
-                        || watch.iter().any(|i| *i >= n && ops[*i].is_done())
+                Wait::Any => done_on_entry == ops.len() || done(ops) > done_on_entry,
+                Wait::First(_) => {
+                    ops[..lead].iter().all(|o| o.is_done()) || done(&ops[lead..]) > done_on_entry
                 }
                 Wait::Poll => true,
             };
@@ -380,15 +392,20 @@ impl<W: Wire> Communicator for EngineComm<W> {
             // This caller may hold the lock for as long as every pump moves data, so it keeps
             // the heartbeats going itself (see `Engine::tick_if_due`); a loss it finds is
             // reaped at the top of the loop.
-            if st.eng.tick_if_due(now) {
-                st.settle();
-                continue;
+            if st.eng.tick_due(now) {
+                active.get_or_insert_with(|| st.eng.mark_active(ops));
+                if st.eng.tick_if_due(now) {
+                    st.settle();
+                    continue;
+                }
             }
             if moved {
                 // Progress was made: look again before waiting.
                 continue;
             }
             let (hot_end, spin_end) = *spin_until.get_or_insert((now + s.spin, now + s.busy_poll));
+            // Every way on from here lets go of the lock.
+            active.get_or_insert_with(|| st.eng.mark_active(ops));
             match st.sleeper.take() {
                 Some(sl) if now < spin_end => {
                     // Busy-poll: the next pump tries the links of this call's own operations
@@ -440,7 +457,9 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 }
             }
         };
-        st.eng.unmark_active(&active);
+        if let Some(m) = active {
+            st.eng.unmark_active(m);
+        }
         st.eng.release(ops);
         st.settle();
         st.in_progress -= 1;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::{Map, Set};
+use crate::hash::Map;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -255,6 +255,22 @@ impl<L: Link> Peer<L> {
         }
     }
 
+    /// An eager message of `len` bytes from this peer was delivered: return its credit when
+    /// enough is due.
+    fn eager_consumed(&mut self, len: u64) {
+        if let Some(c) = self.proto.eager_consumed(len) {
+            self.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
+        }
+    }
+
+    /// Collect the payload of an eager message into an owned buffer (bounded by
+    /// [`EAGER_MAX`] and charged against the credit window), to be matched once whole.
+    fn collect_eager(&mut self, slot: Slot, fp: Option<Fingerprint>, len: u64) {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.reserve_exact(len as usize);
+        self.rx = Rx::Eager { slot, fp, buf };
+    }
+
     /// Give the peer its link; `early` holds bytes already read from it.
     fn attach(&mut self, link: L, early: &[u8], now: Instant) {
         let mut rbuf = vec![0u8; RBUF.max(early.len())].into_boxed_slice();
@@ -331,7 +347,7 @@ impl<L: Link> Peer<L> {
 
     /// Whether we are not reading this peer because the data in hand belongs to a receive
     /// whose owner is not inside `progress` (so nobody may write its buffer now).
-    fn read_stalled(&self, active: &Set<u64>) -> bool {
+    fn read_stalled(&self, active: &[u64]) -> bool {
         matches!(self.rx, Rx::Data { recv: Some(id), .. } if !active.contains(&id))
     }
 }
@@ -407,9 +423,22 @@ fn send_buf<'x>(op: &'x Op<'_>) -> &'x [u8] {
     }
 }
 
+/// The run of ids one caller added to [`Engine::mark_active`]'s list.
+pub(crate) struct Marked {
+    first: Option<u64>,
+    len: usize,
+}
+
 /// What reading a peer produced that needs state beyond the peer.
 enum RxEvent {
     Arrived(Message),
+    /// An eager header whose whole payload is staged after it, not yet read by the frame
+    /// reader: see [`Engine::deliver_staged`].
+    Staged {
+        slot: Slot,
+        fp: Option<Fingerprint>,
+        len: u64,
+    },
     Cleared {
         send: u64,
         xfer: u64,
@@ -439,8 +468,12 @@ pub struct Engine<L> {
     next_id: u64,
     pub(crate) poison: Option<Error>,
     pub(crate) aborted: Option<Error>,
-    /// Posted operations whose owners are inside `progress` right now.
-    active: Set<u64>,
+    /// Posted operations whose owners are inside `progress` right now, for the liveness
+    /// tick. An owner marks them only when another thread could tick (before it first lets
+    /// go of the lock) or when it ticks itself, so a call that never waits costs nothing.
+    /// Each call's ids are one run (a list, not a set: a call adds and removes a run as
+    /// cheaply as it pushes and truncates, and only the rare tick searches it).
+    active: Vec<u64>,
     /// When [`tick_if_due`](Engine::tick_if_due) next runs the liveness tick.
     next_tick: Instant,
     pub(crate) cfg: EngineConfig,
@@ -489,7 +522,7 @@ impl<L: Link> Engine<L> {
             next_id: ID_BLOCKS.fetch_add(1, Ordering::Relaxed) << 40,
             poison: None,
             aborted: None,
-            active: Set::default(),
+            active: Vec::new(),
             next_tick: now,
             cfg,
             liveness,
@@ -591,24 +624,25 @@ impl<L: Link> Engine<L> {
     }
 
     /// Record that the caller's posted operations are being driven; returns their ids for
-    /// [`unmark_active`](Engine::unmark_active).
-    pub(crate) fn mark_active(&mut self, ops: &[Op<'_>]) -> smallvec::SmallVec<[u64; 8]> {
-        // Inline for the few operations of a typical call: no allocation per `progress`.
-        let ids: smallvec::SmallVec<[u64; 8]> = ops
-            .iter()
-            .filter_map(|op| match op.state() {
-                OpState::Posted(id) => Some(id),
-                _ => None,
-            })
-            .collect();
-        self.active.extend(ids.iter().copied());
-        ids
+    /// [`unmark_active`](Engine::unmark_active). Only the liveness tick reads the record,
+    /// so a caller need only mark before a tick can run: before it lets go of the lock, or
+    /// ticks itself.
+    pub(crate) fn mark_active(&mut self, ops: &[Op<'_>]) -> Marked {
+        let at = self.active.len();
+        self.active.extend(ops.iter().filter_map(|op| match op.state() {
+            OpState::Posted(id) => Some(id),
+            _ => None,
+        }));
+        Marked { first: self.active.get(at).copied(), len: self.active.len() - at }
     }
 
-    /// The caller stops driving these operations.
-    pub(crate) fn unmark_active(&mut self, ids: &[u64]) {
-        for id in ids {
-            self.active.remove(id);
+    /// The caller stops driving the operations it marked.
+    pub(crate) fn unmark_active(&mut self, m: Marked) {
+        let Some(first) = m.first else { return };
+        // Another caller's run may have left from before this one since: it is found by its
+        // first id, nearly always at the end.
+        if let Some(at) = self.active.iter().rposition(|id| *id == first) {
+            self.active.drain(at..(at + m.len).min(self.active.len()));
         }
     }
 
@@ -730,13 +764,29 @@ impl<L: Link> Engine<L> {
                         self.wanted.push(*r);
                     }
                 }
+                // Messages a peer sent before it left are still delivered, so the matcher
+                // sees every candidate first.
+                let o = self.matcher.post(id, &from, slot, cap, fp);
+                let o = match o {
+                    // A held eager message goes into the buffer in hand at once (the matcher
+                    // checked its length against the buffer's).
+                    Some(Outcome::Matched {
+                        msg: Message { peer, body: Body::Eager(data), .. },
+                        ..
+                    }) => {
+                        let len = data.len();
+                        recv_buf(op)[..len].copy_from_slice(&data);
+                        self.eager_delivered(peer, data);
+                        op.set_state(OpState::Done { peer, len });
+                        return;
+                    }
+                    o => o,
+                };
                 self.recs.insert(
                     id,
                     Rec::Recv { from: from.clone(), slot, cap, fp, len: 0, st: RecvSt::Posted },
                 );
-                // Messages a peer sent before it left are still delivered, so the matcher
-                // sees every candidate first.
-                if let Some(o) = self.matcher.post(id, &from, slot, cap, fp) {
+                if let Some(o) = o {
                     self.apply(o);
                 } else {
                     self.narrow_to_live(id);
@@ -823,11 +873,7 @@ impl<L: Link> Engine<L> {
     fn discard(&mut self, m: Message) {
         let Some(peer) = self.peers[m.peer.index()].as_mut() else { return };
         match m.body {
-            Body::Eager(v) => {
-                if let Some(c) = peer.proto.eager_consumed(v.len() as u64) {
-                    peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
-                }
-            }
+            Body::Eager(v) => peer.eager_consumed(v.len() as u64),
             Body::Rts { len, xfer } => {
                 if peer.dead.is_none() {
                     if let Err(e) = peer.proto.clear(xfer, None, len) {
@@ -837,6 +883,15 @@ impl<L: Link> Engine<L> {
                     peer.push(Header::new(Opcode::Cts, m.slot.0, 0, xfer), None, &[]);
                 }
             }
+        }
+    }
+
+    /// An eager message from `peer` was delivered out of `data`: return its credit when due,
+    /// and keep the buffer for the next one.
+    fn eager_delivered(&mut self, peer: Rank, data: Vec<u8>) {
+        if let Some(p) = self.peers[peer.index()].as_mut() {
+            p.eager_consumed(data.len() as u64);
+            p.keep_spare(data);
         }
     }
 
@@ -890,12 +945,7 @@ impl<L: Link> Engine<L> {
                             }
                         }
                         op.set_state(OpState::Done { peer: m.peer, len: data.len() });
-                        if let Some(peer) = self.peers[m.peer.index()].as_mut() {
-                            if let Some(c) = peer.proto.eager_consumed(data.len() as u64) {
-                                peer.push(Header::new(Opcode::Credit, 0, 0, c), None, &[]);
-                            }
-                            peer.keep_spare(data);
-                        }
+                        self.eager_delivered(m.peer, data);
                     }
                     RecvSt::Done { peer, len } => {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });
@@ -963,6 +1013,12 @@ impl<L: Link> Engine<L> {
             };
             match ev {
                 RxEvent::Stop => return Ok(moved),
+                RxEvent::Staged { slot, fp, len } => {
+                    if !self.deliver_staged(r, mine, slot, fp, len).map_err(|e| (e, true))? {
+                        let peer = self.peers[r].as_mut().expect("checked by pump");
+                        peer.collect_eager(slot, fp, len);
+                    }
+                }
                 RxEvent::Arrived(m) => {
                     // One list reused for every message: no allocation per arrival.
                     let mut outs = std::mem::take(&mut self.outcomes);
@@ -1020,6 +1076,51 @@ impl<L: Link> Engine<L> {
         }
     }
 
+    /// Deliver an eager message from peer `r` whose payload is all staged straight into the
+    /// caller's receive it matches: one copy, where the general path copies it into an owned
+    /// buffer, holds it as a [`Message`] for the receive, and copies it again when the
+    /// receive is reaped. Returns `false`, having read nothing, when the message takes the
+    /// general path: no receive waits for it, the receive is another thread's, or the
+    /// matcher must judge it (a fingerprint mismatch, a message longer than the buffer).
+    fn deliver_staged(
+        &mut self,
+        r: usize,
+        mine: &mut Mine<'_, '_>,
+        slot: Slot,
+        fp: Option<Fingerprint>,
+        len: u64,
+    ) -> Result<bool> {
+        let rank = Rank(r as u32);
+        let Some((recv, cap, want)) = self.matcher.first_posted(rank, slot) else {
+            return Ok(false);
+        };
+        if len > cap || want.is_some_and(|f| fp != Some(f)) {
+            return Ok(false);
+        }
+        let Some(i) = mine.find(recv) else { return Ok(false) };
+        // The caller may have swapped in a shorter buffer since it posted: the reap reports it.
+        let Some(dst) = recv_buf(&mut mine.ops[i]).get_mut(..len as usize) else {
+            return Ok(false);
+        };
+        let peer = self.peers[r].as_mut().expect("checked by pump");
+        // Through the reader, which checks the payload's integrity (when on) before a byte
+        // of it reaches the buffer.
+        let (n, step) = peer.reader.feed(&peer.rbuf[peer.rs..peer.re])?;
+        let Step::Payload(payload) = step else {
+            return Err(Error::protocol(rank, "eager payload not where its header said"));
+        };
+        if payload.len() != dst.len() {
+            return Err(Error::protocol(rank, "eager payload shorter than staged"));
+        }
+        dst.copy_from_slice(payload);
+        peer.rs += n;
+        peer.eager_consumed(len);
+        self.matcher.take_posted(recv);
+        self.recs.remove(&recv);
+        mine.ops[i].set_state(OpState::Done { peer: rank, len: len as usize });
+        Ok(true)
+    }
+
     /// One step of reading a peer: process staged bytes, or read more.
     fn rx_step(
         peer: &mut Peer<L>,
@@ -1051,10 +1152,11 @@ impl<L: Link> Engine<L> {
                                 let m = Message::new(peer.rank, slot, fp, Body::Eager(Vec::new()));
                                 return Ok(RxEvent::Arrived(m));
                             }
-                            // Bounded by EAGER_MAX and charged against the credit window.
-                            let mut buf = peer.spare.pop().unwrap_or_default();
-                            buf.reserve_exact(len as usize);
-                            peer.rx = Rx::Eager { slot, fp, buf };
+                            if !mine.ops.is_empty() && (peer.re - peer.rs) as u64 >= len {
+                                // All here: it may go straight into a receive of the caller.
+                                return Ok(RxEvent::Staged { slot, fp, len });
+                            }
+                            peer.collect_eager(slot, fp, len);
                         }
                         Incoming::Rts { slot, fp, len, xfer } => {
                             let m = Message::new(peer.rank, slot, fp, Body::Rts { len, xfer });
