@@ -153,7 +153,7 @@ impl<C: Communicator> Group<C> {
     pub fn split(&self, color: Option<u32>, key: i64, opts: &Options) -> Result<Option<Group<C>>> {
         // The allgather below is the next call on this tag: its call number, the same on
         // every rank, tells this split from the tag's other splits.
-        let call = self.shared.tags().get(&self.tag).map_or(0, |t| t.epoch);
+        let call = self.epoch();
         let mine = [color.map_or(NO_COLOR, u64::from), key as u64];
         let mut all = vec![0u64; 2 * self.size() as usize];
         self.allgather(&mine, &mut all, opts)?;
@@ -280,7 +280,7 @@ mod tests {
             }
             // The last subgroup's watches go with the next call.
             g.barrier(&opts).unwrap();
-            let after_splits = (g.shared.tags().len(), g.shared.watches.len());
+            let after_splits = (g.shared.tags().len(), crate::group::tests::parked_watches(&[&g]));
             let list = g.subgroup(&[Rank(0), Rank(1), Rank(2)]).unwrap();
             list.barrier(&opts).unwrap();
             let tag = list.tag();

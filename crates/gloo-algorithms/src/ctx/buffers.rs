@@ -47,6 +47,9 @@ pub(crate) fn bytes_of(r: &Range<usize>, size: usize) -> Range<usize> {
 #[derive(Default)]
 pub(crate) struct ScratchPool(pub(super) Mutex<Vec<Vec<u64>>>);
 
+/// The most words a [`Scratch`] holds inline.
+pub(crate) const INLINE_WORDS: usize = 8;
+
 /// How many buffers a pool keeps.
 pub(super) const POOL_BUFFERS: usize = 4;
 /// The largest buffer a pool keeps (larger ones are freed).
@@ -80,9 +83,10 @@ impl ScratchPool {
 /// A scratch buffer of `len` bytes aligned for every element type (it is allocated as
 /// `u64`s), so that typed kernels can view its element-aligned pieces without copying. Its
 /// contents are unspecified (a reused buffer keeps old bytes): schedules write every byte
-/// they later read. It goes back to its pool when dropped.
+/// they later read. Up to [`INLINE_WORDS`] words it lives inline; a larger one comes from
+/// its pool and goes back when dropped.
 pub(crate) struct Scratch<'p> {
-    pub(super) buf: Vec<u64>,
+    pub(super) buf: SmallVec<[u64; INLINE_WORDS]>,
     pub(super) len: usize,
     pub(super) pool: Option<&'p ScratchPool>,
 }
@@ -90,13 +94,18 @@ pub(crate) struct Scratch<'p> {
 impl<'p> Scratch<'p> {
     /// A fresh buffer, not from a pool.
     pub(crate) fn new(len: usize) -> Scratch<'p> {
-        Scratch { buf: vec![0u64; len.div_ceil(8)], len, pool: None }
+        Scratch { buf: smallvec::smallvec![0u64; len.div_ceil(8)], len, pool: None }
     }
 
     pub(super) fn from_pool(pool: &'p ScratchPool, len: usize) -> Scratch<'p> {
         let words = len.div_ceil(8);
+        if words <= INLINE_WORDS {
+            // A small call's scratch: the pool's lock, taken and given back, would cost
+            // more than the buffer.
+            return Scratch::new(len);
+        }
         let buf = pool.take(words).unwrap_or_else(|| vec![0u64; words]);
-        Scratch { buf, len, pool: Some(pool) }
+        Scratch { buf: SmallVec::from_vec(buf), len, pool: Some(pool) }
     }
 
     pub(crate) fn bytes(&mut self) -> &mut [u8] {
@@ -106,8 +115,10 @@ impl<'p> Scratch<'p> {
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool {
-            pool.give(std::mem::take(&mut self.buf));
+        if let Some(pool) = self.pool
+            && self.buf.spilled()
+        {
+            pool.give(std::mem::take(&mut self.buf).into_vec());
         }
     }
 }

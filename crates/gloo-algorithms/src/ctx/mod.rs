@@ -76,8 +76,8 @@ pub(crate) struct Ctx<'a> {
     members: Option<&'a [Rank]>,
     /// Where scratch comes from.
     pool: Option<&'a ScratchPool>,
-    /// Where the alarm watch is parked between calls.
-    watches: Option<&'a Watches>,
+    /// Where the alarm watch is parked between calls (the group handle's slot).
+    parked: Option<&'a Cell<Option<u64>>>,
     /// The state of the alarm watch (see [`Ctx::drive`]).
     watch: Cell<OpState>,
     /// The agreement check of a rooted call, while rounds of it remain (see
@@ -130,7 +130,7 @@ impl<'a> Ctx<'a> {
             peers,
             members: None,
             pool: None,
-            watches: None,
+            parked: None,
             watch: Cell::new(OpState::New),
             agreement: Cell::new(None),
             _span: tracing::debug_span!(
@@ -171,15 +171,15 @@ impl<'a> Ctx<'a> {
         self.pool = Some(pool);
     }
 
-    /// Take the alarm watch parked in `watches` by the previous call on this tag, if any, and
-    /// park ours there when done.
-    pub(crate) fn set_watches(&mut self, watches: &'a Watches) {
-        let parked = watches.lock().get_mut(&self.tag).and_then(Option::take);
-        if let Some(id) = parked {
+    /// Take the alarm watch parked in `parked` by the previous call on this tag, if any, and
+    /// park ours there when done; first withdraw what `watches` set aside (the watches of
+    /// tags no handle will use again).
+    pub(crate) fn set_watch(&mut self, parked: &'a Cell<Option<u64>>, watches: &Watches) {
+        if let Some(id) = parked.take() {
             self.watch.set(OpState::Posted(id));
         }
         watches.withdraw_retired(self.comm);
-        self.watches = Some(watches);
+        self.parked = Some(parked);
     }
 
     /// A scratch buffer of `len` bytes (contents unspecified).
@@ -527,13 +527,12 @@ impl<'a> Ctx<'a> {
     /// Leave a posted alarm watch for the next call on this tag (withdrawing it when there
     /// is nowhere to park it).
     fn park_watch(&self) {
-        match (self.watch.get(), self.watches) {
-            (OpState::Posted(id), Some(w)) => {
+        match (self.watch.get(), self.parked) {
+            (OpState::Posted(id), Some(slot)) => {
                 self.watch.set(OpState::Cancelled);
                 // Two calls on one tag at once is a caller's error, but must not leak a
                 // posted receive: the watch it displaces is withdrawn.
-                let displaced = w.lock().entry(self.tag).or_default().replace(id);
-                if let Some(old) = displaced {
+                if let Some(old) = slot.replace(Some(id)) {
                     cancel_posted_watch(self.comm, self.peers, self.tag, old);
                 }
             }

@@ -19,15 +19,16 @@ pub(super) fn cancel_posted_watch(comm: &dyn Communicator, peers: &[Rank], tag: 
     comm.cancel(&mut w);
 }
 
-/// Alarm watches left posted between calls by a [`Group`](crate::Group), by tag (the
-/// transport's id of each posted watch). Posting and withdrawing a watch on every call costs
-/// a round through the transport's lock (and a wake-up of its other waiters) per call.
+/// Alarm watches left posted between calls on tags that no [`Group`](crate::Group) handle
+/// holds, by tag (the transport's id of each posted watch). Posting and withdrawing a watch
+/// on every call costs a round through the transport's lock (and a wake-up of its other
+/// waiters) per call, so a call leaves its watch posted for the next. While a handle holds
+/// the tag, it keeps the watch itself (taken from here when it is made, given back when it
+/// drops), so that a call takes no lock for it.
 #[derive(Default)]
 pub(crate) struct Watches {
-    /// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup
-    /// (the map is read and written twice per call). A tag's entry stays while its handle
-    /// lives, `None` while a call has the watch out: taking and parking it then search the
-    /// map without removing from or inserting into it.
+    /// A `BTreeMap`: a group has a few tags, and SipHashing one cost more than the lookup.
+    /// An entry is `None` while a handle holds its watch.
     pub(super) parked: Mutex<BTreeMap<u32, Option<u64>>>,
     /// Watches of tags that no handle will use again (a dropped split subgroup's), to be
     /// withdrawn by the next call on any tag: the handle's `Drop` cannot, as it has no
@@ -56,6 +57,22 @@ impl Watches {
             cancel_posted_watch(comm, &peers, tag, id);
         }
         self.withdraw_retired(comm);
+    }
+
+    /// Take the watch parked on `tag`, for a new handle on it to keep.
+    pub(crate) fn take(&self, tag: u32) -> Option<u64> {
+        self.lock().get_mut(&tag).and_then(Option::take)
+    }
+
+    /// Park the watch `id` of a handle on `tag` that drops, for the next handle on the tag
+    /// (one parked there already, which a handle holding the tag alone never leaves, is set
+    /// aside for withdrawal).
+    pub(crate) fn park(&self, tag: u32, id: u64) {
+        let displaced = self.lock().insert(tag, Some(id)).flatten();
+        if let Some(old) = displaced {
+            self.lock_retired().push((tag, old));
+            self.any_retired.store(true, Ordering::Release);
+        }
     }
 
     /// Set aside the watch parked on `tag`, if any, for withdrawal by the next call (for a

@@ -92,6 +92,11 @@ pub struct Group<C> {
     /// custom reduction) is refused with [`Error::Busy`]. Also what makes the handle
     /// `!Sync`.
     in_call: Cell<bool>,
+    /// The tag's next call number, and its alarm watch parked between calls: the handle
+    /// holds its tag alone, so it keeps both itself while it lives (a call then takes no
+    /// lock for them) and hands them back to `shared` when it drops.
+    epoch: Cell<u64>,
+    pub(crate) watch: Cell<Option<u64>>,
 }
 
 /// What every handle on one communicator shares (subgroups included: they are handles on
@@ -135,6 +140,10 @@ impl<C> Drop for Group<C> {
     fn drop(&mut self) {
         if let Some(t) = self.shared.tags().get_mut(&self.tag) {
             t.held = false;
+            t.epoch = self.epoch.get();
+        }
+        if let Some(id) = self.watch.take() {
+            self.shared.watches.park(self.tag, id);
         }
         // The last handle of a subgroup that cannot be made again takes its tags along:
         // their counters, and their parked watches (withdrawn by the next call).
@@ -311,7 +320,20 @@ impl<C: Communicator> Group<C> {
             watches: Watches::default(),
             background: Default::default(),
         };
-        Group { shared: Arc::new(shared), tag: 0, members: None, in_call: Cell::new(false) }
+        Group::handle(Arc::new(shared), 0, None, 0, None)
+    }
+
+    /// A handle on `tag` (held for it in `shared.tags`) whose call counter and parked
+    /// watch are `epoch` and `watch`.
+    fn handle(
+        shared: Arc<Shared<C>>,
+        tag: u32,
+        members: Option<Arc<Members>>,
+        epoch: u64,
+        watch: Option<u64>,
+    ) -> Group<C> {
+        let (in_call, epoch, watch) = (Cell::new(false), Cell::new(epoch), Cell::new(watch));
+        Group { shared, tag, members, in_call, epoch, watch }
     }
 
     /// A handle on `tag` of the same communicator, for another thread: calls on it run
@@ -359,7 +381,10 @@ impl<C: Communicator> Group<C> {
             return Err(Error::TagInUse { tag });
         }
         state.held = true;
-        Ok(Group { shared: Arc::clone(&self.shared), tag, members, in_call: Cell::new(false) })
+        let epoch = state.epoch;
+        drop(tags);
+        let watch = self.shared.watches.take(tag);
+        Ok(Group::handle(Arc::clone(&self.shared), tag, members, epoch, watch))
     }
 
     /// The non-blocking calls' state, shared by every handle on the communicator.
@@ -371,6 +396,11 @@ impl<C: Communicator> Group<C> {
     /// derived from its parent's, see [`split`](Group::split)).
     pub fn tag(&self) -> u32 {
         self.tag
+    }
+
+    /// The call number of this handle's next collective.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.get()
     }
 
     /// The communicator (the whole of it, for a subgroup too).
@@ -396,8 +426,14 @@ impl<C: Communicator> Group<C> {
             // Not reached (see the count above); if it were, hold the tag again and give
             // the handle back rather than lose the communicator.
             Err(shared) => {
-                shared.tags().entry(tag).or_default().held = true;
-                Err(Group { shared, tag, members: None, in_call: Cell::new(false) })
+                let epoch = {
+                    let mut tags = shared.tags();
+                    let state = tags.entry(tag).or_default();
+                    state.held = true;
+                    state.epoch
+                };
+                let watch = shared.watches.take(tag);
+                Err(Group::handle(shared, tag, None, epoch, watch))
             }
         }
     }
@@ -467,13 +503,8 @@ impl<C: Communicator> Group<C> {
     /// Start a call: take the tag's next call number and build the context.
     fn begin(&self, call: Call, opts: &Options) -> Result<Ctx<'_>> {
         let busy = self.hold(call.collective)?;
-        let epoch = {
-            let mut tags = self.shared.tags();
-            let state = tags.entry(self.tag).or_default();
-            let v = state.epoch;
-            state.epoch += 1;
-            v
-        };
+        let epoch = self.epoch.get();
+        self.epoch.set(epoch + 1);
         let mut info = CallInfo::new(
             call.collective,
             call.dtype,
@@ -490,7 +521,7 @@ impl<C: Communicator> Group<C> {
         let mut ctx = self.ctx(call.collective, info.encode(), opts);
         ctx.set_busy(busy);
         ctx.set_pool(&self.shared.pool);
-        ctx.set_watches(&self.shared.watches);
+        ctx.set_watch(&self.watch, &self.shared.watches);
         if call.check {
             ctx.start_agreement();
         }
@@ -567,7 +598,7 @@ pub fn block_ranges(count: usize, parts: usize) -> Vec<Range<usize>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -579,21 +610,35 @@ mod tests {
         assert!(e.to_string().contains("counts"), "{e}");
     }
 
+    /// The watches parked on the communicator of `handles`: those kept by the handles and
+    /// those given back by dropped ones.
+    pub(crate) fn parked_watches<C>(handles: &[&Group<C>]) -> usize {
+        let kept = handles.iter().filter(|h| h.watch.get().is_some()).count();
+        handles[0].shared.watches.len() + kept
+    }
+
     /// Calls on a tag leave one alarm watch parked between them (the next call takes it and
-    /// puts it back), and another tag parks its own.
+    /// puts it back), and another tag parks its own. The handle keeps its tag's watch, gives
+    /// it back when it drops, and the next handle on the tag takes that same watch.
     #[test]
     fn each_tag_keeps_one_watch_parked_between_calls() {
         use gloo_transport::loopback::{LoopbackConfig, group};
         let out = gloo_transport::threads::run_ranks(group(2, LoopbackConfig::default()), |c| {
             let g = Group::new(c).unwrap();
             let opts = Options::new();
-            let mut parked = vec![g.shared.watches.len()];
+            let mut parked = vec![parked_watches(&[&g])];
             for _ in 0..3 {
                 g.barrier(&opts).unwrap();
-                parked.push(g.shared.watches.len());
+                parked.push(parked_watches(&[&g]));
             }
             let other = g.fork(5).unwrap();
             other.barrier(&opts).unwrap();
+            parked.push(parked_watches(&[&g, &other]));
+            let id = other.watch.get();
+            drop(other);
+            parked.push(g.shared.watches.len());
+            let again = g.fork(5).unwrap();
+            assert!(id.is_some() && again.watch.get() == id, "the same watch is taken again");
             parked.push(g.shared.watches.len());
             // Not counted: a rank that returns closes its communicator, and a watch still
             // out with its peer then fails and is not parked. This keeps the peer until
@@ -601,7 +646,7 @@ mod tests {
             g.barrier(&opts).unwrap();
             parked
         });
-        assert_eq!(out, vec![vec![0, 1, 1, 1, 2]; 2]);
+        assert_eq!(out, vec![vec![0, 1, 1, 1, 2, 1, 0]; 2]);
     }
 
     #[test]
