@@ -1480,13 +1480,16 @@ impl<L: Link> Engine<L> {
     }
 
     /// Before the caller's borrow ends: copy the unsent rest of any `Data` frame it was
-    /// writing into the owned queue, in front of what was queued behind it.
+    /// writing into the owned queue, in front of what was queued behind it. Called right
+    /// after a reap of `ops` (as `progress` does), it reaps again only what it completes.
     pub(crate) fn release(&mut self, ops: &mut [Op<'_>]) {
         let mine = Mine { ops };
         let mut broken = Vec::new();
+        let mut released = false;
         for peer in self.peers.iter_mut().flatten() {
             let Some(a) = &peer.active else { continue };
             let Some(i) = mine.find(a.send) else { continue };
+            released = true;
             let buf = send_buf(&mine.ops[i]);
             let Some(payload) = buf.get(a.pos as usize..(a.pos + a.left) as usize) else {
                 // The caller swapped the buffer for a shorter one mid-send: the frame cannot
@@ -1510,10 +1513,13 @@ impl<L: Link> Engine<L> {
         for rank in broken {
             self.fail_peer(rank, shrunk(), true);
         }
-        // Mark what that completed. Failures stay posted: the call has already returned its
-        // first error, and a later one (a mismatch the alarm watch caught, say) must reach
-        // the next call that drives it, not vanish here as a withdrawn operation.
-        let _ = self.reap_inner(mine.ops, false);
+        // Mark what that completed (`progress` reaped just before, so nothing else can
+        // have). Failures stay posted: the call has already returned its first error, and a
+        // later one (a mismatch the alarm watch caught, say) must reach the next call that
+        // drives it, not vanish here as a withdrawn operation.
+        if released {
+            let _ = self.reap_inner(mine.ops, false);
+        }
     }
 
     /// Close the link to `rank`: fail every operation that depends on it.
