@@ -222,8 +222,8 @@ impl Channel {
             });
         }
         // Bytes the peer already took count as written even if it closed or died since.
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
         if self.pending > 0 {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
             let n = (self.pending as usize).min(total);
             self.pending -= n as u64;
             return Ok(n);

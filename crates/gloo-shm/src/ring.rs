@@ -225,18 +225,27 @@ impl<M: RingMem> Producer<M> {
         }
         let mut left = room.min(want);
         let total = left;
+        // Publish every PIECE bytes, so the consumer copies out one piece while we copy in
+        // the next (a large write would otherwise leave it idle until the end), and once at
+        // the end: a small write of several slices (a header and its payload) publishes once.
+        let mut unpublished = 0;
         for buf in bufs {
             if left == 0 {
                 break;
             }
-            // Publish every PIECE bytes, so the consumer copies out one piece while we copy
-            // in the next (a large write would otherwise leave it idle until the end).
             for piece in buf[..buf.len().min(left)].chunks(PIECE) {
                 self.copy_in(self.tail, piece);
                 self.tail = self.tail.wrapping_add(piece.len() as u64);
-                self.mem.tail().store(self.tail, Ordering::Release);
                 left -= piece.len();
+                unpublished += piece.len();
+                if unpublished >= PIECE {
+                    self.mem.tail().store(self.tail, Ordering::Release);
+                    unpublished = 0;
+                }
             }
+        }
+        if unpublished > 0 {
+            self.mem.tail().store(self.tail, Ordering::Release);
         }
         Ok(total)
     }

@@ -759,9 +759,12 @@ impl<L: Link> Engine<L> {
                     }
                     OpKind::Send { .. } => unreachable!("matched above"),
                 };
+                let mut any_dead = false;
                 for r in &from {
-                    if self.peers[r.index()].as_ref().is_some_and(Peer::is_unconnected) {
-                        self.wanted.push(*r);
+                    match self.peers[r.index()].as_ref() {
+                        Some(p) if p.is_unconnected() => self.wanted.push(*r),
+                        Some(p) => any_dead |= p.dead.is_some(),
+                        None => {}
                     }
                 }
                 // Messages a peer sent before it left are still delivered, so the matcher
@@ -782,13 +785,10 @@ impl<L: Link> Engine<L> {
                     }
                     o => o,
                 };
-                self.recs.insert(
-                    id,
-                    Rec::Recv { from: from.clone(), slot, cap, fp, len: 0, st: RecvSt::Posted },
-                );
+                self.recs.insert(id, Rec::Recv { from, slot, cap, fp, len: 0, st: RecvSt::Posted });
                 if let Some(o) = o {
                     self.apply(o);
-                } else {
+                } else if any_dead {
                     self.narrow_to_live(id);
                 }
             }
@@ -797,16 +797,12 @@ impl<L: Link> Engine<L> {
     }
 
     /// A posted receive may only wait for live peers: drop the dead ones from its candidates
-    /// (posting it again), or fail it when none is left.
+    /// (posting it again), or fail it when none is left. Called when a candidate may be dead
+    /// (the post checks first, so that the common case costs no lookup).
     fn narrow_to_live(&mut self, id: u64) {
         let Some(Rec::Recv { from, slot, cap, fp, st, .. }) = self.recs.get_mut(&id) else {
             return;
         };
-        let dead = |r: &Rank| self.peers[r.index()].as_ref().is_some_and(|p| p.dead.is_some());
-        if !from.iter().any(dead) {
-            // The common case, checked without building the list of live candidates.
-            return;
-        }
         let mut first_dead = None;
         let live: Vec<Rank> = from
             .iter()
