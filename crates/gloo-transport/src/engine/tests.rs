@@ -326,6 +326,46 @@ fn time_spent_not_reading_a_peer_for_an_absent_owner_does_not_count() {
     assert!(recvs[0].is_done());
 }
 
+/// What the liveness tick takes for "driven" is what callers marked: a receive whose data
+/// waits unread makes its silent peer lost only while the receive is marked (its owner is
+/// inside `progress`). Each caller's marks are a run of their own: one caller unmarking
+/// leaves another's in place, in whatever order they leave.
+#[test]
+fn a_silent_peer_is_lost_only_while_the_receive_waiting_on_it_is_marked() {
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, mut e1, _, _) = pair_at(cfg, t0);
+    let data = [5u8; 100];
+    let mut sends = [Op::send(Rank(1), S, &data)];
+    e0.post(&mut sends[0], true, true, t0);
+    let mut b = [0u8; 100];
+    let mut recvs = [Op::recv(Rank(0), S, &mut b)];
+    e1.post(&mut recvs[0], false, true, t0);
+    let mut b2 = [0u8; 1];
+    let mut other = [Op::recv(Rank(0), Slot::new(2, 0), &mut b2)];
+    e1.post(&mut other[0], false, true, t0);
+    // The data arrives whole, and waits, parked, for the receive's owner.
+    e0.pump(&mut Mine { ops: &mut [] }, true, t0);
+    e1.pump(&mut Mine { ops: &mut recvs }, true, t0);
+    e0.pump(&mut Mine { ops: &mut sends }, true, t0);
+    e1.pump(&mut Mine { ops: &mut [] }, true, t0);
+    assert!(!recvs[0].is_done());
+    // Marked and unmarked again, with another caller's run before it: not driven.
+    let theirs = e1.mark_active(&other);
+    let ours = e1.mark_active(&recvs);
+    e1.unmark_active(ours);
+    assert!(!e1.tick(t0 + TIMEOUT * 3), "lost while nobody drove the receive");
+    // Marked after two more runs, which leave first (the later one from between two
+    // runs): still driven, so the silence counts.
+    let mid = e1.mark_active(&other);
+    let ours = e1.mark_active(&recvs);
+    e1.unmark_active(mid);
+    e1.unmark_active(theirs);
+    assert!(e1.tick(t0 + TIMEOUT * 5));
+    assert!(matches!(e1.poisoned(), Some(Error::PeerLost { peer: Rank(0), .. })));
+    e1.unmark_active(ours);
+}
+
 #[test]
 fn without_a_peer_timeout_nobody_is_ever_lost_to_silence() {
     let t0 = Instant::now();

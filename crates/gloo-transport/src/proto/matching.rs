@@ -452,7 +452,7 @@ impl Matcher {
     /// against the capacity); a message failing either goes through `arrive`, which reports
     /// it.
     pub fn take_posted(&mut self, recv: RecvId) {
-        self.seq += 1;
+        // No arrival number: those only order held messages, and this one is not held.
         self.unpost(recv);
     }
 
@@ -680,6 +680,22 @@ mod tests {
             assert!(m.is_posted(recv), "receive {recv} was failed");
         }
         assert_eq!(m.unexpected_len(), 1, "the message is held");
+    }
+
+    /// Rule 2 at a post: a receive posted after a held message on another step of its tag
+    /// from one of its peers, with its epoch and another fingerprint, fails at once; a
+    /// candidate peer holding nothing is no evidence, and a matching fingerprint none.
+    #[test]
+    fn rule_two_fails_a_receive_posted_after_the_message_that_proves_it_wrong() {
+        let mut m = Matcher::new();
+        let held = Message::new(Rank(2), Slot::new(1, 0), fp(7, 9), Body::Eager(vec![1]));
+        assert!(m.arrive(held).unwrap().is_empty());
+        assert!(m.post(1, &[Rank(3)], Slot::new(1, 1), 8, fp(7, 1)).is_none());
+        assert!(m.post(2, &[Rank(2)], Slot::new(1, 2), 8, fp(7, 9)).is_none());
+        let got = m.post(3, &[Rank(3), Rank(2)], Slot::new(1, 3), 8, fp(7, 1));
+        assert!(matches!(got, Some(Outcome::Failed { recv: 3, consumed: None, .. })), "{got:?}");
+        assert!(!m.is_posted(3) && m.is_posted(1) && m.is_posted(2));
+        assert_eq!(m.unexpected_len(), 1, "the message is still held");
     }
 
     /// A message put back goes to the next posted receive, or to the front of its stream
