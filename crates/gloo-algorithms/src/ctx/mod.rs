@@ -146,9 +146,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// Run the call on the subgroup `members` (its rank `i` is communicator rank
-    /// `members.ranks[i]`, and this process its rank `members.me`): schedules see the subgroup's rank and size, and [`send`](Ctx::send),
-    /// [`recv`](Ctx::recv), the agreement check, the alarm and its watch address the
-    /// members' communicator ranks.
+    /// `members.ranks[i]`, and this process its rank `members.me`): schedules see the
+    /// subgroup's rank and size, and [`send`](Ctx::send), [`recv`](Ctx::recv), the
+    /// agreement check, the alarm and its watch address the members' communicator ranks.
     pub(crate) fn set_members(&mut self, members: &'a Members) {
         self.rank = members.me;
         self.size = members.ranks.len();
