@@ -777,10 +777,8 @@ impl<L: Link> Engine<L> {
                         msg: Message { peer, body: Body::Eager(data), .. },
                         ..
                     }) => {
-                        let len = data.len();
-                        recv_buf(op)[..len].copy_from_slice(&data);
-                        self.eager_delivered(peer, data);
-                        op.set_state(OpState::Done { peer, len });
+                        let delivered = self.deliver_held(op, peer, data);
+                        assert!(delivered, "the matcher checked the length against this buffer");
                         return;
                     }
                     o => o,
@@ -882,13 +880,19 @@ impl<L: Link> Engine<L> {
         }
     }
 
-    /// An eager message from `peer` was delivered out of `data`: return its credit when due,
-    /// and keep the buffer for the next one.
-    fn eager_delivered(&mut self, peer: Rank, data: Vec<u8>) {
+    /// Deliver the held eager message `data` from `peer` into `op`'s buffer: copy it,
+    /// complete `op`, return the message's credit when due, and keep the buffer for the next
+    /// one. Returns `false`, delivering nothing, when the buffer is shorter than the message
+    /// (the caller swapped in a shorter one since the matcher checked it).
+    fn deliver_held(&mut self, op: &mut Op<'_>, peer: Rank, data: Vec<u8>) -> bool {
+        let Some(dst) = recv_buf(op).get_mut(..data.len()) else { return false };
+        dst.copy_from_slice(&data);
+        op.set_state(OpState::Done { peer, len: data.len() });
         if let Some(p) = self.peers[peer.index()].as_mut() {
             p.eager_consumed(data.len() as u64);
             p.keep_spare(data);
         }
+        true
     }
 
     /// Complete what can be completed among the caller's operations; withdraw the first that
@@ -929,19 +933,9 @@ impl<L: Link> Engine<L> {
                             unreachable!("checked above")
                         };
                         let Body::Eager(data) = m.body else { unreachable!("eager state") };
-                        // The matcher checked the length against this buffer, unless the
-                        // caller swapped in a shorter one since.
-                        match recv_buf(op).get_mut(..data.len()) {
-                            Some(dst) => dst.copy_from_slice(&data),
-                            None => {
-                                if failures {
-                                    first_err.get_or_insert_with(shrunk);
-                                }
-                                continue;
-                            }
+                        if !self.deliver_held(op, m.peer, data) && failures {
+                            first_err.get_or_insert_with(shrunk);
                         }
-                        op.set_state(OpState::Done { peer: m.peer, len: data.len() });
-                        self.eager_delivered(m.peer, data);
                     }
                     RecvSt::Done { peer, len } => {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });

@@ -208,56 +208,41 @@ impl Matcher {
         // `held` counts each peer's held messages: with none from any candidate (a stream's
         // receive usually comes before its message), nothing can match or conflict, and no
         // queue needs searching for one.
-        if from.iter().any(|p| self.held_from(*p) > 0)
-            && let Some(o) = self.post_against_held(recv, from, slot, cap, fp)
-        {
-            return Some(o);
+        if from.iter().any(|p| self.held_from(*p) > 0) {
+            // The earliest held message among the candidate peers wins.
+            let best = from
+                .iter()
+                .filter_map(|p| {
+                    let q = self.queues.get(&(*p, slot))?;
+                    q.unexpected.front().map(|m| (m.seq, *p))
+                })
+                .min();
+            if let Some((_, peer)) = best {
+                let Entry::Occupied(mut e) = self.queues.entry((peer, slot)) else {
+                    unreachable!("found above")
+                };
+                let msg = e.get_mut().unexpected.pop_front().expect("found above");
+                Self::settle_queue(e, &mut self.kept_empty, &mut self.spare);
+                self.note_taken(peer);
+                return Some(Self::judge(recv, cap, fp, msg));
+            }
+            if let Some(f) = fp {
+                // Only a held message can conflict: skip the look for peers that hold none.
+                for p in from.iter().filter(|p| self.held_from(**p) > 0) {
+                    if let Some(theirs) = self.rule2_conflict(*p, slot, &f) {
+                        return Some(Outcome::Failed {
+                            recv,
+                            error: mismatch(*p, slot, fp, Some(theirs)),
+                            consumed: None,
+                        });
+                    }
+                }
+            }
         }
         for p in from {
             self.queue((*p, slot)).posted.push_back(recv);
         }
         self.posted.insert(recv, Posted { from: Ranks::from_slice(from), slot, cap, fp });
-        None
-    }
-
-    /// The part of [`post`](Matcher::post) that looks at held messages: the earliest held
-    /// message among the candidates, else a conflict with one (rule 2).
-    fn post_against_held(
-        &mut self,
-        recv: RecvId,
-        from: &[Rank],
-        slot: Slot,
-        cap: u64,
-        fp: Option<Fingerprint>,
-    ) -> Option<Outcome> {
-        // The earliest held message among the candidate peers wins.
-        let best = from
-            .iter()
-            .filter_map(|p| {
-                self.queues.get(&(*p, slot)).and_then(|q| q.unexpected.front()).map(|m| (m.seq, *p))
-            })
-            .min();
-        if let Some((_, peer)) = best {
-            let Entry::Occupied(mut e) = self.queues.entry((peer, slot)) else {
-                unreachable!("found above")
-            };
-            let msg = e.get_mut().unexpected.pop_front().expect("found above");
-            Self::settle_queue(e, &mut self.kept_empty, &mut self.spare);
-            self.note_taken(peer);
-            return Some(Self::judge(recv, cap, fp, msg));
-        }
-        if let Some(f) = fp {
-            // Only a held message can conflict: skip the look for peers that hold none.
-            for p in from.iter().filter(|p| self.held_from(**p) > 0) {
-                if let Some(theirs) = self.rule2_conflict(*p, slot, &f) {
-                    return Some(Outcome::Failed {
-                        recv,
-                        error: mismatch(*p, slot, fp, Some(theirs)),
-                        consumed: None,
-                    });
-                }
-            }
-        }
         None
     }
 
