@@ -320,20 +320,15 @@ impl<C: Communicator> Group<C> {
             watches: Watches::default(),
             background: Default::default(),
         };
-        Group::handle(Arc::new(shared), 0, None, 0, None)
+        Group::handle(Arc::new(shared), 0, None)
     }
 
-    /// A handle on `tag` (held for it in `shared.tags`) whose call counter and parked
-    /// watch are `epoch` and `watch`.
-    fn handle(
-        shared: Arc<Shared<C>>,
-        tag: u32,
-        members: Option<Arc<Members>>,
-        epoch: u64,
-        watch: Option<u64>,
-    ) -> Group<C> {
-        let (in_call, epoch, watch) = (Cell::new(false), Cell::new(epoch), Cell::new(watch));
-        Group { shared, tag, members, in_call, epoch, watch }
+    /// A handle on `tag`, just marked held in `shared.tags`: it takes the tag's call counter
+    /// and parked watch from the shared maps, to keep while it lives.
+    fn handle(shared: Arc<Shared<C>>, tag: u32, members: Option<Arc<Members>>) -> Group<C> {
+        let epoch = Cell::new(shared.tags().get(&tag).map_or(0, |t| t.epoch));
+        let watch = Cell::new(shared.watches.take(tag));
+        Group { shared, tag, members, in_call: Cell::new(false), epoch, watch }
     }
 
     /// A handle on `tag` of the same communicator, for another thread: calls on it run
@@ -381,10 +376,8 @@ impl<C: Communicator> Group<C> {
             return Err(Error::TagInUse { tag });
         }
         state.held = true;
-        let epoch = state.epoch;
         drop(tags);
-        let watch = self.shared.watches.take(tag);
-        Ok(Group::handle(Arc::clone(&self.shared), tag, members, epoch, watch))
+        Ok(Group::handle(Arc::clone(&self.shared), tag, members))
     }
 
     /// The non-blocking calls' state, shared by every handle on the communicator.
@@ -426,14 +419,8 @@ impl<C: Communicator> Group<C> {
             // Not reached (see the count above); if it were, hold the tag again and give
             // the handle back rather than lose the communicator.
             Err(shared) => {
-                let epoch = {
-                    let mut tags = shared.tags();
-                    let state = tags.entry(tag).or_default();
-                    state.held = true;
-                    state.epoch
-                };
-                let watch = shared.watches.take(tag);
-                Err(Group::handle(shared, tag, None, epoch, watch))
+                shared.tags().entry(tag).or_default().held = true;
+                Err(Group::handle(shared, tag, None))
             }
         }
     }
