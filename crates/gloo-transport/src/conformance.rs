@@ -853,6 +853,45 @@ pub fn poll_returns_at_once_and_polling_completes(factory: Factory) {
     });
 }
 
+/// [`Communicator::progress_at`] with the caller's reading of the clock: a fresh one drives
+/// an exchange as `progress` does, and an old one (ten seconds, as after long local work)
+/// neither fails the call early nor keeps it past its deadline: a receive from a peer that
+/// sends a little later completes, and one that nothing answers times out, naming itself.
+pub fn a_callers_reading_of_the_clock_stands_for_entry(factory: Factory) {
+    let (fresh, late, never) = (Slot::new(24, 0), Slot::new(24, 1), Slot::new(24, 2));
+    run_ranks(factory(2), |c| {
+        let dl = deadline(LONG);
+        let me = c.rank();
+        let peer = Rank(1 - me.0);
+        let out = pattern(64, u64::from(me.0));
+        let mut buf = [0u8; 64];
+        let mut ops = [Op::send(peer, fresh, &out), Op::recv(peer, fresh, &mut buf)];
+        c.progress_at(&mut ops, Wait::All, dl, Instant::now()).unwrap();
+        assert_eq!(ops[1].completed(), Some((peer, 64)));
+        assert!(buf == *pattern(64, u64::from(peer.0)), "content of the message");
+        let old = Instant::now().checked_sub(Duration::from_secs(10)).unwrap_or_else(Instant::now);
+        if me == Rank(0) {
+            // Long enough that the receiver waits (spins, then sleeps) before it comes.
+            std::thread::sleep(Duration::from_millis(50));
+            c.send(peer, late, &out, dl).unwrap();
+        } else {
+            let mut ops = [Op::recv(peer, late, &mut buf)];
+            c.progress_at(&mut ops, Wait::All, dl, old).unwrap();
+            assert_eq!(ops[0].completed(), Some((peer, 64)));
+            let mut ops = [Op::recv(peer, never, &mut buf)];
+            match c.progress_at(&mut ops, Wait::All, short(), old) {
+                Err(Error::Timeout { pending, .. }) => assert!(
+                    pending.contains(&Pending::Recv { from: vec![peer], slot: never }),
+                    "{pending:?}"
+                ),
+                r => panic!("expected a timeout, got {r:?}"),
+            }
+            c.cancel(&mut ops);
+        }
+        c.run(&mut [Op::send(peer, fresh, b""), Op::recv(peer, fresh, &mut [])], dl).unwrap();
+    });
+}
+
 /// [`Wait::First`] returns once the leading operations are all complete, not after the first
 /// of them (an eager send completes at once; the receive beside it only when the peer sends,
 /// later), or as soon as an operation after them completes (a watch), the leading ones still
@@ -974,7 +1013,8 @@ macro_rules! __conformance_list {
             messages_before_receives,
             batch_wait_any_pipelining,
             poll_returns_at_once_and_polling_completes,
-            wait_first_covers_the_leading_operations
+            wait_first_covers_the_leading_operations,
+            a_callers_reading_of_the_clock_stands_for_entry
         }
     };
 }

@@ -67,6 +67,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deadline: Instant,
     /// When the call started (what a timeout reports as waited).
     start: Instant,
+    /// Whether the call's first `progress` is still to come: it takes `start` for its
+    /// time of entry (see [`Communicator::progress_at`]) instead of reading the clock.
+    first: Cell<bool>,
     /// Every rank of the call's group but this one, as communicator ranks (kept by the
     /// group: not rebuilt per call).
     peers: &'a [Rank],
@@ -127,6 +130,7 @@ impl<'a> Ctx<'a> {
             fp,
             deadline,
             start,
+            first: Cell::new(true),
             peers,
             members: None,
             pool: None,
@@ -381,7 +385,12 @@ impl<'a> Ctx<'a> {
             } else {
                 Wait::Any
             };
-            if let Err(e) = self.comm.progress(ops, wait, self.deadline) {
+            let r = if self.first.replace(false) {
+                self.comm.progress_at(ops, wait, self.deadline, self.start)
+            } else {
+                self.comm.progress(ops, wait, self.deadline)
+            };
+            if let Err(e) = r {
                 if !watching || matches!(e, gloo_transport::Error::Mismatch { .. }) {
                     break Err(e);
                 }

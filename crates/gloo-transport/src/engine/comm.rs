@@ -280,18 +280,18 @@ impl<W: Wire> Drop for EngineComm<W> {
     }
 }
 
-impl<W: Wire> Communicator for EngineComm<W> {
-    fn rank(&self) -> Rank {
-        self.shared.me
-    }
-
-    fn size(&self) -> u32 {
-        self.shared.size
-    }
-
-    fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()> {
+impl<W: Wire> EngineComm<W> {
+    /// [`Communicator::progress`], from `start`: the clock read at entry when `own`, else
+    /// the caller's reading (see [`Communicator::progress_at`]).
+    fn drive(
+        &self,
+        ops: &mut [Op<'_>],
+        wait: Wait,
+        deadline: Instant,
+        start: Instant,
+        mut own: bool,
+    ) -> Result<()> {
         let s = &*self.shared;
-        let start = Instant::now();
         let mut st = s.lock();
         if let Some(e) = &st.eng.poison {
             return Err(e.clone());
@@ -344,6 +344,8 @@ impl<W: Wire> Communicator for EngineComm<W> {
         // The time the pump stamps on what it hears and sends: the last reading of the clock,
         // taken again after every sleep (a busy-poll round makes it older only by a yield),
         // so that a spinning caller reads the clock at most once per round.
+        // It starts as the caller's reading with `progress_at`, which `own` tells apart
+        // until the call reads the clock itself.
         let mut clock = start;
         // Whether the loop takes `clock` for the time after this pump instead of reading the
         // clock again: when it was read just before (at entry, after a sleep or a wait), and
@@ -376,7 +378,12 @@ impl<W: Wire> Communicator for EngineComm<W> {
             if let Some(e) = &st.eng.poison {
                 break Err(e.clone());
             }
-            let now = if std::mem::take(&mut reuse_clock) { clock } else { Instant::now() };
+            let now = if std::mem::take(&mut reuse_clock) {
+                clock
+            } else {
+                own = true;
+                Instant::now()
+            };
             clock = now;
             if now >= deadline {
                 if !last_look {
@@ -403,11 +410,26 @@ impl<W: Wire> Communicator for EngineComm<W> {
                 // Progress was made: look again before waiting.
                 continue;
             }
-            let (hot_end, spin_end) = *spin_until.get_or_insert((now + s.spin, now + s.busy_poll));
+            // The busy-poll window runs from the call's first wait, read on its own clock: a
+            // caller's reading may be older than that (the work it did before this call), and
+            // a window measured from it could be over before the call first waits. Until that
+            // reading (at most four rounds on), a call with a window spins.
+            if own && spin_until.is_none() {
+                spin_until = Some((now + s.spin, now + s.busy_poll));
+            }
+            let (hot, polling) = match spin_until {
+                Some((hot_end, spin_end)) => (now < hot_end, now < spin_end),
+                None => (!s.spin.is_zero(), !s.busy_poll.is_zero()),
+            };
+            if !polling && !own {
+                // A sleep is measured against the deadline on the call's own clock.
+                reuse_clock = false;
+                continue;
+            }
             // Every way on from here lets go of the lock.
             active.get_or_insert_with(|| st.eng.mark_active(ops));
             match st.sleeper.take() {
-                Some(sl) if now < spin_end => {
+                Some(sl) if polling => {
                     // Busy-poll: the next pump tries the links of this call's own operations
                     // directly (a non-blocking read costs less than asking the wire first),
                     // and in between the lock is released (other threads of this process
@@ -417,7 +439,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     st.sleeper = Some(sl);
                     st.eng.mark_ops_ready(ops);
                     drop(st);
-                    if now < hot_end {
+                    if hot {
                         std::hint::spin_loop();
                         spins = spins.wrapping_add(1);
                         reuse_clock = !spins.is_multiple_of(4);
@@ -432,6 +454,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     let r = sl.sleep(sleep);
                     st = s.lock();
                     clock = Instant::now();
+                    own = true;
                     reuse_clock = true;
                     {
                         let State { eng, wire, .. } = &mut *st;
@@ -453,6 +476,7 @@ impl<W: Wire> Communicator for EngineComm<W> {
                     let nap = (deadline - now).min(WAITER_NAP);
                     st = wait_until(&s.cv, st, now + nap);
                     clock = Instant::now();
+                    own = true;
                     reuse_clock = true;
                 }
             }
@@ -467,6 +491,30 @@ impl<W: Wire> Communicator for EngineComm<W> {
             s.nudge(&st);
         }
         result
+    }
+}
+
+impl<W: Wire> Communicator for EngineComm<W> {
+    fn rank(&self) -> Rank {
+        self.shared.me
+    }
+
+    fn size(&self) -> u32 {
+        self.shared.size
+    }
+
+    fn progress(&self, ops: &mut [Op<'_>], wait: Wait, deadline: Instant) -> Result<()> {
+        self.drive(ops, wait, deadline, Instant::now(), true)
+    }
+
+    fn progress_at(
+        &self,
+        ops: &mut [Op<'_>],
+        wait: Wait,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<()> {
+        self.drive(ops, wait, deadline, now, false)
     }
 
     fn cancel(&self, ops: &mut [Op<'_>]) {

@@ -254,6 +254,16 @@ impl Communicator for LoopbackComm {
         self.inner.progress(ops, wait, deadline)
     }
 
+    fn progress_at(
+        &self,
+        ops: &mut [Op<'_>],
+        wait: Wait,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<()> {
+        self.inner.progress_at(ops, wait, deadline, now)
+    }
+
     fn cancel(&self, ops: &mut [Op<'_>]) {
         self.inner.cancel(ops);
     }

@@ -73,6 +73,17 @@ impl Communicator for TcpComm {
         self.inner.progress(ops, wait, deadline)
     }
 
+    #[inline]
+    fn progress_at(
+        &self,
+        ops: &mut [Op<'_>],
+        wait: Wait,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<()> {
+        self.inner.progress_at(ops, wait, deadline, now)
+    }
+
     fn cancel(&self, ops: &mut [Op<'_>]) {
         self.inner.cancel(ops);
     }
