@@ -927,15 +927,30 @@ impl<L: Link> Engine<L> {
                     _ => {}
                 },
                 Rec::Recv { st, .. } => match st {
+                    RecvSt::Eager(m) if recv_buf(op).len() < eager_len(m) => {
+                        // The caller swapped in a buffer shorter than the message matched to
+                        // it: the message is dropped with its credit returned (a sender whose
+                        // window shrank by it would wait forever once it was gone), and the
+                        // receive fails like any other, now or at the next call that drives it.
+                        let (peer, len) = (m.peer, eager_len(m) as u64);
+                        *st = RecvSt::Failed(shrunk());
+                        if let Some(p) = self.peers[peer.index()].as_mut() {
+                            p.eager_consumed(len);
+                        }
+                        if failures && first_err.is_none() {
+                            self.recs.remove(&id);
+                            op.set_state(OpState::Cancelled);
+                            first_err = Some(shrunk());
+                        }
+                    }
                     RecvSt::Eager(_) => {
                         let Some(Rec::Recv { st: RecvSt::Eager(m), .. }) = self.recs.remove(&id)
                         else {
                             unreachable!("checked above")
                         };
                         let Body::Eager(data) = m.body else { unreachable!("eager state") };
-                        if !self.deliver_held(op, m.peer, data) && failures {
-                            first_err.get_or_insert_with(shrunk);
-                        }
+                        let delivered = self.deliver_held(op, m.peer, data);
+                        assert!(delivered, "the buffer's length was checked above");
                     }
                     RecvSt::Done { peer, len } => {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });
@@ -1810,6 +1825,14 @@ fn untrusted_text(b: &[u8]) -> String {
             esc.into_iter().flatten().chain(plain)
         })
         .collect()
+}
+
+/// The length of a held eager message.
+fn eager_len(m: &Message) -> usize {
+    match &m.body {
+        Body::Eager(data) => data.len(),
+        _ => 0,
+    }
 }
 
 fn shrunk() -> Error {

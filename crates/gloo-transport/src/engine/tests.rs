@@ -11,7 +11,7 @@ use super::{Engine, EngineConfig, Link};
 use crate::proto::{
     EAGER_CREDIT, EAGER_MAX, EAGER_OVERHEAD, HEADER_LEN, Header, MAX_UNEXPECTED_RTS, Opcode,
 };
-use crate::{Error, Op, OpState, Rank, Slot};
+use crate::{Error, Op, OpKind, OpState, Rank, Slot};
 
 const S: Slot = Slot::new(1, 0);
 const TIMEOUT: Duration = Duration::from_secs(4);
@@ -244,6 +244,50 @@ fn an_eager_message_lands_in_its_receive_when_it_is_read_or_posted() {
         assert!(sends[0].is_done(), "send {i} of {rounds} waited for credit");
         e1.pump(&mut Mine { ops: &mut recvs }, true, now);
         assert!(recvs[0].is_done(), "receive {i} of {rounds}");
+        e0.pump(&mut Mine { ops: &mut [] }, true, now);
+    }
+}
+
+#[test]
+fn a_receive_whose_buffer_shrank_under_its_message_fails_and_returns_the_credit() {
+    let (mut e0, mut e1, _, _) = pair(EngineConfig::default());
+    let now = Instant::now();
+    let msg = [7u8; 256];
+    // Three windows' worth, two messages a round: a message dropped without its credit
+    // would shrink the sender's window for good, and its sends would stop going out at
+    // their post within one window.
+    let rounds = 3 * EAGER_CREDIT as usize / (2 * (msg.len() + EAGER_OVERHEAD as usize));
+    let shrunk = |e: Option<Error>, what: &str| match e {
+        Some(Error::InvalidArgument { what: w }) => assert!(w.contains("shorter"), "{w}"),
+        e => panic!("{what}: expected the shrunk-buffer error, got {e:?}"),
+    };
+    for i in 0..rounds {
+        let (mut b0, mut b1, mut s0, mut s1) = ([0u8; 256], [0u8; 256], [0u8; 8], [0u8; 8]);
+        let mut other = [Op::recv(Rank(0), S, &mut b0), Op::recv(Rank(0), S, &mut b1)];
+        for op in other.iter_mut() {
+            e1.post(op, false, true, now);
+        }
+        let mut sends = [Op::send(Rank(1), S, &msg), Op::send(Rank(1), S, &msg)];
+        for op in sends.iter_mut() {
+            e0.post(op, false, true, now);
+            assert!(op.is_done(), "a send of round {i} of {rounds} waited for credit");
+        }
+        // Matched while their owner is away, so held for it; then it swaps both buffers.
+        e1.pump(&mut Mine { ops: &mut [] }, true, now);
+        for (op, short) in other.iter_mut().zip([&mut s0, &mut s1]) {
+            if let OpKind::Recv { buf, .. } = op.kind_mut() {
+                *buf = short;
+            }
+        }
+        // The first failure is reported and withdrawn; the second stays posted for the next
+        // call to report.
+        shrunk(e1.reap(&mut other), "first receive");
+        assert_eq!(other[0].state(), OpState::Cancelled);
+        assert!(matches!(other[1].state(), OpState::Posted(_)));
+        shrunk(e1.reap(&mut other), "second receive");
+        assert_eq!(other[1].state(), OpState::Cancelled);
+        assert_eq!((s0, s1), ([0u8; 8], [0u8; 8]), "nothing went into the short buffers");
+        assert_eq!(e1.matcher_len(), 0);
         e0.pump(&mut Mine { ops: &mut [] }, true, now);
     }
 }
