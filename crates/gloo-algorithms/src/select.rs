@@ -52,7 +52,7 @@ impl Collective {
         use Algorithm::*;
         match self {
             Collective::Allreduce => &[Ring, HalvingDoubling, Bcube, RecursiveDoubling],
-            Collective::Broadcast => &[BinomialTree, ScatterAllgather],
+            Collective::Broadcast => &[BinomialTree, ScatterAllgather, Chain],
             Collective::Allgather => &[Ring, Bruck],
             Collective::Allgatherv | Collective::ReduceScatter | Collective::ReduceScatterv => {
                 &[Ring]
@@ -110,6 +110,10 @@ named_ids! {
         /// A single point-to-point message; for gather and scatter, every block exchanged
         /// directly with the root.
         Direct = 10 => "direct",
+        /// Broadcast down a line of ranks from the root, the buffer cut into segments
+        /// ([`Options::segment_bytes`](crate::Options)) that each rank passes on as soon as
+        /// it has them: the root sends the buffer once, and every link is busy at once.
+        Chain = 11 => "chain",
     }
 }
 
@@ -162,7 +166,7 @@ const KIB: u64 = 1024;
 /// from other jobs, so figures are rough; each pair alternated and run twice), with
 /// `gloo-bench --ranks N --collective C --algorithm A --min-bytes 4K --max-bytes 64M
 /// --step-factor 4 --time-per-size 0.3 --no-limits --no-check`, and CPU time per call (both
-/// ranks, `perf stat -e task-clock`, 13 calls minus 3). Broadcast at 4 ranks: the binomial
+/// ranks, `perf stat -e task-clock`, 13 calls minus 3). Broadcast (before the chain, below) at 4 ranks: the binomial
 /// tree won at every size from 1 MiB (p50 0.63-0.83 ms vs 1.41-1.52 at 1 MiB, 6.6-7.0 vs
 /// 8.7-9.2 at 4 MiB, 24-29 vs 46-47 at 16 MiB, 107-111 vs 121-128 at 64 MiB; CPU 108 vs 128
 /// ms per 64 MiB call: on loopback every byte is copied by a CPU, and scatter-allgather moves
@@ -176,14 +180,25 @@ const KIB: u64 = 1024;
 /// where both are one message, the tree's root copied every block through scratch), except
 /// 4-rank scatter at 1 MiB (0.31-0.33 ms vs 0.27-0.29), within the noise of a busy machine, so
 /// gather and scatter have no rows: direct, their first algorithm, everywhere.
+///
+/// Broadcast with the pipelined chain: same machine, 2026-12-07, tcp over loopback, with
+/// `gloo-bench --ranks N --collective broadcast --algorithm A --min-bytes 1M --max-bytes 64M
+/// --step-factor 4 --time-per-size 0.5 --no-limits`, each run twice (p50). From 1 MiB (two
+/// segments of the default 512 KiB) the chain won or tied at every size at 2, 3 and 4 ranks
+/// (1 MiB: 133-201 µs vs 311-351 at 2 ranks, 374 vs 1,455 at 3, 486-820 vs 897-1,100 at 4;
+/// 4 ranks, 64 MiB: 56.7-64.1 ms vs 59.3-75.5) and lost below it, where it is one segment
+/// passed down n - 1 hops (4 ranks, 512 KiB: 296 vs 259 µs). At 8 ranks it beat the tree at
+/// every size from 1 MiB and scatter-allgather from 16 MiB (31.3-32.2 ms vs 39.7-41.6; 64
+/// MiB 125 vs 153), but not at 4 MiB (7.7-8.2 ms vs 6.5-7.1), so 8 ranks and more scatter
+/// from 1 MiB to 16 MiB; 5 to 7 ranks were not measured and take the chain.
 pub const TABLE: &[Rule] = &[
     rule(Collective::Allreduce, 1, 64 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 3, 2048 * KIB, Algorithm::HalvingDoubling),
     rule(Collective::Allreduce, 1, 2048 * KIB, Algorithm::RecursiveDoubling),
     rule(Collective::Allreduce, 1, u64::MAX, Algorithm::Ring),
-    rule(Collective::Broadcast, 8, 4096 * KIB, Algorithm::BinomialTree),
-    rule(Collective::Broadcast, 8, u64::MAX, Algorithm::ScatterAllgather),
-    rule(Collective::Broadcast, 1, u64::MAX, Algorithm::BinomialTree),
+    rule(Collective::Broadcast, 1, 1024 * KIB, Algorithm::BinomialTree),
+    rule(Collective::Broadcast, 8, 16384 * KIB, Algorithm::ScatterAllgather),
+    rule(Collective::Broadcast, 1, u64::MAX, Algorithm::Chain),
     rule(Collective::Allgather, 3, 128 * KIB, Algorithm::Bruck),
     rule(Collective::Allgather, 1, u64::MAX, Algorithm::Ring),
 ];
@@ -306,7 +321,7 @@ mod tests {
         let want: [(Collective, &[Algorithm]); 15] = [
             (Collective::Allreduce, &[Ring, HalvingDoubling, Bcube, RecursiveDoubling]),
             (Collective::Reduce, &[BinomialTree]),
-            (Collective::Broadcast, &[BinomialTree, ScatterAllgather]),
+            (Collective::Broadcast, &[BinomialTree, ScatterAllgather, Chain]),
             (Collective::Allgather, &[Ring, Bruck]),
             (Collective::Allgatherv, &[Ring]),
             (Collective::Gather, &[Direct, BinomialTree]),
@@ -380,7 +395,7 @@ mod tests {
         }
         assert_eq!(Algorithm::from_name("Ring"), None, "names are matched as given");
         assert_eq!(Algorithm::from_id(0), None);
-        assert_eq!(Algorithm::from_id(11), None);
+        assert_eq!(Algorithm::from_id(12), None);
     }
 
     /// `from_env` reads the process environment (in a child process started with the
@@ -423,13 +438,19 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_uses_scatter_allgather_only_for_large_messages_on_eight_ranks_or_more() {
-        assert_eq!(choose(Collective::Broadcast, 8, 4 << 20), Algorithm::ScatterAllgather);
-        assert_eq!(choose(Collective::Broadcast, 16, 64 << 20), Algorithm::ScatterAllgather);
-        assert_eq!(choose(Collective::Broadcast, 4, 64 << 20), Algorithm::BinomialTree);
-        assert_eq!(choose(Collective::Broadcast, 8, (4 << 20) - 1), Algorithm::BinomialTree);
-        assert_eq!(choose(Collective::Broadcast, 2, 64 << 20), Algorithm::BinomialTree);
-        assert_eq!(choose(Collective::Broadcast, 8, 1024), Algorithm::BinomialTree);
+    fn broadcast_pipelines_a_chain_from_a_mebibyte_but_scatters_on_eight_ranks_to_16_mib() {
+        for n in [2, 3, 4, 7, 8, 64] {
+            assert_eq!(choose(Collective::Broadcast, n, 1024), Algorithm::BinomialTree);
+            assert_eq!(choose(Collective::Broadcast, n, (1 << 20) - 1), Algorithm::BinomialTree);
+            assert_eq!(choose(Collective::Broadcast, n, 64 << 20), Algorithm::Chain);
+        }
+        for n in [2, 3, 4, 7] {
+            assert_eq!(choose(Collective::Broadcast, n, 1 << 20), Algorithm::Chain);
+            assert_eq!(choose(Collective::Broadcast, n, 4 << 20), Algorithm::Chain);
+        }
+        assert_eq!(choose(Collective::Broadcast, 8, 1 << 20), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 16, (16 << 20) - 1), Algorithm::ScatterAllgather);
+        assert_eq!(choose(Collective::Broadcast, 8, 16 << 20), Algorithm::Chain);
     }
 
     #[test]

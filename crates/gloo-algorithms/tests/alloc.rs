@@ -82,6 +82,7 @@ fn cases() -> Vec<(&'static str, Option<Algorithm>, Call)> {
         }),
         ("broadcast", Some(BinomialTree), |g, b, o| g.broadcast(&mut b.a, Rank(1), o).unwrap()),
         ("broadcast", Some(ScatterAllgather), |g, b, o| g.broadcast(&mut b.a, Rank(0), o).unwrap()),
+        ("broadcast", Some(Chain), |g, b, o| g.broadcast(&mut b.a, Rank(1), o).unwrap()),
         ("allgather", Some(Ring), |g, b, o| {
             let k = COUNT / g.size() as usize;
             g.allgather(&b.a[..k], &mut b.b[..k * g.size() as usize], o).unwrap()

@@ -43,13 +43,17 @@ fn allreduce_each_algorithm_on_five() {
 
 #[test]
 fn broadcast_each_algorithm_on_five() {
-    for a in [Algorithm::BinomialTree, Algorithm::ScatterAllgather] {
-        let out = on_ranks_plain(5, |g| {
-            let mut v = if g.rank() == Rank(3) { [1u8, 2, 3, 4, 5, 6, 7] } else { [0; 7] };
-            g.broadcast(&mut v, Rank(3), &o(a)).unwrap();
-            v
-        });
-        assert_eq!(out, vec![[1, 2, 3, 4, 5, 6, 7]; 5], "{a}");
+    // One segment, and a segment per two bytes (the chain then passes four down the line,
+    // from a root in its middle).
+    for seg in [1 << 19, 2] {
+        for a in [Algorithm::BinomialTree, Algorithm::ScatterAllgather, Algorithm::Chain] {
+            let out = on_ranks_plain(5, |g| {
+                let mut v = if g.rank() == Rank(3) { [1u8, 2, 3, 4, 5, 6, 7] } else { [0; 7] };
+                g.broadcast(&mut v, Rank(3), &o(a).with_segment_bytes(seg)).unwrap();
+                v
+            });
+            assert_eq!(out, vec![[1, 2, 3, 4, 5, 6, 7]; 5], "{a}, segments of {seg} bytes");
+        }
     }
 }
 

@@ -149,7 +149,10 @@ impl<C: Communicator> Group<C> {
         let root = check_root(c, root, n)?;
         let algorithm = self.algorithm(c, std::mem::size_of_val(buf), opts)?;
         let seg = segment(opts, es::<T>());
-        let param = if algorithm == Algorithm::ScatterAllgather { seg_param(seg) } else { 0 };
+        let param = match algorithm {
+            Algorithm::ScatterAllgather | Algorithm::Chain => seg_param(seg),
+            _ => 0,
+        };
         let call = Call { count: buf.len(), param, ..Call::new::<T>(c, algorithm) }.rooted(root);
         let ctx = self.begin(call, opts)?;
         if n > 1 {
@@ -158,6 +161,7 @@ impl<C: Communicator> Group<C> {
                 Algorithm::ScatterAllgather => {
                     s::broadcast_scatter_allgather(&ctx, b, es::<T>(), root, seg)?
                 }
+                Algorithm::Chain => s::broadcast_chain(&ctx, b, root, seg)?,
                 _ => s::broadcast_binomial(&ctx, b, root)?,
             }
         }

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use gloo_transport::OpState;
+use gloo_transport::{OpKind, OpState};
 use smallvec::{SmallVec, smallvec};
 
 use crate::ctx::{Ctx, Ops, bytes_of, carve, partition};

@@ -101,6 +101,77 @@ pub(crate) fn broadcast_binomial(ctx: &Ctx<'_>, buf: &mut [u8], root: usize) -> 
     ctx.run(ops)
 }
 
+/// Pipelined chain broadcast: the ranks in a line from the root (`root`, `root + 1`, ...),
+/// the buffer cut into segments of `seg` bytes, each rank passing a segment on to the next
+/// as soon as it has it. Every link carries data at once and the root sends the buffer
+/// once, where a binomial tree's root sends it ⌈log2 n⌉ times, one after the other.
+pub(crate) fn broadcast_chain(
+    ctx: &Ctx<'_>,
+    buf: &mut [u8],
+    root: usize,
+    seg: usize,
+) -> Result<()> {
+    /// Receives in flight, and at most as many sends waiting on the next rank: enough to
+    /// keep both links busy, and a bounded list of operations however long the buffer.
+    const WINDOW: usize = 4;
+    let n = ctx.size;
+    let pos = (ctx.rank + n - root) % n;
+    let (prev, next) = ((ctx.rank + n - 1) % n, (ctx.rank + 1) % n);
+    let seg = seg.max(1);
+    if pos == 0 {
+        let mut segs = buf.chunks(seg);
+        let mut ops = Ops::new();
+        loop {
+            while ops.len() < WINDOW
+                && let Some(s) = segs.next()
+            {
+                ops.push(ctx.send(next, 0, s));
+            }
+            if ops.is_empty() {
+                return Ok(());
+            }
+            ctx.drive(&mut ops, false)?;
+            ops.retain(|op| !op.is_done());
+        }
+    }
+    let forward = pos + 1 < n;
+    let mut segs = buf.chunks_mut(seg);
+    let mut ops = Ops::new();
+    loop {
+        let receiving = ops.iter().filter(|op| !op.is_send()).count();
+        let sending = ops.len() - receiving;
+        let mut room = WINDOW.saturating_sub(receiving.max(sending));
+        while room > 0
+            && let Some(s) = segs.next()
+        {
+            ops.push(ctx.recv(prev, 0, s));
+            room -= 1;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        ctx.drive(&mut ops, false)?;
+        // Segments go on to the next rank in stream order (its receives match them first in
+        // first out), so only the landed ones before the first still under way: a later one
+        // can land first (its transfer overtook), and waits. A segment passed on leaves an
+        // empty buffer in its receive (segments are never empty), which then goes.
+        let mut landed: SmallVec<[&[u8]; WINDOW]> = SmallVec::new();
+        for op in ops.iter_mut().filter(|op| !op.is_send()) {
+            if !op.is_done() {
+                break;
+            }
+            if let OpKind::Recv { buf, .. } = op.kind_mut() {
+                let s: &mut [u8] = std::mem::take(buf);
+                landed.push(s);
+            }
+        }
+        ops.retain(|op| !(op.is_done() && (op.is_send() || op.buf_len() == 0)));
+        if forward {
+            ops.extend(landed.into_iter().map(|s| ctx.send(next, 0, s)));
+        }
+    }
+}
+
 /// Broadcast as a binomial scatter of `n` blocks followed by a ring allgather.
 pub(crate) fn broadcast_scatter_allgather(
     ctx: &Ctx<'_>,
