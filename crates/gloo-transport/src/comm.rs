@@ -100,11 +100,13 @@ pub trait Communicator: Send + Sync {
     /// stands for the time of entry, so the transport need not read it again (a reading
     /// costs about as much as a twentieth of a small call over shared memory).
     ///
-    /// `now` may be a little old (the work a caller did since it read it); a transport
-    /// uses it only where that is harmless (the time it stamps on what it hears and sends,
-    /// a first look at the deadline) and reads the clock itself before anything that
-    /// measures a wait. A transport that reads no clock, or gains nothing, keeps this
-    /// default.
+    /// `now` may be a little old (the work a caller did since it read it: milliseconds, far
+    /// below the peer timeout); a transport uses it only where that is harmless (the time
+    /// it stamps on what it hears and sends, never moving a stamp back, and a first look at
+    /// the deadline) and reads the clock itself before anything that measures a wait. A
+    /// reading older than the peer timeout could make a peer heard only in that call's
+    /// first moments look silent. A transport that reads no clock, or gains nothing, keeps
+    /// this default.
     fn progress_at(
         &self,
         ops: &mut [Op<'_>],

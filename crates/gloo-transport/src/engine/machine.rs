@@ -209,6 +209,10 @@ struct Peer<L> {
     hangup: bool,
     said_goodbye: bool,
     dead: Option<Error>,
+    /// When the peer was last heard from, and last written to. Never moved back: the time
+    /// a pump is handed may be a caller's older reading (see
+    /// [`Communicator::progress_at`](crate::Communicator::progress_at)) than one a stamp
+    /// already holds, and a stamp moved back would make a live peer look silent.
     last_heard: Instant,
     last_sent: Instant,
 }
@@ -315,7 +319,7 @@ impl<L: Link> Peer<L> {
         };
         let drains = link.drains_on_short_io();
         if sent > 0 {
-            self.last_sent = now;
+            self.last_sent = self.last_sent.max(now);
         }
         if sent < asked {
             if sent > 0 && drains {
@@ -1259,7 +1263,7 @@ impl<L: Link> Engine<L> {
                         match link.read(dst) {
                             Ok(0) => return Err(eof(peer)),
                             Ok(n) => {
-                                peer.last_heard = now;
+                                peer.last_heard = peer.last_heard.max(now);
                                 budget.bytes = budget.bytes.saturating_sub(n as u64);
                                 if n < asked && link.drains_on_short_io() && !peer.hangup {
                                     peer.readable = false;
@@ -1327,7 +1331,7 @@ impl<L: Link> Engine<L> {
                         peer.readable = false;
                     }
                     peer.re += n;
-                    peer.last_heard = now;
+                    peer.last_heard = peer.last_heard.max(now);
                     budget.bytes = budget.bytes.saturating_sub(n as u64);
                     return Ok(true);
                 }
@@ -1462,7 +1466,7 @@ impl<L: Link> Engine<L> {
                 }
                 Ok((n, asked)) => {
                     moved = true;
-                    peer.last_sent = now;
+                    peer.last_sent = peer.last_sent.max(now);
                     budget = budget.saturating_sub(n as u64);
                     if n < asked && drains {
                         // The link's buffer is full; readiness comes back when it has room.
@@ -1753,10 +1757,10 @@ impl<L: Link> Engine<L> {
             // bytes the peer sent that we have not read yet (this process may have been
             // descheduled between its last read and this check).
             if p.read_stalled(&self.active) {
-                p.last_heard = now;
+                p.last_heard = p.last_heard.max(now);
             } else if now.saturating_duration_since(p.last_heard) > timeout {
                 if p.link.as_ref().is_some_and(|s| s.input_waiting()) {
-                    p.last_heard = now;
+                    p.last_heard = p.last_heard.max(now);
                 } else {
                     lost.push((p.rank, now.saturating_duration_since(p.last_heard)));
                 }

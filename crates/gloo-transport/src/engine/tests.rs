@@ -335,6 +335,24 @@ fn heartbeats_go_out_and_a_silent_peer_is_lost_on_the_clock_alone() {
 }
 
 #[test]
+fn an_older_reading_of_the_clock_never_moves_a_stamp_back() {
+    let t0 = Instant::now();
+    let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
+    let (mut e0, mut e1, _, _) = pair_at(cfg, t0);
+    let later = t0 + Duration::from_secs(3);
+    // Heard at `later`, then again by a pump handed an older reading (a caller's, taken
+    // before its call's local work): the peer was still heard at `later`.
+    for now in [later, t0] {
+        let mut send = [Op::send(Rank(0), S, b"alive")];
+        e1.post(&mut send[0], false, true, now);
+        assert!(e0.pump(&mut Mine { ops: &mut [] }, true, now));
+    }
+    assert!(!e0.tick(later + TIMEOUT), "a live peer looked silent from a stamp moved back");
+    assert!(e0.poisoned().is_none());
+    assert!(e0.tick(later + TIMEOUT + Duration::from_millis(1)));
+}
+
+#[test]
 fn bytes_waiting_unread_prove_a_peer_alive() {
     let t0 = Instant::now();
     let cfg = EngineConfig::default().peer_timeout(Some(TIMEOUT));
