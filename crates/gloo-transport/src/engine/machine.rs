@@ -209,10 +209,8 @@ struct Peer<L> {
     hangup: bool,
     said_goodbye: bool,
     dead: Option<Error>,
-    /// When the peer was last heard from, and last written to. Never moved back: the time
-    /// a pump is handed may be a caller's older reading (see
-    /// [`Communicator::progress_at`](crate::Communicator::progress_at)) than one a stamp
-    /// already holds, and a stamp moved back would make a live peer look silent.
+    /// When the peer was last heard from, and last written to; moved only by [`stamp`],
+    /// never back.
     last_heard: Instant,
     last_sent: Instant,
 }
@@ -319,7 +317,7 @@ impl<L: Link> Peer<L> {
         };
         let drains = link.drains_on_short_io();
         if sent > 0 {
-            self.last_sent = self.last_sent.max(now);
+            stamp(&mut self.last_sent, now);
         }
         if sent < asked {
             if sent > 0 && drains {
@@ -781,8 +779,7 @@ impl<L: Link> Engine<L> {
                         msg: Message { peer, body: Body::Eager(data), .. },
                         ..
                     }) => {
-                        let delivered = self.deliver_held(op, peer, data);
-                        assert!(delivered, "the matcher checked the length against this buffer");
+                        self.deliver_held(op, peer, data);
                         return;
                     }
                     o => o,
@@ -884,19 +881,17 @@ impl<L: Link> Engine<L> {
         }
     }
 
-    /// Deliver the held eager message `data` from `peer` into `op`'s buffer: copy it,
-    /// complete `op`, return the message's credit when due, and keep the buffer for the next
-    /// one. Returns `false`, delivering nothing, when the buffer is shorter than the message
-    /// (the caller swapped in a shorter one since the matcher checked it).
-    fn deliver_held(&mut self, op: &mut Op<'_>, peer: Rank, data: Vec<u8>) -> bool {
-        let Some(dst) = recv_buf(op).get_mut(..data.len()) else { return false };
-        dst.copy_from_slice(&data);
+    /// Deliver the held eager message `data` from `peer` into `op`'s buffer, which holds it
+    /// (the matcher checked its length at the post, and the reap checks again for a buffer
+    /// swapped since): copy it, complete `op`, return the message's credit when due, and
+    /// keep the buffer for the next one.
+    fn deliver_held(&mut self, op: &mut Op<'_>, peer: Rank, data: Vec<u8>) {
+        recv_buf(op)[..data.len()].copy_from_slice(&data);
         op.set_state(OpState::Done { peer, len: data.len() });
         if let Some(p) = self.peers[peer.index()].as_mut() {
             p.eager_consumed(data.len() as u64);
             p.keep_spare(data);
         }
-        true
     }
 
     /// Complete what can be completed among the caller's operations; withdraw the first that
@@ -931,12 +926,12 @@ impl<L: Link> Engine<L> {
                     _ => {}
                 },
                 Rec::Recv { st, .. } => match st {
-                    RecvSt::Eager(m) if recv_buf(op).len() < eager_len(m) => {
+                    RecvSt::Eager(m) if (recv_buf(op).len() as u64) < m.body.len() => {
                         // The caller swapped in a buffer shorter than the message matched to
                         // it: the message is dropped with its credit returned (a sender whose
                         // window shrank by it would wait forever once it was gone), and the
                         // receive fails like any other, now or at the next call that drives it.
-                        let (peer, len) = (m.peer, eager_len(m) as u64);
+                        let (peer, len) = (m.peer, m.body.len());
                         *st = RecvSt::Failed(shrunk());
                         if let Some(p) = self.peers[peer.index()].as_mut() {
                             p.eager_consumed(len);
@@ -953,8 +948,7 @@ impl<L: Link> Engine<L> {
                             unreachable!("checked above")
                         };
                         let Body::Eager(data) = m.body else { unreachable!("eager state") };
-                        let delivered = self.deliver_held(op, m.peer, data);
-                        assert!(delivered, "the buffer's length was checked above");
+                        self.deliver_held(op, m.peer, data);
                     }
                     RecvSt::Done { peer, len } => {
                         op.set_state(OpState::Done { peer: *peer, len: *len as usize });
@@ -1263,7 +1257,7 @@ impl<L: Link> Engine<L> {
                         match link.read(dst) {
                             Ok(0) => return Err(eof(peer)),
                             Ok(n) => {
-                                peer.last_heard = peer.last_heard.max(now);
+                                stamp(&mut peer.last_heard, now);
                                 budget.bytes = budget.bytes.saturating_sub(n as u64);
                                 if n < asked && link.drains_on_short_io() && !peer.hangup {
                                     peer.readable = false;
@@ -1331,7 +1325,7 @@ impl<L: Link> Engine<L> {
                         peer.readable = false;
                     }
                     peer.re += n;
-                    peer.last_heard = peer.last_heard.max(now);
+                    stamp(&mut peer.last_heard, now);
                     budget.bytes = budget.bytes.saturating_sub(n as u64);
                     return Ok(true);
                 }
@@ -1466,7 +1460,7 @@ impl<L: Link> Engine<L> {
                 }
                 Ok((n, asked)) => {
                     moved = true;
-                    peer.last_sent = peer.last_sent.max(now);
+                    stamp(&mut peer.last_sent, now);
                     budget = budget.saturating_sub(n as u64);
                     if n < asked && drains {
                         // The link's buffer is full; readiness comes back when it has room.
@@ -1757,10 +1751,10 @@ impl<L: Link> Engine<L> {
             // bytes the peer sent that we have not read yet (this process may have been
             // descheduled between its last read and this check).
             if p.read_stalled(&self.active) {
-                p.last_heard = p.last_heard.max(now);
+                stamp(&mut p.last_heard, now);
             } else if now.saturating_duration_since(p.last_heard) > timeout {
                 if p.link.as_ref().is_some_and(|s| s.input_waiting()) {
-                    p.last_heard = p.last_heard.max(now);
+                    stamp(&mut p.last_heard, now);
                 } else {
                     lost.push((p.rank, now.saturating_duration_since(p.last_heard)));
                 }
@@ -1831,12 +1825,12 @@ fn untrusted_text(b: &[u8]) -> String {
         .collect()
 }
 
-/// The length of a held eager message.
-fn eager_len(m: &Message) -> usize {
-    match &m.body {
-        Body::Eager(data) => data.len(),
-        _ => 0,
-    }
+/// Move a liveness stamp to `now`, never back: the time a pump is handed may be a caller's
+/// reading older than the stamp (see
+/// [`Communicator::progress_at`](crate::Communicator::progress_at)), and a stamp moved back
+/// would make a live peer look silent.
+fn stamp(at: &mut Instant, now: Instant) {
+    *at = (*at).max(now);
 }
 
 fn shrunk() -> Error {
